@@ -1,0 +1,423 @@
+//! `TenantSpec`: the spec of the `AnalyticsTenant` resource. One type for the CRD, the
+//! standalone YAML files and the tests, so that what a platform team writes means the same
+//! thing everywhere.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, Result};
+
+pub const API_GROUP: &str = "sightline.dev";
+pub const API_VERSION: &str = "sightline.dev/v1alpha1";
+pub const KIND: &str = "AnalyticsTenant";
+
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TenantSpec {
+    /// Which merchant sites may send events. Merchants are rows keyed by site id.
+    #[serde(default)]
+    pub sites: SitePolicy,
+    #[serde(default)]
+    pub retention: Retention,
+    /// IANA timezone used for sites that do not name their own.
+    #[serde(default = "default_timezone")]
+    pub default_timezone: String,
+    /// When on, events from known bots are stored in `events_raw` but never reach rollups.
+    #[serde(default = "default_true")]
+    pub bot_filtering: bool,
+    #[serde(default)]
+    pub limits: Limits,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SitePolicy {
+    /// `true`: any well-formed site id is accepted (tokens still gate access).
+    #[serde(default)]
+    pub open: bool,
+    /// The allow-list (and per-site settings, also used by open tenants).
+    #[serde(default)]
+    pub allowed: Vec<SiteSpec>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SiteSpec {
+    pub id: String,
+    /// IANA timezone for this site's reports; the tenant default when absent.
+    #[serde(default)]
+    pub timezone: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Retention {
+    /// Days `events_raw` and `events` are kept; also the window `Reprocess` can replay.
+    #[serde(default = "default_raw_days")]
+    pub raw_days: u32,
+    /// Days hourly rollups are kept.
+    #[serde(default = "default_rollup_days")]
+    pub rollup_days: u32,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Limits {
+    #[serde(default = "default_events_per_request")]
+    pub events_per_request: u32,
+    #[serde(default = "default_body_bytes")]
+    pub body_bytes: u32,
+    /// Sustained events per second per site (token bucket refill rate).
+    #[serde(default = "default_events_per_second")]
+    pub events_per_second_per_site: u32,
+    /// Token bucket size: how far above the sustained rate a site may burst.
+    #[serde(default = "default_burst")]
+    pub burst_per_site: u32,
+    #[serde(default = "default_max_props")]
+    pub max_props: u32,
+    #[serde(default = "default_max_prop_key_bytes")]
+    pub max_prop_key_bytes: u32,
+    #[serde(default = "default_max_prop_value_bytes")]
+    pub max_prop_value_bytes: u32,
+}
+
+fn default_timezone() -> String {
+    "UTC".into()
+}
+fn default_true() -> bool {
+    true
+}
+fn default_raw_days() -> u32 {
+    400
+}
+fn default_rollup_days() -> u32 {
+    1100
+}
+fn default_events_per_request() -> u32 {
+    500
+}
+fn default_body_bytes() -> u32 {
+    1024 * 1024
+}
+fn default_events_per_second() -> u32 {
+    1000
+}
+fn default_burst() -> u32 {
+    5000
+}
+fn default_max_props() -> u32 {
+    30
+}
+fn default_max_prop_key_bytes() -> u32 {
+    64
+}
+fn default_max_prop_value_bytes() -> u32 {
+    512
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Self {
+            raw_days: default_raw_days(),
+            rollup_days: default_rollup_days(),
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            events_per_request: default_events_per_request(),
+            body_bytes: default_body_bytes(),
+            events_per_second_per_site: default_events_per_second(),
+            burst_per_site: default_burst(),
+            max_props: default_max_props(),
+            max_prop_key_bytes: default_max_prop_key_bytes(),
+            max_prop_value_bytes: default_max_prop_value_bytes(),
+        }
+    }
+}
+
+/// A site id: what merchants are keyed by. Letters, digits, `.`, `-`, `_`; 1 to 128 bytes.
+pub fn valid_site_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 128
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+}
+
+/// A tenant name is a Kubernetes object name that also maps to a database name.
+pub fn valid_tenant_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 40
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && name.as_bytes()[0].is_ascii_lowercase()
+        && !name.ends_with('-')
+}
+
+impl TenantSpec {
+    /// Checks everything serde cannot: ids, timezones, limits. `source_name` names the
+    /// file or object in the message.
+    pub fn validate(&self, source_name: &str) -> Result<()> {
+        let err = |message: String| Error::Spec {
+            source_name: source_name.to_string(),
+            message,
+        };
+        if !self.sites.open && self.sites.allowed.is_empty() {
+            return Err(err(
+                "sites: the allow-list is empty and `open` is false, so no site could send events"
+                    .into(),
+            ));
+        }
+        parse_timezone(&self.default_timezone).map_err(|e| err(format!("defaultTimezone: {e}")))?;
+        let mut seen = std::collections::HashSet::new();
+        for (i, site) in self.sites.allowed.iter().enumerate() {
+            if !valid_site_id(&site.id) {
+                return Err(err(format!(
+                    "sites.allowed[{i}].id {:?}: use 1-128 letters, digits, '.', '-' or '_'",
+                    site.id
+                )));
+            }
+            if !seen.insert(site.id.as_str()) {
+                return Err(err(format!(
+                    "sites.allowed[{i}].id {:?} is listed twice",
+                    site.id
+                )));
+            }
+            if let Some(tz) = &site.timezone {
+                parse_timezone(tz).map_err(|e| err(format!("sites.allowed[{i}].timezone: {e}")))?;
+            }
+        }
+        let l = &self.limits;
+        for (field, value) in [
+            ("limits.eventsPerRequest", l.events_per_request),
+            ("limits.bodyBytes", l.body_bytes),
+            (
+                "limits.eventsPerSecondPerSite",
+                l.events_per_second_per_site,
+            ),
+            ("limits.burstPerSite", l.burst_per_site),
+            ("limits.maxPropKeyBytes", l.max_prop_key_bytes),
+            ("limits.maxPropValueBytes", l.max_prop_value_bytes),
+            ("retention.rawDays", self.retention.raw_days),
+            ("retention.rollupDays", self.retention.rollup_days),
+        ] {
+            if value == 0 {
+                return Err(err(format!("{field} must be greater than 0")));
+            }
+        }
+        Ok(())
+    }
+
+    /// The site's settings if it may send events: from the allow-list, or defaults when open.
+    pub fn site(&self, site_id: &str) -> Option<SiteSpec> {
+        if let Some(site) = self.sites.allowed.iter().find(|s| s.id == site_id) {
+            return Some(site.clone());
+        }
+        (self.sites.open && valid_site_id(site_id)).then(|| SiteSpec {
+            id: site_id.to_string(),
+            timezone: None,
+        })
+    }
+
+    pub fn site_timezone(&self, site_id: &str) -> chrono_tz::Tz {
+        self.site(site_id)
+            .and_then(|s| s.timezone)
+            .as_deref()
+            .and_then(|tz| parse_timezone(tz).ok())
+            .or_else(|| parse_timezone(&self.default_timezone).ok())
+            .unwrap_or(chrono_tz::UTC)
+    }
+}
+
+pub fn parse_timezone(name: &str) -> std::result::Result<chrono_tz::Tz, String> {
+    name.parse::<chrono_tz::Tz>()
+        .map_err(|_| format!("{name:?} is not an IANA timezone"))
+}
+
+/// A tenant as written in YAML: the same shape as the Kubernetes object.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct TenantDocument {
+    pub api_version: String,
+    pub kind: String,
+    pub metadata: Metadata,
+    pub spec: TenantSpec,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Metadata {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// A validated tenant: its name and spec.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Tenant {
+    pub name: String,
+    pub spec: TenantSpec,
+}
+
+impl Tenant {
+    /// The tenant's ClickHouse database. Tenant names are validated, so this is safe to
+    /// place in DDL as an identifier.
+    pub fn database(&self) -> String {
+        database_name(&self.name)
+    }
+}
+
+pub fn database_name(tenant: &str) -> String {
+    format!("sightline_{}", tenant.replace('-', "_"))
+}
+
+/// Parses every `AnalyticsTenant` document in a YAML text (`---`-separated); other kinds
+/// are skipped so a directory can hold other manifests too.
+pub fn parse_tenants(text: &str, source_name: &str) -> Result<Vec<Tenant>> {
+    let mut tenants = Vec::new();
+    for (i, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
+        let value = serde_yaml::Value::deserialize(doc).map_err(|e| Error::Spec {
+            source_name: source_name.to_string(),
+            message: format!("document {}: {e}", i + 1),
+        })?;
+        if value.is_null() || value.get("kind").and_then(|k| k.as_str()) != Some(KIND) {
+            continue;
+        }
+        let parsed: TenantDocument = serde_yaml::from_value(value).map_err(|e| Error::Spec {
+            source_name: source_name.to_string(),
+            message: format!("document {}: {e}", i + 1),
+        })?;
+        if parsed.api_version != API_VERSION {
+            return Err(Error::Spec {
+                source_name: source_name.to_string(),
+                message: format!(
+                    "apiVersion {:?}: expected {API_VERSION}",
+                    parsed.api_version
+                ),
+            });
+        }
+        if !valid_tenant_name(&parsed.metadata.name) {
+            return Err(Error::Spec {
+                source_name: source_name.to_string(),
+                message: format!(
+                    "metadata.name {:?}: use 1-40 lowercase letters, digits and '-', starting with a letter",
+                    parsed.metadata.name
+                ),
+            });
+        }
+        parsed
+            .spec
+            .validate(&format!("{source_name} ({})", parsed.metadata.name))?;
+        tenants.push(Tenant {
+            name: parsed.metadata.name,
+            spec: parsed.spec,
+        });
+    }
+    Ok(tenants)
+}
+
+/// Reads tenants from a YAML file or from every `*.yaml`/`*.yml` file of a directory.
+pub fn load_tenants(path: &Path) -> Result<Vec<Tenant>> {
+    let mut files = Vec::new();
+    if path.is_dir() {
+        for entry in std::fs::read_dir(path)? {
+            let p = entry?.path();
+            if matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")) {
+                files.push(p);
+            }
+        }
+        files.sort();
+    } else {
+        files.push(path.to_path_buf());
+    }
+    let mut tenants: Vec<Tenant> = Vec::new();
+    for file in files {
+        let text = std::fs::read_to_string(&file).map_err(|e| Error::Spec {
+            source_name: file.display().to_string(),
+            message: e.to_string(),
+        })?;
+        for tenant in parse_tenants(&text, &file.display().to_string())? {
+            if tenants.iter().any(|t| t.name == tenant.name) {
+                return Err(Error::Spec {
+                    source_name: file.display().to_string(),
+                    message: format!("tenant {:?} is defined twice", tenant.name),
+                });
+            }
+            tenants.push(tenant);
+        }
+    }
+    if tenants.is_empty() {
+        return Err(Error::Spec {
+            source_name: path.display().to_string(),
+            message: format!("no {KIND} documents found"),
+        });
+    }
+    Ok(tenants)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DOC: &str = r#"
+apiVersion: sightline.dev/v1alpha1
+kind: AnalyticsTenant
+metadata: { name: acme }
+spec:
+  sites:
+    allowed:
+      - id: shop.example.com
+        timezone: Europe/Berlin
+      - id: blog.example.com
+  defaultTimezone: America/New_York
+  limits: { eventsPerRequest: 50 }
+"#;
+
+    #[test]
+    fn parses_defaults_and_site_settings() {
+        let tenants = parse_tenants(DOC, "t.yaml").unwrap();
+        assert_eq!(tenants.len(), 1);
+        let t = &tenants[0];
+        assert_eq!(t.name, "acme");
+        assert_eq!(t.database(), "sightline_acme");
+        assert_eq!(t.spec.limits.events_per_request, 50);
+        assert_eq!(t.spec.limits.body_bytes, 1024 * 1024);
+        assert!(t.spec.bot_filtering);
+        assert_eq!(
+            t.spec.site_timezone("shop.example.com"),
+            chrono_tz::Europe::Berlin
+        );
+        assert_eq!(
+            t.spec.site_timezone("blog.example.com"),
+            chrono_tz::America::New_York
+        );
+        assert!(t.spec.site("other.example.com").is_none());
+    }
+
+    #[test]
+    fn refuses_unknown_fields_and_bad_values_naming_them() {
+        let bad = DOC.replace("eventsPerRequest: 50", "eventsPerRequst: 50");
+        let e = parse_tenants(&bad, "t.yaml").unwrap_err().to_string();
+        assert!(e.contains("eventsPerRequst"), "{e}");
+        let bad = DOC.replace("Europe/Berlin", "Mars/Olympus");
+        let e = parse_tenants(&bad, "t.yaml").unwrap_err().to_string();
+        assert!(e.contains("sites.allowed[0].timezone"), "{e}");
+        let bad = DOC.replace("name: acme", "name: Acme_1");
+        let e = parse_tenants(&bad, "t.yaml").unwrap_err().to_string();
+        assert!(e.contains("metadata.name"), "{e}");
+    }
+
+    #[test]
+    fn open_tenants_accept_any_well_formed_site() {
+        let open = DOC.replace("sites:\n", "sites:\n    open: true\n");
+        let t = &parse_tenants(&open, "t.yaml").unwrap()[0];
+        assert!(t.spec.site("anything.example").is_some());
+        assert!(t.spec.site("bad site").is_none());
+    }
+}

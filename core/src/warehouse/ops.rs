@@ -1,0 +1,199 @@
+//! What Sightline does with a warehouse, written once over the `Warehouse` primitives:
+//! apply a tenant's schema, store a batch, find already-stored ids, restore sessions.
+
+use std::collections::HashSet;
+
+use chrono::{DateTime, Duration, NaiveDate, Utc};
+use serde::Serialize;
+use uuid::Uuid;
+
+use super::{Params, Warehouse};
+use crate::event::{ch_datetime, Event, RawEvent};
+use crate::processor::session::{Session, SessionEntry, SessionState};
+use crate::schema;
+use crate::spec::Tenant;
+use crate::{Error, Result};
+
+/// Schema versions before and after an apply.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SchemaApplied {
+    pub from: u32,
+    pub to: u32,
+}
+
+/// Creates or migrates one tenant's database. Safe to run at every start and concurrently
+/// with readers: every statement is idempotent and recorded only after it succeeded.
+pub async fn apply_schema(wh: &dyn Warehouse, tenant: &Tenant) -> Result<SchemaApplied> {
+    let db = tenant.database();
+    for statement in schema::bootstrap_statements(tenant) {
+        wh.execute(&statement, &Params::new()).await?;
+    }
+    let rows = wh
+        .select(
+            &format!(
+                "SELECT max(version) AS v FROM {db}.{}",
+                schema::MIGRATIONS_TABLE
+            ),
+            &Params::new(),
+        )
+        .await?;
+    let from = rows.first().and_then(|r| r["v"].as_u64()).unwrap_or(0) as u32;
+    let mut to = from;
+    for migration in schema::migrations(tenant)
+        .into_iter()
+        .filter(|m| m.version > from)
+    {
+        for statement in &migration.statements {
+            wh.execute(statement, &Params::new()).await?;
+        }
+        wh.execute(
+            &format!(
+                "INSERT INTO {db}.{} (version, description) VALUES ({{v:UInt32}}, {{d:String}})",
+                schema::MIGRATIONS_TABLE
+            ),
+            &Params::new()
+                .bind("v", migration.version)
+                .bind("d", migration.description),
+        )
+        .await?;
+        tracing::info!(tenant = %tenant.name, version = migration.version, "schema migration applied");
+        to = migration.version;
+    }
+    for statement in schema::spec_statements(tenant) {
+        wh.execute(&statement, &Params::new()).await?;
+    }
+    Ok(SchemaApplied { from, to })
+}
+
+/// Encodes rows as JSONEachRow.
+pub fn json_each_row<T: Serialize>(rows: &[T]) -> Result<Vec<u8>> {
+    let mut out = Vec::with_capacity(rows.len() * 512);
+    for row in rows {
+        serde_json::to_writer(&mut out, row).map_err(|e| Error::Decode(e.to_string()))?;
+        out.push(b'\n');
+    }
+    Ok(out)
+}
+
+/// Stores a batch: `events_raw` first (the truth), then `events` (which feeds the rollups
+/// through the views). A crash between the two leaves a day whose `events` lag `events_raw`;
+/// `replay::repair_recent_days` finds and rebuilds such days at start-up.
+pub async fn insert_raw_and_events(
+    wh: &dyn Warehouse,
+    db: &str,
+    raw: &[RawEvent],
+    events: &[Event],
+) -> Result<()> {
+    if raw.is_empty() {
+        return Ok(());
+    }
+    wh.insert(
+        &format!("{db}.{}", schema::RAW_TABLE),
+        schema::RAW_COLUMNS,
+        json_each_row(raw)?,
+    )
+    .await?;
+    if !events.is_empty() {
+        wh.insert(
+            &format!("{db}.{}", schema::EVENTS_TABLE),
+            schema::EVENT_COLUMNS,
+            json_each_row(events)?,
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// Which of `ids` are already in `events_raw`, looking only at the given days' partitions
+/// (and the bloom-filter index on event_id). Used to make client retries idempotent.
+pub async fn existing_event_ids(
+    wh: &dyn Warehouse,
+    db: &str,
+    ids: &[Uuid],
+    days: &[NaiveDate],
+) -> Result<HashSet<Uuid>> {
+    if ids.is_empty() {
+        return Ok(HashSet::new());
+    }
+    let day_numbers: Vec<String> = days
+        .iter()
+        .map(|d| d.format("%Y%m%d").to_string())
+        .collect();
+    let sql = format!(
+        "SELECT DISTINCT toString(event_id) AS id FROM {db}.{} \
+         WHERE toYYYYMMDD(ts) IN {{days:Array(UInt32)}} AND event_id IN {{ids:Array(UUID)}}",
+        schema::RAW_TABLE
+    );
+    let params = Params::new()
+        .bind("days", format!("[{}]", day_numbers.join(",")))
+        .bind(
+            "ids",
+            Params::array_of_strings(ids.iter().map(|u| u.to_string())),
+        );
+    let rows = wh.select(&sql, &params).await?;
+    rows.iter()
+        .map(|r| {
+            r["id"]
+                .as_str()
+                .and_then(|s| Uuid::parse_str(s).ok())
+                .ok_or_else(|| Error::Decode(format!("event id in {r}")))
+        })
+        .collect()
+}
+
+/// Rebuilds the open sessions of the last 30 minutes (relative to `now`) from `events`,
+/// so that sessions continue across a restart exactly as a replay would see them.
+pub async fn restore_sessions(
+    wh: &dyn Warehouse,
+    db: &str,
+    now: DateTime<Utc>,
+    state: &mut SessionState,
+) -> Result<usize> {
+    let since = now - crate::processor::session::SESSION_TIMEOUT - Duration::minutes(1);
+    let sql = format!(
+        "SELECT site_id, visitor_id, session_id, \
+                toString(min(session_start)) AS start, toString(max(ts)) AS last, count() AS events, \
+                argMin(entry_page, ts) AS entry_page, argMin(session_source, ts) AS source, argMin(session_medium, ts) AS medium, \
+                argMin(session_utm_source, ts) AS utm_source, argMin(session_utm_medium, ts) AS utm_medium, \
+                argMin(session_utm_campaign, ts) AS utm_campaign \
+         FROM {db}.{} WHERE session_id IN (SELECT session_id FROM {db}.{} WHERE ts >= {{since:DateTime64(3, 'UTC')}}) \
+           AND ts >= {{since:DateTime64(3, 'UTC')}} - INTERVAL 1 DAY \
+         GROUP BY site_id, visitor_id, session_id",
+        schema::EVENTS_TABLE,
+        schema::EVENTS_TABLE
+    );
+    let rows = wh
+        .select(
+            &sql,
+            &Params::new().bind("since", ch_datetime::format(&since)),
+        )
+        .await?;
+    let text = |r: &serde_json::Value, k: &str| r[k].as_str().unwrap_or_default().to_string();
+    let time = |r: &serde_json::Value, k: &str| -> Result<DateTime<Utc>> {
+        ch_datetime::parse(r[k].as_str().unwrap_or_default())
+            .map_err(|e| Error::Decode(format!("{k}: {e}")))
+    };
+    for r in &rows {
+        let session = Session {
+            id: r["session_id"]
+                .as_u64()
+                .ok_or_else(|| Error::Decode("session_id".into()))?,
+            start: time(r, "start")?,
+            last: time(r, "last")?,
+            events: r["events"].as_u64().unwrap_or(0) as u32,
+            entry: SessionEntry {
+                page: text(r, "entry_page"),
+                source: text(r, "source"),
+                medium: text(r, "medium"),
+                utm_source: text(r, "utm_source"),
+                utm_medium: text(r, "utm_medium"),
+                utm_campaign: text(r, "utm_campaign"),
+            },
+        };
+        let visitor = r["visitor_id"]
+            .as_u64()
+            .ok_or_else(|| Error::Decode("visitor_id".into()))?;
+        state.restore(&text(r, "site_id"), visitor, session);
+    }
+    Ok(rows.len())
+}

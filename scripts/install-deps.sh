@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Installs everything Sightline needs to build, run and test on a fresh machine.
+# Idempotent: each step checks first. Used by the README's two commands and by .ci/run.
+set -euo pipefail
+
+CHDB_NPM_PACKAGE="@chdb/lib-linux-x64-gnu"
+CHDB_VERSION="26.7.3-stable.1"     # pinned: `latest` on npm is older
+CHDB_DIR="${SIGHTLINE_LIB_DIR:-/usr/local/lib/sightline}"
+
+log() { printf '[install-deps] %s\n' "$*" >&2; }
+
+install_libchdb() {
+  if [ -f "$CHDB_DIR/libchdb.so" ] && [ "$(cat "$CHDB_DIR/VERSION" 2>/dev/null)" = "$CHDB_VERSION" ]; then
+    log "libchdb $CHDB_VERSION already in $CHDB_DIR"
+    return
+  fi
+  command -v npm >/dev/null || { log "npm is required to fetch libchdb"; exit 1; }
+  local tmp
+  tmp=$(mktemp -d)
+  log "fetching $CHDB_NPM_PACKAGE@$CHDB_VERSION"
+  (cd "$tmp" && npm pack --silent "$CHDB_NPM_PACKAGE@$CHDB_VERSION" >/dev/null && tar xzf ./*.tgz)
+  mkdir -p "$CHDB_DIR"
+  mv "$tmp/package/libchdb.so" "$CHDB_DIR/libchdb.so.tmp"
+  mv "$CHDB_DIR/libchdb.so.tmp" "$CHDB_DIR/libchdb.so"
+  echo "$CHDB_VERSION" > "$CHDB_DIR/VERSION"
+  rm -rf "$tmp"
+  log "libchdb installed at $CHDB_DIR/libchdb.so"
+}
+
+install_rust_tools() {
+  command -v cargo >/dev/null || { log "cargo is required (rustup)"; exit 1; }
+  if ! cargo nextest --version >/dev/null 2>&1; then
+    log "installing cargo-nextest"
+    cargo install --locked cargo-nextest
+  fi
+}
+
+install_libchdb
+install_rust_tools
+log "done"
