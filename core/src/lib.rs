@@ -6,6 +6,7 @@ pub mod event;
 pub mod geo;
 pub mod intake;
 pub mod processor;
+pub mod registry;
 pub mod schema;
 pub mod secret;
 pub mod spec;

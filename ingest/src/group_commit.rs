@@ -1,0 +1,183 @@
+//! The standalone log: a group-commit writer. Requests hand their events to one writer task,
+//! which closes a batch at `max_events` or `max_wait`, processes it, inserts it into the
+//! warehouse and only then answers every request of the batch. One insert per batch keeps
+//! the engine's part count low at high request rates; nobody is answered before commit.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{NaiveDate, Utc};
+use sightline_core::event::RawEvent;
+use sightline_core::processor::session::SessionState;
+use sightline_core::processor::{process, ProcessorConfig};
+use sightline_core::registry::Registry;
+use sightline_core::warehouse::{ops, replay, Warehouse};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
+
+use crate::sink::{EventSink, SinkError};
+
+#[derive(Clone, Copy, Debug)]
+pub struct GroupCommitConfig {
+    /// A batch closes when it holds this many events ...
+    pub max_events: usize,
+    /// ... or when its first request has waited this long.
+    pub max_wait: Duration,
+    /// Events waiting for commit before new requests get 503.
+    pub max_pending_events: usize,
+}
+
+impl Default for GroupCommitConfig {
+    fn default() -> Self {
+        Self { max_events: 5_000, max_wait: Duration::from_millis(20), max_pending_events: 200_000 }
+    }
+}
+
+struct Pending {
+    tenant: String,
+    events: Vec<RawEvent>,
+    reply: oneshot::Sender<Result<(), SinkError>>,
+    _permit: OwnedSemaphorePermit,
+}
+
+/// The handle requests use. Cloning is cheap; the writer stops when every handle is gone.
+#[derive(Clone)]
+pub struct GroupCommit {
+    tx: mpsc::UnboundedSender<Pending>,
+    room: Arc<Semaphore>,
+}
+
+impl GroupCommit {
+    /// Starts the writer task. Sessions of each tenant continue from `sessions`.
+    pub fn start(
+        warehouse: Arc<dyn Warehouse>,
+        registry: Arc<Registry>,
+        sessions: BTreeMap<String, SessionState>,
+        config: GroupCommitConfig,
+    ) -> (Self, tokio::task::JoinHandle<()>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let room = Arc::new(Semaphore::new(config.max_pending_events));
+        let writer = Writer { warehouse, registry, sessions, config };
+        let task = tokio::spawn(writer.run(rx));
+        (Self { tx, room }, task)
+    }
+}
+
+#[async_trait]
+impl EventSink for GroupCommit {
+    async fn append(&self, tenant: &str, events: Vec<RawEvent>) -> Result<(), SinkError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let n = u32::try_from(events.len()).map_err(|_| SinkError::Busy)?;
+        let permit = self.room.clone().try_acquire_many_owned(n).map_err(|_| SinkError::Busy)?;
+        let (reply, answer) = oneshot::channel();
+        self.tx
+            .send(Pending { tenant: tenant.to_string(), events, reply, _permit: permit })
+            .map_err(|_| SinkError::Unavailable("the writer has stopped".into()))?;
+        answer.await.map_err(|_| SinkError::Unavailable("the writer stopped before commit".into()))?
+    }
+}
+
+struct Writer {
+    warehouse: Arc<dyn Warehouse>,
+    registry: Arc<Registry>,
+    sessions: BTreeMap<String, SessionState>,
+    config: GroupCommitConfig,
+}
+
+impl Writer {
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Pending>) {
+        let mut last_eviction = Instant::now();
+        while let Some(first) = rx.recv().await {
+            let deadline = Instant::now() + self.config.max_wait;
+            let mut count = first.events.len();
+            let mut batch = vec![first];
+            while count < self.config.max_events {
+                match tokio::time::timeout_at(deadline, rx.recv()).await {
+                    Ok(Some(p)) => {
+                        count += p.events.len();
+                        batch.push(p);
+                    }
+                    Ok(None) | Err(_) => break,
+                }
+            }
+            self.commit(batch).await;
+            if last_eviction.elapsed() > Duration::from_secs(60) {
+                let now = Utc::now();
+                self.sessions.values_mut().for_each(|s| s.evict_idle(now));
+                last_eviction = Instant::now();
+            }
+        }
+        tracing::info!("group-commit writer stopped: every handle is gone");
+    }
+
+    async fn commit(&mut self, batch: Vec<Pending>) {
+        let mut by_tenant: BTreeMap<String, Vec<Pending>> = BTreeMap::new();
+        for p in batch {
+            by_tenant.entry(p.tenant.clone()).or_default().push(p);
+        }
+        for (tenant, pending) in by_tenant {
+            let span = tracing::info_span!("group_commit", %tenant, requests = pending.len());
+            let _enter = span.enter();
+            let outcome = self.commit_tenant(&tenant, &pending).await;
+            if let Err(e) = &outcome {
+                tracing::error!(%tenant, error = %e, "batch not committed");
+            }
+            for p in pending {
+                let answer = match &outcome {
+                    Ok(()) => Ok(()),
+                    Err(e) => Err(SinkError::Unavailable(e.to_string())),
+                };
+                // The requester may have gone away (client hung up); the events are stored anyway.
+                let _ = p.reply.send(answer);
+            }
+        }
+    }
+
+    async fn commit_tenant(&mut self, tenant: &str, pending: &[Pending]) -> Result<(), sightline_core::Error> {
+        let entry = self
+            .registry
+            .get(tenant)
+            .ok_or_else(|| sightline_core::Error::Spec { source_name: tenant.into(), message: "unknown tenant".into() })?;
+        let db = entry.tenant.database();
+        let config = ProcessorConfig { bot_filtering: entry.tenant.spec.bot_filtering };
+
+        // Exactly once across client retries: drop ids already stored or seen in this batch.
+        let mut raws: Vec<RawEvent> = pending.iter().flat_map(|p| p.events.iter().cloned()).collect();
+        let ids: Vec<_> = raws.iter().map(|r| r.event_id).collect();
+        let days: Vec<NaiveDate> = raws.iter().map(|r| r.ts.date_naive()).collect::<HashSet<_>>().into_iter().collect();
+        let stored = ops::existing_event_ids(self.warehouse.as_ref(), &db, &ids, &days).await?;
+        let mut seen = HashSet::with_capacity(raws.len());
+        raws.retain(|r| !stored.contains(&r.event_id) && seen.insert(r.event_id));
+        if raws.is_empty() {
+            return Ok(());
+        }
+        // Time order within the batch, as a replay would see them.
+        raws.sort_by_key(|r| r.ts);
+        let sessions = self.sessions.entry(tenant.to_string()).or_default();
+        let events: Vec<_> = raws.iter().map(|r| process(r, config, sessions)).collect();
+        if let Err(e) = ops::insert_raw_and_events(self.warehouse.as_ref(), &db, &raws, &events).await {
+            // The raw insert may have landed without the processed one. This task is the only
+            // writer, so replaying the batch's days now cannot race a live insert; whatever
+            // the outcome, the requests are answered with an error and may be retried (the
+            // ids make a retry idempotent).
+            for day in days {
+                match replay::inconsistent_days(self.warehouse.as_ref(), &entry.tenant, day, day).await {
+                    Ok(bad) if !bad.is_empty() => {
+                        if let Err(re) = replay::replay_day(self.warehouse.as_ref(), &entry.tenant, day).await {
+                            tracing::error!(%day, error = %re, "repair after a failed insert failed; start-up repair will retry");
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(re) => tracing::error!(%day, error = %re, "could not check the day after a failed insert"),
+                }
+            }
+            return Err(e);
+        }
+        tracing::debug!(events = raws.len(), "batch committed");
+        Ok(())
+    }
+}
