@@ -1,1 +1,45 @@
-fn main() {}
+//! `sightline`: one binary, one subcommand per role.
+
+mod standalone;
+mod token_cmd;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "sightline", version, about = "Sightline: an open analytics backend")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Collect, process, store and query in one process on the embedded ClickHouse engine.
+    Standalone(standalone::Args),
+    /// Issue tokens for merchants' sites.
+    Token {
+        #[command(subcommand)]
+        command: token_cmd::TokenCommand,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let outcome = match cli.command {
+        Command::Standalone(args) => standalone::run(args),
+        Command::Token { command } => token_cmd::run(command),
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

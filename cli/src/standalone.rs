@@ -1,0 +1,176 @@
+//! `sightline standalone`: the whole pipeline in one process. Tenants come from the same
+//! AnalyticsTenant YAML as in a cluster; the warehouse is the embedded engine; the log is the
+//! in-process group-commit writer.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::routing::get;
+use axum::Router;
+use chrono::Utc;
+use clap::Args as ClapArgs;
+use ipnet::IpNet;
+use sightline_core::geo::Geo;
+use sightline_core::processor::session::SessionState;
+use sightline_core::registry::Registry;
+use sightline_core::secret::MasterSecret;
+use sightline_core::spec::load_tenants;
+use sightline_core::token::{self, Claims, Scope};
+use sightline_core::warehouse::embedded::Embedded;
+use sightline_core::warehouse::{ops, replay, Warehouse};
+use sightline_ingest::collector::{self, client::ClientConfig, CollectorState};
+use sightline_ingest::group_commit::{GroupCommit, GroupCommitConfig};
+use sightline_query::QueryState;
+
+/// Days back from today that start-up checks for half-loaded days (the lateness window).
+const REPAIR_DAYS: u64 = 4;
+
+#[derive(ClapArgs)]
+pub struct Args {
+    /// AnalyticsTenant YAML file or directory.
+    #[arg(long, default_value = "manifests/examples")]
+    tenants: PathBuf,
+    /// Where the engine's data and the secret live.
+    #[arg(long, default_value = "./data")]
+    data: PathBuf,
+    /// Address for the collector and query API.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// A batch is committed when it holds this many events ...
+    #[arg(long, default_value_t = 5000)]
+    batch_max_events: usize,
+    /// ... or when its first event has waited this many milliseconds.
+    #[arg(long, default_value_t = 20)]
+    batch_max_wait_ms: u64,
+    /// Events waiting for commit before the collector answers 503.
+    #[arg(long, default_value_t = 200_000)]
+    max_pending_events: usize,
+    /// Proxy networks whose X-Forwarded-For is trusted (repeatable), e.g. 10.0.0.0/8.
+    #[arg(long = "trusted-proxy")]
+    trusted_proxies: Vec<IpNet>,
+    /// Header a trusted CDN sets with the visitor's country, e.g. CF-IPCountry.
+    #[arg(long)]
+    country_header: Option<String>,
+    /// A GeoIP2/GeoLite2 country or city database (MaxMind format).
+    #[arg(long)]
+    geoip: Option<PathBuf>,
+    /// Reading connections to the engine.
+    #[arg(long, default_value_t = 4)]
+    readers: usize,
+}
+
+pub fn run(args: Args) -> Result<(), String> {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| e.to_string())?;
+    runtime.block_on(serve(args))
+}
+
+async fn serve(args: Args) -> Result<(), String> {
+    let tenants = load_tenants(&args.tenants).map_err(|e| e.to_string())?;
+    let secret = MasterSecret::load_or_create(&args.data).map_err(|e| e.to_string())?;
+    let geo = match &args.geoip {
+        Some(path) => Geo::open(path).map_err(|e| e.to_string())?,
+        None => Geo::none(),
+    };
+    let engine = Embedded::open(&args.data.join("engine"), args.readers).map_err(|e| e.to_string())?;
+    tracing::info!(version = %engine.engine_version(), path = %engine.path().display(), "embedded engine open");
+    let warehouse: Arc<dyn Warehouse> = Arc::new(engine);
+
+    let now = Utc::now();
+    let mut sessions = BTreeMap::new();
+    for tenant in &tenants {
+        let applied = ops::apply_schema(warehouse.as_ref(), tenant).await.map_err(|e| format!("tenant {}: {e}", tenant.name))?;
+        tracing::info!(tenant = %tenant.name, from = applied.from, to = applied.to, "schema ready");
+        // Before accepting traffic: a crash may have left a day with raw rows but no
+        // processed ones; replaying replaces whole days, so it must run first.
+        let repaired = replay::repair_recent_days(warehouse.as_ref(), tenant, now, REPAIR_DAYS)
+            .await
+            .map_err(|e| format!("tenant {}: repair: {e}", tenant.name))?;
+        if !repaired.is_empty() {
+            tracing::warn!(tenant = %tenant.name, days = repaired.len(), "repaired days left half-loaded by a crash");
+        }
+        let mut state = SessionState::default();
+        let restored = ops::restore_sessions(warehouse.as_ref(), &tenant.database(), Utc::now(), &mut state)
+            .await
+            .map_err(|e| format!("tenant {}: sessions: {e}", tenant.name))?;
+        tracing::info!(tenant = %tenant.name, sessions = restored, "open sessions restored");
+        sessions.insert(tenant.name.clone(), state);
+    }
+
+    let registry = Arc::new(Registry::new(tenants.clone(), &secret));
+    let config = GroupCommitConfig {
+        max_events: args.batch_max_events.max(1),
+        max_wait: Duration::from_millis(args.batch_max_wait_ms),
+        max_pending_events: args.max_pending_events.max(1),
+    };
+    let (sink, writer) = GroupCommit::start(warehouse.clone(), registry.clone(), sessions, config);
+    let client = ClientConfig { trusted_proxies: args.trusted_proxies.clone(), country_header: args.country_header.clone() };
+    let collector_state = Arc::new(CollectorState::new(registry.clone(), Arc::new(sink), client, Arc::new(geo)));
+    let query_state = Arc::new(QueryState { registry: registry.clone(), warehouse: warehouse.clone() });
+    let app = Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(|| async { "ready" }))
+        .merge(collector::router(collector_state))
+        .merge(sightline_query::router(query_state))
+        .layer(tower_http_trace());
+
+    let listener = tokio::net::TcpListener::bind(args.listen).await.map_err(|e| format!("--listen {}: {e}", args.listen))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    print_banner(addr, &tenants[0], &secret);
+
+    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .map_err(|e| e.to_string())?;
+    // The server and every handle to the writer are gone: it commits what it holds, then ends.
+    tracing::info!("draining the group-commit writer");
+    writer.await.map_err(|e| e.to_string())?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn tower_http_trace() -> tower_http::trace::TraceLayer<tower_http::classify::SharedClassifier<tower_http::classify::ServerErrorsAsFailures>> {
+    tower_http::trace::TraceLayer::new_for_http()
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+    tracing::info!("shutdown requested: finishing in-flight requests");
+}
+
+/// Where we listen, tokens for the example site, and a curl line to send and one to query.
+fn print_banner(addr: SocketAddr, tenant: &sightline_core::spec::Tenant, secret: &MasterSecret) {
+    let site = tenant.spec.sites.allowed.first().map(|s| s.id.clone()).unwrap_or_else(|| "example.com".to_string());
+    let key = secret.tenant_key(&tenant.name);
+    let expires = Utc::now().timestamp() + 30 * 86_400;
+    let write = token::issue(&key, &Claims { tenant: tenant.name.clone(), site: site.clone(), scope: Scope::Write, expires });
+    let read = token::issue(&key, &Claims { tenant: tenant.name.clone(), site: site.clone(), scope: Scope::Read, expires });
+    println!("sightline standalone listening on http://{addr}");
+    println!("tenant {} site {site}", tenant.name);
+    println!("write token: {write}");
+    println!("read token:  {read}");
+    println!();
+    println!("send an event:");
+    println!(
+        "  curl -s -X POST http://{addr}/v1/collect -H 'Authorization: Bearer {write}' -H 'Content-Type: application/json' \
+         -A 'Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0 Safari/537.36' \
+         -d '{{\"url\":\"https://{site}/hello\",\"referrer\":\"https://www.google.com/\"}}'"
+    );
+    println!("query it:");
+    println!("  curl -s 'http://{addr}/v1/sites/{site}/aggregate?period=today&metrics=visitors,pageviews' -H 'Authorization: Bearer {read}'");
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+}

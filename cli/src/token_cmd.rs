@@ -1,0 +1,62 @@
+//! `sightline token issue`: prints a signed token for one site and scope.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use chrono::Utc;
+use clap::Subcommand;
+use sightline_core::secret::MasterSecret;
+use sightline_core::spec::{load_tenants, valid_site_id, valid_tenant_name};
+use sightline_core::token::{self, Claims, Scope};
+
+#[derive(Subcommand)]
+pub enum TokenCommand {
+    /// Print a token for (tenant, site, scope).
+    Issue {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        site: String,
+        /// write (collector) or read (query API).
+        #[arg(long)]
+        scope: String,
+        /// How long the token is valid, e.g. 30d, 12h.
+        #[arg(long, default_value = "30d", value_parser = humantime::parse_duration)]
+        ttl: Duration,
+        /// Where the secret lives (ignored when SIGHTLINE_SECRET is set).
+        #[arg(long, default_value = "./data")]
+        data: PathBuf,
+        /// Tenant YAML file or directory: when given, the site must be allowed by the tenant.
+        #[arg(long)]
+        tenants: Option<PathBuf>,
+    },
+}
+
+pub fn run(command: TokenCommand) -> Result<(), String> {
+    match command {
+        TokenCommand::Issue { tenant, site, scope, ttl, data, tenants } => {
+            let scope: Scope = scope.parse().map_err(|e| format!("--scope: {e}"))?;
+            if !valid_tenant_name(&tenant) {
+                return Err(format!("--tenant {tenant:?}: use lowercase letters, digits and '-'"));
+            }
+            if !valid_site_id(&site) {
+                return Err(format!("--site {site:?}: use 1-128 letters, digits, '.', '-' or '_'"));
+            }
+            if let Some(path) = tenants {
+                let all = load_tenants(&path).map_err(|e| e.to_string())?;
+                let t = all.iter().find(|t| t.name == tenant).ok_or_else(|| format!("--tenant {tenant:?} is not in {}", path.display()))?;
+                if t.spec.site(&site).is_none() {
+                    return Err(format!("--site {site:?} is not allowed by tenant {tenant:?}"));
+                }
+            }
+            let ttl_secs = i64::try_from(ttl.as_secs()).map_err(|_| "--ttl is too long".to_string())?;
+            if ttl_secs == 0 {
+                return Err("--ttl must be at least one second".into());
+            }
+            let secret = MasterSecret::load_or_create(&data).map_err(|e| e.to_string())?;
+            let claims = Claims { tenant: tenant.clone(), site, scope, expires: Utc::now().timestamp() + ttl_secs };
+            println!("{}", token::issue(&secret.tenant_key(&tenant), &claims));
+            Ok(())
+        }
+    }
+}
