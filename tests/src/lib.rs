@@ -1,0 +1,182 @@
+//! Test support: start the real `sightline` binary on free loopback ports with a tenant
+//! fixture, mint tokens with a known secret, and stop or kill it.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use sightline_core::secret::MasterSecret;
+use sightline_core::token::{self, Claims, Scope};
+
+/// The secret every test server runs with, so tests can mint (and forge) tokens.
+pub const TEST_SECRET: &str = "sightline-test-secret-0123456789";
+
+pub const CHROME_MAC: &str = "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36";
+pub const SAFARI_IPHONE: &str = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.5 Mobile/15E148 Safari/604.1";
+pub const FIREFOX_WIN: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:133.0) Gecko/20100101 Firefox/133.0";
+pub const GOOGLEBOT: &str = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)";
+
+/// Two tenants: `acme` with two sites (one in Berlin time) and `tiny` with low limits.
+pub const TENANTS_YAML: &str = r#"
+apiVersion: sightline.dev/v1alpha1
+kind: AnalyticsTenant
+metadata: { name: acme }
+spec:
+  sites:
+    allowed:
+      - id: shop.example.com
+        timezone: Europe/Berlin
+      - id: blog.example.com
+  defaultTimezone: UTC
+---
+apiVersion: sightline.dev/v1alpha1
+kind: AnalyticsTenant
+metadata: { name: tiny }
+spec:
+  sites:
+    allowed: [{ id: tiny.example.com }]
+  limits:
+    eventsPerRequest: 3
+    bodyBytes: 2048
+    eventsPerSecondPerSite: 1
+    burstPerSite: 4
+"#;
+
+/// The built `sightline` binary, next to this test's executable in the target directory.
+pub fn binary() -> PathBuf {
+    if let Ok(p) = std::env::var("SIGHTLINE_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("test executable path");
+    let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile>/deps/<test>");
+    let bin = profile_dir.join("sightline");
+    assert!(bin.exists(), "{} not built: run `cargo build --bin sightline` (the test script does)", bin.display());
+    bin
+}
+
+pub struct Server {
+    child: Option<Child>,
+    pub addr: SocketAddr,
+    pub data: PathBuf,
+    pub tenants: PathBuf,
+    extra: Vec<String>,
+}
+
+impl Server {
+    /// Starts `sightline standalone` on a free port; `extra` are more flags.
+    pub fn start(data: &Path, tenants: &Path, extra: &[&str]) -> Server {
+        let mut server = Server {
+            child: None,
+            addr: "127.0.0.1:0".parse().expect("addr"),
+            data: data.to_path_buf(),
+            tenants: tenants.to_path_buf(),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        };
+        server.spawn();
+        server
+    }
+
+    fn spawn(&mut self) {
+        let mut child = Command::new(binary())
+            .arg("standalone")
+            .arg("--tenants")
+            .arg(&self.tenants)
+            .arg("--data")
+            .arg(&self.data)
+            .args(["--listen", "127.0.0.1:0", "--trusted-proxy", "127.0.0.1/32", "--country-header", "CF-IPCountry"])
+            .args(&self.extra)
+            .env("SIGHTLINE_SECRET", TEST_SECRET)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn sightline");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(rest) = line.strip_prefix("sightline standalone listening on http://") {
+                    let _ = tx.send(rest.trim().to_string());
+                }
+            }
+        });
+        let addr = rx.recv_timeout(Duration::from_secs(60)).expect("sightline did not report its address within 60 s");
+        self.addr = addr.parse().expect("address");
+        self.child = Some(child);
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// kill -9: no chance to flush anything.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM and wait for a clean exit.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while Instant::now() < deadline {
+                if let Ok(Some(status)) = child.try_wait() {
+                    assert!(status.success(), "sightline exited with {status}");
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            panic!("sightline did not stop within 30 s of SIGTERM");
+        }
+    }
+
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "stop or kill first");
+        self.spawn();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// A temp dir with the tenant fixture written into it.
+pub fn fixture() -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tenants = dir.path().join("tenants");
+    std::fs::create_dir_all(&tenants).expect("mkdir");
+    std::fs::write(tenants.join("tenants.yaml"), TENANTS_YAML).expect("write tenants");
+    let data = dir.path().join("data");
+    (dir, data, tenants)
+}
+
+pub fn secret() -> MasterSecret {
+    MasterSecret::from_bytes(TEST_SECRET.as_bytes().to_vec()).expect("secret")
+}
+
+/// A token signed with the test secret; `ttl_secs` may be negative for an expired one.
+pub fn token_for(tenant: &str, site: &str, scope: Scope, ttl_secs: i64) -> String {
+    let claims = Claims { tenant: tenant.into(), site: site.into(), scope, expires: Utc::now().timestamp() + ttl_secs };
+    token::issue(&secret().tenant_key(tenant), &claims)
+}
+
+pub fn write_token(tenant: &str, site: &str) -> String {
+    token_for(tenant, site, Scope::Write, 3600)
+}
+
+pub fn read_token(tenant: &str, site: &str) -> String {
+    token_for(tenant, site, Scope::Read, 3600)
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("client")
+}
