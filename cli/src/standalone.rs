@@ -63,7 +63,10 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<(), String> {
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| e.to_string())?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
     runtime.block_on(serve(args))
 }
 
@@ -74,14 +77,17 @@ async fn serve(args: Args) -> Result<(), String> {
         Some(path) => Geo::open(path).map_err(|e| e.to_string())?,
         None => Geo::none(),
     };
-    let engine = Embedded::open(&args.data.join("engine"), args.readers).map_err(|e| e.to_string())?;
+    let engine =
+        Embedded::open(&args.data.join("engine"), args.readers).map_err(|e| e.to_string())?;
     tracing::info!(version = %engine.engine_version(), path = %engine.path().display(), "embedded engine open");
     let warehouse: Arc<dyn Warehouse> = Arc::new(engine);
 
     let now = Utc::now();
     let mut sessions = BTreeMap::new();
     for tenant in &tenants {
-        let applied = ops::apply_schema(warehouse.as_ref(), tenant).await.map_err(|e| format!("tenant {}: {e}", tenant.name))?;
+        let applied = ops::apply_schema(warehouse.as_ref(), tenant)
+            .await
+            .map_err(|e| format!("tenant {}: {e}", tenant.name))?;
         tracing::info!(tenant = %tenant.name, from = applied.from, to = applied.to, "schema ready");
         // Before accepting traffic: a crash may have left a day with raw rows but no
         // processed ones; replaying replaces whole days, so it must run first.
@@ -92,9 +98,14 @@ async fn serve(args: Args) -> Result<(), String> {
             tracing::warn!(tenant = %tenant.name, days = repaired.len(), "repaired days left half-loaded by a crash");
         }
         let mut state = SessionState::default();
-        let restored = ops::restore_sessions(warehouse.as_ref(), &tenant.database(), Utc::now(), &mut state)
-            .await
-            .map_err(|e| format!("tenant {}: sessions: {e}", tenant.name))?;
+        let restored = ops::restore_sessions(
+            warehouse.as_ref(),
+            &tenant.database(),
+            Utc::now(),
+            &mut state,
+        )
+        .await
+        .map_err(|e| format!("tenant {}: sessions: {e}", tenant.name))?;
         tracing::info!(tenant = %tenant.name, sessions = restored, "open sessions restored");
         sessions.insert(tenant.name.clone(), state);
     }
@@ -106,9 +117,20 @@ async fn serve(args: Args) -> Result<(), String> {
         max_pending_events: args.max_pending_events.max(1),
     };
     let (sink, writer) = GroupCommit::start(warehouse.clone(), registry.clone(), sessions, config);
-    let client = ClientConfig { trusted_proxies: args.trusted_proxies.clone(), country_header: args.country_header.clone() };
-    let collector_state = Arc::new(CollectorState::new(registry.clone(), Arc::new(sink), client, Arc::new(geo)));
-    let query_state = Arc::new(QueryState { registry: registry.clone(), warehouse: warehouse.clone() });
+    let client = ClientConfig {
+        trusted_proxies: args.trusted_proxies.clone(),
+        country_header: args.country_header.clone(),
+    };
+    let collector_state = Arc::new(CollectorState::new(
+        registry.clone(),
+        Arc::new(sink),
+        client,
+        Arc::new(geo),
+    ));
+    let query_state = Arc::new(QueryState {
+        registry: registry.clone(),
+        warehouse: warehouse.clone(),
+    });
     let app = Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(|| async { "ready" }))
@@ -116,14 +138,19 @@ async fn serve(args: Args) -> Result<(), String> {
         .merge(sightline_query::router(query_state))
         .layer(tower_http_trace());
 
-    let listener = tokio::net::TcpListener::bind(args.listen).await.map_err(|e| format!("--listen {}: {e}", args.listen))?;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(|e| format!("--listen {}: {e}", args.listen))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     print_banner(addr, &tenants[0], &secret);
 
-    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .map_err(|e| e.to_string())?;
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await
+    .map_err(|e| e.to_string())?;
     // The server and every handle to the writer are gone: it commits what it holds, then ends.
     tracing::info!("draining the group-commit writer");
     writer.await.map_err(|e| e.to_string())?;
@@ -131,7 +158,9 @@ async fn serve(args: Args) -> Result<(), String> {
     Ok(())
 }
 
-fn tower_http_trace() -> tower_http::trace::TraceLayer<tower_http::classify::SharedClassifier<tower_http::classify::ServerErrorsAsFailures>> {
+fn tower_http_trace() -> tower_http::trace::TraceLayer<
+    tower_http::classify::SharedClassifier<tower_http::classify::ServerErrorsAsFailures>,
+> {
     tower_http::trace::TraceLayer::new_for_http()
 }
 
@@ -153,11 +182,33 @@ async fn shutdown_signal() {
 
 /// Where we listen, tokens for the example site, and a curl line to send and one to query.
 fn print_banner(addr: SocketAddr, tenant: &sightline_core::spec::Tenant, secret: &MasterSecret) {
-    let site = tenant.spec.sites.allowed.first().map(|s| s.id.clone()).unwrap_or_else(|| "example.com".to_string());
+    let site = tenant
+        .spec
+        .sites
+        .allowed
+        .first()
+        .map(|s| s.id.clone())
+        .unwrap_or_else(|| "example.com".to_string());
     let key = secret.tenant_key(&tenant.name);
     let expires = Utc::now().timestamp() + 30 * 86_400;
-    let write = token::issue(&key, &Claims { tenant: tenant.name.clone(), site: site.clone(), scope: Scope::Write, expires });
-    let read = token::issue(&key, &Claims { tenant: tenant.name.clone(), site: site.clone(), scope: Scope::Read, expires });
+    let write = token::issue(
+        &key,
+        &Claims {
+            tenant: tenant.name.clone(),
+            site: site.clone(),
+            scope: Scope::Write,
+            expires,
+        },
+    );
+    let read = token::issue(
+        &key,
+        &Claims {
+            tenant: tenant.name.clone(),
+            site: site.clone(),
+            scope: Scope::Read,
+            expires,
+        },
+    );
     println!("sightline standalone listening on http://{addr}");
     println!("tenant {} site {site}", tenant.name);
     println!("write token: {write}");

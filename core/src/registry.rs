@@ -26,7 +26,15 @@ impl Registry {
     pub fn new(tenants: Vec<Tenant>, secret: &MasterSecret) -> Self {
         let tenants = tenants
             .into_iter()
-            .map(|t| (t.name.clone(), TenantEntry { key: secret.tenant_key(&t.name), tenant: t }))
+            .map(|t| {
+                (
+                    t.name.clone(),
+                    TenantEntry {
+                        key: secret.tenant_key(&t.name),
+                        tenant: t,
+                    },
+                )
+            })
             .collect();
         Self { tenants }
     }
@@ -40,9 +48,19 @@ impl Registry {
     }
 
     /// Verifies a token for `scope` and checks that its site still may be used.
-    pub fn verify(&self, token: &str, scope: Scope, now_unix: i64) -> Result<(&TenantEntry, Claims), TokenError> {
-        let claims = token::verify(token, now_unix, scope, |t| self.tenants.get(t).map(|e| e.key.clone()))?;
-        let entry = self.tenants.get(&claims.tenant).ok_or(TokenError::UnknownTenant)?;
+    pub fn verify(
+        &self,
+        token: &str,
+        scope: Scope,
+        now_unix: i64,
+    ) -> Result<(&TenantEntry, Claims), TokenError> {
+        let claims = token::verify(token, now_unix, scope, |t| {
+            self.tenants.get(t).map(|e| e.key.clone())
+        })?;
+        let entry = self
+            .tenants
+            .get(&claims.tenant)
+            .ok_or(TokenError::UnknownTenant)?;
         if entry.tenant.spec.site(&claims.site).is_none() {
             return Err(TokenError::WrongSite);
         }

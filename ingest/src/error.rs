@@ -38,14 +38,32 @@ impl CollectError {
         match self {
             CollectError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized", "token"),
             CollectError::SiteNotAllowed(_) => (StatusCode::FORBIDDEN, "site_not_allowed", "token"),
-            CollectError::UnsupportedMediaType(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", "content-type"),
-            CollectError::BodyTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", "body"),
-            CollectError::TooManyEvents { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "too_many_events", "events"),
+            CollectError::UnsupportedMediaType(_) => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "content-type",
+            ),
+            CollectError::BodyTooLarge { .. } => {
+                (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", "body")
+            }
+            CollectError::TooManyEvents { .. } => {
+                (StatusCode::PAYLOAD_TOO_LARGE, "too_many_events", "events")
+            }
             CollectError::BadJson(_) => (StatusCode::BAD_REQUEST, "bad_json", "body"),
-            CollectError::BadRequest { field, .. } => (StatusCode::BAD_REQUEST, "bad_request", field.as_str()),
-            CollectError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited", "site"),
-            CollectError::Store(SinkError::Busy) => (StatusCode::SERVICE_UNAVAILABLE, "store_busy", "events"),
-            CollectError::Store(SinkError::Unavailable(_)) => (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", "events"),
+            CollectError::BadRequest { field, .. } => {
+                (StatusCode::BAD_REQUEST, "bad_request", field.as_str())
+            }
+            CollectError::RateLimited { .. } => {
+                (StatusCode::TOO_MANY_REQUESTS, "rate_limited", "site")
+            }
+            CollectError::Store(SinkError::Busy) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "store_busy", "events")
+            }
+            CollectError::Store(SinkError::Unavailable(_)) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store_unavailable",
+                "events",
+            ),
         }
     }
 
@@ -74,7 +92,9 @@ impl IntoResponse for CollectError {
             }
         }
         if status == StatusCode::UNAUTHORIZED {
-            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         response
     }

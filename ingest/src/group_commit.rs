@@ -31,7 +31,11 @@ pub struct GroupCommitConfig {
 
 impl Default for GroupCommitConfig {
     fn default() -> Self {
-        Self { max_events: 5_000, max_wait: Duration::from_millis(20), max_pending_events: 200_000 }
+        Self {
+            max_events: 5_000,
+            max_wait: Duration::from_millis(20),
+            max_pending_events: 200_000,
+        }
     }
 }
 
@@ -59,7 +63,12 @@ impl GroupCommit {
     ) -> (Self, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let room = Arc::new(Semaphore::new(config.max_pending_events));
-        let writer = Writer { warehouse, registry, sessions, config };
+        let writer = Writer {
+            warehouse,
+            registry,
+            sessions,
+            config,
+        };
         let task = tokio::spawn(writer.run(rx));
         (Self { tx, room }, task)
     }
@@ -72,12 +81,23 @@ impl EventSink for GroupCommit {
             return Ok(());
         }
         let n = u32::try_from(events.len()).map_err(|_| SinkError::Busy)?;
-        let permit = self.room.clone().try_acquire_many_owned(n).map_err(|_| SinkError::Busy)?;
+        let permit = self
+            .room
+            .clone()
+            .try_acquire_many_owned(n)
+            .map_err(|_| SinkError::Busy)?;
         let (reply, answer) = oneshot::channel();
         self.tx
-            .send(Pending { tenant: tenant.to_string(), events, reply, _permit: permit })
+            .send(Pending {
+                tenant: tenant.to_string(),
+                events,
+                reply,
+                _permit: permit,
+            })
             .map_err(|_| SinkError::Unavailable("the writer has stopped".into()))?;
-        answer.await.map_err(|_| SinkError::Unavailable("the writer stopped before commit".into()))?
+        answer
+            .await
+            .map_err(|_| SinkError::Unavailable("the writer stopped before commit".into()))?
     }
 }
 
@@ -137,18 +157,35 @@ impl Writer {
         }
     }
 
-    async fn commit_tenant(&mut self, tenant: &str, pending: &[Pending]) -> Result<(), sightline_core::Error> {
+    async fn commit_tenant(
+        &mut self,
+        tenant: &str,
+        pending: &[Pending],
+    ) -> Result<(), sightline_core::Error> {
         let entry = self
             .registry
             .get(tenant)
-            .ok_or_else(|| sightline_core::Error::Spec { source_name: tenant.into(), message: "unknown tenant".into() })?;
+            .ok_or_else(|| sightline_core::Error::Spec {
+                source_name: tenant.into(),
+                message: "unknown tenant".into(),
+            })?;
         let db = entry.tenant.database();
-        let config = ProcessorConfig { bot_filtering: entry.tenant.spec.bot_filtering };
+        let config = ProcessorConfig {
+            bot_filtering: entry.tenant.spec.bot_filtering,
+        };
 
         // Exactly once across client retries: drop ids already stored or seen in this batch.
-        let mut raws: Vec<RawEvent> = pending.iter().flat_map(|p| p.events.iter().cloned()).collect();
+        let mut raws: Vec<RawEvent> = pending
+            .iter()
+            .flat_map(|p| p.events.iter().cloned())
+            .collect();
         let ids: Vec<_> = raws.iter().map(|r| r.event_id).collect();
-        let days: Vec<NaiveDate> = raws.iter().map(|r| r.ts.date_naive()).collect::<HashSet<_>>().into_iter().collect();
+        let days: Vec<NaiveDate> = raws
+            .iter()
+            .map(|r| r.ts.date_naive())
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
         let stored = ops::existing_event_ids(self.warehouse.as_ref(), &db, &ids, &days).await?;
         let mut seen = HashSet::with_capacity(raws.len());
         raws.retain(|r| !stored.contains(&r.event_id) && seen.insert(r.event_id));
@@ -159,20 +196,28 @@ impl Writer {
         raws.sort_by_key(|r| r.ts);
         let sessions = self.sessions.entry(tenant.to_string()).or_default();
         let events: Vec<_> = raws.iter().map(|r| process(r, config, sessions)).collect();
-        if let Err(e) = ops::insert_raw_and_events(self.warehouse.as_ref(), &db, &raws, &events).await {
+        if let Err(e) =
+            ops::insert_raw_and_events(self.warehouse.as_ref(), &db, &raws, &events).await
+        {
             // The raw insert may have landed without the processed one. This task is the only
             // writer, so replaying the batch's days now cannot race a live insert; whatever
             // the outcome, the requests are answered with an error and may be retried (the
             // ids make a retry idempotent).
             for day in days {
-                match replay::inconsistent_days(self.warehouse.as_ref(), &entry.tenant, day, day).await {
+                match replay::inconsistent_days(self.warehouse.as_ref(), &entry.tenant, day, day)
+                    .await
+                {
                     Ok(bad) if !bad.is_empty() => {
-                        if let Err(re) = replay::replay_day(self.warehouse.as_ref(), &entry.tenant, day).await {
+                        if let Err(re) =
+                            replay::replay_day(self.warehouse.as_ref(), &entry.tenant, day).await
+                        {
                             tracing::error!(%day, error = %re, "repair after a failed insert failed; start-up repair will retry");
                         }
                     }
                     Ok(_) => {}
-                    Err(re) => tracing::error!(%day, error = %re, "could not check the day after a failed insert"),
+                    Err(re) => {
+                        tracing::error!(%day, error = %re, "could not check the day after a failed insert")
+                    }
                 }
             }
             return Err(e);

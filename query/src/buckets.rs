@@ -11,7 +11,10 @@ pub fn labels(range: &DateRange, interval: Interval) -> Vec<String> {
             let mut out: Vec<String> = Vec::new();
             let mut t = range.start;
             while t < range.end {
-                let label = t.with_timezone(&range.tz).format("%Y-%m-%d %H:00:00").to_string();
+                let label = t
+                    .with_timezone(&range.tz)
+                    .format("%Y-%m-%d %H:00:00")
+                    .to_string();
                 // A DST fall-back repeats a local hour; it is one bucket, as in the SQL.
                 if !out.contains(&label) {
                     out.push(label);
@@ -20,7 +23,7 @@ pub fn labels(range: &DateRange, interval: Interval) -> Vec<String> {
             }
             out
         }
-        Interval::Day => days(range.first_day, range.last_day, |d| Some(d)),
+        Interval::Day => days(range.first_day, range.last_day, Some),
         Interval::Week => days(range.first_day, range.last_day, |d| {
             Some(d - Days::new(u64::from(d.weekday().num_days_from_monday())))
         }),
@@ -28,7 +31,11 @@ pub fn labels(range: &DateRange, interval: Interval) -> Vec<String> {
     }
 }
 
-fn days(first: NaiveDate, last: NaiveDate, bucket: impl Fn(NaiveDate) -> Option<NaiveDate>) -> Vec<String> {
+fn days(
+    first: NaiveDate,
+    last: NaiveDate,
+    bucket: impl Fn(NaiveDate) -> Option<NaiveDate>,
+) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     let mut d = first;
     while d <= last {
@@ -50,14 +57,26 @@ mod tests {
     use chrono::{TimeZone, Utc};
 
     fn range(from: &str, to: &str, tz: &str) -> DateRange {
-        let p: RawParams = [("from".to_string(), from.to_string()), ("to".to_string(), to.to_string())].into();
-        parse_range(&p, tz.parse().unwrap(), Utc.with_ymd_and_hms(2026, 11, 21, 12, 0, 0).unwrap()).unwrap()
+        let p: RawParams = [
+            ("from".to_string(), from.to_string()),
+            ("to".to_string(), to.to_string()),
+        ]
+        .into();
+        parse_range(
+            &p,
+            tz.parse().unwrap(),
+            Utc.with_ymd_and_hms(2026, 11, 21, 12, 0, 0).unwrap(),
+        )
+        .unwrap()
     }
 
     #[test]
     fn bucket_labels() {
         let r = range("2026-10-30", "2026-11-02", "UTC");
-        assert_eq!(labels(&r, Interval::Day), ["2026-10-30", "2026-10-31", "2026-11-01", "2026-11-02"]);
+        assert_eq!(
+            labels(&r, Interval::Day),
+            ["2026-10-30", "2026-10-31", "2026-11-01", "2026-11-02"]
+        );
         assert_eq!(labels(&r, Interval::Week), ["2026-10-26", "2026-11-02"]);
         assert_eq!(labels(&r, Interval::Month), ["2026-10-01", "2026-11-01"]);
         assert_eq!(labels(&r, Interval::Hour).len(), 96);

@@ -11,26 +11,43 @@ pub enum QueryError {
     #[error("{0}")]
     Unauthorized(#[from] TokenError),
     #[error("this token is for site {token_site:?}, not {requested:?}")]
-    Forbidden { token_site: String, requested: String },
+    Forbidden {
+        token_site: String,
+        requested: String,
+    },
     #[error("{parameter}: {message}")]
-    BadParameter { parameter: &'static str, message: String },
+    BadParameter {
+        parameter: &'static str,
+        message: String,
+    },
     #[error("query failed: {0}")]
     Warehouse(#[from] sightline_core::Error),
 }
 
 impl QueryError {
     pub fn bad(parameter: &'static str, message: impl Into<String>) -> Self {
-        QueryError::BadParameter { parameter, message: message.into() }
+        QueryError::BadParameter {
+            parameter,
+            message: message.into(),
+        }
     }
 }
 
 impl IntoResponse for QueryError {
     fn into_response(self) -> Response {
         let (status, code, parameter) = match &self {
-            QueryError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized", Some("token")),
+            QueryError::Unauthorized(_) => {
+                (StatusCode::UNAUTHORIZED, "unauthorized", Some("token"))
+            }
             QueryError::Forbidden { .. } => (StatusCode::FORBIDDEN, "forbidden", Some("site")),
-            QueryError::BadParameter { parameter, .. } => (StatusCode::BAD_REQUEST, "bad_parameter", Some(*parameter)),
-            QueryError::Warehouse(_) => (StatusCode::SERVICE_UNAVAILABLE, "warehouse_unavailable", None),
+            QueryError::BadParameter { parameter, .. } => {
+                (StatusCode::BAD_REQUEST, "bad_parameter", Some(*parameter))
+            }
+            QueryError::Warehouse(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "warehouse_unavailable",
+                None,
+            ),
         };
         let message = match &self {
             // Statement text stays in the logs, not in answers.
@@ -40,12 +57,20 @@ impl IntoResponse for QueryError {
             }
             other => other.to_string(),
         };
-        let mut response = (status, Json(json!({"error": {"code": code, "message": message, "parameter": parameter}}))).into_response();
+        let mut response = (
+            status,
+            Json(json!({"error": {"code": code, "message": message, "parameter": parameter}})),
+        )
+            .into_response();
         if status == StatusCode::UNAUTHORIZED {
-            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         if status == StatusCode::SERVICE_UNAVAILABLE {
-            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         response
     }

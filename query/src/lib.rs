@@ -22,7 +22,10 @@ use tower_http::cors::{Any, CorsLayer};
 
 pub use error::QueryError;
 use plan::{metric_values, plan};
-use request::{parse_dimension, parse_filters, parse_interval, parse_metrics, parse_pagination, parse_range, DateRange, RawParams};
+use request::{
+    parse_dimension, parse_filters, parse_interval, parse_metrics, parse_pagination, parse_range,
+    DateRange, RawParams,
+};
 
 pub struct QueryState {
     pub registry: Arc<Registry>,
@@ -43,14 +46,32 @@ pub fn router(state: Arc<QueryState>) -> Router {
 }
 
 /// Checks the read token against the site in the path: a token reads only its own site.
-fn authorize<'a>(state: &'a QueryState, headers: &HeaderMap, params: &RawParams, site: &str) -> Result<&'a TenantEntry, QueryError> {
+fn authorize<'a>(
+    state: &'a QueryState,
+    headers: &HeaderMap,
+    params: &RawParams,
+    site: &str,
+) -> Result<&'a TenantEntry, QueryError> {
     let token = match headers.get(header::AUTHORIZATION) {
-        Some(v) => v.to_str().ok().and_then(|t| t.strip_prefix("Bearer ")).map(str::trim).ok_or(TokenError::Malformed)?,
-        None => params.get("token").map(String::as_str).ok_or(TokenError::Missing)?,
+        Some(v) => v
+            .to_str()
+            .ok()
+            .and_then(|t| t.strip_prefix("Bearer "))
+            .map(str::trim)
+            .ok_or(TokenError::Malformed)?,
+        None => params
+            .get("token")
+            .map(String::as_str)
+            .ok_or(TokenError::Missing)?,
     };
-    let (entry, claims) = state.registry.verify(token, Scope::Read, Utc::now().timestamp())?;
+    let (entry, claims) = state
+        .registry
+        .verify(token, Scope::Read, Utc::now().timestamp())?;
     if claims.site != site {
-        return Err(QueryError::Forbidden { token_site: claims.site, requested: site.to_string() });
+        return Err(QueryError::Forbidden {
+            token_site: claims.site,
+            requested: site.to_string(),
+        });
     }
     Ok(entry)
 }
@@ -70,10 +91,22 @@ async fn aggregate(
     let metrics = parse_metrics(&params)?;
     let filters = parse_filters(&params)?;
     let range = parse_range(&params, entry.tenant.spec.site_timezone(&site), Utc::now())?;
-    let p = plan(&entry.tenant.database(), &site, &range, &filters, None, &metrics)?;
-    let rows = state.warehouse.select(&p.aggregate_sql(), &p.params).await?;
+    let p = plan(
+        &entry.tenant.database(),
+        &site,
+        &range,
+        &filters,
+        None,
+        &metrics,
+    )?;
+    let rows = state
+        .warehouse
+        .select(&p.aggregate_sql(), &p.params)
+        .await?;
     let results = metric_values(rows.first().unwrap_or(&Value::Null), &metrics);
-    Ok(Json(json!({"site_id": site, "date_range": range_json(&range), "results": results})))
+    Ok(Json(
+        json!({"site_id": site, "date_range": range_json(&range), "results": results}),
+    ))
 }
 
 #[tracing::instrument(skip_all, fields(site = %site))]
@@ -90,21 +123,48 @@ async fn timeseries(
     let range = parse_range(&params, entry.tenant.spec.site_timezone(&site), Utc::now())?;
     let labels = buckets::labels(&range, interval);
     if labels.len() > 10_000 {
-        return Err(QueryError::bad("interval", format!("{} buckets; choose a longer interval or a shorter range", labels.len())));
+        return Err(QueryError::bad(
+            "interval",
+            format!(
+                "{} buckets; choose a longer interval or a shorter range",
+                labels.len()
+            ),
+        ));
     }
-    let p = plan(&entry.tenant.database(), &site, &range, &filters, None, &metrics)?;
-    let rows = state.warehouse.select(&p.timeseries_sql(interval), &p.params).await?;
-    let by_bucket: HashMap<&str, &Value> = rows.iter().filter_map(|r| r["bucket"].as_str().map(|b| (b, r))).collect();
+    let p = plan(
+        &entry.tenant.database(),
+        &site,
+        &range,
+        &filters,
+        None,
+        &metrics,
+    )?;
+    let rows = state
+        .warehouse
+        .select(&p.timeseries_sql(interval), &p.params)
+        .await?;
+    let by_bucket: HashMap<&str, &Value> = rows
+        .iter()
+        .filter_map(|r| r["bucket"].as_str().map(|b| (b, r)))
+        .collect();
     let results: Vec<Value> = labels
         .iter()
         .map(|label| {
             let mut m = Map::new();
             m.insert("date".into(), Value::String(label.clone()));
-            m.extend(metric_values(by_bucket.get(label.as_str()).copied().unwrap_or(&Value::Null), &metrics));
+            m.extend(metric_values(
+                by_bucket
+                    .get(label.as_str())
+                    .copied()
+                    .unwrap_or(&Value::Null),
+                &metrics,
+            ));
             Value::Object(m)
         })
         .collect();
-    Ok(Json(json!({"site_id": site, "date_range": range_json(&range), "results": results})))
+    Ok(Json(
+        json!({"site_id": site, "date_range": range_json(&range), "results": results}),
+    ))
 }
 
 #[tracing::instrument(skip_all, fields(site = %site))]
@@ -117,16 +177,35 @@ async fn breakdown(
     let entry = authorize(&state, &headers, &params, &site)?;
     let metrics = parse_metrics(&params)?;
     let filters = parse_filters(&params)?;
-    let property = params.get("property").ok_or_else(|| QueryError::bad("property", "name the dimension to break down by"))?;
+    let property = params
+        .get("property")
+        .ok_or_else(|| QueryError::bad("property", "name the dimension to break down by"))?;
     let dimension = parse_dimension("property", property)?;
     let (limit, page) = parse_pagination(&params)?;
     let range = parse_range(&params, entry.tenant.spec.site_timezone(&site), Utc::now())?;
-    let mut p = plan(&entry.tenant.database(), &site, &range, &filters, Some(dimension), &metrics)?;
-    let total_rows = state.warehouse.select(&p.breakdown_total_sql(dimension), &p.params).await?;
-    let total = total_rows.first().and_then(|r| r["n"].as_u64()).unwrap_or(0);
+    let mut p = plan(
+        &entry.tenant.database(),
+        &site,
+        &range,
+        &filters,
+        Some(dimension),
+        &metrics,
+    )?;
+    let total_rows = state
+        .warehouse
+        .select(&p.breakdown_total_sql(dimension), &p.params)
+        .await?;
+    let total = total_rows
+        .first()
+        .and_then(|r| r["n"].as_u64())
+        .unwrap_or(0);
     p.params.push("limit", limit);
-    p.params.push("offset", u64::from(limit) * u64::from(page - 1));
-    let rows = state.warehouse.select(&p.breakdown_sql(dimension, metrics[0]), &p.params).await?;
+    p.params
+        .push("offset", u64::from(limit) * u64::from(page - 1));
+    let rows = state
+        .warehouse
+        .select(&p.breakdown_sql(dimension, metrics[0]), &p.params)
+        .await?;
     let results: Vec<Value> = rows
         .iter()
         .map(|r| {

@@ -35,7 +35,9 @@ fn is_session_dimension(name: &str) -> bool {
 }
 
 fn events_column(name: &str) -> &'static str {
-    schema::dimension(name).map(|(_, column, _)| column).unwrap_or("pathname")
+    schema::dimension(name)
+        .map(|(_, column, _)| column)
+        .unwrap_or("pathname")
 }
 
 /// Dimensions whose empty value means "not tagged" and is left out of breakdowns.
@@ -43,7 +45,14 @@ fn skips_empty(name: &str) -> bool {
     name.starts_with("utm_")
 }
 
-pub fn plan(db: &str, site: &str, range: &DateRange, filters: &[Filter], breakdown: Option<&'static str>, metrics: &[Metric]) -> Result<Plan, QueryError> {
+pub fn plan(
+    db: &str,
+    site: &str,
+    range: &DateRange,
+    filters: &[Filter],
+    breakdown: Option<&'static str>,
+    metrics: &[Metric],
+) -> Result<Plan, QueryError> {
     let mut dims: Vec<&'static str> = filters.iter().map(|f| f.dimension).collect();
     dims.extend(breakdown);
     dims.sort_unstable();
@@ -63,8 +72,14 @@ pub fn plan(db: &str, site: &str, range: &DateRange, filters: &[Filter], breakdo
     };
     let mut params = Params::new()
         .bind("site", site)
-        .bind("start", sightline_core::event::ch_datetime::format(&range.start))
-        .bind("end", sightline_core::event::ch_datetime::format(&range.end))
+        .bind(
+            "start",
+            sightline_core::event::ch_datetime::format(&range.start),
+        )
+        .bind(
+            "end",
+            sightline_core::event::ch_datetime::format(&range.end),
+        )
         .bind("tz", range.tz.name());
     let (table, time_column) = match source {
         Source::SiteRollup => (SITE_ROLLUP, "hour"),
@@ -90,14 +105,21 @@ pub fn plan(db: &str, site: &str, range: &DateRange, filters: &[Filter], breakdo
         conditions.push(match filter.op {
             FilterOp::Is => format!("{column} = {{{name}:String}}"),
             FilterOp::IsNot => format!("{column} != {{{name}:String}}"),
-            FilterOp::Contains => format!("positionCaseInsensitiveUTF8({column}, {{{name}:String}}) > 0"),
+            FilterOp::Contains => {
+                format!("positionCaseInsensitiveUTF8({column}, {{{name}:String}}) > 0")
+            }
         });
     }
     if let Some(dim) = breakdown.filter(|d| skips_empty(d)) {
         conditions.push(format!("{} != ''", value_expression(source, dim)));
     }
     let from_where = format!("FROM {db}.{table} WHERE {}", conditions.join(" AND "));
-    Ok(Plan { source, from_where, params, time_column })
+    Ok(Plan {
+        source,
+        from_where,
+        params,
+        time_column,
+    })
 }
 
 /// The column holding a dimension's value in the plan's table.
@@ -130,7 +152,11 @@ impl Plan {
             Interval::Week => format!("toString(toMonday(toDate({t}, {{tz:String}})))"),
             Interval::Month => format!("toString(toStartOfMonth(toDate({t}, {{tz:String}})))"),
         };
-        format!("SELECT {bucket} AS bucket, {} {} GROUP BY bucket ORDER BY bucket", self.metrics_sql(), self.from_where)
+        format!(
+            "SELECT {bucket} AS bucket, {} {} GROUP BY bucket ORDER BY bucket",
+            self.metrics_sql(),
+            self.from_where
+        )
     }
 
     pub fn breakdown_sql(&self, dimension: &str, order_by: Metric) -> String {
@@ -147,7 +173,11 @@ impl Plan {
     }
 
     pub fn breakdown_total_sql(&self, dimension: &str) -> String {
-        format!("SELECT uniqExact({}) AS n {}", value_expression(self.source, dimension), self.from_where)
+        format!(
+            "SELECT uniqExact({}) AS n {}",
+            value_expression(self.source, dimension),
+            self.from_where
+        )
     }
 }
 
@@ -155,7 +185,13 @@ impl Plan {
 pub fn metric_values(row: &Value, metrics: &[Metric]) -> serde_json::Map<String, Value> {
     let int = |k: &str| row[k].as_i64().unwrap_or(0);
     let visits = int("visits");
-    let ratio = |num: i64, scale: f64| if visits > 0 { num as f64 * scale / visits as f64 } else { 0.0 };
+    let ratio = |num: i64, scale: f64| {
+        if visits > 0 {
+            num as f64 * scale / visits as f64
+        } else {
+            0.0
+        }
+    };
     metrics
         .iter()
         .map(|m| {
@@ -166,7 +202,9 @@ pub fn metric_values(row: &Value, metrics: &[Metric]) -> serde_json::Map<String,
                 Metric::Events => int("events").into(),
                 Metric::BounceRate => (ratio(int("bounces"), 100.0).round() as i64).into(),
                 Metric::VisitDuration => (ratio(int("duration"), 1.0).round() as i64).into(),
-                Metric::ViewsPerVisit => ((ratio(int("pageviews"), 1.0) * 100.0).round() / 100.0).into(),
+                Metric::ViewsPerVisit => {
+                    ((ratio(int("pageviews"), 1.0) * 100.0).round() / 100.0).into()
+                }
             };
             (m.name().to_string(), v)
         })
@@ -181,35 +219,87 @@ mod tests {
 
     fn range() -> DateRange {
         let p: RawParams = [("period".to_string(), "7d".to_string())].into();
-        parse_range(&p, chrono_tz::UTC, Utc.with_ymd_and_hms(2026, 11, 21, 12, 0, 0).unwrap()).unwrap()
+        parse_range(
+            &p,
+            chrono_tz::UTC,
+            Utc.with_ymd_and_hms(2026, 11, 21, 12, 0, 0).unwrap(),
+        )
+        .unwrap()
     }
 
     #[test]
     fn chooses_the_cheapest_table() {
         let r = range();
         let m = [Metric::Visitors];
-        assert_eq!(plan("db", "s", &r, &[], None, &m).unwrap().source, Source::SiteRollup);
-        let f = parse_filters(&[("filters".to_string(), "source==Google".to_string())].into()).unwrap();
-        assert_eq!(plan("db", "s", &r, &f, None, &m).unwrap().source, Source::DimRollup("source"));
-        assert_eq!(plan("db", "s", &r, &f, Some("source"), &m).unwrap().source, Source::DimRollup("source"));
-        assert_eq!(plan("db", "s", &r, &f, Some("page"), &m).unwrap().source, Source::Events);
+        assert_eq!(
+            plan("db", "s", &r, &[], None, &m).unwrap().source,
+            Source::SiteRollup
+        );
+        let f =
+            parse_filters(&[("filters".to_string(), "source==Google".to_string())].into()).unwrap();
+        assert_eq!(
+            plan("db", "s", &r, &f, None, &m).unwrap().source,
+            Source::DimRollup("source")
+        );
+        assert_eq!(
+            plan("db", "s", &r, &f, Some("source"), &m).unwrap().source,
+            Source::DimRollup("source")
+        );
+        assert_eq!(
+            plan("db", "s", &r, &f, Some("page"), &m).unwrap().source,
+            Source::Events
+        );
     }
 
     #[test]
     fn user_input_is_never_sql_text() {
         let evil = "x' OR 1=1; DROP TABLE events; --";
-        let f = parse_filters(&[("filters".to_string(), format!("page=={}", evil.replace(';', "\\;")))].into()).unwrap();
-        let p = plan("db", evil, &range(), &f, Some("country"), &[Metric::Visitors]).unwrap();
+        let f = parse_filters(
+            &[(
+                "filters".to_string(),
+                format!("page=={}", evil.replace(';', "\\;")),
+            )]
+            .into(),
+        )
+        .unwrap();
+        let p = plan(
+            "db",
+            evil,
+            &range(),
+            &f,
+            Some("country"),
+            &[Metric::Visitors],
+        )
+        .unwrap();
         assert!(!p.from_where.contains(evil));
-        assert!(!p.breakdown_sql("country", Metric::Visitors).contains("DROP"));
+        assert!(!p
+            .breakdown_sql("country", Metric::Visitors)
+            .contains("DROP"));
         assert!(p.params.0.iter().any(|(_, v)| v == evil));
     }
 
     #[test]
     fn session_metrics_need_session_dimensions() {
-        let e = plan("db", "s", &range(), &[], Some("page"), &[Metric::BounceRate]).unwrap_err().to_string();
+        let e = plan(
+            "db",
+            "s",
+            &range(),
+            &[],
+            Some("page"),
+            &[Metric::BounceRate],
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("bounce_rate") && e.contains("entry_page"), "{e}");
-        assert!(plan("db", "s", &range(), &[], Some("entry_page"), &[Metric::BounceRate]).is_ok());
+        assert!(plan(
+            "db",
+            "s",
+            &range(),
+            &[],
+            Some("entry_page"),
+            &[Metric::BounceRate]
+        )
+        .is_ok());
     }
 
     #[test]

@@ -45,7 +45,10 @@ impl Metric {
 
     /// Metrics made of session deltas: meaningful only for session attributes.
     pub fn is_session_metric(self) -> bool {
-        matches!(self, Metric::Visits | Metric::BounceRate | Metric::VisitDuration | Metric::ViewsPerVisit)
+        matches!(
+            self,
+            Metric::Visits | Metric::BounceRate | Metric::VisitDuration | Metric::ViewsPerVisit
+        )
     }
 }
 
@@ -89,10 +92,17 @@ pub fn parse_metrics(params: &RawParams) -> Result<Vec<Metric>, QueryError> {
     };
     let mut metrics = Vec::new();
     for name in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-        let metric = Metric::ALL.iter().copied().find(|m| m.name() == name).ok_or_else(|| {
-            let known: Vec<&str> = Metric::ALL.iter().map(|m| m.name()).collect();
-            QueryError::bad("metrics", format!("unknown metric {name:?}; known: {}", known.join(", ")))
-        })?;
+        let metric = Metric::ALL
+            .iter()
+            .copied()
+            .find(|m| m.name() == name)
+            .ok_or_else(|| {
+                let known: Vec<&str> = Metric::ALL.iter().map(|m| m.name()).collect();
+                QueryError::bad(
+                    "metrics",
+                    format!("unknown metric {name:?}; known: {}", known.join(", ")),
+                )
+            })?;
         if !metrics.contains(&metric) {
             metrics.push(metric);
         }
@@ -106,7 +116,10 @@ pub fn parse_metrics(params: &RawParams) -> Result<Vec<Metric>, QueryError> {
 pub fn parse_dimension(parameter: &'static str, name: &str) -> Result<&'static str, QueryError> {
     schema::dimension(name).map(|(n, _, _)| n).ok_or_else(|| {
         let known: Vec<&str> = schema::DIMENSIONS.iter().map(|(n, _, _)| *n).collect();
-        QueryError::bad(parameter, format!("unknown dimension {name:?}; known: {}", known.join(", ")))
+        QueryError::bad(
+            parameter,
+            format!("unknown dimension {name:?}; known: {}", known.join(", ")),
+        )
     })
 }
 
@@ -125,7 +138,11 @@ fn split_clauses(text: &str) -> Vec<String> {
             c => clauses.last_mut().expect("never empty").push(c),
         }
     }
-    clauses.into_iter().map(|c| c.trim().to_string()).filter(|c| !c.is_empty()).collect()
+    clauses
+        .into_iter()
+        .map(|c| c.trim().to_string())
+        .filter(|c| !c.is_empty())
+        .collect()
 }
 
 /// `filters=source==Google;country!=DE;page~blog` (is, is not, contains); a `;` inside a
@@ -144,13 +161,25 @@ pub fn parse_filters(params: &RawParams) -> Result<Vec<Filter>, QueryError> {
         } else if let Some((d, v)) = clause.split_once('~') {
             (d, FilterOp::Contains, v)
         } else {
-            return Err(QueryError::bad("filters", format!("{clause:?}: expected DIMENSION==VALUE, DIMENSION!=VALUE or DIMENSION~TEXT")));
+            return Err(QueryError::bad(
+                "filters",
+                format!(
+                    "{clause:?}: expected DIMENSION==VALUE, DIMENSION!=VALUE or DIMENSION~TEXT"
+                ),
+            ));
         };
         let dimension = parse_dimension("filters", dimension.trim())?;
         if value.len() > 1024 {
-            return Err(QueryError::bad("filters", "a filter value is longer than 1024 bytes"));
+            return Err(QueryError::bad(
+                "filters",
+                "a filter value is longer than 1024 bytes",
+            ));
         }
-        filters.push(Filter { dimension, op, value: value.to_string() });
+        filters.push(Filter {
+            dimension,
+            op,
+            value: value.to_string(),
+        });
     }
     if filters.len() > 10 {
         return Err(QueryError::bad("filters", "at most 10 filters"));
@@ -164,19 +193,25 @@ pub fn parse_interval(params: &RawParams) -> Result<Interval, QueryError> {
         Some("hour") => Ok(Interval::Hour),
         Some("week") => Ok(Interval::Week),
         Some("month") => Ok(Interval::Month),
-        Some(other) => Err(QueryError::bad("interval", format!("{other:?}: expected hour, day, week or month"))),
+        Some(other) => Err(QueryError::bad(
+            "interval",
+            format!("{other:?}: expected hour, day, week or month"),
+        )),
     }
 }
 
 fn parse_date(parameter: &'static str, text: &str) -> Result<NaiveDate, QueryError> {
-    NaiveDate::parse_from_str(text, "%Y-%m-%d").map_err(|_| QueryError::bad(parameter, format!("{text:?} is not a date (YYYY-MM-DD)")))
+    NaiveDate::parse_from_str(text, "%Y-%m-%d")
+        .map_err(|_| QueryError::bad(parameter, format!("{text:?} is not a date (YYYY-MM-DD)")))
 }
 
 /// Midnight of `day` in `tz` as UTC; on a DST gap, the first instant of the day.
 fn start_of_day(tz: Tz, day: NaiveDate) -> DateTime<Utc> {
     let midnight = day.and_hms_opt(0, 0, 0).expect("midnight exists");
     match tz.from_local_datetime(&midnight) {
-        chrono::LocalResult::Single(t) | chrono::LocalResult::Ambiguous(t, _) => t.with_timezone(&Utc),
+        chrono::LocalResult::Single(t) | chrono::LocalResult::Ambiguous(t, _) => {
+            t.with_timezone(&Utc)
+        }
         chrono::LocalResult::None => tz
             .from_local_datetime(&(midnight + chrono::Duration::hours(1)))
             .earliest()
@@ -190,14 +225,22 @@ pub const MAX_RANGE_DAYS: i64 = 3 * 366;
 
 /// `period` (today, 7d, 30d, month, 12mo, custom) or `from`/`to` (inclusive dates), in the
 /// site's timezone or the `timezone` parameter.
-pub fn parse_range(params: &RawParams, site_tz: Tz, now: DateTime<Utc>) -> Result<DateRange, QueryError> {
+pub fn parse_range(
+    params: &RawParams,
+    site_tz: Tz,
+    now: DateTime<Utc>,
+) -> Result<DateRange, QueryError> {
     let tz = match params.get("timezone") {
-        Some(name) => sightline_core::spec::parse_timezone(name).map_err(|e| QueryError::bad("timezone", e))?,
+        Some(name) => sightline_core::spec::parse_timezone(name)
+            .map_err(|e| QueryError::bad("timezone", e))?,
         None => site_tz,
     };
     let today = now.with_timezone(&tz).date_naive();
     let explicit = params.contains_key("from") || params.contains_key("to");
-    let period = params.get("period").map(String::as_str).unwrap_or(if explicit { "custom" } else { "30d" });
+    let period = params
+        .get("period")
+        .map(String::as_str)
+        .unwrap_or(if explicit { "custom" } else { "30d" });
     let (first_day, last_day) = match period {
         "today" => (today, today),
         "7d" => (today - Days::new(6), today),
@@ -208,19 +251,29 @@ pub fn parse_range(params: &RawParams, site_tz: Tz, now: DateTime<Utc>) -> Resul
             (first, today)
         }
         "custom" => {
-            let from = params.get("from").ok_or_else(|| QueryError::bad("from", "required with a custom period"))?;
-            let to = params.get("to").ok_or_else(|| QueryError::bad("to", "required with a custom period"))?;
+            let from = params
+                .get("from")
+                .ok_or_else(|| QueryError::bad("from", "required with a custom period"))?;
+            let to = params
+                .get("to")
+                .ok_or_else(|| QueryError::bad("to", "required with a custom period"))?;
             (parse_date("from", from)?, parse_date("to", to)?)
         }
         other => {
-            return Err(QueryError::bad("period", format!("{other:?}: expected today, 7d, 30d, month, 12mo or custom")));
+            return Err(QueryError::bad(
+                "period",
+                format!("{other:?}: expected today, 7d, 30d, month, 12mo or custom"),
+            ));
         }
     };
     if last_day < first_day {
         return Err(QueryError::bad("to", "is before from"));
     }
     if (last_day - first_day).num_days() >= MAX_RANGE_DAYS {
-        return Err(QueryError::bad("period", format!("a range may cover at most {MAX_RANGE_DAYS} days")));
+        return Err(QueryError::bad(
+            "period",
+            format!("a range may cover at most {MAX_RANGE_DAYS} days"),
+        ));
     }
     Ok(DateRange {
         start: start_of_day(tz, first_day),
@@ -234,11 +287,19 @@ pub fn parse_range(params: &RawParams, site_tz: Tz, now: DateTime<Utc>) -> Resul
 pub fn parse_pagination(params: &RawParams) -> Result<(u32, u32), QueryError> {
     let limit = match params.get("limit") {
         None => 10,
-        Some(v) => v.parse::<u32>().ok().filter(|n| (1..=1000).contains(n)).ok_or_else(|| QueryError::bad("limit", "must be 1 to 1000"))?,
+        Some(v) => v
+            .parse::<u32>()
+            .ok()
+            .filter(|n| (1..=1000).contains(n))
+            .ok_or_else(|| QueryError::bad("limit", "must be 1 to 1000"))?,
     };
     let page = match params.get("page") {
         None => 1,
-        Some(v) => v.parse::<u32>().ok().filter(|n| (1..=100_000).contains(n)).ok_or_else(|| QueryError::bad("page", "must be 1 or more"))?,
+        Some(v) => v
+            .parse::<u32>()
+            .ok()
+            .filter(|n| (1..=100_000).contains(n))
+            .ok_or_else(|| QueryError::bad("page", "must be 1 or more"))?,
     };
     Ok((limit, page))
 }
@@ -248,7 +309,10 @@ mod tests {
     use super::*;
 
     fn p(pairs: &[(&str, &str)]) -> RawParams {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -258,26 +322,51 @@ mod tests {
         let r = parse_range(&p(&[("period", "today")]), berlin, now).unwrap();
         // 23:30 UTC is already the 22nd in Berlin.
         assert_eq!(r.first_day, NaiveDate::from_ymd_opt(2026, 11, 22).unwrap());
-        assert_eq!(r.start, Utc.with_ymd_and_hms(2026, 11, 21, 23, 0, 0).unwrap());
-        let r = parse_range(&p(&[("from", "2026-11-01"), ("to", "2026-11-02")]), chrono_tz::UTC, now).unwrap();
+        assert_eq!(
+            r.start,
+            Utc.with_ymd_and_hms(2026, 11, 21, 23, 0, 0).unwrap()
+        );
+        let r = parse_range(
+            &p(&[("from", "2026-11-01"), ("to", "2026-11-02")]),
+            chrono_tz::UTC,
+            now,
+        )
+        .unwrap();
         assert_eq!((r.end - r.start).num_hours(), 48);
         let r = parse_range(&p(&[("period", "12mo")]), chrono_tz::UTC, now).unwrap();
         assert_eq!(r.first_day, NaiveDate::from_ymd_opt(2025, 12, 1).unwrap());
         assert!(parse_range(&p(&[("period", "1y")]), chrono_tz::UTC, now).is_err());
-        assert!(parse_range(&p(&[("from", "2026-11-05"), ("to", "2026-11-01")]), chrono_tz::UTC, now).is_err());
-        assert!(parse_range(&p(&[("from", "2000-01-01"), ("to", "2026-11-01")]), chrono_tz::UTC, now).is_err());
+        assert!(parse_range(
+            &p(&[("from", "2026-11-05"), ("to", "2026-11-01")]),
+            chrono_tz::UTC,
+            now
+        )
+        .is_err());
+        assert!(parse_range(
+            &p(&[("from", "2000-01-01"), ("to", "2026-11-01")]),
+            chrono_tz::UTC,
+            now
+        )
+        .is_err());
     }
 
     #[test]
     fn filters_and_metrics() {
         let f = parse_filters(&p(&[("filters", "source==Google;country!=DE;page~blog")])).unwrap();
         assert_eq!(f.len(), 3);
-        assert_eq!((f[1].dimension, f[1].op, f[1].value.as_str()), ("country", FilterOp::IsNot, "DE"));
+        assert_eq!(
+            (f[1].dimension, f[1].op, f[1].value.as_str()),
+            ("country", FilterOp::IsNot, "DE")
+        );
         let f = parse_filters(&p(&[("filters", r"page==/a\;b;source==x")])).unwrap();
         assert_eq!(f[0].value, "/a;b");
-        let e = parse_filters(&p(&[("filters", "sauce==x")])).unwrap_err().to_string();
+        let e = parse_filters(&p(&[("filters", "sauce==x")]))
+            .unwrap_err()
+            .to_string();
         assert!(e.starts_with("filters:"), "{e}");
-        let e = parse_metrics(&p(&[("metrics", "visitors,drop table")])).unwrap_err().to_string();
+        let e = parse_metrics(&p(&[("metrics", "visitors,drop table")]))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("metrics") && e.contains("drop table"), "{e}");
     }
 }

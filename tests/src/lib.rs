@@ -16,8 +16,10 @@ pub const TEST_SECRET: &str = "sightline-test-secret-0123456789";
 
 pub const CHROME_MAC: &str = "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36";
 pub const SAFARI_IPHONE: &str = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.5 Mobile/15E148 Safari/604.1";
-pub const FIREFOX_WIN: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:133.0) Gecko/20100101 Firefox/133.0";
-pub const GOOGLEBOT: &str = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)";
+pub const FIREFOX_WIN: &str =
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:133.0) Gecko/20100101 Firefox/133.0";
+pub const GOOGLEBOT: &str =
+    "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)";
 
 /// Two tenants: `acme` with two sites (one in Berlin time) and `tiny` with low limits.
 pub const TENANTS_YAML: &str = r#"
@@ -51,9 +53,16 @@ pub fn binary() -> PathBuf {
         return PathBuf::from(p);
     }
     let exe = std::env::current_exe().expect("test executable path");
-    let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile>/deps/<test>");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>/deps/<test>");
     let bin = profile_dir.join("sightline");
-    assert!(bin.exists(), "{} not built: run `cargo build --bin sightline` (the test script does)", bin.display());
+    assert!(
+        bin.exists(),
+        "{} not built: run `cargo build --bin sightline` (the test script does)",
+        bin.display()
+    );
     bin
 }
 
@@ -86,7 +95,14 @@ impl Server {
             .arg(&self.tenants)
             .arg("--data")
             .arg(&self.data)
-            .args(["--listen", "127.0.0.1:0", "--trusted-proxy", "127.0.0.1/32", "--country-header", "CF-IPCountry"])
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--trusted-proxy",
+                "127.0.0.1/32",
+                "--country-header",
+                "CF-IPCountry",
+            ])
             .args(&self.extra)
             .env("SIGHTLINE_SECRET", TEST_SECRET)
             .env("RUST_LOG", "warn")
@@ -103,7 +119,9 @@ impl Server {
                 }
             }
         });
-        let addr = rx.recv_timeout(Duration::from_secs(60)).expect("sightline did not report its address within 60 s");
+        let addr = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("sightline did not report its address within 60 s");
         self.addr = addr.parse().expect("address");
         self.child = Some(child);
     }
@@ -123,7 +141,10 @@ impl Server {
     /// SIGTERM and wait for a clean exit.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
-            let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(child.id().to_string())
+                .status();
             let deadline = Instant::now() + Duration::from_secs(30);
             while Instant::now() < deadline {
                 if let Ok(Some(status)) = child.try_wait() {
@@ -165,7 +186,12 @@ pub fn secret() -> MasterSecret {
 
 /// A token signed with the test secret; `ttl_secs` may be negative for an expired one.
 pub fn token_for(tenant: &str, site: &str, scope: Scope, ttl_secs: i64) -> String {
-    let claims = Claims { tenant: tenant.into(), site: site.into(), scope, expires: Utc::now().timestamp() + ttl_secs };
+    let claims = Claims {
+        tenant: tenant.into(),
+        site: site.into(),
+        scope,
+        expires: Utc::now().timestamp() + ttl_secs,
+    };
     token::issue(&secret().tenant_key(tenant), &claims)
 }
 
@@ -178,5 +204,8 @@ pub fn read_token(tenant: &str, site: &str) -> String {
 }
 
 pub fn client() -> reqwest::Client {
-    reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("client")
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("client")
 }

@@ -16,7 +16,11 @@ const SITE: &str = "blog.example.com";
 async fn acknowledged_events_survive_kill_9_exactly_once() {
     let (_dir, data, tenants) = fixture();
     // Small, quick batches: many commits happen while the process is killed.
-    let mut server = Server::start(&data, &tenants, &["--batch-max-events", "200", "--batch-max-wait-ms", "5"]);
+    let mut server = Server::start(
+        &data,
+        &tenants,
+        &["--batch-max-events", "200", "--batch-max-wait-ms", "5"],
+    );
     let c = client();
     let write = write_token("acme", SITE);
     let acked: Arc<Mutex<Vec<String>>> = Arc::default();
@@ -56,12 +60,23 @@ async fn acknowledged_events_survive_kill_9_exactly_once() {
         task.await.unwrap();
     }
     let acked: Vec<String> = acked.lock().unwrap().clone();
-    assert!(acked.len() > 500, "too little load before the kill: {}", acked.len());
+    assert!(
+        acked.len() > 500,
+        "too little load before the kill: {}",
+        acked.len()
+    );
 
     // Restart: start-up repair runs; queries answer; new events are accepted.
     server.restart();
     let read = read_token("acme", SITE);
-    let r = c.get(server.url(&format!("/v1/sites/{SITE}/aggregate?period=7d&metrics=events,visitors"))).bearer_auth(&read).send().await.unwrap();
+    let r = c
+        .get(server.url(&format!(
+            "/v1/sites/{SITE}/aggregate?period=7d&metrics=events,visitors"
+        )))
+        .bearer_auth(&read)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     let answered: Value = r.json().await.unwrap();
     let r = c
@@ -79,22 +94,41 @@ async fn acknowledged_events_survive_kill_9_exactly_once() {
     let wh = Embedded::open(&data.join("engine"), 1).unwrap();
     let db = "sightline_acme";
     let rows = wh.select(&format!("SELECT toString(event_id) AS id FROM {db}.events_raw WHERE url != 'https://{SITE}/after-restart'"), &Params::new()).await.unwrap();
-    let stored: Vec<String> = rows.iter().map(|r| r["id"].as_str().unwrap().to_string()).collect();
+    let stored: Vec<String> = rows
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_string())
+        .collect();
     let unique: HashSet<&String> = stored.iter().collect();
     assert_eq!(unique.len(), stored.len(), "duplicates in events_raw");
     let missing: Vec<&String> = acked.iter().filter(|id| !unique.contains(id)).collect();
-    assert!(missing.is_empty(), "{} acknowledged events lost, e.g. {:?}", missing.len(), missing.first());
+    assert!(
+        missing.is_empty(),
+        "{} acknowledged events lost, e.g. {:?}",
+        missing.len(),
+        missing.first()
+    );
     // Unacknowledged requests were all or nothing: whole batches of 10 ids.
     let extra = stored.len() - acked.len();
-    assert_eq!(extra % 10, 0, "a request was half stored ({extra} unacknowledged rows)");
+    assert_eq!(
+        extra % 10,
+        0,
+        "a request was half stored ({extra} unacknowledged rows)"
+    );
     // Nothing half written between the raw and processed tables, nor the rollups.
     let n = |sql: String| {
         let wh = &wh;
-        async move { wh.select(&sql, &Params::new()).await.unwrap()[0]["n"].as_u64().unwrap() }
+        async move {
+            wh.select(&sql, &Params::new()).await.unwrap()[0]["n"]
+                .as_u64()
+                .unwrap()
+        }
     };
     let raw = n(format!("SELECT count() AS n FROM {db}.events_raw")).await;
     let processed = n(format!("SELECT count() AS n FROM {db}.events")).await;
-    let rolled = n(format!("SELECT toUInt64(sum(events)) AS n FROM {db}.rollup_site_hourly")).await;
+    let rolled = n(format!(
+        "SELECT toUInt64(sum(events)) AS n FROM {db}.rollup_site_hourly"
+    ))
+    .await;
     assert_eq!((raw, processed, rolled), (raw, raw, raw));
     // What the restarted server answered was everything stored before the new event.
     assert_eq!(answered["results"]["events"].as_u64().unwrap(), raw - 1);

@@ -20,7 +20,10 @@ struct Visit {
 fn midnight() -> (DateTime<Utc>, NaiveDate) {
     let today = Utc::now().with_timezone(&Berlin).date_naive();
     let day = today - Days::new(1);
-    let m = Berlin.from_local_datetime(&day.and_hms_opt(0, 0, 0).unwrap()).unwrap().with_timezone(&Utc);
+    let m = Berlin
+        .from_local_datetime(&day.and_hms_opt(0, 0, 0).unwrap())
+        .unwrap()
+        .with_timezone(&Utc);
     (m, day)
 }
 
@@ -29,30 +32,102 @@ fn dataset(m: DateTime<Utc>) -> Vec<(&'static str, Visit)> {
     let shop = "shop.example.com";
     vec![
         // V1: Google, two pages in one session (300 s), late on the first day.
-        (shop, Visit { ua: CHROME_MAC, ip: "198.51.100.1", country: "DE", minutes_from_midnight: -60,
-            body: json!({"url":"https://shop.example.com/","referrer":"https://www.google.com/","ts":at(-60)}) }),
-        (shop, Visit { ua: CHROME_MAC, ip: "198.51.100.1", country: "DE", minutes_from_midnight: -55,
-            body: json!({"url":"https://shop.example.com/pricing","referrer":"https://shop.example.com/","ts":at(-55)}) }),
+        (
+            shop,
+            Visit {
+                ua: CHROME_MAC,
+                ip: "198.51.100.1",
+                country: "DE",
+                minutes_from_midnight: -60,
+                body: json!({"url":"https://shop.example.com/","referrer":"https://www.google.com/","ts":at(-60)}),
+            },
+        ),
+        (
+            shop,
+            Visit {
+                ua: CHROME_MAC,
+                ip: "198.51.100.1",
+                country: "DE",
+                minutes_from_midnight: -55,
+                body: json!({"url":"https://shop.example.com/pricing","referrer":"https://shop.example.com/","ts":at(-55)}),
+            },
+        ),
         // V2: Twitter before midnight (a bounce), back 35 minutes later after midnight: a new,
         // direct session (another bounce).
-        (shop, Visit { ua: SAFARI_IPHONE, ip: "198.51.100.2", country: "US", minutes_from_midnight: -20,
-            body: json!({"url":"https://shop.example.com/","referrer":"https://t.co/abc","ts":at(-20)}) }),
-        (shop, Visit { ua: SAFARI_IPHONE, ip: "198.51.100.2", country: "US", minutes_from_midnight: 15,
-            body: json!({"url":"https://shop.example.com/blog","ts":at(15)}) }),
+        (
+            shop,
+            Visit {
+                ua: SAFARI_IPHONE,
+                ip: "198.51.100.2",
+                country: "US",
+                minutes_from_midnight: -20,
+                body: json!({"url":"https://shop.example.com/","referrer":"https://t.co/abc","ts":at(-20)}),
+            },
+        ),
+        (
+            shop,
+            Visit {
+                ua: SAFARI_IPHONE,
+                ip: "198.51.100.2",
+                country: "US",
+                minutes_from_midnight: 15,
+                body: json!({"url":"https://shop.example.com/blog","ts":at(15)}),
+            },
+        ),
         // V3: newsletter campaign, then a custom event with props: one session of 120 s.
-        (shop, Visit { ua: FIREFOX_WIN, ip: "198.51.100.3", country: "FR", minutes_from_midnight: 30,
-            body: json!({"url":"https://shop.example.com/pricing?utm_source=newsletter&utm_medium=email&utm_campaign=nov","ts":at(30)}) }),
-        (shop, Visit { ua: FIREFOX_WIN, ip: "198.51.100.3", country: "FR", minutes_from_midnight: 32,
-            body: json!({"name":"signup","url":"https://shop.example.com/pricing","ts":at(32),"props":{"plan":"pro"}}) }),
+        (
+            shop,
+            Visit {
+                ua: FIREFOX_WIN,
+                ip: "198.51.100.3",
+                country: "FR",
+                minutes_from_midnight: 30,
+                body: json!({"url":"https://shop.example.com/pricing?utm_source=newsletter&utm_medium=email&utm_campaign=nov","ts":at(30)}),
+            },
+        ),
+        (
+            shop,
+            Visit {
+                ua: FIREFOX_WIN,
+                ip: "198.51.100.3",
+                country: "FR",
+                minutes_from_midnight: 32,
+                body: json!({"name":"signup","url":"https://shop.example.com/pricing","ts":at(32),"props":{"plan":"pro"}}),
+            },
+        ),
         // A bot: stored raw, never counted.
-        (shop, Visit { ua: GOOGLEBOT, ip: "66.249.66.1", country: "US", minutes_from_midnight: 40,
-            body: json!({"url":"https://shop.example.com/","ts":at(40)}) }),
+        (
+            shop,
+            Visit {
+                ua: GOOGLEBOT,
+                ip: "66.249.66.1",
+                country: "US",
+                minutes_from_midnight: 40,
+                body: json!({"url":"https://shop.example.com/","ts":at(40)}),
+            },
+        ),
         // V4: Hacker News, a bounce at 02:xx local (the next UTC day).
-        (shop, Visit { ua: CHROME_MAC, ip: "198.51.100.4", country: "", minutes_from_midnight: 120,
-            body: json!({"url":"https://shop.example.com/","referrer":"https://news.ycombinator.com/item?id=1","ts":at(120)}) }),
+        (
+            shop,
+            Visit {
+                ua: CHROME_MAC,
+                ip: "198.51.100.4",
+                country: "",
+                minutes_from_midnight: 120,
+                body: json!({"url":"https://shop.example.com/","referrer":"https://news.ycombinator.com/item?id=1","ts":at(120)}),
+            },
+        ),
         // Another site of the same tenant.
-        ("blog.example.com", Visit { ua: CHROME_MAC, ip: "198.51.100.5", country: "GB", minutes_from_midnight: 5,
-            body: json!({"url":"https://blog.example.com/post","referrer":"https://duckduckgo.com/","ts":at(5)}) }),
+        (
+            "blog.example.com",
+            Visit {
+                ua: CHROME_MAC,
+                ip: "198.51.100.5",
+                country: "GB",
+                minutes_from_midnight: 5,
+                body: json!({"url":"https://blog.example.com/post","referrer":"https://duckduckgo.com/","ts":at(5)}),
+            },
+        ),
     ]
 }
 
@@ -83,7 +158,10 @@ async fn known_events_give_exact_numbers_on_every_endpoint() {
         }
         let r = req.send().await.unwrap();
         assert_eq!(r.status(), 202, "event at {} min", v.minutes_from_midnight);
-        assert_eq!(r.json::<Value>().await.unwrap(), json!({"accepted": 1, "rejected": []}));
+        assert_eq!(
+            r.json::<Value>().await.unwrap(),
+            json!({"accepted": 1, "rejected": []})
+        );
     }
     // A batch with one bad event: the others are stored, the bad one is named.
     let r = c
@@ -110,7 +188,13 @@ async fn known_events_give_exact_numbers_on_every_endpoint() {
     let all = "visitors,visits,pageviews,events,bounce_rate,visit_duration,views_per_visit";
 
     // Aggregate over both local days.
-    let (s, v) = get(&c, &server, &shop, &format!("/v1/sites/shop.example.com/aggregate?{range}&metrics={all}")).await;
+    let (s, v) = get(
+        &c,
+        &server,
+        &shop,
+        &format!("/v1/sites/shop.example.com/aggregate?{range}&metrics={all}"),
+    )
+    .await;
     assert_eq!(s, 200, "{v}");
     assert_eq!(
         v["results"],
@@ -132,25 +216,57 @@ async fn known_events_give_exact_numbers_on_every_endpoint() {
     let utc_d0 = (m - Duration::minutes(60)).date_naive();
     let utc_d1 = (m + Duration::minutes(120)).date_naive();
     let (_, v) = get(&c, &server, &shop, &format!("/v1/sites/shop.example.com/timeseries?from={utc_d0}&to={utc_d1}&timezone=UTC&interval=day&metrics=visitors,pageviews")).await;
-    assert_eq!(v["results"], json!([{"date": utc_d0.to_string(), "visitors": 3, "pageviews": 5}, {"date": utc_d1.to_string(), "visitors": 1, "pageviews": 1}]));
+    assert_eq!(
+        v["results"],
+        json!([{"date": utc_d0.to_string(), "visitors": 3, "pageviews": 5}, {"date": utc_d1.to_string(), "visitors": 1, "pageviews": 1}])
+    );
 
     // Hourly: 48 buckets, numbers only in the hours that had events.
-    let (_, v) = get(&c, &server, &shop, &format!("/v1/sites/shop.example.com/timeseries?{range}&interval=hour&metrics=pageviews,events")).await;
+    let (_, v) = get(
+        &c,
+        &server,
+        &shop,
+        &format!(
+            "/v1/sites/shop.example.com/timeseries?{range}&interval=hour&metrics=pageviews,events"
+        ),
+    )
+    .await;
     let rows = v["results"].as_array().unwrap();
     assert_eq!(rows.len(), 48);
     let nonzero: Vec<(String, i64, i64)> = rows
         .iter()
         .filter(|r| r["events"].as_i64().unwrap() > 0)
-        .map(|r| (r["date"].as_str().unwrap().to_string(), r["pageviews"].as_i64().unwrap(), r["events"].as_i64().unwrap()))
+        .map(|r| {
+            (
+                r["date"].as_str().unwrap().to_string(),
+                r["pageviews"].as_i64().unwrap(),
+                r["events"].as_i64().unwrap(),
+            )
+        })
         .collect();
     assert_eq!(
         nonzero,
-        vec![(format!("{d0} 23:00:00"), 3, 3), (format!("{d1} 00:00:00"), 2, 3), (format!("{d1} 02:00:00"), 1, 1)]
+        vec![
+            (format!("{d0} 23:00:00"), 3, 3),
+            (format!("{d1} 00:00:00"), 2, 3),
+            (format!("{d1} 02:00:00"), 1, 1)
+        ]
     );
 
     // Monthly buckets cover the range's months.
-    let (_, v) = get(&c, &server, &shop, &format!("/v1/sites/shop.example.com/timeseries?{range}&interval=month&metrics=visitors")).await;
-    let months: i64 = v["results"].as_array().unwrap().iter().map(|r| r["visitors"].as_i64().unwrap()).sum();
+    let (_, v) = get(
+        &c,
+        &server,
+        &shop,
+        &format!("/v1/sites/shop.example.com/timeseries?{range}&interval=month&metrics=visitors"),
+    )
+    .await;
+    let months: i64 = v["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["visitors"].as_i64().unwrap())
+        .sum();
     assert!(months >= 4, "{v}");
 
     // Breakdowns from the dimension rollup.
@@ -177,7 +293,10 @@ async fn known_events_give_exact_numbers_on_every_endpoint() {
     );
     assert_eq!(v["pagination"]["total"], 5);
     let v = breakdown("property=source&limit=2&page=2".into()).await;
-    assert_eq!(v["results"], json!([{"source": "Hacker News", "visitors": 1}, {"source": "Twitter", "visitors": 1}]));
+    assert_eq!(
+        v["results"],
+        json!([{"source": "Hacker News", "visitors": 1}, {"source": "Twitter", "visitors": 1}])
+    );
     let v = breakdown("property=page&metrics=visitors,pageviews,events".into()).await;
     assert_eq!(
         v["results"],
@@ -198,36 +317,75 @@ async fn known_events_give_exact_numbers_on_every_endpoint() {
         ])
     );
     let v = breakdown("property=country".into()).await;
-    assert_eq!(v["results"], json!([{"country": "", "visitors": 1}, {"country": "DE", "visitors": 1}, {"country": "FR", "visitors": 1}, {"country": "US", "visitors": 1}]));
+    assert_eq!(
+        v["results"],
+        json!([{"country": "", "visitors": 1}, {"country": "DE", "visitors": 1}, {"country": "FR", "visitors": 1}, {"country": "US", "visitors": 1}])
+    );
     let v = breakdown("property=browser".into()).await;
-    assert_eq!(v["results"], json!([{"browser": "Chrome", "visitors": 2}, {"browser": "Firefox", "visitors": 1}, {"browser": "Safari", "visitors": 1}]));
+    assert_eq!(
+        v["results"],
+        json!([{"browser": "Chrome", "visitors": 2}, {"browser": "Firefox", "visitors": 1}, {"browser": "Safari", "visitors": 1}])
+    );
     let v = breakdown("property=device".into()).await;
-    assert_eq!(v["results"], json!([{"device": "desktop", "visitors": 3}, {"device": "mobile", "visitors": 1}]));
+    assert_eq!(
+        v["results"],
+        json!([{"device": "desktop", "visitors": 3}, {"device": "mobile", "visitors": 1}])
+    );
     let v = breakdown("property=event_name&metrics=visitors,events".into()).await;
-    assert_eq!(v["results"], json!([{"event_name": "pageview", "visitors": 4, "events": 6}, {"event_name": "signup", "visitors": 1, "events": 1}]));
+    assert_eq!(
+        v["results"],
+        json!([{"event_name": "pageview", "visitors": 4, "events": 6}, {"event_name": "signup", "visitors": 1, "events": 1}])
+    );
     let v = breakdown("property=entry_page&metrics=visits,visit_duration".into()).await;
     assert_eq!(
         v["results"],
         json!([{"entry_page": "/", "visits": 3, "visit_duration": 100}, {"entry_page": "/blog", "visits": 1, "visit_duration": 0}, {"entry_page": "/pricing", "visits": 1, "visit_duration": 120}])
     );
     let v = breakdown("property=utm_campaign&metrics=visitors".into()).await;
-    assert_eq!(v["results"], json!([{"utm_campaign": "nov", "visitors": 1}]));
+    assert_eq!(
+        v["results"],
+        json!([{"utm_campaign": "nov", "visitors": 1}])
+    );
 
     // Filters: is / is not / contains, on the rollup and across dimensions (events table).
     let (_, v) = get(&c, &server, &shop, &format!("/v1/sites/shop.example.com/aggregate?{range}&metrics=visitors,pageviews&filters=source==Google")).await;
     assert_eq!(v["results"], json!({"visitors": 1, "pageviews": 2}));
-    let (_, v) = get(&c, &server, &shop, &format!("/v1/sites/shop.example.com/aggregate?{range}&metrics=visitors&filters=browser!=Chrome")).await;
+    let (_, v) = get(
+        &c,
+        &server,
+        &shop,
+        &format!(
+            "/v1/sites/shop.example.com/aggregate?{range}&metrics=visitors&filters=browser!=Chrome"
+        ),
+    )
+    .await;
     assert_eq!(v["results"], json!({"visitors": 2}));
     let v = breakdown("property=page&filters=page~PRIC".into()).await;
     assert_eq!(v["results"], json!([{"page": "/pricing", "visitors": 2}]));
-    let v = breakdown("property=page&metrics=visitors,pageviews&filters=channel==social".into()).await;
-    assert_eq!(v["results"], json!([{"page": "/", "visitors": 2, "pageviews": 2}]));
+    let v =
+        breakdown("property=page&metrics=visitors,pageviews&filters=channel==social".into()).await;
+    assert_eq!(
+        v["results"],
+        json!([{"page": "/", "visitors": 2, "pageviews": 2}])
+    );
     let (_, v) = get(&c, &server, &shop, &format!("/v1/sites/shop.example.com/timeseries?{range}&interval=day&metrics=visitors&filters=channel==social;device==mobile")).await;
-    assert_eq!(v["results"], json!([{"date": d0, "visitors": 1}, {"date": d1, "visitors": 0}]));
+    assert_eq!(
+        v["results"],
+        json!([{"date": d0, "visitors": 1}, {"date": d1, "visitors": 0}])
+    );
 
     // The other site of the tenant has its own numbers (UTC, its default timezone).
     let blog = read_token("acme", "blog.example.com");
-    let (_, v) = get(&c, &server, &blog, &format!("/v1/sites/blog.example.com/aggregate?from={}&to={}&metrics=visitors,pageviews", utc_d0, utc_d1)).await;
+    let (_, v) = get(
+        &c,
+        &server,
+        &blog,
+        &format!(
+            "/v1/sites/blog.example.com/aggregate?from={}&to={}&metrics=visitors,pageviews",
+            utc_d0, utc_d1
+        ),
+    )
+    .await;
     assert_eq!(v["results"], json!({"visitors": 2, "pageviews": 3}));
 
     // Bad parameters are named.
@@ -239,9 +397,28 @@ async fn known_events_give_exact_numbers_on_every_endpoint() {
         ("from=2026-13-01&to=2026-12-01", "from"),
         ("timezone=Mars/Olympus", "timezone"),
     ] {
-        let (s, v) = get(&c, &server, &shop, &format!("/v1/sites/shop.example.com/timeseries?{q}")).await;
-        assert_eq!((s, v["error"]["parameter"].as_str()), (400, Some(parameter)), "{q}: {v}");
+        let (s, v) = get(
+            &c,
+            &server,
+            &shop,
+            &format!("/v1/sites/shop.example.com/timeseries?{q}"),
+        )
+        .await;
+        assert_eq!(
+            (s, v["error"]["parameter"].as_str()),
+            (400, Some(parameter)),
+            "{q}: {v}"
+        );
     }
-    let (s, v) = get(&c, &server, &shop, "/v1/sites/shop.example.com/breakdown?property=flavour").await;
-    assert_eq!((s, v["error"]["parameter"].as_str()), (400, Some("property")));
+    let (s, v) = get(
+        &c,
+        &server,
+        &shop,
+        "/v1/sites/shop.example.com/breakdown?property=flavour",
+    )
+    .await;
+    assert_eq!(
+        (s, v["error"]["parameter"].as_str()),
+        (400, Some("property"))
+    );
 }

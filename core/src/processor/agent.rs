@@ -53,7 +53,7 @@ pub fn parse(user_agent: &str) -> Agent {
     let (browser, browser_version, os, os_version, category) = match &parsed {
         Some(r) => (
             unknown(r.name),
-            unknown(&r.version),
+            unknown(r.version),
             unknown(r.os),
             unknown(&r.os_version),
             r.category,

@@ -33,16 +33,28 @@ impl ClientConfig {
             .flat_map(|v| v.split(','))
             .filter_map(|s| s.trim().parse().ok())
             .collect();
-        Some(forwarded.into_iter().rev().find(|ip| !self.trusted(*ip)).unwrap_or(peer_ip))
+        Some(
+            forwarded
+                .into_iter()
+                .rev()
+                .find(|ip| !self.trusted(*ip))
+                .unwrap_or(peer_ip),
+        )
     }
 
     pub fn country_header<'a>(&self, headers: &'a HeaderMap) -> Option<&'a str> {
-        self.country_header.as_deref().and_then(|name| headers.get(name)).and_then(|v| v.to_str().ok())
+        self.country_header
+            .as_deref()
+            .and_then(|name| headers.get(name))
+            .and_then(|v| v.to_str().ok())
     }
 }
 
 pub fn user_agent(headers: &HeaderMap) -> &str {
-    headers.get(axum::http::header::USER_AGENT).and_then(|v| v.to_str().ok()).unwrap_or("")
+    headers
+        .get(axum::http::header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
 }
 
 #[cfg(test)]
@@ -51,12 +63,24 @@ mod tests {
 
     #[test]
     fn forwarded_for_only_from_trusted_proxies() {
-        let cfg = ClientConfig { trusted_proxies: vec!["10.0.0.0/8".parse().unwrap()], country_header: None };
+        let cfg = ClientConfig {
+            trusted_proxies: vec!["10.0.0.0/8".parse().unwrap()],
+            country_header: None,
+        };
         let mut h = HeaderMap::new();
-        h.insert("x-forwarded-for", "203.0.113.9, 198.51.100.7, 10.1.1.1".parse().unwrap());
+        h.insert(
+            "x-forwarded-for",
+            "203.0.113.9, 198.51.100.7, 10.1.1.1".parse().unwrap(),
+        );
         let via_proxy: SocketAddr = "10.0.0.5:1234".parse().unwrap();
         let direct: SocketAddr = "192.0.2.4:1234".parse().unwrap();
-        assert_eq!(cfg.client_ip(Some(via_proxy), &h), Some("198.51.100.7".parse().unwrap()));
-        assert_eq!(cfg.client_ip(Some(direct), &h), Some("192.0.2.4".parse().unwrap()));
+        assert_eq!(
+            cfg.client_ip(Some(via_proxy), &h),
+            Some("198.51.100.7".parse().unwrap())
+        );
+        assert_eq!(
+            cfg.client_ip(Some(direct), &h),
+            Some("192.0.2.4".parse().unwrap())
+        );
     }
 }

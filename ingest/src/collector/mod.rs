@@ -41,8 +41,19 @@ pub struct CollectorState {
 }
 
 impl CollectorState {
-    pub fn new(registry: Arc<Registry>, sink: Arc<dyn EventSink>, client: ClientConfig, geo: Arc<Geo>) -> Self {
-        Self { registry, sink, client, geo, rate: RateLimiter::default() }
+    pub fn new(
+        registry: Arc<Registry>,
+        sink: Arc<dyn EventSink>,
+        client: ClientConfig,
+        geo: Arc<Geo>,
+    ) -> Self {
+        Self {
+            registry,
+            sink,
+            client,
+            geo,
+            rate: RateLimiter::default(),
+        }
     }
 }
 
@@ -78,24 +89,45 @@ struct DebugVerdict {
 fn bearer_token(parts: &Parts) -> Result<String, TokenError> {
     if let Some(value) = parts.headers.get(header::AUTHORIZATION) {
         let text = value.to_str().map_err(|_| TokenError::Malformed)?;
-        return text.strip_prefix("Bearer ").map(|t| t.trim().to_string()).ok_or(TokenError::Malformed);
+        return text
+            .strip_prefix("Bearer ")
+            .map(|t| t.trim().to_string())
+            .ok_or(TokenError::Malformed);
     }
     parts
         .uri
         .query()
         .and_then(|q| serde_urlencoded::from_str::<Vec<(String, String)>>(q).ok())
-        .and_then(|pairs| pairs.into_iter().find(|(k, _)| k == "token").map(|(_, v)| v))
+        .and_then(|pairs| {
+            pairs
+                .into_iter()
+                .find(|(k, _)| k == "token")
+                .map(|(_, v)| v)
+        })
         .ok_or(TokenError::Missing)
 }
 
-fn authorize<'a>(state: &'a CollectorState, parts: &Parts) -> Result<(&'a TenantEntry, Claims), CollectError> {
+fn authorize<'a>(
+    state: &'a CollectorState,
+    parts: &Parts,
+) -> Result<(&'a TenantEntry, Claims), CollectError> {
     let token = bearer_token(parts)?;
-    Ok(state.registry.verify(&token, Scope::Write, Utc::now().timestamp())?)
+    Ok(state
+        .registry
+        .verify(&token, Scope::Write, Utc::now().timestamp())?)
 }
 
 fn check_content_type(headers: &HeaderMap) -> Result<(), CollectError> {
-    let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
-    let essence = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let essence = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
     // text/plain: navigator.sendBeacon sends strings with it, and it avoids a CORS preflight.
     if essence == "application/json" || essence == "text/plain" {
         Ok(())
@@ -104,24 +136,38 @@ fn check_content_type(headers: &HeaderMap) -> Result<(), CollectError> {
     }
 }
 
-async fn read_body(headers: &HeaderMap, body: Body, limit: u32) -> Result<bytes::Bytes, CollectError> {
-    let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+async fn read_body(
+    headers: &HeaderMap,
+    body: Body,
+    limit: u32,
+) -> Result<bytes::Bytes, CollectError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > u64::from(limit)) {
         return Err(CollectError::BodyTooLarge { limit });
     }
-    axum::body::to_bytes(body, limit as usize).await.map_err(|e| {
-        let too_large = std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
-        if too_large {
-            CollectError::BodyTooLarge { limit }
-        } else {
-            CollectError::BadRequest { field: "body".into(), message: format!("could not read the body: {e}") }
-        }
-    })
+    axum::body::to_bytes(body, limit as usize)
+        .await
+        .map_err(|e| {
+            let too_large = std::error::Error::source(&e)
+                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+            if too_large {
+                CollectError::BodyTooLarge { limit }
+            } else {
+                CollectError::BadRequest {
+                    field: "body".into(),
+                    message: format!("could not read the body: {e}"),
+                }
+            }
+        })
 }
 
 /// The events of a body: one event object, or `{"events": [...]}`.
 fn events_of(body: &[u8]) -> Result<Vec<Value>, CollectError> {
-    let value: Value = serde_json::from_slice(body).map_err(|e| CollectError::BadJson(e.to_string()))?;
+    let value: Value =
+        serde_json::from_slice(body).map_err(|e| CollectError::BadJson(e.to_string()))?;
     match value {
         Value::Object(mut obj) if obj.contains_key("events") => match obj.remove("events") {
             Some(Value::Array(events)) if obj.is_empty() => Ok(events),
@@ -129,7 +175,10 @@ fn events_of(body: &[u8]) -> Result<Vec<Value>, CollectError> {
                 field: "body".into(),
                 message: "a batch holds only \"events\"; put other fields inside each event".into(),
             }),
-            _ => Err(CollectError::BadRequest { field: "events".into(), message: "\"events\" must be an array of event objects".into() }),
+            _ => Err(CollectError::BadRequest {
+                field: "events".into(),
+                message: "\"events\" must be an array of event objects".into(),
+            }),
         },
         Value::Object(obj) => Ok(vec![Value::Object(obj)]),
         _ => Err(CollectError::BadRequest {
@@ -140,10 +189,21 @@ fn events_of(body: &[u8]) -> Result<Vec<Value>, CollectError> {
 }
 
 /// Validates every event of a request against its tenant and site.
-fn validate_all(state: &CollectorState, entry: &TenantEntry, claims: &Claims, parts: &Parts, events: &[Value]) -> (Vec<RawEvent>, Vec<Rejection>) {
-    let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
+fn validate_all(
+    state: &CollectorState,
+    entry: &TenantEntry,
+    claims: &Claims,
+    parts: &Parts,
+    events: &[Value],
+) -> (Vec<RawEvent>, Vec<Rejection>) {
+    let peer = parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0);
     let ip = state.client.client_ip(peer, &parts.headers);
-    let country = state.geo.country(ip, state.client.country_header(&parts.headers));
+    let country = state
+        .geo
+        .country(ip, state.client.country_header(&parts.headers));
     let ctx = RequestContext {
         site_id: &claims.site,
         tenant_key: entry.key(),
@@ -165,7 +225,12 @@ fn validate_all(state: &CollectorState, entry: &TenantEntry, claims: &Claims, pa
 }
 
 /// Everything up to and including validation, shared by collect, debug and pixel.
-async fn intake(state: &CollectorState, parts: &Parts, body: Option<Body>, enforce_rate: bool) -> Result<(String, Vec<RawEvent>, Vec<Rejection>), CollectError> {
+async fn intake(
+    state: &CollectorState,
+    parts: &Parts,
+    body: Option<Body>,
+    enforce_rate: bool,
+) -> Result<(String, Vec<RawEvent>, Vec<Rejection>), CollectError> {
     let (entry, claims) = authorize(state, parts)?;
     let limits = &entry.tenant.spec.limits;
     let events = match body {
@@ -177,62 +242,106 @@ async fn intake(state: &CollectorState, parts: &Parts, body: Option<Body>, enfor
         None => vec![pixel_event(parts)?],
     };
     if events.len() > limits.events_per_request as usize {
-        return Err(CollectError::TooManyEvents { count: events.len(), limit: limits.events_per_request });
+        return Err(CollectError::TooManyEvents {
+            count: events.len(),
+            limit: limits.events_per_request,
+        });
     }
     if enforce_rate {
         let cost = u32::try_from(events.len()).unwrap_or(u32::MAX);
         state
             .rate
-            .take(&entry.tenant.name, &claims.site, cost, limits.events_per_second_per_site, limits.burst_per_site, Instant::now())
-            .map_err(|retry_after| CollectError::RateLimited { site: claims.site.clone(), retry_after })?;
+            .take(
+                &entry.tenant.name,
+                &claims.site,
+                cost,
+                limits.events_per_second_per_site,
+                limits.burst_per_site,
+                Instant::now(),
+            )
+            .map_err(|retry_after| CollectError::RateLimited {
+                site: claims.site.clone(),
+                retry_after,
+            })?;
     }
     let (accepted, rejected) = validate_all(state, entry, &claims, parts, &events);
     Ok((entry.tenant.name.clone(), accepted, rejected))
 }
 
 #[tracing::instrument(skip_all, fields(tenant, accepted, rejected))]
-async fn collect(State(state): State<Arc<CollectorState>>, request: Request) -> Result<Response, CollectError> {
+async fn collect(
+    State(state): State<Arc<CollectorState>>,
+    request: Request,
+) -> Result<Response, CollectError> {
     let (parts, body) = request.into_parts();
     let (tenant, accepted, rejected) = intake(&state, &parts, Some(body), true).await?;
     let span = tracing::Span::current();
     span.record("tenant", tenant.as_str());
     span.record("accepted", accepted.len());
     span.record("rejected", rejected.len());
-    let verdict = Verdict { accepted: accepted.len(), rejected };
+    let verdict = Verdict {
+        accepted: accepted.len(),
+        rejected,
+    };
     state.sink.append(&tenant, accepted).await?;
     Ok((StatusCode::ACCEPTED, Json(verdict)).into_response())
 }
 
 #[tracing::instrument(skip_all)]
-async fn collect_debug(State(state): State<Arc<CollectorState>>, request: Request) -> Result<Response, CollectError> {
+async fn collect_debug(
+    State(state): State<Arc<CollectorState>>,
+    request: Request,
+) -> Result<Response, CollectError> {
     let (parts, body) = request.into_parts();
     let (tenant, accepted, rejected) = intake(&state, &parts, Some(body), false).await?;
-    let bot_filtering = state.registry.get(&tenant).is_some_and(|e| e.tenant.spec.bot_filtering);
+    let bot_filtering = state
+        .registry
+        .get(&tenant)
+        .is_some_and(|e| e.tenant.spec.bot_filtering);
     let mut sessions = SessionState::default();
-    let processed = accepted.iter().map(|r| process(r, ProcessorConfig { bot_filtering }, &mut sessions)).collect();
-    Ok((StatusCode::OK, Json(DebugVerdict { accepted: accepted.len(), rejected, processed })).into_response())
+    let processed = accepted
+        .iter()
+        .map(|r| process(r, ProcessorConfig { bot_filtering }, &mut sessions))
+        .collect();
+    Ok((
+        StatusCode::OK,
+        Json(DebugVerdict {
+            accepted: accepted.len(),
+            rejected,
+            processed,
+        }),
+    )
+        .into_response())
 }
 
 /// A transparent 1x1 GIF.
 const PIXEL_GIF: &[u8] = &[
-    0x47, 0x49, 0x46, 0x38, 0x39, 0x61, 0x01, 0x00, 0x01, 0x00, 0x80, 0x00, 0x00, 0x00, 0x00, 0x00, 0xff, 0xff, 0xff, 0x21,
-    0xf9, 0x04, 0x01, 0x00, 0x00, 0x00, 0x00, 0x2c, 0x00, 0x00, 0x00, 0x00, 0x01, 0x00, 0x01, 0x00, 0x00, 0x02, 0x02, 0x44,
-    0x01, 0x00, 0x3b,
+    0x47, 0x49, 0x46, 0x38, 0x39, 0x61, 0x01, 0x00, 0x01, 0x00, 0x80, 0x00, 0x00, 0x00, 0x00, 0x00,
+    0xff, 0xff, 0xff, 0x21, 0xf9, 0x04, 0x01, 0x00, 0x00, 0x00, 0x00, 0x2c, 0x00, 0x00, 0x00, 0x00,
+    0x01, 0x00, 0x01, 0x00, 0x00, 0x02, 0x02, 0x44, 0x01, 0x00, 0x3b,
 ];
 
 /// One event from the query string: `url`, `referrer`, `name`, `ts`, `id`, and `props` as a
 /// JSON object text.
 fn pixel_event(parts: &Parts) -> Result<Value, CollectError> {
     let pairs: Vec<(String, String)> = serde_urlencoded::from_str(parts.uri.query().unwrap_or(""))
-        .map_err(|e| CollectError::BadRequest { field: "query".into(), message: format!("bad query string: {e}") })?;
+        .map_err(|e| CollectError::BadRequest {
+            field: "query".into(),
+            message: format!("bad query string: {e}"),
+        })?;
     let mut event = serde_json::Map::new();
     for (key, value) in pairs {
         let value = match key.as_str() {
             "token" => continue,
             "url" | "referrer" | "name" | "id" => Value::String(value),
-            "ts" => value.parse::<i64>().map(Value::from).unwrap_or(Value::String(value)),
-            "props" => serde_json::from_str(&value)
-                .map_err(|e| CollectError::BadRequest { field: "props".into(), message: format!("props must be a JSON object: {e}") })?,
+            "ts" => value
+                .parse::<i64>()
+                .map(Value::from)
+                .unwrap_or(Value::String(value)),
+            "props" => serde_json::from_str(&value).map_err(|e| CollectError::BadRequest {
+                field: "props".into(),
+                message: format!("props must be a JSON object: {e}"),
+            })?,
             _ => Value::String(value),
         };
         event.insert(key, value);
@@ -241,16 +350,25 @@ fn pixel_event(parts: &Parts) -> Result<Value, CollectError> {
 }
 
 #[tracing::instrument(skip_all)]
-async fn pixel(State(state): State<Arc<CollectorState>>, request: Request) -> Result<Response, CollectError> {
+async fn pixel(
+    State(state): State<Arc<CollectorState>>,
+    request: Request,
+) -> Result<Response, CollectError> {
     let (parts, _) = request.into_parts();
     let (tenant, accepted, rejected) = intake(&state, &parts, None, true).await?;
     if let Some(r) = rejected.into_iter().next() {
-        return Err(CollectError::BadRequest { field: r.field, message: r.reason });
+        return Err(CollectError::BadRequest {
+            field: r.field,
+            message: r.reason,
+        });
     }
     state.sink.append(&tenant, accepted).await?;
     Ok((
         StatusCode::OK,
-        [(header::CONTENT_TYPE, "image/gif"), (header::CACHE_CONTROL, "no-store, max-age=0")],
+        [
+            (header::CONTENT_TYPE, "image/gif"),
+            (header::CACHE_CONTROL, "no-store, max-age=0"),
+        ],
         PIXEL_GIF,
     )
         .into_response())
