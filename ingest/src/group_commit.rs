@@ -16,6 +16,7 @@ use sightline_core::registry::Registry;
 use sightline_core::warehouse::{ops, replay, Warehouse};
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
+use uuid::Uuid;
 
 use crate::sink::{EventSink, SinkError};
 
@@ -42,6 +43,11 @@ impl Default for GroupCommitConfig {
 struct Pending {
     tenant: String,
     events: Vec<RawEvent>,
+    /// Ids the client chose: only these can repeat (a retry), so only these are looked up.
+    client_ids: Vec<Uuid>,
+    /// When the request handed its events over: a batch closes `max_wait` after its first
+    /// request arrived, so requests that queued during the previous commit go at once.
+    arrived: Instant,
     reply: oneshot::Sender<Result<(), SinkError>>,
     _permit: OwnedSemaphorePermit,
 }
@@ -76,7 +82,12 @@ impl GroupCommit {
 
 #[async_trait]
 impl EventSink for GroupCommit {
-    async fn append(&self, tenant: &str, events: Vec<RawEvent>) -> Result<(), SinkError> {
+    async fn append(
+        &self,
+        tenant: &str,
+        events: Vec<RawEvent>,
+        client_ids: Vec<Uuid>,
+    ) -> Result<(), SinkError> {
         if events.is_empty() {
             return Ok(());
         }
@@ -91,6 +102,8 @@ impl EventSink for GroupCommit {
             .send(Pending {
                 tenant: tenant.to_string(),
                 events,
+                client_ids,
+                arrived: Instant::now(),
                 reply,
                 _permit: permit,
             })
@@ -112,7 +125,7 @@ impl Writer {
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Pending>) {
         let mut last_eviction = Instant::now();
         while let Some(first) = rx.recv().await {
-            let deadline = Instant::now() + self.config.max_wait;
+            let deadline = first.arrived + self.config.max_wait;
             let mut count = first.events.len();
             let mut batch = vec![first];
             while count < self.config.max_events {
@@ -179,14 +192,20 @@ impl Writer {
             .iter()
             .flat_map(|p| p.events.iter().cloned())
             .collect();
-        let ids: Vec<_> = raws.iter().map(|r| r.event_id).collect();
+        let client_ids: Vec<Uuid> = pending
+            .iter()
+            .flat_map(|p| p.client_ids.iter().copied())
+            .collect();
         let days: Vec<NaiveDate> = raws
             .iter()
             .map(|r| r.ts.date_naive())
             .collect::<HashSet<_>>()
             .into_iter()
             .collect();
-        let stored = ops::existing_event_ids(self.warehouse.as_ref(), &db, &ids, &days).await?;
+        let t0 = std::time::Instant::now();
+        let stored =
+            ops::existing_event_ids(self.warehouse.as_ref(), &db, &client_ids, &days).await?;
+        let t_ids = t0.elapsed();
         let mut seen = HashSet::with_capacity(raws.len());
         raws.retain(|r| !stored.contains(&r.event_id) && seen.insert(r.event_id));
         if raws.is_empty() {
@@ -195,7 +214,10 @@ impl Writer {
         // Time order within the batch, as a replay would see them.
         raws.sort_by_key(|r| r.ts);
         let sessions = self.sessions.entry(tenant.to_string()).or_default();
+        let t1 = std::time::Instant::now();
         let events: Vec<_> = raws.iter().map(|r| process(r, config, sessions)).collect();
+        let t_process = t1.elapsed();
+        let t2 = std::time::Instant::now();
         if let Err(e) =
             ops::insert_raw_and_events(self.warehouse.as_ref(), &db, &raws, &events).await
         {
@@ -222,7 +244,13 @@ impl Writer {
             }
             return Err(e);
         }
-        tracing::debug!(events = raws.len(), "batch committed");
+        tracing::debug!(
+            events = raws.len(),
+            ids_ms = t_ids.as_secs_f64() * 1e3,
+            process_ms = t_process.as_secs_f64() * 1e3,
+            insert_ms = t2.elapsed().as_secs_f64() * 1e3,
+            "batch committed"
+        );
         Ok(())
     }
 }

@@ -4,6 +4,7 @@
 
 use async_trait::async_trait;
 use sightline_core::event::RawEvent;
+use uuid::Uuid;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
@@ -18,5 +19,12 @@ pub enum SinkError {
 #[async_trait]
 pub trait EventSink: Send + Sync + 'static {
     /// Makes `events` (all of one tenant) durable. All or nothing for the request.
-    async fn append(&self, tenant: &str, events: Vec<RawEvent>) -> Result<(), SinkError>;
+    /// `client_ids` are the ids the client chose itself (a retry repeats them); the ids the
+    /// server generated are new by construction.
+    async fn append(
+        &self,
+        tenant: &str,
+        events: Vec<RawEvent>,
+        client_ids: Vec<Uuid>,
+    ) -> Result<(), SinkError>;
 }

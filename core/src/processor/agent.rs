@@ -40,7 +40,31 @@ const BOT_MARKERS: &[&str] = &[
     "preview",
 ];
 
+/// User agents repeat heavily (a handful of browser builds cover most traffic), and parsing
+/// one costs microseconds, so results are memoised per thread. Parsing is pure, so the cache
+/// never changes an answer; it is cleared when full to bound its memory.
+const CACHE_ENTRIES: usize = 4096;
+
+thread_local! {
+    static CACHE: std::cell::RefCell<std::collections::HashMap<String, Agent>> = std::cell::RefCell::new(std::collections::HashMap::new());
+}
+
 pub fn parse(user_agent: &str) -> Agent {
+    CACHE.with(|cache| {
+        if let Some(hit) = cache.borrow().get(user_agent) {
+            return hit.clone();
+        }
+        let agent = parse_uncached(user_agent);
+        let mut cache = cache.borrow_mut();
+        if cache.len() >= CACHE_ENTRIES {
+            cache.clear();
+        }
+        cache.insert(user_agent.to_string(), agent.clone());
+        agent
+    })
+}
+
+fn parse_uncached(user_agent: &str) -> Agent {
     let lower = user_agent.to_ascii_lowercase();
     let parsed = woothee::parser::Parser::new().parse(user_agent);
     let unknown = |s: &str| {

@@ -195,7 +195,7 @@ fn validate_all(
     claims: &Claims,
     parts: &Parts,
     events: &[Value],
-) -> (Vec<RawEvent>, Vec<Rejection>) {
+) -> Accepted {
     let peer = parts
         .extensions
         .get::<ConnectInfo<SocketAddr>>()
@@ -213,15 +213,32 @@ fn validate_all(
         received_at: Utc::now(),
         limits: &entry.tenant.spec.limits,
     };
-    let mut accepted = Vec::with_capacity(events.len());
-    let mut rejected = Vec::new();
+    let mut out = Accepted {
+        tenant: entry.tenant.name.clone(),
+        events: Vec::with_capacity(events.len()),
+        client_ids: Vec::new(),
+        rejected: Vec::new(),
+    };
     for (i, event) in events.iter().enumerate() {
         match validate_event(i, event, &ctx) {
-            Ok(raw) => accepted.push(raw),
-            Err(r) => rejected.push(r),
+            Ok(raw) => {
+                if event.get("id").is_some_and(|id| !id.is_null()) {
+                    out.client_ids.push(raw.event_id);
+                }
+                out.events.push(raw);
+            }
+            Err(r) => out.rejected.push(r),
         }
     }
-    (accepted, rejected)
+    out
+}
+
+/// The outcome of validating one request.
+struct Accepted {
+    tenant: String,
+    events: Vec<RawEvent>,
+    client_ids: Vec<uuid::Uuid>,
+    rejected: Vec<Rejection>,
 }
 
 /// Everything up to and including validation, shared by collect, debug and pixel.
@@ -230,7 +247,7 @@ async fn intake(
     parts: &Parts,
     body: Option<Body>,
     enforce_rate: bool,
-) -> Result<(String, Vec<RawEvent>, Vec<Rejection>), CollectError> {
+) -> Result<Accepted, CollectError> {
     let (entry, claims) = authorize(state, parts)?;
     let limits = &entry.tenant.spec.limits;
     let events = match body {
@@ -264,8 +281,7 @@ async fn intake(
                 retry_after,
             })?;
     }
-    let (accepted, rejected) = validate_all(state, entry, &claims, parts, &events);
-    Ok((entry.tenant.name.clone(), accepted, rejected))
+    Ok(validate_all(state, entry, &claims, parts, &events))
 }
 
 #[tracing::instrument(skip_all, fields(tenant, accepted, rejected))]
@@ -274,7 +290,12 @@ async fn collect(
     request: Request,
 ) -> Result<Response, CollectError> {
     let (parts, body) = request.into_parts();
-    let (tenant, accepted, rejected) = intake(&state, &parts, Some(body), true).await?;
+    let Accepted {
+        tenant,
+        events: accepted,
+        client_ids,
+        rejected,
+    } = intake(&state, &parts, Some(body), true).await?;
     let span = tracing::Span::current();
     span.record("tenant", tenant.as_str());
     span.record("accepted", accepted.len());
@@ -283,7 +304,7 @@ async fn collect(
         accepted: accepted.len(),
         rejected,
     };
-    state.sink.append(&tenant, accepted).await?;
+    state.sink.append(&tenant, accepted, client_ids).await?;
     Ok((StatusCode::ACCEPTED, Json(verdict)).into_response())
 }
 
@@ -293,7 +314,12 @@ async fn collect_debug(
     request: Request,
 ) -> Result<Response, CollectError> {
     let (parts, body) = request.into_parts();
-    let (tenant, accepted, rejected) = intake(&state, &parts, Some(body), false).await?;
+    let Accepted {
+        tenant,
+        events: accepted,
+        rejected,
+        ..
+    } = intake(&state, &parts, Some(body), false).await?;
     let bot_filtering = state
         .registry
         .get(&tenant)
@@ -355,14 +381,19 @@ async fn pixel(
     request: Request,
 ) -> Result<Response, CollectError> {
     let (parts, _) = request.into_parts();
-    let (tenant, accepted, rejected) = intake(&state, &parts, None, true).await?;
+    let Accepted {
+        tenant,
+        events: accepted,
+        client_ids,
+        rejected,
+    } = intake(&state, &parts, None, true).await?;
     if let Some(r) = rejected.into_iter().next() {
         return Err(CollectError::BadRequest {
             field: r.field,
             message: r.reason,
         });
     }
-    state.sink.append(&tenant, accepted).await?;
+    state.sink.append(&tenant, accepted, client_ids).await?;
     Ok((
         StatusCode::OK,
         [
