@@ -1,0 +1,253 @@
+//! Collector throughput: `sightline standalone` (validate, process, group-commit into the
+//! embedded engine, answer after commit) beside a bare axum endpoint that parses the same
+//! JSON and discards it, in one run, with the same load generator, for batches of 1 and 100.
+//! Also reports each server's peak resident memory (VmHWM).
+//!
+//!     cargo build --release --bin sightline --bin collector-bench
+//!     ./target/release/collector-bench --seconds 10 --connections 32
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::routing::post;
+use axum::Router;
+use clap::{Parser, Subcommand};
+use serde_json::{json, Value};
+use sightline_core::secret::MasterSecret;
+use sightline_core::token::{self, Claims, Scope};
+
+const SECRET: &str = "sightline-bench-secret-0123456789";
+const UA: &str = "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36";
+const TENANT: &str = "apiVersion: sightline.dev/v1alpha1
+kind: AnalyticsTenant
+metadata: { name: bench }
+spec:
+  sites: { allowed: [{ id: bench.example.com }] }
+  limits: { eventsPerSecondPerSite: 100000000, burstPerSite: 100000000 }
+";
+
+#[derive(Parser)]
+struct Args {
+    #[command(subcommand)]
+    command: Option<Cmd>,
+    /// Seconds of load per (server, batch size).
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// Concurrent client connections.
+    #[arg(long, default_value_t = 32)]
+    connections: usize,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// The baseline: an axum endpoint that parses the JSON body and discards it.
+    Bare,
+}
+
+fn main() {
+    let args = Args::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    match args.command {
+        Some(Cmd::Bare) => rt.block_on(bare()),
+        None => rt.block_on(compare(args.seconds, args.connections)),
+    }
+}
+
+async fn bare() {
+    async fn discard(body: axum::body::Bytes) -> (axum::http::StatusCode, String) {
+        match serde_json::from_slice::<Value>(&body) {
+            Ok(v) => {
+                let n = v
+                    .get("events")
+                    .and_then(Value::as_array)
+                    .map_or(1, Vec::len);
+                (
+                    axum::http::StatusCode::ACCEPTED,
+                    format!("{{\"accepted\":{n},\"rejected\":[]}}"),
+                )
+            }
+            Err(e) => (axum::http::StatusCode::BAD_REQUEST, e.to_string()),
+        }
+    }
+    let app = Router::new().route("/v1/collect", post(discard));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    println!(
+        "listening on http://{}",
+        listener.local_addr().expect("addr")
+    );
+    axum::serve(listener, app).await.expect("serve");
+}
+
+fn sibling(name: &str) -> PathBuf {
+    std::env::current_exe().expect("exe").with_file_name(name)
+}
+
+/// Spawns a server and waits for the line that carries its address.
+fn spawn(mut cmd: Command, marker: &str) -> (Child, String) {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn server");
+    let out = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let marker = marker.to_string();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            if let Some(i) = line.find(&marker) {
+                let _ = tx.send(line[i + marker.len()..].trim().to_string());
+            }
+        }
+    });
+    let addr = rx
+        .recv_timeout(Duration::from_secs(120))
+        .expect("server address");
+    (child, addr)
+}
+
+/// A field of /proc/PID/status in MB (VmHWM: peak resident; RssAnon: resident memory the
+/// process allocated, without file-backed pages such as libchdb's 180 MB of mapped code).
+fn status_mb(pid: u32, field: &str) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// Sends batches of `batch` events for `seconds` over `connections` connections; returns
+/// acknowledged events per second.
+async fn load(url: &str, token: &str, batch: usize, seconds: u64, connections: usize) -> f64 {
+    let bodies: Vec<String> = (0..64)
+        .map(|b| {
+            let events: Vec<Value> = (0..batch)
+                .map(|i| json!({"url": format!("https://bench.example.com/p/{}", (b * 131 + i) % 500), "referrer": "https://www.google.com/"}))
+                .collect();
+            if batch == 1 { events[0].to_string() } else { json!({"events": events}).to_string() }
+        })
+        .collect();
+    let bodies = Arc::new(bodies);
+    let acked = Arc::new(AtomicU64::new(0));
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(connections)
+        .build()
+        .expect("client");
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs(seconds);
+    let mut tasks = Vec::new();
+    for c in 0..connections {
+        let (client, bodies, acked, url, token) = (
+            client.clone(),
+            bodies.clone(),
+            acked.clone(),
+            url.to_string(),
+            token.to_string(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let mut i = c;
+            while Instant::now() < deadline {
+                let r = client
+                    .post(&url)
+                    .bearer_auth(&token)
+                    .header("Content-Type", "application/json")
+                    .header("User-Agent", UA)
+                    .header("X-Forwarded-For", format!("203.0.113.{}", i % 250))
+                    .body(bodies[i % bodies.len()].clone())
+                    .send()
+                    .await;
+                if let Ok(r) = r {
+                    if r.status() == 202 {
+                        acked.fetch_add(batch as u64, Ordering::Relaxed);
+                    }
+                    let _ = r.bytes().await;
+                }
+                i += connections;
+            }
+        }));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    acked.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
+}
+
+async fn compare(seconds: u64, connections: usize) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("tenant.yaml"), TENANT).expect("tenant");
+    let mut cmd = Command::new(sibling("sightline"));
+    cmd.args([
+        "standalone",
+        "--listen",
+        "127.0.0.1:0",
+        "--trusted-proxy",
+        "127.0.0.1/32",
+    ])
+    .arg("--tenants")
+    .arg(dir.path().join("tenant.yaml"))
+    .arg("--data")
+    .arg(dir.path().join("data"))
+    .env("SIGHTLINE_SECRET", SECRET)
+    .env(
+        "RUST_LOG",
+        std::env::var("BENCH_SERVER_LOG").unwrap_or_else(|_| "error".into()),
+    );
+    let (mut sightline, s_addr) = spawn(cmd, "listening on http://");
+    let mut cmd = Command::new(std::env::current_exe().expect("exe"));
+    cmd.arg("bare");
+    let (mut baseline, b_addr) = spawn(cmd, "listening on http://");
+
+    let secret = MasterSecret::from_bytes(SECRET.as_bytes().to_vec()).expect("secret");
+    let claims = Claims {
+        tenant: "bench".into(),
+        site: "bench.example.com".into(),
+        scope: Scope::Write,
+        expires: chrono::Utc::now().timestamp() + 3600,
+    };
+    let token = token::issue(&secret.tenant_key("bench"), &claims);
+
+    println!("| batch | bare axum events/s | sightline events/s | ratio |");
+    println!("| ---: | ---: | ---: | ---: |");
+    let mut anon_peak: f64 = 0.0;
+    for batch in [1usize, 100] {
+        let bare = load(
+            &format!("http://{b_addr}/v1/collect"),
+            &token,
+            batch,
+            seconds,
+            connections,
+        )
+        .await;
+        let ours = load(
+            &format!("http://{s_addr}/v1/collect"),
+            &token,
+            batch,
+            seconds,
+            connections,
+        )
+        .await;
+        anon_peak = anon_peak.max(status_mb(sightline.id(), "RssAnon:"));
+        println!("| {batch} | {bare:.0} | {ours:.0} | {:.2} |", ours / bare);
+    }
+    println!();
+    println!(
+        "sightline: peak resident {:.0} MB (VmHWM), anonymous {:.0} MB (RssAnon after each run, max); bare axum: peak resident {:.0} MB",
+        status_mb(sightline.id(), "VmHWM:"),
+        anon_peak,
+        status_mb(baseline.id(), "VmHWM:")
+    );
+    let _ = sightline.kill();
+    let _ = baseline.kill();
+    let _ = sightline.wait();
+    let _ = baseline.wait();
+}
