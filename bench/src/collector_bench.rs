@@ -40,6 +40,9 @@ struct Args {
     /// Concurrent client connections.
     #[arg(long, default_value_t = 32)]
     connections: usize,
+    /// More flags for `sightline standalone` (e.g. "--batch-max-events 50000").
+    #[arg(long, default_value = "")]
+    server_args: String,
 }
 
 #[derive(Subcommand)]
@@ -56,7 +59,7 @@ fn main() {
         .expect("runtime");
     match args.command {
         Some(Cmd::Bare) => rt.block_on(bare()),
-        None => rt.block_on(compare(args.seconds, args.connections)),
+        None => rt.block_on(compare(args.seconds, args.connections, &args.server_args)),
     }
 }
 
@@ -182,7 +185,7 @@ async fn load(url: &str, token: &str, batch: usize, seconds: u64, connections: u
     acked.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
 }
 
-async fn compare(seconds: u64, connections: usize) {
+async fn compare(seconds: u64, connections: usize, server_args: &str) {
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::write(dir.path().join("tenant.yaml"), TENANT).expect("tenant");
     let mut cmd = Command::new(sibling("sightline"));
@@ -197,6 +200,7 @@ async fn compare(seconds: u64, connections: usize) {
     .arg(dir.path().join("tenant.yaml"))
     .arg("--data")
     .arg(dir.path().join("data"))
+    .args(server_args.split_whitespace())
     .env("SIGHTLINE_SECRET", SECRET)
     .env(
         "RUST_LOG",
