@@ -278,6 +278,37 @@ mod tests {
     }
 
     #[test]
+    fn a_session_ends_at_the_utc_day_boundary() {
+        // The same person (IP and UA) ten minutes apart, either side of UTC midnight: the
+        // visitor id is keyed by the day, so the second event opens a new visit.
+        let ip = Some("192.0.2.7".parse().unwrap());
+        let before = Utc.with_ymd_and_hms(2026, 11, 21, 23, 55, 0).unwrap();
+        let after = Utc.with_ymd_and_hms(2026, 11, 22, 0, 5, 0).unwrap();
+        let mut a = raw("https://shop.example/a", "", CHROME, 0);
+        a.ts = before;
+        a.visitor_id = crate::intake::visitor_id(b"k", "shop.example", before, ip, CHROME);
+        let mut b = raw("https://shop.example/b", "", CHROME, 0);
+        b.ts = after;
+        b.visitor_id = crate::intake::visitor_id(b"k", "shop.example", after, ip, CHROME);
+        let mut st = SessionState::default();
+        let (ea, eb) = (process(&a, ON, &mut st), process(&b, ON, &mut st));
+        assert_ne!(ea.visitor_id, eb.visitor_id);
+        assert_ne!(ea.session_id, eb.session_id);
+        assert_eq!(
+            (eb.visit_delta, eb.bounce_delta, eb.entry_page.as_str()),
+            (1, 1, "/b")
+        );
+        // Within one day the same ten minutes continue the visit.
+        let mut c = raw("https://shop.example/c", "", CHROME, 10);
+        c.visitor_id = a.visitor_id;
+        c.ts = before - chrono::Duration::minutes(10);
+        let mut st = SessionState::default();
+        let (ec, ea) = (process(&c, ON, &mut st), process(&a, ON, &mut st));
+        assert_eq!(ec.session_id, ea.session_id);
+        assert_eq!((ea.visit_delta, ea.duration_delta), (0, 600));
+    }
+
+    #[test]
     fn same_input_same_output() {
         let events = [
             raw("https://shop.example/a", "", CHROME, 0),
