@@ -35,6 +35,7 @@ async fn main() {
                 revenue_currency: String::new(),
                 visitor_id: i as u64 % 50,
                 country: "DE".into(),
+                ingest_source: "web".into(),
             })
             .collect();
         let mut st = SessionState::default();

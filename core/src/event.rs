@@ -27,6 +27,17 @@ pub struct RawEvent {
     pub revenue_currency: String,
     pub visitor_id: u64,
     pub country: String,
+    /// Which door the event came in by: `web` (collector, pixel, sightline.js) or `ga4_mp`
+    /// (GA4 Measurement Protocol, sent by servers: its user agent is not the visitor's).
+    #[serde(default = "web_source")]
+    pub ingest_source: String,
+}
+
+pub const SOURCE_WEB: &str = "web";
+pub const SOURCE_GA4_MP: &str = "ga4_mp";
+
+fn web_source() -> String {
+    SOURCE_WEB.to_string()
 }
 
 /// The processed event: the row of `events`. Session deltas make visits, bounces and

@@ -41,6 +41,11 @@ pub struct RequestContext<'a> {
     pub country: &'a str,
     pub received_at: DateTime<Utc>,
     pub limits: &'a Limits,
+    /// Where the visitor's identity comes from: `None` for the IP and user agent (browsers),
+    /// or a client-chosen key such as GA4's client_id (servers sending on a user's behalf).
+    pub visitor_key: Option<&'a str>,
+    /// `event::SOURCE_WEB` or `event::SOURCE_GA4_MP`.
+    pub ingest_source: &'a str,
 }
 
 /// Validates one event. `index` is its place in the request, for the rejection.
@@ -139,14 +144,18 @@ pub fn validate_event(
         props,
         revenue_amount,
         revenue_currency,
-        visitor_id: visitor_id(
-            ctx.tenant_key,
-            ctx.site_id,
-            ts,
-            ctx.client_ip,
-            ctx.user_agent,
-        ),
+        visitor_id: match ctx.visitor_key {
+            Some(key) => keyed_visitor_id(ctx.tenant_key, ctx.site_id, ts, key),
+            None => visitor_id(
+                ctx.tenant_key,
+                ctx.site_id,
+                ts,
+                ctx.client_ip,
+                ctx.user_agent,
+            ),
+        },
         country: ctx.country.to_string(),
+        ingest_source: ctx.ingest_source.to_string(),
     })
 }
 
@@ -307,6 +316,25 @@ pub fn visitor_id(
     )
 }
 
+/// The visitor id of a client that names itself (GA4's client_id): the same keyed hash of
+/// site and UTC day, over the client's key instead of IP and user agent.
+pub fn keyed_visitor_id(tenant_key: &[u8], site_id: &str, ts: DateTime<Utc>, key: &str) -> u64 {
+    let mut mac =
+        Hmac::<Sha256>::new_from_slice(tenant_key).expect("HMAC accepts keys of any length");
+    mac.update(b"client\0");
+    mac.update(site_id.as_bytes());
+    mac.update(b"\0");
+    mac.update(ts.date_naive().to_string().as_bytes());
+    mac.update(b"\0");
+    mac.update(key.as_bytes());
+    let bytes = mac.finalize().into_bytes();
+    u64::from_le_bytes(
+        bytes[..8]
+            .try_into()
+            .expect("HMAC-SHA256 output is 32 bytes"),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -321,6 +349,8 @@ mod tests {
             country: "DE",
             received_at: Utc.with_ymd_and_hms(2026, 11, 21, 12, 0, 0).unwrap(),
             limits,
+            visitor_key: None,
+            ingest_source: crate::event::SOURCE_WEB,
         }
     }
 

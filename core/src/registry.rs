@@ -43,6 +43,18 @@ impl Registry {
         self.tenants.get(name)
     }
 
+    /// The tenant and site a GA4 measurement id is mapped to.
+    pub fn ga4_stream(&self, measurement_id: &str) -> Option<(&TenantEntry, &str)> {
+        self.tenants.values().find_map(|e| {
+            e.tenant
+                .spec
+                .ga4
+                .iter()
+                .find(|s| s.measurement_id == measurement_id)
+                .map(|s| (e, s.site.as_str()))
+        })
+    }
+
     pub fn iter(&self) -> impl Iterator<Item = &TenantEntry> {
         self.tenants.values()
     }

@@ -40,7 +40,7 @@ pub struct Migration {
 }
 
 /// Columns of `events_raw` in insert order (the `RawEvent` fields).
-pub const RAW_COLUMNS: &str = "event_id, site_id, received_at, ts, name, url, referrer, user_agent, props, revenue_amount, revenue_currency, visitor_id, country";
+pub const RAW_COLUMNS: &str = "event_id, site_id, received_at, ts, name, url, referrer, user_agent, props, revenue_amount, revenue_currency, visitor_id, country, ingest_source";
 
 /// Columns of `events` in insert order (the `Event` fields).
 pub const EVENT_COLUMNS: &str = "event_id, site_id, ts, name, is_pageview, hostname, pathname, referrer_host, referrer_source, referrer_medium, \
@@ -173,7 +173,8 @@ TTL hour + INTERVAL {rollup_days} DAY",
 pub fn migrations(tenant: &Tenant) -> Vec<Migration> {
     let db = tenant.database();
     let r = &tenant.spec.retention;
-    vec![Migration {
+    vec![
+        Migration {
         version: 1,
         description: "events_raw, events, hourly rollups and their views",
         statements: vec![
@@ -205,7 +206,15 @@ TTL toDateTime(ts) + INTERVAL {} DAY",
             format!("CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.{SITE_ROLLUP}_mv TO {db}.{SITE_ROLLUP} AS {}", site_rollup_select(&db, EVENTS_TABLE)),
             format!("CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.{DIM_ROLLUP}_mv TO {db}.{DIM_ROLLUP} AS {}", dims_rollup_select(&db, EVENTS_TABLE)),
         ],
-    }]
+    },
+        Migration {
+            version: 2,
+            description: "events_raw.ingest_source: which door an event came in by (web, ga4_mp)",
+            statements: vec![format!(
+                "ALTER TABLE {db}.{RAW_TABLE} ADD COLUMN IF NOT EXISTS ingest_source LowCardinality(String) DEFAULT 'web'"
+            )],
+        },
+    ]
 }
 
 /// Statements run on every apply after the migrations: settings that follow the spec
@@ -293,7 +302,7 @@ mod tests {
     #[test]
     fn column_lists_match_the_row_types() {
         let raw: Vec<&str> = RAW_COLUMNS.split(", ").collect();
-        assert_eq!(raw.len(), 13);
+        assert_eq!(raw.len(), 14);
         let ev: Vec<&str> = EVENT_COLUMNS.split(", ").map(str::trim).collect();
         let ddl_cols: Vec<&str> = events_columns_ddl()
             .lines()

@@ -30,6 +30,29 @@ pub struct TenantSpec {
     pub bot_filtering: bool,
     #[serde(default)]
     pub limits: Limits,
+    /// GA4 Measurement Protocol streams: `POST /mp/collect?measurement_id=…` is stored for
+    /// the mapped site; its `api_secret` must be a write token for that site.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ga4: Vec<Ga4Stream>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Ga4Stream {
+    /// The GA4 measurement id senders already use, e.g. G-ABC123XYZ.
+    pub measurement_id: String,
+    /// The Sightline site its events belong to.
+    pub site: String,
+}
+
+/// GA4 measurement ids: `G-` then 4 to 20 upper-case letters or digits.
+pub fn valid_measurement_id(id: &str) -> bool {
+    id.strip_prefix("G-").is_some_and(|rest| {
+        (4..=20).contains(&rest.len())
+            && rest
+                .bytes()
+                .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
+    })
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema, PartialEq)]
@@ -194,6 +217,27 @@ impl TenantSpec {
                 parse_timezone(tz).map_err(|e| err(format!("sites.allowed[{i}].timezone: {e}")))?;
             }
         }
+        let mut ids = std::collections::HashSet::new();
+        for (i, stream) in self.ga4.iter().enumerate() {
+            if !valid_measurement_id(&stream.measurement_id) {
+                return Err(err(format!(
+                    "ga4[{i}].measurementId {:?}: expected G- and 4-20 letters or digits",
+                    stream.measurement_id
+                )));
+            }
+            if !ids.insert(stream.measurement_id.as_str()) {
+                return Err(err(format!(
+                    "ga4[{i}].measurementId {:?} is listed twice",
+                    stream.measurement_id
+                )));
+            }
+            if self.site(&stream.site).is_none() {
+                return Err(err(format!(
+                    "ga4[{i}].site {:?} is not a site of this tenant",
+                    stream.site
+                )));
+            }
+        }
         let l = &self.limits;
         for (field, value) in [
             ("limits.eventsPerRequest", l.events_per_request),
@@ -343,6 +387,22 @@ pub fn load_tenants(path: &Path) -> Result<Vec<Tenant>> {
             message: e.to_string(),
         })?;
         for tenant in parse_tenants(&text, &file.display().to_string())? {
+            if let Some(stream) = tenant.spec.ga4.iter().find(|s| {
+                tenants.iter().any(|t| {
+                    t.spec
+                        .ga4
+                        .iter()
+                        .any(|o| o.measurement_id == s.measurement_id)
+                })
+            }) {
+                return Err(Error::Spec {
+                    source_name: file.display().to_string(),
+                    message: format!(
+                        "GA4 measurement id {:?} is used by two tenants",
+                        stream.measurement_id
+                    ),
+                });
+            }
             if tenants.iter().any(|t| t.name == tenant.name) {
                 return Err(Error::Spec {
                     source_name: file.display().to_string(),
@@ -411,6 +471,36 @@ spec:
         let bad = DOC.replace("name: acme", "name: Acme_1");
         let e = parse_tenants(&bad, "t.yaml").unwrap_err().to_string();
         assert!(e.contains("metadata.name"), "{e}");
+    }
+
+    #[test]
+    fn ga4_streams_map_to_sites_of_the_tenant() {
+        let with = |stream: &str| {
+            DOC.replace(
+                "  limits: { eventsPerRequest: 50 }",
+                &format!("  limits: {{ eventsPerRequest: 50 }}\n  ga4:\n    - {stream}"),
+            )
+        };
+        let t = &parse_tenants(
+            &with("{ measurementId: G-ABC123, site: shop.example.com }"),
+            "t.yaml",
+        )
+        .unwrap()[0];
+        assert_eq!(t.spec.ga4[0].site, "shop.example.com");
+        let e = parse_tenants(
+            &with("{ measurementId: UA-1234, site: shop.example.com }"),
+            "t.yaml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("ga4[0].measurementId"), "{e}");
+        let e = parse_tenants(
+            &with("{ measurementId: G-ABC123, site: nope.example.com }"),
+            "t.yaml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("ga4[0].site"), "{e}");
     }
 
     #[test]

@@ -30,6 +30,7 @@ fn raw(site: &str, visitor: u64, minute: i64, url: &str, ua: &str) -> RawEvent {
         revenue_currency: String::new(),
         visitor_id: visitor,
         country: "DE".into(),
+        ingest_source: "web".into(),
     }
 }
 

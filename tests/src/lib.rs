@@ -33,6 +33,9 @@ spec:
         timezone: Europe/Berlin
       - id: blog.example.com
   defaultTimezone: UTC
+  ga4:
+    - measurementId: G-SHOP12345
+      site: shop.example.com
 ---
 apiVersion: sightline.dev/v1alpha1
 kind: AnalyticsTenant

@@ -40,6 +40,20 @@ const BOT_MARKERS: &[&str] = &[
     "preview",
 ];
 
+impl Agent {
+    /// Nothing known about the visitor's software (server-to-server events).
+    pub fn unknown() -> Self {
+        Agent {
+            browser: String::new(),
+            browser_version: String::new(),
+            os: String::new(),
+            os_version: String::new(),
+            device: "other".to_string(),
+            is_bot: false,
+        }
+    }
+}
+
 /// User agents repeat heavily (a handful of browser builds cover most traffic), and parsing
 /// one costs microseconds, so results are memoised per thread. Parsing is pure, so the cache
 /// never changes an answer; it is cleared when full to bound its memory.

@@ -91,7 +91,13 @@ pub fn process(raw: &RawEvent, config: ProcessorConfig, sessions: &mut SessionSt
         &page.utm_medium,
         &page.param_names,
     );
-    let agent = agent::parse(&raw.user_agent);
+    // Servers relaying events (GA4 Measurement Protocol) send their own user agent or none:
+    // it says nothing about the visitor, so it is neither parsed nor judged a bot.
+    let agent = if raw.ingest_source == crate::event::SOURCE_WEB || !raw.user_agent.is_empty() {
+        agent::parse(&raw.user_agent)
+    } else {
+        agent::Agent::unknown()
+    };
     let is_pageview = raw.name == crate::intake::DEFAULT_EVENT_NAME;
 
     let entry = SessionEntry {
@@ -171,6 +177,7 @@ mod tests {
             revenue_currency: String::new(),
             visitor_id: 42,
             country: "FR".into(),
+            ingest_source: crate::event::SOURCE_WEB.into(),
         }
     }
 
@@ -306,6 +313,22 @@ mod tests {
         let (ec, ea) = (process(&c, ON, &mut st), process(&a, ON, &mut st));
         assert_eq!(ec.session_id, ea.session_id);
         assert_eq!((ea.visit_delta, ea.duration_delta), (0, 600));
+    }
+
+    #[test]
+    fn server_side_events_without_a_user_agent_are_not_bots() {
+        let mut e = raw("https://shop.example/thanks", "", "", 0);
+        assert_eq!(
+            process(&e, ON, &mut SessionState::default()).is_bot,
+            1,
+            "a browser without a UA is a bot"
+        );
+        e.ingest_source = crate::event::SOURCE_GA4_MP.into();
+        let p = process(&e, ON, &mut SessionState::default());
+        assert_eq!(
+            (p.is_bot, p.device.as_str(), p.browser.as_str()),
+            (0, "other", "")
+        );
     }
 
     #[test]

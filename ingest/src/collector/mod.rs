@@ -3,7 +3,9 @@
 //! from query parameters, answered with a 1x1 GIF for clients without JavaScript).
 
 pub mod client;
+pub mod ga4;
 pub mod rate;
+pub mod tracker;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -66,6 +68,9 @@ pub fn router(state: Arc<CollectorState>) -> Router {
     Router::new()
         .route("/v1/collect", post(collect).get(pixel))
         .route("/v1/collect/debug", post(collect_debug))
+        .route("/js/sightline.js", axum::routing::get(tracker::script))
+        .route("/mp/collect", post(ga4::collect))
+        .route("/debug/mp/collect", post(ga4::debug))
         .layer(cors)
         .with_state(state)
 }
@@ -136,7 +141,7 @@ fn check_content_type(headers: &HeaderMap) -> Result<(), CollectError> {
     }
 }
 
-async fn read_body(
+pub(crate) async fn read_body(
     headers: &HeaderMap,
     body: Body,
     limit: u32,
@@ -188,14 +193,13 @@ fn events_of(body: &[u8]) -> Result<Vec<Value>, CollectError> {
     }
 }
 
-/// Validates every event of a request against its tenant and site.
-fn validate_all(
-    state: &CollectorState,
-    entry: &TenantEntry,
-    claims: &Claims,
-    parts: &Parts,
-    events: &[Value],
-) -> Accepted {
+/// Who sent a request: the client IP (trusted proxies honoured), its country and UA.
+pub(crate) struct Origin {
+    pub ip: Option<std::net::IpAddr>,
+    pub country: String,
+}
+
+pub(crate) fn origin(state: &CollectorState, parts: &Parts) -> Origin {
     let peer = parts
         .extensions
         .get::<ConnectInfo<SocketAddr>>()
@@ -204,23 +208,19 @@ fn validate_all(
     let country = state
         .geo
         .country(ip, state.client.country_header(&parts.headers));
-    let ctx = RequestContext {
-        site_id: &claims.site,
-        tenant_key: entry.key(),
-        user_agent: client::user_agent(&parts.headers),
-        client_ip: ip,
-        country: &country,
-        received_at: Utc::now(),
-        limits: &entry.tenant.spec.limits,
-    };
+    Origin { ip, country }
+}
+
+/// Validates every event of a request in its context; each fails alone.
+pub(crate) fn validate_with(tenant: &str, ctx: &RequestContext<'_>, events: &[Value]) -> Accepted {
     let mut out = Accepted {
-        tenant: entry.tenant.name.clone(),
+        tenant: tenant.to_string(),
         events: Vec::with_capacity(events.len()),
         client_ids: Vec::new(),
         rejected: Vec::new(),
     };
     for (i, event) in events.iter().enumerate() {
-        match validate_event(i, event, &ctx) {
+        match validate_event(i, event, ctx) {
             Ok(raw) => {
                 if event.get("id").is_some_and(|id| !id.is_null()) {
                     out.client_ids.push(raw.event_id);
@@ -233,12 +233,35 @@ fn validate_all(
     out
 }
 
+/// Validates every event of a browser request against its tenant and site.
+fn validate_all(
+    state: &CollectorState,
+    entry: &TenantEntry,
+    claims: &Claims,
+    parts: &Parts,
+    events: &[Value],
+) -> Accepted {
+    let origin = origin(state, parts);
+    let ctx = RequestContext {
+        site_id: &claims.site,
+        tenant_key: entry.key(),
+        user_agent: client::user_agent(&parts.headers),
+        client_ip: origin.ip,
+        country: &origin.country,
+        received_at: Utc::now(),
+        limits: &entry.tenant.spec.limits,
+        visitor_key: None,
+        ingest_source: sightline_core::event::SOURCE_WEB,
+    };
+    validate_with(&entry.tenant.name, &ctx, events)
+}
+
 /// The outcome of validating one request.
-struct Accepted {
-    tenant: String,
-    events: Vec<RawEvent>,
-    client_ids: Vec<uuid::Uuid>,
-    rejected: Vec<Rejection>,
+pub(crate) struct Accepted {
+    pub tenant: String,
+    pub events: Vec<RawEvent>,
+    pub client_ids: Vec<uuid::Uuid>,
+    pub rejected: Vec<Rejection>,
 }
 
 /// Everything up to and including validation, shared by collect, debug and pixel.
