@@ -1,7 +1,13 @@
 #!/usr/bin/env bash
-# Installs everything Sightline needs to build, run and test on a fresh machine.
+# Installs everything Sightline needs to build and run on a fresh machine; with --tests,
+# also what the test suite needs (cargo-nextest, Chromium, the tracker's npm packages).
 # Idempotent: each step checks first. Used by the README's two commands and by .ci/run.
 set -euo pipefail
+cd "$(dirname "$0")/.."
+for_tests=false
+[ "${1:-}" = "--tests" ] && for_tests=true
+SUDO=""
+[ "$(id -u)" != 0 ] && SUDO=sudo
 
 CHDB_NPM_PACKAGE="@chdb/lib-linux-x64-gnu"
 CHDB_VERSION="26.7.3-stable.1"     # pinned: `latest` on npm is older
@@ -35,6 +41,26 @@ install_rust_tools() {
   fi
 }
 
+install_chromium() {
+  if command -v chromium >/dev/null; then
+    log "chromium already installed"
+    return
+  fi
+  log "installing Debian's chromium (browser tests of sightline.js)"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
+}
+
+install_tracker_deps() {
+  # Exactly the versions in tracker/package-lock.json; playwright-core downloads no browser.
+  log "installing the tracker's npm packages"
+  (cd tracker && npm ci --no-audit --no-fund --silent)
+}
+
 install_libchdb
-install_rust_tools
+if $for_tests; then
+  install_rust_tools
+  install_chromium
+  install_tracker_deps
+fi
 log "done"

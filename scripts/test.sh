@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Runs every check and test on a fresh machine: installs what is missing, then format,
-# lint, build and the whole test suite on the real engines (libchdb). Used by .ci/run.
+# lint, build, the Rust test suite on the real engine (libchdb), and the tracker's tests in
+# headless Chromium. Used by .ci/run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-./scripts/install-deps.sh
+./scripts/install-deps.sh --tests
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
@@ -16,3 +17,5 @@ echo "== tests"
 profile=default
 [ "${CI:-}" = "true" ] && profile=ci
 cargo nextest run --workspace --locked --profile "$profile"
+echo "== sightline.js: build drift, size, and a real browser against the binary"
+(cd tracker && npm test)

@@ -59,10 +59,45 @@ async fn schema_ingest_dedup_and_replay_on_libchdb() {
     let db = tenant.database();
 
     // Applying twice: the second apply migrates nothing.
+    let latest = sightline_core::schema::migrations(&tenant)
+        .last()
+        .unwrap()
+        .version;
     let first = ops::apply_schema(&wh, &tenant).await.unwrap();
-    assert_eq!((first.from, first.to), (0, 1));
+    assert_eq!((first.from, first.to), (0, latest));
     let second = ops::apply_schema(&wh, &tenant).await.unwrap();
-    assert_eq!((second.from, second.to), (1, 1));
+    assert_eq!((second.from, second.to), (latest, latest));
+
+    // An upgrade migrates and keeps data: a database at version 1 with a row in it.
+    let legacy = parse_tenants(
+        "apiVersion: sightline.dev/v1alpha1\nkind: AnalyticsTenant\nmetadata: {name: legacy}\nspec: {sites: {open: true}}\n",
+        "test",
+    )
+    .unwrap()
+    .remove(0);
+    let old = ops::apply_schema_to(&wh, &legacy, 1).await.unwrap();
+    assert_eq!((old.from, old.to), (0, 1));
+    wh.execute(
+        "INSERT INTO sightline_legacy.events_raw (event_id, site_id, received_at, ts, name, url, referrer, user_agent, props, \
+         revenue_amount, revenue_currency, visitor_id, country) VALUES (generateUUIDv4(), 's', now64(3), now64(3), 'pageview', \
+         'https://s.example/', '', 'ua', map(), '', '', 1, '')",
+        &Params::new(),
+    )
+    .await
+    .unwrap();
+    let upgraded = ops::apply_schema(&wh, &legacy).await.unwrap();
+    assert_eq!((upgraded.from, upgraded.to), (1, latest));
+    let rows = wh
+        .select(
+            "SELECT ingest_source, url FROM sightline_legacy.events_raw",
+            &Params::new(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        rows,
+        vec![serde_json::json!({"ingest_source": "web", "url": "https://s.example/"})]
+    );
 
     // Three events of one visitor in one session, one of another, one bot.
     let raws = vec![

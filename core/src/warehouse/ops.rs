@@ -21,9 +21,20 @@ pub struct SchemaApplied {
     pub to: u32,
 }
 
-/// Creates or migrates one tenant's database. Safe to run at every start and concurrently
-/// with readers: every statement is idempotent and recorded only after it succeeded.
+/// Creates or migrates one tenant's database to the latest version. Safe to run at every
+/// start and concurrently with readers: every statement is idempotent and recorded only
+/// after it succeeded.
 pub async fn apply_schema(wh: &dyn Warehouse, tenant: &Tenant) -> Result<SchemaApplied> {
+    apply_schema_to(wh, tenant, u32::MAX).await
+}
+
+/// Like `apply_schema`, but stops at version `target` (a staged upgrade, or a test that
+/// needs an old schema).
+pub async fn apply_schema_to(
+    wh: &dyn Warehouse,
+    tenant: &Tenant,
+    target: u32,
+) -> Result<SchemaApplied> {
     let db = tenant.database();
     for statement in schema::bootstrap_statements(tenant) {
         wh.execute(&statement, &Params::new()).await?;
@@ -41,7 +52,7 @@ pub async fn apply_schema(wh: &dyn Warehouse, tenant: &Tenant) -> Result<SchemaA
     let mut to = from;
     for migration in schema::migrations(tenant)
         .into_iter()
-        .filter(|m| m.version > from)
+        .filter(|m| m.version > from && m.version <= target)
     {
         for statement in &migration.statements {
             wh.execute(statement, &Params::new()).await?;

@@ -1,0 +1,164 @@
+// sightline.js in a real browser: headless Chromium (Debian's package, driven by
+// playwright-core) loads a page with the script tag, changes route the SPA way, follows a
+// link, fires a custom event and clicks an outbound link; the query API must then show
+// exactly those pageviews and events. Also: the built file matches its source, and its size.
+
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync, spawn } from 'node:child_process';
+import { createServer } from 'node:http';
+import { gzipSync } from 'node:zlib';
+import { mkdtempSync, readFileSync, writeFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+const here = dirname(fileURLToPath(import.meta.url));
+const root = join(here, '..');
+const repo = join(root, '..');
+const dist = join(root, 'dist', 'sightline.js');
+const SECRET = 'sightline-browser-test-secret-01';
+const CHROME_UA = 'Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36';
+const binary = process.env.SIGHTLINE_BIN || join(repo, 'target', 'debug', 'sightline');
+const chromiumPath = process.env.CHROMIUM || '/usr/bin/chromium';
+
+let work, server, serverUrl, page, pageServer, pageUrl, browser, writeToken, readToken;
+
+const TENANT = `apiVersion: sightline.dev/v1alpha1
+kind: AnalyticsTenant
+metadata: { name: browser }
+spec:
+  sites: { allowed: [{ id: browser.test }] }
+`;
+
+function sightline(args) {
+  return execFileSync(binary, args, { env: { ...process.env, SIGHTLINE_SECRET: SECRET }, encoding: 'utf8' }).trim();
+}
+
+function startServer() {
+  return new Promise((resolve, reject) => {
+    const child = spawn(binary, ['standalone', '--tenants', join(work, 'tenant.yaml'), '--data', join(work, 'data'), '--listen', '127.0.0.1:0'], {
+      env: { ...process.env, SIGHTLINE_SECRET: SECRET, RUST_LOG: 'warn' },
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    const timer = setTimeout(() => reject(new Error('sightline did not start within 60 s')), 60_000);
+    let out = '';
+    child.stdout.on('data', (chunk) => {
+      out += chunk;
+      const m = out.match(/listening on (http:\/\/[\d.:]+)/);
+      if (m) {
+        clearTimeout(timer);
+        resolve({ child, url: m[1] });
+      }
+    });
+    child.on('exit', (code) => reject(new Error(`sightline exited with ${code}`)));
+  });
+}
+
+function html(body) {
+  return `<!doctype html><html><head><title>shop</title>
+<script>window.sightline = window.sightline || function () { (sightline.q = sightline.q || []).push(arguments) }</script>
+<script defer src="${serverUrl}/js/sightline.js" data-site="browser.test" data-token="${writeToken}"
+  data-allow-localhost="true" data-spa="true" data-outbound="true"></script>
+</head><body>${body}</body></html>`;
+}
+
+before(async () => {
+  work = mkdtempSync(join(tmpdir(), 'sightline-browser-'));
+  writeFileSync(join(work, 'tenant.yaml'), TENANT);
+  writeToken = sightline(['token', 'issue', '--tenant', 'browser', '--site', 'browser.test', '--scope', 'write', '--ttl', '1h', '--data', join(work, 'data')]);
+  readToken = sightline(['token', 'issue', '--tenant', 'browser', '--site', 'browser.test', '--scope', 'read', '--ttl', '1h', '--data', join(work, 'data')]);
+  ({ child: server, url: serverUrl } = await startServer());
+  pageServer = createServer((req, res) => {
+    const path = new URL(req.url, 'http://x').pathname;
+    const body =
+      path === '/about'
+        ? `<h1>About</h1><button id="signup" onclick="sightline('event', 'signup', {props: {plan: 'pro'}})">Sign up</button>
+           <a id="out" href="https://partner.example.org/offer">Partner</a>`
+        : `<h1>Shop</h1><button id="route" onclick="history.pushState({}, '', '/pricing')">Pricing</button>
+           <a id="about" href="/about">About</a>`;
+    res.writeHead(200, { 'Content-Type': 'text/html' });
+    res.end(html(body));
+  });
+  await new Promise((r) => pageServer.listen(0, '127.0.0.1', r));
+  pageUrl = `http://127.0.0.1:${pageServer.address().port}`;
+  browser = await chromium.launch({
+    executablePath: chromiumPath,
+    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+  });
+});
+
+after(async () => {
+  await browser?.close();
+  pageServer?.close();
+  server?.kill('SIGKILL');
+  if (work) rmSync(work, { recursive: true, force: true });
+});
+
+test('the built script matches its source (npm run build) and stays under 2 KB gzipped', () => {
+  const rebuilt = join(work, 'rebuilt.js');
+  execFileSync(join(root, 'node_modules', '.bin', 'terser'), [join(root, 'src', 'sightline.js'), '--compress', '--mangle', '--comments', 'false', '--output', rebuilt]);
+  assert.equal(readFileSync(dist, 'utf8'), readFileSync(rebuilt, 'utf8'), 'dist/sightline.js is stale: run `npm run build` in tracker/');
+  const gz = gzipSync(readFileSync(dist), { level: 9 }).length;
+  assert.ok(gz < 2048, `sightline.js is ${gz} bytes gzipped`);
+});
+
+test('the collector serves the script with an ETag and a long cache', async () => {
+  const r = await fetch(`${serverUrl}/js/sightline.js`);
+  assert.equal(r.status, 200);
+  assert.equal(await r.text(), readFileSync(dist, 'utf8'));
+  assert.match(r.headers.get('cache-control'), /max-age=86400/);
+  const etag = r.headers.get('etag');
+  const again = await fetch(`${serverUrl}/js/sightline.js`, { headers: { 'If-None-Match': etag } });
+  assert.equal(again.status, 304);
+});
+
+async function query(path) {
+  const r = await fetch(`${serverUrl}/v1/sites/browser.test/${path}`, { headers: { Authorization: `Bearer ${readToken}` } });
+  assert.equal(r.status, 200);
+  return r.json();
+}
+
+test('a real browser: pageview, SPA route change, navigation, custom event, outbound click', async () => {
+  const context = await browser.newContext({ userAgent: CHROME_UA });
+  page = await context.newPage();
+  await page.goto(`${pageUrl}/?utm_source=browser-test`);
+  await page.waitForFunction(() => typeof window.sightline === 'function' && !window.sightline.q);
+  await page.click('#route'); // history.pushState: a pageview of /pricing
+  await page.click('#about'); // a full navigation
+  await page.waitForURL(`${pageUrl}/about`);
+  await page.waitForFunction(() => typeof window.sightline === 'function' && !window.sightline.q);
+  await page.click('#signup');
+  await page.click('#out', { noWaitAfter: true }); // leaves the page; the beacon still goes
+  await page.waitForTimeout(500);
+  await context.close();
+
+  // Poll until all five arrived, then hold a moment to be sure nothing more comes.
+  const deadline = Date.now() + 15_000;
+  let totals;
+  while (Date.now() < deadline) {
+    totals = (await query('aggregate?period=today&metrics=visitors,visits,pageviews,events')).results;
+    if (totals.events >= 5) break;
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  await new Promise((r) => setTimeout(r, 500));
+  totals = (await query('aggregate?period=today&metrics=visitors,visits,pageviews,events')).results;
+  assert.deepEqual(totals, { visitors: 1, visits: 1, pageviews: 3, events: 5 });
+
+  const pages = (await query('breakdown?period=today&property=page&metrics=pageviews,events')).results;
+  assert.deepEqual(pages, [
+    // Ordered by the first metric, then by value.
+    { page: '/', pageviews: 1, events: 1 },
+    { page: '/about', pageviews: 1, events: 3 },
+    { page: '/pricing', pageviews: 1, events: 1 },
+  ]);
+  const names = (await query('breakdown?period=today&property=event_name&metrics=events')).results;
+  assert.deepEqual(names, [
+    { event_name: 'pageview', events: 3 },
+    { event_name: 'Outbound Link: Click', events: 1 },
+    { event_name: 'signup', events: 1 },
+  ]);
+  const sources = (await query('breakdown?period=today&property=source&metrics=visits')).results;
+  assert.deepEqual(sources, [{ source: 'browser-test', visits: 1 }]);
+});
