@@ -23,14 +23,22 @@ const CHROME_UA = 'Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, li
 const binary = process.env.SIGHTLINE_BIN || join(repo, 'target', 'debug', 'sightline');
 const chromiumPath = process.env.CHROMIUM || '/usr/bin/chromium';
 
-let work, server, serverUrl, page, pageServer, pageUrl, browser, writeToken, readToken;
+let work, server, serverUrl, pageServer, pageUrl, browser;
+const tokens = {};
 
 const TENANT = `apiVersion: sightline.dev/v1alpha1
 kind: AnalyticsTenant
 metadata: { name: browser }
 spec:
-  sites: { allowed: [{ id: browser.test }] }
+  sites: { allowed: [{ id: browser.test }, { id: hash.test }, { id: local.test }] }
 `;
+
+// Each page variant reports to its own site, with its own script options.
+const VARIANTS = {
+  '': { site: 'browser.test', options: 'data-allow-localhost="true" data-spa="true" data-outbound="true"' },
+  hash: { site: 'hash.test', options: 'data-allow-localhost="true" data-hash="true" data-downloads="true"' },
+  local: { site: 'local.test', options: '' },
+};
 
 function sightline(args) {
   return execFileSync(binary, args, { env: { ...process.env, SIGHTLINE_SECRET: SECRET }, encoding: 'utf8' }).trim();
@@ -56,30 +64,40 @@ function startServer() {
   });
 }
 
-function html(body) {
+function html(variant, body) {
+  const { site, options } = VARIANTS[variant];
   return `<!doctype html><html><head><title>shop</title>
 <script>window.sightline = window.sightline || function () { (sightline.q = sightline.q || []).push(arguments) }</script>
-<script defer src="${serverUrl}/js/sightline.js" data-site="browser.test" data-token="${writeToken}"
-  data-allow-localhost="true" data-spa="true" data-outbound="true"></script>
+<script defer src="${serverUrl}/js/sightline.js" data-site="${site}" data-token="${tokens[site].write}" ${options}></script>
 </head><body>${body}</body></html>`;
 }
+
+const PAGES = {
+  '/': `<h1>Shop</h1><button id="route" onclick="history.pushState({}, '', '/pricing')">Pricing</button><a id="about" href="/about">About</a>`,
+  '/about': `<h1>About</h1><button id="signup" onclick="sightline('event', 'signup', {props: {plan: 'pro'}})">Sign up</button>
+    <a id="out" href="https://partner.example.org/offer">Partner</a>`,
+  '/hash/': `<h1>App</h1><a id="settings" href="#/settings">Settings</a><a id="report" href="/hash/files/report.pdf">Report</a>
+    <a id="anchor" href="#top">Top</a>`,
+  '/local/': `<h1>Local</h1><button id="signup" onclick="sightline('event', 'signup')">Sign up</button>`,
+};
 
 before(async () => {
   work = mkdtempSync(join(tmpdir(), 'sightline-browser-'));
   writeFileSync(join(work, 'tenant.yaml'), TENANT);
-  writeToken = sightline(['token', 'issue', '--tenant', 'browser', '--site', 'browser.test', '--scope', 'write', '--ttl', '1h', '--data', join(work, 'data')]);
-  readToken = sightline(['token', 'issue', '--tenant', 'browser', '--site', 'browser.test', '--scope', 'read', '--ttl', '1h', '--data', join(work, 'data')]);
+  for (const { site } of Object.values(VARIANTS)) {
+    const issue = (scope) => sightline(['token', 'issue', '--tenant', 'browser', '--site', site, '--scope', scope, '--ttl', '1h', '--data', join(work, 'data')]);
+    tokens[site] = { write: issue('write'), read: issue('read') };
+  }
   ({ child: server, url: serverUrl } = await startServer());
   pageServer = createServer((req, res) => {
     const path = new URL(req.url, 'http://x').pathname;
-    const body =
-      path === '/about'
-        ? `<h1>About</h1><button id="signup" onclick="sightline('event', 'signup', {props: {plan: 'pro'}})">Sign up</button>
-           <a id="out" href="https://partner.example.org/offer">Partner</a>`
-        : `<h1>Shop</h1><button id="route" onclick="history.pushState({}, '', '/pricing')">Pricing</button>
-           <a id="about" href="/about">About</a>`;
+    if (path.endsWith('.pdf')) {
+      res.writeHead(200, { 'Content-Type': 'application/pdf' });
+      return res.end('%PDF-1.4');
+    }
+    const variant = path.startsWith('/hash/') ? 'hash' : path.startsWith('/local/') ? 'local' : '';
     res.writeHead(200, { 'Content-Type': 'text/html' });
-    res.end(html(body));
+    res.end(html(variant, PAGES[path] ?? PAGES['/']));
   });
   await new Promise((r) => pageServer.listen(0, '127.0.0.1', r));
   pageUrl = `http://127.0.0.1:${pageServer.address().port}`;
@@ -114,36 +132,43 @@ test('the collector serves the script with an ETag and a long cache', async () =
   assert.equal(again.status, 304);
 });
 
-async function query(path) {
-  const r = await fetch(`${serverUrl}/v1/sites/browser.test/${path}`, { headers: { Authorization: `Bearer ${readToken}` } });
+async function query(path, site = 'browser.test') {
+  const r = await fetch(`${serverUrl}/v1/sites/${site}/${path}`, { headers: { Authorization: `Bearer ${tokens[site].read}` } });
   assert.equal(r.status, 200);
   return r.json();
 }
 
+/// Waits until `site` has at least `events` events, then a moment longer, and returns totals.
+async function settle(site, events) {
+  const deadline = Date.now() + 15_000;
+  const totals = async () => (await query('aggregate?period=today&metrics=visitors,visits,pageviews,events', site)).results;
+  while (Date.now() < deadline && (await totals()).events < events) {
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  await new Promise((r) => setTimeout(r, 500));
+  return totals();
+}
+
+const loaded = () => typeof window.sightline === 'function' && !window.sightline.q;
+
 test('a real browser: pageview, SPA route change, navigation, custom event, outbound click', async () => {
   const context = await browser.newContext({ userAgent: CHROME_UA });
-  page = await context.newPage();
+  const page = await context.newPage();
   await page.goto(`${pageUrl}/?utm_source=browser-test`);
-  await page.waitForFunction(() => typeof window.sightline === 'function' && !window.sightline.q);
+  await page.waitForFunction(loaded);
   await page.click('#route'); // history.pushState: a pageview of /pricing
   await page.click('#about'); // a full navigation
   await page.waitForURL(`${pageUrl}/about`);
-  await page.waitForFunction(() => typeof window.sightline === 'function' && !window.sightline.q);
+  await page.waitForFunction(loaded);
   await page.click('#signup');
+  // Nothing is kept on the device.
+  assert.deepEqual(await context.cookies(), []);
+  assert.equal(await page.evaluate(() => localStorage.length + sessionStorage.length + document.cookie.length), 0);
   await page.click('#out', { noWaitAfter: true }); // leaves the page; the beacon still goes
   await page.waitForTimeout(500);
   await context.close();
 
-  // Poll until all five arrived, then hold a moment to be sure nothing more comes.
-  const deadline = Date.now() + 15_000;
-  let totals;
-  while (Date.now() < deadline) {
-    totals = (await query('aggregate?period=today&metrics=visitors,visits,pageviews,events')).results;
-    if (totals.events >= 5) break;
-    await new Promise((r) => setTimeout(r, 200));
-  }
-  await new Promise((r) => setTimeout(r, 500));
-  totals = (await query('aggregate?period=today&metrics=visitors,visits,pageviews,events')).results;
+  const totals = await settle('browser.test', 5);
   assert.deepEqual(totals, { visitors: 1, visits: 1, pageviews: 3, events: 5 });
 
   const pages = (await query('breakdown?period=today&property=page&metrics=pageviews,events')).results;
@@ -161,4 +186,43 @@ test('a real browser: pageview, SPA route change, navigation, custom event, outb
   ]);
   const sources = (await query('breakdown?period=today&property=source&metrics=visits')).results;
   assert.deepEqual(sources, [{ source: 'browser-test', visits: 1 }]);
+});
+
+test('hash routes and file downloads, when the page opts in', async () => {
+  const context = await browser.newContext({ userAgent: CHROME_UA });
+  const page = await context.newPage();
+  await page.goto(`${pageUrl}/hash/`);
+  await page.waitForFunction(loaded);
+  await page.click('#settings'); // #/settings: a pageview
+  // #top: hash mode counts every hash change (as Plausible does), but the processor keeps
+  // only route-like fragments in the path, so this is another pageview of /hash.
+  await page.click('#anchor');
+  await page.click('#report', { noWaitAfter: true }); // a .pdf: a File Download event
+  await page.waitForTimeout(500);
+  await context.close();
+
+  const totals = await settle('hash.test', 4);
+  assert.deepEqual(totals, { visitors: 1, visits: 1, pageviews: 3, events: 4 });
+  const pages = (await query('breakdown?period=today&property=page&metrics=pageviews,events', 'hash.test')).results;
+  assert.deepEqual(pages, [
+    { page: '/hash', pageviews: 2, events: 3 },
+    { page: '/hash#/settings', pageviews: 1, events: 1 },
+  ]);
+  const names = (await query('breakdown?period=today&property=event_name&metrics=events', 'hash.test')).results;
+  assert.deepEqual(names, [
+    { event_name: 'pageview', events: 3 },
+    { event_name: 'File Download', events: 1 },
+  ]);
+});
+
+test('localhost is not counted unless the page says so', async () => {
+  const context = await browser.newContext({ userAgent: CHROME_UA });
+  const page = await context.newPage();
+  await page.goto(`${pageUrl}/local/`);
+  await page.waitForFunction(loaded);
+  await page.click('#signup');
+  await page.waitForTimeout(1000);
+  await context.close();
+  const totals = (await query('aggregate?period=today&metrics=pageviews,events', 'local.test')).results;
+  assert.deepEqual(totals, { pageviews: 0, events: 0 });
 });

@@ -9,7 +9,8 @@ use crate::event::{Event, RawEvent};
 use session::{SessionEntry, SessionState};
 
 /// Bump whenever `process` can give a different answer for the same input, then reprocess.
-pub const PIPELINE_VERSION: u32 = 1;
+/// 2: hash-router fragments (`#/route`, `#!/route`) are part of the path.
+pub const PIPELINE_VERSION: u32 = 2;
 
 /// What the processor needs from the tenant spec.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -52,6 +53,15 @@ pub fn parse_page_url(url: &str) -> PageUrl {
     }
     if pathname.is_empty() {
         pathname.push('/');
+    }
+    // Single-page apps with hash routing keep their route in the fragment; any other
+    // fragment is an anchor within the page and not a page of its own.
+    if let Some(fragment) = parsed
+        .fragment()
+        .filter(|f| f.starts_with('/') || f.starts_with("!/"))
+    {
+        pathname.push('#');
+        pathname.push_str(fragment);
     }
     let mut page = PageUrl {
         hostname,
@@ -199,6 +209,18 @@ mod tests {
             ("news", "email", "nov")
         );
         assert_eq!(parse_page_url("https://shop.example").pathname, "/");
+        assert_eq!(
+            parse_page_url("https://shop.example/app/#/settings?tab=2").pathname,
+            "/app#/settings?tab=2"
+        );
+        assert_eq!(
+            parse_page_url("https://shop.example/app#!/inbox").pathname,
+            "/app#!/inbox"
+        );
+        assert_eq!(
+            parse_page_url("https://shop.example/docs#install").pathname,
+            "/docs"
+        );
     }
 
     #[test]
