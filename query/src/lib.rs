@@ -80,6 +80,29 @@ fn range_json(range: &DateRange) -> Value {
     json!({"from": range.first_day.to_string(), "to": range.last_day.to_string(), "timezone": range.tz.name()})
 }
 
+/// What every endpoint reads first: the authorised tenant, metrics, filters and range.
+struct Common<'a> {
+    entry: &'a TenantEntry,
+    metrics: Vec<request::Metric>,
+    filters: Vec<request::Filter>,
+    range: DateRange,
+}
+
+fn common<'a>(
+    state: &'a QueryState,
+    headers: &HeaderMap,
+    params: &RawParams,
+    site: &str,
+) -> Result<Common<'a>, QueryError> {
+    let entry = authorize(state, headers, params, site)?;
+    Ok(Common {
+        entry,
+        metrics: parse_metrics(params)?,
+        filters: parse_filters(params)?,
+        range: parse_range(params, entry.tenant.spec.site_timezone(site), Utc::now())?,
+    })
+}
+
 #[tracing::instrument(skip_all, fields(site = %site))]
 async fn aggregate(
     State(state): State<Arc<QueryState>>,
@@ -87,10 +110,12 @@ async fn aggregate(
     headers: HeaderMap,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, QueryError> {
-    let entry = authorize(&state, &headers, &params, &site)?;
-    let metrics = parse_metrics(&params)?;
-    let filters = parse_filters(&params)?;
-    let range = parse_range(&params, entry.tenant.spec.site_timezone(&site), Utc::now())?;
+    let Common {
+        entry,
+        metrics,
+        filters,
+        range,
+    } = common(&state, &headers, &params, &site)?;
     let p = plan(
         &entry.tenant.database(),
         &site,
@@ -116,11 +141,13 @@ async fn timeseries(
     headers: HeaderMap,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, QueryError> {
-    let entry = authorize(&state, &headers, &params, &site)?;
-    let metrics = parse_metrics(&params)?;
-    let filters = parse_filters(&params)?;
+    let Common {
+        entry,
+        metrics,
+        filters,
+        range,
+    } = common(&state, &headers, &params, &site)?;
     let interval = parse_interval(&params)?;
-    let range = parse_range(&params, entry.tenant.spec.site_timezone(&site), Utc::now())?;
     let labels = buckets::labels(&range, interval);
     if labels.len() > 10_000 {
         return Err(QueryError::bad(
@@ -174,15 +201,17 @@ async fn breakdown(
     headers: HeaderMap,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, QueryError> {
-    let entry = authorize(&state, &headers, &params, &site)?;
-    let metrics = parse_metrics(&params)?;
-    let filters = parse_filters(&params)?;
+    let Common {
+        entry,
+        metrics,
+        filters,
+        range,
+    } = common(&state, &headers, &params, &site)?;
     let property = params
         .get("property")
         .ok_or_else(|| QueryError::bad("property", "name the dimension to break down by"))?;
     let dimension = parse_dimension("property", property)?;
     let (limit, page) = parse_pagination(&params)?;
-    let range = parse_range(&params, entry.tenant.spec.site_timezone(&site), Utc::now())?;
     let mut p = plan(
         &entry.tenant.database(),
         &site,
