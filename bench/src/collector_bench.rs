@@ -67,10 +67,7 @@ async fn bare() {
     async fn discard(body: axum::body::Bytes) -> (axum::http::StatusCode, String) {
         match serde_json::from_slice::<Value>(&body) {
             Ok(v) => {
-                let n = v
-                    .get("events")
-                    .and_then(Value::as_array)
-                    .map_or(1, Vec::len);
+                let n = v.get("events").and_then(Value::as_array).map_or(1, Vec::len);
                 (
                     axum::http::StatusCode::ACCEPTED,
                     format!("{{\"accepted\":{n},\"rejected\":[]}}"),
@@ -80,13 +77,8 @@ async fn bare() {
         }
     }
     let app = Router::new().route("/v1/collect", post(discard));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    println!(
-        "listening on http://{}",
-        listener.local_addr().expect("addr")
-    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    println!("listening on http://{}", listener.local_addr().expect("addr"));
     axum::serve(listener, app).await.expect("serve");
 }
 
@@ -111,9 +103,7 @@ fn spawn(mut cmd: Command, marker: &str) -> (Child, String) {
             }
         }
     });
-    let addr = rx
-        .recv_timeout(Duration::from_secs(120))
-        .expect("server address");
+    let addr = rx.recv_timeout(Duration::from_secs(120)).expect("server address");
     (child, addr)
 }
 

@@ -8,11 +8,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(
-    name = "sightline",
-    version,
-    about = "Sightline: an open analytics backend"
-)]
+#[command(name = "sightline", version, about = "Sightline: an open analytics backend")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -32,9 +28,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
         .init();
     let outcome = match cli.command {

@@ -77,8 +77,7 @@ async fn serve(args: Args) -> Result<(), String> {
         Some(path) => Geo::open(path).map_err(|e| e.to_string())?,
         None => Geo::none(),
     };
-    let engine =
-        Embedded::open(&args.data.join("engine"), args.readers).map_err(|e| e.to_string())?;
+    let engine = Embedded::open(&args.data.join("engine"), args.readers).map_err(|e| e.to_string())?;
     tracing::info!(version = %engine.engine_version(), path = %engine.path().display(), "embedded engine open");
     let warehouse: Arc<dyn Warehouse> = Arc::new(engine);
 
@@ -98,14 +97,9 @@ async fn serve(args: Args) -> Result<(), String> {
             tracing::warn!(tenant = %tenant.name, days = repaired.len(), "repaired days left half-loaded by a crash");
         }
         let mut state = SessionState::default();
-        let restored = ops::restore_sessions(
-            warehouse.as_ref(),
-            &tenant.database(),
-            Utc::now(),
-            &mut state,
-        )
-        .await
-        .map_err(|e| format!("tenant {}: sessions: {e}", tenant.name))?;
+        let restored = ops::restore_sessions(warehouse.as_ref(), &tenant.database(), Utc::now(), &mut state)
+            .await
+            .map_err(|e| format!("tenant {}: sessions: {e}", tenant.name))?;
         tracing::info!(tenant = %tenant.name, sessions = restored, "open sessions restored");
         sessions.insert(tenant.name.clone(), state);
     }
@@ -144,13 +138,10 @@ async fn serve(args: Args) -> Result<(), String> {
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     print_banner(addr, &tenants[0], &secret);
 
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown_signal())
-    .await
-    .map_err(|e| e.to_string())?;
+    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .map_err(|e| e.to_string())?;
     // The server and every handle to the writer are gone: it commits what it holds, then ends.
     tracing::info!("draining the group-commit writer");
     writer.await.map_err(|e| e.to_string())?;
@@ -158,9 +149,9 @@ async fn serve(args: Args) -> Result<(), String> {
     Ok(())
 }
 
-fn tower_http_trace() -> tower_http::trace::TraceLayer<
-    tower_http::classify::SharedClassifier<tower_http::classify::ServerErrorsAsFailures>,
-> {
+fn tower_http_trace(
+) -> tower_http::trace::TraceLayer<tower_http::classify::SharedClassifier<tower_http::classify::ServerErrorsAsFailures>>
+{
     tower_http::trace::TraceLayer::new_for_http()
 }
 

@@ -44,14 +44,10 @@ pub fn run(command: TokenCommand) -> Result<(), String> {
         } => {
             let scope: Scope = scope.parse().map_err(|e| format!("--scope: {e}"))?;
             if !valid_tenant_name(&tenant) {
-                return Err(format!(
-                    "--tenant {tenant:?}: use lowercase letters, digits and '-'"
-                ));
+                return Err(format!("--tenant {tenant:?}: use lowercase letters, digits and '-'"));
             }
             if !valid_site_id(&site) {
-                return Err(format!(
-                    "--site {site:?}: use 1-128 letters, digits, '.', '-' or '_'"
-                ));
+                return Err(format!("--site {site:?}: use 1-128 letters, digits, '.', '-' or '_'"));
             }
             if let Some(path) = tenants {
                 let all = load_tenants(&path).map_err(|e| e.to_string())?;
@@ -60,13 +56,10 @@ pub fn run(command: TokenCommand) -> Result<(), String> {
                     .find(|t| t.name == tenant)
                     .ok_or_else(|| format!("--tenant {tenant:?} is not in {}", path.display()))?;
                 if t.spec.site(&site).is_none() {
-                    return Err(format!(
-                        "--site {site:?} is not allowed by tenant {tenant:?}"
-                    ));
+                    return Err(format!("--site {site:?} is not allowed by tenant {tenant:?}"));
                 }
             }
-            let ttl_secs =
-                i64::try_from(ttl.as_secs()).map_err(|_| "--ttl is too long".to_string())?;
+            let ttl_secs = i64::try_from(ttl.as_secs()).map_err(|_| "--ttl is too long".to_string())?;
             if ttl_secs == 0 {
                 return Err("--ttl must be at least one second".into());
             }

@@ -16,7 +16,12 @@ use sightline_core::warehouse::{ops, Params, Warehouse};
 async fn main() {
     let dir = tempfile::tempdir().unwrap();
     let wh = Embedded::open(&dir.path().join("e"), 1).unwrap();
-    let tenant = parse_tenants("apiVersion: sightline.dev/v1alpha1\nkind: AnalyticsTenant\nmetadata: {name: t}\nspec: {sites: {open: true}}\n", "x").unwrap().remove(0);
+    let tenant = parse_tenants(
+        "apiVersion: sightline.dev/v1alpha1\nkind: AnalyticsTenant\nmetadata: {name: t}\nspec: {sites: {open: true}}\n",
+        "x",
+    )
+    .unwrap()
+    .remove(0);
     ops::apply_schema(&wh, &tenant).await.unwrap();
     let db = tenant.database();
     for n in [32usize, 1000] {
@@ -41,42 +46,23 @@ async fn main() {
         let mut st = SessionState::default();
         let events: Vec<_> = raws
             .iter()
-            .map(|r| {
-                process(
-                    r,
-                    ProcessorConfig {
-                        bot_filtering: true,
-                    },
-                    &mut st,
-                )
-            })
+            .map(|r| process(r, ProcessorConfig { bot_filtering: true }, &mut st))
             .collect();
         let raw_rows = ops::json_each_row(&raws).unwrap();
         let ev_rows = ops::json_each_row(&events).unwrap();
         let time = |label: String, ms: f64| println!("{label}: {ms:.2} ms");
         let t = Instant::now();
         for _ in 0..10 {
-            wh.insert(
-                &format!("{db}.events_raw"),
-                schema::RAW_COLUMNS,
-                raw_rows.clone(),
-            )
-            .await
-            .unwrap();
+            wh.insert(&format!("{db}.events_raw"), schema::RAW_COLUMNS, raw_rows.clone())
+                .await
+                .unwrap();
         }
-        time(
-            format!("{n} rows into events_raw"),
-            t.elapsed().as_secs_f64() * 100.0,
-        );
+        time(format!("{n} rows into events_raw"), t.elapsed().as_secs_f64() * 100.0);
         let t = Instant::now();
         for _ in 0..10 {
-            wh.insert(
-                &format!("{db}.events"),
-                schema::EVENT_COLUMNS,
-                ev_rows.clone(),
-            )
-            .await
-            .unwrap();
+            wh.insert(&format!("{db}.events"), schema::EVENT_COLUMNS, ev_rows.clone())
+                .await
+                .unwrap();
         }
         time(
             format!("{n} rows into events (+2 views)"),
@@ -90,13 +76,9 @@ async fn main() {
         .unwrap();
         let t = Instant::now();
         for _ in 0..10 {
-            wh.insert(
-                &format!("{db}.events_noview"),
-                schema::EVENT_COLUMNS,
-                ev_rows.clone(),
-            )
-            .await
-            .unwrap();
+            wh.insert(&format!("{db}.events_noview"), schema::EVENT_COLUMNS, ev_rows.clone())
+                .await
+                .unwrap();
         }
         time(
             format!("{n} rows into events without views"),

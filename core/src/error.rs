@@ -4,10 +4,7 @@
 pub enum Error {
     /// A tenant file or spec that cannot be used; names the file and the field.
     #[error("tenant spec {source_name}: {message}")]
-    Spec {
-        source_name: String,
-        message: String,
-    },
+    Spec { source_name: String, message: String },
     /// The embedded engine could not be loaded or opened.
     #[error("embedded engine: {0}")]
     Engine(String),

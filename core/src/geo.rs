@@ -12,9 +12,7 @@ pub struct Geo {
 
 impl std::fmt::Debug for Geo {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Geo")
-            .field("database", &self.reader.is_some())
-            .finish()
+        f.debug_struct("Geo").field("database", &self.reader.is_some()).finish()
     }
 }
 
@@ -28,9 +26,7 @@ impl Geo {
             source_name: path.display().to_string(),
             message: format!("GeoIP database: {e}"),
         })?;
-        Ok(Self {
-            reader: Some(reader),
-        })
+        Ok(Self { reader: Some(reader) })
     }
 
     /// ISO 3166 alpha-2 code, or empty when unknown.
@@ -45,10 +41,7 @@ impl Geo {
         match cdn_header.map(str::trim) {
             // XX and T1 are Cloudflare's "unknown" and "Tor".
             Some(code)
-                if code.len() == 2
-                    && code.bytes().all(|b| b.is_ascii_alphabetic())
-                    && code != "XX"
-                    && code != "T1" =>
+                if code.len() == 2 && code.bytes().all(|b| b.is_ascii_alphabetic()) && code != "XX" && code != "T1" =>
             {
                 code.to_ascii_uppercase()
             }

@@ -49,11 +49,7 @@ pub struct RequestContext<'a> {
 }
 
 /// Validates one event. `index` is its place in the request, for the rejection.
-pub fn validate_event(
-    index: usize,
-    value: &Value,
-    ctx: &RequestContext<'_>,
-) -> Result<RawEvent, Rejection> {
+pub fn validate_event(index: usize, value: &Value, ctx: &RequestContext<'_>) -> Result<RawEvent, Rejection> {
     let reject = |field: &str, reason: String| Rejection {
         index,
         field: field.to_string(),
@@ -73,22 +69,15 @@ pub fn validate_event(
 
     let event_id = match obj.get("id") {
         None | Some(Value::Null) => Uuid::now_v7(),
-        Some(Value::String(s)) => {
-            Uuid::parse_str(s).map_err(|_| reject("id", "must be a UUID".into()))?
-        }
+        Some(Value::String(s)) => Uuid::parse_str(s).map_err(|_| reject("id", "must be a UUID".into()))?,
         Some(_) => return Err(reject("id", "must be a UUID string".into())),
     };
 
     let name = match obj.get("name") {
         None | Some(Value::Null) => DEFAULT_EVENT_NAME.to_string(),
-        Some(Value::String(s)) if s.trim().is_empty() => {
-            return Err(reject("name", "must not be empty".into()))
-        }
+        Some(Value::String(s)) if s.trim().is_empty() => return Err(reject("name", "must not be empty".into())),
         Some(Value::String(s)) if s.len() > MAX_NAME_BYTES => {
-            return Err(reject(
-                "name",
-                format!("longer than {MAX_NAME_BYTES} bytes"),
-            ))
+            return Err(reject("name", format!("longer than {MAX_NAME_BYTES} bytes")))
         }
         Some(Value::String(s)) => s.trim().to_string(),
         Some(_) => return Err(reject("name", "must be a string".into())),
@@ -146,13 +135,7 @@ pub fn validate_event(
         revenue_currency,
         visitor_id: match ctx.visitor_key {
             Some(key) => keyed_visitor_id(ctx.tenant_key, ctx.site_id, ts, key),
-            None => visitor_id(
-                ctx.tenant_key,
-                ctx.site_id,
-                ts,
-                ctx.client_ip,
-                ctx.user_agent,
-            ),
+            None => visitor_id(ctx.tenant_key, ctx.site_id, ts, ctx.client_ip, ctx.user_agent),
         },
         country: ctx.country.to_string(),
         ingest_source: ctx.ingest_source.to_string(),
@@ -178,9 +161,7 @@ fn parse_ts(value: &Value) -> Result<DateTime<Utc>, String> {
     match value {
         Value::String(s) => DateTime::parse_from_rfc3339(s)
             .map(|t| t.with_timezone(&Utc))
-            .map_err(|_| {
-                "must be RFC 3339 text (2026-11-21T10:00:00Z) or epoch milliseconds".into()
-            }),
+            .map_err(|_| "must be RFC 3339 text (2026-11-21T10:00:00Z) or epoch milliseconds".into()),
         Value::Number(n) => n
             .as_i64()
             .and_then(|ms| Utc.timestamp_millis_opt(ms).single())
@@ -194,19 +175,13 @@ fn check_props(
     limits: &Limits,
 ) -> Result<BTreeMap<String, String>, (String, String)> {
     if map.len() > limits.max_props as usize {
-        return Err((
-            "props".into(),
-            format!("more than {} properties", limits.max_props),
-        ));
+        return Err(("props".into(), format!("more than {} properties", limits.max_props)));
     }
     let mut out = BTreeMap::new();
     for (key, value) in map {
         let field = format!("props.{key}");
         if key.is_empty() || key.len() > limits.max_prop_key_bytes as usize {
-            return Err((
-                field,
-                format!("keys must be 1 to {} bytes", limits.max_prop_key_bytes),
-            ));
+            return Err((field, format!("keys must be 1 to {} bytes", limits.max_prop_key_bytes)));
         }
         let text = match value {
             Value::String(s) => s.clone(),
@@ -227,26 +202,15 @@ fn check_props(
 
 fn check_revenue(value: &Value) -> Result<(String, String), (String, String)> {
     let Some(obj) = value.as_object() else {
-        return Err((
-            "revenue".into(),
-            "must be an object {amount, currency}".into(),
-        ));
+        return Err(("revenue".into(), "must be an object {amount, currency}".into()));
     };
-    if let Some(key) = obj
-        .keys()
-        .find(|k| !matches!(k.as_str(), "amount" | "currency"))
-    {
+    if let Some(key) = obj.keys().find(|k| !matches!(k.as_str(), "amount" | "currency")) {
         return Err((format!("revenue.{key}"), "unknown field".into()));
     }
     let amount = match obj.get("amount") {
         Some(Value::Number(n)) => n.to_string(),
         Some(Value::String(s)) => s.trim().to_string(),
-        _ => {
-            return Err((
-                "revenue.amount".into(),
-                "is required: a number or decimal text".into(),
-            ))
-        }
+        _ => return Err(("revenue.amount".into(), "is required: a number or decimal text".into())),
     };
     let amount = normalize_decimal(&amount).ok_or_else(|| {
         (
@@ -255,9 +219,7 @@ fn check_revenue(value: &Value) -> Result<(String, String), (String, String)> {
         )
     })?;
     let currency = match obj.get("currency") {
-        Some(Value::String(s)) if s.len() == 3 && s.bytes().all(|b| b.is_ascii_alphabetic()) => {
-            s.to_ascii_uppercase()
-        }
+        Some(Value::String(s)) if s.len() == 3 && s.bytes().all(|b| b.is_ascii_alphabetic()) => s.to_ascii_uppercase(),
         _ => {
             return Err((
                 "revenue.currency".into(),
@@ -291,15 +253,8 @@ fn normalize_decimal(text: &str) -> Option<String> {
 
 /// A keyed hash of (site, UTC day, IP, user agent): stable for a visitor within a day,
 /// unlinkable across days and sites, and the IP itself is never stored.
-pub fn visitor_id(
-    tenant_key: &[u8],
-    site_id: &str,
-    ts: DateTime<Utc>,
-    ip: Option<IpAddr>,
-    user_agent: &str,
-) -> u64 {
-    let mut mac =
-        Hmac::<Sha256>::new_from_slice(tenant_key).expect("HMAC accepts keys of any length");
+pub fn visitor_id(tenant_key: &[u8], site_id: &str, ts: DateTime<Utc>, ip: Option<IpAddr>, user_agent: &str) -> u64 {
+    let mut mac = Hmac::<Sha256>::new_from_slice(tenant_key).expect("HMAC accepts keys of any length");
     mac.update(b"visitor\0");
     mac.update(site_id.as_bytes());
     mac.update(b"\0");
@@ -309,18 +264,13 @@ pub fn visitor_id(
     mac.update(b"\0");
     mac.update(user_agent.as_bytes());
     let bytes = mac.finalize().into_bytes();
-    u64::from_le_bytes(
-        bytes[..8]
-            .try_into()
-            .expect("HMAC-SHA256 output is 32 bytes"),
-    )
+    u64::from_le_bytes(bytes[..8].try_into().expect("HMAC-SHA256 output is 32 bytes"))
 }
 
 /// The visitor id of a client that names itself (GA4's client_id): the same keyed hash of
 /// site and UTC day, over the client's key instead of IP and user agent.
 pub fn keyed_visitor_id(tenant_key: &[u8], site_id: &str, ts: DateTime<Utc>, key: &str) -> u64 {
-    let mut mac =
-        Hmac::<Sha256>::new_from_slice(tenant_key).expect("HMAC accepts keys of any length");
+    let mut mac = Hmac::<Sha256>::new_from_slice(tenant_key).expect("HMAC accepts keys of any length");
     mac.update(b"client\0");
     mac.update(site_id.as_bytes());
     mac.update(b"\0");
@@ -328,11 +278,7 @@ pub fn keyed_visitor_id(tenant_key: &[u8], site_id: &str, ts: DateTime<Utc>, key
     mac.update(b"\0");
     mac.update(key.as_bytes());
     let bytes = mac.finalize().into_bytes();
-    u64::from_le_bytes(
-        bytes[..8]
-            .try_into()
-            .expect("HMAC-SHA256 output is 32 bytes"),
-    )
+    u64::from_le_bytes(bytes[..8].try_into().expect("HMAC-SHA256 output is 32 bytes"))
 }
 
 #[cfg(test)]
@@ -405,8 +351,7 @@ mod tests {
             "props.a"
         );
         assert_eq!(
-            field(json!({"url":"https://a.example/","revenue":{"amount":"1e5","currency":"EUR"}}))
-                .field,
+            field(json!({"url":"https://a.example/","revenue":{"amount":"1e5","currency":"EUR"}})).field,
             "revenue.amount"
         );
         assert_eq!(
@@ -424,16 +369,8 @@ mod tests {
     fn timestamps_at_the_edges_of_the_window_are_accepted() {
         let limits = Limits::default();
         let c = ctx(&limits);
-        assert!(validate_event(
-            0,
-            &json!({"url":"https://a.example/","ts":"2026-11-21T12:05:00Z"}),
-            &c
-        )
-        .is_ok());
-        let ms = Utc
-            .with_ymd_and_hms(2026, 11, 18, 12, 0, 0)
-            .unwrap()
-            .timestamp_millis();
+        assert!(validate_event(0, &json!({"url":"https://a.example/","ts":"2026-11-21T12:05:00Z"}), &c).is_ok());
+        let ms = Utc.with_ymd_and_hms(2026, 11, 18, 12, 0, 0).unwrap().timestamp_millis();
         assert!(validate_event(0, &json!({"url":"https://a.example/","ts":ms}), &c).is_ok());
     }
 
@@ -443,18 +380,9 @@ mod tests {
         let t1 = Utc.with_ymd_and_hms(2026, 11, 21, 0, 1, 0).unwrap();
         let t2 = Utc.with_ymd_and_hms(2026, 11, 21, 23, 59, 0).unwrap();
         let t3 = Utc.with_ymd_and_hms(2026, 11, 22, 0, 1, 0).unwrap();
-        assert_eq!(
-            visitor_id(b"k", "s", t1, ip, "ua"),
-            visitor_id(b"k", "s", t2, ip, "ua")
-        );
-        assert_ne!(
-            visitor_id(b"k", "s", t1, ip, "ua"),
-            visitor_id(b"k", "s", t3, ip, "ua")
-        );
-        assert_ne!(
-            visitor_id(b"k", "s", t1, ip, "ua"),
-            visitor_id(b"k", "t", t1, ip, "ua")
-        );
+        assert_eq!(visitor_id(b"k", "s", t1, ip, "ua"), visitor_id(b"k", "s", t2, ip, "ua"));
+        assert_ne!(visitor_id(b"k", "s", t1, ip, "ua"), visitor_id(b"k", "s", t3, ip, "ua"));
+        assert_ne!(visitor_id(b"k", "s", t1, ip, "ua"), visitor_id(b"k", "t", t1, ip, "ua"));
         assert_ne!(
             visitor_id(b"k", "s", t1, ip, "ua"),
             visitor_id(b"k2", "s", t1, ip, "ua")

@@ -259,10 +259,8 @@ mod tests {
     use crate::spec::TenantSpec;
 
     fn tenant() -> Tenant {
-        let spec: TenantSpec = serde_yaml::from_str(
-            "sites: { open: true }\nretention: { rawDays: 30, rollupDays: 90 }",
-        )
-        .unwrap();
+        let spec: TenantSpec =
+            serde_yaml::from_str("sites: { open: true }\nretention: { rawDays: 30, rollupDays: 90 }").unwrap();
         Tenant {
             name: "acme-eu".into(),
             spec,
@@ -273,8 +271,7 @@ mod tests {
     fn ddl_follows_the_spec() {
         let m = migrations(&tenant());
         assert_eq!(m[0].version, 1);
-        assert!(m[0].statements[0]
-            .starts_with("CREATE TABLE IF NOT EXISTS sightline_acme_eu.events_raw"));
+        assert!(m[0].statements[0].starts_with("CREATE TABLE IF NOT EXISTS sightline_acme_eu.events_raw"));
         assert!(m[0].statements[0].contains("INTERVAL 30 DAY"));
         assert!(m[0].statements[2].contains("INTERVAL 90 DAY"));
         assert!(
@@ -288,12 +285,8 @@ mod tests {
     #[test]
     fn views_and_replay_share_the_rollup_select() {
         let m = migrations(&tenant());
-        assert!(
-            m[0].statements[4].ends_with(&site_rollup_select("sightline_acme_eu", EVENTS_TABLE))
-        );
-        assert!(
-            m[0].statements[5].ends_with(&dims_rollup_select("sightline_acme_eu", EVENTS_TABLE))
-        );
+        assert!(m[0].statements[4].ends_with(&site_rollup_select("sightline_acme_eu", EVENTS_TABLE)));
+        assert!(m[0].statements[5].ends_with(&dims_rollup_select("sightline_acme_eu", EVENTS_TABLE)));
         for (name, _, _) in DIMENSIONS {
             assert!(m[0].statements[5].contains(&format!("('{name}',")));
         }

@@ -66,8 +66,7 @@ impl MasterSecret {
 
     /// The key of one tenant: HMAC(master, "tenant:" + name).
     pub fn tenant_key(&self, tenant: &str) -> Vec<u8> {
-        let mut mac =
-            Hmac::<Sha256>::new_from_slice(&self.0).expect("HMAC accepts keys of any length");
+        let mut mac = Hmac::<Sha256>::new_from_slice(&self.0).expect("HMAC accepts keys of any length");
         mac.update(b"tenant:");
         mac.update(tenant.as_bytes());
         mac.finalize().into_bytes().to_vec()

@@ -34,8 +34,49 @@ pub struct TenantSpec {
     /// the mapped site; its `api_secret` must be a write token for that site.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ga4: Vec<Ga4Stream>,
+    /// Conversions merchants care about: `conversion_rate` and the `goal` dimension use them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub goals: Vec<Goal>,
 }
 
+/// A goal is completed by an event with a given name, or by a pageview whose path matches a
+/// pattern (`*` matches within one path segment, `**` across segments).
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Goal {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub page: Option<String>,
+}
+
+impl Goal {
+    /// The page pattern as an anchored regular expression (re2 syntax).
+    pub fn page_regex(&self) -> Option<String> {
+        let pattern = self.page.as_deref()?;
+        let mut re = String::from("^");
+        let mut rest = pattern;
+        while !rest.is_empty() {
+            if let Some(r) = rest.strip_prefix("**") {
+                re.push_str(".*");
+                rest = r;
+            } else if let Some(r) = rest.strip_prefix('*') {
+                re.push_str("[^/]*");
+                rest = r;
+            } else {
+                let c = rest.chars().next().expect("not empty");
+                if "\\.+?()[]{}|^$".contains(c) {
+                    re.push('\\');
+                }
+                re.push(c);
+                rest = &rest[c.len_utf8()..];
+            }
+        }
+        re.push('$');
+        Some(re)
+    }
+}
 #[derive(Clone, Debug, Serialize, Deserialize, JsonSchema, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Ga4Stream {
@@ -48,10 +89,7 @@ pub struct Ga4Stream {
 /// GA4 measurement ids: `G-` then 4 to 20 upper-case letters or digits.
 pub fn valid_measurement_id(id: &str) -> bool {
     id.strip_prefix("G-").is_some_and(|rest| {
-        (4..=20).contains(&rest.len())
-            && rest
-                .bytes()
-                .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
+        (4..=20).contains(&rest.len()) && rest.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
     })
 }
 
@@ -166,11 +204,7 @@ impl Default for Limits {
 
 /// A site id: what merchants are keyed by. Letters, digits, `.`, `-`, `_`; 1 to 128 bytes.
 pub fn valid_site_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= 128
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+    !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
 }
 
 /// A tenant name is a Kubernetes object name that also maps to a database name.
@@ -194,8 +228,7 @@ impl TenantSpec {
         };
         if !self.sites.open && self.sites.allowed.is_empty() {
             return Err(err(
-                "sites: the allow-list is empty and `open` is false, so no site could send events"
-                    .into(),
+                "sites: the allow-list is empty and `open` is false, so no site could send events".into(),
             ));
         }
         parse_timezone(&self.default_timezone).map_err(|e| err(format!("defaultTimezone: {e}")))?;
@@ -208,10 +241,7 @@ impl TenantSpec {
                 )));
             }
             if !seen.insert(site.id.as_str()) {
-                return Err(err(format!(
-                    "sites.allowed[{i}].id {:?} is listed twice",
-                    site.id
-                )));
+                return Err(err(format!("sites.allowed[{i}].id {:?} is listed twice", site.id)));
             }
             if let Some(tz) = &site.timezone {
                 parse_timezone(tz).map_err(|e| err(format!("sites.allowed[{i}].timezone: {e}")))?;
@@ -238,14 +268,29 @@ impl TenantSpec {
                 )));
             }
         }
+        let mut names = std::collections::HashSet::new();
+        for (i, goal) in self.goals.iter().enumerate() {
+            if goal.name.trim().is_empty() || goal.name.len() > 120 {
+                return Err(err(format!("goals[{i}].name: 1 to 120 bytes")));
+            }
+            if !names.insert(goal.name.as_str()) {
+                return Err(err(format!("goals[{i}].name {:?} is listed twice", goal.name)));
+            }
+            match (&goal.event, &goal.page) {
+                (Some(e), None) if !e.is_empty() => {}
+                (None, Some(p)) if p.starts_with('/') => {}
+                _ => {
+                    return Err(err(format!(
+                        "goals[{i}]: give either event (a name) or page (a path pattern starting with /)"
+                    )))
+                }
+            }
+        }
         let l = &self.limits;
         for (field, value) in [
             ("limits.eventsPerRequest", l.events_per_request),
             ("limits.bodyBytes", l.body_bytes),
-            (
-                "limits.eventsPerSecondPerSite",
-                l.events_per_second_per_site,
-            ),
+            ("limits.eventsPerSecondPerSite", l.events_per_second_per_site),
             ("limits.burstPerSite", l.burst_per_site),
             ("limits.maxPropKeyBytes", l.max_prop_key_bytes),
             ("limits.maxPropValueBytes", l.max_prop_value_bytes),
@@ -340,10 +385,7 @@ pub fn parse_tenants(text: &str, source_name: &str) -> Result<Vec<Tenant>> {
         if parsed.api_version != API_VERSION {
             return Err(Error::Spec {
                 source_name: source_name.to_string(),
-                message: format!(
-                    "apiVersion {:?}: expected {API_VERSION}",
-                    parsed.api_version
-                ),
+                message: format!("apiVersion {:?}: expected {API_VERSION}", parsed.api_version),
             });
         }
         if !valid_tenant_name(&parsed.metadata.name) {
@@ -388,19 +430,13 @@ pub fn load_tenants(path: &Path) -> Result<Vec<Tenant>> {
         })?;
         for tenant in parse_tenants(&text, &file.display().to_string())? {
             if let Some(stream) = tenant.spec.ga4.iter().find(|s| {
-                tenants.iter().any(|t| {
-                    t.spec
-                        .ga4
-                        .iter()
-                        .any(|o| o.measurement_id == s.measurement_id)
-                })
+                tenants
+                    .iter()
+                    .any(|t| t.spec.ga4.iter().any(|o| o.measurement_id == s.measurement_id))
             }) {
                 return Err(Error::Spec {
                     source_name: file.display().to_string(),
-                    message: format!(
-                        "GA4 measurement id {:?} is used by two tenants",
-                        stream.measurement_id
-                    ),
+                    message: format!("GA4 measurement id {:?} is used by two tenants", stream.measurement_id),
                 });
             }
             if tenants.iter().any(|t| t.name == tenant.name) {
@@ -449,14 +485,8 @@ spec:
         assert_eq!(t.spec.limits.events_per_request, 50);
         assert_eq!(t.spec.limits.body_bytes, 1024 * 1024);
         assert!(t.spec.bot_filtering);
-        assert_eq!(
-            t.spec.site_timezone("shop.example.com"),
-            chrono_tz::Europe::Berlin
-        );
-        assert_eq!(
-            t.spec.site_timezone("blog.example.com"),
-            chrono_tz::America::New_York
-        );
+        assert_eq!(t.spec.site_timezone("shop.example.com"), chrono_tz::Europe::Berlin);
+        assert_eq!(t.spec.site_timezone("blog.example.com"), chrono_tz::America::New_York);
         assert!(t.spec.site("other.example.com").is_none());
     }
 
@@ -481,26 +511,40 @@ spec:
                 &format!("  limits: {{ eventsPerRequest: 50 }}\n  ga4:\n    - {stream}"),
             )
         };
-        let t = &parse_tenants(
-            &with("{ measurementId: G-ABC123, site: shop.example.com }"),
-            "t.yaml",
-        )
-        .unwrap()[0];
+        let t = &parse_tenants(&with("{ measurementId: G-ABC123, site: shop.example.com }"), "t.yaml").unwrap()[0];
         assert_eq!(t.spec.ga4[0].site, "shop.example.com");
-        let e = parse_tenants(
-            &with("{ measurementId: UA-1234, site: shop.example.com }"),
-            "t.yaml",
-        )
-        .unwrap_err()
-        .to_string();
+        let e = parse_tenants(&with("{ measurementId: UA-1234, site: shop.example.com }"), "t.yaml")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("ga4[0].measurementId"), "{e}");
-        let e = parse_tenants(
-            &with("{ measurementId: G-ABC123, site: nope.example.com }"),
-            "t.yaml",
-        )
-        .unwrap_err()
-        .to_string();
+        let e = parse_tenants(&with("{ measurementId: G-ABC123, site: nope.example.com }"), "t.yaml")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("ga4[0].site"), "{e}");
+    }
+
+    #[test]
+    fn goal_page_patterns() {
+        let g = |p: &str| {
+            Goal {
+                name: "g".into(),
+                event: None,
+                page: Some(p.into()),
+            }
+            .page_regex()
+            .unwrap()
+        };
+        let m = |p: &str, path: &str| regex::Regex::new(&g(p)).unwrap().is_match(path);
+        assert!(m("/checkout/*", "/checkout/done"));
+        assert!(!m("/checkout/*", "/checkout/a/b"));
+        assert!(m("/docs/**", "/docs/a/b"));
+        assert!(m("/a.b", "/a.b") && !m("/a.b", "/axb"));
+        let bad = DOC.replace(
+            "  limits: { eventsPerRequest: 50 }",
+            "  limits: { eventsPerRequest: 50 }\n  goals: [{ name: Signup }]",
+        );
+        let e = parse_tenants(&bad, "t.yaml").unwrap_err().to_string();
+        assert!(e.contains("goals[0]"), "{e}");
     }
 
     #[test]

@@ -63,10 +63,7 @@ pub enum TokenError {
     #[error("token expired")]
     Expired,
     #[error("token has scope {found}, this endpoint needs {needed}")]
-    WrongScope {
-        found: &'static str,
-        needed: &'static str,
-    },
+    WrongScope { found: &'static str, needed: &'static str },
     #[error("token is for another site")]
     WrongSite,
 }
@@ -129,17 +126,12 @@ pub fn verify(
 
 fn split(token: &str) -> Result<(Vec<u8>, Vec<u8>), TokenError> {
     let mut parts = token.split('.');
-    let (Some(PREFIX), Some(payload), Some(sig), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
+    let (Some(PREFIX), Some(payload), Some(sig), None) = (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return Err(TokenError::Malformed);
     };
-    let payload = URL_SAFE_NO_PAD
-        .decode(payload)
-        .map_err(|_| TokenError::Malformed)?;
-    let sig = URL_SAFE_NO_PAD
-        .decode(sig)
-        .map_err(|_| TokenError::Malformed)?;
+    let payload = URL_SAFE_NO_PAD.decode(payload).map_err(|_| TokenError::Malformed)?;
+    let sig = URL_SAFE_NO_PAD.decode(sig).map_err(|_| TokenError::Malformed)?;
     Ok((payload, sig))
 }
 
@@ -193,10 +185,7 @@ mod tests {
             Err(TokenError::BadSignature)
         );
         let t = issue(b"secret-of-acme", &claims(Scope::Read, 2000));
-        assert_eq!(
-            verify(&t, 2000, Scope::Read, secrets),
-            Err(TokenError::Expired)
-        );
+        assert_eq!(verify(&t, 2000, Scope::Read, secrets), Err(TokenError::Expired));
         assert!(matches!(
             verify(&t, 1000, Scope::Write, secrets),
             Err(TokenError::WrongScope { .. })

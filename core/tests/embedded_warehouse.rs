@@ -36,20 +36,14 @@ fn raw(site: &str, visitor: u64, minute: i64, url: &str, ua: &str) -> RawEvent {
 
 async fn scalar(wh: &dyn Warehouse, sql: &str) -> u64 {
     let rows = wh.select(sql, &Params::new()).await.unwrap();
-    rows[0]["n"]
-        .as_u64()
-        .unwrap_or_else(|| panic!("{sql}: {rows:?}"))
+    rows[0]["n"].as_u64().unwrap_or_else(|| panic!("{sql}: {rows:?}"))
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn schema_ingest_dedup_and_replay_on_libchdb() {
     let dir = tempfile::tempdir().unwrap();
     let wh = Embedded::open(&dir.path().join("engine"), 2).unwrap();
-    assert!(
-        wh.engine_version().starts_with("26."),
-        "engine {}",
-        wh.engine_version()
-    );
+    assert!(wh.engine_version().starts_with("26."), "engine {}", wh.engine_version());
     let tenant = parse_tenants(
         "apiVersion: sightline.dev/v1alpha1\nkind: AnalyticsTenant\nmetadata: {name: acme}\nspec: {sites: {open: true}}\n",
         "test",
@@ -59,10 +53,7 @@ async fn schema_ingest_dedup_and_replay_on_libchdb() {
     let db = tenant.database();
 
     // Applying twice: the second apply migrates nothing.
-    let latest = sightline_core::schema::migrations(&tenant)
-        .last()
-        .unwrap()
-        .version;
+    let latest = sightline_core::schema::migrations(&tenant).last().unwrap().version;
     let first = ops::apply_schema(&wh, &tenant).await.unwrap();
     assert_eq!((first.from, first.to), (0, latest));
     let second = ops::apply_schema(&wh, &tenant).await.unwrap();
@@ -107,17 +98,10 @@ async fn schema_ingest_dedup_and_replay_on_libchdb() {
         raw("a.example", 2, 1, "https://a.example/blog", CHROME),
         raw("a.example", 3, 2, "https://a.example/", "Googlebot/2.1"),
     ];
-    let config = ProcessorConfig {
-        bot_filtering: true,
-    };
+    let config = ProcessorConfig { bot_filtering: true };
     let mut sessions = SessionState::default();
-    let events: Vec<_> = raws
-        .iter()
-        .map(|r| process(r, config, &mut sessions))
-        .collect();
-    ops::insert_raw_and_events(&wh, &db, &raws, &events)
-        .await
-        .unwrap();
+    let events: Vec<_> = raws.iter().map(|r| process(r, config, &mut sessions)).collect();
+    ops::insert_raw_and_events(&wh, &db, &raws, &events).await.unwrap();
 
     assert_eq!(
         scalar(&wh, &format!("SELECT count() AS n FROM {db}.events_raw")).await,
@@ -155,9 +139,7 @@ async fn schema_ingest_dedup_and_replay_on_libchdb() {
     // Existing ids are found; unknown ones are not.
     let day = raws[0].ts.date_naive();
     let probe = vec![raws[0].event_id, raws[3].event_id, Uuid::new_v4()];
-    let found = ops::existing_event_ids(&wh, &db, &probe, &[day])
-        .await
-        .unwrap();
+    let found = ops::existing_event_ids(&wh, &db, &probe, &[day]).await.unwrap();
     assert_eq!(found.len(), 2);
     assert!(found.contains(&raws[0].event_id) && !found.contains(&probe[2]));
 
@@ -177,24 +159,17 @@ async fn schema_ingest_dedup_and_replay_on_libchdb() {
     .await
     .unwrap();
     assert_eq!(
-        replay::inconsistent_days(&wh, &tenant, day, day)
-            .await
-            .unwrap(),
+        replay::inconsistent_days(&wh, &tenant, day, day).await.unwrap(),
         vec![day]
     );
-    let repaired = replay::repair_recent_days(&wh, &tenant, raws[0].ts, 1)
-        .await
-        .unwrap();
+    let repaired = replay::repair_recent_days(&wh, &tenant, raws[0].ts, 1).await.unwrap();
     assert_eq!(repaired.len(), 1);
     assert_eq!(repaired[0].raw_rows, 6);
     assert!(replay::inconsistent_days(&wh, &tenant, day, day)
         .await
         .unwrap()
         .is_empty());
-    assert_eq!(
-        scalar(&wh, &format!("SELECT count() AS n FROM {db}.events")).await,
-        6
-    );
+    assert_eq!(scalar(&wh, &format!("SELECT count() AS n FROM {db}.events")).await, 6);
     assert_eq!(
         scalar(
             &wh,
@@ -223,7 +198,10 @@ async fn schema_ingest_dedup_and_replay_on_libchdb() {
     assert_eq!(before, after);
     let live_sessions: Vec<u64> = events.iter().map(|e| e.session_id).collect();
     let replayed: Vec<u64> = wh
-        .select(&format!("SELECT session_id FROM {db}.events WHERE visitor_id IN (1,2,3) ORDER BY visitor_id, ts"), &Params::new())
+        .select(
+            &format!("SELECT session_id FROM {db}.events WHERE visitor_id IN (1,2,3) ORDER BY visitor_id, ts"),
+            &Params::new(),
+        )
         .await
         .unwrap()
         .iter()
@@ -233,10 +211,7 @@ async fn schema_ingest_dedup_and_replay_on_libchdb() {
     live_sorted.sort();
     let mut replayed_sorted = replayed.clone();
     replayed_sorted.sort();
-    assert_eq!(
-        live_sorted, replayed_sorted,
-        "replay reproduces live session ids"
-    );
+    assert_eq!(live_sorted, replayed_sorted, "replay reproduces live session ids");
 
     // Sessions come back after a restart.
     let mut restored = SessionState::default();

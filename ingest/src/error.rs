@@ -43,27 +43,15 @@ impl CollectError {
                 "unsupported_media_type",
                 "content-type",
             ),
-            CollectError::BodyTooLarge { .. } => {
-                (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", "body")
-            }
-            CollectError::TooManyEvents { .. } => {
-                (StatusCode::PAYLOAD_TOO_LARGE, "too_many_events", "events")
-            }
+            CollectError::BodyTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", "body"),
+            CollectError::TooManyEvents { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "too_many_events", "events"),
             CollectError::BadJson(_) => (StatusCode::BAD_REQUEST, "bad_json", "body"),
-            CollectError::BadRequest { field, .. } => {
-                (StatusCode::BAD_REQUEST, "bad_request", field.as_str())
+            CollectError::BadRequest { field, .. } => (StatusCode::BAD_REQUEST, "bad_request", field.as_str()),
+            CollectError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited", "site"),
+            CollectError::Store(SinkError::Busy) => (StatusCode::SERVICE_UNAVAILABLE, "store_busy", "events"),
+            CollectError::Store(SinkError::Unavailable(_)) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", "events")
             }
-            CollectError::RateLimited { .. } => {
-                (StatusCode::TOO_MANY_REQUESTS, "rate_limited", "site")
-            }
-            CollectError::Store(SinkError::Busy) => {
-                (StatusCode::SERVICE_UNAVAILABLE, "store_busy", "events")
-            }
-            CollectError::Store(SinkError::Unavailable(_)) => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "store_unavailable",
-                "events",
-            ),
         }
     }
 

@@ -82,12 +82,7 @@ impl GroupCommit {
 
 #[async_trait]
 impl EventSink for GroupCommit {
-    async fn append(
-        &self,
-        tenant: &str,
-        events: Vec<RawEvent>,
-        client_ids: Vec<Uuid>,
-    ) -> Result<(), SinkError> {
+    async fn append(&self, tenant: &str, events: Vec<RawEvent>, client_ids: Vec<Uuid>) -> Result<(), SinkError> {
         if events.is_empty() {
             return Ok(());
         }
@@ -170,32 +165,19 @@ impl Writer {
         }
     }
 
-    async fn commit_tenant(
-        &mut self,
-        tenant: &str,
-        pending: &[Pending],
-    ) -> Result<(), sightline_core::Error> {
-        let entry = self
-            .registry
-            .get(tenant)
-            .ok_or_else(|| sightline_core::Error::Spec {
-                source_name: tenant.into(),
-                message: "unknown tenant".into(),
-            })?;
+    async fn commit_tenant(&mut self, tenant: &str, pending: &[Pending]) -> Result<(), sightline_core::Error> {
+        let entry = self.registry.get(tenant).ok_or_else(|| sightline_core::Error::Spec {
+            source_name: tenant.into(),
+            message: "unknown tenant".into(),
+        })?;
         let db = entry.tenant.database();
         let config = ProcessorConfig {
             bot_filtering: entry.tenant.spec.bot_filtering,
         };
 
         // Exactly once across client retries: drop ids already stored or seen in this batch.
-        let mut raws: Vec<RawEvent> = pending
-            .iter()
-            .flat_map(|p| p.events.iter().cloned())
-            .collect();
-        let client_ids: Vec<Uuid> = pending
-            .iter()
-            .flat_map(|p| p.client_ids.iter().copied())
-            .collect();
+        let mut raws: Vec<RawEvent> = pending.iter().flat_map(|p| p.events.iter().cloned()).collect();
+        let client_ids: Vec<Uuid> = pending.iter().flat_map(|p| p.client_ids.iter().copied()).collect();
         let days: Vec<NaiveDate> = raws
             .iter()
             .map(|r| r.ts.date_naive())
@@ -203,8 +185,7 @@ impl Writer {
             .into_iter()
             .collect();
         let t0 = std::time::Instant::now();
-        let stored =
-            ops::existing_event_ids(self.warehouse.as_ref(), &db, &client_ids, &days).await?;
+        let stored = ops::existing_event_ids(self.warehouse.as_ref(), &db, &client_ids, &days).await?;
         let t_ids = t0.elapsed();
         let mut seen = HashSet::with_capacity(raws.len());
         raws.retain(|r| !stored.contains(&r.event_id) && seen.insert(r.event_id));
@@ -218,21 +199,15 @@ impl Writer {
         let events: Vec<_> = raws.iter().map(|r| process(r, config, sessions)).collect();
         let t_process = t1.elapsed();
         let t2 = std::time::Instant::now();
-        if let Err(e) =
-            ops::insert_raw_and_events(self.warehouse.as_ref(), &db, &raws, &events).await
-        {
+        if let Err(e) = ops::insert_raw_and_events(self.warehouse.as_ref(), &db, &raws, &events).await {
             // The raw insert may have landed without the processed one. This task is the only
             // writer, so replaying the batch's days now cannot race a live insert; whatever
             // the outcome, the requests are answered with an error and may be retried (the
             // ids make a retry idempotent).
             for day in days {
-                match replay::inconsistent_days(self.warehouse.as_ref(), &entry.tenant, day, day)
-                    .await
-                {
+                match replay::inconsistent_days(self.warehouse.as_ref(), &entry.tenant, day, day).await {
                     Ok(bad) if !bad.is_empty() => {
-                        if let Err(re) =
-                            replay::replay_day(self.warehouse.as_ref(), &entry.tenant, day).await
-                        {
+                        if let Err(re) = replay::replay_day(self.warehouse.as_ref(), &entry.tenant, day).await {
                             tracing::error!(%day, error = %re, "repair after a failed insert failed; start-up repair will retry");
                         }
                     }

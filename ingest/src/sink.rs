@@ -21,10 +21,5 @@ pub trait EventSink: Send + Sync + 'static {
     /// Makes `events` (all of one tenant) durable. All or nothing for the request.
     /// `client_ids` are the ids the client chose itself (a retry repeats them); the ids the
     /// server generated are new by construction.
-    async fn append(
-        &self,
-        tenant: &str,
-        events: Vec<RawEvent>,
-        client_ids: Vec<Uuid>,
-    ) -> Result<(), SinkError>;
+    async fn append(&self, tenant: &str, events: Vec<RawEvent>, client_ids: Vec<Uuid>) -> Result<(), SinkError>;
 }

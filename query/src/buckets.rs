@@ -11,10 +11,7 @@ pub fn labels(range: &DateRange, interval: Interval) -> Vec<String> {
             let mut out: Vec<String> = Vec::new();
             let mut t = range.start;
             while t < range.end {
-                let label = t
-                    .with_timezone(&range.tz)
-                    .format("%Y-%m-%d %H:00:00")
-                    .to_string();
+                let label = t.with_timezone(&range.tz).format("%Y-%m-%d %H:00:00").to_string();
                 // A DST fall-back repeats a local hour; it is one bucket, as in the SQL.
                 if !out.contains(&label) {
                     out.push(label);
@@ -31,11 +28,7 @@ pub fn labels(range: &DateRange, interval: Interval) -> Vec<String> {
     }
 }
 
-fn days(
-    first: NaiveDate,
-    last: NaiveDate,
-    bucket: impl Fn(NaiveDate) -> Option<NaiveDate>,
-) -> Vec<String> {
+fn days(first: NaiveDate, last: NaiveDate, bucket: impl Fn(NaiveDate) -> Option<NaiveDate>) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     let mut d = first;
     while d <= last {

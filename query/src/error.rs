@@ -11,15 +11,9 @@ pub enum QueryError {
     #[error("{0}")]
     Unauthorized(#[from] TokenError),
     #[error("this token is for site {token_site:?}, not {requested:?}")]
-    Forbidden {
-        token_site: String,
-        requested: String,
-    },
+    Forbidden { token_site: String, requested: String },
     #[error("{parameter}: {message}")]
-    BadParameter {
-        parameter: &'static str,
-        message: String,
-    },
+    BadParameter { parameter: &'static str, message: String },
     #[error("query failed: {0}")]
     Warehouse(#[from] sightline_core::Error),
 }
@@ -36,18 +30,10 @@ impl QueryError {
 impl IntoResponse for QueryError {
     fn into_response(self) -> Response {
         let (status, code, parameter) = match &self {
-            QueryError::Unauthorized(_) => {
-                (StatusCode::UNAUTHORIZED, "unauthorized", Some("token"))
-            }
+            QueryError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized", Some("token")),
             QueryError::Forbidden { .. } => (StatusCode::FORBIDDEN, "forbidden", Some("site")),
-            QueryError::BadParameter { parameter, .. } => {
-                (StatusCode::BAD_REQUEST, "bad_parameter", Some(*parameter))
-            }
-            QueryError::Warehouse(_) => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "warehouse_unavailable",
-                None,
-            ),
+            QueryError::BadParameter { parameter, .. } => (StatusCode::BAD_REQUEST, "bad_parameter", Some(*parameter)),
+            QueryError::Warehouse(_) => (StatusCode::SERVICE_UNAVAILABLE, "warehouse_unavailable", None),
         };
         let message = match &self {
             // Statement text stays in the logs, not in answers.

@@ -1,30 +1,32 @@
-//! The query API for merchants: parse -> plan -> parameterised SQL -> answer, from the
-//! rollups whenever they can answer.
+//! The query API for merchants: parse -> plan -> parameterised SQL -> answer. One query
+//! language (`POST /v1/query`); the GET endpoints are special cases of it.
 
 pub mod buckets;
 pub mod error;
+pub mod execute;
+pub mod model;
 pub mod plan;
 pub mod request;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, Query as QueryParams, State};
 use axum::http::{header, HeaderMap, Method};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::Utc;
 use serde_json::{json, Map, Value};
 use sightline_core::registry::{Registry, TenantEntry};
-use sightline_core::token::{Scope, TokenError};
+use sightline_core::token::{Claims, Scope, TokenError};
 use sightline_core::warehouse::Warehouse;
 use tower_http::cors::{Any, CorsLayer};
 
 pub use error::QueryError;
-use plan::{metric_values, plan};
+use execute::Answer;
+use model::{Dimension, PathHint, Query};
 use request::{
-    parse_dimension, parse_filters, parse_interval, parse_metrics, parse_pagination, parse_range,
-    DateRange, RawParams,
+    parse_dimension, parse_filters, parse_interval, parse_metrics, parse_pagination, parse_range, DateRange, RawParams,
 };
 
 pub struct QueryState {
@@ -35,9 +37,10 @@ pub struct QueryState {
 pub fn router(state: Arc<QueryState>) -> Router {
     let cors = CorsLayer::new()
         .allow_origin(Any)
-        .allow_methods([Method::GET, Method::OPTIONS])
-        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE]);
+        .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
+        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, header::ACCEPT]);
     Router::new()
+        .route("/v1/query", post(query))
         .route("/v1/sites/{site}/aggregate", get(aggregate))
         .route("/v1/sites/{site}/timeseries", get(timeseries))
         .route("/v1/sites/{site}/breakdown", get(breakdown))
@@ -45,13 +48,12 @@ pub fn router(state: Arc<QueryState>) -> Router {
         .with_state(state)
 }
 
-/// Checks the read token against the site in the path: a token reads only its own site.
-fn authorize<'a>(
+/// The read token of a request: `Authorization: Bearer`, or `?token=` for links and SSE.
+fn verify_token<'a>(
     state: &'a QueryState,
     headers: &HeaderMap,
     params: &RawParams,
-    site: &str,
-) -> Result<&'a TenantEntry, QueryError> {
+) -> Result<(&'a TenantEntry, Claims), QueryError> {
     let token = match headers.get(header::AUTHORIZATION) {
         Some(v) => v
             .to_str()
@@ -59,14 +61,19 @@ fn authorize<'a>(
             .and_then(|t| t.strip_prefix("Bearer "))
             .map(str::trim)
             .ok_or(TokenError::Malformed)?,
-        None => params
-            .get("token")
-            .map(String::as_str)
-            .ok_or(TokenError::Missing)?,
+        None => params.get("token").map(String::as_str).ok_or(TokenError::Missing)?,
     };
-    let (entry, claims) = state
-        .registry
-        .verify(token, Scope::Read, Utc::now().timestamp())?;
+    Ok(state.registry.verify(token, Scope::Read, Utc::now().timestamp())?)
+}
+
+/// A token reads only its own site.
+fn authorize<'a>(
+    state: &'a QueryState,
+    headers: &HeaderMap,
+    params: &RawParams,
+    site: &str,
+) -> Result<&'a TenantEntry, QueryError> {
+    let (entry, claims) = verify_token(state, headers, params)?;
     if claims.site != site {
         return Err(QueryError::Forbidden {
             token_site: claims.site,
@@ -80,27 +87,87 @@ fn range_json(range: &DateRange) -> Value {
     json!({"from": range.first_day.to_string(), "to": range.last_day.to_string(), "timezone": range.tz.name()})
 }
 
-/// What every endpoint reads first: the authorised tenant, metrics, filters and range.
-struct Common<'a> {
-    entry: &'a TenantEntry,
-    metrics: Vec<request::Metric>,
-    filters: Vec<request::Filter>,
-    range: DateRange,
-}
-
-fn common<'a>(
-    state: &'a QueryState,
-    headers: &HeaderMap,
+/// The parts of a GET query every endpoint shares.
+fn get_query(
+    entry: &TenantEntry,
     params: &RawParams,
     site: &str,
-) -> Result<Common<'a>, QueryError> {
-    let entry = authorize(state, headers, params, site)?;
-    Ok(Common {
-        entry,
+    dimensions: Vec<Dimension>,
+) -> Result<Query, QueryError> {
+    let query = Query {
+        site_id: site.to_string(),
         metrics: parse_metrics(params)?,
-        filters: parse_filters(params)?,
         range: parse_range(params, entry.tenant.spec.site_timezone(site), Utc::now())?,
-    })
+        dimensions,
+        filter: parse_filters(params)?,
+        order_by: Vec::new(),
+        limit: model::MAX_LIMIT,
+        offset: 0,
+        compare: None,
+        path: PathHint::Auto,
+    };
+    Ok(query)
+}
+
+async fn answer(state: &QueryState, entry: &TenantEntry, query: &Query) -> Result<Answer, QueryError> {
+    model::check(query, &entry.tenant.spec)?;
+    execute::run(state.warehouse.as_ref(), &entry.tenant, query).await
+}
+
+fn named_metrics(query: &Query, values: &[Value]) -> Map<String, Value> {
+    query
+        .metrics
+        .iter()
+        .zip(values)
+        .map(|(m, v)| (m.name().to_string(), v.clone()))
+        .collect()
+}
+
+fn meta(query: &Query, answer: &Answer) -> Value {
+    let mut m = json!({
+        "site_id": query.site_id,
+        "metrics": query.metrics.iter().map(|m| m.name()).collect::<Vec<_>>(),
+        "dimensions": query.dimensions.iter().map(Dimension::label).collect::<Vec<_>>(),
+        "date_range": range_json(&answer.range),
+        "total_rows": answer.total_rows,
+        "path": answer.source.name(),
+    });
+    if let Some(c) = &answer.comparison_range {
+        m["comparison_date_range"] = range_json(c);
+    }
+    m
+}
+
+#[tracing::instrument(skip_all)]
+async fn query(
+    State(state): State<Arc<QueryState>>,
+    headers: HeaderMap,
+    QueryParams(params): QueryParams<HashMap<String, String>>,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, QueryError> {
+    let (entry, claims) = verify_token(&state, &headers, &params)?;
+    let body: Value = serde_json::from_slice(&body)
+        .map_err(|e| QueryError::bad("query", format!("the body is not valid JSON: {e}")))?;
+    let query = model::parse_query(&body, &entry.tenant.spec, Utc::now())?;
+    if claims.site != query.site_id {
+        return Err(QueryError::Forbidden {
+            token_site: claims.site,
+            requested: query.site_id,
+        });
+    }
+    let answer = answer(&state, entry, &query).await?;
+    let results: Vec<Value> = answer
+        .rows
+        .iter()
+        .map(|r| {
+            let mut row = json!({"dimensions": r.dimensions, "metrics": r.metrics});
+            if let Some((before, change)) = &r.comparison {
+                row["comparison"] = json!({"metrics": before, "change": change});
+            }
+            row
+        })
+        .collect();
+    Ok(Json(json!({"results": results, "meta": meta(&query, &answer)})))
 }
 
 #[tracing::instrument(skip_all, fields(site = %site))]
@@ -108,29 +175,18 @@ async fn aggregate(
     State(state): State<Arc<QueryState>>,
     Path(site): Path<String>,
     headers: HeaderMap,
-    Query(params): Query<HashMap<String, String>>,
+    QueryParams(params): QueryParams<HashMap<String, String>>,
 ) -> Result<Json<Value>, QueryError> {
-    let Common {
-        entry,
-        metrics,
-        filters,
-        range,
-    } = common(&state, &headers, &params, &site)?;
-    let p = plan(
-        &entry.tenant.database(),
-        &site,
-        &range,
-        &filters,
-        None,
-        &metrics,
-    )?;
-    let rows = state
-        .warehouse
-        .select(&p.aggregate_sql(), &p.params)
-        .await?;
-    let results = metric_values(rows.first().unwrap_or(&Value::Null), &metrics);
+    let entry = authorize(&state, &headers, &params, &site)?;
+    let query = get_query(entry, &params, &site, Vec::new())?;
+    let answer = answer(&state, entry, &query).await?;
+    let results = answer
+        .rows
+        .first()
+        .map(|r| named_metrics(&query, &r.metrics))
+        .unwrap_or_default();
     Ok(Json(
-        json!({"site_id": site, "date_range": range_json(&range), "results": results}),
+        json!({"site_id": site, "date_range": range_json(&answer.range), "results": results, "meta": meta(&query, &answer)}),
     ))
 }
 
@@ -139,58 +195,30 @@ async fn timeseries(
     State(state): State<Arc<QueryState>>,
     Path(site): Path<String>,
     headers: HeaderMap,
-    Query(params): Query<HashMap<String, String>>,
+    QueryParams(params): QueryParams<HashMap<String, String>>,
 ) -> Result<Json<Value>, QueryError> {
-    let Common {
-        entry,
-        metrics,
-        filters,
-        range,
-    } = common(&state, &headers, &params, &site)?;
+    let entry = authorize(&state, &headers, &params, &site)?;
     let interval = parse_interval(&params)?;
-    let labels = buckets::labels(&range, interval);
-    if labels.len() > 10_000 {
-        return Err(QueryError::bad(
-            "interval",
-            format!(
-                "{} buckets; choose a longer interval or a shorter range",
-                labels.len()
-            ),
-        ));
-    }
-    let p = plan(
-        &entry.tenant.database(),
-        &site,
-        &range,
-        &filters,
-        None,
-        &metrics,
-    )?;
-    let rows = state
-        .warehouse
-        .select(&p.timeseries_sql(interval), &p.params)
-        .await?;
-    let by_bucket: HashMap<&str, &Value> = rows
+    let query = get_query(entry, &params, &site, vec![Dimension::Time(interval)])?;
+    let answer = answer(&state, entry, &query).await.map_err(|e| match e {
+        QueryError::BadParameter {
+            parameter: "date_range",
+            message,
+        } => QueryError::bad("interval", message),
+        other => other,
+    })?;
+    let results: Vec<Value> = answer
+        .rows
         .iter()
-        .filter_map(|r| r["bucket"].as_str().map(|b| (b, r)))
-        .collect();
-    let results: Vec<Value> = labels
-        .iter()
-        .map(|label| {
+        .map(|r| {
             let mut m = Map::new();
-            m.insert("date".into(), Value::String(label.clone()));
-            m.extend(metric_values(
-                by_bucket
-                    .get(label.as_str())
-                    .copied()
-                    .unwrap_or(&Value::Null),
-                &metrics,
-            ));
+            m.insert("date".into(), r.dimensions[0].clone());
+            m.extend(named_metrics(&query, &r.metrics));
             Value::Object(m)
         })
         .collect();
     Ok(Json(
-        json!({"site_id": site, "date_range": range_json(&range), "results": results}),
+        json!({"site_id": site, "date_range": range_json(&answer.range), "results": results, "meta": meta(&query, &answer)}),
     ))
 }
 
@@ -199,56 +227,35 @@ async fn breakdown(
     State(state): State<Arc<QueryState>>,
     Path(site): Path<String>,
     headers: HeaderMap,
-    Query(params): Query<HashMap<String, String>>,
+    QueryParams(params): QueryParams<HashMap<String, String>>,
 ) -> Result<Json<Value>, QueryError> {
-    let Common {
-        entry,
-        metrics,
-        filters,
-        range,
-    } = common(&state, &headers, &params, &site)?;
+    let entry = authorize(&state, &headers, &params, &site)?;
     let property = params
         .get("property")
         .ok_or_else(|| QueryError::bad("property", "name the dimension to break down by"))?;
     let dimension = parse_dimension("property", property)?;
+    let label = dimension.label();
     let (limit, page) = parse_pagination(&params)?;
-    let mut p = plan(
-        &entry.tenant.database(),
-        &site,
-        &range,
-        &filters,
-        Some(dimension),
-        &metrics,
-    )?;
-    let total_rows = state
-        .warehouse
-        .select(&p.breakdown_total_sql(dimension), &p.params)
-        .await?;
-    let total = total_rows
-        .first()
-        .and_then(|r| r["n"].as_u64())
-        .unwrap_or(0);
-    p.params.push("limit", limit);
-    p.params
-        .push("offset", u64::from(limit) * u64::from(page - 1));
-    let rows = state
-        .warehouse
-        .select(&p.breakdown_sql(dimension, metrics[0]), &p.params)
-        .await?;
-    let results: Vec<Value> = rows
+    let mut query = get_query(entry, &params, &site, vec![dimension])?;
+    query.limit = limit;
+    query.offset = u64::from(limit) * u64::from(page - 1);
+    let answer = answer(&state, entry, &query).await?;
+    let results: Vec<Value> = answer
+        .rows
         .iter()
         .map(|r| {
             let mut m = Map::new();
-            m.insert(dimension.to_string(), r["value"].clone());
-            m.extend(metric_values(r, &metrics));
+            m.insert(label.clone(), r.dimensions[0].clone());
+            m.extend(named_metrics(&query, &r.metrics));
             Value::Object(m)
         })
         .collect();
     Ok(Json(json!({
         "site_id": site,
-        "date_range": range_json(&range),
-        "property": dimension,
+        "date_range": range_json(&answer.range),
+        "property": label,
         "results": results,
-        "pagination": {"limit": limit, "page": page, "total": total},
+        "pagination": {"limit": limit, "page": page, "total": answer.total_rows},
+        "meta": meta(&query, &answer),
     })))
 }

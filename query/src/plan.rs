@@ -1,13 +1,16 @@
 //! Query planning: which table answers (the site rollup, the dimension rollup, or the
-//! processed `events` table when filters span several dimensions), and the parameterised
-//! SQL for it. User input only ever travels as bound parameters.
+//! processed `events` table), and the parameterised SQL for it. Both paths compute every
+//! metric the same way, so they give the same answers; user input only ever travels as
+//! bound parameters, never as SQL text.
 
-use serde_json::Value;
+use sightline_core::event::ch_datetime;
 use sightline_core::schema::{self, DIM_ROLLUP, EVENTS_TABLE, SITE_ROLLUP};
+use sightline_core::spec::Goal;
 use sightline_core::warehouse::Params;
 
 use crate::error::QueryError;
-use crate::request::{DateRange, Filter, FilterOp, Interval, Metric};
+use crate::model::{Dimension, Filter, Metric, Op, OrderKey, PathHint, Query};
+use crate::request::{DateRange, Interval};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Source {
@@ -16,298 +19,507 @@ pub enum Source {
     Events,
 }
 
-/// The FROM/WHERE of a query, with its parameters; SELECT and GROUP BY are added per endpoint.
+impl Source {
+    pub fn name(self) -> &'static str {
+        match self {
+            Source::Events => "events",
+            _ => "rollup",
+        }
+    }
+}
+
+/// Base sums every metric is derived from, per source.
+const ROLLUP_SUMS: &str =
+    "uniqMerge(visitors) AS visitors, toInt64(sum(visits)) AS visits, toUInt64(sum(pageviews)) AS pageviews, \
+toUInt64(sum(events)) AS events, toInt64(sum(bounces)) AS bounces, toInt64(sum(duration)) AS duration";
+const EVENT_SUMS: &str =
+    "uniq(visitor_id) AS visitors, toInt64(sum(visit_delta)) AS visits, toUInt64(sum(is_pageview)) AS pageviews, \
+toUInt64(count()) AS events, toInt64(sum(bounce_delta)) AS bounces, toInt64(sum(duration_delta)) AS duration";
+/// Revenue per currency, as exact decimal text.
+const REVENUE: &str = "CAST(sumMap(if(revenue_amount != '', [toString(revenue_currency)], []), \
+if(revenue_amount != '', [toDecimal128OrZero(revenue_amount, 6)], [])), 'Map(String, String)') AS revenue";
+/// Derived metrics, in SQL too so that results can be ordered by them.
+const DERIVED: &str = "if(visits > 0, round(bounces * 100 / visits), 0) AS bounce_rate, \
+if(visits > 0, round(duration / visits), 0) AS visit_duration, if(visits > 0, round(pageviews / visits, 2), 0) AS views_per_visit";
+
+/// A planned query: FROM/WHERE shared by the main, totals and count statements.
 #[derive(Clone, Debug)]
 pub struct Plan {
     pub source: Source,
-    pub from_where: String,
-    pub params: Params,
-    time_column: &'static str,
+    db: String,
+    params: Params,
+    next_param: usize,
+    dims: Vec<(Dimension, String)>,
+    where_sql: String,
+    revenue: bool,
 }
 
-const ROLLUP_METRICS: &str = "uniqMerge(visitors) AS visitors, toInt64(sum(visits)) AS visits, toUInt64(sum(pageviews)) AS pageviews, \
-toUInt64(sum(events)) AS events, toInt64(sum(bounces)) AS bounces, toInt64(sum(duration)) AS duration";
-const EVENT_METRICS: &str = "uniq(visitor_id) AS visitors, toInt64(sum(visit_delta)) AS visits, toUInt64(sum(is_pageview)) AS pageviews, \
-toUInt64(count()) AS events, toInt64(sum(bounce_delta)) AS bounces, toInt64(sum(duration_delta)) AS duration";
-
-fn is_session_dimension(name: &str) -> bool {
-    schema::dimension(name).is_some_and(|(_, _, session)| session)
-}
-
-fn events_column(name: &str) -> &'static str {
-    schema::dimension(name)
-        .map(|(_, column, _)| column)
-        .unwrap_or("pathname")
-}
-
-/// Dimensions whose empty value means "not tagged" and is left out of breakdowns.
-fn skips_empty(name: &str) -> bool {
-    name.starts_with("utm_")
-}
-
-pub fn plan(
-    db: &str,
-    site: &str,
-    range: &DateRange,
-    filters: &[Filter],
-    breakdown: Option<&'static str>,
-    metrics: &[Metric],
-) -> Result<Plan, QueryError> {
-    let mut dims: Vec<&'static str> = filters.iter().map(|f| f.dimension).collect();
-    dims.extend(breakdown);
-    dims.sort_unstable();
-    dims.dedup();
-    if let Some(event_dim) = dims.iter().find(|d| !is_session_dimension(d)) {
-        if let Some(m) = metrics.iter().find(|m| m.is_session_metric()) {
-            return Err(QueryError::bad(
-                "metrics",
-                format!("{} describes visits, and {event_dim} is a per-event dimension; use entry_page or drop {}", m.name(), m.name()),
-            ));
+fn rollup_column(query: &Query) -> Result<Option<&'static str>, ()> {
+    let mut columns: Vec<&'static str> = Vec::new();
+    let dims = query
+        .dimensions
+        .iter()
+        .chain(query.filter.iter().flat_map(|f| f.dimensions()));
+    for d in dims {
+        match d {
+            Dimension::Time(_) => {}
+            Dimension::Column(c) => {
+                if !columns.contains(c) {
+                    columns.push(c)
+                }
+            }
+            Dimension::Prop(_) | Dimension::Goal => return Err(()),
         }
     }
-    let source = match dims.as_slice() {
-        [] => Source::SiteRollup,
-        [one] => Source::DimRollup(one),
-        _ => Source::Events,
-    };
-    let mut params = Params::new()
-        .bind("site", site)
-        .bind(
-            "start",
-            sightline_core::event::ch_datetime::format(&range.start),
-        )
-        .bind(
-            "end",
-            sightline_core::event::ch_datetime::format(&range.end),
-        )
-        .bind("tz", range.tz.name());
-    let (table, time_column) = match source {
-        Source::SiteRollup => (SITE_ROLLUP, "hour"),
-        Source::DimRollup(_) => (DIM_ROLLUP, "hour"),
-        Source::Events => (EVENTS_TABLE, "ts"),
-    };
-    let mut conditions = vec![
-        "site_id = {site:String}".to_string(),
-        format!("{time_column} >= {{start:DateTime64(3, 'UTC')}}"),
-        format!("{time_column} < {{end:DateTime64(3, 'UTC')}}"),
-    ];
-    if let Source::DimRollup(dim) = source {
-        params.push("dim", dim);
-        conditions.push("dimension = {dim:String}".into());
+    if query
+        .metrics
+        .iter()
+        .any(|m| matches!(m, Metric::Revenue | Metric::ConversionRate))
+    {
+        return Err(());
     }
-    if source == Source::Events {
-        conditions.push("is_bot = 0".into());
+    match columns.as_slice() {
+        [] => Ok(None),
+        [one] => Ok(Some(one)),
+        _ => Err(()),
     }
-    for (i, filter) in filters.iter().enumerate() {
-        let column = value_expression(source, filter.dimension);
-        let name = format!("f{i}");
-        params.push(&name, &filter.value);
-        conditions.push(match filter.op {
-            FilterOp::Is => format!("{column} = {{{name}:String}}"),
-            FilterOp::IsNot => format!("{column} != {{{name}:String}}"),
-            FilterOp::Contains => {
-                format!("positionCaseInsensitiveUTF8({column}, {{{name}:String}}) > 0")
-            }
-        });
-    }
-    if let Some(dim) = breakdown.filter(|d| skips_empty(d)) {
-        conditions.push(format!("{} != ''", value_expression(source, dim)));
-    }
-    let from_where = format!("FROM {db}.{table} WHERE {}", conditions.join(" AND "));
-    Ok(Plan {
-        source,
-        from_where,
-        params,
-        time_column,
-    })
 }
 
-/// The column holding a dimension's value in the plan's table.
-fn value_expression(source: Source, dimension: &str) -> String {
-    match source {
-        Source::DimRollup(_) => "value".to_string(),
-        _ => format!("toString({})", events_column(dimension)),
+/// Chooses the table: the rollups when they hold what the query needs, else `events`.
+pub fn choose_source(query: &Query) -> Result<Source, QueryError> {
+    let rollup = rollup_column(query);
+    match (query.path, rollup) {
+        (PathHint::Events, _) => Ok(Source::Events),
+        (_, Ok(None)) if query.filter.is_none() => Ok(Source::SiteRollup),
+        (_, Ok(None)) => Ok(Source::Events),
+        (_, Ok(Some(c))) => Ok(Source::DimRollup(c)),
+        (PathHint::Rollup, Err(())) => Err(QueryError::bad(
+            "path",
+            "the rollups cannot answer this query (props, goals, revenue, or several dimensions); use \"auto\" or \"events\"",
+        )),
+        (PathHint::Auto, Err(())) => Ok(Source::Events),
     }
 }
 
 impl Plan {
-    fn metrics_sql(&self) -> &'static str {
+    pub fn new(db: &str, query: &Query, range: &DateRange, goals: &[Goal], source: Source) -> Result<Plan, QueryError> {
+        let mut plan = Plan {
+            source,
+            db: db.to_string(),
+            params: Params::new()
+                .bind("site", &query.site_id)
+                .bind("start", ch_datetime::format(&range.start))
+                .bind("end", ch_datetime::format(&range.end))
+                .bind("tz", range.tz.name()),
+            next_param: 0,
+            dims: Vec::new(),
+            where_sql: String::new(),
+            revenue: query.metrics.contains(&Metric::Revenue),
+        };
+        let time = plan.time_column();
+        let mut conditions = vec![
+            "site_id = {site:String}".to_string(),
+            format!("{time} >= {{start:DateTime64(3, 'UTC')}}"),
+            format!("{time} < {{end:DateTime64(3, 'UTC')}}"),
+        ];
+        match source {
+            Source::DimRollup(dim) => {
+                plan.params.push("dim", dim);
+                conditions.push("dimension = {dim:String}".into());
+            }
+            Source::Events => conditions.push("is_bot = 0".into()),
+            Source::SiteRollup => {}
+        }
+        if let Some(filter) = &query.filter {
+            let sql = plan.filter_sql(filter, goals)?;
+            conditions.push(sql);
+        }
+        for d in &query.dimensions {
+            let expr = plan.dimension_expr(d, goals)?;
+            if let Dimension::Column(c) = d {
+                if c.starts_with("utm_") {
+                    // Untagged visits have no campaign value: they are not a row of their own.
+                    conditions.push(format!("{expr} != ''"));
+                }
+            }
+            plan.dims.push((d.clone(), expr));
+        }
+        plan.where_sql = conditions.join(" AND ");
+        Ok(plan)
+    }
+
+    fn time_column(&self) -> &'static str {
         match self.source {
-            Source::Events => EVENT_METRICS,
-            _ => ROLLUP_METRICS,
+            Source::Events => "ts",
+            _ => "hour",
         }
     }
 
-    pub fn aggregate_sql(&self) -> String {
-        format!("SELECT {} {}", self.metrics_sql(), self.from_where)
+    fn param(&mut self, prefix: &str, value: impl ToString) -> String {
+        let name = format!("{prefix}{}", self.next_param);
+        self.next_param += 1;
+        self.params.push(&name, value);
+        name
     }
 
-    /// Buckets are labelled in the range's timezone: `YYYY-MM-DD HH:00:00` for hours, the
-    /// first day (`YYYY-MM-DD`) otherwise; weeks start on Monday.
-    pub fn timeseries_sql(&self, interval: Interval) -> String {
-        let t = self.time_column;
-        let bucket = match interval {
-            Interval::Hour => format!("formatDateTime(toStartOfHour(toTimeZone({t}, {{tz:String}})), '%Y-%m-%d %H:00:00')"),
-            Interval::Day => format!("toString(toDate({t}, {{tz:String}}))"),
-            Interval::Week => format!("toString(toMonday(toDate({t}, {{tz:String}})))"),
-            Interval::Month => format!("toString(toStartOfMonth(toDate({t}, {{tz:String}})))"),
+    fn dimension_expr(&mut self, d: &Dimension, goals: &[Goal]) -> Result<String, QueryError> {
+        let t = self.time_column();
+        Ok(match d {
+            Dimension::Time(Interval::Hour) => {
+                format!("formatDateTime(toStartOfHour(toTimeZone({t}, {{tz:String}})), '%Y-%m-%d %H:00:00')")
+            }
+            Dimension::Time(Interval::Day) => format!("toString(toDate({t}, {{tz:String}}))"),
+            Dimension::Time(Interval::Week) => format!("toString(toMonday(toDate({t}, {{tz:String}})))"),
+            Dimension::Time(Interval::Month) => format!("toString(toStartOfMonth(toDate({t}, {{tz:String}})))"),
+            Dimension::Column(c) => self.column_expr(c),
+            Dimension::Prop(key) => {
+                let p = self.param("k", key);
+                format!("props[{{{p}:String}}]")
+            }
+            Dimension::Goal => {
+                // An event may complete several goals: one row per goal it completes.
+                let mut arms = Vec::new();
+                for goal in goals {
+                    let cond = self.goal_condition(goal);
+                    let name = self.param("gn", &goal.name);
+                    arms.push(format!("if({cond}, {{{name}:String}}, '')"));
+                }
+                format!("arrayJoin(arrayFilter(g -> g != '', [{}]))", arms.join(", "))
+            }
+        })
+    }
+
+    fn column_expr(&self, column: &str) -> String {
+        match self.source {
+            Source::Events => format!(
+                "toString({})",
+                schema::dimension(column).map(|(_, c, _)| c).unwrap_or("pathname")
+            ),
+            _ => "value".to_string(),
+        }
+    }
+
+    fn goal_condition(&mut self, goal: &Goal) -> String {
+        match (&goal.event, goal.page_regex()) {
+            (Some(event), _) => {
+                let p = self.param("ge", event);
+                format!("(name = {{{p}:String}})")
+            }
+            (None, Some(re)) => {
+                let p = self.param("gp", re);
+                format!("(is_pageview = 1 AND match(pathname, {{{p}:String}}))")
+            }
+            (None, None) => "0".to_string(),
+        }
+    }
+
+    fn filter_sql(&mut self, filter: &Filter, goals: &[Goal]) -> Result<String, QueryError> {
+        Ok(match filter {
+            Filter::And(parts) => format!(
+                "({})",
+                parts
+                    .iter()
+                    .map(|f| self.filter_sql(f, goals))
+                    .collect::<Result<Vec<_>, _>>()?
+                    .join(" AND ")
+            ),
+            Filter::Or(parts) => format!(
+                "({})",
+                parts
+                    .iter()
+                    .map(|f| self.filter_sql(f, goals))
+                    .collect::<Result<Vec<_>, _>>()?
+                    .join(" OR ")
+            ),
+            Filter::Not(inner) => format!("NOT ({})", self.filter_sql(inner, goals)?),
+            Filter::Condition {
+                op,
+                dimension: Dimension::Goal,
+                values,
+            } => {
+                // Goal names are the tenant's own: which goals the condition selects is
+                // decided here, and the SQL tests those goals' conditions.
+                let selected: Vec<&Goal> = goals
+                    .iter()
+                    .filter(|g| goal_name_matches(*op, &g.name, values))
+                    .collect();
+                let any = if selected.is_empty() {
+                    "0".to_string()
+                } else {
+                    let conds: Vec<String> = selected.iter().map(|g| self.goal_condition(g)).collect();
+                    format!("({})", conds.join(" OR "))
+                };
+                if *op == Op::IsNot {
+                    let all: Vec<String> = goals
+                        .iter()
+                        .filter(|g| values.contains(&g.name))
+                        .map(|g| self.goal_condition(g))
+                        .collect();
+                    if all.is_empty() {
+                        "1".to_string()
+                    } else {
+                        format!("NOT ({})", all.join(" OR "))
+                    }
+                } else {
+                    any
+                }
+            }
+            Filter::Condition { op, dimension, values } => {
+                let expr = self.dimension_expr(dimension, goals)?;
+                let p = self.param("f", Params::array_of_strings(values));
+                match op {
+                    Op::Is => format!("{expr} IN {{{p}:Array(String)}}"),
+                    Op::IsNot => format!("{expr} NOT IN {{{p}:Array(String)}}"),
+                    Op::Contains => {
+                        format!("multiSearchAnyCaseInsensitiveUTF8({expr}, {{{p}:Array(String)}})")
+                    }
+                    Op::Matches => {
+                        format!("arrayExists(r -> match({expr}, r), {{{p}:Array(String)}})")
+                    }
+                }
+            }
+        })
+    }
+
+    fn sums(&self) -> String {
+        let base = match self.source {
+            Source::Events => EVENT_SUMS,
+            _ => ROLLUP_SUMS,
         };
-        format!(
-            "SELECT {bucket} AS bucket, {} {} GROUP BY bucket ORDER BY bucket",
-            self.metrics_sql(),
-            self.from_where
-        )
+        if self.revenue {
+            format!("{base}, {REVENUE}")
+        } else {
+            base.to_string()
+        }
     }
 
-    pub fn breakdown_sql(&self, dimension: &str, order_by: Metric) -> String {
-        let value = value_expression(self.source, dimension);
-        let order = match order_by {
-            Metric::Visits | Metric::Pageviews | Metric::Events => order_by.name(),
-            _ => "visitors",
+    fn table_and_conditions(&self) -> String {
+        let table = match self.source {
+            Source::SiteRollup => SITE_ROLLUP,
+            Source::DimRollup(_) => DIM_ROLLUP,
+            Source::Events => EVENTS_TABLE,
         };
-        format!(
-            "SELECT {value} AS value, {} {} GROUP BY value ORDER BY {order} DESC, value ASC LIMIT {{limit:UInt32}} OFFSET {{offset:UInt32}}",
-            self.metrics_sql(),
-            self.from_where
-        )
+        format!("FROM {}.{table} WHERE {}", self.db, self.where_sql)
     }
 
-    pub fn breakdown_total_sql(&self, dimension: &str) -> String {
-        format!(
-            "SELECT uniqExact({}) AS n {}",
-            value_expression(self.source, dimension),
-            self.from_where
-        )
+    /// The grouped rows: `d0, d1, ...` then the sums and derived metrics.
+    pub fn rows_sql(&self, order_by: &[(OrderKey, bool)], limit: Option<(u32, u64)>) -> (String, Params) {
+        let dims: Vec<String> = self
+            .dims
+            .iter()
+            .enumerate()
+            .map(|(i, (_, e))| format!("{e} AS d{i}"))
+            .collect();
+        let group: Vec<String> = (0..self.dims.len()).map(|i| format!("d{i}")).collect();
+        let mut select = dims.clone();
+        select.push(self.sums());
+        let inner = format!(
+            "SELECT {} {}{}",
+            select.join(", "),
+            self.table_and_conditions(),
+            if group.is_empty() {
+                String::new()
+            } else {
+                format!(" GROUP BY {}", group.join(", "))
+            }
+        );
+        let order: Vec<String> = order_by
+            .iter()
+            .map(|(key, desc)| {
+                let name = match key {
+                    OrderKey::Metric(Metric::Percentage | Metric::ConversionRate) => "visitors".to_string(),
+                    OrderKey::Metric(m) => m.name().to_string(),
+                    OrderKey::Dimension(i) => format!("d{i}"),
+                };
+                format!("{name} {}", if *desc { "DESC" } else { "ASC" })
+            })
+            .collect();
+        let mut sql = format!("SELECT *, {DERIVED} FROM ({inner})");
+        if !order.is_empty() {
+            sql.push_str(&format!(" ORDER BY {}", order.join(", ")));
+        }
+        let mut params = self.params.clone();
+        if let Some((limit, offset)) = limit {
+            params.push("limit", limit);
+            params.push("offset", offset);
+            sql.push_str(" LIMIT {limit:UInt32} OFFSET {offset:UInt64}");
+        }
+        (sql, params)
+    }
+
+    /// How many grouped rows there are in all (for pagination).
+    pub fn count_sql(&self) -> (String, Params) {
+        let group: Vec<String> = self.dims.iter().map(|(_, e)| e.clone()).collect();
+        let sql = if group.is_empty() {
+            "SELECT toUInt64(1) AS n".to_string()
+        } else {
+            let dims: Vec<String> = group.iter().enumerate().map(|(i, e)| format!("{e} AS d{i}")).collect();
+            let names: Vec<String> = (0..group.len()).map(|i| format!("d{i}")).collect();
+            format!(
+                "SELECT count() AS n FROM (SELECT {} {} GROUP BY {})",
+                dims.join(", "),
+                self.table_and_conditions(),
+                names.join(", ")
+            )
+        };
+        (sql, self.params.clone())
     }
 }
 
-/// The requested metrics of one result row, derived from the base sums.
-pub fn metric_values(row: &Value, metrics: &[Metric]) -> serde_json::Map<String, Value> {
-    let int = |k: &str| row[k].as_i64().unwrap_or(0);
-    let visits = int("visits");
-    let ratio = |num: i64, scale: f64| {
-        if visits > 0 {
-            num as f64 * scale / visits as f64
-        } else {
-            0.0
-        }
+fn goal_name_matches(op: Op, name: &str, values: &[String]) -> bool {
+    match op {
+        Op::Is | Op::IsNot => values.iter().any(|v| v == name),
+        Op::Contains => values.iter().any(|v| name.to_lowercase().contains(&v.to_lowercase())),
+        Op::Matches => values
+            .iter()
+            .any(|v| regex::Regex::new(v).is_ok_and(|re| re.is_match(name))),
+    }
+}
+
+/// Splits a filter into the goal conditions ANDed at its top and the rest: conversion rate
+/// divides visitors who pass both by visitors who pass the rest.
+pub fn split_goal_filter(filter: Option<&Filter>) -> Result<(Option<Filter>, bool), QueryError> {
+    let Some(filter) = filter else {
+        return Ok((None, false));
     };
-    metrics
-        .iter()
-        .map(|m| {
-            let v: Value = match m {
-                Metric::Visitors => int("visitors").into(),
-                Metric::Visits => visits.into(),
-                Metric::Pageviews => int("pageviews").into(),
-                Metric::Events => int("events").into(),
-                Metric::BounceRate => (ratio(int("bounces"), 100.0).round() as i64).into(),
-                Metric::VisitDuration => (ratio(int("duration"), 1.0).round() as i64).into(),
-                Metric::ViewsPerVisit => {
-                    ((ratio(int("pageviews"), 1.0) * 100.0).round() / 100.0).into()
-                }
-            };
-            (m.name().to_string(), v)
-        })
-        .collect()
+    let parts: Vec<Filter> = match filter {
+        Filter::And(parts) => parts.clone(),
+        other => vec![other.clone()],
+    };
+    let (goal, rest): (Vec<Filter>, Vec<Filter>) = parts.into_iter().partition(|f| {
+        matches!(
+            f,
+            Filter::Condition {
+                dimension: Dimension::Goal,
+                ..
+            }
+        )
+    });
+    if rest.iter().any(|f| f.dimensions().contains(&&Dimension::Goal)) {
+        return Err(QueryError::bad(
+            "filters",
+            "with conversion_rate, goal filters must stand at the top level, not inside or/not",
+        ));
+    }
+    let rest = match rest.len() {
+        0 => None,
+        1 => rest.into_iter().next(),
+        _ => Some(Filter::And(rest)),
+    };
+    Ok((rest, !goal.is_empty()))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::request::{parse_filters, parse_range, RawParams};
+    use crate::model::parse_query;
     use chrono::{TimeZone, Utc};
+    use serde_json::json;
+    use sightline_core::spec::TenantSpec;
 
-    fn range() -> DateRange {
-        let p: RawParams = [("period".to_string(), "7d".to_string())].into();
-        parse_range(
-            &p,
-            chrono_tz::UTC,
-            Utc.with_ymd_and_hms(2026, 11, 21, 12, 0, 0).unwrap(),
-        )
-        .unwrap()
+    fn spec() -> TenantSpec {
+        serde_yaml::from_str("sites: { open: true }\ngoals:\n  - { name: Signup, event: signup }\n  - { name: Checkout, page: '/checkout/*' }").unwrap()
+    }
+
+    fn q(body: serde_json::Value) -> Query {
+        parse_query(&body, &spec(), Utc.with_ymd_and_hms(2026, 11, 21, 12, 0, 0).unwrap()).unwrap()
+    }
+
+    fn source(body: serde_json::Value) -> Result<Source, QueryError> {
+        choose_source(&q(body))
     }
 
     #[test]
-    fn chooses_the_cheapest_table() {
-        let r = range();
-        let m = [Metric::Visitors];
+    fn chooses_the_cheapest_table_that_can_answer() {
+        let base = json!({"site_id": "s", "metrics": ["visitors"], "date_range": "7d"});
+        let with = |extra: serde_json::Value| {
+            let mut b = base.clone();
+            b.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+            b
+        };
+        assert_eq!(source(base.clone()).unwrap(), Source::SiteRollup);
         assert_eq!(
-            plan("db", "s", &r, &[], None, &m).unwrap().source,
+            source(with(json!({"dimensions": ["time:day"]}))).unwrap(),
             Source::SiteRollup
         );
-        let f =
-            parse_filters(&[("filters".to_string(), "source==Google".to_string())].into()).unwrap();
         assert_eq!(
-            plan("db", "s", &r, &f, None, &m).unwrap().source,
+            source(with(json!({"dimensions": ["source", "time:day"]}))).unwrap(),
             Source::DimRollup("source")
         );
         assert_eq!(
-            plan("db", "s", &r, &f, Some("source"), &m).unwrap().source,
+            source(with(
+                json!({"filters": [["or", [["is", "source", ["a"]], ["matches", "source", ["^b"]]]]]})
+            ))
+            .unwrap(),
             Source::DimRollup("source")
         );
         assert_eq!(
-            plan("db", "s", &r, &f, Some("page"), &m).unwrap().source,
+            source(with(
+                json!({"dimensions": ["page"], "filters": [["is", "country", ["DE"]]]})
+            ))
+            .unwrap(),
             Source::Events
         );
+        assert_eq!(
+            source(with(json!({"dimensions": ["props:plan"]}))).unwrap(),
+            Source::Events
+        );
+        assert_eq!(source(with(json!({"dimensions": ["goal"]}))).unwrap(), Source::Events);
+        assert_eq!(source(with(json!({"metrics": ["revenue"]}))).unwrap(), Source::Events);
+        assert_eq!(source(with(json!({"path": "events"}))).unwrap(), Source::Events);
+        assert!(source(with(json!({"dimensions": ["props:plan"], "path": "rollup"}))).is_err());
     }
 
     #[test]
     fn user_input_is_never_sql_text() {
         let evil = "x' OR 1=1; DROP TABLE events; --";
-        let f = parse_filters(
-            &[(
-                "filters".to_string(),
-                format!("page=={}", evil.replace(';', "\\;")),
-            )]
-            .into(),
-        )
-        .unwrap();
-        let p = plan(
+        let query = q(json!({
+            "site_id": evil, "metrics": ["visitors", "revenue"], "date_range": "7d",
+            "dimensions": [format!("props:{evil}"), "country"],
+            "filters": [["is", "page", [evil]], ["contains", "source", [evil]], ["matches", "browser", ["^x'.*"]], ["not", ["is_not", "os", [evil]]]]
+        }));
+        let plan = Plan::new(
             "db",
-            evil,
-            &range(),
-            &f,
-            Some("country"),
-            &[Metric::Visitors],
+            &query,
+            &query.range,
+            &spec().goals,
+            choose_source(&query).unwrap(),
         )
         .unwrap();
-        assert!(!p.from_where.contains(evil));
-        assert!(!p
-            .breakdown_sql("country", Metric::Visitors)
-            .contains("DROP"));
-        assert!(p.params.0.iter().any(|(_, v)| v == evil));
+        let (sql, params) = plan.rows_sql(&[(OrderKey::Metric(Metric::Visitors), true)], Some((10, 0)));
+        let (count, _) = plan.count_sql();
+        for text in [&sql, &count] {
+            assert!(
+                !text.contains("DROP") && !text.contains("1=1") && !text.contains("^x'"),
+                "{text}"
+            );
+        }
+        assert!(params.0.iter().any(|(_, v)| v == evil));
     }
 
     #[test]
-    fn session_metrics_need_session_dimensions() {
-        let e = plan(
-            "db",
-            "s",
-            &range(),
-            &[],
-            Some("page"),
-            &[Metric::BounceRate],
-        )
-        .unwrap_err()
-        .to_string();
-        assert!(e.contains("bounce_rate") && e.contains("entry_page"), "{e}");
-        assert!(plan(
-            "db",
-            "s",
-            &range(),
-            &[],
-            Some("entry_page"),
-            &[Metric::BounceRate]
-        )
-        .is_ok());
+    fn goals_become_conditions_on_events() {
+        let query = q(
+            json!({"site_id": "s", "metrics": ["visitors", "conversion_rate"], "date_range": "7d", "dimensions": ["goal"]}),
+        );
+        let plan = Plan::new("db", &query, &query.range, &spec().goals, Source::Events).unwrap();
+        let (sql, params) = plan.rows_sql(&[], None);
+        assert!(sql.contains("arrayJoin(arrayFilter"), "{sql}");
+        assert!(params.0.iter().any(|(_, v)| v == "^/checkout/[^/]*$"));
+        assert!(params.0.iter().any(|(_, v)| v == "Signup"));
     }
 
     #[test]
-    fn derived_metrics() {
-        let row = serde_json::json!({"visitors": 3, "visits": 4, "pageviews": 9, "events": 10, "bounces": 1, "duration": 250});
-        let v = metric_values(&row, &Metric::ALL);
-        assert_eq!(v["bounce_rate"], 25);
-        assert_eq!(v["visit_duration"], 63);
-        assert_eq!(v["views_per_visit"], 2.25);
+    fn conversion_rate_divides_by_the_filters_without_goals() {
+        let query = q(
+            json!({"site_id": "s", "metrics": ["conversion_rate"], "date_range": "7d",
+            "filters": [["is", "goal", ["Signup"]], ["is", "country", ["DE"]]]}),
+        );
+        let (rest, had_goal) = split_goal_filter(query.filter.as_ref()).unwrap();
+        assert!(had_goal);
+        assert_eq!(rest.unwrap().dimensions(), vec![&Dimension::Column("country")]);
+        let nested = json!({"site_id": "s", "metrics": ["conversion_rate"], "date_range": "7d",
+            "filters": [["or", [["is", "goal", ["Signup"]], ["is", "country", ["DE"]]]]]});
+        assert!(split_goal_filter(q(nested).filter.as_ref()).is_err());
     }
 }

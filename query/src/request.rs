@@ -8,65 +8,9 @@ use chrono_tz::Tz;
 use sightline_core::schema;
 
 use crate::error::QueryError;
+use crate::model::{Dimension, Filter, Metric, Op};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Metric {
-    Visitors,
-    Visits,
-    Pageviews,
-    Events,
-    BounceRate,
-    VisitDuration,
-    ViewsPerVisit,
-}
-
-impl Metric {
-    pub const ALL: [Metric; 7] = [
-        Metric::Visitors,
-        Metric::Visits,
-        Metric::Pageviews,
-        Metric::Events,
-        Metric::BounceRate,
-        Metric::VisitDuration,
-        Metric::ViewsPerVisit,
-    ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Metric::Visitors => "visitors",
-            Metric::Visits => "visits",
-            Metric::Pageviews => "pageviews",
-            Metric::Events => "events",
-            Metric::BounceRate => "bounce_rate",
-            Metric::VisitDuration => "visit_duration",
-            Metric::ViewsPerVisit => "views_per_visit",
-        }
-    }
-
-    /// Metrics made of session deltas: meaningful only for session attributes.
-    pub fn is_session_metric(self) -> bool {
-        matches!(
-            self,
-            Metric::Visits | Metric::BounceRate | Metric::VisitDuration | Metric::ViewsPerVisit
-        )
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum FilterOp {
-    Is,
-    IsNot,
-    Contains,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Filter {
-    pub dimension: &'static str,
-    pub op: FilterOp,
-    pub value: String,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Interval {
     Hour,
     Day,
@@ -92,17 +36,13 @@ pub fn parse_metrics(params: &RawParams) -> Result<Vec<Metric>, QueryError> {
     };
     let mut metrics = Vec::new();
     for name in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-        let metric = Metric::ALL
-            .iter()
-            .copied()
-            .find(|m| m.name() == name)
-            .ok_or_else(|| {
-                let known: Vec<&str> = Metric::ALL.iter().map(|m| m.name()).collect();
-                QueryError::bad(
-                    "metrics",
-                    format!("unknown metric {name:?}; known: {}", known.join(", ")),
-                )
-            })?;
+        let metric = Metric::ALL.iter().copied().find(|m| m.name() == name).ok_or_else(|| {
+            let known: Vec<&str> = Metric::ALL.iter().map(|m| m.name()).collect();
+            QueryError::bad(
+                "metrics",
+                format!("unknown metric {name:?}; known: {}", known.join(", ")),
+            )
+        })?;
         if !metrics.contains(&metric) {
             metrics.push(metric);
         }
@@ -113,14 +53,20 @@ pub fn parse_metrics(params: &RawParams) -> Result<Vec<Metric>, QueryError> {
     Ok(metrics)
 }
 
-pub fn parse_dimension(parameter: &'static str, name: &str) -> Result<&'static str, QueryError> {
-    schema::dimension(name).map(|(n, _, _)| n).ok_or_else(|| {
-        let known: Vec<&str> = schema::DIMENSIONS.iter().map(|(n, _, _)| *n).collect();
-        QueryError::bad(
-            parameter,
-            format!("unknown dimension {name:?}; known: {}", known.join(", ")),
-        )
-    })
+/// A dimension by name: a rollup dimension, `props:KEY` or `goal`.
+pub fn parse_dimension(parameter: &'static str, name: &str) -> Result<Dimension, QueryError> {
+    Dimension::parse(name)
+        .filter(|d| !matches!(d, Dimension::Time(_)))
+        .ok_or_else(|| {
+            let known: Vec<&str> = schema::DIMENSIONS.iter().map(|(n, _, _)| *n).collect();
+            QueryError::bad(
+                parameter,
+                format!(
+                    "unknown dimension {name:?}; known: {}, props:KEY, goal",
+                    known.join(", ")
+                ),
+            )
+        })
 }
 
 /// Splits on `;` except where escaped as `\;` (and `\\` for a backslash).
@@ -146,45 +92,44 @@ fn split_clauses(text: &str) -> Vec<String> {
 }
 
 /// `filters=source==Google;country!=DE;page~blog` (is, is not, contains); a `;` inside a
-/// value is written `\;`.
-pub fn parse_filters(params: &RawParams) -> Result<Vec<Filter>, QueryError> {
+/// value is written `\\;`. The conditions are ANDed.
+pub fn parse_filters(params: &RawParams) -> Result<Option<Filter>, QueryError> {
     let Some(text) = params.get("filters") else {
-        return Ok(Vec::new());
+        return Ok(None);
     };
     let mut filters = Vec::new();
     for clause in split_clauses(text) {
         let clause = clause.as_str();
         let (dimension, op, value) = if let Some((d, v)) = clause.split_once("!=") {
-            (d, FilterOp::IsNot, v)
+            (d, Op::IsNot, v)
         } else if let Some((d, v)) = clause.split_once("==") {
-            (d, FilterOp::Is, v)
+            (d, Op::Is, v)
         } else if let Some((d, v)) = clause.split_once('~') {
-            (d, FilterOp::Contains, v)
+            (d, Op::Contains, v)
         } else {
             return Err(QueryError::bad(
                 "filters",
-                format!(
-                    "{clause:?}: expected DIMENSION==VALUE, DIMENSION!=VALUE or DIMENSION~TEXT"
-                ),
+                format!("{clause:?}: expected DIMENSION==VALUE, DIMENSION!=VALUE or DIMENSION~TEXT"),
             ));
         };
         let dimension = parse_dimension("filters", dimension.trim())?;
         if value.len() > 1024 {
-            return Err(QueryError::bad(
-                "filters",
-                "a filter value is longer than 1024 bytes",
-            ));
+            return Err(QueryError::bad("filters", "a filter value is longer than 1024 bytes"));
         }
-        filters.push(Filter {
-            dimension,
+        filters.push(Filter::Condition {
             op,
-            value: value.to_string(),
+            dimension,
+            values: vec![value.to_string()],
         });
     }
     if filters.len() > 10 {
         return Err(QueryError::bad("filters", "at most 10 filters"));
     }
-    Ok(filters)
+    Ok(match filters.len() {
+        0 => None,
+        1 => filters.pop(),
+        _ => Some(Filter::And(filters)),
+    })
 }
 
 pub fn parse_interval(params: &RawParams) -> Result<Interval, QueryError> {
@@ -206,12 +151,10 @@ fn parse_date(parameter: &'static str, text: &str) -> Result<NaiveDate, QueryErr
 }
 
 /// Midnight of `day` in `tz` as UTC; on a DST gap, the first instant of the day.
-fn start_of_day(tz: Tz, day: NaiveDate) -> DateTime<Utc> {
+pub fn start_of_day(tz: Tz, day: NaiveDate) -> DateTime<Utc> {
     let midnight = day.and_hms_opt(0, 0, 0).expect("midnight exists");
     match tz.from_local_datetime(&midnight) {
-        chrono::LocalResult::Single(t) | chrono::LocalResult::Ambiguous(t, _) => {
-            t.with_timezone(&Utc)
-        }
+        chrono::LocalResult::Single(t) | chrono::LocalResult::Ambiguous(t, _) => t.with_timezone(&Utc),
         chrono::LocalResult::None => tz
             .from_local_datetime(&(midnight + chrono::Duration::hours(1)))
             .earliest()
@@ -225,14 +168,9 @@ pub const MAX_RANGE_DAYS: i64 = 3 * 366;
 
 /// `period` (today, 7d, 30d, month, 12mo, custom) or `from`/`to` (inclusive dates), in the
 /// site's timezone or the `timezone` parameter.
-pub fn parse_range(
-    params: &RawParams,
-    site_tz: Tz,
-    now: DateTime<Utc>,
-) -> Result<DateRange, QueryError> {
+pub fn parse_range(params: &RawParams, site_tz: Tz, now: DateTime<Utc>) -> Result<DateRange, QueryError> {
     let tz = match params.get("timezone") {
-        Some(name) => sightline_core::spec::parse_timezone(name)
-            .map_err(|e| QueryError::bad("timezone", e))?,
+        Some(name) => sightline_core::spec::parse_timezone(name).map_err(|e| QueryError::bad("timezone", e))?,
         None => site_tz,
     };
     let today = now.with_timezone(&tz).date_naive();
@@ -309,10 +247,7 @@ mod tests {
     use super::*;
 
     fn p(pairs: &[(&str, &str)]) -> RawParams {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
 
     #[test]
@@ -322,47 +257,43 @@ mod tests {
         let r = parse_range(&p(&[("period", "today")]), berlin, now).unwrap();
         // 23:30 UTC is already the 22nd in Berlin.
         assert_eq!(r.first_day, NaiveDate::from_ymd_opt(2026, 11, 22).unwrap());
-        assert_eq!(
-            r.start,
-            Utc.with_ymd_and_hms(2026, 11, 21, 23, 0, 0).unwrap()
-        );
-        let r = parse_range(
-            &p(&[("from", "2026-11-01"), ("to", "2026-11-02")]),
-            chrono_tz::UTC,
-            now,
-        )
-        .unwrap();
+        assert_eq!(r.start, Utc.with_ymd_and_hms(2026, 11, 21, 23, 0, 0).unwrap());
+        let r = parse_range(&p(&[("from", "2026-11-01"), ("to", "2026-11-02")]), chrono_tz::UTC, now).unwrap();
         assert_eq!((r.end - r.start).num_hours(), 48);
         let r = parse_range(&p(&[("period", "12mo")]), chrono_tz::UTC, now).unwrap();
         assert_eq!(r.first_day, NaiveDate::from_ymd_opt(2025, 12, 1).unwrap());
         assert!(parse_range(&p(&[("period", "1y")]), chrono_tz::UTC, now).is_err());
-        assert!(parse_range(
-            &p(&[("from", "2026-11-05"), ("to", "2026-11-01")]),
-            chrono_tz::UTC,
-            now
-        )
-        .is_err());
-        assert!(parse_range(
-            &p(&[("from", "2000-01-01"), ("to", "2026-11-01")]),
-            chrono_tz::UTC,
-            now
-        )
-        .is_err());
+        assert!(parse_range(&p(&[("from", "2026-11-05"), ("to", "2026-11-01")]), chrono_tz::UTC, now).is_err());
+        assert!(parse_range(&p(&[("from", "2000-01-01"), ("to", "2026-11-01")]), chrono_tz::UTC, now).is_err());
     }
 
     #[test]
     fn filters_and_metrics() {
-        let f = parse_filters(&p(&[("filters", "source==Google;country!=DE;page~blog")])).unwrap();
+        let Some(Filter::And(f)) = parse_filters(&p(&[("filters", "source==Google;country!=DE;page~blog")])).unwrap()
+        else {
+            panic!("three conditions are ANDed")
+        };
         assert_eq!(f.len(), 3);
         assert_eq!(
-            (f[1].dimension, f[1].op, f[1].value.as_str()),
-            ("country", FilterOp::IsNot, "DE")
+            f[1],
+            Filter::Condition {
+                op: Op::IsNot,
+                dimension: Dimension::Column("country"),
+                values: vec!["DE".into()]
+            }
         );
-        let f = parse_filters(&p(&[("filters", r"page==/a\;b;source==x")])).unwrap();
-        assert_eq!(f[0].value, "/a;b");
-        let e = parse_filters(&p(&[("filters", "sauce==x")]))
-            .unwrap_err()
-            .to_string();
+        let Some(Filter::And(f)) = parse_filters(&p(&[("filters", r"page==/a\;b;source==x")])).unwrap() else {
+            panic!("two conditions")
+        };
+        assert_eq!(
+            f[0],
+            Filter::Condition {
+                op: Op::Is,
+                dimension: Dimension::Column("page"),
+                values: vec!["/a;b".into()]
+            }
+        );
+        let e = parse_filters(&p(&[("filters", "sauce==x")])).unwrap_err().to_string();
         assert!(e.starts_with("filters:"), "{e}");
         let e = parse_metrics(&p(&[("metrics", "visitors,drop table")]))
             .unwrap_err()

@@ -45,10 +45,7 @@ async fn each_refusal_has_its_status_and_names_the_field() {
     // 400: unparsable, or not an event.
     let (s, _, v) = post(&c, &server, Some(&tiny), json_ct, "{not json".into()).await;
     assert_eq!((s, field(&v)), (400, "body"));
-    assert!(
-        v["error"]["message"].as_str().unwrap().contains("JSON"),
-        "{v}"
-    );
+    assert!(v["error"]["message"].as_str().unwrap().contains("JSON"), "{v}");
     let (s, _, v) = post(&c, &server, Some(&tiny), json_ct, "[1,2]".into()).await;
     assert_eq!((s, field(&v)), (400, "body"));
     let (s, _, v) = post(&c, &server, Some(&tiny), json_ct, r#"{"events": 5}"#.into()).await;
@@ -68,26 +65,14 @@ async fn each_refusal_has_its_status_and_names_the_field() {
         (None, "missing"),
         (Some("garbage".to_string()), "malformed"),
         (Some(forged), "signature"),
-        (
-            Some(token_for("tiny", "tiny.example.com", Scope::Write, -1)),
-            "expired",
-        ),
+        (Some(token_for("tiny", "tiny.example.com", Scope::Write, -1)), "expired"),
         (Some(read_token("tiny", "tiny.example.com")), "scope"),
-        (
-            Some(write_token("tiny", "other.example.com")),
-            "another site",
-        ),
-        (
-            Some(write_token("nosuch", "tiny.example.com")),
-            "unknown tenant",
-        ),
+        (Some(write_token("tiny", "other.example.com")), "another site"),
+        (Some(write_token("nosuch", "tiny.example.com")), "unknown tenant"),
     ] {
         let (s, h, v) = post(&c, &server, token.as_deref(), json_ct, EVENT.into()).await;
         assert_eq!((s, field(&v)), (401, "token"), "{why}: {v}");
-        assert!(
-            v["error"]["message"].as_str().unwrap().contains(why),
-            "{why}: {v}"
-        );
+        assert!(v["error"]["message"].as_str().unwrap().contains(why), "{why}: {v}");
         assert_eq!(h.get("www-authenticate").unwrap(), "Bearer");
     }
 
@@ -96,8 +81,7 @@ async fn each_refusal_has_its_status_and_names_the_field() {
     assert_eq!((s, field(&v)), (415, "content-type"));
 
     // 413: body over the tenant's 2048 bytes, and more events than its 3 per request.
-    let big =
-        json!({"url": "https://tiny.example.com/", "props": {"x": "y".repeat(3000)}}).to_string();
+    let big = json!({"url": "https://tiny.example.com/", "props": {"x": "y".repeat(3000)}}).to_string();
     let (s, _, v) = post(&c, &server, Some(&tiny), json_ct, big).await;
     assert_eq!((s, field(&v)), (413, "body"));
     let four = json!({"events": [{"url":"https://tiny.example.com/1"},{"url":"https://tiny.example.com/2"},{"url":"https://tiny.example.com/3"},{"url":"https://tiny.example.com/4"}]});
@@ -106,24 +90,11 @@ async fn each_refusal_has_its_status_and_names_the_field() {
 
     // 202 with text/plain (sendBeacon), then 429 once the site's bucket (burst 4, 1/s) is empty.
     let three = json!({"events": [{"url":"https://tiny.example.com/1"},{"url":"https://tiny.example.com/2"},{"url":"https://tiny.example.com/3"}]});
-    let (s, _, v) = post(
-        &c,
-        &server,
-        Some(&tiny),
-        "text/plain;charset=UTF-8",
-        three.to_string(),
-    )
-    .await;
+    let (s, _, v) = post(&c, &server, Some(&tiny), "text/plain;charset=UTF-8", three.to_string()).await;
     assert_eq!((s, v["accepted"].as_u64()), (202, Some(3)));
     let (s, h, v) = post(&c, &server, Some(&tiny), json_ct, three.to_string()).await;
     assert_eq!((s, field(&v)), (429, "site"));
-    let retry: u64 = h
-        .get("retry-after")
-        .unwrap()
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let retry: u64 = h.get("retry-after").unwrap().to_str().unwrap().parse().unwrap();
     assert!((1..=3).contains(&retry), "Retry-After {retry}");
 
     // CORS preflight for browsers.
@@ -131,10 +102,7 @@ async fn each_refusal_has_its_status_and_names_the_field() {
         .request(reqwest::Method::OPTIONS, server.url("/v1/collect"))
         .header("Origin", "https://tiny.example.com")
         .header("Access-Control-Request-Method", "POST")
-        .header(
-            "Access-Control-Request-Headers",
-            "content-type,authorization",
-        )
+        .header("Access-Control-Request-Headers", "content-type,authorization")
         .send()
         .await
         .unwrap();
@@ -148,7 +116,8 @@ async fn a_backed_up_store_answers_503_with_retry_after() {
     // Room for one waiting event: a request of two can never be queued.
     let server = Server::start(&data, &tenants, &["--max-pending-events", "1"]);
     let c = client();
-    let body = json!({"events": [{"url":"https://shop.example.com/1"},{"url":"https://shop.example.com/2"}]}).to_string();
+    let body =
+        json!({"events": [{"url":"https://shop.example.com/1"},{"url":"https://shop.example.com/2"}]}).to_string();
     let (s, h, v) = post(
         &c,
         &server,
@@ -270,11 +239,7 @@ async fn debug_stores_nothing_and_the_pixel_stores_one_event() {
 
     let read = read_token("acme", "blog.example.com");
     let r = c
-        .get(
-            server.url(
-                "/v1/sites/blog.example.com/breakdown?period=7d&property=page&metrics=pageviews",
-            ),
-        )
+        .get(server.url("/v1/sites/blog.example.com/breakdown?period=7d&property=page&metrics=pageviews"))
         .bearer_auth(&read)
         .send()
         .await

@@ -60,19 +60,13 @@ async fn acknowledged_events_survive_kill_9_exactly_once() {
         task.await.unwrap();
     }
     let acked: Vec<String> = acked.lock().unwrap().clone();
-    assert!(
-        acked.len() > 500,
-        "too little load before the kill: {}",
-        acked.len()
-    );
+    assert!(acked.len() > 500, "too little load before the kill: {}", acked.len());
 
     // Restart: start-up repair runs; queries answer; new events are accepted.
     server.restart();
     let read = read_token("acme", SITE);
     let r = c
-        .get(server.url(&format!(
-            "/v1/sites/{SITE}/aggregate?period=7d&metrics=events,visitors"
-        )))
+        .get(server.url(&format!("/v1/sites/{SITE}/aggregate?period=7d&metrics=events,visitors")))
         .bearer_auth(&read)
         .send()
         .await
@@ -93,11 +87,16 @@ async fn acknowledged_events_survive_kill_9_exactly_once() {
     // Read what is stored straight from the engine, now that the server is gone.
     let wh = Embedded::open(&data.join("engine"), 1).unwrap();
     let db = "sightline_acme";
-    let rows = wh.select(&format!("SELECT toString(event_id) AS id FROM {db}.events_raw WHERE url != 'https://{SITE}/after-restart'"), &Params::new()).await.unwrap();
-    let stored: Vec<String> = rows
-        .iter()
-        .map(|r| r["id"].as_str().unwrap().to_string())
-        .collect();
+    let rows = wh
+        .select(
+            &format!(
+                "SELECT toString(event_id) AS id FROM {db}.events_raw WHERE url != 'https://{SITE}/after-restart'"
+            ),
+            &Params::new(),
+        )
+        .await
+        .unwrap();
+    let stored: Vec<String> = rows.iter().map(|r| r["id"].as_str().unwrap().to_string()).collect();
     let unique: HashSet<&String> = stored.iter().collect();
     assert_eq!(unique.len(), stored.len(), "duplicates in events_raw");
     let missing: Vec<&String> = acked.iter().filter(|id| !unique.contains(id)).collect();
@@ -109,19 +108,11 @@ async fn acknowledged_events_survive_kill_9_exactly_once() {
     );
     // Unacknowledged requests were all or nothing: whole batches of 10 ids.
     let extra = stored.len() - acked.len();
-    assert_eq!(
-        extra % 10,
-        0,
-        "a request was half stored ({extra} unacknowledged rows)"
-    );
+    assert_eq!(extra % 10, 0, "a request was half stored ({extra} unacknowledged rows)");
     // Nothing half written between the raw and processed tables, nor the rollups.
     let n = |sql: String| {
         let wh = &wh;
-        async move {
-            wh.select(&sql, &Params::new()).await.unwrap()[0]["n"]
-                .as_u64()
-                .unwrap()
-        }
+        async move { wh.select(&sql, &Params::new()).await.unwrap()[0]["n"].as_u64().unwrap() }
     };
     let raw = n(format!("SELECT count() AS n FROM {db}.events_raw")).await;
     let processed = n(format!("SELECT count() AS n FROM {db}.events")).await;

@@ -6,13 +6,7 @@ use sightline_tests::*;
 
 const MID: &str = "G-SHOP12345";
 
-async fn send(
-    c: &reqwest::Client,
-    s: &Server,
-    path: &str,
-    secret: &str,
-    body: &Value,
-) -> reqwest::Response {
+async fn send(c: &reqwest::Client, s: &Server, path: &str, secret: &str, body: &Value) -> reqwest::Response {
     c.post(s.url(path))
         .query(&[("measurement_id", MID), ("api_secret", secret)])
         .header("User-Agent", "python-requests/2.31.0")
@@ -22,12 +16,7 @@ async fn send(
         .unwrap()
 }
 
-async fn codes(
-    c: &reqwest::Client,
-    s: &Server,
-    secret: &str,
-    body: &Value,
-) -> Vec<(String, String)> {
+async fn codes(c: &reqwest::Client, s: &Server, secret: &str, body: &Value) -> Vec<(String, String)> {
     let r = send(c, s, "/debug/mp/collect", secret, body).await;
     assert_eq!(r.status(), 200);
     let v: Value = r.json().await.unwrap();
@@ -80,26 +69,21 @@ async fn documented_payloads_are_stored_and_invalid_ones_get_ga4_codes() {
     let batch = json!({"client_id": "555.444", "events": batch});
 
     for body in [&page_view, &purchase, &custom, &batch] {
-        assert!(
-            codes(&c, &server, &secret, body).await.is_empty(),
-            "valid: {body}"
-        );
+        assert!(codes(&c, &server, &secret, body).await.is_empty(), "valid: {body}");
         let r = send(&c, &server, "/mp/collect", &secret, body).await;
         assert_eq!(r.status(), 204);
     }
 
     // Invalid payloads: the debug endpoint names the field and GA4's code ...
-    let too_many = json!({"client_id": "1.2", "events": (0..26).map(|_| json!({"name": "page_view"})).collect::<Vec<_>>()});
+    let too_many =
+        json!({"client_id": "1.2", "events": (0..26).map(|_| json!({"name": "page_view"})).collect::<Vec<_>>()});
     let cases: Vec<(Value, (&str, &str))> = vec![
         (
             json!({"events": [{"name": "page_view"}]}),
             ("client_id", "VALUE_REQUIRED"),
         ),
         (too_many.clone(), ("events", "EXCEEDED_MAX_ENTITIES")),
-        (
-            json!({"client_id": "1.2", "events": []}),
-            ("events", "VALUE_REQUIRED"),
-        ),
+        (json!({"client_id": "1.2", "events": []}), ("events", "VALUE_REQUIRED")),
         (
             json!({"client_id": "1.2", "events": [{"name": "session_start"}]}),
             ("events[0].name", "NAME_RESERVED"),
@@ -144,12 +128,7 @@ async fn documented_payloads_are_stored_and_invalid_ones_get_ga4_codes() {
             "{body}: expected {path} {code}, got {got:?}"
         );
         // ... and the main endpoint answers 2xx, like GA4, storing none of it.
-        assert_eq!(
-            send(&c, &server, "/mp/collect", &secret, body)
-                .await
-                .status(),
-            204
-        );
+        assert_eq!(send(&c, &server, "/mp/collect", &secret, body).await.status(), 204);
     }
     // One bad event does not sink the others of its request.
     let mixed = json!({"client_id": "777.1", "events": [{"name": "page_view", "params": {"page_location": "https://shop.example.com/mixed"}}, {"name": "bad-name"}]});
@@ -157,19 +136,11 @@ async fn documented_payloads_are_stored_and_invalid_ones_get_ga4_codes() {
         codes(&c, &server, &secret, &mixed).await,
         vec![("events[1].name".to_string(), "NAME_INVALID".to_string())]
     );
-    assert_eq!(
-        send(&c, &server, "/mp/collect", &secret, &mixed)
-            .await
-            .status(),
-        204
-    );
+    assert_eq!(send(&c, &server, "/mp/collect", &secret, &mixed).await.status(), 204);
     // Unknown streams and secrets that are not this site's write token.
     let r = c
         .post(server.url("/debug/mp/collect"))
-        .query(&[
-            ("measurement_id", "G-NOPE9999"),
-            ("api_secret", secret.as_str()),
-        ])
+        .query(&[("measurement_id", "G-NOPE9999"), ("api_secret", secret.as_str())])
         .json(&page_view)
         .send()
         .await
@@ -183,16 +154,8 @@ async fn documented_payloads_are_stored_and_invalid_ones_get_ga4_codes() {
         write_token("acme", "blog.example.com"),
         "not-a-token".to_string(),
     ] {
-        assert_eq!(
-            codes(&c, &server, &bad, &page_view).await[0].0,
-            "api_secret"
-        );
-        assert_eq!(
-            send(&c, &server, "/mp/collect", &bad, &page_view)
-                .await
-                .status(),
-            204
-        );
+        assert_eq!(codes(&c, &server, &bad, &page_view).await[0].0, "api_secret");
+        assert_eq!(send(&c, &server, "/mp/collect", &bad, &page_view).await.status(), 204);
     }
 
     // Stored exactly what was valid: 1 + 25 + 1 page views, one purchase, one custom event.
@@ -222,16 +185,12 @@ async fn documented_payloads_are_stored_and_invalid_ones_get_ga4_codes() {
     // Server-to-server events are not bots, and the referrer of page_view counts.
     let v = q("/v1/sites/shop.example.com/aggregate?period=7d&metrics=visitors,pageviews").await;
     assert_eq!(v["results"], json!({"visitors": 4, "pageviews": 27}));
-    let v =
-        q("/v1/sites/shop.example.com/breakdown?period=7d&property=source&metrics=visits").await;
+    let v = q("/v1/sites/shop.example.com/breakdown?period=7d&property=source&metrics=visits").await;
     assert!(
-        v["results"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|r| r["source"] == "Google"),
+        v["results"].as_array().unwrap().iter().any(|r| r["source"] == "Google"),
         "{v}"
     );
-    let v = q("/v1/sites/shop.example.com/breakdown?period=7d&property=page&metrics=pageviews&filters=page==/products").await;
+    let v = q("/v1/sites/shop.example.com/breakdown?period=7d&property=page&metrics=pageviews&filters=page==/products")
+        .await;
     assert_eq!(v["results"], json!([{"page": "/products", "pageviews": 1}]));
 }

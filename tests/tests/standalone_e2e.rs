@@ -158,10 +158,7 @@ async fn known_events_give_exact_numbers_on_every_endpoint() {
         }
         let r = req.send().await.unwrap();
         assert_eq!(r.status(), 202, "event at {} min", v.minutes_from_midnight);
-        assert_eq!(
-            r.json::<Value>().await.unwrap(),
-            json!({"accepted": 1, "rejected": []})
-        );
+        assert_eq!(r.json::<Value>().await.unwrap(), json!({"accepted": 1, "rejected": []}));
     }
     // A batch with one bad event: the others are stored, the bad one is named.
     let r = c
@@ -226,9 +223,7 @@ async fn known_events_give_exact_numbers_on_every_endpoint() {
         &c,
         &server,
         &shop,
-        &format!(
-            "/v1/sites/shop.example.com/timeseries?{range}&interval=hour&metrics=pageviews,events"
-        ),
+        &format!("/v1/sites/shop.example.com/timeseries?{range}&interval=hour&metrics=pageviews,events"),
     )
     .await;
     let rows = v["results"].as_array().unwrap();
@@ -342,32 +337,29 @@ async fn known_events_give_exact_numbers_on_every_endpoint() {
         json!([{"entry_page": "/", "visits": 3, "visit_duration": 100}, {"entry_page": "/blog", "visits": 1, "visit_duration": 0}, {"entry_page": "/pricing", "visits": 1, "visit_duration": 120}])
     );
     let v = breakdown("property=utm_campaign&metrics=visitors".into()).await;
-    assert_eq!(
-        v["results"],
-        json!([{"utm_campaign": "nov", "visitors": 1}])
-    );
+    assert_eq!(v["results"], json!([{"utm_campaign": "nov", "visitors": 1}]));
 
     // Filters: is / is not / contains, on the rollup and across dimensions (events table).
-    let (_, v) = get(&c, &server, &shop, &format!("/v1/sites/shop.example.com/aggregate?{range}&metrics=visitors,pageviews&filters=source==Google")).await;
+    let (_, v) = get(
+        &c,
+        &server,
+        &shop,
+        &format!("/v1/sites/shop.example.com/aggregate?{range}&metrics=visitors,pageviews&filters=source==Google"),
+    )
+    .await;
     assert_eq!(v["results"], json!({"visitors": 1, "pageviews": 2}));
     let (_, v) = get(
         &c,
         &server,
         &shop,
-        &format!(
-            "/v1/sites/shop.example.com/aggregate?{range}&metrics=visitors&filters=browser!=Chrome"
-        ),
+        &format!("/v1/sites/shop.example.com/aggregate?{range}&metrics=visitors&filters=browser!=Chrome"),
     )
     .await;
     assert_eq!(v["results"], json!({"visitors": 2}));
     let v = breakdown("property=page&filters=page~PRIC".into()).await;
     assert_eq!(v["results"], json!([{"page": "/pricing", "visitors": 2}]));
-    let v =
-        breakdown("property=page&metrics=visitors,pageviews&filters=channel==social".into()).await;
-    assert_eq!(
-        v["results"],
-        json!([{"page": "/", "visitors": 2, "pageviews": 2}])
-    );
+    let v = breakdown("property=page&metrics=visitors,pageviews&filters=channel==social".into()).await;
+    assert_eq!(v["results"], json!([{"page": "/", "visitors": 2, "pageviews": 2}]));
     let (_, v) = get(&c, &server, &shop, &format!("/v1/sites/shop.example.com/timeseries?{range}&interval=day&metrics=visitors&filters=channel==social;device==mobile")).await;
     assert_eq!(
         v["results"],
@@ -417,8 +409,5 @@ async fn known_events_give_exact_numbers_on_every_endpoint() {
         "/v1/sites/shop.example.com/breakdown?property=flavour",
     )
     .await;
-    assert_eq!(
-        (s, v["error"]["parameter"].as_str()),
-        (400, Some("property"))
-    );
+    assert_eq!((s, v["error"]["parameter"].as_str()), (400, Some("property")));
 }

@@ -96,17 +96,9 @@ fn parse_uncached(user_agent: &str) -> Agent {
             unknown(&r.os_version),
             r.category,
         ),
-        None => (
-            String::new(),
-            String::new(),
-            String::new(),
-            String::new(),
-            "UNKNOWN",
-        ),
+        None => (String::new(), String::new(), String::new(), String::new(), "UNKNOWN"),
     };
-    let is_bot = user_agent.trim().is_empty()
-        || category == "crawler"
-        || BOT_MARKERS.iter().any(|m| lower.contains(m));
+    let is_bot = user_agent.trim().is_empty() || category == "crawler" || BOT_MARKERS.iter().any(|m| lower.contains(m));
     let device = if is_bot {
         "bot"
     } else if lower.contains("ipad")
@@ -137,20 +129,14 @@ mod tests {
 
     pub const CHROME_MAC: &str = "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36";
     pub const SAFARI_IPHONE: &str = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.5 Mobile/15E148 Safari/604.1";
-    pub const FIREFOX_WIN: &str =
-        "Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:133.0) Gecko/20100101 Firefox/133.0";
+    pub const FIREFOX_WIN: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:133.0) Gecko/20100101 Firefox/133.0";
     pub const IPAD: &str = "Mozilla/5.0 (iPad; CPU OS 17_5 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.5 Mobile/15E148 Safari/604.1";
 
     #[test]
     fn browsers_os_devices() {
         let a = parse(CHROME_MAC);
         assert_eq!(
-            (
-                a.browser.as_str(),
-                a.os.as_str(),
-                a.device.as_str(),
-                a.is_bot
-            ),
+            (a.browser.as_str(), a.os.as_str(), a.device.as_str(), a.is_bot),
             ("Chrome", "Mac OSX", "desktop", false)
         );
         assert_eq!(a.browser_version, "131.0.0.0");
@@ -160,10 +146,7 @@ mod tests {
             ("Safari", "iPhone", "mobile")
         );
         let a = parse(FIREFOX_WIN);
-        assert_eq!(
-            (a.browser.as_str(), a.device.as_str()),
-            ("Firefox", "desktop")
-        );
+        assert_eq!((a.browser.as_str(), a.device.as_str()), ("Firefox", "desktop"));
         assert_eq!(parse(IPAD).device, "tablet");
     }
 

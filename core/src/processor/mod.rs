@@ -56,10 +56,7 @@ pub fn parse_page_url(url: &str) -> PageUrl {
     }
     // Single-page apps with hash routing keep their route in the fragment; any other
     // fragment is an anchor within the page and not a page of its own.
-    if let Some(fragment) = parsed
-        .fragment()
-        .filter(|f| f.starts_with('/') || f.starts_with("!/"))
-    {
+    if let Some(fragment) = parsed.fragment().filter(|f| f.starts_with('/') || f.starts_with("!/")) {
         pathname.push('#');
         pathname.push_str(fragment);
     }
@@ -118,8 +115,7 @@ pub fn process(raw: &RawEvent, config: ProcessorConfig, sessions: &mut SessionSt
         utm_medium: page.utm_medium.clone(),
         utm_campaign: page.utm_campaign.clone(),
     };
-    let (delta, entry, session_start) =
-        sessions.observe(&raw.site_id, raw.visitor_id, raw.ts, entry);
+    let (delta, entry, session_start) = sessions.observe(&raw.site_id, raw.visitor_id, raw.ts, entry);
 
     Event {
         event_id: raw.event_id,
@@ -191,21 +187,17 @@ mod tests {
         }
     }
 
-    const ON: ProcessorConfig = ProcessorConfig {
-        bot_filtering: true,
-    };
+    const ON: ProcessorConfig = ProcessorConfig { bot_filtering: true };
 
     #[test]
     fn url_parts_and_utm() {
-        let p = parse_page_url("https://WWW.Shop.example//blog//post/?utm_source=news&utm_medium=email&utm_campaign=nov#top");
+        let p = parse_page_url(
+            "https://WWW.Shop.example//blog//post/?utm_source=news&utm_medium=email&utm_campaign=nov#top",
+        );
         assert_eq!(p.hostname, "shop.example");
         assert_eq!(p.pathname, "/blog/post");
         assert_eq!(
-            (
-                p.utm_source.as_str(),
-                p.utm_medium.as_str(),
-                p.utm_campaign.as_str()
-            ),
+            (p.utm_source.as_str(), p.utm_medium.as_str(), p.utm_campaign.as_str()),
             ("news", "email", "nov")
         );
         assert_eq!(parse_page_url("https://shop.example").pathname, "/");
@@ -217,10 +209,7 @@ mod tests {
             parse_page_url("https://shop.example/app#!/inbox").pathname,
             "/app#!/inbox"
         );
-        assert_eq!(
-            parse_page_url("https://shop.example/docs#install").pathname,
-            "/docs"
-        );
+        assert_eq!(parse_page_url("https://shop.example/docs#install").pathname, "/docs");
     }
 
     #[test]
@@ -237,48 +226,29 @@ mod tests {
             &mut st,
         );
         assert_eq!(
-            (
-                first.referrer_source.as_str(),
-                first.referrer_medium.as_str()
-            ),
+            (first.referrer_source.as_str(), first.referrer_medium.as_str()),
             ("Google", "search")
         );
         assert_eq!((first.visit_delta, first.bounce_delta), (1, 1));
         let second = process(
-            &raw(
-                "https://shop.example/pricing",
-                "https://shop.example/",
-                CHROME,
-                3,
-            ),
+            &raw("https://shop.example/pricing", "https://shop.example/", CHROME, 3),
             ON,
             &mut st,
         );
         assert_eq!(second.referrer_medium, "internal");
         assert_eq!(
-            (
-                second.session_source.as_str(),
-                second.session_medium.as_str()
-            ),
+            (second.session_source.as_str(), second.session_medium.as_str()),
             ("Google", "search")
         );
         assert_eq!(second.entry_page, "/");
         assert_eq!(second.session_utm_campaign, "c");
         assert_eq!(
-            (
-                second.visit_delta,
-                second.bounce_delta,
-                second.duration_delta
-            ),
+            (second.visit_delta, second.bounce_delta, second.duration_delta),
             (0, -1, 180)
         );
         assert_eq!(second.session_id, first.session_id);
         assert_eq!(
-            (
-                second.browser.as_str(),
-                second.device.as_str(),
-                second.country.as_str()
-            ),
+            (second.browser.as_str(), second.device.as_str(), second.country.as_str()),
             ("Chrome", "desktop", "FR")
         );
         assert_eq!(second.pipeline_version, PIPELINE_VERSION);
@@ -296,9 +266,7 @@ mod tests {
         assert_eq!(
             process(
                 &bot,
-                ProcessorConfig {
-                    bot_filtering: false
-                },
+                ProcessorConfig { bot_filtering: false },
                 &mut SessionState::default()
             )
             .is_bot,
@@ -323,10 +291,7 @@ mod tests {
         let (ea, eb) = (process(&a, ON, &mut st), process(&b, ON, &mut st));
         assert_ne!(ea.visitor_id, eb.visitor_id);
         assert_ne!(ea.session_id, eb.session_id);
-        assert_eq!(
-            (eb.visit_delta, eb.bounce_delta, eb.entry_page.as_str()),
-            (1, 1, "/b")
-        );
+        assert_eq!((eb.visit_delta, eb.bounce_delta, eb.entry_page.as_str()), (1, 1, "/b"));
         // Within one day the same ten minutes continue the visit.
         let mut c = raw("https://shop.example/c", "", CHROME, 10);
         c.visitor_id = a.visitor_id;
@@ -347,10 +312,7 @@ mod tests {
         );
         e.ingest_source = crate::event::SOURCE_GA4_MP.into();
         let p = process(&e, ON, &mut SessionState::default());
-        assert_eq!(
-            (p.is_bot, p.device.as_str(), p.browser.as_str()),
-            (0, "other", "")
-        );
+        assert_eq!((p.is_bot, p.device.as_str(), p.browser.as_str()), (0, "other", ""));
     }
 
     #[test]
@@ -361,16 +323,10 @@ mod tests {
         ];
         let run = || {
             let mut st = SessionState::default();
-            events
-                .iter()
-                .map(|e| process(e, ON, &mut st))
-                .collect::<Vec<_>>()
+            events.iter().map(|e| process(e, ON, &mut st)).collect::<Vec<_>>()
         };
         assert_eq!(run(), run());
         let out = run();
-        assert_ne!(
-            out[0].session_id, out[1].session_id,
-            "45 minutes apart: two sessions"
-        );
+        assert_ne!(out[0].session_id, out[1].session_id, "45 minutes apart: two sessions");
     }
 }

@@ -58,10 +58,7 @@ fn host_matches(host: &str, pattern: &str) -> bool {
             }
         });
     }
-    host == pattern
-        || host
-            .strip_suffix(pattern)
-            .is_some_and(|prefix| prefix.ends_with('.'))
+    host == pattern || host.strip_suffix(pattern).is_some_and(|prefix| prefix.ends_with('.'))
 }
 
 /// Looks a referrer host up in the list: `(source, medium)`.
@@ -109,28 +106,20 @@ pub fn classify(
     utm_medium: &str,
     click_ids: &[String],
 ) -> (String, &'static str) {
-    let known = (!referrer_host.is_empty())
-        .then(|| lookup(referrer_host))
-        .flatten();
+    let known = (!referrer_host.is_empty()).then(|| lookup(referrer_host)).flatten();
     let utm_medium_lc = utm_medium.to_ascii_lowercase();
     let fallback_source = |default: &str| -> String {
         known
             .as_ref()
             .map(|(s, _)| s.clone())
             .or_else(|| (!utm_source.is_empty()).then(|| utm_source.to_string()))
-            .or_else(|| {
-                (!referrer_host.is_empty())
-                    .then(|| referrer_host.trim_start_matches("www.").to_string())
-            })
+            .or_else(|| (!referrer_host.is_empty()).then(|| referrer_host.trim_start_matches("www.").to_string()))
             .unwrap_or_else(|| default.to_string())
     };
     if PAID_MEDIUMS.contains(&utm_medium_lc.as_str()) {
         return (fallback_source("Paid"), medium::PAID);
     }
-    if let Some((_, source)) = PAID_CLICK_IDS
-        .iter()
-        .find(|(id, _)| click_ids.iter().any(|c| c == id))
-    {
+    if let Some((_, source)) = PAID_CLICK_IDS.iter().find(|(id, _)| click_ids.iter().any(|c| c == id)) {
         return (
             known.map(|(s, _)| s).unwrap_or_else(|| source.to_string()),
             medium::PAID,
@@ -159,39 +148,19 @@ pub fn classify(
 mod tests {
     use super::*;
 
-    fn c(
-        referrer: &str,
-        utm_source: &str,
-        utm_medium: &str,
-        clicks: &[&str],
-    ) -> (String, &'static str) {
+    fn c(referrer: &str, utm_source: &str, utm_medium: &str, clicks: &[&str]) -> (String, &'static str) {
         let clicks: Vec<String> = clicks.iter().map(|s| s.to_string()).collect();
         classify("shop.example", referrer, utm_source, utm_medium, &clicks)
     }
 
     #[test]
     fn classes() {
-        assert_eq!(
-            c("www.google.com", "", "", &[]),
-            ("Google".into(), medium::SEARCH)
-        );
-        assert_eq!(
-            c("google.co.uk", "", "", &[]),
-            ("Google".into(), medium::SEARCH)
-        );
-        assert_eq!(
-            c("duckduckgo.com", "", "", &[]),
-            ("DuckDuckGo".into(), medium::SEARCH)
-        );
-        assert_eq!(
-            c("mail.google.com", "", "", &[]),
-            ("Gmail".into(), medium::EMAIL)
-        );
+        assert_eq!(c("www.google.com", "", "", &[]), ("Google".into(), medium::SEARCH));
+        assert_eq!(c("google.co.uk", "", "", &[]), ("Google".into(), medium::SEARCH));
+        assert_eq!(c("duckduckgo.com", "", "", &[]), ("DuckDuckGo".into(), medium::SEARCH));
+        assert_eq!(c("mail.google.com", "", "", &[]), ("Gmail".into(), medium::EMAIL));
         assert_eq!(c("t.co", "", "", &[]), ("Twitter".into(), medium::SOCIAL));
-        assert_eq!(
-            c("l.facebook.com", "", "", &[]),
-            ("Facebook".into(), medium::SOCIAL)
-        );
+        assert_eq!(c("l.facebook.com", "", "", &[]), ("Facebook".into(), medium::SOCIAL));
         assert_eq!(
             c("news.ycombinator.com", "", "", &[]),
             ("Hacker News".into(), medium::SOCIAL)
@@ -214,10 +183,7 @@ mod tests {
             ("Google".into(), medium::PAID)
         );
         assert_eq!(c("", "", "", &["gclid"]), ("Google".into(), medium::PAID));
-        assert_eq!(
-            c("", "partner", "", &[]),
-            ("partner".into(), medium::REFERRAL)
-        );
+        assert_eq!(c("", "partner", "", &[]), ("partner".into(), medium::REFERRAL));
     }
 
     #[test]

@@ -181,10 +181,7 @@ mod tests {
             .collect();
         assert_eq!(deltas.iter().map(|d| d.visit as i64).sum::<i64>(), 1);
         assert_eq!(deltas.iter().map(|d| d.bounce as i64).sum::<i64>(), 0);
-        assert_eq!(
-            deltas.iter().map(|d| d.duration_secs).sum::<i64>(),
-            20 * 60 + 30
-        );
+        assert_eq!(deltas.iter().map(|d| d.duration_secs).sum::<i64>(), 20 * 60 + 30);
     }
 
     #[test]
@@ -193,11 +190,7 @@ mod tests {
             let mut st = SessionState::default();
             [t(1, 0, 0), t(1, 10, 0), t(2, 0, 0)]
                 .iter()
-                .map(|ts| {
-                    st.observe("s", 3, *ts, SessionEntry::default())
-                        .0
-                        .session_id
-                })
+                .map(|ts| st.observe("s", 3, *ts, SessionEntry::default()).0.session_id)
                 .collect::<Vec<_>>()
         };
         assert_eq!(run(), run());

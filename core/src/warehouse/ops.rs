@@ -30,21 +30,14 @@ pub async fn apply_schema(wh: &dyn Warehouse, tenant: &Tenant) -> Result<SchemaA
 
 /// Like `apply_schema`, but stops at version `target` (a staged upgrade, or a test that
 /// needs an old schema).
-pub async fn apply_schema_to(
-    wh: &dyn Warehouse,
-    tenant: &Tenant,
-    target: u32,
-) -> Result<SchemaApplied> {
+pub async fn apply_schema_to(wh: &dyn Warehouse, tenant: &Tenant, target: u32) -> Result<SchemaApplied> {
     let db = tenant.database();
     for statement in schema::bootstrap_statements(tenant) {
         wh.execute(&statement, &Params::new()).await?;
     }
     let rows = wh
         .select(
-            &format!(
-                "SELECT max(version) AS v FROM {db}.{}",
-                schema::MIGRATIONS_TABLE
-            ),
+            &format!("SELECT max(version) AS v FROM {db}.{}", schema::MIGRATIONS_TABLE),
             &Params::new(),
         )
         .await?;
@@ -89,12 +82,7 @@ pub fn json_each_row<T: Serialize>(rows: &[T]) -> Result<Vec<u8>> {
 /// Stores a batch: `events_raw` first (the truth), then `events` (which feeds the rollups
 /// through the views). A crash between the two leaves a day whose `events` lag `events_raw`;
 /// `replay::repair_recent_days` finds and rebuilds such days at start-up.
-pub async fn insert_raw_and_events(
-    wh: &dyn Warehouse,
-    db: &str,
-    raw: &[RawEvent],
-    events: &[Event],
-) -> Result<()> {
+pub async fn insert_raw_and_events(wh: &dyn Warehouse, db: &str, raw: &[RawEvent], events: &[Event]) -> Result<()> {
     if raw.is_empty() {
         return Ok(());
     }
@@ -126,10 +114,7 @@ pub async fn existing_event_ids(
     if ids.is_empty() {
         return Ok(HashSet::new());
     }
-    let day_numbers: Vec<String> = days
-        .iter()
-        .map(|d| d.format("%Y%m%d").to_string())
-        .collect();
+    let day_numbers: Vec<String> = days.iter().map(|d| d.format("%Y%m%d").to_string()).collect();
     let sql = format!(
         "SELECT DISTINCT toString(event_id) AS id FROM {db}.{} \
          WHERE toYYYYMMDD(ts) IN {{days:Array(UInt32)}} AND event_id IN {{ids:Array(UUID)}}",
@@ -137,10 +122,7 @@ pub async fn existing_event_ids(
     );
     let params = Params::new()
         .bind("days", format!("[{}]", day_numbers.join(",")))
-        .bind(
-            "ids",
-            Params::array_of_strings(ids.iter().map(|u| u.to_string())),
-        );
+        .bind("ids", Params::array_of_strings(ids.iter().map(|u| u.to_string())));
     let rows = wh.select(&sql, &params).await?;
     rows.iter()
         .map(|r| {
@@ -174,15 +156,11 @@ pub async fn restore_sessions(
         schema::EVENTS_TABLE
     );
     let rows = wh
-        .select(
-            &sql,
-            &Params::new().bind("since", ch_datetime::format(&since)),
-        )
+        .select(&sql, &Params::new().bind("since", ch_datetime::format(&since)))
         .await?;
     let text = |r: &serde_json::Value, k: &str| r[k].as_str().unwrap_or_default().to_string();
     let time = |r: &serde_json::Value, k: &str| -> Result<DateTime<Utc>> {
-        ch_datetime::parse(r[k].as_str().unwrap_or_default())
-            .map_err(|e| Error::Decode(format!("{k}: {e}")))
+        ch_datetime::parse(r[k].as_str().unwrap_or_default()).map_err(|e| Error::Decode(format!("{k}: {e}")))
     };
     for r in &rows {
         let session = Session {

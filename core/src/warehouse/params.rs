@@ -59,10 +59,7 @@ mod tests {
 
     #[test]
     fn arrays_escape_quotes() {
-        assert_eq!(
-            Params::array_of_strings(["a", "b'c", "d\\e"]),
-            r"['a','b\'c','d\\e']"
-        );
+        assert_eq!(Params::array_of_strings(["a", "b'c", "d\\e"]), r"['a','b\'c','d\\e']");
         assert_eq!(Params::array_of_strings(Vec::<String>::new()), "[]");
     }
 }

@@ -36,11 +36,7 @@ fn partition(day: NaiveDate) -> String {
 /// Sessions never cross a UTC midnight (the visitor id changes with the day), so a day can
 /// be replayed on its own; rows are read ordered by (site, visitor, time), so each visitor's
 /// sessions are rebuilt in order and state for finished visitors is dropped as we go.
-pub async fn replay_day(
-    wh: &dyn Warehouse,
-    tenant: &Tenant,
-    day: NaiveDate,
-) -> Result<DayReplayed> {
+pub async fn replay_day(wh: &dyn Warehouse, tenant: &Tenant, day: NaiveDate) -> Result<DayReplayed> {
     let db = tenant.database();
     let config = ProcessorConfig {
         bot_filtering: tenant.spec.bot_filtering,
@@ -99,8 +95,8 @@ pub async fn replay_day(
         }
         let mut events = Vec::with_capacity(rows.len());
         for row in &rows {
-            let raw: RawEvent = serde_json::from_value(row.clone())
-                .map_err(|e| Error::Decode(format!("events_raw row: {e}")))?;
+            let raw: RawEvent =
+                serde_json::from_value(row.clone()).map_err(|e| Error::Decode(format!("events_raw row: {e}")))?;
             let visitor = (raw.site_id.clone(), raw.visitor_id);
             if current_visitor.as_ref() != Some(&visitor) {
                 // Rows come grouped by visitor: the previous visitor's sessions are complete.
@@ -146,15 +142,13 @@ pub async fn replay_day(
     )
     .await?;
 
-    let staged_count = count(
-        wh,
-        &format!("SELECT count() AS n FROM {db}.{}", staging(EVENTS_TABLE)),
-    )
-    .await?;
+    let staged_count = count(wh, &format!("SELECT count() AS n FROM {db}.{}", staging(EVENTS_TABLE))).await?;
     if staged_count != raw_rows {
         return Err(Error::Query {
             sql: "replay count check".into(),
-            message: format!("day {day}: staged {staged_count} events for {raw_rows} raw rows; live tables left unchanged"),
+            message: format!(
+                "day {day}: staged {staged_count} events for {raw_rows} raw rows; live tables left unchanged"
+            ),
         });
     }
     for (table, _) in &staged {
@@ -169,11 +163,8 @@ pub async fn replay_day(
         .await?;
     }
     for (table, _) in &staged {
-        wh.execute(
-            &format!("DROP TABLE IF EXISTS {db}.{}", staging(table)),
-            &none,
-        )
-        .await?;
+        wh.execute(&format!("DROP TABLE IF EXISTS {db}.{}", staging(table)), &none)
+            .await?;
     }
     tracing::info!(tenant = %tenant.name, %day, raw_rows, "day replayed");
     Ok(DayReplayed {

@@ -78,9 +78,6 @@ mod tests {
             cfg.client_ip(Some(via_proxy), &h),
             Some("198.51.100.7".parse().unwrap())
         );
-        assert_eq!(
-            cfg.client_ip(Some(direct), &h),
-            Some("192.0.2.4".parse().unwrap())
-        );
+        assert_eq!(cfg.client_ip(Some(direct), &h), Some("192.0.2.4".parse().unwrap()));
     }
 }

@@ -75,11 +75,7 @@ const RESERVED_EVENTS: &[&str] = &[
 ];
 const RESERVED_PREFIXES: &[&str] = &["_", "firebase_", "ga_", "google_", "gtag."];
 /// Params that length limits treat like GA4 does (longer than ordinary params).
-const LONG_PARAMS: &[(&str, usize)] = &[
-    ("page_location", 1000),
-    ("page_referrer", 420),
-    ("page_title", 300),
-];
+const LONG_PARAMS: &[(&str, usize)] = &[("page_location", 1000), ("page_referrer", 420), ("page_title", 300)];
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -89,11 +85,7 @@ pub struct ValidationMessage {
     pub validation_code: &'static str,
 }
 
-fn message(
-    field_path: impl Into<String>,
-    description: impl Into<String>,
-    code: &'static str,
-) -> ValidationMessage {
+fn message(field_path: impl Into<String>, description: impl Into<String>, code: &'static str) -> ValidationMessage {
     ValidationMessage {
         field_path: field_path.into(),
         description: description.into(),
@@ -149,17 +141,12 @@ pub fn map_body(body: &Value, site: &str) -> Mapped {
         country: None,
     };
     let Some(obj) = body.as_object() else {
-        m.messages.push(message(
-            "",
-            "the body must be a JSON object",
-            "VALUE_INVALID",
-        ));
+        m.messages
+            .push(message("", "the body must be a JSON object", "VALUE_INVALID"));
         return m;
     };
     m.client_key = match (obj.get("client_id"), obj.get("app_instance_id")) {
-        (Some(Value::String(id)), _) | (None, Some(Value::String(id))) if !id.trim().is_empty() => {
-            Some(id.clone())
-        }
+        (Some(Value::String(id)), _) | (None, Some(Value::String(id))) if !id.trim().is_empty() => Some(id.clone()),
         (Some(_), _) => {
             m.messages.push(message(
                 "client_id",
@@ -187,10 +174,7 @@ pub fn map_body(body: &Value, site: &str) -> Mapped {
         .map(str::to_string);
     let request_ts = match obj.get("timestamp_micros") {
         None => None,
-        Some(v) => match v
-            .as_i64()
-            .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
-        {
+        Some(v) => match v.as_i64().or_else(|| v.as_str().and_then(|s| s.parse().ok())) {
             Some(micros) => Some(micros / 1000),
             None => {
                 m.messages.push(message(
@@ -215,7 +199,11 @@ pub fn map_body(body: &Value, site: &str) -> Mapped {
                 for (name, prop) in p {
                     let path = format!("user_properties.{name}");
                     if !valid_name(name) || name.chars().count() > MAX_USER_PROPERTY_NAME_CHARS {
-                        m.messages.push(message(path, "user property names are letters, digits and _, start with a letter, at most 24 characters", "NAME_INVALID"));
+                        m.messages.push(message(
+                            path,
+                            "user property names are letters, digits and _, start with a letter, at most 24 characters",
+                            "NAME_INVALID",
+                        ));
                     } else if reserved(name) {
                         m.messages.push(message(
                             path,
@@ -224,13 +212,11 @@ pub fn map_body(body: &Value, site: &str) -> Mapped {
                         ));
                     } else {
                         match prop.get("value").and_then(scalar_text) {
-                            Some(v) if v.chars().count() > MAX_USER_PROPERTY_VALUE_CHARS => {
-                                m.messages.push(message(
-                                    format!("{path}.value"),
-                                    "user property values are at most 36 characters",
-                                    "VALUE_OUT_OF_BOUNDS",
-                                ))
-                            }
+                            Some(v) if v.chars().count() > MAX_USER_PROPERTY_VALUE_CHARS => m.messages.push(message(
+                                format!("{path}.value"),
+                                "user property values are at most 36 characters",
+                                "VALUE_OUT_OF_BOUNDS",
+                            )),
                             Some(v) => {
                                 user_props.insert(format!("user.{name}"), Value::String(v));
                             }
@@ -253,11 +239,8 @@ pub fn map_body(body: &Value, site: &str) -> Mapped {
 
     let events = match obj.get("events") {
         Some(Value::Array(events)) if events.is_empty() => {
-            m.messages.push(message(
-                "events",
-                "at least one event is required",
-                "VALUE_REQUIRED",
-            ));
+            m.messages
+                .push(message("events", "at least one event is required", "VALUE_REQUIRED"));
             return m;
         }
         Some(Value::Array(events)) if events.len() > MAX_EVENTS => {
@@ -270,11 +253,8 @@ pub fn map_body(body: &Value, site: &str) -> Mapped {
         }
         Some(Value::Array(events)) => events,
         Some(_) => {
-            m.messages.push(message(
-                "events",
-                "events must be an array",
-                "VALUE_INVALID",
-            ));
+            m.messages
+                .push(message("events", "events must be an array", "VALUE_INVALID"));
             return m;
         }
         None => {
@@ -309,7 +289,11 @@ fn map_event(
     let before = messages.len();
     let name = match event.get("name").and_then(Value::as_str) {
         Some(name) if !valid_name(name) => {
-            messages.push(message(at("name"), format!("event name {name:?}: letters, digits and _, starting with a letter, at most 40 characters"), "NAME_INVALID"));
+            messages.push(message(
+                at("name"),
+                format!("event name {name:?}: letters, digits and _, starting with a letter, at most 40 characters"),
+                "NAME_INVALID",
+            ));
             return None;
         }
         Some(name) if RESERVED_EVENTS.contains(&name) || reserved(name) => {
@@ -322,11 +306,7 @@ fn map_event(
         }
         Some(name) => name,
         None => {
-            messages.push(message(
-                at("name"),
-                "every event needs a name",
-                "VALUE_REQUIRED",
-            ));
+            messages.push(message(at("name"), "every event needs a name", "VALUE_REQUIRED"));
             return None;
         }
     };
@@ -335,11 +315,7 @@ fn map_event(
         None => &empty,
         Some(Value::Object(p)) => p,
         Some(_) => {
-            messages.push(message(
-                at("params"),
-                "params must be an object",
-                "VALUE_INVALID",
-            ));
+            messages.push(message(at("params"), "params must be an object", "VALUE_INVALID"));
             return None;
         }
     };
@@ -363,11 +339,7 @@ fn map_event(
             continue;
         }
         if reserved(key) {
-            messages.push(message(
-                path,
-                format!("param name {key} is reserved"),
-                "NAME_RESERVED",
-            ));
+            messages.push(message(path, format!("param name {key} is reserved"), "NAME_RESERVED"));
             continue;
         }
         if key == "items" {
@@ -436,10 +408,7 @@ fn map_event(
     }
     let event_ts = event
         .get("timestamp_micros")
-        .and_then(|v| {
-            v.as_i64()
-                .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
-        })
+        .and_then(|v| v.as_i64().or_else(|| v.as_str().and_then(|s| s.parse().ok())))
         .map(|m| m / 1000);
     if let Some(ms) = event_ts.or(request_ts) {
         out.insert("ts".into(), json!(ms));
@@ -447,10 +416,7 @@ fn map_event(
     if let Some(value) = params.get("value") {
         match params.get("currency").and_then(Value::as_str) {
             Some(currency) => {
-                out.insert(
-                    "revenue".into(),
-                    json!({"amount": value, "currency": currency}),
-                );
+                out.insert("revenue".into(), json!({"amount": value, "currency": currency}));
             }
             None => {
                 messages.push(message(
@@ -518,11 +484,7 @@ async fn intake(
         Err(e) => {
             return Ok((
                 None,
-                vec![message(
-                    "",
-                    format!("the body is not valid JSON: {e}"),
-                    "VALUE_INVALID",
-                )],
+                vec![message("", format!("the body is not valid JSON: {e}"), "VALUE_INVALID")],
             ))
         }
     };
@@ -547,28 +509,18 @@ async fn intake(
     let accepted = validate_with(&entry.tenant.name, &ctx, &mapped.events);
     for r in &accepted.rejected {
         let ga_index = mapped.index_map.get(r.index).copied().unwrap_or(r.index);
-        let code =
-            if r.field == "ts" || r.reason.contains("longer") || r.reason.contains("more than") {
-                "VALUE_OUT_OF_BOUNDS"
-            } else {
-                "VALUE_INVALID"
-            };
-        messages.push(message(
-            ga4_path(ga_index, &r.field),
-            r.reason.clone(),
-            code,
-        ));
+        let code = if r.field == "ts" || r.reason.contains("longer") || r.reason.contains("more than") {
+            "VALUE_OUT_OF_BOUNDS"
+        } else {
+            "VALUE_INVALID"
+        };
+        messages.push(message(ga4_path(ga_index, &r.field), r.reason.clone(), code));
     }
     Ok((Some(accepted), messages))
 }
 
 /// The api_secret is a Sightline write token for the stream's site.
-fn check_secret(
-    state: &CollectorState,
-    entry: &TenantEntry,
-    site: &str,
-    secret: Option<&str>,
-) -> Result<(), String> {
+fn check_secret(state: &CollectorState, entry: &TenantEntry, site: &str, secret: Option<&str>) -> Result<(), String> {
     let secret = secret.ok_or("api_secret is required")?;
     let (_, claims) = state
         .registry
@@ -605,9 +557,5 @@ pub async fn debug(
     request: Request,
 ) -> Result<Response, CollectError> {
     let (_, messages) = intake(&state, &query, request).await?;
-    Ok((
-        StatusCode::OK,
-        Json(json!({"validationMessages": messages})),
-    )
-        .into_response())
+    Ok((StatusCode::OK, Json(json!({"validationMessages": messages}))).into_response())
 }

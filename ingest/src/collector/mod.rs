@@ -43,12 +43,7 @@ pub struct CollectorState {
 }
 
 impl CollectorState {
-    pub fn new(
-        registry: Arc<Registry>,
-        sink: Arc<dyn EventSink>,
-        client: ClientConfig,
-        geo: Arc<Geo>,
-    ) -> Self {
+    pub fn new(registry: Arc<Registry>, sink: Arc<dyn EventSink>, client: ClientConfig, geo: Arc<Geo>) -> Self {
         Self {
             registry,
             sink,
@@ -103,23 +98,13 @@ fn bearer_token(parts: &Parts) -> Result<String, TokenError> {
         .uri
         .query()
         .and_then(|q| serde_urlencoded::from_str::<Vec<(String, String)>>(q).ok())
-        .and_then(|pairs| {
-            pairs
-                .into_iter()
-                .find(|(k, _)| k == "token")
-                .map(|(_, v)| v)
-        })
+        .and_then(|pairs| pairs.into_iter().find(|(k, _)| k == "token").map(|(_, v)| v))
         .ok_or(TokenError::Missing)
 }
 
-fn authorize<'a>(
-    state: &'a CollectorState,
-    parts: &Parts,
-) -> Result<(&'a TenantEntry, Claims), CollectError> {
+fn authorize<'a>(state: &'a CollectorState, parts: &Parts) -> Result<(&'a TenantEntry, Claims), CollectError> {
     let token = bearer_token(parts)?;
-    Ok(state
-        .registry
-        .verify(&token, Scope::Write, Utc::now().timestamp())?)
+    Ok(state.registry.verify(&token, Scope::Write, Utc::now().timestamp())?)
 }
 
 fn check_content_type(headers: &HeaderMap) -> Result<(), CollectError> {
@@ -127,12 +112,7 @@ fn check_content_type(headers: &HeaderMap) -> Result<(), CollectError> {
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    let essence = ct
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
+    let essence = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
     // text/plain: navigator.sendBeacon sends strings with it, and it avoids a CORS preflight.
     if essence == "application/json" || essence == "text/plain" {
         Ok(())
@@ -141,11 +121,7 @@ fn check_content_type(headers: &HeaderMap) -> Result<(), CollectError> {
     }
 }
 
-pub(crate) async fn read_body(
-    headers: &HeaderMap,
-    body: Body,
-    limit: u32,
-) -> Result<bytes::Bytes, CollectError> {
+pub(crate) async fn read_body(headers: &HeaderMap, body: Body, limit: u32) -> Result<bytes::Bytes, CollectError> {
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -153,26 +129,22 @@ pub(crate) async fn read_body(
     if declared.is_some_and(|n| n > u64::from(limit)) {
         return Err(CollectError::BodyTooLarge { limit });
     }
-    axum::body::to_bytes(body, limit as usize)
-        .await
-        .map_err(|e| {
-            let too_large = std::error::Error::source(&e)
-                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
-            if too_large {
-                CollectError::BodyTooLarge { limit }
-            } else {
-                CollectError::BadRequest {
-                    field: "body".into(),
-                    message: format!("could not read the body: {e}"),
-                }
+    axum::body::to_bytes(body, limit as usize).await.map_err(|e| {
+        let too_large = std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+        if too_large {
+            CollectError::BodyTooLarge { limit }
+        } else {
+            CollectError::BadRequest {
+                field: "body".into(),
+                message: format!("could not read the body: {e}"),
             }
-        })
+        }
+    })
 }
 
 /// The events of a body: one event object, or `{"events": [...]}`.
 fn events_of(body: &[u8]) -> Result<Vec<Value>, CollectError> {
-    let value: Value =
-        serde_json::from_slice(body).map_err(|e| CollectError::BadJson(e.to_string()))?;
+    let value: Value = serde_json::from_slice(body).map_err(|e| CollectError::BadJson(e.to_string()))?;
     match value {
         Value::Object(mut obj) if obj.contains_key("events") => match obj.remove("events") {
             Some(Value::Array(events)) if obj.is_empty() => Ok(events),
@@ -200,14 +172,9 @@ pub(crate) struct Origin {
 }
 
 pub(crate) fn origin(state: &CollectorState, parts: &Parts) -> Origin {
-    let peer = parts
-        .extensions
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0);
+    let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
     let ip = state.client.client_ip(peer, &parts.headers);
-    let country = state
-        .geo
-        .country(ip, state.client.country_header(&parts.headers));
+    let country = state.geo.country(ip, state.client.country_header(&parts.headers));
     Origin { ip, country }
 }
 
@@ -308,10 +275,7 @@ async fn intake(
 }
 
 #[tracing::instrument(skip_all, fields(tenant, accepted, rejected))]
-async fn collect(
-    State(state): State<Arc<CollectorState>>,
-    request: Request,
-) -> Result<Response, CollectError> {
+async fn collect(State(state): State<Arc<CollectorState>>, request: Request) -> Result<Response, CollectError> {
     let (parts, body) = request.into_parts();
     let Accepted {
         tenant,
@@ -332,10 +296,7 @@ async fn collect(
 }
 
 #[tracing::instrument(skip_all)]
-async fn collect_debug(
-    State(state): State<Arc<CollectorState>>,
-    request: Request,
-) -> Result<Response, CollectError> {
+async fn collect_debug(State(state): State<Arc<CollectorState>>, request: Request) -> Result<Response, CollectError> {
     let (parts, body) = request.into_parts();
     let Accepted {
         tenant,
@@ -343,10 +304,7 @@ async fn collect_debug(
         rejected,
         ..
     } = intake(&state, &parts, Some(body), false).await?;
-    let bot_filtering = state
-        .registry
-        .get(&tenant)
-        .is_some_and(|e| e.tenant.spec.bot_filtering);
+    let bot_filtering = state.registry.get(&tenant).is_some_and(|e| e.tenant.spec.bot_filtering);
     let mut sessions = SessionState::default();
     let processed = accepted
         .iter()
@@ -365,16 +323,16 @@ async fn collect_debug(
 
 /// A transparent 1x1 GIF.
 const PIXEL_GIF: &[u8] = &[
-    0x47, 0x49, 0x46, 0x38, 0x39, 0x61, 0x01, 0x00, 0x01, 0x00, 0x80, 0x00, 0x00, 0x00, 0x00, 0x00,
-    0xff, 0xff, 0xff, 0x21, 0xf9, 0x04, 0x01, 0x00, 0x00, 0x00, 0x00, 0x2c, 0x00, 0x00, 0x00, 0x00,
-    0x01, 0x00, 0x01, 0x00, 0x00, 0x02, 0x02, 0x44, 0x01, 0x00, 0x3b,
+    0x47, 0x49, 0x46, 0x38, 0x39, 0x61, 0x01, 0x00, 0x01, 0x00, 0x80, 0x00, 0x00, 0x00, 0x00, 0x00, 0xff, 0xff, 0xff,
+    0x21, 0xf9, 0x04, 0x01, 0x00, 0x00, 0x00, 0x00, 0x2c, 0x00, 0x00, 0x00, 0x00, 0x01, 0x00, 0x01, 0x00, 0x00, 0x02,
+    0x02, 0x44, 0x01, 0x00, 0x3b,
 ];
 
 /// One event from the query string: `url`, `referrer`, `name`, `ts`, `id`, and `props` as a
 /// JSON object text.
 fn pixel_event(parts: &Parts) -> Result<Value, CollectError> {
-    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(parts.uri.query().unwrap_or(""))
-        .map_err(|e| CollectError::BadRequest {
+    let pairs: Vec<(String, String)> =
+        serde_urlencoded::from_str(parts.uri.query().unwrap_or("")).map_err(|e| CollectError::BadRequest {
             field: "query".into(),
             message: format!("bad query string: {e}"),
         })?;
@@ -383,10 +341,7 @@ fn pixel_event(parts: &Parts) -> Result<Value, CollectError> {
         let value = match key.as_str() {
             "token" => continue,
             "url" | "referrer" | "name" | "id" => Value::String(value),
-            "ts" => value
-                .parse::<i64>()
-                .map(Value::from)
-                .unwrap_or(Value::String(value)),
+            "ts" => value.parse::<i64>().map(Value::from).unwrap_or(Value::String(value)),
             "props" => serde_json::from_str(&value).map_err(|e| CollectError::BadRequest {
                 field: "props".into(),
                 message: format!("props must be a JSON object: {e}"),
@@ -399,10 +354,7 @@ fn pixel_event(parts: &Parts) -> Result<Value, CollectError> {
 }
 
 #[tracing::instrument(skip_all)]
-async fn pixel(
-    State(state): State<Arc<CollectorState>>,
-    request: Request,
-) -> Result<Response, CollectError> {
+async fn pixel(State(state): State<Arc<CollectorState>>, request: Request) -> Result<Response, CollectError> {
     let (parts, _) = request.into_parts();
     let Accepted {
         tenant,

@@ -26,10 +26,7 @@ impl RateLimiter {
         burst: u32,
         now: Instant,
     ) -> Result<(), Duration> {
-        let mut buckets = self
-            .buckets
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut buckets = self.buckets.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let capacity = f64::from(burst.max(rate));
         let bucket = buckets
             .entry((tenant.to_string(), site.to_string()))
@@ -66,8 +63,6 @@ mod tests {
             rl.take("t", "other", 10, 5, 10, t0).is_ok(),
             "sites have their own buckets"
         );
-        assert!(rl
-            .take("t", "s", 5, 5, 10, t0 + Duration::from_secs(1))
-            .is_ok());
+        assert!(rl.take("t", "s", 5, 5, 10, t0 + Duration::from_secs(1)).is_ok());
     }
 }

@@ -27,10 +27,7 @@ pub async fn script(headers: HeaderMap) -> Response {
             header::CACHE_CONTROL,
             HeaderValue::from_static("public, max-age=86400, stale-while-revalidate=604800"),
         ),
-        (
-            header::ACCESS_CONTROL_ALLOW_ORIGIN,
-            HeaderValue::from_static("*"),
-        ),
+        (header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*")),
     ];
     let matches = headers
         .get(header::IF_NONE_MATCH)
@@ -42,10 +39,7 @@ pub async fn script(headers: HeaderMap) -> Response {
     (
         StatusCode::OK,
         cache,
-        [(
-            header::CONTENT_TYPE,
-            "application/javascript; charset=utf-8",
-        )],
+        [(header::CONTENT_TYPE, "application/javascript; charset=utf-8")],
         SCRIPT,
     )
         .into_response()

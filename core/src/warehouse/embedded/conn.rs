@@ -30,13 +30,9 @@ impl Conn {
         ];
         let cstrings: Vec<CString> = args
             .iter()
-            .map(|a| {
-                CString::new(a.as_str())
-                    .map_err(|_| WarehouseError::Engine("NUL in engine argument".into()))
-            })
+            .map(|a| CString::new(a.as_str()).map_err(|_| WarehouseError::Engine("NUL in engine argument".into())))
             .collect::<Result<_, _>>()?;
-        let mut argv: Vec<*mut c_char> =
-            cstrings.iter().map(|c| c.as_ptr() as *mut c_char).collect();
+        let mut argv: Vec<*mut c_char> = cstrings.iter().map(|c| c.as_ptr() as *mut c_char).collect();
         // SAFETY: argv points at NUL-terminated strings that outlive the call.
         let handle = unsafe { (api.connect)(argv.len() as i32, argv.as_mut_ptr()) };
         if handle.is_null() {
@@ -55,21 +51,10 @@ impl Conn {
 
     /// Runs one statement with `{name:Type}` parameters bound by the engine (never
     /// interpolated) and returns the output in `format`.
-    pub fn query(
-        &mut self,
-        sql: &str,
-        format: &str,
-        params: &[(String, String)],
-    ) -> Result<Vec<u8>, WarehouseError> {
-        let names: Vec<*const c_char> = params
-            .iter()
-            .map(|(n, _)| n.as_ptr() as *const c_char)
-            .collect();
+    pub fn query(&mut self, sql: &str, format: &str, params: &[(String, String)]) -> Result<Vec<u8>, WarehouseError> {
+        let names: Vec<*const c_char> = params.iter().map(|(n, _)| n.as_ptr() as *const c_char).collect();
         let name_lens: Vec<usize> = params.iter().map(|(n, _)| n.len()).collect();
-        let values: Vec<*const c_char> = params
-            .iter()
-            .map(|(_, v)| v.as_ptr() as *const c_char)
-            .collect();
+        let values: Vec<*const c_char> = params.iter().map(|(_, v)| v.as_ptr() as *const c_char).collect();
         let value_lens: Vec<usize> = params.iter().map(|(_, v)| v.len()).collect();
         // SAFETY: every pointer/length pair describes a live buffer for the duration of the call.
         let result = unsafe {
@@ -91,12 +76,7 @@ impl Conn {
 
     /// Streams `data` (encoded in `format`) into `insert` ("INSERT INTO t (cols)") and
     /// commits it; returns rows written (including those of materialized views).
-    pub fn insert(
-        &mut self,
-        insert: &str,
-        format: &str,
-        data: &[u8],
-    ) -> Result<u64, WarehouseError> {
+    pub fn insert(&mut self, insert: &str, format: &str, data: &[u8]) -> Result<u64, WarehouseError> {
         // SAFETY: pointers/lengths describe live buffers; the stream handle is destroyed on
         // every path below, as chdb.h requires.
         unsafe {
@@ -114,9 +94,7 @@ impl Conn {
                     message: err,
                 });
             }
-            if !data.is_empty()
-                && (self.api.stream_append)(stream, data.as_ptr().cast(), data.len()) != 0
-            {
+            if !data.is_empty() && (self.api.stream_append)(stream, data.as_ptr().cast(), data.len()) != 0 {
                 let err = ffi::owned_string((self.api.stream_insert_error)(stream))
                     .unwrap_or_else(|| "stream append failed".into());
                 (self.api.destroy_insert_stream)(stream);
@@ -132,11 +110,7 @@ impl Conn {
         }
     }
 
-    fn take_result(
-        &self,
-        result: ffi::ResultHandle,
-        sql: &str,
-    ) -> Result<(Vec<u8>, u64), WarehouseError> {
+    fn take_result(&self, result: ffi::ResultHandle, sql: &str) -> Result<(Vec<u8>, u64), WarehouseError> {
         if result.is_null() {
             return Err(WarehouseError::Query {
                 sql: sql.to_string(),

@@ -27,8 +27,7 @@ type QueryWithParamsFn = unsafe extern "C" fn(
     *const usize,
     usize,
 ) -> ResultHandle;
-type StreamInsertFn =
-    unsafe extern "C" fn(Connection, *const c_char, usize, *const c_char, usize) -> InsertStream;
+type StreamInsertFn = unsafe extern "C" fn(Connection, *const c_char, usize, *const c_char, usize) -> InsertStream;
 type StreamAppendFn = unsafe extern "C" fn(InsertStream, *const c_void, usize) -> c_int;
 type StreamDoneFn = unsafe extern "C" fn(InsertStream) -> ResultHandle;
 type StreamErrorFn = unsafe extern "C" fn(InsertStream) -> *const c_char;
@@ -75,8 +74,7 @@ pub fn candidate_paths() -> Vec<PathBuf> {
     if let Ok(p) = std::env::var("SIGHTLINE_LIBCHDB") {
         paths.push(PathBuf::from(p));
     }
-    let dir =
-        std::env::var("SIGHTLINE_LIB_DIR").unwrap_or_else(|_| "/usr/local/lib/sightline".into());
+    let dir = std::env::var("SIGHTLINE_LIB_DIR").unwrap_or_else(|_| "/usr/local/lib/sightline".into());
     paths.push(Path::new(&dir).join("libchdb.so"));
     paths.push(PathBuf::from("libchdb.so"));
     paths

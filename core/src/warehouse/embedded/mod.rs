@@ -51,9 +51,7 @@ impl Embedded {
     }
 
     pub fn engine_version(&self) -> String {
-        lock(&self.inner.writer)
-            .map(|c| c.version())
-            .unwrap_or_default()
+        lock(&self.inner.writer).map(|c| c.version()).unwrap_or_default()
     }
 
     async fn with_reader<T: Send + 'static>(
@@ -112,9 +110,7 @@ impl Warehouse for Embedded {
 
     async fn select(&self, sql: &str, params: &Params) -> Result<Vec<Value>> {
         let (sql, params) = (sql.to_string(), params.0.clone());
-        let bytes = self
-            .with_reader(move |c| c.query(&sql, "JSONEachRow", &params))
-            .await?;
+        let bytes = self.with_reader(move |c| c.query(&sql, "JSONEachRow", &params)).await?;
         parse_json_each_row(&bytes)
     }
 

@@ -1,0 +1,303 @@
+//! Runs a planned query: the grouped rows, the totals that percentage and conversion rate
+//! divide by, the row count for pagination, empty time buckets, and the comparison period.
+
+use std::collections::HashMap;
+
+use chrono::{Days, Months};
+use serde_json::{json, Map, Value};
+use sightline_core::spec::Tenant;
+use sightline_core::warehouse::Warehouse;
+
+use crate::buckets;
+use crate::error::QueryError;
+use crate::model::{Compare, Dimension, Metric, OrderKey, Query};
+use crate::plan::{choose_source, split_goal_filter, Plan, Source};
+use crate::request::{start_of_day, DateRange};
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Row {
+    pub dimensions: Vec<Value>,
+    pub metrics: Vec<Value>,
+    /// The comparison period's metrics and the change, when the query compares.
+    pub comparison: Option<(Vec<Value>, Vec<Value>)>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Answer {
+    pub rows: Vec<Row>,
+    pub total_rows: u64,
+    pub source: Source,
+    pub range: DateRange,
+    pub comparison_range: Option<DateRange>,
+}
+
+fn only_time(query: &Query) -> bool {
+    matches!(query.dimensions.as_slice(), [Dimension::Time(_)])
+}
+
+/// Time first (ascending); else the first orderable metric descending; then dimensions.
+fn default_order(query: &Query) -> Vec<(OrderKey, bool)> {
+    let mut order = Vec::new();
+    if let Some(i) = query.dimensions.iter().position(|d| matches!(d, Dimension::Time(_))) {
+        order.push((OrderKey::Dimension(i), false));
+    }
+    let metric = query
+        .metrics
+        .iter()
+        .copied()
+        .find(|m| *m != Metric::Revenue)
+        .unwrap_or(Metric::Visitors);
+    order.push((OrderKey::Metric(metric), true));
+    for i in 0..query.dimensions.len() {
+        if !order.iter().any(|(k, _)| *k == OrderKey::Dimension(i)) {
+            order.push((OrderKey::Dimension(i), false));
+        }
+    }
+    order
+}
+
+pub fn comparison_range(range: &DateRange, compare: Compare) -> DateRange {
+    let (first, last) = match compare {
+        Compare::PreviousPeriod => {
+            let days = (range.last_day - range.first_day).num_days() as u64 + 1;
+            let last = range.first_day - Days::new(1);
+            (last - Days::new(days - 1), last)
+        }
+        Compare::YearOverYear => (range.first_day - Months::new(12), range.last_day - Months::new(12)),
+    };
+    DateRange {
+        start: start_of_day(range.tz, first),
+        end: start_of_day(range.tz, last + Days::new(1)),
+        first_day: first,
+        last_day: last,
+        tz: range.tz,
+    }
+}
+
+pub async fn run(wh: &dyn Warehouse, tenant: &Tenant, query: &Query) -> Result<Answer, QueryError> {
+    let source = choose_source(query)?;
+    let (rows, total_rows) = run_range(wh, tenant, query, source, &query.range, true).await?;
+    let mut answer = Answer {
+        rows,
+        total_rows,
+        source,
+        range: query.range.clone(),
+        comparison_range: None,
+    };
+    if let Some(compare) = query.compare {
+        let range = comparison_range(&query.range, compare);
+        let (previous, _) = run_range(wh, tenant, query, source, &range, false).await?;
+        attach_comparison(query, &mut answer.rows, &previous, &query.range, &range);
+        answer.comparison_range = Some(range);
+    }
+    Ok(answer)
+}
+
+async fn run_range(
+    wh: &dyn Warehouse,
+    tenant: &Tenant,
+    query: &Query,
+    source: Source,
+    range: &DateRange,
+    paginate: bool,
+) -> Result<(Vec<Row>, u64), QueryError> {
+    let db = tenant.database();
+    let goals = &tenant.spec.goals;
+    let plan = Plan::new(&db, query, range, goals, source)?;
+    let order = if query.order_by.is_empty() {
+        default_order(query)
+    } else {
+        query.order_by.clone()
+    };
+    let time_only = only_time(query);
+    let limit = (paginate && !time_only).then_some((query.limit, query.offset));
+    let (sql, params) = plan.rows_sql(&order, limit);
+    let raw_rows = wh.select(&sql, &params).await?;
+
+    // Denominators: all visitors under the same filters (percentage), or under the filters
+    // without their goal conditions (conversion rate).
+    let mut totals = Totals::default();
+    if query.metrics.contains(&Metric::Percentage) {
+        totals.percentage = visitors_total(wh, &db, query, query.filter.clone(), range, goals).await?;
+    }
+    if query.metrics.contains(&Metric::ConversionRate) {
+        let (rest, _) = split_goal_filter(query.filter.as_ref())?;
+        totals.conversion = visitors_total(wh, &db, query, rest, range, goals).await?;
+    }
+
+    let mut rows: Vec<Row> = raw_rows
+        .iter()
+        .map(|r| Row {
+            dimensions: (0..query.dimensions.len())
+                .map(|i| r[format!("d{i}")].clone())
+                .collect(),
+            metrics: metric_values(r, &query.metrics, &totals),
+            comparison: None,
+        })
+        .collect();
+    let total_rows = if time_only {
+        let Some(Dimension::Time(interval)) = query.dimensions.first() else {
+            unreachable!("time_only")
+        };
+        let labels = buckets::labels(range, *interval);
+        let mut by_label: HashMap<String, Row> = rows
+            .drain(..)
+            .filter_map(|r| r.dimensions[0].as_str().map(|l| (l.to_string(), r.clone())))
+            .collect();
+        rows = labels
+            .iter()
+            .map(|l| {
+                by_label.remove(l).unwrap_or_else(|| Row {
+                    dimensions: vec![Value::String(l.clone())],
+                    metrics: metric_values(&Value::Null, &query.metrics, &totals),
+                    comparison: None,
+                })
+            })
+            .collect();
+        let total = rows.len() as u64;
+        if paginate {
+            rows = rows
+                .into_iter()
+                .skip(query.offset as usize)
+                .take(query.limit as usize)
+                .collect();
+        }
+        total
+    } else if paginate && !query.dimensions.is_empty() {
+        let (sql, params) = plan.count_sql();
+        wh.select(&sql, &params)
+            .await?
+            .first()
+            .and_then(|r| r["n"].as_u64())
+            .unwrap_or(0)
+    } else {
+        rows.len() as u64
+    };
+    Ok((rows, total_rows))
+}
+
+#[derive(Default)]
+struct Totals {
+    percentage: u64,
+    conversion: u64,
+}
+
+async fn visitors_total(
+    wh: &dyn Warehouse,
+    db: &str,
+    query: &Query,
+    filter: Option<crate::model::Filter>,
+    range: &DateRange,
+    goals: &[sightline_core::spec::Goal],
+) -> Result<u64, QueryError> {
+    let total_query = Query {
+        dimensions: Vec::new(),
+        filter,
+        metrics: vec![Metric::Visitors],
+        compare: None,
+        order_by: Vec::new(),
+        ..query.clone()
+    };
+    let source = choose_source(&total_query)?;
+    let plan = Plan::new(db, &total_query, range, goals, source)?;
+    let (sql, params) = plan.rows_sql(&[], None);
+    Ok(wh
+        .select(&sql, &params)
+        .await?
+        .first()
+        .and_then(|r| r["visitors"].as_u64())
+        .unwrap_or(0))
+}
+
+fn share(part: i64, whole: u64) -> Value {
+    if whole == 0 {
+        json!(0.0)
+    } else {
+        json!((part as f64 * 1000.0 / whole as f64).round() / 10.0)
+    }
+}
+
+/// The requested metrics of one result row (a null row gives zeros).
+fn metric_values(row: &Value, metrics: &[Metric], totals: &Totals) -> Vec<Value> {
+    let int = |k: &str| {
+        row[k]
+            .as_i64()
+            .or_else(|| row[k].as_f64().map(|f| f as i64))
+            .unwrap_or(0)
+    };
+    metrics
+        .iter()
+        .map(|m| match m {
+            Metric::Visitors => json!(int("visitors")),
+            Metric::Visits => json!(int("visits")),
+            Metric::Pageviews => json!(int("pageviews")),
+            Metric::Events => json!(int("events")),
+            Metric::BounceRate => json!(int("bounce_rate")),
+            Metric::VisitDuration => json!(int("visit_duration")),
+            Metric::ViewsPerVisit => json!(row["views_per_visit"].as_f64().unwrap_or(0.0)),
+            Metric::Percentage => share(int("visitors"), totals.percentage),
+            Metric::ConversionRate => share(int("visitors"), totals.conversion),
+            Metric::Revenue => match &row["revenue"] {
+                Value::Object(m) => Value::Object(m.clone()),
+                _ => Value::Object(Map::new()),
+            },
+        })
+        .collect()
+}
+
+/// Change from the comparison to now: points for rates, percent for counts (null from 0).
+fn change(metric: Metric, now: &Value, before: &Value) -> Value {
+    match metric {
+        Metric::Revenue => Value::Null,
+        m if m.is_rate() => {
+            let (a, b) = (now.as_f64().unwrap_or(0.0), before.as_f64().unwrap_or(0.0));
+            json!(((a - b) * 10.0).round() / 10.0)
+        }
+        _ => {
+            let (a, b) = (now.as_f64().unwrap_or(0.0), before.as_f64().unwrap_or(0.0));
+            if b == 0.0 {
+                Value::Null
+            } else {
+                json!(((a - b) * 100.0 / b).round() as i64)
+            }
+        }
+    }
+}
+
+fn attach_comparison(query: &Query, rows: &mut [Row], previous: &[Row], now: &DateRange, before: &DateRange) {
+    let zero = metric_values(&Value::Null, &query.metrics, &Totals::default());
+    // Time buckets are matched by position: the i-th bucket of this period with the i-th of
+    // the earlier one. Other dimensions are matched by value.
+    let time = query.dimensions.iter().enumerate().find_map(|(i, d)| match d {
+        Dimension::Time(interval) => Some((i, *interval)),
+        _ => None,
+    });
+    let labels = time.map(|(_, interval)| (buckets::labels(now, interval), buckets::labels(before, interval)));
+    let position = |r: &Row, labels: Option<&Vec<String>>| -> Option<usize> {
+        let (i, _) = time?;
+        let label = r.dimensions[i].as_str()?;
+        labels?.iter().position(|x| x == label)
+    };
+    let others = |r: &Row| -> Vec<Value> {
+        r.dimensions
+            .iter()
+            .zip(&query.dimensions)
+            .filter(|(_, d)| !matches!(d, Dimension::Time(_)))
+            .map(|(v, _)| v.clone())
+            .collect()
+    };
+    for row in rows.iter_mut() {
+        let pos = position(row, labels.as_ref().map(|l| &l.0));
+        let matched = previous
+            .iter()
+            .find(|p| others(p) == others(row) && position(p, labels.as_ref().map(|l| &l.1)) == pos);
+        let before_metrics = matched.map(|b| b.metrics.clone()).unwrap_or_else(|| zero.clone());
+        let changes = query
+            .metrics
+            .iter()
+            .zip(row.metrics.iter().zip(&before_metrics))
+            .map(|(m, (a, b))| change(*m, a, b))
+            .collect();
+        row.comparison = Some((before_metrics, changes));
+    }
+}
