@@ -34,6 +34,9 @@ spec:
   ga4:
     - measurementId: G-SHOP12345
       site: shop.example.com
+  goals:
+    - { name: Signup, event: signup }
+    - { name: Checkout, page: "/checkout/*" }
 ---
 apiVersion: sightline.dev/v1alpha1
 kind: AnalyticsTenant
