@@ -27,6 +27,11 @@ struct Ev {
     revenue: Option<(&'static str, &'static str)>,
 }
 
+/// One visitor's visit: its day, its number, and its events with their request bodies.
+type Visit = (usize, usize, Vec<(Ev, Value)>);
+/// Which generated events a filter keeps, in the test's own model.
+type Keep = Box<dyn Fn(&Ev) -> bool>;
+
 fn day_start(day: usize) -> DateTime<Utc> {
     // Day 0 is two days ago, day 1 yesterday (UTC): inside the 72-hour window.
     let today = Utc::now().date_naive();
@@ -36,7 +41,7 @@ fn day_start(day: usize) -> DateTime<Utc> {
 
 /// Visitors 0..20 on day 0 and 0..30 on day 1; each lands on /, some go on to /pricing,
 /// sign up (with a plan), or check out (with revenue).
-fn generate() -> Vec<(usize, usize, Vec<(Ev, Value)>)> {
+fn generate() -> Vec<Visit> {
     let mut visits = Vec::new();
     for (day, visitors) in [(0usize, 20usize), (1, 30)] {
         for v in 0..visitors {
@@ -218,7 +223,7 @@ async fn the_query_language_gives_exact_answers_on_both_paths() {
     }
 
     // Every filter operator, alone and nested.
-    let cases: Vec<(Value, Box<dyn Fn(&Ev) -> bool>)> = vec![
+    let cases: Vec<(Value, Keep)> = vec![
         (
             json!([["is", "country", ["DE", "FR"]]]),
             Box::new(|e: &Ev| e.country == "DE" || e.country == "FR"),
