@@ -21,9 +21,10 @@ use sightline_core::spec::load_tenants;
 use sightline_core::token::{self, Claims, Scope};
 use sightline_core::warehouse::embedded::Embedded;
 use sightline_core::warehouse::{ops, replay, Warehouse};
+use sightline_core::watermark::Watermarks;
 use sightline_ingest::collector::{self, client::ClientConfig, CollectorState};
 use sightline_ingest::group_commit::{GroupCommit, GroupCommitConfig};
-use sightline_query::QueryState;
+use sightline_query::{Limits, QueryConfig, QueryState};
 
 /// Days back from today that start-up checks for half-loaded days (the lateness window).
 const REPAIR_DAYS: u64 = 4;
@@ -60,6 +61,24 @@ pub struct Args {
     /// Reading connections to the engine.
     #[arg(long, default_value_t = 4)]
     readers: usize,
+    /// Memory for cached query answers, in MiB.
+    #[arg(long, default_value_t = 64)]
+    query_cache_mib: u64,
+    /// A query running longer than this many seconds is stopped with an error.
+    #[arg(long, default_value_t = 10)]
+    query_timeout_secs: u64,
+    /// A query that would read more rows than this is stopped with an error.
+    #[arg(long, default_value_t = 2_000_000_000)]
+    query_max_rows: u64,
+    /// Sustained queries per second per read token ...
+    #[arg(long, default_value_t = 20)]
+    queries_per_second_per_token: u32,
+    /// ... and the burst above it.
+    #[arg(long, default_value_t = 100)]
+    query_burst_per_token: u32,
+    /// How often the realtime stream sends an update, in milliseconds.
+    #[arg(long, default_value_t = 5000)]
+    realtime_interval_ms: u64,
 }
 
 pub fn run(args: Args) -> Result<(), String> {
@@ -104,13 +123,28 @@ async fn serve(args: Args) -> Result<(), String> {
         sessions.insert(tenant.name.clone(), state);
     }
 
+    let watermarks = Arc::new(Watermarks::default());
+    for tenant in &tenants {
+        for (site, newest) in ops::newest_events(warehouse.as_ref(), &tenant.database())
+            .await
+            .map_err(|e| e.to_string())?
+        {
+            watermarks.seed(&tenant.name, &site, newest);
+        }
+    }
     let registry = Arc::new(Registry::new(tenants.clone(), &secret));
     let config = GroupCommitConfig {
         max_events: args.batch_max_events.max(1),
         max_wait: Duration::from_millis(args.batch_max_wait_ms),
         max_pending_events: args.max_pending_events.max(1),
     };
-    let (sink, writer) = GroupCommit::start(warehouse.clone(), registry.clone(), sessions, config);
+    let (sink, writer) = GroupCommit::start(
+        warehouse.clone(),
+        registry.clone(),
+        watermarks.clone(),
+        sessions,
+        config,
+    );
     let client = ClientConfig {
         trusted_proxies: args.trusted_proxies.clone(),
         country_header: args.country_header.clone(),
@@ -121,10 +155,22 @@ async fn serve(args: Args) -> Result<(), String> {
         client,
         Arc::new(geo),
     ));
-    let query_state = Arc::new(QueryState {
-        registry: registry.clone(),
-        warehouse: warehouse.clone(),
-    });
+    let query_config = QueryConfig {
+        cache_bytes: args.query_cache_mib * 1024 * 1024,
+        limits: Limits {
+            timeout_secs: args.query_timeout_secs.max(1),
+            max_rows_to_read: args.query_max_rows.max(1),
+        },
+        queries_per_second_per_token: args.queries_per_second_per_token.max(1),
+        burst_per_token: args.query_burst_per_token.max(1),
+        realtime_interval: Duration::from_millis(args.realtime_interval_ms.max(100)),
+    };
+    let query_state = Arc::new(QueryState::new(
+        registry.clone(),
+        warehouse.clone(),
+        watermarks.clone(),
+        query_config,
+    ));
     let app = Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(|| async { "ready" }))

@@ -6,11 +6,13 @@ pub mod event;
 pub mod geo;
 pub mod intake;
 pub mod processor;
+pub mod rate;
 pub mod registry;
 pub mod schema;
 pub mod secret;
 pub mod spec;
 pub mod token;
 pub mod warehouse;
+pub mod watermark;
 
 pub use error::{Error, Result};

@@ -14,6 +14,7 @@ use sightline_core::processor::session::SessionState;
 use sightline_core::processor::{process, ProcessorConfig};
 use sightline_core::registry::Registry;
 use sightline_core::warehouse::{ops, replay, Warehouse};
+use sightline_core::watermark::Watermarks;
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use uuid::Uuid;
@@ -64,6 +65,7 @@ impl GroupCommit {
     pub fn start(
         warehouse: Arc<dyn Warehouse>,
         registry: Arc<Registry>,
+        watermarks: Arc<Watermarks>,
         sessions: BTreeMap<String, SessionState>,
         config: GroupCommitConfig,
     ) -> (Self, tokio::task::JoinHandle<()>) {
@@ -72,6 +74,7 @@ impl GroupCommit {
         let writer = Writer {
             warehouse,
             registry,
+            watermarks,
             sessions,
             config,
         };
@@ -112,6 +115,7 @@ impl EventSink for GroupCommit {
 struct Writer {
     warehouse: Arc<dyn Warehouse>,
     registry: Arc<Registry>,
+    watermarks: Arc<Watermarks>,
     sessions: BTreeMap<String, SessionState>,
     config: GroupCommitConfig,
 }
@@ -226,6 +230,14 @@ impl Writer {
             insert_ms = t2.elapsed().as_secs_f64() * 1e3,
             "batch committed"
         );
+        let mut newest: BTreeMap<&str, chrono::DateTime<Utc>> = BTreeMap::new();
+        for r in &raws {
+            let n = newest.entry(r.site_id.as_str()).or_insert(r.ts);
+            *n = (*n).max(r.ts);
+        }
+        for (site, ts) in newest {
+            self.watermarks.committed(tenant, site, ts);
+        }
         Ok(())
     }
 }

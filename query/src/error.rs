@@ -14,6 +14,15 @@ pub enum QueryError {
     Forbidden { token_site: String, requested: String },
     #[error("{parameter}: {message}")]
     BadParameter { parameter: &'static str, message: String },
+    #[error("this token sent more than {per_second} queries per second; retry later")]
+    RateLimited {
+        per_second: u32,
+        retry_after: std::time::Duration,
+    },
+    #[error("the query took longer than {0} s; narrow the date range or the filters")]
+    Timeout(u64),
+    #[error("the query would read more than {0} rows; narrow the date range or the filters")]
+    TooManyRows(u64),
     #[error("query failed: {0}")]
     Warehouse(#[from] sightline_core::Error),
 }
@@ -33,6 +42,9 @@ impl IntoResponse for QueryError {
             QueryError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized", Some("token")),
             QueryError::Forbidden { .. } => (StatusCode::FORBIDDEN, "forbidden", Some("site")),
             QueryError::BadParameter { parameter, .. } => (StatusCode::BAD_REQUEST, "bad_parameter", Some(*parameter)),
+            QueryError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited", Some("token")),
+            QueryError::Timeout(_) => (StatusCode::GATEWAY_TIMEOUT, "query_timeout", None),
+            QueryError::TooManyRows(_) => (StatusCode::UNPROCESSABLE_ENTITY, "too_many_rows", None),
             QueryError::Warehouse(_) => (StatusCode::SERVICE_UNAVAILABLE, "warehouse_unavailable", None),
         };
         let message = match &self {

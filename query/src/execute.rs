@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use chrono::{Days, Months};
 use serde_json::{json, Map, Value};
 use sightline_core::spec::Tenant;
-use sightline_core::warehouse::Warehouse;
+use sightline_core::warehouse::{Params, Warehouse};
 
 use crate::buckets;
 use crate::error::QueryError;
@@ -74,9 +74,52 @@ pub fn comparison_range(range: &DateRange, compare: Compare) -> DateRange {
     }
 }
 
-pub async fn run(wh: &dyn Warehouse, tenant: &Tenant, query: &Query) -> Result<Answer, QueryError> {
+/// Bounds on one query's work, enforced by the engine on every statement.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    pub timeout_secs: u64,
+    pub max_rows_to_read: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            timeout_secs: 10,
+            max_rows_to_read: 2_000_000_000,
+        }
+    }
+}
+
+impl Limits {
+    fn settings(&self) -> String {
+        format!(
+            " SETTINGS max_execution_time = {}, timeout_overflow_mode = 'throw', max_rows_to_read = {}, read_overflow_mode = 'throw'",
+            self.timeout_secs, self.max_rows_to_read
+        )
+    }
+
+    /// Runs one statement within the limits; the engine's refusals become clear errors.
+    async fn select(&self, wh: &dyn Warehouse, sql: &str, params: &Params) -> Result<Vec<Value>, QueryError> {
+        let sql = format!("{sql}{}", self.settings());
+        let run = wh.select(&sql, params);
+        // The engine stops at max_execution_time; this only guards against an engine that hangs.
+        match tokio::time::timeout(std::time::Duration::from_secs(self.timeout_secs + 5), run).await {
+            Err(_) => Err(QueryError::Timeout(self.timeout_secs)),
+            Ok(Ok(rows)) => Ok(rows),
+            Ok(Err(sightline_core::Error::Query { message, .. })) if message.contains("TIMEOUT_EXCEEDED") => {
+                Err(QueryError::Timeout(self.timeout_secs))
+            }
+            Ok(Err(sightline_core::Error::Query { message, .. })) if message.contains("TOO_MANY_ROWS") => {
+                Err(QueryError::TooManyRows(self.max_rows_to_read))
+            }
+            Ok(Err(e)) => Err(e.into()),
+        }
+    }
+}
+
+pub async fn run(wh: &dyn Warehouse, tenant: &Tenant, query: &Query, limits: &Limits) -> Result<Answer, QueryError> {
     let source = choose_source(query)?;
-    let (rows, total_rows) = run_range(wh, tenant, query, source, &query.range, true).await?;
+    let (rows, total_rows) = run_range(wh, tenant, query, source, &query.range, true, limits).await?;
     let mut answer = Answer {
         rows,
         total_rows,
@@ -86,7 +129,7 @@ pub async fn run(wh: &dyn Warehouse, tenant: &Tenant, query: &Query) -> Result<A
     };
     if let Some(compare) = query.compare {
         let range = comparison_range(&query.range, compare);
-        let (previous, _) = run_range(wh, tenant, query, source, &range, false).await?;
+        let (previous, _) = run_range(wh, tenant, query, source, &range, false, limits).await?;
         attach_comparison(query, &mut answer.rows, &previous, &query.range, &range);
         answer.comparison_range = Some(range);
     }
@@ -100,6 +143,7 @@ async fn run_range(
     source: Source,
     range: &DateRange,
     paginate: bool,
+    limits: &Limits,
 ) -> Result<(Vec<Row>, u64), QueryError> {
     let db = tenant.database();
     let goals = &tenant.spec.goals;
@@ -112,17 +156,17 @@ async fn run_range(
     let time_only = only_time(query);
     let limit = (paginate && !time_only).then_some((query.limit, query.offset));
     let (sql, params) = plan.rows_sql(&order, limit);
-    let raw_rows = wh.select(&sql, &params).await?;
+    let raw_rows = limits.select(wh, &sql, &params).await?;
 
     // Denominators: all visitors under the same filters (percentage), or under the filters
     // without their goal conditions (conversion rate).
     let mut totals = Totals::default();
     if query.metrics.contains(&Metric::Percentage) {
-        totals.percentage = visitors_total(wh, &db, query, query.filter.clone(), range, goals).await?;
+        totals.percentage = visitors_total(wh, &db, query, query.filter.clone(), range, goals, limits).await?;
     }
     if query.metrics.contains(&Metric::ConversionRate) {
         let (rest, _) = split_goal_filter(query.filter.as_ref())?;
-        totals.conversion = visitors_total(wh, &db, query, rest, range, goals).await?;
+        totals.conversion = visitors_total(wh, &db, query, rest, range, goals, limits).await?;
     }
 
     let mut rows: Vec<Row> = raw_rows
@@ -165,7 +209,8 @@ async fn run_range(
         total
     } else if paginate && !query.dimensions.is_empty() {
         let (sql, params) = plan.count_sql();
-        wh.select(&sql, &params)
+        limits
+            .select(wh, &sql, &params)
             .await?
             .first()
             .and_then(|r| r["n"].as_u64())
@@ -189,6 +234,7 @@ async fn visitors_total(
     filter: Option<crate::model::Filter>,
     range: &DateRange,
     goals: &[sightline_core::spec::Goal],
+    limits: &Limits,
 ) -> Result<u64, QueryError> {
     let total_query = Query {
         dimensions: Vec::new(),
@@ -201,8 +247,8 @@ async fn visitors_total(
     let source = choose_source(&total_query)?;
     let plan = Plan::new(db, &total_query, range, goals, source)?;
     let (sql, params) = plan.rows_sql(&[], None);
-    Ok(wh
-        .select(&sql, &params)
+    Ok(limits
+        .select(wh, &sql, &params)
         .await?
         .first()
         .and_then(|r| r["visitors"].as_u64())

@@ -2,68 +2,160 @@
 //! language (`POST /v1/query`); the GET endpoints are special cases of it.
 
 pub mod buckets;
+pub mod cache;
 pub mod error;
 pub mod execute;
 pub mod model;
+pub mod output;
 pub mod plan;
+pub mod realtime;
 pub mod request;
 
 use std::collections::HashMap;
+use std::convert::Infallible;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use axum::extract::{Path, Query as QueryParams, State};
 use axum::http::{header, HeaderMap, Method};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Router;
 use chrono::Utc;
+use futures_util::Stream;
 use serde_json::{json, Map, Value};
+use sightline_core::rate::RateLimiter;
 use sightline_core::registry::{Registry, TenantEntry};
 use sightline_core::token::{Claims, Scope, TokenError};
 use sightline_core::warehouse::Warehouse;
+use sightline_core::watermark::{Watermark, Watermarks};
 use tower_http::cors::{Any, CorsLayer};
 
+use cache::AnswerCache;
 pub use error::QueryError;
 use execute::Answer;
+pub use execute::Limits;
 use model::{Dimension, PathHint, Query};
 use request::{
     parse_dimension, parse_filters, parse_interval, parse_metrics, parse_pagination, parse_range, DateRange, RawParams,
 };
 
+#[derive(Clone, Debug)]
+pub struct QueryConfig {
+    /// Approximate bytes of answers the cache may hold.
+    pub cache_bytes: u64,
+    pub limits: Limits,
+    /// Sustained queries per second per token, and the burst above it.
+    pub queries_per_second_per_token: u32,
+    pub burst_per_token: u32,
+    /// How often the realtime stream sends an update.
+    pub realtime_interval: Duration,
+}
+
+impl Default for QueryConfig {
+    fn default() -> Self {
+        Self {
+            cache_bytes: 64 * 1024 * 1024,
+            limits: Limits::default(),
+            queries_per_second_per_token: 20,
+            burst_per_token: 100,
+            realtime_interval: Duration::from_secs(5),
+        }
+    }
+}
+
 pub struct QueryState {
     pub registry: Arc<Registry>,
     pub warehouse: Arc<dyn Warehouse>,
+    pub watermarks: Arc<Watermarks>,
+    pub config: QueryConfig,
+    cache: AnswerCache,
+    rate: RateLimiter,
+    metrics: prometheus_client::registry::Registry,
+}
+
+impl QueryState {
+    pub fn new(
+        registry: Arc<Registry>,
+        warehouse: Arc<dyn Warehouse>,
+        watermarks: Arc<Watermarks>,
+        config: QueryConfig,
+    ) -> Self {
+        let cache = AnswerCache::new(config.cache_bytes);
+        let mut metrics = prometheus_client::registry::Registry::default();
+        metrics.register(
+            "sightline_query_cache_hits",
+            "Query answers served from the cache",
+            cache.hits.clone(),
+        );
+        metrics.register(
+            "sightline_query_cache_misses",
+            "Query answers computed in the warehouse",
+            cache.misses.clone(),
+        );
+        Self {
+            registry,
+            warehouse,
+            watermarks,
+            config,
+            cache,
+            rate: RateLimiter::default(),
+            metrics,
+        }
+    }
 }
 
 pub fn router(state: Arc<QueryState>) -> Router {
     let cors = CorsLayer::new()
         .allow_origin(Any)
         .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
-        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, header::ACCEPT]);
+        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, header::ACCEPT])
+        .expose_headers([header::HeaderName::from_static(output::WATERMARK_HEADER)]);
     Router::new()
         .route("/v1/query", post(query))
         .route("/v1/sites/{site}/aggregate", get(aggregate))
         .route("/v1/sites/{site}/timeseries", get(timeseries))
         .route("/v1/sites/{site}/breakdown", get(breakdown))
+        .route("/v1/sites/{site}/realtime", get(realtime_now))
+        .route("/v1/sites/{site}/realtime/stream", get(realtime_stream))
+        .route("/metrics", get(metrics))
         .layer(cors)
         .with_state(state)
 }
 
-/// The read token of a request: `Authorization: Bearer`, or `?token=` for links and SSE.
+fn bearer(headers: &HeaderMap, params: &RawParams) -> Result<String, QueryError> {
+    match headers.get(header::AUTHORIZATION) {
+        Some(v) => Ok(v
+            .to_str()
+            .ok()
+            .and_then(|t| t.strip_prefix("Bearer "))
+            .map(str::trim)
+            .ok_or(TokenError::Malformed)?
+            .to_string()),
+        None => Ok(params.get("token").cloned().ok_or(TokenError::Missing)?),
+    }
+}
+
+/// The read token of a request (`Authorization: Bearer`, or `?token=` for links and SSE),
+/// within its rate limit.
 fn verify_token<'a>(
     state: &'a QueryState,
     headers: &HeaderMap,
     params: &RawParams,
 ) -> Result<(&'a TenantEntry, Claims), QueryError> {
-    let token = match headers.get(header::AUTHORIZATION) {
-        Some(v) => v
-            .to_str()
-            .ok()
-            .and_then(|t| t.strip_prefix("Bearer "))
-            .map(str::trim)
-            .ok_or(TokenError::Malformed)?,
-        None => params.get("token").map(String::as_str).ok_or(TokenError::Missing)?,
-    };
-    Ok(state.registry.verify(token, Scope::Read, Utc::now().timestamp())?)
+    let token = bearer(headers, params)?;
+    let verified = state.registry.verify(&token, Scope::Read, Utc::now().timestamp())?;
+    let signature = token.rsplit('.').next().unwrap_or_default();
+    let (rate, burst) = (state.config.queries_per_second_per_token, state.config.burst_per_token);
+    state
+        .rate
+        .take("query", signature, 1, rate, burst, Instant::now())
+        .map_err(|retry_after| QueryError::RateLimited {
+            per_second: rate,
+            retry_after,
+        })?;
+    Ok(verified)
 }
 
 /// A token reads only its own site.
@@ -109,9 +201,21 @@ fn get_query(
     Ok(query)
 }
 
-async fn answer(state: &QueryState, entry: &TenantEntry, query: &Query) -> Result<Answer, QueryError> {
+/// The answer to a query, from the cache when the site has seen no commit since.
+async fn answer(
+    state: &QueryState,
+    entry: &TenantEntry,
+    query: &Query,
+) -> Result<(Arc<Answer>, Watermark), QueryError> {
     model::check(query, &entry.tenant.spec)?;
-    execute::run(state.warehouse.as_ref(), &entry.tenant, query).await
+    let watermark = state.watermarks.get(&entry.tenant.name, &query.site_id);
+    let key = AnswerCache::key(&entry.tenant.name, query, watermark.commits);
+    if let Some(hit) = state.cache.get(&key) {
+        return Ok((hit, watermark));
+    }
+    let fresh = Arc::new(execute::run(state.warehouse.as_ref(), &entry.tenant, query, &state.config.limits).await?);
+    state.cache.insert(key, fresh.clone());
+    Ok((fresh, watermark))
 }
 
 fn named_metrics(query: &Query, values: &[Value]) -> Map<String, Value> {
@@ -123,8 +227,9 @@ fn named_metrics(query: &Query, values: &[Value]) -> Map<String, Value> {
         .collect()
 }
 
-fn meta(query: &Query, answer: &Answer) -> Value {
+fn meta(query: &Query, answer: &Answer, watermark: &Watermark) -> Value {
     let mut m = json!({
+        "watermark": output::watermark_text(watermark),
         "site_id": query.site_id,
         "metrics": query.metrics.iter().map(|m| m.name()).collect::<Vec<_>>(),
         "dimensions": query.dimensions.iter().map(Dimension::label).collect::<Vec<_>>(),
@@ -138,13 +243,25 @@ fn meta(query: &Query, answer: &Answer) -> Value {
     m
 }
 
+/// Header and rows of an answer for CSV: dimension labels, then metric names.
+fn csv_table(query: &Query, answer: &Answer) -> (Vec<String>, Vec<Vec<Value>>) {
+    let mut header: Vec<String> = query.dimensions.iter().map(Dimension::label).collect();
+    header.extend(query.metrics.iter().map(|m| m.name().to_string()));
+    let rows = answer
+        .rows
+        .iter()
+        .map(|r| r.dimensions.iter().chain(&r.metrics).cloned().collect())
+        .collect();
+    (header, rows)
+}
+
 #[tracing::instrument(skip_all)]
 async fn query(
     State(state): State<Arc<QueryState>>,
     headers: HeaderMap,
     QueryParams(params): QueryParams<HashMap<String, String>>,
     body: axum::body::Bytes,
-) -> Result<Json<Value>, QueryError> {
+) -> Result<Response, QueryError> {
     let (entry, claims) = verify_token(&state, &headers, &params)?;
     let body: Value = serde_json::from_slice(&body)
         .map_err(|e| QueryError::bad("query", format!("the body is not valid JSON: {e}")))?;
@@ -155,7 +272,11 @@ async fn query(
             requested: query.site_id,
         });
     }
-    let answer = answer(&state, entry, &query).await?;
+    let (answer, watermark) = answer(&state, entry, &query).await?;
+    if output::wants_csv(&headers) {
+        let (header, rows) = csv_table(&query, &answer);
+        return Ok(output::csv(&header, &rows, &watermark));
+    }
     let results: Vec<Value> = answer
         .rows
         .iter()
@@ -167,7 +288,10 @@ async fn query(
             row
         })
         .collect();
-    Ok(Json(json!({"results": results, "meta": meta(&query, &answer)})))
+    Ok(output::json(
+        json!({"results": results, "meta": meta(&query, &answer, &watermark)}),
+        &watermark,
+    ))
 }
 
 #[tracing::instrument(skip_all, fields(site = %site))]
@@ -176,18 +300,21 @@ async fn aggregate(
     Path(site): Path<String>,
     headers: HeaderMap,
     QueryParams(params): QueryParams<HashMap<String, String>>,
-) -> Result<Json<Value>, QueryError> {
+) -> Result<Response, QueryError> {
     let entry = authorize(&state, &headers, &params, &site)?;
     let query = get_query(entry, &params, &site, Vec::new())?;
-    let answer = answer(&state, entry, &query).await?;
+    let (answer, watermark) = answer(&state, entry, &query).await?;
+    if output::wants_csv(&headers) {
+        let (header, rows) = csv_table(&query, &answer);
+        return Ok(output::csv(&header, &rows, &watermark));
+    }
     let results = answer
         .rows
         .first()
         .map(|r| named_metrics(&query, &r.metrics))
         .unwrap_or_default();
-    Ok(Json(
-        json!({"site_id": site, "date_range": range_json(&answer.range), "results": results, "meta": meta(&query, &answer)}),
-    ))
+    let body = json!({"site_id": site, "date_range": range_json(&answer.range), "results": results, "meta": meta(&query, &answer, &watermark)});
+    Ok(output::json(body, &watermark))
 }
 
 #[tracing::instrument(skip_all, fields(site = %site))]
@@ -196,17 +323,22 @@ async fn timeseries(
     Path(site): Path<String>,
     headers: HeaderMap,
     QueryParams(params): QueryParams<HashMap<String, String>>,
-) -> Result<Json<Value>, QueryError> {
+) -> Result<Response, QueryError> {
     let entry = authorize(&state, &headers, &params, &site)?;
     let interval = parse_interval(&params)?;
     let query = get_query(entry, &params, &site, vec![Dimension::Time(interval)])?;
-    let answer = answer(&state, entry, &query).await.map_err(|e| match e {
+    let (answer, watermark) = answer(&state, entry, &query).await.map_err(|e| match e {
         QueryError::BadParameter {
             parameter: "date_range",
             message,
         } => QueryError::bad("interval", message),
         other => other,
     })?;
+    if output::wants_csv(&headers) {
+        let (mut header, rows) = csv_table(&query, &answer);
+        header[0] = "date".into();
+        return Ok(output::csv(&header, &rows, &watermark));
+    }
     let results: Vec<Value> = answer
         .rows
         .iter()
@@ -217,9 +349,8 @@ async fn timeseries(
             Value::Object(m)
         })
         .collect();
-    Ok(Json(
-        json!({"site_id": site, "date_range": range_json(&answer.range), "results": results, "meta": meta(&query, &answer)}),
-    ))
+    let body = json!({"site_id": site, "date_range": range_json(&answer.range), "results": results, "meta": meta(&query, &answer, &watermark)});
+    Ok(output::json(body, &watermark))
 }
 
 #[tracing::instrument(skip_all, fields(site = %site))]
@@ -228,7 +359,7 @@ async fn breakdown(
     Path(site): Path<String>,
     headers: HeaderMap,
     QueryParams(params): QueryParams<HashMap<String, String>>,
-) -> Result<Json<Value>, QueryError> {
+) -> Result<Response, QueryError> {
     let entry = authorize(&state, &headers, &params, &site)?;
     let property = params
         .get("property")
@@ -239,7 +370,11 @@ async fn breakdown(
     let mut query = get_query(entry, &params, &site, vec![dimension])?;
     query.limit = limit;
     query.offset = u64::from(limit) * u64::from(page - 1);
-    let answer = answer(&state, entry, &query).await?;
+    let (answer, watermark) = answer(&state, entry, &query).await?;
+    if output::wants_csv(&headers) {
+        let (header, rows) = csv_table(&query, &answer);
+        return Ok(output::csv(&header, &rows, &watermark));
+    }
     let results: Vec<Value> = answer
         .rows
         .iter()
@@ -250,12 +385,81 @@ async fn breakdown(
             Value::Object(m)
         })
         .collect();
-    Ok(Json(json!({
+    let body = json!({
         "site_id": site,
         "date_range": range_json(&answer.range),
         "property": label,
         "results": results,
         "pagination": {"limit": limit, "page": page, "total": answer.total_rows},
-        "meta": meta(&query, &answer),
-    })))
+        "meta": meta(&query, &answer, &watermark),
+    });
+    Ok(output::json(body, &watermark))
+}
+
+#[tracing::instrument(skip_all, fields(site = %site))]
+async fn realtime_now(
+    State(state): State<Arc<QueryState>>,
+    Path(site): Path<String>,
+    headers: HeaderMap,
+    QueryParams(params): QueryParams<HashMap<String, String>>,
+) -> Result<Response, QueryError> {
+    let entry = authorize(&state, &headers, &params, &site)?;
+    let watermark = state.watermarks.get(&entry.tenant.name, &site);
+    let mut body = realtime::snapshot(state.warehouse.as_ref(), &entry.tenant.database(), &site).await?;
+    body["watermark"] = json!(output::watermark_text(&watermark));
+    Ok(output::json(body, &watermark))
+}
+
+/// Server-Sent Events: a `realtime` event now and every `realtime_interval`, for as long as
+/// the token stays valid (it is checked again before every update).
+#[tracing::instrument(skip_all, fields(site = %site))]
+async fn realtime_stream(
+    State(state): State<Arc<QueryState>>,
+    Path(site): Path<String>,
+    headers: HeaderMap,
+    QueryParams(params): QueryParams<HashMap<String, String>>,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, QueryError> {
+    authorize(&state, &headers, &params, &site)?;
+    let token = bearer(&headers, &params)?;
+    let stream = futures_util::stream::unfold(true, move |first| {
+        let (state, site, token) = (state.clone(), site.clone(), token.clone());
+        async move {
+            if !first {
+                tokio::time::sleep(state.config.realtime_interval).await;
+            }
+            let (entry, claims) = state
+                .registry
+                .verify(&token, Scope::Read, Utc::now().timestamp())
+                .ok()?;
+            if claims.site != site {
+                return None;
+            }
+            let watermark = state.watermarks.get(&entry.tenant.name, &site);
+            let event = match realtime::snapshot(state.warehouse.as_ref(), &entry.tenant.database(), &site).await {
+                Ok(mut body) => {
+                    body["watermark"] = json!(output::watermark_text(&watermark));
+                    Event::default().event("realtime").data(body.to_string())
+                }
+                Err(e) => Event::default().event("error").data(e.to_string()),
+            };
+            Some((Ok(event), false))
+        }
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}
+
+/// Prometheus text format: cache hits and misses.
+async fn metrics(State(state): State<Arc<QueryState>>) -> Response {
+    let mut text = String::new();
+    match prometheus_client::encoding::text::encode(&mut text, &state.metrics) {
+        Ok(()) => (
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response(),
+        Err(e) => (axum::http::StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
 }

@@ -186,3 +186,24 @@ pub async fn restore_sessions(
     }
     Ok(rows.len())
 }
+
+/// The newest event time per site in `events`, to seed watermarks at start-up.
+pub async fn newest_events(wh: &dyn Warehouse, db: &str) -> Result<Vec<(String, DateTime<Utc>)>> {
+    let rows = wh
+        .select(
+            &format!(
+                "SELECT site_id, toString(max(ts)) AS newest FROM {db}.{} GROUP BY site_id",
+                schema::EVENTS_TABLE
+            ),
+            &Params::new(),
+        )
+        .await?;
+    rows.iter()
+        .map(|r| {
+            let site = r["site_id"].as_str().unwrap_or_default().to_string();
+            let newest = ch_datetime::parse(r["newest"].as_str().unwrap_or_default())
+                .map_err(|e| Error::Decode(format!("newest: {e}")))?;
+            Ok((site, newest))
+        })
+        .collect()
+}

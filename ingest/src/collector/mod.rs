@@ -4,7 +4,7 @@
 
 pub mod client;
 pub mod ga4;
-pub mod rate;
+
 pub mod tracker;
 
 use std::net::SocketAddr;
@@ -32,7 +32,7 @@ use tower_http::cors::{Any, CorsLayer};
 use crate::error::CollectError;
 use crate::sink::EventSink;
 use client::ClientConfig;
-use rate::RateLimiter;
+use sightline_core::rate::RateLimiter;
 
 pub struct CollectorState {
     pub registry: Arc<Registry>,

@@ -1,5 +1,5 @@
-//! Per-site token buckets: each site may send `rate` events per second with bursts up to
-//! `burst`. In memory, per collector process.
+//! Token buckets keyed by name: each key may spend `rate` per second with bursts up to
+//! `burst`. In memory, per process. Used for per-site ingest rates and per-token query rates.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
