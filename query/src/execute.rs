@@ -99,7 +99,7 @@ impl Limits {
     }
 
     /// Runs one statement within the limits; the engine's refusals become clear errors.
-    async fn select(&self, wh: &dyn Warehouse, sql: &str, params: &Params) -> Result<Vec<Value>, QueryError> {
+    pub async fn select(&self, wh: &dyn Warehouse, sql: &str, params: &Params) -> Result<Vec<Value>, QueryError> {
         let sql = format!("{sql}{}", self.settings());
         let run = wh.select(&sql, params);
         // The engine stops at max_execution_time; this only guards against an engine that hangs.
