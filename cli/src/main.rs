@@ -18,6 +18,8 @@ struct Cli {
 enum Command {
     /// Collect, process, store and query in one process on the embedded ClickHouse engine.
     Standalone(standalone::Args),
+    /// Print the query API's OpenAPI 3 document (docs/openapi.json is this output).
+    Openapi,
     /// Issue tokens for merchants' sites.
     Token {
         #[command(subcommand)]
@@ -34,6 +36,10 @@ fn main() -> ExitCode {
     let outcome = match cli.command {
         Command::Standalone(args) => standalone::run(args),
         Command::Token { command } => token_cmd::run(command),
+        Command::Openapi => {
+            print!("{}", sightline_query::openapi::document());
+            Ok(())
+        }
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

@@ -6,6 +6,7 @@ pub mod cache;
 pub mod error;
 pub mod execute;
 pub mod model;
+pub mod openapi;
 pub mod output;
 pub mod plan;
 pub mod realtime;
@@ -120,6 +121,7 @@ pub fn router(state: Arc<QueryState>) -> Router {
         .route("/v1/sites/{site}/realtime", get(realtime_now))
         .route("/v1/sites/{site}/realtime/stream", get(realtime_stream))
         .route("/metrics", get(metrics))
+        .route("/v1/openapi.json", get(openapi_json))
         .layer(cors)
         .with_state(state)
 }
@@ -255,6 +257,16 @@ fn csv_table(query: &Query, answer: &Answer) -> (Vec<String>, Vec<Vec<Value>>) {
     (header, rows)
 }
 
+#[utoipa::path(post, path = "/v1/query", request_body = openapi::QueryRequest,
+    responses(
+        (status = 200, description = "The answer (JSON, or CSV with Accept: text/csv)", body = openapi::QueryResponse),
+        (status = 400, description = "A bad parameter, named in the error", body = openapi::ErrorBody),
+        (status = 401, description = "Missing, malformed, forged or expired token", body = openapi::ErrorBody),
+        (status = 403, description = "The token is for another site", body = openapi::ErrorBody),
+        (status = 422, description = "The query would read too many rows", body = openapi::ErrorBody),
+        (status = 429, description = "Over the token's rate limit (Retry-After)", body = openapi::ErrorBody),
+        (status = 504, description = "The query took too long", body = openapi::ErrorBody),
+    ))]
 #[tracing::instrument(skip_all)]
 async fn query(
     State(state): State<Arc<QueryState>>,
@@ -294,6 +306,16 @@ async fn query(
     ))
 }
 
+#[utoipa::path(get, path = "/v1/sites/{site}/aggregate", params(("site" = String, Path, description = "The site id"), openapi::GetParams),
+    responses(
+        (status = 200, description = "Totals of the metrics over the range", body = Object),
+        (status = 400, description = "A bad parameter, named in the error", body = openapi::ErrorBody),
+        (status = 401, description = "Missing, malformed, forged or expired token", body = openapi::ErrorBody),
+        (status = 403, description = "The token is for another site", body = openapi::ErrorBody),
+        (status = 422, description = "The query would read too many rows", body = openapi::ErrorBody),
+        (status = 429, description = "Over the token's rate limit (Retry-After)", body = openapi::ErrorBody),
+        (status = 504, description = "The query took too long", body = openapi::ErrorBody),
+    ))]
 #[tracing::instrument(skip_all, fields(site = %site))]
 async fn aggregate(
     State(state): State<Arc<QueryState>>,
@@ -317,6 +339,16 @@ async fn aggregate(
     Ok(output::json(body, &watermark))
 }
 
+#[utoipa::path(get, path = "/v1/sites/{site}/timeseries", params(("site" = String, Path, description = "The site id"), openapi::GetParams),
+    responses(
+        (status = 200, description = "The metrics per time bucket, empty buckets included", body = Object),
+        (status = 400, description = "A bad parameter, named in the error", body = openapi::ErrorBody),
+        (status = 401, description = "Missing, malformed, forged or expired token", body = openapi::ErrorBody),
+        (status = 403, description = "The token is for another site", body = openapi::ErrorBody),
+        (status = 422, description = "The query would read too many rows", body = openapi::ErrorBody),
+        (status = 429, description = "Over the token's rate limit (Retry-After)", body = openapi::ErrorBody),
+        (status = 504, description = "The query took too long", body = openapi::ErrorBody),
+    ))]
 #[tracing::instrument(skip_all, fields(site = %site))]
 async fn timeseries(
     State(state): State<Arc<QueryState>>,
@@ -353,6 +385,16 @@ async fn timeseries(
     Ok(output::json(body, &watermark))
 }
 
+#[utoipa::path(get, path = "/v1/sites/{site}/breakdown", params(("site" = String, Path, description = "The site id"), openapi::GetParams),
+    responses(
+        (status = 200, description = "The metrics per value of one dimension, paginated", body = Object),
+        (status = 400, description = "A bad parameter, named in the error", body = openapi::ErrorBody),
+        (status = 401, description = "Missing, malformed, forged or expired token", body = openapi::ErrorBody),
+        (status = 403, description = "The token is for another site", body = openapi::ErrorBody),
+        (status = 422, description = "The query would read too many rows", body = openapi::ErrorBody),
+        (status = 429, description = "Over the token's rate limit (Retry-After)", body = openapi::ErrorBody),
+        (status = 504, description = "The query took too long", body = openapi::ErrorBody),
+    ))]
 #[tracing::instrument(skip_all, fields(site = %site))]
 async fn breakdown(
     State(state): State<Arc<QueryState>>,
@@ -396,6 +438,8 @@ async fn breakdown(
     Ok(output::json(body, &watermark))
 }
 
+#[utoipa::path(get, path = "/v1/sites/{site}/realtime", params(("site" = String, Path, description = "The site id")),
+    responses((status = 200, description = "Visitors of the last five minutes and their top pages", body = Object)))]
 #[tracing::instrument(skip_all, fields(site = %site))]
 async fn realtime_now(
     State(state): State<Arc<QueryState>>,
@@ -412,6 +456,8 @@ async fn realtime_now(
 
 /// Server-Sent Events: a `realtime` event now and every `realtime_interval`, for as long as
 /// the token stays valid (it is checked again before every update).
+#[utoipa::path(get, path = "/v1/sites/{site}/realtime/stream", params(("site" = String, Path, description = "The site id")),
+    responses((status = 200, description = "text/event-stream of `realtime` events", content_type = "text/event-stream")))]
 #[tracing::instrument(skip_all, fields(site = %site))]
 async fn realtime_stream(
     State(state): State<Arc<QueryState>>,
@@ -446,6 +492,10 @@ async fn realtime_stream(
         }
     });
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}
+
+async fn openapi_json() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], openapi::document()).into_response()
 }
 
 /// Prometheus text format: cache hits and misses.

@@ -195,6 +195,22 @@ async fn watermark_cache_csv_realtime_and_sse() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn the_openapi_document_is_served() {
+    let (_dir, data, tenants) = fixture();
+    let server = Server::start(&data, &tenants, &[]);
+    let served = client()
+        .get(server.url("/v1/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let committed = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/openapi.json")).unwrap();
+    assert_eq!(served, committed);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn limits_answer_with_clear_json_errors() {
     let (_dir, data, tenants) = fixture();
     let server = Server::start(
