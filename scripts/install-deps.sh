@@ -52,9 +52,9 @@ install_chromium() {
 }
 
 install_tracker_deps() {
-  # Exactly the versions in tracker/package-lock.json; playwright-core downloads no browser.
-  log "installing the tracker's npm packages"
-  (cd tracker && npm ci --no-audit --no-fund --silent)
+  # Exactly the versions in web/package-lock.json; playwright-core downloads no browser.
+  log "installing the npm packages of web/ (tracker build, browser tests)"
+  (cd web && npm ci --no-audit --no-fund --silent)
 }
 
 install_libchdb

@@ -17,5 +17,5 @@ echo "== tests"
 profile=default
 [ "${CI:-}" = "true" ] && profile=ci
 cargo nextest run --workspace --locked --profile "$profile"
-echo "== sightline.js: build drift, size, and a real browser against the binary"
-(cd tracker && npm test)
+echo "== web/: sightline.js build drift and size; tracker and dashboard in a real browser"
+(cd web && npm test)

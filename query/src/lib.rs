@@ -3,6 +3,7 @@
 
 pub mod buckets;
 pub mod cache;
+pub mod dashboard;
 pub mod error;
 pub mod execute;
 pub mod model;
@@ -122,6 +123,7 @@ pub fn router(state: Arc<QueryState>) -> Router {
         .route("/v1/sites/{site}/realtime/stream", get(realtime_stream))
         .route("/metrics", get(metrics))
         .route("/v1/openapi.json", get(openapi_json))
+        .route("/", get(dashboard::page))
         .layer(cors)
         .with_state(state)
 }

@@ -1,4 +1,4 @@
-//! Serves `sightline.js` (built from tracker/src by `npm run build` in tracker/), with a
+//! Serves `sightline.js` (built from web/src by `npm run build` in web/), with a
 //! long cache lifetime and an ETag so browsers revalidate cheaply after a release.
 
 use std::sync::OnceLock;
@@ -7,7 +7,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use sha2::{Digest, Sha256};
 
-pub const SCRIPT: &str = include_str!("../../../tracker/dist/sightline.js");
+pub const SCRIPT: &str = include_str!("../../../web/dist/sightline.js");
 
 fn etag() -> &'static str {
     static ETAG: OnceLock<String> = OnceLock::new();

@@ -5,25 +5,16 @@
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { createServer } from 'node:http';
 import { gzipSync } from 'node:zlib';
-import { mkdtempSync, readFileSync, writeFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, dirname } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { chromium } from 'playwright-core';
+import { join } from 'node:path';
+import { CHROME_UA, launchChromium, root, startSightline } from './support.mjs';
 
-const here = dirname(fileURLToPath(import.meta.url));
-const root = join(here, '..');
-const repo = join(root, '..');
 const dist = join(root, 'dist', 'sightline.js');
-const SECRET = 'sightline-browser-test-secret-01';
-const CHROME_UA = 'Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36';
-const binary = process.env.SIGHTLINE_BIN || join(repo, 'target', 'debug', 'sightline');
-const chromiumPath = process.env.CHROMIUM || '/usr/bin/chromium';
-
-let work, server, serverUrl, pageServer, pageUrl, browser;
+let sightline, serverUrl, pageServer, pageUrl, browser, work;
 const tokens = {};
 
 const TENANT = `apiVersion: sightline.dev/v1alpha1
@@ -39,30 +30,6 @@ const VARIANTS = {
   hash: { site: 'hash.test', options: 'data-allow-localhost="true" data-hash="true" data-downloads="true"' },
   local: { site: 'local.test', options: '' },
 };
-
-function sightline(args) {
-  return execFileSync(binary, args, { env: { ...process.env, SIGHTLINE_SECRET: SECRET }, encoding: 'utf8' }).trim();
-}
-
-function startServer() {
-  return new Promise((resolve, reject) => {
-    const child = spawn(binary, ['standalone', '--tenants', join(work, 'tenant.yaml'), '--data', join(work, 'data'), '--listen', '127.0.0.1:0'], {
-      env: { ...process.env, SIGHTLINE_SECRET: SECRET, RUST_LOG: 'warn' },
-      stdio: ['ignore', 'pipe', 'inherit'],
-    });
-    const timer = setTimeout(() => reject(new Error('sightline did not start within 60 s')), 60_000);
-    let out = '';
-    child.stdout.on('data', (chunk) => {
-      out += chunk;
-      const m = out.match(/listening on (http:\/\/[\d.:]+)/);
-      if (m) {
-        clearTimeout(timer);
-        resolve({ child, url: m[1] });
-      }
-    });
-    child.on('exit', (code) => reject(new Error(`sightline exited with ${code}`)));
-  });
-}
 
 function html(variant, body) {
   const { site, options } = VARIANTS[variant];
@@ -82,13 +49,12 @@ const PAGES = {
 };
 
 before(async () => {
-  work = mkdtempSync(join(tmpdir(), 'sightline-browser-'));
-  writeFileSync(join(work, 'tenant.yaml'), TENANT);
+  work = mkdtempSync(join(tmpdir(), 'sightline-tracker-'));
+  sightline = await startSightline(TENANT);
+  serverUrl = sightline.url;
   for (const { site } of Object.values(VARIANTS)) {
-    const issue = (scope) => sightline(['token', 'issue', '--tenant', 'browser', '--site', site, '--scope', scope, '--ttl', '1h', '--data', join(work, 'data')]);
-    tokens[site] = { write: issue('write'), read: issue('read') };
+    tokens[site] = { write: sightline.token(site, 'write'), read: sightline.token(site, 'read') };
   }
-  ({ child: server, url: serverUrl } = await startServer());
   pageServer = createServer((req, res) => {
     const path = new URL(req.url, 'http://x').pathname;
     if (path.endsWith('.pdf')) {
@@ -101,23 +67,20 @@ before(async () => {
   });
   await new Promise((r) => pageServer.listen(0, '127.0.0.1', r));
   pageUrl = `http://127.0.0.1:${pageServer.address().port}`;
-  browser = await chromium.launch({
-    executablePath: chromiumPath,
-    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-  });
+  browser = await launchChromium();
 });
 
 after(async () => {
   await browser?.close();
   pageServer?.close();
-  server?.kill('SIGKILL');
+  sightline?.stop();
   if (work) rmSync(work, { recursive: true, force: true });
 });
 
 test('the built script matches its source (npm run build) and stays under 2 KB gzipped', () => {
   const rebuilt = join(work, 'rebuilt.js');
   execFileSync(join(root, 'node_modules', '.bin', 'terser'), [join(root, 'src', 'sightline.js'), '--compress', '--mangle', '--comments', 'false', '--output', rebuilt]);
-  assert.equal(readFileSync(dist, 'utf8'), readFileSync(rebuilt, 'utf8'), 'dist/sightline.js is stale: run `npm run build` in tracker/');
+  assert.equal(readFileSync(dist, 'utf8'), readFileSync(rebuilt, 'utf8'), 'dist/sightline.js is stale: run `npm run build` in web/');
   const gz = gzipSync(readFileSync(dist), { level: 9 }).length;
   assert.ok(gz < 2048, `sightline.js is ${gz} bytes gzipped`);
 });
