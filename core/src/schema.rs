@@ -109,20 +109,28 @@ toInt64(sum(duration_delta)) AS duration";
 
 /// SELECT that builds `rollup_site_hourly` rows from an events table.
 pub fn site_rollup_select(db: &str, events_table: &str) -> String {
-    format!(
-        "SELECT site_id, toStartOfHour(ts) AS hour, {ROLLUP_AGGREGATES} FROM {db}.{events_table} WHERE is_bot = 0 GROUP BY site_id, hour"
-    )
+    site_rollup_select_from(&format!("{db}.{events_table}"))
+}
+
+/// The same, from any source of `events` rows (a table or a subquery).
+pub fn site_rollup_select_from(source: &str) -> String {
+    format!("SELECT site_id, toStartOfHour(ts) AS hour, {ROLLUP_AGGREGATES} FROM {source} WHERE is_bot = 0 GROUP BY site_id, hour")
 }
 
 /// SELECT that builds `rollup_dims_hourly` rows: each event counts once per dimension.
 pub fn dims_rollup_select(db: &str, events_table: &str) -> String {
+    dims_rollup_select_from(&format!("{db}.{events_table}"))
+}
+
+/// The same, from any source of `events` rows (a table or a subquery).
+pub fn dims_rollup_select_from(source: &str) -> String {
     let pairs: Vec<String> = DIMENSIONS
         .iter()
         .map(|(name, column, _)| format!("('{name}', toString({column}))"))
         .collect();
     format!(
         "SELECT site_id, toStartOfHour(ts) AS hour, dim.1 AS dimension, dim.2 AS value, {ROLLUP_AGGREGATES} \
-         FROM {db}.{events_table} ARRAY JOIN [{}] AS dim WHERE is_bot = 0 GROUP BY site_id, hour, dimension, value",
+         FROM {source} ARRAY JOIN [{}] AS dim WHERE is_bot = 0 GROUP BY site_id, hour, dimension, value",
         pairs.join(", ")
     )
 }
@@ -146,7 +154,7 @@ pub fn site_rollup_ddl(db: &str, table: &str, rollup_days: u32) -> String {
     hour DateTime('UTC'),
     {}
 ) ENGINE = AggregatingMergeTree
-PARTITION BY toYYYYMMDD(hour)
+PARTITION BY toYYYYMM(hour)
 ORDER BY (site_id, hour)
 TTL hour + INTERVAL {rollup_days} DAY",
         rollup_columns_ddl()
@@ -162,7 +170,7 @@ pub fn dims_rollup_ddl(db: &str, table: &str, rollup_days: u32) -> String {
     value String,
     {}
 ) ENGINE = AggregatingMergeTree
-PARTITION BY toYYYYMMDD(hour)
+PARTITION BY toYYYYMM(hour)
 ORDER BY (site_id, dimension, hour, value)
 TTL hour + INTERVAL {rollup_days} DAY",
         rollup_columns_ddl()

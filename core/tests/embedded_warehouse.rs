@@ -149,6 +149,24 @@ async fn schema_ingest_dedup_and_replay_on_libchdb() {
         .unwrap()
         .is_empty());
 
+    // Another day of the same month, loaded normally: a replay of the 20th rebuilds the
+    // month's rollups and must keep the 19th as it is.
+    let mut other_day: Vec<RawEvent> = (0..3)
+        .map(|i| raw("a.example", 10 + i, 0, "https://a.example/x", CHROME))
+        .collect();
+    for e in &mut other_day {
+        e.ts -= Duration::days(1);
+        e.received_at = e.ts;
+    }
+    let mut s2 = SessionState::default();
+    let other_events: Vec<_> = other_day.iter().map(|r| process(r, config, &mut s2)).collect();
+    ops::insert_raw_and_events(&wh, &db, &other_day, &other_events)
+        .await
+        .unwrap();
+    let nineteenth =
+        format!("SELECT toUInt64(sum(events)) AS n FROM {db}.rollup_dims_hourly WHERE toDate(hour) = '2026-11-19' AND dimension = 'page'");
+    assert_eq!(scalar(&wh, &nineteenth).await, 3);
+
     // Simulate a crash between the raw and the processed insert: raw rows without events.
     let lost = vec![raw("a.example", 4, 30, "https://a.example/lost", CHROME)];
     wh.insert(
@@ -165,15 +183,29 @@ async fn schema_ingest_dedup_and_replay_on_libchdb() {
     let repaired = replay::repair_recent_days(&wh, &tenant, raws[0].ts, 1).await.unwrap();
     assert_eq!(repaired.len(), 1);
     assert_eq!(repaired[0].raw_rows, 6);
-    assert!(replay::inconsistent_days(&wh, &tenant, day, day)
+    assert!(replay::inconsistent_days(&wh, &tenant, day - Duration::days(1), day)
         .await
         .unwrap()
         .is_empty());
-    assert_eq!(scalar(&wh, &format!("SELECT count() AS n FROM {db}.events")).await, 6);
+    assert_eq!(
+        scalar(&wh, &nineteenth).await,
+        3,
+        "the rebuilt month keeps its other days"
+    );
     assert_eq!(
         scalar(
             &wh,
-            &format!("SELECT toUInt64(sum(visits)) AS n FROM {db}.rollup_site_hourly")
+            &format!("SELECT countIf(toDate(ts) = '2026-11-20') AS n FROM {db}.events")
+        )
+        .await,
+        6
+    );
+    assert_eq!(
+        scalar(
+            &wh,
+            &format!(
+                "SELECT toUInt64(sum(visits)) AS n FROM {db}.rollup_site_hourly WHERE toDate(hour) = '2026-11-20'"
+            )
         )
         .await,
         3

@@ -2,7 +2,7 @@
 //! into `events` and each rollup. Readers see each table's day wholly old or wholly new.
 //! Used by reprocessing and by start-up repair of days a crash left half-loaded.
 
-use chrono::{DateTime, Days, NaiveDate, Utc};
+use chrono::{DateTime, Datelike, Days, NaiveDate, Utc};
 
 use super::ops::json_each_row;
 use super::{Params, Warehouse};
@@ -32,36 +32,52 @@ fn partition(day: NaiveDate) -> String {
 }
 
 /// Rebuilds `events` and the rollups of one UTC day from `events_raw`.
+pub async fn replay_day(wh: &dyn Warehouse, tenant: &Tenant, day: NaiveDate) -> Result<DayReplayed> {
+    let mut done = replay_days(wh, tenant, &[day]).await?;
+    Ok(done.remove(0))
+}
+
+/// Rebuilds `events` for each day from `events_raw`, then each touched month of the rollups
+/// from `events`. `events` is partitioned by day and swapped a day at a time; the rollups
+/// are partitioned by month (so a year of hourly rollups is 12 parts to read, not 365) and
+/// swapped a month at a time, once for all the days of that month.
+///
+/// Each swap is one `REPLACE PARTITION`: readers see a day of events, or a month of
+/// rollups, wholly old or wholly new. Run it where no live insert touches the same month
+/// (start-up, the single writer, or a paused loader): a live insert between the rebuild and
+/// the swap of a month would reach `events` but not the swapped rollups.
+pub async fn replay_days(wh: &dyn Warehouse, tenant: &Tenant, days: &[NaiveDate]) -> Result<Vec<DayReplayed>> {
+    let mut done = Vec::with_capacity(days.len());
+    for day in days {
+        done.push(replay_events_day(wh, tenant, *day).await?);
+    }
+    let mut months: Vec<(i32, u32)> = days.iter().map(|d| (d.year(), d.month())).collect();
+    months.sort_unstable();
+    months.dedup();
+    for (year, month) in months {
+        rebuild_rollup_month(wh, tenant, year, month).await?;
+    }
+    Ok(done)
+}
+
+/// `events_raw` of one day -> processor -> staging -> `REPLACE PARTITION` into `events`.
 ///
 /// Sessions never cross a UTC midnight (the visitor id changes with the day), so a day can
 /// be replayed on its own; rows are read ordered by (site, visitor, time), so each visitor's
 /// sessions are rebuilt in order and state for finished visitors is dropped as we go.
-pub async fn replay_day(wh: &dyn Warehouse, tenant: &Tenant, day: NaiveDate) -> Result<DayReplayed> {
+async fn replay_events_day(wh: &dyn Warehouse, tenant: &Tenant, day: NaiveDate) -> Result<DayReplayed> {
     let db = tenant.database();
     let config = ProcessorConfig {
         bot_filtering: tenant.spec.bot_filtering,
     };
-    let r = &tenant.spec.retention;
     let none = Params::new();
-    let staged = [
-        (
-            EVENTS_TABLE,
-            schema::events_table_ddl(&db, &staging(EVENTS_TABLE), r.raw_days),
-        ),
-        (
-            SITE_ROLLUP,
-            schema::site_rollup_ddl(&db, &staging(SITE_ROLLUP), r.rollup_days),
-        ),
-        (
-            DIM_ROLLUP,
-            schema::dims_rollup_ddl(&db, &staging(DIM_ROLLUP), r.rollup_days),
-        ),
-    ];
-    for (table, ddl) in &staged {
-        wh.execute(ddl, &none).await?;
-        wh.execute(&format!("TRUNCATE TABLE {db}.{}", staging(table)), &none)
-            .await?;
-    }
+    let staged = staging(EVENTS_TABLE);
+    wh.execute(
+        &schema::events_table_ddl(&db, &staged, tenant.spec.retention.raw_days),
+        &none,
+    )
+    .await?;
+    wh.execute(&format!("TRUNCATE TABLE {db}.{staged}"), &none).await?;
 
     let start = day.and_hms_opt(0, 0, 0).expect("midnight exists").and_utc();
     let end = start + chrono::Duration::days(1);
@@ -113,7 +129,7 @@ pub async fn replay_day(wh: &dyn Warehouse, tenant: &Tenant, day: NaiveDate) -> 
         }
         raw_rows += rows.len() as u64;
         wh.insert(
-            &format!("{db}.{}", staging(EVENTS_TABLE)),
+            &format!("{db}.{staged}"),
             schema::EVENT_COLUMNS,
             json_each_row(&events)?,
         )
@@ -123,26 +139,7 @@ pub async fn replay_day(wh: &dyn Warehouse, tenant: &Tenant, day: NaiveDate) -> 
         }
     }
 
-    wh.execute(
-        &format!(
-            "INSERT INTO {db}.{} {}",
-            staging(SITE_ROLLUP),
-            schema::site_rollup_select(&db, &staging(EVENTS_TABLE))
-        ),
-        &none,
-    )
-    .await?;
-    wh.execute(
-        &format!(
-            "INSERT INTO {db}.{} {}",
-            staging(DIM_ROLLUP),
-            schema::dims_rollup_select(&db, &staging(EVENTS_TABLE))
-        ),
-        &none,
-    )
-    .await?;
-
-    let staged_count = count(wh, &format!("SELECT count() AS n FROM {db}.{}", staging(EVENTS_TABLE))).await?;
+    let staged_count = count(wh, &format!("SELECT count() AS n FROM {db}.{staged}")).await?;
     if staged_count != raw_rows {
         return Err(Error::Query {
             sql: "replay count check".into(),
@@ -151,27 +148,58 @@ pub async fn replay_day(wh: &dyn Warehouse, tenant: &Tenant, day: NaiveDate) -> 
             ),
         });
     }
-    for (table, _) in &staged {
-        wh.execute(
-            &format!(
-                "ALTER TABLE {db}.{table} REPLACE PARTITION {} FROM {db}.{}",
-                partition(day),
-                staging(table)
-            ),
-            &none,
-        )
+    wh.execute(
+        &format!(
+            "ALTER TABLE {db}.{EVENTS_TABLE} REPLACE PARTITION {} FROM {db}.{staged}",
+            partition(day)
+        ),
+        &none,
+    )
+    .await?;
+    wh.execute(&format!("DROP TABLE IF EXISTS {db}.{staged}"), &none)
         .await?;
-    }
-    for (table, _) in &staged {
-        wh.execute(&format!("DROP TABLE IF EXISTS {db}.{}", staging(table)), &none)
-            .await?;
-    }
-    tracing::info!(tenant = %tenant.name, %day, raw_rows, "day replayed");
+    tracing::info!(tenant = %tenant.name, %day, raw_rows, "day of events replayed");
     Ok(DayReplayed {
         day,
         raw_rows,
         event_rows: staged_count,
     })
+}
+
+/// Both rollups of one month, rebuilt from `events` with the views' own SQL and swapped in.
+async fn rebuild_rollup_month(wh: &dyn Warehouse, tenant: &Tenant, year: i32, month: u32) -> Result<()> {
+    let db = tenant.database();
+    let none = Params::new();
+    let days = tenant.spec.retention.rollup_days;
+    let partition = format!("{year:04}{month:02}");
+    let source = format!("(SELECT * FROM {db}.{EVENTS_TABLE} WHERE toYYYYMM(ts) = {partition})");
+    for (table, ddl, select) in [
+        (
+            SITE_ROLLUP,
+            schema::site_rollup_ddl(&db, &staging(SITE_ROLLUP), days),
+            schema::site_rollup_select_from(&source),
+        ),
+        (
+            DIM_ROLLUP,
+            schema::dims_rollup_ddl(&db, &staging(DIM_ROLLUP), days),
+            schema::dims_rollup_select_from(&source),
+        ),
+    ] {
+        let staged = staging(table);
+        wh.execute(&ddl, &none).await?;
+        wh.execute(&format!("TRUNCATE TABLE {db}.{staged}"), &none).await?;
+        wh.execute(&format!("INSERT INTO {db}.{staged} {select}"), &none)
+            .await?;
+        wh.execute(
+            &format!("ALTER TABLE {db}.{table} REPLACE PARTITION {partition} FROM {db}.{staged}"),
+            &none,
+        )
+        .await?;
+        wh.execute(&format!("DROP TABLE IF EXISTS {db}.{staged}"), &none)
+            .await?;
+    }
+    tracing::info!(tenant = %tenant.name, %partition, "month of rollups rebuilt");
+    Ok(())
 }
 
 async fn count(wh: &dyn Warehouse, sql: &str) -> Result<u64> {
@@ -230,7 +258,7 @@ pub async fn repair_recent_days(
     let mut repaired = Vec::new();
     for day in inconsistent_days(wh, tenant, from, to).await? {
         tracing::warn!(tenant = %tenant.name, %day, "day is inconsistent after a crash; replaying it");
-        repaired.push(replay_day(wh, tenant, day).await?);
+        repaired.push(day);
     }
-    Ok(repaired)
+    replay_days(wh, tenant, &repaired).await
 }

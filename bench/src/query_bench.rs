@@ -1,0 +1,208 @@
+//! Query latency on a large site: 10M events for one site and 1,000 small sites beside it,
+//! then p50/p99 of four dashboard queries, cold (cache invalidated before each) and cached,
+//! and queries per second at 32 concurrent clients, through the real HTTP query service.
+//!
+//!     cargo build --release --bin query-bench
+//!     ./target/release/query-bench --events 10000000
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use serde_json::{json, Value};
+use sightline_core::registry::Registry;
+use sightline_core::secret::MasterSecret;
+use sightline_core::spec::parse_tenants;
+use sightline_core::token::{self, Claims, Scope};
+use sightline_core::warehouse::embedded::Embedded;
+use sightline_core::warehouse::{ops, Params, Warehouse};
+use sightline_core::watermark::Watermarks;
+use sightline_query::{QueryConfig, QueryState};
+
+#[derive(Parser)]
+struct Args {
+    /// Events of the big site.
+    #[arg(long, default_value_t = 10_000_000)]
+    events: u64,
+    /// Small sites beside it, with this many events each.
+    #[arg(long, default_value_t = 1000)]
+    small_sites: u64,
+    #[arg(long, default_value_t = 100)]
+    small_events: u64,
+    /// Timed requests per query and mode.
+    #[arg(long, default_value_t = 100)]
+    samples: usize,
+    /// Seconds of the 32-client throughput run.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+}
+
+const SITE: &str = "big.example.com";
+
+/// Fills `events` straight from numbers(): a year of traffic, 500 pages with a skew, ~5
+/// events per visitor, sessions of up to 3 events. The views build the rollups from it as
+/// they do for live inserts.
+fn generate_sql(db: &str, site: &str, events: u64, offset: u64) -> String {
+    format!(
+        "INSERT INTO {db}.events SELECT
+            generateUUIDv4(number) AS event_id, '{site}' AS site_id,
+            now64(3) - toIntervalSecond(intHash32(number + {offset}) % (365 * 86400)) AS ts,
+            if(number % 7 = 0, 'signup', 'pageview') AS name, toUInt8(number % 7 != 0) AS is_pageview,
+            '{site}' AS hostname, concat('/p/', toString(pow(intHash32(number * 7 + {offset}) % 1000, 2) % 500)) AS pathname,
+            '' AS referrer_host, ['Google', 'Twitter', 'Direct / None', 'news.example'][number % 4 + 1] AS referrer_source,
+            ['search', 'social', 'direct', 'referral'][number % 4 + 1] AS referrer_medium,
+            '' AS utm_source, '' AS utm_medium, '' AS utm_campaign, '' AS utm_content, '' AS utm_term,
+            ['Chrome', 'Safari', 'Firefox'][number % 3 + 1] AS browser, '' AS browser_version,
+            ['Mac OSX', 'iPhone', 'Windows 10'][number % 3 + 1] AS os, '' AS os_version,
+            ['desktop', 'mobile', 'desktop'][number % 3 + 1] AS device,
+            ['DE', 'US', 'FR', 'GB', 'JP'][number % 5 + 1] AS country, 0 AS is_bot,
+            cityHash64(intDiv(number, 5) + {offset}) AS visitor_id, cityHash64(intDiv(number, 3) + {offset}) AS session_id,
+            ts AS session_start, toInt8(number % 3 = 0) AS visit_delta, toInt8(number % 3 = 0) - toInt8(number % 3 = 1) AS bounce_delta,
+            toInt64(if(number % 3 = 0, 0, 30)) AS duration_delta, pathname AS entry_page, referrer_source AS session_source,
+            referrer_medium AS session_medium, '' AS session_utm_source, '' AS session_utm_medium, '' AS session_utm_campaign,
+            map('plan', ['free', 'pro', 'team'][number % 3 + 1]) AS props, '' AS revenue_amount, '' AS revenue_currency, 2 AS pipeline_version
+        FROM numbers({events})
+        SETTINGS max_partitions_per_insert_block = 1000"
+    )
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+#[tokio::main]
+async fn main() {
+    let args = Args::parse();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let engine = Arc::new(Embedded::open(&dir.path().join("engine"), 4).expect("engine"));
+    let tenant = parse_tenants(
+        "apiVersion: sightline.dev/v1alpha1\nkind: AnalyticsTenant\nmetadata: {name: bench}\nspec: {sites: {open: true}}\n",
+        "bench",
+    )
+    .expect("tenant")
+    .remove(0);
+    ops::apply_schema(engine.as_ref(), &tenant).await.expect("schema");
+    let db = tenant.database();
+
+    let t = Instant::now();
+    let chunk = 2_000_000;
+    let mut done = 0;
+    while done < args.events {
+        let n = chunk.min(args.events - done);
+        engine.execute(&generate_sql(&db, SITE, n, done), &Params::new()).await.expect("generate");
+        done += n;
+    }
+    for s in 0..args.small_sites {
+        // The small sites together: one statement per 100 sites keeps this quick.
+        if s % 100 == 0 {
+            let sites: Vec<String> = (s..(s + 100).min(args.small_sites)).map(|i| format!("small-{i}.example.com")).collect();
+            for site in sites {
+                engine.execute(&generate_sql(&db, &site, args.small_events, 1_000_000_000 + s), &Params::new()).await.expect("small");
+            }
+        }
+    }
+    engine.execute(&format!("OPTIMIZE TABLE {db}.rollup_dims_hourly FINAL"), &Params::new()).await.expect("optimize");
+    engine.execute(&format!("OPTIMIZE TABLE {db}.rollup_site_hourly FINAL"), &Params::new()).await.expect("optimize");
+    let rows = engine.select(&format!("SELECT count() AS n FROM {db}.events"), &Params::new()).await.expect("count");
+    eprintln!("loaded {} events in {:.0} s", rows[0]["n"], t.elapsed().as_secs_f64());
+
+    let secret = MasterSecret::from_bytes(b"query-bench-secret-0123456789ab".to_vec()).expect("secret");
+    let registry = Arc::new(Registry::new(vec![tenant.clone()], &secret));
+    let watermarks = Arc::new(Watermarks::default());
+    let config = QueryConfig { queries_per_second_per_token: 1_000_000, burst_per_token: 1_000_000, ..QueryConfig::default() };
+    let state = Arc::new(QueryState::new(registry, engine.clone(), watermarks.clone(), config));
+    let app = sightline_query::router(state);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let claims = Claims { tenant: "bench".into(), site: SITE.into(), scope: Scope::Read, expires: chrono::Utc::now().timestamp() + 3600 };
+    let token = token::issue(&secret.tenant_key("bench"), &claims);
+    let client = reqwest::Client::new();
+    let base = format!("http://{addr}");
+
+    let queries: Vec<(&str, &str, Option<Value>)> = vec![
+        ("30-day daily series", "/v1/sites/big.example.com/timeseries?period=30d&interval=day&metrics=visitors,pageviews,bounce_rate", None),
+        ("top 10 pages, 30 days", "/v1/sites/big.example.com/breakdown?period=30d&property=page&limit=10&metrics=visitors,pageviews", None),
+        ("12-month monthly series", "/v1/sites/big.example.com/timeseries?period=12mo&interval=month&metrics=visitors,pageviews", None),
+        (
+            "props breakdown, 30 days (events path)",
+            "/v1/query",
+            Some(json!({"site_id": SITE, "metrics": ["visitors", "events"], "date_range": "30d", "dimensions": ["props:plan"]})),
+        ),
+    ];
+    let send = |path: &str, body: &Option<Value>| {
+        let url = format!("{base}{path}");
+        let req = match body {
+            Some(b) => client.post(url).json(b),
+            None => client.get(url),
+        };
+        req.bearer_auth(&token).send()
+    };
+
+    println!("| query | path | cold p50 ms | cold p99 ms | cached p50 ms | cached p99 ms |");
+    println!("| --- | --- | ---: | ---: | ---: | ---: |");
+    for (name, path, body) in &queries {
+        let mut meta_path = String::new();
+        let mut timings = [Vec::new(), Vec::new()];
+        for (mode, samples) in timings.iter_mut().enumerate() {
+            for _ in 0..args.samples {
+                if mode == 0 {
+                    // A commit for the site makes the cached answer unreachable: a cold query.
+                    watermarks.committed("bench", SITE, chrono::Utc::now());
+                }
+                let t = Instant::now();
+                let r = send(path, body).await.expect("request");
+                assert!(r.status().is_success(), "{name}: {}", r.status());
+                let v: Value = r.json().await.expect("json");
+                samples.push(t.elapsed().as_secs_f64() * 1000.0);
+                meta_path = v["meta"]["path"].as_str().unwrap_or_default().to_string();
+            }
+            samples.sort_by(|a, b| a.total_cmp(b));
+        }
+        println!(
+            "| {name} | {meta_path} | {:.1} | {:.1} | {:.2} | {:.2} |",
+            percentile(&timings[0], 0.5),
+            percentile(&timings[0], 0.99),
+            percentile(&timings[1], 0.5),
+            percentile(&timings[1], 0.99)
+        );
+    }
+
+    for cold in [false, true] {
+        let count = Arc::new(AtomicU64::new(0));
+        let deadline = Instant::now() + Duration::from_secs(args.seconds);
+        let mut tasks = Vec::new();
+        for c in 0..32usize {
+            let (count, client, token, base, watermarks) = (count.clone(), client.clone(), token.clone(), base.clone(), watermarks.clone());
+            let queries = queries.iter().map(|(_, p, b)| (p.to_string(), b.clone())).collect::<Vec<_>>();
+            tasks.push(tokio::spawn(async move {
+                let mut i = c;
+                while Instant::now() < deadline {
+                    if cold {
+                        watermarks.committed("bench", SITE, chrono::Utc::now());
+                    }
+                    let (path, body) = &queries[i % queries.len()];
+                    let req = match body {
+                        Some(b) => client.post(format!("{base}{path}")).json(b),
+                        None => client.get(format!("{base}{path}")),
+                    };
+                    if let Ok(r) = req.bearer_auth(&token).send().await {
+                        if r.status().is_success() && r.bytes().await.is_ok() {
+                            count.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    i += 1;
+                }
+            }));
+        }
+        for t in tasks {
+            let _ = t.await;
+        }
+        println!(
+            "\n32 clients, the four queries in turn, {}: {:.0} queries/s",
+            if cold { "every answer computed (cache invalidated before each)" } else { "cache on" },
+            count.load(Ordering::Relaxed) as f64 / args.seconds as f64
+        );
+    }
+}
