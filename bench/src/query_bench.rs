@@ -90,45 +90,88 @@ async fn main() {
     let mut done = 0;
     while done < args.events {
         let n = chunk.min(args.events - done);
-        engine.execute(&generate_sql(&db, SITE, n, done), &Params::new()).await.expect("generate");
+        engine
+            .execute(&generate_sql(&db, SITE, n, done), &Params::new())
+            .await
+            .expect("generate");
         done += n;
     }
     for s in 0..args.small_sites {
         // The small sites together: one statement per 100 sites keeps this quick.
         if s % 100 == 0 {
-            let sites: Vec<String> = (s..(s + 100).min(args.small_sites)).map(|i| format!("small-{i}.example.com")).collect();
+            let sites: Vec<String> = (s..(s + 100).min(args.small_sites))
+                .map(|i| format!("small-{i}.example.com"))
+                .collect();
             for site in sites {
-                engine.execute(&generate_sql(&db, &site, args.small_events, 1_000_000_000 + s), &Params::new()).await.expect("small");
+                engine
+                    .execute(
+                        &generate_sql(&db, &site, args.small_events, 1_000_000_000 + s),
+                        &Params::new(),
+                    )
+                    .await
+                    .expect("small");
             }
         }
     }
-    engine.execute(&format!("OPTIMIZE TABLE {db}.rollup_dims_hourly FINAL"), &Params::new()).await.expect("optimize");
-    engine.execute(&format!("OPTIMIZE TABLE {db}.rollup_site_hourly FINAL"), &Params::new()).await.expect("optimize");
-    let rows = engine.select(&format!("SELECT count() AS n FROM {db}.events"), &Params::new()).await.expect("count");
+    engine
+        .execute(&format!("OPTIMIZE TABLE {db}.rollup_dims_hourly FINAL"), &Params::new())
+        .await
+        .expect("optimize");
+    engine
+        .execute(&format!("OPTIMIZE TABLE {db}.rollup_site_hourly FINAL"), &Params::new())
+        .await
+        .expect("optimize");
+    let rows = engine
+        .select(&format!("SELECT count() AS n FROM {db}.events"), &Params::new())
+        .await
+        .expect("count");
     eprintln!("loaded {} events in {:.0} s", rows[0]["n"], t.elapsed().as_secs_f64());
 
     let secret = MasterSecret::from_bytes(b"query-bench-secret-0123456789ab".to_vec()).expect("secret");
     let registry = Arc::new(Registry::new(vec![tenant.clone()], &secret));
     let watermarks = Arc::new(Watermarks::default());
-    let config = QueryConfig { queries_per_second_per_token: 1_000_000, burst_per_token: 1_000_000, ..QueryConfig::default() };
+    let config = QueryConfig {
+        queries_per_second_per_token: 1_000_000,
+        burst_per_token: 1_000_000,
+        ..QueryConfig::default()
+    };
     let state = Arc::new(QueryState::new(registry, engine.clone(), watermarks.clone(), config));
     let app = sightline_query::router(state);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     tokio::spawn(async move { axum::serve(listener, app).await });
-    let claims = Claims { tenant: "bench".into(), site: SITE.into(), scope: Scope::Read, expires: chrono::Utc::now().timestamp() + 3600 };
+    let claims = Claims {
+        tenant: "bench".into(),
+        site: SITE.into(),
+        scope: Scope::Read,
+        expires: chrono::Utc::now().timestamp() + 3600,
+    };
     let token = token::issue(&secret.tenant_key("bench"), &claims);
     let client = reqwest::Client::new();
     let base = format!("http://{addr}");
 
     let queries: Vec<(&str, &str, Option<Value>)> = vec![
-        ("30-day daily series", "/v1/sites/big.example.com/timeseries?period=30d&interval=day&metrics=visitors,pageviews,bounce_rate", None),
-        ("top 10 pages, 30 days", "/v1/sites/big.example.com/breakdown?period=30d&property=page&limit=10&metrics=visitors,pageviews", None),
-        ("12-month monthly series", "/v1/sites/big.example.com/timeseries?period=12mo&interval=month&metrics=visitors,pageviews", None),
+        (
+            "30-day daily series",
+            "/v1/sites/big.example.com/timeseries?period=30d&interval=day&metrics=visitors,pageviews,bounce_rate",
+            None,
+        ),
+        (
+            "top 10 pages, 30 days",
+            "/v1/sites/big.example.com/breakdown?period=30d&property=page&limit=10&metrics=visitors,pageviews",
+            None,
+        ),
+        (
+            "12-month monthly series",
+            "/v1/sites/big.example.com/timeseries?period=12mo&interval=month&metrics=visitors,pageviews",
+            None,
+        ),
         (
             "props breakdown, 30 days (events path)",
             "/v1/query",
-            Some(json!({"site_id": SITE, "metrics": ["visitors", "events"], "date_range": "30d", "dimensions": ["props:plan"]})),
+            Some(
+                json!({"site_id": SITE, "metrics": ["visitors", "events"], "date_range": "30d", "dimensions": ["props:plan"]}),
+            ),
         ),
     ];
     let send = |path: &str, body: &Option<Value>| {
@@ -174,8 +217,17 @@ async fn main() {
         let deadline = Instant::now() + Duration::from_secs(args.seconds);
         let mut tasks = Vec::new();
         for c in 0..32usize {
-            let (count, client, token, base, watermarks) = (count.clone(), client.clone(), token.clone(), base.clone(), watermarks.clone());
-            let queries = queries.iter().map(|(_, p, b)| (p.to_string(), b.clone())).collect::<Vec<_>>();
+            let (count, client, token, base, watermarks) = (
+                count.clone(),
+                client.clone(),
+                token.clone(),
+                base.clone(),
+                watermarks.clone(),
+            );
+            let queries = queries
+                .iter()
+                .map(|(_, p, b)| (p.to_string(), b.clone()))
+                .collect::<Vec<_>>();
             tasks.push(tokio::spawn(async move {
                 let mut i = c;
                 while Instant::now() < deadline {
@@ -201,7 +253,11 @@ async fn main() {
         }
         println!(
             "\n32 clients, the four queries in turn, {}: {:.0} queries/s",
-            if cold { "every answer computed (cache invalidated before each)" } else { "cache on" },
+            if cold {
+                "every answer computed (cache invalidated before each)"
+            } else {
+                "cache on"
+            },
             count.load(Ordering::Relaxed) as f64 / args.seconds as f64
         );
     }
