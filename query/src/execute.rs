@@ -208,13 +208,19 @@ async fn run_range(
         }
         total
     } else if paginate && !query.dimensions.is_empty() {
-        let (sql, params) = plan.count_sql();
-        limits
-            .select(wh, &sql, &params)
-            .await?
-            .first()
-            .and_then(|r| r["n"].as_u64())
-            .unwrap_or(0)
+        match raw_rows.first().and_then(|r| r["total_rows"].as_u64()) {
+            Some(total) => total,
+            // A page past the end has no row to carry the total: count separately.
+            None => {
+                let (sql, params) = plan.count_sql();
+                limits
+                    .select(wh, &sql, &params)
+                    .await?
+                    .first()
+                    .and_then(|r| r["n"].as_u64())
+                    .unwrap_or(0)
+            }
+        }
     } else {
         rows.len() as u64
     };

@@ -247,6 +247,20 @@ fn meta(query: &Query, answer: &Answer, watermark: &Watermark) -> Value {
     m
 }
 
+/// Each row as an object: `label` (the first dimension) then the named metrics.
+fn labelled_rows(query: &Query, answer: &Answer, label: &str) -> Vec<Value> {
+    answer
+        .rows
+        .iter()
+        .map(|r| {
+            let mut m = Map::new();
+            m.insert(label.to_string(), r.dimensions[0].clone());
+            m.extend(named_metrics(query, &r.metrics));
+            Value::Object(m)
+        })
+        .collect()
+}
+
 /// Header and rows of an answer for CSV: dimension labels, then metric names.
 fn csv_table(query: &Query, answer: &Answer) -> (Vec<String>, Vec<Vec<Value>>) {
     let mut header: Vec<String> = query.dimensions.iter().map(Dimension::label).collect();
@@ -262,12 +276,7 @@ fn csv_table(query: &Query, answer: &Answer) -> (Vec<String>, Vec<Vec<Value>>) {
 #[utoipa::path(post, path = "/v1/query", request_body = openapi::QueryRequest,
     responses(
         (status = 200, description = "The answer (JSON, or CSV with Accept: text/csv)", body = openapi::QueryResponse),
-        (status = 400, description = "A bad parameter, named in the error", body = openapi::ErrorBody),
-        (status = 401, description = "Missing, malformed, forged or expired token", body = openapi::ErrorBody),
-        (status = 403, description = "The token is for another site", body = openapi::ErrorBody),
-        (status = 422, description = "The query would read too many rows", body = openapi::ErrorBody),
-        (status = 429, description = "Over the token's rate limit (Retry-After)", body = openapi::ErrorBody),
-        (status = 504, description = "The query took too long", body = openapi::ErrorBody),
+        openapi::QueryErrors,
     ))]
 #[tracing::instrument(skip_all)]
 async fn query(
@@ -311,12 +320,7 @@ async fn query(
 #[utoipa::path(get, path = "/v1/sites/{site}/aggregate", params(("site" = String, Path, description = "The site id"), openapi::GetParams),
     responses(
         (status = 200, description = "Totals of the metrics over the range", body = Object),
-        (status = 400, description = "A bad parameter, named in the error", body = openapi::ErrorBody),
-        (status = 401, description = "Missing, malformed, forged or expired token", body = openapi::ErrorBody),
-        (status = 403, description = "The token is for another site", body = openapi::ErrorBody),
-        (status = 422, description = "The query would read too many rows", body = openapi::ErrorBody),
-        (status = 429, description = "Over the token's rate limit (Retry-After)", body = openapi::ErrorBody),
-        (status = 504, description = "The query took too long", body = openapi::ErrorBody),
+        openapi::QueryErrors,
     ))]
 #[tracing::instrument(skip_all, fields(site = %site))]
 async fn aggregate(
@@ -344,12 +348,7 @@ async fn aggregate(
 #[utoipa::path(get, path = "/v1/sites/{site}/timeseries", params(("site" = String, Path, description = "The site id"), openapi::GetParams),
     responses(
         (status = 200, description = "The metrics per time bucket, empty buckets included", body = Object),
-        (status = 400, description = "A bad parameter, named in the error", body = openapi::ErrorBody),
-        (status = 401, description = "Missing, malformed, forged or expired token", body = openapi::ErrorBody),
-        (status = 403, description = "The token is for another site", body = openapi::ErrorBody),
-        (status = 422, description = "The query would read too many rows", body = openapi::ErrorBody),
-        (status = 429, description = "Over the token's rate limit (Retry-After)", body = openapi::ErrorBody),
-        (status = 504, description = "The query took too long", body = openapi::ErrorBody),
+        openapi::QueryErrors,
     ))]
 #[tracing::instrument(skip_all, fields(site = %site))]
 async fn timeseries(
@@ -373,16 +372,7 @@ async fn timeseries(
         header[0] = "date".into();
         return Ok(output::csv(&header, &rows, &watermark));
     }
-    let results: Vec<Value> = answer
-        .rows
-        .iter()
-        .map(|r| {
-            let mut m = Map::new();
-            m.insert("date".into(), r.dimensions[0].clone());
-            m.extend(named_metrics(&query, &r.metrics));
-            Value::Object(m)
-        })
-        .collect();
+    let results = labelled_rows(&query, &answer, "date");
     let body = json!({"site_id": site, "date_range": range_json(&answer.range), "results": results, "meta": meta(&query, &answer, &watermark)});
     Ok(output::json(body, &watermark))
 }
@@ -390,12 +380,7 @@ async fn timeseries(
 #[utoipa::path(get, path = "/v1/sites/{site}/breakdown", params(("site" = String, Path, description = "The site id"), openapi::GetParams),
     responses(
         (status = 200, description = "The metrics per value of one dimension, paginated", body = Object),
-        (status = 400, description = "A bad parameter, named in the error", body = openapi::ErrorBody),
-        (status = 401, description = "Missing, malformed, forged or expired token", body = openapi::ErrorBody),
-        (status = 403, description = "The token is for another site", body = openapi::ErrorBody),
-        (status = 422, description = "The query would read too many rows", body = openapi::ErrorBody),
-        (status = 429, description = "Over the token's rate limit (Retry-After)", body = openapi::ErrorBody),
-        (status = 504, description = "The query took too long", body = openapi::ErrorBody),
+        openapi::QueryErrors,
     ))]
 #[tracing::instrument(skip_all, fields(site = %site))]
 async fn breakdown(
@@ -419,16 +404,7 @@ async fn breakdown(
         let (header, rows) = csv_table(&query, &answer);
         return Ok(output::csv(&header, &rows, &watermark));
     }
-    let results: Vec<Value> = answer
-        .rows
-        .iter()
-        .map(|r| {
-            let mut m = Map::new();
-            m.insert(label.clone(), r.dimensions[0].clone());
-            m.extend(named_metrics(&query, &r.metrics));
-            Value::Object(m)
-        })
-        .collect();
+    let results = labelled_rows(&query, &answer, &label);
     let body = json!({
         "site_id": site,
         "date_range": range_json(&answer.range),

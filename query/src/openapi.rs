@@ -98,6 +98,30 @@ pub struct ErrorBody {
     pub error: Value,
 }
 
+/// The refusals every query endpoint can answer with.
+#[allow(dead_code)] // a description for the document, never built
+#[derive(utoipa::IntoResponses)]
+pub enum QueryErrors {
+    /// A bad parameter, named in the error.
+    #[response(status = 400)]
+    BadParameter(ErrorBody),
+    /// Missing, malformed, forged or expired token.
+    #[response(status = 401)]
+    Unauthorized(ErrorBody),
+    /// The token is for another site.
+    #[response(status = 403)]
+    Forbidden(ErrorBody),
+    /// The query would read too many rows.
+    #[response(status = 422)]
+    TooManyRows(ErrorBody),
+    /// Over the token's rate limit (Retry-After).
+    #[response(status = 429)]
+    RateLimited(ErrorBody),
+    /// The query took too long.
+    #[response(status = 504)]
+    Timeout(ErrorBody),
+}
+
 /// Query parameters of the GET endpoints.
 #[derive(Serialize, IntoParams)]
 #[into_params(parameter_in = Query)]

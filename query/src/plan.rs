@@ -302,7 +302,8 @@ impl Plan {
         format!("FROM {}.{table} WHERE {}", self.db, self.where_sql)
     }
 
-    /// The grouped rows: `d0, d1, ...` then the sums and derived metrics.
+    /// The grouped rows: `d0, d1, ...` then the sums and derived metrics (and `total_rows`
+    /// when paginated).
     pub fn rows_sql(&self, order_by: &[(OrderKey, bool)], limit: Option<(u32, u64)>) -> (String, Params) {
         let dims: Vec<String> = self
             .dims
@@ -334,7 +335,14 @@ impl Plan {
                 format!("{name} {}", if *desc { "DESC" } else { "ASC" })
             })
             .collect();
-        let mut sql = format!("SELECT *, {DERIVED} FROM ({inner})");
+        // With pagination, every row also carries how many rows there are in all: a window
+        // over the grouped rows, computed before LIMIT, in the same scan.
+        let total = if limit.is_some() {
+            ", count() OVER () AS total_rows"
+        } else {
+            ""
+        };
+        let mut sql = format!("SELECT *, {DERIVED}{total} FROM ({inner})");
         if !order.is_empty() {
             sql.push_str(&format!(" ORDER BY {}", order.join(", ")));
         }

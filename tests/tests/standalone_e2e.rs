@@ -292,6 +292,12 @@ async fn known_events_give_exact_numbers_on_every_endpoint() {
         v["results"],
         json!([{"source": "Hacker News", "visitors": 1}, {"source": "Twitter", "visitors": 1}])
     );
+    // Past the last page: no rows, and still the total.
+    let v = breakdown("property=source&limit=2&page=9".into()).await;
+    assert_eq!(
+        (v["results"].clone(), v["pagination"]["total"].clone()),
+        (json!([]), json!(5))
+    );
     let v = breakdown("property=page&metrics=visitors,pageviews,events".into()).await;
     assert_eq!(
         v["results"],
