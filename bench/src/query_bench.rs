@@ -40,14 +40,14 @@ struct Args {
 
 const SITE: &str = "big.example.com";
 
-/// Fills `events` straight from numbers(): a year of traffic, 500 pages with a skew, ~5
-/// events per visitor, sessions of up to 3 events. The views build the rollups from it as
-/// they do for live inserts.
+/// Fills `events` straight from numbers(): a year of traffic, 500 pages with a skew, and
+/// visits as they happen: five events a minute apart from one visitor, at a random moment of
+/// the year. The views build the rollups from it as they do for live inserts.
 fn generate_sql(db: &str, site: &str, events: u64, offset: u64) -> String {
     format!(
         "INSERT INTO {db}.events SELECT
             generateUUIDv4(number) AS event_id, '{site}' AS site_id,
-            now64(3) - toIntervalSecond(intHash32(number + {offset}) % (365 * 86400)) AS ts,
+            now64(3) - toIntervalSecond(intHash32(intDiv(number, 5) + {offset}) % (365 * 86400)) + toIntervalSecond((number % 5) * 60) AS ts,
             if(number % 7 = 0, 'signup', 'pageview') AS name, toUInt8(number % 7 != 0) AS is_pageview,
             '{site}' AS hostname, concat('/p/', toString(pow(intHash32(number * 7 + {offset}) % 1000, 2) % 500)) AS pathname,
             '' AS referrer_host, ['Google', 'Twitter', 'Direct / None', 'news.example'][number % 4 + 1] AS referrer_source,
@@ -57,9 +57,9 @@ fn generate_sql(db: &str, site: &str, events: u64, offset: u64) -> String {
             ['Mac OSX', 'iPhone', 'Windows 10'][number % 3 + 1] AS os, '' AS os_version,
             ['desktop', 'mobile', 'desktop'][number % 3 + 1] AS device,
             ['DE', 'US', 'FR', 'GB', 'JP'][number % 5 + 1] AS country, 0 AS is_bot,
-            cityHash64(intDiv(number, 5) + {offset}) AS visitor_id, cityHash64(intDiv(number, 3) + {offset}) AS session_id,
-            ts AS session_start, toInt8(number % 3 = 0) AS visit_delta, toInt8(number % 3 = 0) - toInt8(number % 3 = 1) AS bounce_delta,
-            toInt64(if(number % 3 = 0, 0, 30)) AS duration_delta, pathname AS entry_page, referrer_source AS session_source,
+            cityHash64(intDiv(number, 5) + {offset}) AS visitor_id, visitor_id AS session_id,
+            ts AS session_start, toInt8(number % 5 = 0) AS visit_delta, toInt8(number % 5 = 0) - toInt8(number % 5 = 1) AS bounce_delta,
+            toInt64(if(number % 5 = 0, 0, 60)) AS duration_delta, pathname AS entry_page, referrer_source AS session_source,
             referrer_medium AS session_medium, '' AS session_utm_source, '' AS session_utm_medium, '' AS session_utm_campaign,
             map('plan', ['free', 'pro', 'team'][number % 3 + 1]) AS props, '' AS revenue_amount, '' AS revenue_currency, 2 AS pipeline_version
         FROM numbers({events})
