@@ -10,6 +10,10 @@ struct Bucket {
     updated: Instant,
 }
 
+/// Buckets kept before idle ones are swept: a bucket that has refilled completely holds no
+/// state worth keeping (a new one starts full), so sweeping never changes a decision.
+const SWEEP_ABOVE: usize = 100_000;
+
 #[derive(Default)]
 pub struct RateLimiter {
     buckets: Mutex<HashMap<(String, String), Bucket>>,
@@ -28,6 +32,12 @@ impl RateLimiter {
     ) -> Result<(), Duration> {
         let mut buckets = self.buckets.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let capacity = f64::from(burst.max(rate));
+        if buckets.len() >= SWEEP_ABOVE {
+            let per_second = f64::from(rate);
+            buckets.retain(|_, b| {
+                b.tokens + now.saturating_duration_since(b.updated).as_secs_f64() * per_second < capacity
+            });
+        }
         let bucket = buckets
             .entry((tenant.to_string(), site.to_string()))
             .or_insert_with(|| Bucket {
@@ -64,5 +74,19 @@ mod tests {
             "sites have their own buckets"
         );
         assert!(rl.take("t", "s", 5, 5, 10, t0 + Duration::from_secs(1)).is_ok());
+    }
+
+    #[test]
+    fn idle_buckets_are_swept_without_changing_decisions() {
+        let rl = RateLimiter::default();
+        let t0 = Instant::now();
+        for i in 0..SWEEP_ABOVE {
+            rl.take("t", &i.to_string(), 1, 1, 1, t0).unwrap();
+        }
+        // One busy site stays limited across the sweep; the idle ones are forgotten.
+        assert!(rl.take("t", "busy", 1, 1, 1, t0 + Duration::from_secs(2)).is_ok());
+        assert!(rl.take("t", "busy", 1, 1, 1, t0 + Duration::from_secs(2)).is_err());
+        assert!(rl.buckets.lock().unwrap().len() < 10, "idle buckets were swept");
+        assert!(rl.take("t", "busy", 1, 1, 1, t0 + Duration::from_secs(2)).is_err());
     }
 }
