@@ -254,29 +254,34 @@ fn normalize_decimal(text: &str) -> Option<String> {
 /// A keyed hash of (site, UTC day, IP, user agent): stable for a visitor within a day,
 /// unlinkable across days and sites, and the IP itself is never stored.
 pub fn visitor_id(tenant_key: &[u8], site_id: &str, ts: DateTime<Utc>, ip: Option<IpAddr>, user_agent: &str) -> u64 {
-    let mut mac = Hmac::<Sha256>::new_from_slice(tenant_key).expect("HMAC accepts keys of any length");
-    mac.update(b"visitor\0");
-    mac.update(site_id.as_bytes());
-    mac.update(b"\0");
-    mac.update(ts.date_naive().to_string().as_bytes());
-    mac.update(b"\0");
-    mac.update(ip.map(|ip| ip.to_string()).unwrap_or_default().as_bytes());
-    mac.update(b"\0");
-    mac.update(user_agent.as_bytes());
-    let bytes = mac.finalize().into_bytes();
-    u64::from_le_bytes(bytes[..8].try_into().expect("HMAC-SHA256 output is 32 bytes"))
+    let ip = ip.map(|ip| ip.to_string()).unwrap_or_default();
+    day_hash(
+        tenant_key,
+        b"visitor",
+        site_id,
+        ts,
+        &[ip.as_bytes(), user_agent.as_bytes()],
+    )
 }
 
 /// The visitor id of a client that names itself (GA4's client_id): the same keyed hash of
 /// site and UTC day, over the client's key instead of IP and user agent.
 pub fn keyed_visitor_id(tenant_key: &[u8], site_id: &str, ts: DateTime<Utc>, key: &str) -> u64 {
+    day_hash(tenant_key, b"client", site_id, ts, &[key.as_bytes()])
+}
+
+/// HMAC-SHA256(tenant key, kind NUL site NUL day {NUL part}...), first 8 bytes.
+fn day_hash(tenant_key: &[u8], kind: &[u8], site_id: &str, ts: DateTime<Utc>, parts: &[&[u8]]) -> u64 {
     let mut mac = Hmac::<Sha256>::new_from_slice(tenant_key).expect("HMAC accepts keys of any length");
-    mac.update(b"client\0");
+    mac.update(kind);
+    mac.update(b"\0");
     mac.update(site_id.as_bytes());
     mac.update(b"\0");
     mac.update(ts.date_naive().to_string().as_bytes());
-    mac.update(b"\0");
-    mac.update(key.as_bytes());
+    for part in parts {
+        mac.update(b"\0");
+        mac.update(part);
+    }
     let bytes = mac.finalize().into_bytes();
     u64::from_le_bytes(bytes[..8].try_into().expect("HMAC-SHA256 output is 32 bytes"))
 }
@@ -372,6 +377,23 @@ mod tests {
         assert!(validate_event(0, &json!({"url":"https://a.example/","ts":"2026-11-21T12:05:00Z"}), &c).is_ok());
         let ms = Utc.with_ymd_and_hms(2026, 11, 18, 12, 0, 0).unwrap().timestamp_millis();
         assert!(validate_event(0, &json!({"url":"https://a.example/","ts":ms}), &c).is_ok());
+    }
+
+    #[test]
+    fn visitor_ids_keep_their_bytes() {
+        // Stored visitor ids must not change with a refactor: pinned against the HMAC input.
+        let ts = Utc.with_ymd_and_hms(2026, 11, 21, 10, 0, 0).unwrap();
+        let mut mac = Hmac::<Sha256>::new_from_slice(b"k").unwrap();
+        mac.update(b"visitor\0s\02026-11-21\0192.0.2.1\0ua");
+        let want = u64::from_le_bytes(mac.finalize().into_bytes()[..8].try_into().unwrap());
+        assert_eq!(
+            visitor_id(b"k", "s", ts, Some("192.0.2.1".parse().unwrap()), "ua"),
+            want
+        );
+        let mut mac = Hmac::<Sha256>::new_from_slice(b"k").unwrap();
+        mac.update(b"client\0s\02026-11-21\0abc");
+        let want = u64::from_le_bytes(mac.finalize().into_bytes()[..8].try_into().unwrap());
+        assert_eq!(keyed_visitor_id(b"k", "s", ts, "abc"), want);
     }
 
     #[test]
