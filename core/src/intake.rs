@@ -384,14 +384,14 @@ mod tests {
         // Stored visitor ids must not change with a refactor: pinned against the HMAC input.
         let ts = Utc.with_ymd_and_hms(2026, 11, 21, 10, 0, 0).unwrap();
         let mut mac = Hmac::<Sha256>::new_from_slice(b"k").unwrap();
-        mac.update(b"visitor\0s\02026-11-21\0192.0.2.1\0ua");
+        mac.update(b"visitor\x00s\x002026-11-21\x00192.0.2.1\x00ua");
         let want = u64::from_le_bytes(mac.finalize().into_bytes()[..8].try_into().unwrap());
         assert_eq!(
             visitor_id(b"k", "s", ts, Some("192.0.2.1".parse().unwrap()), "ua"),
             want
         );
         let mut mac = Hmac::<Sha256>::new_from_slice(b"k").unwrap();
-        mac.update(b"client\0s\02026-11-21\0abc");
+        mac.update(b"client\x00s\x002026-11-21\x00abc");
         let want = u64::from_le_bytes(mac.finalize().into_bytes()[..8].try_into().unwrap());
         assert_eq!(keyed_visitor_id(b"k", "s", ts, "abc"), want);
     }
