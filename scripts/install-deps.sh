@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything Sightline needs to build and run on a fresh machine; with --tests,
-# also what the test suite needs (cargo-nextest, Chromium, the tracker's npm packages).
+# also what the test suite needs (cargo-nextest, Chromium, the noida-db Kafka broker, the
+# npm packages of web/).
 # Idempotent: each step checks first. Used by the README's two commands and by .ci/run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -51,6 +52,17 @@ install_chromium() {
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
 }
 
+install_kafka_broker() {
+  # The Kafka-protocol broker the tests run against; pinned.
+  local version=0.2.3
+  if [ "$(pip show noida-db 2>/dev/null | awk '/^Version:/ {print $2}')" = "$version" ]; then
+    log "noida-db $version already installed"
+    return
+  fi
+  log "installing noida-db $version (a Kafka-protocol broker for the tests)"
+  pip install --quiet --disable-pip-version-check "noida-db==$version"
+}
+
 install_tracker_deps() {
   # Exactly the versions in web/package-lock.json; playwright-core downloads no browser.
   log "installing the npm packages of web/ (tracker build, browser tests)"
@@ -61,6 +73,7 @@ install_libchdb
 if $for_tests; then
   install_rust_tools
   install_chromium
+  install_kafka_broker
   install_tracker_deps
 fi
 log "done"

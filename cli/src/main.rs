@@ -1,5 +1,6 @@
 //! `sightline`: one binary, one subcommand per role.
 
+mod provision_cmd;
 mod standalone;
 mod token_cmd;
 
@@ -18,6 +19,8 @@ struct Cli {
 enum Command {
     /// Collect, process, store and query in one process on the embedded ClickHouse engine.
     Standalone(standalone::Args),
+    /// Create or update every tenant's Kafka topics to its spec (idempotent).
+    Provision(provision_cmd::Args),
     /// Print the query API's OpenAPI 3 document (docs/openapi.json is this output).
     Openapi,
     /// Issue tokens for merchants' sites.
@@ -36,6 +39,7 @@ fn main() -> ExitCode {
     let outcome = match cli.command {
         Command::Standalone(args) => standalone::run(args),
         Command::Token { command } => token_cmd::run(command),
+        Command::Provision(args) => provision_cmd::run(args),
         Command::Openapi => {
             print!("{}", sightline_query::openapi::document());
             Ok(())

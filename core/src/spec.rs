@@ -37,6 +37,43 @@ pub struct TenantSpec {
     /// Conversions merchants care about: `conversion_rate` and the `goal` dimension use them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub goals: Vec<Goal>,
+    /// The tenant's topics in a cluster (`sightline.<tenant>.events` and its `.dlq`).
+    #[serde(default)]
+    pub kafka: KafkaSpec,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct KafkaSpec {
+    /// Partitions of each topic: the ceiling on loader parallelism. May grow, never shrink
+    /// (a visitor's events must stay on one partition).
+    #[serde(default = "default_partitions")]
+    pub partitions: u32,
+    #[serde(default = "default_replication")]
+    pub replication_factor: u16,
+    /// How long the broker keeps events: the window to recover a loader outage.
+    #[serde(default = "default_retention_hours")]
+    pub retention_hours: u32,
+}
+
+fn default_partitions() -> u32 {
+    6
+}
+fn default_replication() -> u16 {
+    3
+}
+fn default_retention_hours() -> u32 {
+    168
+}
+
+impl Default for KafkaSpec {
+    fn default() -> Self {
+        Self {
+            partitions: default_partitions(),
+            replication_factor: default_replication(),
+            retention_hours: default_retention_hours(),
+        }
+    }
 }
 
 /// A goal is completed by an event with a given name, or by a pageview whose path matches a
@@ -286,6 +323,12 @@ impl TenantSpec {
                 }
             }
         }
+        if !(1..=1000).contains(&self.kafka.partitions) {
+            return Err(err(format!("kafka.partitions {}: 1 to 1000", self.kafka.partitions)));
+        }
+        if self.kafka.replication_factor == 0 {
+            return Err(err("kafka.replicationFactor must be at least 1".into()));
+        }
         let l = &self.limits;
         for (field, value) in [
             ("limits.eventsPerRequest", l.events_per_request),
@@ -296,6 +339,7 @@ impl TenantSpec {
             ("limits.maxPropValueBytes", l.max_prop_value_bytes),
             ("retention.rawDays", self.retention.raw_days),
             ("retention.rollupDays", self.retention.rollup_days),
+            ("kafka.retentionHours", self.kafka.retention_hours),
         ] {
             if value == 0 {
                 return Err(err(format!("{field} must be greater than 0")));

@@ -4,6 +4,7 @@
 pub mod collector;
 pub mod error;
 pub mod group_commit;
+pub mod kafka;
 pub mod sink;
 
 pub use error::CollectError;

@@ -210,3 +210,48 @@ pub fn client() -> reqwest::Client {
         .build()
         .expect("client")
 }
+
+/// A Kafka-protocol broker for tests: noida-db's, on a free loopback port with its own data
+/// directory (`noida-db up --only kafka`). Stopped when dropped. The tests read only its
+/// bootstrap address, so they run as well against a real Kafka.
+pub struct Broker {
+    pub bootstrap: String,
+    data: tempfile::TempDir,
+}
+
+impl Broker {
+    pub fn start() -> Broker {
+        let data = tempfile::tempdir().expect("tempdir");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .expect("free port")
+            .local_addr()
+            .expect("addr")
+            .port();
+        let status = Command::new("noida-db")
+            .args(["up", "--only", "kafka", "--kafka-port", &port.to_string(), "--data-dir"])
+            .arg(data.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("noida-db is installed by scripts/install-deps.sh --tests");
+        assert!(status.success(), "noida-db up failed");
+        let bootstrap = format!("127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(&bootstrap).is_err() {
+            assert!(Instant::now() < deadline, "the broker did not listen within 30 s");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Broker { bootstrap, data }
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = Command::new("noida-db")
+            .args(["down", "--data-dir"])
+            .arg(self.data.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
