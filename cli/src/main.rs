@@ -1,5 +1,7 @@
 //! `sightline`: one binary, one subcommand per role.
 
+mod collector_cmd;
+mod common;
 mod provision_cmd;
 mod standalone;
 mod token_cmd;
@@ -19,6 +21,8 @@ struct Cli {
 enum Command {
     /// Collect, process, store and query in one process on the embedded ClickHouse engine.
     Standalone(standalone::Args),
+    /// The collector HTTP API in front of Kafka (202 once the broker has every event).
+    Collector(collector_cmd::Args),
     /// Create or update every tenant's Kafka topics to its spec (idempotent).
     Provision(provision_cmd::Args),
     /// Print the query API's OpenAPI 3 document (docs/openapi.json is this output).
@@ -40,6 +44,7 @@ fn main() -> ExitCode {
         Command::Standalone(args) => standalone::run(args),
         Command::Token { command } => token_cmd::run(command),
         Command::Provision(args) => provision_cmd::run(args),
+        Command::Collector(args) => collector_cmd::run(args),
         Command::Openapi => {
             print!("{}", sightline_query::openapi::document());
             Ok(())

@@ -12,8 +12,6 @@ use axum::routing::get;
 use axum::Router;
 use chrono::Utc;
 use clap::Args as ClapArgs;
-use ipnet::IpNet;
-use sightline_core::geo::Geo;
 use sightline_core::processor::session::SessionState;
 use sightline_core::registry::Registry;
 use sightline_core::secret::MasterSecret;
@@ -22,9 +20,11 @@ use sightline_core::token::{self, Claims, Scope};
 use sightline_core::warehouse::embedded::Embedded;
 use sightline_core::warehouse::{ops, replay, Warehouse};
 use sightline_core::watermark::Watermarks;
-use sightline_ingest::collector::{self, client::ClientConfig, CollectorState};
+use sightline_ingest::collector::{self, CollectorState};
 use sightline_ingest::group_commit::{GroupCommit, GroupCommitConfig};
 use sightline_query::{Limits, QueryConfig, QueryState};
+
+use crate::common::{shutdown_signal, ClientArgs};
 
 /// Days back from today that start-up checks for half-loaded days (the lateness window).
 const REPAIR_DAYS: u64 = 4;
@@ -49,15 +49,8 @@ pub struct Args {
     /// Events waiting for commit before the collector answers 503.
     #[arg(long, default_value_t = 200_000)]
     max_pending_events: usize,
-    /// Proxy networks whose X-Forwarded-For is trusted (repeatable), e.g. 10.0.0.0/8.
-    #[arg(long = "trusted-proxy")]
-    trusted_proxies: Vec<IpNet>,
-    /// Header a trusted CDN sets with the visitor's country, e.g. CF-IPCountry.
-    #[arg(long)]
-    country_header: Option<String>,
-    /// A GeoIP2/GeoLite2 country or city database (MaxMind format).
-    #[arg(long)]
-    geoip: Option<PathBuf>,
+    #[command(flatten)]
+    client: ClientArgs,
     /// Reading connections to the engine.
     #[arg(long, default_value_t = 4)]
     readers: usize,
@@ -92,10 +85,7 @@ pub fn run(args: Args) -> Result<(), String> {
 async fn serve(args: Args) -> Result<(), String> {
     let tenants = load_tenants(&args.tenants).map_err(|e| e.to_string())?;
     let secret = MasterSecret::load_or_create(&args.data).map_err(|e| e.to_string())?;
-    let geo = match &args.geoip {
-        Some(path) => Geo::open(path).map_err(|e| e.to_string())?,
-        None => Geo::none(),
-    };
+    let geo = args.client.geo()?;
     let engine = Embedded::open(&args.data.join("engine"), args.readers).map_err(|e| e.to_string())?;
     tracing::info!(version = %engine.engine_version(), path = %engine.path().display(), "embedded engine open");
     let warehouse: Arc<dyn Warehouse> = Arc::new(engine);
@@ -145,10 +135,7 @@ async fn serve(args: Args) -> Result<(), String> {
         sessions,
         config,
     );
-    let client = ClientConfig {
-        trusted_proxies: args.trusted_proxies.clone(),
-        country_header: args.country_header.clone(),
-    };
+    let client = args.client.client_config();
     let collector_state = Arc::new(CollectorState::new(
         registry.clone(),
         Arc::new(sink),
@@ -199,22 +186,6 @@ fn tower_http_trace(
 ) -> tower_http::trace::TraceLayer<tower_http::classify::SharedClassifier<tower_http::classify::ServerErrorsAsFailures>>
 {
     tower_http::trace::TraceLayer::new_for_http()
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
-    tracing::info!("shutdown requested: finishing in-flight requests");
 }
 
 /// Where we listen, tokens for the example site, and a curl line to send and one to query.

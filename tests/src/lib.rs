@@ -75,17 +75,24 @@ pub struct Server {
     pub addr: SocketAddr,
     pub data: PathBuf,
     pub tenants: PathBuf,
+    role: &'static str,
     extra: Vec<String>,
 }
 
 impl Server {
     /// Starts `sightline standalone` on a free port; `extra` are more flags.
     pub fn start(data: &Path, tenants: &Path, extra: &[&str]) -> Server {
+        Self::start_role("standalone", data, tenants, extra)
+    }
+
+    /// Starts `sightline <role>` (standalone, collector) on a free port.
+    pub fn start_role(role: &'static str, data: &Path, tenants: &Path, extra: &[&str]) -> Server {
         let mut server = Server {
             child: None,
             addr: "127.0.0.1:0".parse().expect("addr"),
             data: data.to_path_buf(),
             tenants: tenants.to_path_buf(),
+            role,
             extra: extra.iter().map(|s| s.to_string()).collect(),
         };
         server.spawn();
@@ -94,7 +101,7 @@ impl Server {
 
     fn spawn(&mut self) {
         let mut child = Command::new(binary())
-            .arg("standalone")
+            .arg(self.role)
             .arg("--tenants")
             .arg(&self.tenants)
             .arg("--data")
@@ -118,7 +125,7 @@ impl Server {
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(rest) = line.strip_prefix("sightline standalone listening on http://") {
+                if let Some((_, rest)) = line.split_once(" listening on http://") {
                     let _ = tx.send(rest.trim().to_string());
                 }
             }
@@ -242,6 +249,37 @@ impl Broker {
             std::thread::sleep(Duration::from_millis(50));
         }
         Broker { bootstrap, data }
+    }
+
+    fn service(&self, verb: &str) {
+        let status = Command::new("noida-db")
+            .args([verb, "kafka", "--data-dir"])
+            .arg(self.data.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("noida-db");
+        assert!(status.success(), "noida-db {verb} kafka failed");
+    }
+
+    /// Stops the broker (its data is kept).
+    pub fn stop(&self) {
+        self.service("stop");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(&self.bootstrap).is_ok() {
+            assert!(Instant::now() < deadline, "the broker still listens 30 s after stop");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Starts it again on the same address.
+    pub fn resume(&self) {
+        self.service("start");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(&self.bootstrap).is_err() {
+            assert!(Instant::now() < deadline, "the broker did not listen again within 30 s");
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 }
 

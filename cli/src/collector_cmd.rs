@@ -1,0 +1,91 @@
+//! `sightline collector`: the collector HTTP API in front of Kafka. Valid events go to their
+//! tenant's topic; the 202 goes out only after the broker acknowledged every one of them.
+//! One deployment serves many tenants: the token says which.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::routing::get;
+use axum::Router;
+use clap::Args as ClapArgs;
+use sightline_core::registry::Registry;
+use sightline_core::secret::MasterSecret;
+use sightline_core::spec::load_tenants;
+use sightline_ingest::collector::{self, CollectorState};
+use sightline_ingest::kafka::sink::{KafkaSink, KafkaSinkConfig};
+
+use crate::common::{shutdown_signal, ClientArgs};
+
+#[derive(ClapArgs)]
+pub struct Args {
+    /// AnalyticsTenant YAML file or directory.
+    #[arg(long, default_value = "manifests/examples")]
+    tenants: PathBuf,
+    /// Where the secret file lives when SIGHTLINE_SECRET is not set.
+    #[arg(long, default_value = "./data")]
+    data: PathBuf,
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Kafka bootstrap servers.
+    #[arg(long, env = "SIGHTLINE_KAFKA_BROKERS")]
+    brokers: String,
+    /// A request whose events the broker has not acknowledged within this time gets 503.
+    #[arg(long, default_value_t = 10_000)]
+    delivery_timeout_ms: u64,
+    /// Events buffered for the broker before new requests get 503 at once.
+    #[arg(long, default_value_t = 200_000)]
+    queue_max_messages: u32,
+    #[command(flatten)]
+    client: ClientArgs,
+}
+
+pub fn run(args: Args) -> Result<(), String> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    runtime.block_on(serve(args))
+}
+
+async fn serve(args: Args) -> Result<(), String> {
+    let tenants = load_tenants(&args.tenants).map_err(|e| e.to_string())?;
+    let secret = MasterSecret::load_or_create(&args.data).map_err(|e| e.to_string())?;
+    let sink = Arc::new(
+        KafkaSink::new(&KafkaSinkConfig {
+            brokers: args.brokers.clone(),
+            delivery_timeout: Duration::from_millis(args.delivery_timeout_ms.max(1)),
+            queue_max_messages: args.queue_max_messages.max(1),
+        })
+        .map_err(|e| format!("--brokers {}: {e}", args.brokers))?,
+    );
+    let registry = Arc::new(Registry::new(tenants, &secret));
+    let state = Arc::new(CollectorState::new(
+        registry,
+        sink.clone(),
+        args.client.client_config(),
+        Arc::new(args.client.geo()?),
+    ));
+    let app = Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(|| async { "ready" }))
+        .merge(collector::router(state))
+        .layer(tower_http::trace::TraceLayer::new_for_http());
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(|e| format!("--listen {}: {e}", args.listen))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    println!("sightline collector listening on http://{addr}");
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .map_err(|e| e.to_string())?;
+    // Every request that got its answer is on the log already; this sends what remains.
+    sink.flush(Duration::from_secs(30))
+        .map_err(|e| format!("flushing the producer: {e}"))?;
+    tracing::info!("stopped");
+    Ok(())
+}

@@ -1,0 +1,55 @@
+//! What the serving subcommands share: how clients are seen (proxies, country), and how a
+//! process is asked to stop.
+
+use std::path::PathBuf;
+
+use clap::Args as ClapArgs;
+use ipnet::IpNet;
+use sightline_core::geo::Geo;
+use sightline_ingest::collector::client::ClientConfig;
+
+#[derive(ClapArgs, Clone)]
+pub struct ClientArgs {
+    /// Proxy networks whose X-Forwarded-For is trusted (repeatable), e.g. 10.0.0.0/8.
+    #[arg(long = "trusted-proxy")]
+    pub trusted_proxies: Vec<IpNet>,
+    /// Header a trusted CDN sets with the visitor's country, e.g. CF-IPCountry.
+    #[arg(long)]
+    pub country_header: Option<String>,
+    /// A GeoIP2/GeoLite2 country or city database (MaxMind format).
+    #[arg(long)]
+    pub geoip: Option<PathBuf>,
+}
+
+impl ClientArgs {
+    pub fn client_config(&self) -> ClientConfig {
+        ClientConfig {
+            trusted_proxies: self.trusted_proxies.clone(),
+            country_header: self.country_header.clone(),
+        }
+    }
+
+    pub fn geo(&self) -> Result<Geo, String> {
+        match &self.geoip {
+            Some(path) => Geo::open(path).map_err(|e| e.to_string()),
+            None => Ok(Geo::none()),
+        }
+    }
+}
+
+/// Resolves on SIGTERM or Ctrl-C; servers then finish in-flight requests.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+    tracing::info!("shutdown requested: finishing in-flight requests");
+}
