@@ -11,12 +11,10 @@ use axum::routing::get;
 use axum::Router;
 use clap::Args as ClapArgs;
 use sightline_core::registry::Registry;
-use sightline_core::secret::MasterSecret;
-use sightline_core::spec::load_tenants;
 use sightline_ingest::collector::{self, CollectorState};
 use sightline_ingest::kafka::sink::{KafkaSink, KafkaSinkConfig};
 
-use crate::common::{shutdown_signal, ClientArgs};
+use crate::common::{block_on, shutdown_signal, tenants_and_secret, ClientArgs};
 
 #[derive(ClapArgs)]
 pub struct Args {
@@ -42,16 +40,11 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<(), String> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
-    runtime.block_on(serve(args))
+    block_on(serve(args))
 }
 
 async fn serve(args: Args) -> Result<(), String> {
-    let tenants = load_tenants(&args.tenants).map_err(|e| e.to_string())?;
-    let secret = MasterSecret::load_or_create(&args.data).map_err(|e| e.to_string())?;
+    let (tenants, secret) = tenants_and_secret(&args.tenants, &args.data)?;
     let sink = Arc::new(
         KafkaSink::new(&KafkaSinkConfig {
             brokers: args.brokers.clone(),

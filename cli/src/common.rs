@@ -1,11 +1,14 @@
-//! What the serving subcommands share: how clients are seen (proxies, country), and how a
-//! process is asked to stop.
+//! What the serving subcommands share: their runtime, tenants and secret, how clients are
+//! seen (proxies, country), and how a process is asked to stop.
 
-use std::path::PathBuf;
+use std::future::Future;
+use std::path::{Path, PathBuf};
 
 use clap::Args as ClapArgs;
 use ipnet::IpNet;
 use sightline_core::geo::Geo;
+use sightline_core::secret::MasterSecret;
+use sightline_core::spec::{load_tenants, Tenant};
 use sightline_ingest::collector::client::ClientConfig;
 
 #[derive(ClapArgs, Clone)]
@@ -52,4 +55,20 @@ pub async fn shutdown_signal() {
     };
     tokio::select! { _ = ctrl_c => {}, _ = term => {} }
     tracing::info!("shutdown requested: finishing in-flight requests");
+}
+
+/// Runs a subcommand's async body on a multi-threaded runtime.
+pub fn block_on(body: impl Future<Output = Result<(), String>>) -> Result<(), String> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?
+        .block_on(body)
+}
+
+/// The tenants from their YAML and the master secret (`$SIGHTLINE_SECRET` or `<data>/secret.key`).
+pub fn tenants_and_secret(tenants: &Path, data: &Path) -> Result<(Vec<Tenant>, MasterSecret), String> {
+    let tenants = load_tenants(tenants).map_err(|e| e.to_string())?;
+    let secret = MasterSecret::load_or_create(data).map_err(|e| e.to_string())?;
+    Ok((tenants, secret))
 }

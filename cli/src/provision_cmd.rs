@@ -19,11 +19,7 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<(), String> {
     let tenants = load_tenants(&args.tenants).map_err(|e| e.to_string())?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
-    runtime.block_on(async {
+    crate::common::block_on(async {
         let provisioner = Provisioner::new(&args.brokers).map_err(|e| e.to_string())?;
         for tenant in &tenants {
             let changes = provisioner

@@ -15,7 +15,6 @@ use clap::Args as ClapArgs;
 use sightline_core::processor::session::SessionState;
 use sightline_core::registry::Registry;
 use sightline_core::secret::MasterSecret;
-use sightline_core::spec::load_tenants;
 use sightline_core::token::{self, Claims, Scope};
 use sightline_core::warehouse::embedded::Embedded;
 use sightline_core::warehouse::{ops, replay, Warehouse};
@@ -24,7 +23,7 @@ use sightline_ingest::collector::{self, CollectorState};
 use sightline_ingest::group_commit::{GroupCommit, GroupCommitConfig};
 use sightline_query::{Limits, QueryConfig, QueryState};
 
-use crate::common::{shutdown_signal, ClientArgs};
+use crate::common::{block_on, shutdown_signal, tenants_and_secret, ClientArgs};
 
 /// Days back from today that start-up checks for half-loaded days (the lateness window).
 const REPAIR_DAYS: u64 = 4;
@@ -75,16 +74,11 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<(), String> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
-    runtime.block_on(serve(args))
+    block_on(serve(args))
 }
 
 async fn serve(args: Args) -> Result<(), String> {
-    let tenants = load_tenants(&args.tenants).map_err(|e| e.to_string())?;
-    let secret = MasterSecret::load_or_create(&args.data).map_err(|e| e.to_string())?;
+    let (tenants, secret) = tenants_and_secret(&args.tenants, &args.data)?;
     let geo = args.client.geo()?;
     let engine = Embedded::open(&args.data.join("engine"), args.readers).map_err(|e| e.to_string())?;
     tracing::info!(version = %engine.engine_version(), path = %engine.path().display(), "embedded engine open");
