@@ -3,7 +3,6 @@
 //! One deployment serves many tenants: the token says which.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,18 +13,12 @@ use sightline_core::registry::Registry;
 use sightline_ingest::collector::{self, CollectorState};
 use sightline_ingest::kafka::sink::{KafkaSink, KafkaSinkConfig};
 
-use crate::common::{block_on, shutdown_signal, tenants_and_secret, ClientArgs};
+use crate::common::{block_on, shutdown_signal, ClientArgs, ServeArgs};
 
 #[derive(ClapArgs)]
 pub struct Args {
-    /// AnalyticsTenant YAML file or directory.
-    #[arg(long, default_value = "manifests/examples")]
-    tenants: PathBuf,
-    /// Where the secret file lives when SIGHTLINE_SECRET is not set.
-    #[arg(long, default_value = "./data")]
-    data: PathBuf,
-    #[arg(long, default_value = "127.0.0.1:8080")]
-    listen: SocketAddr,
+    #[command(flatten)]
+    serve: ServeArgs,
     /// Kafka bootstrap servers.
     #[arg(long, env = "SIGHTLINE_KAFKA_BROKERS")]
     brokers: String,
@@ -44,7 +37,7 @@ pub fn run(args: Args) -> Result<(), String> {
 }
 
 async fn serve(args: Args) -> Result<(), String> {
-    let (tenants, secret) = tenants_and_secret(&args.tenants, &args.data)?;
+    let (tenants, secret) = args.serve.tenants_and_secret()?;
     let sink = Arc::new(
         KafkaSink::new(&KafkaSinkConfig {
             brokers: args.brokers.clone(),
@@ -65,9 +58,9 @@ async fn serve(args: Args) -> Result<(), String> {
         .route("/readyz", get(|| async { "ready" }))
         .merge(collector::router(state))
         .layer(tower_http::trace::TraceLayer::new_for_http());
-    let listener = tokio::net::TcpListener::bind(args.listen)
+    let listener = tokio::net::TcpListener::bind(args.serve.listen)
         .await
-        .map_err(|e| format!("--listen {}: {e}", args.listen))?;
+        .map_err(|e| format!("--listen {}: {e}", args.serve.listen))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     println!("sightline collector listening on http://{addr}");
     use std::io::Write;

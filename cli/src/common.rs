@@ -11,6 +11,28 @@ use sightline_core::secret::MasterSecret;
 use sightline_core::spec::{load_tenants, Tenant};
 use sightline_ingest::collector::client::ClientConfig;
 
+/// Where a serving subcommand reads its tenants and secret and where it listens.
+#[derive(ClapArgs, Clone)]
+pub struct ServeArgs {
+    /// AnalyticsTenant YAML file or directory.
+    #[arg(long, default_value = "manifests/examples")]
+    pub tenants: PathBuf,
+    /// Where data lives: the secret file (unless SIGHTLINE_SECRET is set) and, for
+    /// standalone, the embedded engine's files.
+    #[arg(long, default_value = "./data")]
+    pub data: PathBuf,
+    /// Address for the HTTP API.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: std::net::SocketAddr,
+}
+
+impl ServeArgs {
+    /// The tenants from their YAML and the master secret.
+    pub fn tenants_and_secret(&self) -> Result<(Vec<Tenant>, MasterSecret), String> {
+        tenants_and_secret(&self.tenants, &self.data)
+    }
+}
+
 #[derive(ClapArgs, Clone)]
 pub struct ClientArgs {
     /// Proxy networks whose X-Forwarded-For is trusted (repeatable), e.g. 10.0.0.0/8.

@@ -4,7 +4,6 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,22 +22,15 @@ use sightline_ingest::collector::{self, CollectorState};
 use sightline_ingest::group_commit::{GroupCommit, GroupCommitConfig};
 use sightline_query::{Limits, QueryConfig, QueryState};
 
-use crate::common::{block_on, shutdown_signal, tenants_and_secret, ClientArgs};
+use crate::common::{block_on, shutdown_signal, ClientArgs, ServeArgs};
 
 /// Days back from today that start-up checks for half-loaded days (the lateness window).
 const REPAIR_DAYS: u64 = 4;
 
 #[derive(ClapArgs)]
 pub struct Args {
-    /// AnalyticsTenant YAML file or directory.
-    #[arg(long, default_value = "manifests/examples")]
-    tenants: PathBuf,
-    /// Where the engine's data and the secret live.
-    #[arg(long, default_value = "./data")]
-    data: PathBuf,
-    /// Address for the collector and query API.
-    #[arg(long, default_value = "127.0.0.1:8080")]
-    listen: SocketAddr,
+    #[command(flatten)]
+    serve: ServeArgs,
     /// A batch is committed when it holds this many events ...
     #[arg(long, default_value_t = 5000)]
     batch_max_events: usize,
@@ -78,9 +70,9 @@ pub fn run(args: Args) -> Result<(), String> {
 }
 
 async fn serve(args: Args) -> Result<(), String> {
-    let (tenants, secret) = tenants_and_secret(&args.tenants, &args.data)?;
+    let (tenants, secret) = args.serve.tenants_and_secret()?;
     let geo = args.client.geo()?;
-    let engine = Embedded::open(&args.data.join("engine"), args.readers).map_err(|e| e.to_string())?;
+    let engine = Embedded::open(&args.serve.data.join("engine"), args.readers).map_err(|e| e.to_string())?;
     tracing::info!(version = %engine.engine_version(), path = %engine.path().display(), "embedded engine open");
     let warehouse: Arc<dyn Warehouse> = Arc::new(engine);
 
@@ -159,9 +151,9 @@ async fn serve(args: Args) -> Result<(), String> {
         .merge(sightline_query::router(query_state))
         .layer(tower_http_trace());
 
-    let listener = tokio::net::TcpListener::bind(args.listen)
+    let listener = tokio::net::TcpListener::bind(args.serve.listen)
         .await
-        .map_err(|e| format!("--listen {}: {e}", args.listen))?;
+        .map_err(|e| format!("--listen {}: {e}", args.serve.listen))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     print_banner(addr, &tenants[0], &secret);
 
