@@ -149,7 +149,7 @@ async fn serve(args: Args) -> Result<(), String> {
         .route("/readyz", get(|| async { "ready" }))
         .merge(collector::router(collector_state))
         .merge(sightline_query::router(query_state))
-        .layer(tower_http_trace());
+        .layer(tower_http::trace::TraceLayer::new_for_http());
 
     let listener = tokio::net::TcpListener::bind(args.serve.listen)
         .await
@@ -166,12 +166,6 @@ async fn serve(args: Args) -> Result<(), String> {
     writer.await.map_err(|e| e.to_string())?;
     tracing::info!("stopped");
     Ok(())
-}
-
-fn tower_http_trace(
-) -> tower_http::trace::TraceLayer<tower_http::classify::SharedClassifier<tower_http::classify::ServerErrorsAsFailures>>
-{
-    tower_http::trace::TraceLayer::new_for_http()
 }
 
 /// Where we listen, tokens for the example site, and a curl line to send and one to query.

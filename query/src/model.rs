@@ -158,14 +158,6 @@ impl Filter {
             Filter::Not(f) => f.dimensions(),
         }
     }
-
-    pub fn uses_regex(&self) -> bool {
-        match self {
-            Filter::Condition { op, .. } => *op == Op::Matches,
-            Filter::And(fs) | Filter::Or(fs) => fs.iter().any(Filter::uses_regex),
-            Filter::Not(f) => f.uses_regex(),
-        }
-    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -31,10 +31,6 @@ impl Params {
             .collect();
         format!("[{}]", items.join(","))
     }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
 }
 
 fn escape(s: &str) -> String {

@@ -20,7 +20,6 @@ const PAGE_ROWS: usize = 20_000;
 pub struct DayReplayed {
     pub day: NaiveDate,
     pub raw_rows: u64,
-    pub event_rows: u64,
 }
 
 fn staging(table: &str) -> String {
@@ -159,11 +158,7 @@ async fn replay_events_day(wh: &dyn Warehouse, tenant: &Tenant, day: NaiveDate) 
     wh.execute(&format!("DROP TABLE IF EXISTS {db}.{staged}"), &none)
         .await?;
     tracing::info!(tenant = %tenant.name, %day, raw_rows, "day of events replayed");
-    Ok(DayReplayed {
-        day,
-        raw_rows,
-        event_rows: staged_count,
-    })
+    Ok(DayReplayed { day, raw_rows })
 }
 
 /// Both rollups of one month, rebuilt from `events` with the views' own SQL and swapped in.
