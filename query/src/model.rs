@@ -58,6 +58,14 @@ impl Metric {
         Metric::ALL.iter().copied().find(|m| m.name() == name)
     }
 
+    /// Like `parse`, with the refusal callers show: the unknown name and the known ones.
+    pub fn parse_or_explain(name: &str) -> Result<Metric, String> {
+        Metric::parse(name).ok_or_else(|| {
+            let known: Vec<&str> = Metric::ALL.iter().map(|m| m.name()).collect();
+            format!("unknown metric {name:?}; known: {}", known.join(", "))
+        })
+    }
+
     /// Made of session deltas: meaningful only for session attributes.
     pub fn is_session_metric(self) -> bool {
         matches!(
@@ -241,13 +249,7 @@ pub fn parse_query(body: &Value, spec: &TenantSpec, now: DateTime<Utc>) -> Resul
                 let name = item
                     .as_str()
                     .ok_or_else(|| bad("metrics", format!("metrics[{i}] must be a string")))?;
-                let m = Metric::parse(name).ok_or_else(|| {
-                    let known: Vec<&str> = Metric::ALL.iter().map(|m| m.name()).collect();
-                    bad(
-                        "metrics",
-                        format!("metrics[{i}]: unknown metric {name:?}; known: {}", known.join(", ")),
-                    )
-                })?;
+                let m = Metric::parse_or_explain(name).map_err(|e| bad("metrics", format!("metrics[{i}]: {e}")))?;
                 if !metrics.contains(&m) {
                     metrics.push(m);
                 }

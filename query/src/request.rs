@@ -36,13 +36,7 @@ pub fn parse_metrics(params: &RawParams) -> Result<Vec<Metric>, QueryError> {
     };
     let mut metrics = Vec::new();
     for name in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-        let metric = Metric::ALL.iter().copied().find(|m| m.name() == name).ok_or_else(|| {
-            let known: Vec<&str> = Metric::ALL.iter().map(|m| m.name()).collect();
-            QueryError::bad(
-                "metrics",
-                format!("unknown metric {name:?}; known: {}", known.join(", ")),
-            )
-        })?;
+        let metric = Metric::parse_or_explain(name).map_err(|e| QueryError::bad("metrics", e))?;
         if !metrics.contains(&metric) {
             metrics.push(metric);
         }
