@@ -17,6 +17,7 @@ use sightline_core::warehouse::{ops, replay, Warehouse};
 use sightline_core::watermark::Watermarks;
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
+use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::sink::{EventSink, SinkError};
@@ -151,10 +152,11 @@ impl Writer {
         for p in batch {
             by_tenant.entry(p.tenant.clone()).or_default().push(p);
         }
-        for (tenant, pending) in by_tenant {
+        for (tenant, mut pending) in by_tenant {
             let span = tracing::info_span!("group_commit", %tenant, requests = pending.len());
-            let _enter = span.enter();
-            let outcome = self.commit_tenant(&tenant, &pending).await;
+            // The span goes with the future: a guard held across `.await` would tag whatever
+            // else runs on this thread meanwhile.
+            let outcome = self.commit_tenant(&tenant, &mut pending).instrument(span).await;
             if let Err(e) = &outcome {
                 tracing::error!(%tenant, error = %e, "batch not committed");
             }
@@ -169,7 +171,8 @@ impl Writer {
         }
     }
 
-    async fn commit_tenant(&mut self, tenant: &str, pending: &[Pending]) -> Result<(), sightline_core::Error> {
+    /// Stores the events of `pending` (which it takes: only the replies are needed after).
+    async fn commit_tenant(&mut self, tenant: &str, pending: &mut [Pending]) -> Result<(), sightline_core::Error> {
         let entry = self.registry.get(tenant).ok_or_else(|| sightline_core::Error::Spec {
             source_name: tenant.into(),
             message: "unknown tenant".into(),
@@ -180,7 +183,7 @@ impl Writer {
         };
 
         // Exactly once across client retries: drop ids already stored or seen in this batch.
-        let mut raws: Vec<RawEvent> = pending.iter().flat_map(|p| p.events.iter().cloned()).collect();
+        let mut raws: Vec<RawEvent> = pending.iter_mut().flat_map(|p| std::mem::take(&mut p.events)).collect();
         let client_ids: Vec<Uuid> = pending.iter().flat_map(|p| p.client_ids.iter().copied()).collect();
         let days: Vec<NaiveDate> = raws
             .iter()
