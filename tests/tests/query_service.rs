@@ -116,31 +116,29 @@ async fn watermark_cache_csv_realtime_and_sse() {
         .unwrap();
     assert_eq!(csv.headers().get("content-type").unwrap(), "text/csv; charset=utf-8");
     assert_eq!(csv.text().await.unwrap(), "page,visitors,pageviews\n/a,1,1\n/b,1,1\n");
-    let csv = c
-        .get(server.url(&format!(
-            "/v1/sites/{SITE}/breakdown?period=today&property=props:plan&metrics=visitors,events"
-        )))
-        .bearer_auth(&read)
-        .header("Accept", "text/csv")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let get_csv = |path: String| {
+        let (c, url, read) = (c.clone(), server.url(&path), read.clone());
+        async move {
+            c.get(url)
+                .bearer_auth(read)
+                .header("Accept", "text/csv")
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap()
+        }
+    };
+    let csv = get_csv(format!(
+        "/v1/sites/{SITE}/breakdown?period=today&property=props:plan&metrics=visitors,events"
+    ))
+    .await;
     assert_eq!(csv, "props:plan,visitors,events\npro,2,2\n");
-    let csv = c
-        .get(server.url(&format!(
-            "/v1/sites/{SITE}/timeseries?period=today&interval=day&metrics=pageviews"
-        )))
-        .bearer_auth(&read)
-        .header("Accept", "text/csv")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let csv = get_csv(format!(
+        "/v1/sites/{SITE}/timeseries?period=today&interval=day&metrics=pageviews"
+    ))
+    .await;
     let today = chrono::Utc::now().date_naive();
     assert_eq!(csv, format!("date,pageviews\n{today},2\n"));
 
