@@ -10,7 +10,7 @@ use sightline_core::processor::{process, ProcessorConfig};
 use sightline_core::schema;
 use sightline_core::spec::parse_tenants;
 use sightline_core::warehouse::embedded::Embedded;
-use sightline_core::warehouse::{ops, Params, Warehouse};
+use sightline_core::warehouse::{ops, rowbinary, InsertFormat, Params, Warehouse};
 
 #[tokio::main]
 async fn main() {
@@ -48,21 +48,31 @@ async fn main() {
             .iter()
             .map(|r| process(r, ProcessorConfig { bot_filtering: true }, &mut st))
             .collect();
-        let raw_rows = ops::json_each_row(&raws).unwrap();
-        let ev_rows = ops::json_each_row(&events).unwrap();
+        let raw_rows = rowbinary::encode(&raws);
+        let ev_rows = rowbinary::encode(&events);
         let time = |label: String, ms: f64| println!("{label}: {ms:.2} ms");
         let t = Instant::now();
         for _ in 0..10 {
-            wh.insert(&format!("{db}.events_raw"), schema::RAW_COLUMNS, raw_rows.clone())
-                .await
-                .unwrap();
+            wh.insert(
+                &format!("{db}.events_raw"),
+                schema::RAW_COLUMNS,
+                InsertFormat::RowBinary,
+                raw_rows.clone(),
+            )
+            .await
+            .unwrap();
         }
         time(format!("{n} rows into events_raw"), t.elapsed().as_secs_f64() * 100.0);
         let t = Instant::now();
         for _ in 0..10 {
-            wh.insert(&format!("{db}.events"), schema::EVENT_COLUMNS, ev_rows.clone())
-                .await
-                .unwrap();
+            wh.insert(
+                &format!("{db}.events"),
+                schema::EVENT_COLUMNS,
+                InsertFormat::RowBinary,
+                ev_rows.clone(),
+            )
+            .await
+            .unwrap();
         }
         time(
             format!("{n} rows into events (+2 views)"),
@@ -76,9 +86,14 @@ async fn main() {
         .unwrap();
         let t = Instant::now();
         for _ in 0..10 {
-            wh.insert(&format!("{db}.events_noview"), schema::EVENT_COLUMNS, ev_rows.clone())
-                .await
-                .unwrap();
+            wh.insert(
+                &format!("{db}.events_noview"),
+                schema::EVENT_COLUMNS,
+                InsertFormat::RowBinary,
+                ev_rows.clone(),
+            )
+            .await
+            .unwrap();
         }
         time(
             format!("{n} rows into events without views"),

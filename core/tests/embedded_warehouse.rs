@@ -9,7 +9,7 @@ use sightline_core::processor::session::SessionState;
 use sightline_core::processor::{process, ProcessorConfig};
 use sightline_core::spec::parse_tenants;
 use sightline_core::warehouse::embedded::Embedded;
-use sightline_core::warehouse::{ops, replay, Params, Warehouse};
+use sightline_core::warehouse::{ops, replay, InsertFormat, Params, Warehouse};
 use uuid::Uuid;
 
 const CHROME: &str = "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36";
@@ -172,6 +172,7 @@ async fn schema_ingest_dedup_and_replay_on_libchdb() {
     wh.insert(
         &format!("{db}.events_raw"),
         sightline_core::schema::RAW_COLUMNS,
+        InsertFormat::JsonEachRow,
         ops::json_each_row(&lost).unwrap(),
     )
     .await

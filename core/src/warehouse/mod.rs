@@ -6,6 +6,7 @@ pub mod embedded;
 pub mod ops;
 pub mod params;
 pub mod replay;
+pub mod rowbinary;
 
 use async_trait::async_trait;
 use serde_json::Value;
@@ -21,9 +22,27 @@ pub trait Warehouse: Send + Sync + 'static {
     /// Runs a SELECT and returns its rows as JSON objects. 64-bit integers come back as
     /// JSON numbers.
     async fn select(&self, sql: &str, params: &Params) -> Result<Vec<Value>>;
-    /// Inserts JSONEachRow-encoded `rows` into `table (columns)` as one insert: one part per
-    /// partition, all or nothing from the reader's view.
-    async fn insert(&self, table: &str, columns: &str, rows: Vec<u8>) -> Result<u64>;
+    /// Inserts `rows`, encoded in `format`, into `table (columns)` as one insert: one part
+    /// per partition, all or nothing from the reader's view. Returns the rows written.
+    async fn insert(&self, table: &str, columns: &str, format: InsertFormat, rows: Vec<u8>) -> Result<u64>;
     /// `embedded` or `http`, for logs and metrics.
     fn backend(&self) -> &'static str;
+}
+
+/// How an insert body is encoded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InsertFormat {
+    /// ClickHouse's binary row format (`rowbinary`): what the ingest path sends.
+    RowBinary,
+    /// One JSON object per line: for rows built as JSON.
+    JsonEachRow,
+}
+
+impl InsertFormat {
+    pub fn name(self) -> &'static str {
+        match self {
+            InsertFormat::RowBinary => "RowBinary",
+            InsertFormat::JsonEachRow => "JSONEachRow",
+        }
+    }
 }

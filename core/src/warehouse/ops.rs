@@ -7,7 +7,7 @@ use chrono::{DateTime, Duration, NaiveDate, Utc};
 use serde::Serialize;
 use uuid::Uuid;
 
-use super::{Params, Warehouse};
+use super::{rowbinary, InsertFormat, Params, Warehouse};
 use crate::event::{ch_datetime, Event, RawEvent};
 use crate::processor::session::{Session, SessionEntry, SessionState};
 use crate::schema;
@@ -89,14 +89,16 @@ pub async fn insert_raw_and_events(wh: &dyn Warehouse, db: &str, raw: &[RawEvent
     wh.insert(
         &format!("{db}.{}", schema::RAW_TABLE),
         schema::RAW_COLUMNS,
-        json_each_row(raw)?,
+        InsertFormat::RowBinary,
+        rowbinary::encode(raw),
     )
     .await?;
     if !events.is_empty() {
         wh.insert(
             &format!("{db}.{}", schema::EVENTS_TABLE),
             schema::EVENT_COLUMNS,
-            json_each_row(events)?,
+            InsertFormat::RowBinary,
+            rowbinary::encode(events),
         )
         .await?;
     }

@@ -4,8 +4,7 @@
 
 use chrono::{DateTime, Datelike, Days, NaiveDate, Utc};
 
-use super::ops::json_each_row;
-use super::{Params, Warehouse};
+use super::{rowbinary, InsertFormat, Params, Warehouse};
 use crate::event::{ch_datetime, RawEvent};
 use crate::processor::session::SessionState;
 use crate::processor::{process, ProcessorConfig};
@@ -130,7 +129,8 @@ async fn replay_events_day(wh: &dyn Warehouse, tenant: &Tenant, day: NaiveDate) 
         wh.insert(
             &format!("{db}.{staged}"),
             schema::EVENT_COLUMNS,
-            json_each_row(&events)?,
+            InsertFormat::RowBinary,
+            rowbinary::encode(&events),
         )
         .await?;
         if rows.len() < PAGE_ROWS {

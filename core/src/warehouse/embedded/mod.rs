@@ -13,7 +13,7 @@ use serde_json::Value;
 
 pub use conn::Conn;
 
-use super::{Params, Warehouse};
+use super::{InsertFormat, Params, Warehouse};
 use crate::{Error, Result};
 
 pub struct Embedded {
@@ -114,9 +114,9 @@ impl Warehouse for Embedded {
         parse_json_each_row(&bytes)
     }
 
-    async fn insert(&self, table: &str, columns: &str, rows: Vec<u8>) -> Result<u64> {
+    async fn insert(&self, table: &str, columns: &str, format: InsertFormat, rows: Vec<u8>) -> Result<u64> {
         let statement = format!("INSERT INTO {table} ({columns})");
-        self.with_writer(move |c| c.insert(&statement, "JSONEachRow", &rows))
+        self.with_writer(move |c| c.insert(&statement, format.name(), &rows))
             .await
     }
 
