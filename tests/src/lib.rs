@@ -1,6 +1,8 @@
 //! Test support: start the real `sightline` binary on free loopback ports with a tenant
 //! fixture, mint tokens with a known secret, and stop or kill it.
 
+pub mod clickhouse_front;
+
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

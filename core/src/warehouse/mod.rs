@@ -3,6 +3,7 @@
 //! once so that every backend runs the same SQL text.
 
 pub mod embedded;
+pub mod http;
 pub mod ops;
 pub mod params;
 pub mod replay;
@@ -23,8 +24,8 @@ pub trait Warehouse: Send + Sync + 'static {
     /// JSON numbers.
     async fn select(&self, sql: &str, params: &Params) -> Result<Vec<Value>>;
     /// Inserts `rows`, encoded in `format`, into `table (columns)` as one insert: one part
-    /// per partition, all or nothing from the reader's view. Returns the rows written.
-    async fn insert(&self, table: &str, columns: &str, format: InsertFormat, rows: Vec<u8>) -> Result<u64>;
+    /// per partition, all or nothing from the reader's view.
+    async fn insert(&self, table: &str, columns: &str, format: InsertFormat, rows: Vec<u8>) -> Result<()>;
     /// `embedded` or `http`, for logs and metrics.
     fn backend(&self) -> &'static str;
 }

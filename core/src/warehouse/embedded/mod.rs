@@ -114,9 +114,9 @@ impl Warehouse for Embedded {
         parse_json_each_row(&bytes)
     }
 
-    async fn insert(&self, table: &str, columns: &str, format: InsertFormat, rows: Vec<u8>) -> Result<u64> {
+    async fn insert(&self, table: &str, columns: &str, format: InsertFormat, rows: Vec<u8>) -> Result<()> {
         let statement = format!("INSERT INTO {table} ({columns})");
-        self.with_writer(move |c| c.insert(&statement, format.name(), &rows))
+        self.with_writer(move |c| c.insert(&statement, format.name(), &rows).map(|_| ()))
             .await
     }
 

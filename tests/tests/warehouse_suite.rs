@@ -1,5 +1,8 @@
-//! The warehouse operations against the real embedded engine (libchdb).
-//! The engine is one per process, so this file runs its scenarios in one test, in order.
+//! The warehouse operations, run against both backends: the embedded engine (libchdb) and
+//! the HTTP backend (crate `clickhouse`) talking to the test-support front over libchdb, or
+//! to a real server when `CLICKHOUSE_URL` is set (`CLICKHOUSE_USER`, `CLICKHOUSE_PASSWORD`).
+//! The engine is one per process and nextest runs each test in its own, so each backend's
+//! test runs the whole scenario in order.
 
 use std::collections::BTreeMap;
 
@@ -9,7 +12,10 @@ use sightline_core::processor::session::SessionState;
 use sightline_core::processor::{process, ProcessorConfig};
 use sightline_core::spec::parse_tenants;
 use sightline_core::warehouse::embedded::Embedded;
+use sightline_core::warehouse::http::{Http, HttpConfig};
 use sightline_core::warehouse::{ops, replay, InsertFormat, Params, Warehouse};
+use sightline_tests::clickhouse_front::ClickHouseFront;
+use std::sync::atomic::Ordering;
 use uuid::Uuid;
 
 const CHROME: &str = "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36";
@@ -40,10 +46,92 @@ async fn scalar(wh: &dyn Warehouse, sql: &str) -> u64 {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn schema_ingest_dedup_and_replay_on_libchdb() {
+async fn embedded_backend() {
     let dir = tempfile::tempdir().unwrap();
     let wh = Embedded::open(&dir.path().join("engine"), 2).unwrap();
     assert!(wh.engine_version().starts_with("26."), "engine {}", wh.engine_version());
+    scenario(&wh).await;
+}
+
+/// The HTTP backend against `CLICKHOUSE_URL`, or the front over libchdb (with credentials
+/// and LZ4 both ways, as a production server would be configured).
+#[tokio::test(flavor = "multi_thread")]
+async fn http_backend() {
+    let dir = tempfile::tempdir().unwrap();
+    let (front, config) = http_target(&dir, true).await;
+    let wh = Http::new(&config);
+    assert!(!wh.server_version().await.unwrap().is_empty());
+    scenario(&wh).await;
+    if let Some(front) = front {
+        assert!(
+            front.requests.load(Ordering::Relaxed) > 20,
+            "the scenario went through the front"
+        );
+    }
+}
+
+/// Uncompressed bodies work too, and failures come back as errors that say what failed.
+#[tokio::test(flavor = "multi_thread")]
+async fn http_backend_plain_bodies_and_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_front, config) = http_target(&dir, false).await;
+    let wh = Http::new(&config);
+    let rows = wh
+        .select(
+            "SELECT {a:UInt64} + 1 AS n, {s:String} AS s",
+            &Params::new().bind("a", 41).bind("s", "it's?"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(rows, vec![serde_json::json!({"n": 42, "s": "it's?"})]);
+
+    let missing = wh
+        .select("SELECT * FROM nowhere.nothing", &Params::new())
+        .await
+        .unwrap_err();
+    assert!(
+        missing.to_string().contains("UNKNOWN_DATABASE") || missing.to_string().contains("UNKNOWN_TABLE"),
+        "{missing}"
+    );
+    let syntax = wh.execute("SELEC 1", &Params::new()).await.unwrap_err();
+    assert!(syntax.to_string().contains("SYNTAX_ERROR"), "{syntax}");
+
+    let wrong = Http::new(&HttpConfig {
+        password: Some("not-the-password".into()),
+        ..config.clone()
+    });
+    let denied = wrong.server_version().await.unwrap_err();
+    assert!(denied.to_string().contains("AUTHENTICATION_FAILED"), "{denied}");
+
+    let nobody = Http::new(&HttpConfig {
+        url: "http://127.0.0.1:9".into(),
+        ..config
+    });
+    let unreachable = nobody.server_version().await.unwrap_err();
+    assert!(matches!(unreachable, sightline_core::Error::Engine(_)), "{unreachable}");
+}
+
+async fn http_target(dir: &tempfile::TempDir, compression: bool) -> (Option<ClickHouseFront>, HttpConfig) {
+    if let Ok(url) = std::env::var("CLICKHOUSE_URL") {
+        let config = HttpConfig {
+            url,
+            user: std::env::var("CLICKHOUSE_USER").ok(),
+            password: std::env::var("CLICKHOUSE_PASSWORD").ok(),
+            compression,
+        };
+        return (None, config);
+    }
+    let front = ClickHouseFront::start(&dir.path().join("engine"), Some(("sightline", "s3cret"))).await;
+    let config = HttpConfig {
+        url: front.url(),
+        user: Some("sightline".into()),
+        password: Some("s3cret".into()),
+        compression,
+    };
+    (Some(front), config)
+}
+
+async fn scenario(wh: &dyn Warehouse) {
     let tenant = parse_tenants(
         "apiVersion: sightline.dev/v1alpha1\nkind: AnalyticsTenant\nmetadata: {name: acme}\nspec: {sites: {open: true}}\n",
         "test",
@@ -54,9 +142,9 @@ async fn schema_ingest_dedup_and_replay_on_libchdb() {
 
     // Applying twice: the second apply migrates nothing.
     let latest = sightline_core::schema::migrations(&tenant).last().unwrap().version;
-    let first = ops::apply_schema(&wh, &tenant).await.unwrap();
+    let first = ops::apply_schema(wh, &tenant).await.unwrap();
     assert_eq!((first.from, first.to), (0, latest));
-    let second = ops::apply_schema(&wh, &tenant).await.unwrap();
+    let second = ops::apply_schema(wh, &tenant).await.unwrap();
     assert_eq!((second.from, second.to), (latest, latest));
 
     // An upgrade migrates and keeps data: a database at version 1 with a row in it.
@@ -66,7 +154,7 @@ async fn schema_ingest_dedup_and_replay_on_libchdb() {
     )
     .unwrap()
     .remove(0);
-    let old = ops::apply_schema_to(&wh, &legacy, 1).await.unwrap();
+    let old = ops::apply_schema_to(wh, &legacy, 1).await.unwrap();
     assert_eq!((old.from, old.to), (0, 1));
     wh.execute(
         "INSERT INTO sightline_legacy.events_raw (event_id, site_id, received_at, ts, name, url, referrer, user_agent, props, \
@@ -76,7 +164,7 @@ async fn schema_ingest_dedup_and_replay_on_libchdb() {
     )
     .await
     .unwrap();
-    let upgraded = ops::apply_schema(&wh, &legacy).await.unwrap();
+    let upgraded = ops::apply_schema(wh, &legacy).await.unwrap();
     assert_eq!((upgraded.from, upgraded.to), (1, latest));
     let rows = wh
         .select(
@@ -101,10 +189,36 @@ async fn schema_ingest_dedup_and_replay_on_libchdb() {
     let config = ProcessorConfig { bot_filtering: true };
     let mut sessions = SessionState::default();
     let events: Vec<_> = raws.iter().map(|r| process(r, config, &mut sessions)).collect();
-    ops::insert_raw_and_events(&wh, &db, &raws, &events).await.unwrap();
+    ops::insert_raw_and_events(wh, &db, &raws, &events).await.unwrap();
+
+    // RowBinary lands every column as it was: read the rows back whole.
+    let stored_raw = wh
+        .select(
+            &format!(
+                "SELECT {} FROM {db}.events_raw WHERE event_id = {{id:UUID}}",
+                sightline_core::schema::RAW_COLUMNS
+            ),
+            &Params::new().bind("id", raws[1].event_id),
+        )
+        .await
+        .unwrap();
+    let stored_raw: RawEvent = serde_json::from_value(stored_raw[0].clone()).unwrap();
+    assert_eq!(stored_raw, raws[1]);
+    let stored_event = wh
+        .select(
+            &format!(
+                "SELECT {} FROM {db}.events WHERE event_id = {{id:UUID}}",
+                sightline_core::schema::EVENT_COLUMNS
+            ),
+            &Params::new().bind("id", events[2].event_id),
+        )
+        .await
+        .unwrap();
+    let stored_event: sightline_core::event::Event = serde_json::from_value(stored_event[0].clone()).unwrap();
+    assert_eq!(stored_event, events[2]);
 
     assert_eq!(
-        scalar(&wh, &format!("SELECT count() AS n FROM {db}.events_raw")).await,
+        scalar(wh, &format!("SELECT count() AS n FROM {db}.events_raw")).await,
         5
     );
     let props = wh
@@ -139,12 +253,12 @@ async fn schema_ingest_dedup_and_replay_on_libchdb() {
     // Existing ids are found; unknown ones are not.
     let day = raws[0].ts.date_naive();
     let probe = vec![raws[0].event_id, raws[3].event_id, Uuid::new_v4()];
-    let found = ops::existing_event_ids(&wh, &db, &probe, &[day]).await.unwrap();
+    let found = ops::existing_event_ids(wh, &db, &probe, &[day]).await.unwrap();
     assert_eq!(found.len(), 2);
     assert!(found.contains(&raws[0].event_id) && !found.contains(&probe[2]));
 
     // A consistent day needs no repair.
-    assert!(replay::inconsistent_days(&wh, &tenant, day, day)
+    assert!(replay::inconsistent_days(wh, &tenant, day, day)
         .await
         .unwrap()
         .is_empty());
@@ -160,12 +274,12 @@ async fn schema_ingest_dedup_and_replay_on_libchdb() {
     }
     let mut s2 = SessionState::default();
     let other_events: Vec<_> = other_day.iter().map(|r| process(r, config, &mut s2)).collect();
-    ops::insert_raw_and_events(&wh, &db, &other_day, &other_events)
+    ops::insert_raw_and_events(wh, &db, &other_day, &other_events)
         .await
         .unwrap();
     let nineteenth =
         format!("SELECT toUInt64(sum(events)) AS n FROM {db}.rollup_dims_hourly WHERE toDate(hour) = '2026-11-19' AND dimension = 'page'");
-    assert_eq!(scalar(&wh, &nineteenth).await, 3);
+    assert_eq!(scalar(wh, &nineteenth).await, 3);
 
     // Simulate a crash between the raw and the processed insert: raw rows without events.
     let lost = vec![raw("a.example", 4, 30, "https://a.example/lost", CHROME)];
@@ -178,24 +292,24 @@ async fn schema_ingest_dedup_and_replay_on_libchdb() {
     .await
     .unwrap();
     assert_eq!(
-        replay::inconsistent_days(&wh, &tenant, day, day).await.unwrap(),
+        replay::inconsistent_days(wh, &tenant, day, day).await.unwrap(),
         vec![day]
     );
-    let repaired = replay::repair_recent_days(&wh, &tenant, raws[0].ts, 1).await.unwrap();
+    let repaired = replay::repair_recent_days(wh, &tenant, raws[0].ts, 1).await.unwrap();
     assert_eq!(repaired.len(), 1);
     assert_eq!(repaired[0].raw_rows, 6);
-    assert!(replay::inconsistent_days(&wh, &tenant, day - Duration::days(1), day)
+    assert!(replay::inconsistent_days(wh, &tenant, day - Duration::days(1), day)
         .await
         .unwrap()
         .is_empty());
     assert_eq!(
-        scalar(&wh, &nineteenth).await,
+        scalar(wh, &nineteenth).await,
         3,
         "the rebuilt month keeps its other days"
     );
     assert_eq!(
         scalar(
-            &wh,
+            wh,
             &format!("SELECT countIf(toDate(ts) = '2026-11-20') AS n FROM {db}.events")
         )
         .await,
@@ -203,7 +317,7 @@ async fn schema_ingest_dedup_and_replay_on_libchdb() {
     );
     assert_eq!(
         scalar(
-            &wh,
+            wh,
             &format!(
                 "SELECT toUInt64(sum(visits)) AS n FROM {db}.rollup_site_hourly WHERE toDate(hour) = '2026-11-20'"
             )
@@ -220,7 +334,7 @@ async fn schema_ingest_dedup_and_replay_on_libchdb() {
         )
         .await
         .unwrap();
-    replay::replay_day(&wh, &tenant, day).await.unwrap();
+    replay::replay_day(wh, &tenant, day).await.unwrap();
     let after = wh
         .select(
             &format!("SELECT event_id, session_id, visit_delta FROM {db}.events ORDER BY event_id"),
@@ -248,7 +362,7 @@ async fn schema_ingest_dedup_and_replay_on_libchdb() {
 
     // Sessions come back after a restart.
     let mut restored = SessionState::default();
-    let n = ops::restore_sessions(&wh, &db, raws[2].ts + Duration::minutes(5), &mut restored)
+    let n = ops::restore_sessions(wh, &db, raws[2].ts + Duration::minutes(5), &mut restored)
         .await
         .unwrap();
     assert!(n >= 1, "open sessions restored");
