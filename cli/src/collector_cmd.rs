@@ -6,12 +6,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::routing::get;
 use axum::Router;
 use clap::Args as ClapArgs;
 use sightline_core::registry::Registry;
 use sightline_ingest::collector::{self, CollectorState};
 use sightline_ingest::kafka::sink::{KafkaSink, KafkaSinkConfig};
+use sightline_ingest::metrics::{ops_router, Readiness};
 
 use crate::common::{block_on, shutdown_signal, ClientArgs, ServeArgs};
 
@@ -53,9 +53,12 @@ async fn serve(args: Args) -> Result<(), String> {
         args.client.client_config(),
         Arc::new(args.client.geo()?),
     ));
+    let mut metrics = prometheus_client::registry::Registry::default();
+    state.metrics.register(&mut metrics);
+    let readiness = Readiness::default();
+    readiness.set(true);
     let app = Router::new()
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(|| async { "ready" }))
+        .merge(ops_router(Arc::new(metrics), readiness.clone()))
         .merge(collector::router(state))
         .layer(tower_http::trace::TraceLayer::new_for_http());
     let listener = tokio::net::TcpListener::bind(args.serve.listen)
@@ -66,7 +69,10 @@ async fn serve(args: Args) -> Result<(), String> {
     use std::io::Write;
     let _ = std::io::stdout().flush();
     axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(shutdown_signal())
+        .with_graceful_shutdown(async move {
+            shutdown_signal().await;
+            readiness.set(false);
+        })
         .await
         .map_err(|e| e.to_string())?;
     // Every request that got its answer is on the log already; this sends what remains.

@@ -9,7 +9,13 @@ use ipnet::IpNet;
 use sightline_core::geo::Geo;
 use sightline_core::secret::MasterSecret;
 use sightline_core::spec::{load_tenants, Tenant};
+use sightline_core::warehouse::embedded::Embedded;
+use sightline_core::warehouse::http::{Http, HttpConfig};
+use sightline_core::warehouse::Warehouse;
 use sightline_ingest::collector::client::ClientConfig;
+use sightline_query::{Limits, QueryConfig};
+use std::sync::Arc;
+use std::time::Duration;
 
 /// Where a serving subcommand reads its tenants and secret and where it listens.
 #[derive(ClapArgs, Clone)]
@@ -93,4 +99,98 @@ pub fn tenants_and_secret(tenants: &Path, data: &Path) -> Result<(Vec<Tenant>, M
     let tenants = load_tenants(tenants).map_err(|e| e.to_string())?;
     let secret = MasterSecret::load_or_create(data).map_err(|e| e.to_string())?;
     Ok((tenants, secret))
+}
+
+/// Which warehouse a role talks to: a ClickHouse server over HTTP when `--clickhouse-url`
+/// is given, else the embedded engine under `--data`.
+#[derive(ClapArgs, Clone)]
+pub struct WarehouseArgs {
+    /// ClickHouse HTTP(S) endpoint, e.g. http://clickhouse:8123.
+    #[arg(long, env = "SIGHTLINE_CLICKHOUSE_URL")]
+    pub clickhouse_url: Option<String>,
+    #[arg(long, env = "SIGHTLINE_CLICKHOUSE_USER")]
+    pub clickhouse_user: Option<String>,
+    #[arg(long, env = "SIGHTLINE_CLICKHOUSE_PASSWORD", hide_env_values = true)]
+    pub clickhouse_password: Option<String>,
+    /// Send and receive bodies uncompressed (LZ4 is on by default).
+    #[arg(long)]
+    pub clickhouse_no_compression: bool,
+    /// Reading connections to the embedded engine.
+    #[arg(long, default_value_t = 4)]
+    pub readers: usize,
+}
+
+impl WarehouseArgs {
+    pub async fn open(&self, data: &Path) -> Result<Arc<dyn Warehouse>, String> {
+        match &self.clickhouse_url {
+            Some(url) => {
+                let http = Http::new(&HttpConfig {
+                    url: url.clone(),
+                    user: self.clickhouse_user.clone(),
+                    password: self.clickhouse_password.clone(),
+                    compression: !self.clickhouse_no_compression,
+                });
+                let version = http
+                    .server_version()
+                    .await
+                    .map_err(|e| format!("--clickhouse-url {url}: {e}"))?;
+                tracing::info!(%url, %version, "ClickHouse server reachable");
+                Ok(Arc::new(http))
+            }
+            None => {
+                let engine = Embedded::open(&data.join("engine"), self.readers).map_err(|e| e.to_string())?;
+                tracing::info!(version = %engine.engine_version(), path = %engine.path().display(), "embedded engine open");
+                Ok(Arc::new(engine))
+            }
+        }
+    }
+}
+
+/// How the query API answers: cache, limits, rates.
+#[derive(ClapArgs, Clone)]
+pub struct QueryArgs {
+    /// Memory for cached query answers, in MiB.
+    #[arg(long, default_value_t = 64)]
+    pub query_cache_mib: u64,
+    /// A query running longer than this many seconds is stopped with an error.
+    #[arg(long, default_value_t = 10)]
+    pub query_timeout_secs: u64,
+    /// A query that would read more rows than this is stopped with an error.
+    #[arg(long, default_value_t = 2_000_000_000)]
+    pub query_max_rows: u64,
+    /// Sustained queries per second per read token ...
+    #[arg(long, default_value_t = 20)]
+    pub queries_per_second_per_token: u32,
+    /// ... and the burst above it.
+    #[arg(long, default_value_t = 100)]
+    pub query_burst_per_token: u32,
+    /// How often the realtime stream sends an update, in milliseconds.
+    #[arg(long, default_value_t = 5000)]
+    pub realtime_interval_ms: u64,
+}
+
+impl QueryArgs {
+    pub fn config(&self) -> QueryConfig {
+        QueryConfig {
+            cache_bytes: self.query_cache_mib * 1024 * 1024,
+            limits: Limits {
+                timeout_secs: self.query_timeout_secs.max(1),
+                max_rows_to_read: self.query_max_rows.max(1),
+            },
+            queries_per_second_per_token: self.queries_per_second_per_token.max(1),
+            burst_per_token: self.query_burst_per_token.max(1),
+            realtime_interval: Duration::from_millis(self.realtime_interval_ms.max(100)),
+        }
+    }
+}
+
+/// Applies (creates or migrates) every tenant's schema.
+pub async fn apply_schemas(warehouse: &dyn Warehouse, tenants: &[Tenant]) -> Result<(), String> {
+    for tenant in tenants {
+        let applied = sightline_core::warehouse::ops::apply_schema(warehouse, tenant)
+            .await
+            .map_err(|e| format!("tenant {}: {e}", tenant.name))?;
+        tracing::info!(tenant = %tenant.name, from = applied.from, to = applied.to, "schema ready");
+    }
+    Ok(())
 }

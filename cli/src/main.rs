@@ -2,7 +2,9 @@
 
 mod collector_cmd;
 mod common;
+mod loader_cmd;
 mod provision_cmd;
+mod query_cmd;
 mod standalone;
 mod token_cmd;
 
@@ -23,6 +25,10 @@ enum Command {
     Standalone(standalone::Args),
     /// The collector HTTP API in front of Kafka (202 once the broker has every event).
     Collector(collector_cmd::Args),
+    /// Each tenant's event topic into the warehouse, exactly once (commits after inserts).
+    Loader(loader_cmd::Args),
+    /// The query API (and dashboard) over a warehouse written by loaders.
+    Query(query_cmd::Args),
     /// Create or update every tenant's Kafka topics to its spec (idempotent).
     Provision(provision_cmd::Args),
     /// Print the query API's OpenAPI 3 document (docs/openapi.json is this output).
@@ -45,6 +51,8 @@ fn main() -> ExitCode {
         Command::Token { command } => token_cmd::run(command),
         Command::Provision(args) => provision_cmd::run(args),
         Command::Collector(args) => collector_cmd::run(args),
+        Command::Loader(args) => loader_cmd::run(args),
+        Command::Query(args) => query_cmd::run(args),
         Command::Openapi => {
             print!("{}", sightline_query::openapi::document());
             Ok(())

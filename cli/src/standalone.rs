@@ -15,14 +15,13 @@ use sightline_core::processor::session::SessionState;
 use sightline_core::registry::Registry;
 use sightline_core::secret::MasterSecret;
 use sightline_core::token::{self, Claims, Scope};
-use sightline_core::warehouse::embedded::Embedded;
-use sightline_core::warehouse::{ops, replay, Warehouse};
+use sightline_core::warehouse::{ops, replay};
 use sightline_core::watermark::Watermarks;
 use sightline_ingest::collector::{self, CollectorState};
 use sightline_ingest::group_commit::{GroupCommit, GroupCommitConfig};
-use sightline_query::{Limits, QueryConfig, QueryState};
+use sightline_query::QueryState;
 
-use crate::common::{block_on, shutdown_signal, ClientArgs, ServeArgs};
+use crate::common::{block_on, shutdown_signal, ClientArgs, QueryArgs, ServeArgs, WarehouseArgs};
 
 /// Days back from today that start-up checks for half-loaded days (the lateness window).
 const REPAIR_DAYS: u64 = 4;
@@ -42,27 +41,10 @@ pub struct Args {
     max_pending_events: usize,
     #[command(flatten)]
     client: ClientArgs,
-    /// Reading connections to the engine.
-    #[arg(long, default_value_t = 4)]
-    readers: usize,
-    /// Memory for cached query answers, in MiB.
-    #[arg(long, default_value_t = 64)]
-    query_cache_mib: u64,
-    /// A query running longer than this many seconds is stopped with an error.
-    #[arg(long, default_value_t = 10)]
-    query_timeout_secs: u64,
-    /// A query that would read more rows than this is stopped with an error.
-    #[arg(long, default_value_t = 2_000_000_000)]
-    query_max_rows: u64,
-    /// Sustained queries per second per read token ...
-    #[arg(long, default_value_t = 20)]
-    queries_per_second_per_token: u32,
-    /// ... and the burst above it.
-    #[arg(long, default_value_t = 100)]
-    query_burst_per_token: u32,
-    /// How often the realtime stream sends an update, in milliseconds.
-    #[arg(long, default_value_t = 5000)]
-    realtime_interval_ms: u64,
+    #[command(flatten)]
+    warehouse: WarehouseArgs,
+    #[command(flatten)]
+    query: QueryArgs,
 }
 
 pub fn run(args: Args) -> Result<(), String> {
@@ -72,9 +54,7 @@ pub fn run(args: Args) -> Result<(), String> {
 async fn serve(args: Args) -> Result<(), String> {
     let (tenants, secret) = args.serve.tenants_and_secret()?;
     let geo = args.client.geo()?;
-    let engine = Embedded::open(&args.serve.data.join("engine"), args.readers).map_err(|e| e.to_string())?;
-    tracing::info!(version = %engine.engine_version(), path = %engine.path().display(), "embedded engine open");
-    let warehouse: Arc<dyn Warehouse> = Arc::new(engine);
+    let warehouse = args.warehouse.open(&args.serve.data).await?;
 
     let now = Utc::now();
     let mut sessions = BTreeMap::new();
@@ -128,16 +108,7 @@ async fn serve(args: Args) -> Result<(), String> {
         client,
         Arc::new(geo),
     ));
-    let query_config = QueryConfig {
-        cache_bytes: args.query_cache_mib * 1024 * 1024,
-        limits: Limits {
-            timeout_secs: args.query_timeout_secs.max(1),
-            max_rows_to_read: args.query_max_rows.max(1),
-        },
-        queries_per_second_per_token: args.queries_per_second_per_token.max(1),
-        burst_per_token: args.query_burst_per_token.max(1),
-        realtime_interval: Duration::from_millis(args.realtime_interval_ms.max(100)),
-    };
+    let query_config = args.query.config();
     let query_state = Arc::new(QueryState::new(
         registry.clone(),
         warehouse.clone(),

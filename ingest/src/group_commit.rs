@@ -13,6 +13,7 @@ use sightline_core::event::RawEvent;
 use sightline_core::processor::session::SessionState;
 use sightline_core::processor::{process, ProcessorConfig};
 use sightline_core::registry::Registry;
+use sightline_core::schema;
 use sightline_core::warehouse::{ops, replay, Warehouse};
 use sightline_core::watermark::Watermarks;
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
@@ -193,7 +194,8 @@ impl Writer {
             .collect();
         // Phase timings go to the debug log: they are what the collector bench is read with.
         let lookup_started = std::time::Instant::now();
-        let stored = ops::existing_event_ids(self.warehouse.as_ref(), &db, &client_ids, &days).await?;
+        let stored =
+            ops::existing_event_ids(self.warehouse.as_ref(), &db, schema::RAW_TABLE, &client_ids, &days).await?;
         let lookup_time = lookup_started.elapsed();
         let mut seen = HashSet::with_capacity(raws.len());
         raws.retain(|r| !stored.contains(&r.event_id) && seen.insert(r.event_id));
@@ -203,11 +205,14 @@ impl Writer {
         // Time order within the batch, as a replay would see them.
         raws.sort_by_key(|r| r.ts);
         let sessions = self.sessions.entry(tenant.to_string()).or_default();
+        let before = sessions.snapshot(raws.iter().map(|r| (r.site_id.as_str(), r.visitor_id)));
         let process_started = std::time::Instant::now();
         let events: Vec<_> = raws.iter().map(|r| process(r, config, sessions)).collect();
         let process_time = process_started.elapsed();
         let insert_started = std::time::Instant::now();
         if let Err(e) = ops::insert_raw_and_events(self.warehouse.as_ref(), &db, &raws, &events).await {
+            // The client will retry these events: its sessions must see them as new again.
+            sessions.rollback(before);
             // The raw insert may have landed without the processed one. This task is the only
             // writer, so replaying the batch's days now cannot race a live insert; whatever
             // the outcome, the requests are answered with an error and may be retried (the

@@ -5,6 +5,8 @@ pub mod collector;
 pub mod error;
 pub mod group_commit;
 pub mod kafka;
+pub mod loader;
+pub mod metrics;
 pub mod sink;
 
 pub use error::CollectError;

@@ -6,6 +6,7 @@ pub mod cache;
 pub mod dashboard;
 pub mod error;
 pub mod execute;
+pub mod freshness;
 pub mod model;
 pub mod openapi;
 pub mod output;

@@ -2,6 +2,7 @@
 //! fixture, mint tokens with a known secret, and stop or kill it.
 
 pub mod clickhouse_front;
+pub mod known_events;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -87,7 +88,7 @@ impl Server {
         Self::start_role("standalone", data, tenants, extra)
     }
 
-    /// Starts `sightline <role>` (standalone, collector) on a free port.
+    /// Starts `sightline <role>` (standalone, collector, loader, query) on a free port.
     pub fn start_role(role: &'static str, data: &Path, tenants: &Path, extra: &[&str]) -> Server {
         let mut server = Server {
             child: None,
@@ -102,20 +103,19 @@ impl Server {
     }
 
     fn spawn(&mut self) {
+        // The roles that see clients trust the test's loopback "proxy" and CDN header.
+        let client_flags: &[&str] = match self.role {
+            "standalone" | "collector" => &["--trusted-proxy", "127.0.0.1/32", "--country-header", "CF-IPCountry"],
+            _ => &[],
+        };
         let mut child = Command::new(binary())
             .arg(self.role)
             .arg("--tenants")
             .arg(&self.tenants)
             .arg("--data")
             .arg(&self.data)
-            .args([
-                "--listen",
-                "127.0.0.1:0",
-                "--trusted-proxy",
-                "127.0.0.1/32",
-                "--country-header",
-                "CF-IPCountry",
-            ])
+            .args(["--listen", "127.0.0.1:0"])
+            .args(client_flags)
             .args(&self.extra)
             .env("SIGHTLINE_SECRET", TEST_SECRET)
             .env("RUST_LOG", "warn")
@@ -128,15 +128,16 @@ impl Server {
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 if let Some((_, rest)) = line.split_once(" listening on http://") {
-                    let _ = tx.send(rest.trim().to_string());
+                    let _ = tx.send(rest.split_whitespace().next().unwrap_or_default().to_string());
                 }
             }
         });
+        // Owned before anything can fail, so that a failure below still kills the process.
+        self.child = Some(child);
         let addr = rx
             .recv_timeout(Duration::from_secs(60))
             .expect("sightline did not report its address within 60 s");
         self.addr = addr.parse().expect("address");
-        self.child = Some(child);
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -178,6 +179,31 @@ impl Drop for Server {
     fn drop(&mut self) {
         self.kill9();
     }
+}
+
+/// The tenants' Kafka settings for a one-broker test cluster.
+pub const TEST_KAFKA_SPEC: &str = "  kafka: { partitions: 3, replicationFactor: 1, retentionHours: 24 }\n";
+
+/// Like `fixture`, with topics sized for a one-broker test cluster.
+pub fn kafka_fixture() -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let (dir, data, tenants) = fixture();
+    let yaml = TENANTS_YAML.replace("spec:\n", &format!("spec:\n{TEST_KAFKA_SPEC}"));
+    std::fs::write(tenants.join("tenants.yaml"), yaml).expect("write tenants");
+    (dir, data, tenants)
+}
+
+/// Runs `sightline provision` for the tenants against the broker (as a platform team would).
+pub fn provision(tenants: &Path, brokers: &str) {
+    let out = Command::new(binary())
+        .args(["provision", "--brokers", brokers, "--tenants"])
+        .arg(tenants)
+        .output()
+        .expect("run sightline provision");
+    assert!(
+        out.status.success(),
+        "sightline provision failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// A temp dir with the tenant fixture written into it.

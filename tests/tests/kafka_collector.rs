@@ -1,5 +1,6 @@
-//! `sightline collector` in front of a real Kafka-protocol broker (noida-db): events are on
-//! the tenant's topic, keyed so that a visitor stays on one partition, before the 202; with
+//! `sightline collector` in front of a real Kafka-protocol broker (noida-db): a request's
+//! events are on the tenant's topic, as one message keyed so that a visitor stays on one
+//! partition, before the 202; with
 //! the broker stopped the answer is a 503 within a bounded time, and it recovers.
 
 use std::collections::{HashMap, HashSet};
@@ -12,7 +13,7 @@ use serde_json::json;
 use sightline_core::event::RawEvent;
 use sightline_core::spec::parse_tenants;
 use sightline_ingest::kafka::provision::Provisioner;
-use sightline_ingest::kafka::topics;
+use sightline_ingest::kafka::{topics, Envelope};
 use sightline_tests::*;
 
 const TENANT: &str = "apiVersion: sightline.dev/v1alpha1
@@ -37,8 +38,8 @@ fn consume(bootstrap: &str, topic: &str, want: usize) -> Vec<(String, i32, RawEv
     while out.len() < want && Instant::now() < deadline {
         if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
             let key = String::from_utf8(m.key().unwrap().to_vec()).unwrap();
-            let event: RawEvent = serde_json::from_slice(m.payload().unwrap()).unwrap();
-            out.push((key, m.partition(), event));
+            let message: Envelope<RawEvent> = serde_json::from_slice(m.payload().unwrap()).unwrap();
+            out.extend(message.events.into_iter().map(|e| (key.clone(), m.partition(), e)));
         }
     }
     out

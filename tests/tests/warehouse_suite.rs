@@ -253,7 +253,9 @@ async fn scenario(wh: &dyn Warehouse) {
     // Existing ids are found; unknown ones are not.
     let day = raws[0].ts.date_naive();
     let probe = vec![raws[0].event_id, raws[3].event_id, Uuid::new_v4()];
-    let found = ops::existing_event_ids(wh, &db, &probe, &[day]).await.unwrap();
+    let found = ops::existing_event_ids(wh, &db, "events_raw", &probe, &[day])
+        .await
+        .unwrap();
     assert_eq!(found.len(), 2);
     assert!(found.contains(&raws[0].event_id) && !found.contains(&probe[2]));
 

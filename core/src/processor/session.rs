@@ -45,6 +45,10 @@ pub struct SessionState {
     open: HashMap<(String, u64), Session>,
 }
 
+/// Sessions saved by `SessionState::snapshot`.
+#[derive(Debug)]
+pub struct SessionSnapshot(HashMap<(String, u64), Option<Session>>);
+
 fn duration_secs(start: DateTime<Utc>, last: DateTime<Utc>) -> i64 {
     (last.timestamp_millis() - start.timestamp_millis()).max(0) / 1000
 }
@@ -117,6 +121,33 @@ impl SessionState {
             Some(existing) if existing.last >= session.last => {}
             _ => {
                 self.open.insert(key, session);
+            }
+        }
+    }
+
+    /// The sessions of `keys` as they are now. Processing a batch changes sessions before the
+    /// batch is stored; if storing fails, `rollback` puts them back, so a retry of the same
+    /// events sees the sessions as the first attempt did (and counts each event once).
+    pub fn snapshot<'a>(&self, keys: impl IntoIterator<Item = (&'a str, u64)>) -> SessionSnapshot {
+        let mut saved = HashMap::new();
+        for (site, visitor) in keys {
+            let key = (site.to_string(), visitor);
+            let session = self.open.get(&key).cloned();
+            saved.entry(key).or_insert(session);
+        }
+        SessionSnapshot(saved)
+    }
+
+    /// Puts back the sessions of a snapshot, forgetting those that did not exist then.
+    pub fn rollback(&mut self, snapshot: SessionSnapshot) {
+        for (key, session) in snapshot.0 {
+            match session {
+                Some(s) => {
+                    self.open.insert(key, s);
+                }
+                None => {
+                    self.open.remove(&key);
+                }
             }
         }
     }
@@ -203,5 +234,19 @@ mod tests {
         st.observe("s", 2, t(10, 20, 0), SessionEntry::default());
         st.evict_idle(t(10, 45, 0));
         assert_eq!(st.len(), 1);
+    }
+
+    #[test]
+    fn a_rolled_back_batch_counts_again_as_the_first_time() {
+        let mut state = SessionState::default();
+        state.observe("s", 1, t(10, 0, 0), SessionEntry::default());
+        let snapshot = state.snapshot([("s", 1), ("s", 2)]);
+        let (first, _, _) = state.observe("s", 1, t(10, 5, 0), SessionEntry::default());
+        state.observe("s", 2, t(10, 5, 0), SessionEntry::default());
+        state.rollback(snapshot);
+        assert_eq!(state.len(), 1, "visitor 2 had no session before the batch");
+        let (again, _, _) = state.observe("s", 1, t(10, 5, 0), SessionEntry::default());
+        assert_eq!(first, again);
+        assert_eq!(again.bounce, -1);
     }
 }

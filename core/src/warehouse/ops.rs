@@ -81,18 +81,19 @@ pub fn json_each_row<T: Serialize>(rows: &[T]) -> Result<Vec<u8>> {
 
 /// Stores a batch: `events_raw` first (the truth), then `events` (which feeds the rollups
 /// through the views). A crash between the two leaves a day whose `events` lag `events_raw`;
-/// `replay::repair_recent_days` finds and rebuilds such days at start-up.
+/// standalone's `replay::repair_recent_days` rebuilds such days at start-up, the loader
+/// inserts the missing `events` rows when the log redelivers them. Either side may be
+/// empty (the loader completing a half-stored batch has only `events` rows).
 pub async fn insert_raw_and_events(wh: &dyn Warehouse, db: &str, raw: &[RawEvent], events: &[Event]) -> Result<()> {
-    if raw.is_empty() {
-        return Ok(());
+    if !raw.is_empty() {
+        wh.insert(
+            &format!("{db}.{}", schema::RAW_TABLE),
+            schema::RAW_COLUMNS,
+            InsertFormat::RowBinary,
+            rowbinary::encode(raw),
+        )
+        .await?;
     }
-    wh.insert(
-        &format!("{db}.{}", schema::RAW_TABLE),
-        schema::RAW_COLUMNS,
-        InsertFormat::RowBinary,
-        rowbinary::encode(raw),
-    )
-    .await?;
     if !events.is_empty() {
         wh.insert(
             &format!("{db}.{}", schema::EVENTS_TABLE),
@@ -105,11 +106,13 @@ pub async fn insert_raw_and_events(wh: &dyn Warehouse, db: &str, raw: &[RawEvent
     Ok(())
 }
 
-/// Which of `ids` are already in `events_raw`, looking only at the given days' partitions
-/// (and the bloom-filter index on event_id). Used to make client retries idempotent.
+/// Which of `ids` are already in `table` (`events_raw` or `events`), looking only at the
+/// given days' partitions (and the bloom-filter index on event_id). Used to make client
+/// retries and redelivered log messages idempotent.
 pub async fn existing_event_ids(
     wh: &dyn Warehouse,
     db: &str,
+    table: &str,
     ids: &[Uuid],
     days: &[NaiveDate],
 ) -> Result<HashSet<Uuid>> {
@@ -118,9 +121,8 @@ pub async fn existing_event_ids(
     }
     let day_numbers: Vec<String> = days.iter().map(|d| d.format("%Y%m%d").to_string()).collect();
     let sql = format!(
-        "SELECT DISTINCT toString(event_id) AS id FROM {db}.{} \
-         WHERE toYYYYMMDD(ts) IN {{days:Array(UInt32)}} AND event_id IN {{ids:Array(UUID)}}",
-        schema::RAW_TABLE
+        "SELECT DISTINCT toString(event_id) AS id FROM {db}.{table} \
+         WHERE toYYYYMMDD(ts) IN {{days:Array(UInt32)}} AND event_id IN {{ids:Array(UUID)}}"
     );
     let params = Params::new()
         .bind("days", format!("[{}]", day_numbers.join(",")))
@@ -206,6 +208,33 @@ pub async fn newest_events(wh: &dyn Warehouse, db: &str) -> Result<Vec<(String, 
             let newest = ch_datetime::parse(r["newest"].as_str().unwrap_or_default())
                 .map_err(|e| Error::Decode(format!("newest: {e}")))?;
             Ok((site, newest))
+        })
+        .collect()
+}
+
+/// Per site, the newest event time and the number of rows of `events` since `since`: what a
+/// query process that does not write polls to see others' commits.
+pub async fn recent_activity(
+    wh: &dyn Warehouse,
+    db: &str,
+    since: DateTime<Utc>,
+) -> Result<Vec<(String, DateTime<Utc>, u64)>> {
+    let rows = wh
+        .select(
+            &format!(
+                "SELECT site_id, toString(max(ts)) AS newest, count() AS n FROM {db}.{} \
+                 WHERE ts >= {{since:DateTime64(3, 'UTC')}} GROUP BY site_id",
+                schema::EVENTS_TABLE
+            ),
+            &Params::new().bind("since", ch_datetime::format(&since)),
+        )
+        .await?;
+    rows.iter()
+        .map(|r| {
+            let site = r["site_id"].as_str().unwrap_or_default().to_string();
+            let newest = ch_datetime::parse(r["newest"].as_str().unwrap_or_default())
+                .map_err(|e| Error::Decode(format!("newest: {e}")))?;
+            Ok((site, newest, r["n"].as_u64().unwrap_or(0)))
         })
         .collect()
 }

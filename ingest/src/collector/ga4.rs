@@ -545,7 +545,7 @@ pub async fn collect(
     }
     if let Some(a) = accepted {
         // Never a silent drop of valid events: a store that cannot take them is a 503.
-        state.sink.append(&a.tenant, a.events, a.client_ids).await?;
+        state.store(&a.tenant, a.events, a.client_ids, &[]).await?;
     }
     Ok(StatusCode::NO_CONTENT.into_response())
 }

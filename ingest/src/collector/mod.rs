@@ -30,7 +30,8 @@ use sightline_core::token::{Claims, Scope, TokenError};
 use tower_http::cors::{Any, CorsLayer};
 
 use crate::error::CollectError;
-use crate::sink::EventSink;
+use crate::metrics::{CollectorMetrics, TenantLabels};
+use crate::sink::{EventSink, SinkError};
 use client::ClientConfig;
 use sightline_core::rate::RateLimiter;
 
@@ -40,6 +41,7 @@ pub struct CollectorState {
     pub client: ClientConfig,
     pub geo: Arc<Geo>,
     pub rate: RateLimiter,
+    pub metrics: CollectorMetrics,
 }
 
 impl CollectorState {
@@ -50,7 +52,40 @@ impl CollectorState {
             client,
             geo,
             rate: RateLimiter::default(),
+            metrics: CollectorMetrics::default(),
         }
+    }
+
+    /// Hands a request's accepted events to the sink (returning once they are durable) and
+    /// counts every event of the request by outcome.
+    pub(crate) async fn store(
+        &self,
+        tenant: &str,
+        accepted: Vec<RawEvent>,
+        client_ids: Vec<uuid::Uuid>,
+        rejected: &[Rejection],
+    ) -> Result<(), CollectError> {
+        for r in rejected {
+            self.metrics.event(tenant, "rejected", &r.field, 1);
+        }
+        if accepted.is_empty() {
+            return Ok(());
+        }
+        let n = accepted.len() as u64;
+        let started = Instant::now();
+        let outcome = self.sink.append(tenant, accepted, client_ids).await;
+        self.metrics
+            .store_seconds
+            .get_or_create(&TenantLabels {
+                tenant: tenant.to_string(),
+            })
+            .observe(started.elapsed().as_secs_f64());
+        match &outcome {
+            Ok(()) => self.metrics.event(tenant, "accepted", "", n),
+            Err(SinkError::Busy) => self.metrics.event(tenant, "failed", "busy", n),
+            Err(SinkError::Unavailable(_)) => self.metrics.event(tenant, "failed", "unavailable", n),
+        }
+        Ok(outcome?)
     }
 }
 
@@ -66,6 +101,10 @@ pub fn router(state: Arc<CollectorState>) -> Router {
         .route("/js/sightline.js", axum::routing::get(tracker::script))
         .route("/mp/collect", post(ga4::collect))
         .route("/debug/mp/collect", post(ga4::debug))
+        .layer(axum::middleware::from_fn_with_state(
+            state.metrics.clone(),
+            crate::metrics::count_requests,
+        ))
         .layer(cors)
         .with_state(state)
 }
@@ -287,11 +326,12 @@ async fn collect(State(state): State<Arc<CollectorState>>, request: Request) -> 
     span.record("tenant", tenant.as_str());
     span.record("accepted", accepted.len());
     span.record("rejected", rejected.len());
+    let count = accepted.len();
+    state.store(&tenant, accepted, client_ids, &rejected).await?;
     let verdict = Verdict {
-        accepted: accepted.len(),
+        accepted: count,
         rejected,
     };
-    state.sink.append(&tenant, accepted, client_ids).await?;
     Ok((StatusCode::ACCEPTED, Json(verdict)).into_response())
 }
 
@@ -362,13 +402,14 @@ async fn pixel(State(state): State<Arc<CollectorState>>, request: Request) -> Re
         client_ids,
         rejected,
     } = intake(&state, &parts, None, true).await?;
-    if let Some(r) = rejected.into_iter().next() {
+    if let Some(r) = rejected.first() {
+        state.metrics.event(&tenant, "rejected", &r.field, 1);
         return Err(CollectError::BadRequest {
-            field: r.field,
-            message: r.reason,
+            field: r.field.clone(),
+            message: r.reason.clone(),
         });
     }
-    state.sink.append(&tenant, accepted, client_ids).await?;
+    state.store(&tenant, accepted, client_ids, &[]).await?;
     Ok((
         StatusCode::OK,
         [

@@ -1,5 +1,7 @@
-//! The Kafka side of the distributed data path: per-tenant topics, and the log the
-//! collector produces to (the loader that consumes it comes next, issue 4).
+//! The Kafka side of the distributed data path: per-tenant topics, the message format, and
+//! the log the collector produces to (the loader consumes it, `crate::loader`).
+
+use serde::{Deserialize, Serialize};
 
 pub mod provision;
 pub mod sink;
@@ -10,4 +12,14 @@ pub fn topics(tenant: &str) -> [String; 2] {
         format!("sightline.{tenant}.events"),
         format!("sightline.{tenant}.events.dlq"),
     ]
+}
+
+/// One log message: the accepted events of one collector request. A request is one
+/// message so that it is on the log whole or not at all: a collector killed while
+/// producing never leaves half a request behind, and its client's retry (same ids) is
+/// deduplicated by the loader. The key is the first event's `site:visitor`; a request comes
+/// from one browser, so its events share the visitor and stay in order on one partition.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Envelope<T> {
+    pub events: Vec<T>,
 }

@@ -1,0 +1,122 @@
+//! `sightline loader`: each tenant's event topic into the warehouse, one consumer per
+//! tenant in its tenant's group. `/metrics`, `/healthz` and `/readyz` on `--listen`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Args as ClapArgs;
+use sightline_core::spec::load_tenants;
+use sightline_ingest::loader::{Loader, LoaderConfig};
+use sightline_ingest::metrics::{ops_router, LoaderMetrics, Readiness};
+use tokio::sync::watch;
+
+use crate::common::{apply_schemas, block_on, shutdown_signal, ServeArgs, WarehouseArgs};
+
+#[derive(ClapArgs)]
+pub struct Args {
+    #[command(flatten)]
+    serve: ServeArgs,
+    #[command(flatten)]
+    warehouse: WarehouseArgs,
+    /// Kafka bootstrap servers.
+    #[arg(long, env = "SIGHTLINE_KAFKA_BROKERS")]
+    brokers: String,
+    /// Load only these tenants (repeatable); all tenants of --tenants by default.
+    #[arg(long = "tenant")]
+    only: Vec<String>,
+    /// A batch is stored when it holds this many messages ...
+    #[arg(long, default_value_t = 10_000)]
+    batch_max_events: usize,
+    /// ... or this many milliseconds after its first message.
+    #[arg(long, default_value_t = 250)]
+    batch_max_wait_ms: u64,
+    /// Consumer group session timeout.
+    #[arg(long, default_value_t = 10_000)]
+    session_timeout_ms: u64,
+    /// A stable name of this loader (e.g. the pod name of a StatefulSet) for static group
+    /// membership: a restart takes its partitions back without waiting for the session
+    /// timeout.
+    #[arg(long, env = "SIGHTLINE_LOADER_INSTANCE")]
+    instance_id: Option<String>,
+}
+
+pub fn run(args: Args) -> Result<(), String> {
+    block_on(serve(args))
+}
+
+async fn serve(args: Args) -> Result<(), String> {
+    let mut tenants = load_tenants(&args.serve.tenants).map_err(|e| e.to_string())?;
+    if !args.only.is_empty() {
+        for name in &args.only {
+            if !tenants.iter().any(|t| &t.name == name) {
+                return Err(format!(
+                    "--tenant {name}: no such tenant in {}",
+                    args.serve.tenants.display()
+                ));
+            }
+        }
+        tenants.retain(|t| args.only.contains(&t.name));
+    }
+    let warehouse = args.warehouse.open(&args.serve.data).await?;
+    apply_schemas(warehouse.as_ref(), &tenants).await?;
+
+    let metrics = LoaderMetrics::default();
+    let mut registry = prometheus_client::registry::Registry::default();
+    metrics.register(&mut registry);
+    let readiness = Readiness::default();
+    let (stop, stopped) = watch::channel(false);
+    let mut loaders = tokio::task::JoinSet::new();
+    for tenant in tenants {
+        let config = LoaderConfig {
+            brokers: args.brokers.clone(),
+            max_events: args.batch_max_events.max(1),
+            max_wait: Duration::from_millis(args.batch_max_wait_ms),
+            session_timeout: Duration::from_millis(args.session_timeout_ms),
+            instance_id: args.instance_id.as_ref().map(|i| format!("{i}.{}", tenant.name)),
+            ..LoaderConfig::default()
+        };
+        let name = tenant.name.clone();
+        let loader = Loader::new(tenant, warehouse.clone(), metrics.clone(), readiness.clone(), config)
+            .map_err(|e| format!("tenant {name}: {e}"))?;
+        let stopped = stopped.clone();
+        loaders.spawn(async move { loader.run(stopped).await.map_err(|e| format!("tenant {name}: {e}")) });
+    }
+
+    let listener = tokio::net::TcpListener::bind(args.serve.listen)
+        .await
+        .map_err(|e| format!("--listen {}: {e}", args.serve.listen))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    println!("sightline loader listening on http://{addr} (/metrics, /healthz, /readyz)");
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    let app = ops_router(Arc::new(registry), readiness);
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let mut failed = Vec::new();
+    tokio::select! {
+        _ = shutdown_signal() => {}
+        // A loader that stops on its own has failed: exit, so the process is restarted.
+        Some(ended) = loaders.join_next() => failed.push(outcome(ended).unwrap_or_else(|| "a loader stopped".into())),
+    }
+    // Each remaining loader stores what it has read, commits and returns.
+    let _ = stop.send(true);
+    while let Some(ended) = loaders.join_next().await {
+        failed.extend(outcome(ended));
+    }
+    server.abort();
+    if failed.is_empty() {
+        tracing::info!("stopped");
+        Ok(())
+    } else {
+        Err(failed.join("; "))
+    }
+}
+
+/// The error a finished loader task reports, if any.
+fn outcome(ended: Result<Result<(), String>, tokio::task::JoinError>) -> Option<String> {
+    match ended {
+        Ok(Ok(())) => None,
+        Ok(Err(e)) => Some(e),
+        Err(e) => Some(e.to_string()),
+    }
+}

@@ -1,0 +1,67 @@
+//! `sightline query`: the merchants' query API and dashboard over a warehouse that loaders
+//! write. Watermarks and cache keys follow storage by polling it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::routing::get;
+use axum::Router;
+use clap::Args as ClapArgs;
+use sightline_core::registry::Registry;
+use sightline_core::watermark::Watermarks;
+use sightline_query::QueryState;
+
+use crate::common::{block_on, shutdown_signal, QueryArgs, ServeArgs, WarehouseArgs};
+
+#[derive(ClapArgs)]
+pub struct Args {
+    #[command(flatten)]
+    serve: ServeArgs,
+    #[command(flatten)]
+    warehouse: WarehouseArgs,
+    #[command(flatten)]
+    query: QueryArgs,
+    /// How often storage is polled for new data (watermarks, cache invalidation), in ms.
+    #[arg(long, default_value_t = 1000)]
+    freshness_poll_ms: u64,
+}
+
+pub fn run(args: Args) -> Result<(), String> {
+    block_on(serve(args))
+}
+
+async fn serve(args: Args) -> Result<(), String> {
+    let (tenants, secret) = args.serve.tenants_and_secret()?;
+    let warehouse = args.warehouse.open(&args.serve.data).await?;
+    let registry = Arc::new(Registry::new(tenants, &secret));
+    let state = Arc::new(QueryState::new(
+        registry,
+        warehouse,
+        Arc::new(Watermarks::default()),
+        args.query.config(),
+    ));
+    sightline_query::freshness::poll_once(&state).await;
+    let poller = tokio::spawn(sightline_query::freshness::follow_storage(
+        state.clone(),
+        Duration::from_millis(args.freshness_poll_ms.max(50)),
+    ));
+    let app = Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(|| async { "ready" }))
+        .merge(sightline_query::router(state))
+        .layer(tower_http::trace::TraceLayer::new_for_http());
+    let listener = tokio::net::TcpListener::bind(args.serve.listen)
+        .await
+        .map_err(|e| format!("--listen {}: {e}", args.serve.listen))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    println!("sightline query listening on http://{addr}");
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .map_err(|e| e.to_string())?;
+    poller.abort();
+    tracing::info!("stopped");
+    Ok(())
+}

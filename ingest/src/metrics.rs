@@ -1,0 +1,257 @@
+//! Prometheus metrics of the ingest roles (collector and loader), and the `/metrics`,
+//! `/healthz` and `/readyz` routes they serve. Labels are bounded sets: tenants and sites
+//! come from the spec, reasons are field names or error kinds, never free text.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub route: String,
+    pub status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EventLabels {
+    pub tenant: String,
+    /// `accepted` (stored), `rejected` (failed validation), `failed` (the store refused the
+    /// request: nothing of it acknowledged).
+    pub outcome: String,
+    /// The rejected field, or the store's error kind; empty for accepted events.
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TenantLabels {
+    pub tenant: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LoadedLabels {
+    pub tenant: String,
+    /// `stored` (new rows), `duplicate` (already stored: a redelivery), `dlq` (poison).
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PartitionLabels {
+    pub tenant: String,
+    pub partition: i32,
+}
+
+fn latency_histogram() -> Histogram {
+    // 0.5 ms .. ~16 s
+    Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+}
+
+fn batch_histogram() -> Histogram {
+    // 1 .. ~32k events
+    Histogram::new(exponential_buckets(1.0, 2.0, 16))
+}
+
+/// The collector's metrics.
+#[derive(Clone)]
+pub struct CollectorMetrics {
+    pub requests: Family<RequestLabels, Counter>,
+    pub events: Family<EventLabels, Counter>,
+    /// From handing a request's events to the store until it acknowledged them (the broker's
+    /// acks with Kafka, the commit in standalone).
+    pub store_seconds: Family<TenantLabels, Histogram, fn() -> Histogram>,
+}
+
+impl Default for CollectorMetrics {
+    fn default() -> Self {
+        Self {
+            requests: Family::default(),
+            events: Family::default(),
+            store_seconds: Family::new_with_constructor(latency_histogram),
+        }
+    }
+}
+
+impl CollectorMetrics {
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "sightline_collector_requests",
+            "HTTP requests by route and status",
+            self.requests.clone(),
+        );
+        registry.register(
+            "sightline_collector_events",
+            "Events by outcome and reason",
+            self.events.clone(),
+        );
+        registry.register(
+            "sightline_collector_store_seconds",
+            "Time for the store to acknowledge a request's events (produce latency with Kafka)",
+            self.store_seconds.clone(),
+        );
+    }
+
+    pub fn event(&self, tenant: &str, outcome: &str, reason: &str, n: u64) {
+        if n > 0 {
+            self.events
+                .get_or_create(&EventLabels {
+                    tenant: tenant.to_string(),
+                    outcome: outcome.to_string(),
+                    reason: reason.to_string(),
+                })
+                .inc_by(n);
+        }
+    }
+}
+
+/// Counts every response by matched route and status.
+pub async fn count_requests(State(metrics): State<CollectorMetrics>, request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".into());
+    let response = next.run(request).await;
+    metrics
+        .requests
+        .get_or_create(&RequestLabels {
+            route,
+            status: response.status().as_u16(),
+        })
+        .inc();
+    response
+}
+
+/// The loader's metrics.
+#[derive(Clone)]
+pub struct LoaderMetrics {
+    pub messages: Family<LoadedLabels, Counter>,
+    pub batch_events: Family<TenantLabels, Histogram, fn() -> Histogram>,
+    pub insert_seconds: Family<TenantLabels, Histogram, fn() -> Histogram>,
+    pub insert_failures: Family<TenantLabels, Counter>,
+    pub consumer_lag: Family<PartitionLabels, Gauge>,
+    pub dlq: Family<TenantLabels, Counter>,
+}
+
+impl Default for LoaderMetrics {
+    fn default() -> Self {
+        Self {
+            messages: Family::default(),
+            batch_events: Family::new_with_constructor(batch_histogram),
+            insert_seconds: Family::new_with_constructor(latency_histogram),
+            insert_failures: Family::default(),
+            consumer_lag: Family::default(),
+            dlq: Family::default(),
+        }
+    }
+}
+
+impl LoaderMetrics {
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "sightline_loader_messages",
+            "Log messages by outcome",
+            self.messages.clone(),
+        );
+        registry.register(
+            "sightline_loader_batch_events",
+            "Events per loaded batch",
+            self.batch_events.clone(),
+        );
+        registry.register(
+            "sightline_loader_insert_seconds",
+            "Time to store a batch (raw and processed rows)",
+            self.insert_seconds.clone(),
+        );
+        registry.register(
+            "sightline_loader_insert_failures",
+            "Batches whose insert failed and was retried",
+            self.insert_failures.clone(),
+        );
+        registry.register(
+            "sightline_loader_consumer_lag",
+            "Messages behind the partition's end, per partition",
+            self.consumer_lag.clone(),
+        );
+        registry.register(
+            "sightline_loader_dlq",
+            "Messages sent to the dead-letter topic",
+            self.dlq.clone(),
+        );
+    }
+
+    pub fn loaded(&self, tenant: &str, outcome: &str, n: u64) {
+        if n > 0 {
+            self.messages
+                .get_or_create(&LoadedLabels {
+                    tenant: tenant.to_string(),
+                    outcome: outcome.to_string(),
+                })
+                .inc_by(n);
+        }
+    }
+}
+
+/// Whether the process should get traffic (collector) or is doing its work (loader).
+#[derive(Clone, Default)]
+pub struct Readiness(Arc<AtomicBool>);
+
+impl Readiness {
+    pub fn set(&self, ready: bool) {
+        self.0.store(ready, Ordering::Relaxed);
+    }
+
+    pub fn get(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// `/metrics` (Prometheus text), `/healthz` (the process runs) and `/readyz`.
+pub fn ops_router(registry: Arc<Registry>, readiness: Readiness) -> Router {
+    Router::new()
+        .route(
+            "/metrics",
+            get(move || {
+                let registry = registry.clone();
+                async move {
+                    let mut text = String::new();
+                    match prometheus_client::encoding::text::encode(&mut text, &registry) {
+                        Ok(()) => (
+                            StatusCode::OK,
+                            [(
+                                "content-type",
+                                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                            )],
+                            text,
+                        )
+                            .into_response(),
+                        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+                    }
+                }
+            }),
+        )
+        .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/readyz",
+            get(move || {
+                let ready = readiness.get();
+                async move {
+                    if ready {
+                        (StatusCode::OK, "ready")
+                    } else {
+                        (StatusCode::SERVICE_UNAVAILABLE, "not ready")
+                    }
+                }
+            }),
+        )
+}
