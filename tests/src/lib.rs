@@ -3,6 +3,7 @@
 
 pub mod clickhouse_front;
 pub mod known_events;
+pub mod pipeline;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -118,7 +119,10 @@ impl Server {
             .args(client_flags)
             .args(&self.extra)
             .env("SIGHTLINE_SECRET", TEST_SECRET)
-            .env("RUST_LOG", "warn")
+            .env(
+                "RUST_LOG",
+                std::env::var("SIGHTLINE_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()

@@ -1,0 +1,252 @@
+//! The distributed pipeline for tests: a broker, the ClickHouse front over libchdb (in this
+//! process), `sightline collector` and `sightline loader`, and a steady load of client
+//! requests whose answers are recorded, so crash tests can compare id sets.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use sightline_core::warehouse::http::{Http, HttpConfig};
+use sightline_core::warehouse::{Params, Warehouse};
+
+use crate::clickhouse_front::ClickHouseFront;
+use crate::*;
+
+pub const USER: &str = "sightline";
+pub const PASSWORD: &str = "s3cret";
+
+pub struct Pipeline {
+    pub broker: Broker,
+    pub front: ClickHouseFront,
+    pub collector: Server,
+    pub loader: Server,
+    pub data: PathBuf,
+    pub tenants: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Pipeline {
+    /// Provisions the fixture tenants' topics and starts both roles; the loader closes a
+    /// batch `batch_wait_ms` after its first message.
+    pub async fn start(batch_wait_ms: u64) -> Pipeline {
+        let broker = Broker::start();
+        let (dir, data, tenants) = kafka_fixture();
+        provision(&tenants, &broker.bootstrap);
+        let front = ClickHouseFront::start(&dir.path().join("clickhouse"), Some((USER, PASSWORD))).await;
+        let url = front.url();
+        let batch_wait = batch_wait_ms.to_string();
+        let loader_args = [
+            "--clickhouse-url",
+            url.as_str(),
+            "--clickhouse-user",
+            USER,
+            "--clickhouse-password",
+            PASSWORD,
+            "--brokers",
+            broker.bootstrap.as_str(),
+            "--instance-id",
+            "loader-0",
+            "--batch-max-wait-ms",
+            batch_wait.as_str(),
+        ];
+        let loader = Server::start_role("loader", &data, &tenants, &loader_args);
+        let collector = Server::start_role(
+            "collector",
+            &data,
+            &tenants,
+            &["--brokers", broker.bootstrap.as_str(), "--delivery-timeout-ms", "3000"],
+        );
+        Pipeline {
+            broker,
+            front,
+            collector,
+            loader,
+            data,
+            tenants,
+            _dir: dir,
+        }
+    }
+
+    pub fn warehouse(&self) -> Http {
+        Http::new(&HttpConfig {
+            url: self.front.url(),
+            user: Some(USER.into()),
+            password: Some(PASSWORD.into()),
+            compression: true,
+        })
+    }
+
+    /// Waits until `events_raw` of acme holds at least `at_least` rows and stopped growing.
+    pub async fn drained(&self, at_least: usize) {
+        let wh = self.warehouse();
+        let deadline = Instant::now() + Duration::from_secs(90);
+        let mut last = None;
+        loop {
+            let n = count(&wh, "SELECT count() AS n FROM sightline_acme.events_raw").await;
+            if n as usize >= at_least && last == Some(n) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the loader did not catch up: {n} rows, at least {at_least} expected"
+            );
+            last = Some(n);
+            tokio::time::sleep(Duration::from_millis(1000)).await;
+        }
+    }
+
+    /// Every check of the exactly-once contract over what the load recorded:
+    /// acknowledged requests stored once, failed ones whole or not at all, `events` and the
+    /// rollups holding exactly what `events_raw` holds.
+    pub async fn assert_exactly_once(&self, load: &LoadReport) {
+        self.drained(load.acked_ids()).await;
+        let wh = self.warehouse();
+        let rows = wh
+            .select(
+                "SELECT toString(event_id) AS id FROM sightline_acme.events_raw",
+                &Params::new(),
+            )
+            .await
+            .unwrap();
+        let stored: Vec<String> = rows.iter().map(|r| r["id"].as_str().unwrap().to_string()).collect();
+        let unique: HashSet<&String> = stored.iter().collect();
+        assert_eq!(unique.len(), stored.len(), "duplicates in events_raw");
+        let missing = load.acked.iter().flatten().filter(|id| !unique.contains(id)).count();
+        assert_eq!(missing, 0, "acknowledged events missing from events_raw");
+        for request in &load.failed {
+            let present = request.iter().filter(|id| unique.contains(id)).count();
+            assert!(
+                present == 0 || present == request.len(),
+                "a failed request is half stored: {present} of {}",
+                request.len()
+            );
+        }
+        let known: usize = load.acked.len() * 10 + load.failed.len() * 10;
+        assert!(stored.len() <= known, "rows nobody sent: {} > {known}", stored.len());
+        let raw = count(&wh, "SELECT count() AS n FROM sightline_acme.events_raw").await;
+        let processed = count(&wh, "SELECT uniqExact(event_id) AS n FROM sightline_acme.events").await;
+        let processed_rows = count(&wh, "SELECT count() AS n FROM sightline_acme.events").await;
+        let orphans = count(
+            &wh,
+            "SELECT count() AS n FROM sightline_acme.events_raw WHERE event_id NOT IN (SELECT event_id FROM sightline_acme.events)",
+        )
+        .await;
+        let rolled = count(
+            &wh,
+            "SELECT toUInt64(sum(events)) AS n FROM sightline_acme.rollup_site_hourly",
+        )
+        .await;
+        assert_eq!(
+            (processed, processed_rows, orphans, rolled),
+            (raw, raw, 0, raw),
+            "events and rollups hold exactly what events_raw holds"
+        );
+    }
+}
+
+pub async fn count(wh: &Http, sql: &str) -> u64 {
+    let rows = wh.select(sql, &Params::new()).await.unwrap();
+    rows[0]["n"].as_u64().unwrap_or_else(|| panic!("{sql}: {rows:?}"))
+}
+
+/// Clients posting batches of 10 events with their own ids, as fast as answers come, to
+/// whatever address `url` holds (a restarted collector has a new port).
+pub struct Load {
+    pub url: Arc<RwLock<String>>,
+    stop: Arc<AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    acked: Arc<Mutex<Vec<Vec<String>>>>,
+    failed: Arc<Mutex<Vec<Vec<String>>>>,
+}
+
+/// What the load saw: the ids of each acknowledged request and of each failed one.
+pub struct LoadReport {
+    pub acked: Vec<Vec<String>>,
+    pub failed: Vec<Vec<String>>,
+}
+
+impl LoadReport {
+    pub fn acked_ids(&self) -> usize {
+        self.acked.iter().map(Vec::len).sum()
+    }
+}
+
+impl Load {
+    pub fn start(collector: &Server, workers: usize) -> Load {
+        let url = Arc::new(RwLock::new(collector.url("/v1/collect")));
+        let stop = Arc::new(AtomicBool::new(false));
+        let acked: Arc<Mutex<Vec<Vec<String>>>> = Arc::default();
+        let failed: Arc<Mutex<Vec<Vec<String>>>> = Arc::default();
+        let c = client();
+        let write = write_token("acme", "shop.example.com");
+        let tasks = (0..workers)
+            .map(|worker| {
+                let (c, write, url, stop, acked, failed) = (
+                    c.clone(),
+                    write.clone(),
+                    url.clone(),
+                    stop.clone(),
+                    acked.clone(),
+                    failed.clone(),
+                );
+                tokio::spawn(async move {
+                    let mut i = 0;
+                    while !stop.load(Ordering::Relaxed) {
+                        i += 1;
+                        let ids: Vec<String> = (0..10).map(|_| uuid::Uuid::new_v4().to_string()).collect();
+                        let events: Vec<Value> = ids
+                            .iter()
+                            .map(|id| json!({"id": id, "url": format!("https://shop.example.com/w{worker}/{i}")}))
+                            .collect();
+                        let target = url.read().unwrap().clone();
+                        let sent = c
+                            .post(target)
+                            .bearer_auth(&write)
+                            .header("User-Agent", CHROME_MAC)
+                            .header("X-Forwarded-For", format!("198.51.100.{}", worker + 1))
+                            .timeout(Duration::from_secs(5))
+                            .json(&json!({"events": events}))
+                            .send()
+                            .await;
+                        match sent {
+                            Ok(r) if r.status() == 202 => acked.lock().unwrap().push(ids),
+                            _ => {
+                                failed.lock().unwrap().push(ids);
+                                tokio::time::sleep(Duration::from_millis(50)).await;
+                            }
+                        }
+                    }
+                })
+            })
+            .collect();
+        Load {
+            url,
+            stop,
+            tasks,
+            acked,
+            failed,
+        }
+    }
+
+    /// Points the clients at a (restarted) collector.
+    pub fn retarget(&self, collector: &Server) {
+        *self.url.write().unwrap() = collector.url("/v1/collect");
+    }
+
+    pub fn acked_so_far(&self) -> usize {
+        self.acked.lock().unwrap().len()
+    }
+
+    pub async fn finish(self) -> LoadReport {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.tasks {
+            t.await.unwrap();
+        }
+        let acked = std::mem::take(&mut *self.acked.lock().unwrap());
+        let failed = std::mem::take(&mut *self.failed.lock().unwrap());
+        LoadReport { acked, failed }
+    }
+}
