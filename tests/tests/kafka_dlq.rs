@@ -52,7 +52,7 @@ async fn poison_goes_to_the_dlq_with_its_reason_and_the_partition_keeps_flowing(
     p.drained(report.acked_ids() + 1).await;
     let wh = p.warehouse();
     let stored = count(&wh, "SELECT count() AS n FROM sightline_acme.events_raw").await;
-    assert!(stored as usize >= report.acked_ids() + 1);
+    assert!(stored as usize > report.acked_ids());
     let from_log = count(
         &wh,
         "SELECT count() AS n FROM sightline_acme.events_raw WHERE url = 'https://shop.example.com/from-the-log'",
