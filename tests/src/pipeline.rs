@@ -38,6 +38,7 @@ impl Pipeline {
         let front = ClickHouseFront::start(&dir.path().join("clickhouse"), Some((USER, PASSWORD))).await;
         let url = front.url();
         let batch_wait = batch_wait_ms.to_string();
+        let session_timeout = broker.kind.session_timeout_ms().to_string();
         let loader_args = [
             "--clickhouse-url",
             url.as_str(),
@@ -51,6 +52,8 @@ impl Pipeline {
             "loader-0",
             "--batch-max-wait-ms",
             batch_wait.as_str(),
+            "--session-timeout-ms",
+            session_timeout.as_str(),
         ];
         let loader = Server::start_role("loader", &data, &tenants, &loader_args);
         let collector = Server::start_role(

@@ -25,11 +25,17 @@ async fn collector_kafka_loader_clickhouse_query_give_the_exact_numbers() {
         "s3cret",
     ];
     let brokers = ["--brokers", broker.bootstrap.as_str()];
+    let session_timeout = broker.kind.session_timeout_ms().to_string();
     let mut loader = Server::start_role(
         "loader",
         &data,
         &tenants,
-        &[&ch[..], &brokers[..], &["--batch-max-wait-ms", "50"]].concat(),
+        &[
+            &ch[..],
+            &brokers[..],
+            &["--batch-max-wait-ms", "50", "--session-timeout-ms", &session_timeout],
+        ]
+        .concat(),
     );
     let mut collector = Server::start_role("collector", &data, &tenants, &brokers);
     let mut query = Server::start_role(

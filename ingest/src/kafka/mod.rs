@@ -14,6 +14,19 @@ pub fn topics(tenant: &str) -> [String; 2] {
     ]
 }
 
+/// A librdkafka client configuration with the bootstrap servers, and librdkafka's protocol
+/// debug contexts when `$SIGHTLINE_KAFKA_DEBUG` names some (e.g. `broker,protocol,eos`).
+pub fn client_config(brokers: &str) -> rdkafka::ClientConfig {
+    let mut config = rdkafka::ClientConfig::new();
+    config.set("bootstrap.servers", brokers);
+    if let Ok(debug) = std::env::var("SIGHTLINE_KAFKA_DEBUG") {
+        config
+            .set("debug", debug)
+            .set_log_level(rdkafka::config::RDKafkaLogLevel::Debug);
+    }
+    config
+}
+
 /// One log message: the accepted events of one collector request. A request is one
 /// message so that it is on the log whole or not at all: a collector killed while
 /// producing never leaves half a request behind, and its client's retry (same ids) is

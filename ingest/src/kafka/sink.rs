@@ -4,17 +4,17 @@
 //! acknowledged the message (acks=all, idempotent producer): the collector's 202 means "on
 //! the log".
 
-use std::time::Duration;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::util::Timeout;
 use sightline_core::event::RawEvent;
 use uuid::Uuid;
 
-use super::{topics, Envelope};
+use super::{client_config, topics, Envelope};
 use crate::sink::{EventSink, SinkError};
 
 #[derive(Clone, Debug)]
@@ -30,13 +30,24 @@ pub struct KafkaSinkConfig {
 pub const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
 
 pub struct KafkaSink {
-    producer: FutureProducer,
+    config: KafkaSinkConfig,
+    producer: RwLock<Arc<FutureProducer>>,
+    /// When a delivery last succeeded, and when the producer was last replaced.
+    health: Mutex<(Instant, Instant)>,
 }
 
 impl KafkaSink {
     pub fn new(config: &KafkaSinkConfig) -> Result<Self, KafkaError> {
-        let producer = ClientConfig::new()
-            .set("bootstrap.servers", &config.brokers)
+        let producer = Self::producer(config)?;
+        Ok(Self {
+            config: config.clone(),
+            producer: RwLock::new(Arc::new(producer)),
+            health: Mutex::new((Instant::now(), Instant::now())),
+        })
+    }
+
+    fn producer(config: &KafkaSinkConfig) -> Result<FutureProducer, KafkaError> {
+        client_config(&config.brokers)
             .set("acks", "all")
             .set("enable.idempotence", "true")
             .set("compression.type", "lz4")
@@ -46,8 +57,36 @@ impl KafkaSink {
             // A message is a whole request (up to the spec's body limit, as raw events with
             // their user agents): allow it uncompressed; on the wire it is LZ4 batches.
             .set("message.max.bytes", MAX_MESSAGE_BYTES.to_string())
-            .create()?;
-        Ok(Self { producer })
+            .create()
+    }
+
+    fn current(&self) -> Arc<FutureProducer> {
+        self.producer.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// After a failed delivery: if nothing was delivered for two delivery timeouts, start
+    /// over with a new producer. A broker that lost its producer state (a cluster rebuilt,
+    /// a memory-only broker restarted) answers the old producer id with UnknownProducerId
+    /// forever; a new producer gets a new id. Nothing acknowledged is at risk: requests in
+    /// flight on the old producer keep it alive until their answer.
+    fn failed(&self) {
+        let mut health = self.health.lock().unwrap_or_else(|p| p.into_inner());
+        let stale = self.config.delivery_timeout * 2;
+        if health.0.elapsed() < stale || health.1.elapsed() < stale {
+            return;
+        }
+        match Self::producer(&self.config) {
+            Ok(fresh) => {
+                tracing::warn!("no delivery for {stale:?}: replacing the Kafka producer");
+                *self.producer.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(fresh);
+                health.1 = Instant::now();
+            }
+            Err(e) => tracing::error!(error = %e, "could not create a new Kafka producer"),
+        }
+    }
+
+    fn delivered(&self) {
+        self.health.lock().unwrap_or_else(|p| p.into_inner()).0 = Instant::now();
     }
 
     /// The partitioning key: a visitor's events land on one partition, in order.
@@ -57,7 +96,7 @@ impl KafkaSink {
 
     /// Waits for every buffered event to be delivered (for graceful shutdown).
     pub fn flush(&self, timeout: Duration) -> Result<(), KafkaError> {
-        self.producer.flush(Timeout::After(timeout))
+        self.current().flush(Timeout::After(timeout))
     }
 }
 
@@ -72,7 +111,8 @@ impl EventSink for KafkaSink {
         let payload = serde_json::to_vec(&Envelope { events })
             .map_err(|e| SinkError::Unavailable(format!("encoding events: {e}")))?;
         let record = FutureRecord::to(&topic).key(&key).payload(&payload);
-        let delivery = match self.producer.send_result(record) {
+        let producer = self.current();
+        let delivery = match producer.send_result(record) {
             Ok(delivery) => delivery,
             // The producer's queue is full: the broker is slow or away. Nothing of this
             // request is on the log.
@@ -80,8 +120,14 @@ impl EventSink for KafkaSink {
             Err((e, _)) => return Err(SinkError::Unavailable(e.to_string())),
         };
         match delivery.await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err((e, _))) => Err(SinkError::Unavailable(format!("the broker did not acknowledge: {e}"))),
+            Ok(Ok(_)) => {
+                self.delivered();
+                Ok(())
+            }
+            Ok(Err((e, _))) => {
+                self.failed();
+                Err(SinkError::Unavailable(format!("the broker did not acknowledge: {e}")))
+            }
             Err(_) => Err(SinkError::Unavailable("the producer was dropped".into())),
         }
     }

@@ -15,7 +15,6 @@ use std::time::Duration;
 
 use chrono::Utc;
 use rdkafka::client::ClientContext;
-use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Message, OwnedHeaders, OwnedMessage};
@@ -29,7 +28,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use crate::kafka::topics;
+use crate::kafka::{client_config, topics};
 use crate::metrics::{LoaderMetrics, PartitionLabels, Readiness, TenantLabels};
 
 #[derive(Debug, thiserror::Error)]
@@ -146,9 +145,8 @@ impl Loader {
             metrics: metrics.clone(),
             assigned: assigned.clone(),
         };
-        let mut consumer_config = ClientConfig::new();
+        let mut consumer_config = client_config(&config.brokers);
         consumer_config
-            .set("bootstrap.servers", &config.brokers)
             .set("group.id", group_id(&tenant.name))
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
@@ -159,8 +157,7 @@ impl Loader {
             consumer_config.set("group.instance.id", id);
         }
         let consumer: StreamConsumer<LoaderContext> = consumer_config.create_with_context(context)?;
-        let dlq: FutureProducer = ClientConfig::new()
-            .set("bootstrap.servers", &config.brokers)
+        let dlq: FutureProducer = client_config(&config.brokers)
             .set("acks", "all")
             .set("enable.idempotence", "true")
             .create()?;
