@@ -8,6 +8,9 @@ pub enum Error {
     /// The embedded engine could not be loaded or opened.
     #[error("embedded engine: {0}")]
     Engine(String),
+    /// The warehouse server could not be reached (network, timeout): worth retrying.
+    #[error("warehouse unreachable: {0}")]
+    Unreachable(String),
     /// A statement failed in the warehouse; `sql` is the statement text (never user input).
     #[error("warehouse query failed: {message}")]
     Query { sql: String, message: String },

@@ -30,6 +30,8 @@ pub const EVENTS_TABLE: &str = "events";
 pub const SITE_ROLLUP: &str = "rollup_site_hourly";
 pub const DIM_ROLLUP: &str = "rollup_dims_hourly";
 pub const MIGRATIONS_TABLE: &str = "schema_migrations";
+/// The loaders' write-ahead intents (see `ingest::loader::store`).
+pub const INTENTS_TABLE: &str = "loader_intents";
 
 /// Rows per granule of the rollups. Each row holds a `uniq` state of up to kilobytes, and a
 /// read decodes whole granules: the default 8192 made a 720-row read decode megabytes.
@@ -226,6 +228,18 @@ TTL toDateTime(ts) + INTERVAL {} DAY",
             description: "events_raw.ingest_source: which door an event came in by (web, ga4_mp)",
             statements: vec![format!(
                 "ALTER TABLE {db}.{RAW_TABLE} ADD COLUMN IF NOT EXISTS ingest_source LowCardinality(String) DEFAULT 'web'"
+            )],
+        },
+        Migration {
+            version: 3,
+            description: "loader_intents: per log partition, the last offset a loader is about to store",
+            statements: vec![format!(
+                "CREATE TABLE IF NOT EXISTS {db}.{INTENTS_TABLE} (
+    topic LowCardinality(String),
+    partition Int32,
+    last_offset Int64
+) ENGINE = ReplacingMergeTree(last_offset)
+ORDER BY (topic, partition)"
             )],
         },
     ]

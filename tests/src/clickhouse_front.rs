@@ -116,6 +116,8 @@ impl ClickHouseFront {
         let app = Router::new()
             .route("/", get(handle).post(handle))
             .route("/ping", get(|| async { "Ok.\n" }))
+            // ClickHouse takes bodies of any size (inserts); so does this front.
+            .layer(axum::extract::DefaultBodyLimit::disable())
             .with_state(front);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");

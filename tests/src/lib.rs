@@ -148,6 +148,11 @@ impl Server {
         format!("http://{}{path}", self.addr)
     }
 
+    /// The process id while it runs (for benchmarks that read its memory).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// kill -9: no chance to flush anything.
     pub fn kill9(&mut self) {
         if let Some(mut child) = self.child.take() {

@@ -33,6 +33,11 @@ fn raw(visitor: u64, minute: i64) -> RawEvent {
     }
 }
 
+/// Inside the redelivery window every id is a suspect.
+fn suspects(batch: &[RawEvent]) -> std::collections::HashSet<uuid::Uuid> {
+    batch.iter().map(|e| e.event_id).collect()
+}
+
 async fn n(wh: &Embedded, sql: &str) -> u64 {
     wh.select(sql, &Params::new()).await.unwrap()[0]["n"].as_u64().unwrap()
 }
@@ -54,7 +59,9 @@ async fn redelivery_and_half_stored_batches_end_up_stored_once() {
     let first = vec![raw(1, 0), raw(1, 5), raw(2, 1)];
     let mut batch = first.clone();
     batch.push(first[0].clone());
-    let stored = store_batch(&wh, &tenant, &mut sessions, batch.clone()).await.unwrap();
+    let stored = store_batch(&wh, &tenant, &mut sessions, batch.clone(), &suspects(&batch))
+        .await
+        .unwrap();
     assert_eq!(
         stored,
         Stored {
@@ -65,7 +72,9 @@ async fn redelivery_and_half_stored_batches_end_up_stored_once() {
     );
 
     // Redelivered after a loader crash (its offsets were not committed): nothing new.
-    let again = store_batch(&wh, &tenant, &mut sessions, batch).await.unwrap();
+    let again = store_batch(&wh, &tenant, &mut sessions, batch.clone(), &suspects(&batch))
+        .await
+        .unwrap();
     assert_eq!(
         again,
         Stored {
@@ -88,7 +97,15 @@ async fn redelivery_and_half_stored_batches_end_up_stored_once() {
     .unwrap();
     let mut redelivered = half.clone();
     redelivered.push(raw(2, 12));
-    let completed = store_batch(&wh, &tenant, &mut sessions, redelivered).await.unwrap();
+    let completed = store_batch(
+        &wh,
+        &tenant,
+        &mut sessions,
+        redelivered.clone(),
+        &suspects(&redelivered),
+    )
+    .await
+    .unwrap();
     assert_eq!(
         completed,
         Stored {

@@ -108,7 +108,10 @@ async fn http_backend_plain_bodies_and_errors() {
         ..config
     });
     let unreachable = nobody.server_version().await.unwrap_err();
-    assert!(matches!(unreachable, sightline_core::Error::Engine(_)), "{unreachable}");
+    assert!(
+        matches!(unreachable, sightline_core::Error::Unreachable(_)),
+        "{unreachable}"
+    );
 }
 
 async fn http_target(dir: &tempfile::TempDir, compression: bool) -> (Option<ClickHouseFront>, HttpConfig) {
@@ -361,6 +364,15 @@ async fn scenario(wh: &dyn Warehouse) {
     let mut replayed_sorted = replayed.clone();
     replayed_sorted.sort();
     assert_eq!(live_sorted, replayed_sorted, "replay reproduces live session ids");
+
+    // The loaders' write-ahead intents: the highest offset per partition wins.
+    ops::record_intents(wh, &db, "t", &[(0, 10), (1, 5)]).await.unwrap();
+    ops::record_intents(wh, &db, "t", &[(0, 20)]).await.unwrap();
+    ops::record_intents(wh, &db, "other", &[(0, 99)]).await.unwrap();
+    assert_eq!(
+        ops::intents(wh, &db, "t").await.unwrap(),
+        std::collections::BTreeMap::from([(0, 20), (1, 5)])
+    );
 
     // Sessions come back after a restart.
     let mut restored = SessionState::default();

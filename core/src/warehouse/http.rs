@@ -68,9 +68,7 @@ impl Http {
 
 fn failed(sql: &str, e: clickhouse::error::Error) -> Error {
     match e {
-        clickhouse::error::Error::Network(_) | clickhouse::error::Error::TimedOut => {
-            Error::Engine(format!("warehouse unreachable: {e}"))
-        }
+        clickhouse::error::Error::Network(_) | clickhouse::error::Error::TimedOut => Error::Unreachable(e.to_string()),
         e => Error::Query {
             sql: sql.to_string(),
             message: e.to_string(),

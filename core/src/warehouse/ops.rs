@@ -116,27 +116,30 @@ pub async fn existing_event_ids(
     ids: &[Uuid],
     days: &[NaiveDate],
 ) -> Result<HashSet<Uuid>> {
-    if ids.is_empty() {
-        return Ok(HashSet::new());
-    }
     let day_numbers: Vec<String> = days.iter().map(|d| d.format("%Y%m%d").to_string()).collect();
     let sql = format!(
         "SELECT DISTINCT toString(event_id) AS id FROM {db}.{table} \
          WHERE toYYYYMMDD(ts) IN {{days:Array(UInt32)}} AND event_id IN {{ids:Array(UUID)}}"
     );
-    let params = Params::new()
-        .bind("days", format!("[{}]", day_numbers.join(",")))
-        .bind("ids", Params::array_of_strings(ids.iter().map(|u| u.to_string())));
-    let rows = wh.select(&sql, &params).await?;
-    rows.iter()
-        .map(|r| {
-            r["id"]
+    let mut found = HashSet::new();
+    // Bounded parameter size: a server caps each HTTP form field (1 MiB by default).
+    for chunk in ids.chunks(ID_LOOKUP_CHUNK) {
+        let params = Params::new()
+            .bind("days", format!("[{}]", day_numbers.join(",")))
+            .bind("ids", Params::array_of_strings(chunk.iter().map(|u| u.to_string())));
+        for r in wh.select(&sql, &params).await? {
+            let id = r["id"]
                 .as_str()
                 .and_then(|s| Uuid::parse_str(s).ok())
-                .ok_or_else(|| Error::Decode(format!("event id in {r}")))
-        })
-        .collect()
+                .ok_or_else(|| Error::Decode(format!("event id in {r}")))?;
+            found.insert(id);
+        }
+    }
+    Ok(found)
 }
+
+/// Ids per lookup query: 5,000 quoted UUIDs are ~200 KB of parameter.
+const ID_LOOKUP_CHUNK: usize = 5_000;
 
 /// Rebuilds the open sessions of the last 30 minutes (relative to `now`) from `events`,
 /// so that sessions continue across a restart exactly as a replay would see them.
@@ -235,6 +238,49 @@ pub async fn recent_activity(
             let newest = ch_datetime::parse(r["newest"].as_str().unwrap_or_default())
                 .map_err(|e| Error::Decode(format!("newest: {e}")))?;
             Ok((site, newest, r["n"].as_u64().unwrap_or(0)))
+        })
+        .collect()
+}
+
+/// Records, before a batch is stored, the last offset of each log partition it holds: after
+/// a crash, messages up to these offsets may be stored already, messages beyond cannot be.
+pub async fn record_intents(wh: &dyn Warehouse, db: &str, topic: &str, last_offsets: &[(i32, i64)]) -> Result<()> {
+    if last_offsets.is_empty() {
+        return Ok(());
+    }
+    let rows: Vec<serde_json::Value> = last_offsets
+        .iter()
+        .map(|(partition, offset)| serde_json::json!({"topic": topic, "partition": partition, "last_offset": offset}))
+        .collect();
+    wh.insert(
+        &format!("{db}.{}", schema::INTENTS_TABLE),
+        "topic, partition, last_offset",
+        InsertFormat::JsonEachRow,
+        json_each_row(&rows)?,
+    )
+    .await
+}
+
+/// Per partition of `topic`, the highest offset any loader recorded an intent for.
+pub async fn intents(wh: &dyn Warehouse, db: &str, topic: &str) -> Result<std::collections::BTreeMap<i32, i64>> {
+    let rows = wh
+        .select(
+            &format!(
+                "SELECT partition, max(last_offset) AS last FROM {db}.{} WHERE topic = {{topic:String}} GROUP BY partition",
+                schema::INTENTS_TABLE
+            ),
+            &Params::new().bind("topic", topic),
+        )
+        .await?;
+    rows.iter()
+        .map(|r| {
+            let partition = r["partition"]
+                .as_i64()
+                .ok_or_else(|| Error::Decode(format!("partition in {r}")))?;
+            let last = r["last"]
+                .as_i64()
+                .ok_or_else(|| Error::Decode(format!("last in {r}")))?;
+            Ok((partition as i32, last))
         })
         .collect()
 }

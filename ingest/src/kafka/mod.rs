@@ -35,4 +35,8 @@ pub fn client_config(brokers: &str) -> rdkafka::ClientConfig {
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Envelope<T> {
     pub events: Vec<T>,
+    /// The ids the client chose itself: only these can repeat in a later message (a retry),
+    /// so only these are looked up before storing (beyond a crash's redelivery window).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub client_ids: Vec<uuid::Uuid>,
 }

@@ -102,13 +102,13 @@ impl KafkaSink {
 
 #[async_trait]
 impl EventSink for KafkaSink {
-    async fn append(&self, tenant: &str, events: Vec<RawEvent>, _client_ids: Vec<Uuid>) -> Result<(), SinkError> {
+    async fn append(&self, tenant: &str, events: Vec<RawEvent>, client_ids: Vec<Uuid>) -> Result<(), SinkError> {
         let Some(first) = events.first() else {
             return Ok(());
         };
         let [topic, _] = topics(tenant);
         let key = Self::key(first);
-        let payload = serde_json::to_vec(&Envelope { events })
+        let payload = serde_json::to_vec(&Envelope { events, client_ids })
             .map_err(|e| SinkError::Unavailable(format!("encoding events: {e}")))?;
         let record = FutureRecord::to(&topic).key(&key).payload(&payload);
         let producer = self.current();

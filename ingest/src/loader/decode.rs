@@ -14,6 +14,8 @@ use crate::kafka::Envelope;
 pub struct Decoded {
     pub events: Vec<RawEvent>,
     pub poison: Vec<Poison>,
+    /// The ids the client chose (a retry repeats them).
+    pub client_ids: Vec<uuid::Uuid>,
 }
 
 /// Something that cannot be loaded: the whole message, or one event of it.
@@ -31,6 +33,7 @@ pub struct Poison {
 pub fn decode(payload: Option<&[u8]>, tenant: &Tenant) -> Decoded {
     let whole = |reason: String| Decoded {
         events: Vec::new(),
+        client_ids: Vec::new(),
         poison: vec![Poison {
             index: None,
             payload: payload.unwrap_or_default().to_vec(),
@@ -44,7 +47,10 @@ pub fn decode(payload: Option<&[u8]>, tenant: &Tenant) -> Decoded {
         Ok(e) => e,
         Err(e) => return whole(format!("not a Sightline message (an object with an events array): {e}")),
     };
-    let mut decoded = Decoded::default();
+    let mut decoded = Decoded {
+        client_ids: envelope.client_ids,
+        ..Decoded::default()
+    };
     for (index, value) in envelope.events.into_iter().enumerate() {
         match event(&value, tenant) {
             Ok(raw) => decoded.events.push(raw),
@@ -116,8 +122,20 @@ mod tests {
     #[test]
     fn a_produced_message_decodes_to_its_events() {
         let events = vec![event("shop.example.com"), event("shop.example.com")];
-        let bytes = serde_json::to_vec(&Envelope { events: events.clone() }).unwrap();
-        assert_eq!(decode(Some(&bytes), &tenant()), Decoded { events, poison: vec![] });
+        let client_ids = vec![events[1].event_id];
+        let bytes = serde_json::to_vec(&Envelope {
+            events: events.clone(),
+            client_ids: client_ids.clone(),
+        })
+        .unwrap();
+        assert_eq!(
+            decode(Some(&bytes), &tenant()),
+            Decoded {
+                events,
+                poison: vec![],
+                client_ids
+            }
+        );
     }
 
     #[test]

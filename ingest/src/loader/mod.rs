@@ -8,7 +8,7 @@
 pub mod decode;
 pub mod store;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,7 +17,7 @@ use chrono::Utc;
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header, Message, OwnedHeaders, OwnedMessage};
+use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::statistics::Statistics;
 use rdkafka::{Offset, TopicPartitionList};
@@ -120,9 +120,40 @@ pub struct Loader {
     dlq: FutureProducer,
     sessions: SessionState,
     assigned: Arc<AtomicBool>,
+    /// Per partition, the last offset some loader recorded an intent to store, as read when
+    /// partitions were assigned: messages up to it may be stored already.
+    redelivery_window: BTreeMap<i32, i64>,
+    /// Per partition, the last offset this loader's intents cover.
+    intended: BTreeMap<i32, i64>,
     metrics: LoaderMetrics,
     readiness: Readiness,
     config: LoaderConfig,
+}
+
+/// Where a poison message (or event) came from, for its dead letter.
+struct Origin {
+    partition: i32,
+    offset: i64,
+    key: Option<Vec<u8>>,
+}
+
+/// Messages read and decoded as they arrive, so a batch is bounded by events (a message is a
+/// whole request, up to the spec's events per request) rather than by messages.
+#[derive(Default)]
+struct Batch {
+    raws: Vec<sightline_core::event::RawEvent>,
+    poison: Vec<(Origin, decode::Poison)>,
+    /// Per partition, the offset to commit once the batch is stored.
+    next_offsets: BTreeMap<i32, i64>,
+    messages: usize,
+    /// Ids that may be stored already (see `store`).
+    suspects: HashSet<uuid::Uuid>,
+}
+
+impl Batch {
+    fn events(&self) -> usize {
+        self.raws.len() + self.poison.len()
+    }
 }
 
 /// The consumer group of a tenant's loaders.
@@ -152,7 +183,13 @@ impl Loader {
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
             .set("session.timeout.ms", config.session_timeout.as_millis().to_string())
-            .set("statistics.interval.ms", config.stats_interval.as_millis().to_string());
+            .set("statistics.interval.ms", config.stats_interval.as_millis().to_string())
+            // Bounded prefetch: a message is a whole request (tens of KB), so librdkafka's
+            // defaults (100,000 messages per partition) would buffer gigabytes.
+            .set("queued.min.messages", "1000")
+            .set("queued.max.messages.kbytes", "32768")
+            .set("fetch.max.bytes", "16777216")
+            .set("max.partition.fetch.bytes", "4194304");
         if let Some(id) = &config.instance_id {
             consumer_config.set("group.instance.id", id);
         }
@@ -170,6 +207,8 @@ impl Loader {
             dlq,
             sessions: SessionState::default(),
             assigned,
+            redelivery_window: BTreeMap::new(),
+            intended: BTreeMap::new(),
             metrics,
             readiness,
             config,
@@ -179,17 +218,18 @@ impl Loader {
     /// Loads until `shutdown` turns true, then stores what it has read, commits and returns.
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) -> Result<(), LoaderError> {
         self.consumer.subscribe(&[&self.topic])?;
-        self.restore_sessions().await?;
+        self.take_over().await?;
         self.readiness.set(true);
         tracing::info!(tenant = %self.tenant.name, topic = %self.topic, group = %group_id(&self.tenant.name), "loading");
         let mut last_eviction = Instant::now();
         while !*shutdown.borrow() {
             let batch = self.next_batch(&mut shutdown).await;
             if self.assigned.swap(false, Ordering::SeqCst) {
-                // New partitions bring visitors whose sessions another loader advanced.
-                self.restore_sessions().await?;
+                // New partitions bring visitors whose sessions another loader advanced, and
+                // messages another loader may have stored.
+                self.take_over().await?;
             }
-            if batch.is_empty() {
+            if batch.messages == 0 {
                 continue;
             }
             if !self.load(batch, &mut shutdown).await {
@@ -212,6 +252,17 @@ impl Loader {
         Ok(())
     }
 
+    /// What a loader needs when it gets partitions: the sessions of their visitors (advanced
+    /// by whoever loaded them before) and the redelivery window of each.
+    async fn take_over(&mut self) -> Result<(), LoaderError> {
+        self.restore_sessions().await?;
+        let intents = ops::intents(self.warehouse.as_ref(), &self.tenant.database(), &self.topic).await?;
+        tracing::info!(tenant = %self.tenant.name, ?intents, "redelivery window");
+        self.redelivery_window = intents.clone();
+        self.intended = intents;
+        Ok(())
+    }
+
     async fn restore_sessions(&mut self) -> Result<(), LoaderError> {
         let n = ops::restore_sessions(
             self.warehouse.as_ref(),
@@ -224,11 +275,12 @@ impl Loader {
         Ok(())
     }
 
-    /// Messages until the batch is full, `max_wait` after the first, or shutdown.
-    async fn next_batch(&self, shutdown: &mut watch::Receiver<bool>) -> Vec<OwnedMessage> {
-        let mut batch = Vec::new();
+    /// Messages until the batch holds `max_events` events, `max_wait` after the first, or
+    /// shutdown; each decoded on arrival.
+    async fn next_batch(&self, shutdown: &mut watch::Receiver<bool>) -> Batch {
+        let mut batch = Batch::default();
         let mut deadline = None;
-        while batch.len() < self.config.max_events {
+        while batch.events() < self.config.max_events {
             let received = match deadline {
                 None => tokio::select! {
                     _ = shutdown.changed() => return batch,
@@ -249,7 +301,28 @@ impl Loader {
             match received {
                 Ok(m) => {
                     deadline.get_or_insert_with(|| Instant::now() + self.config.max_wait);
-                    batch.push(m.detach());
+                    batch.messages += 1;
+                    let next = batch.next_offsets.entry(m.partition()).or_insert(0);
+                    *next = (*next).max(m.offset() + 1);
+                    let decoded = decode::decode(m.payload(), &self.tenant);
+                    let redelivered = self
+                        .redelivery_window
+                        .get(&m.partition())
+                        .is_some_and(|last| m.offset() <= *last);
+                    if redelivered {
+                        batch.suspects.extend(decoded.events.iter().map(|e| e.event_id));
+                    } else {
+                        batch.suspects.extend(decoded.client_ids);
+                    }
+                    batch.raws.extend(decoded.events);
+                    for p in decoded.poison {
+                        let origin = Origin {
+                            partition: m.partition(),
+                            offset: m.offset(),
+                            key: m.key().map(<[u8]>::to_vec),
+                        };
+                        batch.poison.push((origin, p));
+                    }
                 }
                 Err(e) => {
                     // The broker is away or the group is rebalancing: librdkafka retries.
@@ -264,34 +337,24 @@ impl Loader {
     /// Stores a batch, sends its poison to the dead-letter topic and commits its offsets,
     /// retrying until that worked. Returns false when shutdown came first (nothing of the
     /// batch is committed then, so it is redelivered).
-    async fn load(&mut self, batch: Vec<OwnedMessage>, shutdown: &mut watch::Receiver<bool>) -> bool {
-        let span = tracing::info_span!("load_batch", tenant = %self.tenant.name, messages = batch.len());
+    async fn load(&mut self, batch: Batch, shutdown: &mut watch::Receiver<bool>) -> bool {
+        let span = tracing::info_span!("load_batch", tenant = %self.tenant.name, messages = batch.messages, events = batch.events());
         self.load_in_span(batch, shutdown).instrument(span).await
     }
 
-    async fn load_in_span(&mut self, batch: Vec<OwnedMessage>, shutdown: &mut watch::Receiver<bool>) -> bool {
-        let mut raws = Vec::with_capacity(batch.len());
-        let mut poison = Vec::new();
-        let mut next_offsets: BTreeMap<i32, i64> = BTreeMap::new();
-        for m in &batch {
-            let next = next_offsets.entry(m.partition()).or_insert(0);
-            *next = (*next).max(m.offset() + 1);
-            let decoded = decode::decode(m.payload(), &self.tenant);
-            raws.extend(decoded.events);
-            poison.extend(decoded.poison.into_iter().map(|p| (m, p)));
-        }
+    async fn load_in_span(&mut self, batch: Batch, shutdown: &mut watch::Receiver<bool>) -> bool {
         let labels = TenantLabels {
             tenant: self.tenant.name.clone(),
         };
         self.metrics
             .batch_events
             .get_or_create(&labels)
-            .observe(batch.len() as f64);
+            .observe(batch.events() as f64);
 
         let mut backoff = Duration::from_millis(100);
         loop {
             let started = std::time::Instant::now();
-            let outcome = self.store_and_commit(&raws, &poison, &next_offsets).await;
+            let outcome = self.store_and_commit(&batch).await;
             match outcome {
                 Ok(stored) => {
                     self.metrics
@@ -301,7 +364,7 @@ impl Loader {
                     self.metrics.loaded(&self.tenant.name, "stored", stored.raw as u64);
                     self.metrics
                         .loaded(&self.tenant.name, "duplicate", stored.duplicates as u64);
-                    self.metrics.loaded(&self.tenant.name, "dlq", poison.len() as u64);
+                    self.metrics.loaded(&self.tenant.name, "dlq", batch.poison.len() as u64);
                     self.readiness.set(true);
                     return true;
                 }
@@ -319,19 +382,35 @@ impl Loader {
         }
     }
 
-    async fn store_and_commit(
-        &mut self,
-        raws: &[sightline_core::event::RawEvent],
-        poison: &[(&OwnedMessage, decode::Poison)],
-        next_offsets: &BTreeMap<i32, i64>,
-    ) -> Result<store::Stored, LoaderError> {
-        let stored =
-            store::store_batch(self.warehouse.as_ref(), &self.tenant, &mut self.sessions, raws.to_vec()).await?;
-        for (m, p) in poison {
-            self.dead_letter(m, p).await?;
+    async fn store_and_commit(&mut self, batch: &Batch) -> Result<store::Stored, LoaderError> {
+        // Write-ahead: the intent is durable before any row of the batch is.
+        let new_intents: Vec<(i32, i64)> = batch
+            .next_offsets
+            .iter()
+            .map(|(p, next)| (*p, next - 1))
+            .filter(|(p, last)| self.intended.get(p).is_none_or(|known| last > known))
+            .collect();
+        ops::record_intents(
+            self.warehouse.as_ref(),
+            &self.tenant.database(),
+            &self.topic,
+            &new_intents,
+        )
+        .await?;
+        self.intended.extend(new_intents);
+        let stored = store::store_batch(
+            self.warehouse.as_ref(),
+            &self.tenant,
+            &mut self.sessions,
+            batch.raws.clone(),
+            &batch.suspects,
+        )
+        .await?;
+        for (origin, p) in &batch.poison {
+            self.dead_letter(origin, p).await?;
         }
         let mut offsets = TopicPartitionList::new();
-        for (partition, next) in next_offsets {
+        for (partition, next) in &batch.next_offsets {
             offsets.add_partition_offset(&self.topic, *partition, Offset::Offset(*next))?;
         }
         // Stored first (the final commit at shutdown sends these), then committed now.
@@ -343,11 +422,11 @@ impl Loader {
 
     /// Puts poison (a message, or one event of it) on the dead-letter topic with its reason
     /// and origin, and waits for the broker: its offset is committed only after.
-    async fn dead_letter(&self, m: &OwnedMessage, poison: &decode::Poison) -> Result<(), LoaderError> {
-        tracing::warn!(partition = m.partition(), offset = m.offset(), reason = %poison.reason, "to the dead-letter topic");
-        let mut origin = format!("{}/{}/{}", m.topic(), m.partition(), m.offset());
+    async fn dead_letter(&self, origin: &Origin, poison: &decode::Poison) -> Result<(), LoaderError> {
+        tracing::warn!(partition = origin.partition, offset = origin.offset, reason = %poison.reason, "to the dead-letter topic");
+        let mut origin_text = format!("{}/{}/{}", self.topic, origin.partition, origin.offset);
         if let Some(i) = poison.index {
-            origin.push_str(&format!("#{i}"));
+            origin_text.push_str(&format!("#{i}"));
         }
         let headers = OwnedHeaders::new()
             .insert(Header {
@@ -356,13 +435,13 @@ impl Loader {
             })
             .insert(Header {
                 key: "sightline-origin",
-                value: Some(&origin),
+                value: Some(&origin_text),
             });
         let mut record = FutureRecord::<[u8], [u8]>::to(&self.dlq_topic)
             .payload(&poison.payload)
             .headers(headers);
-        if let Some(key) = m.key() {
-            record = record.key(key);
+        if let Some(key) = &origin.key {
+            record = record.key(key.as_slice());
         }
         self.dlq
             .send(record, Duration::from_secs(30))

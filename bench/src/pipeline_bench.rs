@@ -1,0 +1,464 @@
+//! The distributed path, each part beside its baseline in one run (issue 4):
+//!
+//! 1. `sightline collector` events/s (batches of 100, N connections) beside a bare rdkafka
+//!    producer sending the same messages (one per request, same config) to the same broker;
+//! 2. `sightline loader` rows/s (the topic's backlog into ClickHouse over HTTP, here the
+//!    libchdb front) beside libchdb's own bulk insert of the same rows (RowBinary, same
+//!    batch size, in process: no HTTP, no Kafka, no processing; over up to 1M rows);
+//! 3. end-to-end freshness at a steady rate: 202 from the collector to the event being
+//!    counted by `sightline query`, p50/p99;
+//! 4. peak and steady resident memory of the collector and the loader.
+//!
+//!     cargo build --release --bin sightline --bin pipeline-bench
+//!     ./target/release/pipeline-bench --seconds 10 --connections 32
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use clap::Parser;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use serde_json::{json, Value};
+use sightline_core::event::RawEvent;
+use sightline_core::processor::session::SessionState;
+use sightline_core::processor::{process, ProcessorConfig};
+use sightline_core::schema;
+use sightline_core::spec::parse_tenants;
+use sightline_core::warehouse::embedded::Embedded;
+use sightline_core::warehouse::{ops, rowbinary, InsertFormat, Params, Warehouse};
+use sightline_ingest::kafka::{topics, Envelope};
+use sightline_tests::clickhouse_front::ClickHouseFront;
+use sightline_tests::{provision, read_token, write_token, Broker, Server, CHROME_MAC};
+
+const SITE: &str = "bench.example.com";
+const TENANTS: &str = "apiVersion: sightline.dev/v1alpha1
+kind: AnalyticsTenant
+metadata: { name: bench }
+spec:
+  sites: { allowed: [{ id: bench.example.com }] }
+  limits: { eventsPerSecondPerSite: 100000000, burstPerSite: 100000000 }
+  kafka: { partitions: 6, replicationFactor: 1, retentionHours: 24 }
+---
+apiVersion: sightline.dev/v1alpha1
+kind: AnalyticsTenant
+metadata: { name: bulk }
+spec:
+  sites: { allowed: [{ id: bench.example.com }] }
+  kafka: { partitions: 1, replicationFactor: 1, retentionHours: 24 }
+";
+
+#[derive(Parser)]
+struct Args {
+    /// Seconds of load for the collector and for the bare producer.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// Concurrent clients (HTTP connections; in-flight messages for the bare producer).
+    #[arg(long, default_value_t = 32)]
+    connections: usize,
+    /// Seconds of the steady-rate freshness run.
+    #[arg(long, default_value_t = 30)]
+    freshness_seconds: u64,
+    /// Events per second of the freshness run.
+    #[arg(long, default_value_t = 5000)]
+    rate: u64,
+    /// Events per batch the loader stores (and the bulk insert uses).
+    #[arg(long, default_value_t = 10_000)]
+    batch: usize,
+}
+
+/// A field of /proc/PID/status in MB (VmHWM: peak resident; VmRSS: resident now).
+fn status_mb(pid: Option<u32>, field: &str) -> f64 {
+    let Some(pid) = pid else { return 0.0 };
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+fn body(seed: usize, events: usize) -> String {
+    let events: Vec<Value> = (0..events)
+        .map(|i| json!({"url": format!("https://{SITE}/p/{}", (seed * 131 + i) % 500), "referrer": "https://www.google.com/"}))
+        .collect();
+    json!({ "events": events }).to_string()
+}
+
+/// Batches of 100 for `seconds` over `connections`; returns acknowledged events.
+async fn drive_collector(url: &str, seconds: u64, connections: usize) -> (u64, f64) {
+    let bodies: Arc<Vec<String>> = Arc::new((0..64).map(|b| body(b, 100)).collect());
+    let acked = Arc::new(AtomicU64::new(0));
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(connections)
+        .build()
+        .expect("client");
+    let token = write_token("bench", SITE);
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs(seconds);
+    let tasks: Vec<_> = (0..connections)
+        .map(|c| {
+            let (client, bodies, acked, url, token) = (
+                client.clone(),
+                bodies.clone(),
+                acked.clone(),
+                url.to_string(),
+                token.clone(),
+            );
+            tokio::spawn(async move {
+                let mut i = c;
+                while Instant::now() < deadline {
+                    let r = client
+                        .post(&url)
+                        .bearer_auth(&token)
+                        .header("Content-Type", "application/json")
+                        .header("User-Agent", CHROME_MAC)
+                        .header("X-Forwarded-For", format!("203.0.113.{}", i % 250))
+                        .body(bodies[i % bodies.len()].clone())
+                        .send()
+                        .await;
+                    if let Ok(r) = r {
+                        if r.status() == 202 {
+                            acked.fetch_add(100, Ordering::Relaxed);
+                        }
+                        let _ = r.bytes().await;
+                    }
+                    i += connections;
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        let _ = t.await;
+    }
+    let n = acked.load(Ordering::Relaxed);
+    (n, n as f64 / start.elapsed().as_secs_f64())
+}
+
+/// What the collector puts on the log for one request of 100 events: fresh ids each time.
+fn raw_events(seed: usize, n: usize) -> Vec<RawEvent> {
+    let now = chrono::DateTime::from_timestamp_millis(Utc::now().timestamp_millis()).expect("now");
+    (0..n)
+        .map(|i| RawEvent {
+            event_id: uuid::Uuid::new_v4(),
+            site_id: SITE.into(),
+            received_at: now,
+            ts: now,
+            name: "pageview".into(),
+            url: format!("https://{SITE}/p/{}", (seed * 131 + i) % 500),
+            referrer: "https://www.google.com/".into(),
+            user_agent: CHROME_MAC.into(),
+            props: BTreeMap::new(),
+            revenue_amount: String::new(),
+            revenue_currency: String::new(),
+            visitor_id: (seed % 250) as u64,
+            country: String::new(),
+            ingest_source: "web".into(),
+        })
+        .collect()
+}
+
+/// The bare producer: the collector's producer settings, the same messages, the same
+/// number in flight; returns events acknowledged.
+async fn drive_producer(bootstrap: &str, seconds: u64, connections: usize) -> (u64, f64) {
+    let producer: FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("acks", "all")
+        .set("enable.idempotence", "true")
+        .set("compression.type", "lz4")
+        .set("linger.ms", "5")
+        .set("message.max.bytes", (16 * 1024 * 1024).to_string())
+        .create()
+        .expect("producer");
+    let [topic, _] = topics("bench");
+    let acked = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs(seconds);
+    let tasks: Vec<_> = (0..connections)
+        .map(|c| {
+            let (producer, acked, topic) = (producer.clone(), acked.clone(), topic.clone());
+            tokio::spawn(async move {
+                let mut i = c;
+                while Instant::now() < deadline {
+                    let events = raw_events(i, 100);
+                    let key = format!("{SITE}:{}", events[0].visitor_id);
+                    let payload = serde_json::to_vec(&Envelope {
+                        events,
+                        client_ids: Vec::new(),
+                    })
+                    .expect("json");
+                    let record = FutureRecord::to(&topic).key(&key).payload(&payload);
+                    match producer.send_result(record) {
+                        Ok(delivery) => {
+                            if let Ok(Ok(_)) = delivery.await {
+                                acked.fetch_add(100, Ordering::Relaxed);
+                            }
+                        }
+                        // Queue full: wait as a client would for its 503 to pass.
+                        Err(_) => tokio::time::sleep(Duration::from_millis(1)).await,
+                    }
+                    i += connections;
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        let _ = t.await;
+    }
+    let n = acked.load(Ordering::Relaxed);
+    (n, n as f64 / start.elapsed().as_secs_f64())
+}
+
+async fn count(wh: &Embedded, sql: &str) -> u64 {
+    wh.select(sql, &Params::new())
+        .await
+        .ok()
+        .and_then(|r| r.first().and_then(|r| r["n"].as_u64()))
+        .unwrap_or(0)
+}
+
+/// libchdb's own bulk insert of `total` rows in batches of `batch` (raw and processed rows,
+/// RowBinary, encoded before the clock starts); returns rows per second.
+async fn bulk_insert(wh: &Embedded, total: u64, batch: usize) -> f64 {
+    let tenant = parse_tenants(TENANTS, "bench").expect("tenants").remove(1);
+    ops::apply_schema(wh, &tenant).await.expect("schema");
+    let mut sessions = SessionState::default();
+    let config = ProcessorConfig { bot_filtering: true };
+    let mut batches = Vec::new();
+    let mut left = total as usize;
+    let mut seed = 0;
+    while left > 0 {
+        let n = left.min(batch);
+        let raws: Vec<RawEvent> = (0..n.div_ceil(100))
+            .flat_map(|_| {
+                seed += 1;
+                raw_events(seed, 100)
+            })
+            .take(n)
+            .collect();
+        let events: Vec<_> = raws.iter().map(|r| process(r, config, &mut sessions)).collect();
+        batches.push((rowbinary::encode(&raws), rowbinary::encode(&events)));
+        left -= n;
+    }
+    let db = tenant.database();
+    let start = Instant::now();
+    for (raw, events) in batches {
+        wh.insert(
+            &format!("{db}.{}", schema::RAW_TABLE),
+            schema::RAW_COLUMNS,
+            InsertFormat::RowBinary,
+            raw,
+        )
+        .await
+        .expect("bulk raw");
+        wh.insert(
+            &format!("{db}.{}", schema::EVENTS_TABLE),
+            schema::EVENT_COLUMNS,
+            InsertFormat::RowBinary,
+            events,
+        )
+        .await
+        .expect("bulk events");
+    }
+    total as f64 / start.elapsed().as_secs_f64()
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+/// A steady `rate` events/s in requests of 10; every 500 ms one request carries a marker
+/// page whose visibility in the query API is timed from its 202.
+async fn freshness(collector: &Server, query: &Server, seconds: u64, rate: u64) -> (Vec<f64>, u64) {
+    let client = reqwest::Client::new();
+    let write = write_token("bench", SITE);
+    let read = read_token("bench", SITE);
+    let per_second = (rate / 10).max(1);
+    let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / per_second));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let latencies: Arc<Mutex<Vec<f64>>> = Arc::default();
+    let sent = Arc::new(AtomicU64::new(0));
+    let mut checkers = Vec::new();
+    let start = Instant::now();
+    let mut i: u64 = 0;
+    while start.elapsed() < Duration::from_secs(seconds) {
+        tick.tick().await;
+        i += 1;
+        let marker = (i % (per_second / 2).max(1) == 0).then(|| uuid::Uuid::new_v4().to_string());
+        let mut events: Vec<Value> = (0..10)
+            .map(|k| json!({"url": format!("https://{SITE}/f/{}", (i * 7 + k) % 300)}))
+            .collect();
+        if let Some(m) = &marker {
+            events[0] = json!({"url": format!("https://{SITE}/m/{m}")});
+        }
+        let (client, url, write, read, latencies, sent) = (
+            client.clone(),
+            collector.url("/v1/collect"),
+            write.clone(),
+            read.clone(),
+            latencies.clone(),
+            sent.clone(),
+        );
+        let query_url = marker.as_ref().map(|m| {
+            query.url(&format!(
+                "/v1/sites/{SITE}/aggregate?period=today&metrics=events&filters=page==/m/{m}"
+            ))
+        });
+        checkers.push(tokio::spawn(async move {
+            let r = client
+                .post(url)
+                .bearer_auth(&write)
+                .header("User-Agent", CHROME_MAC)
+                .header("X-Forwarded-For", format!("198.51.100.{}", i % 200))
+                .json(&json!({ "events": events }))
+                .send()
+                .await;
+            let Ok(r) = r else { return };
+            if r.status() != 202 {
+                return;
+            }
+            sent.fetch_add(10, Ordering::Relaxed);
+            let Some(query_url) = query_url else { return };
+            let acked = Instant::now();
+            while acked.elapsed() < Duration::from_secs(60) {
+                if let Ok(r) = client.get(&query_url).bearer_auth(&read).send().await {
+                    if let Ok(v) = r.json::<Value>().await {
+                        if v["results"]["events"] == 1 {
+                            latencies.lock().unwrap().push(acked.elapsed().as_secs_f64());
+                            return;
+                        }
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }));
+    }
+    for c in checkers {
+        let _ = c.await;
+    }
+    let mut l = latencies.lock().unwrap().clone();
+    l.sort_by(|a, b| a.total_cmp(b));
+    (l, sent.load(Ordering::Relaxed))
+}
+
+#[tokio::main(flavor = "multi_thread")]
+async fn main() {
+    let args = Args::parse();
+    // The roles are started from the release `sightline` beside this binary.
+    let sightline = std::env::current_exe().expect("exe").with_file_name("sightline");
+    std::env::set_var("SIGHTLINE_BIN", &sightline);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tenants = dir.path().join("tenants");
+    std::fs::create_dir_all(&tenants).expect("mkdir");
+    std::fs::write(tenants.join("tenants.yaml"), TENANTS).expect("tenants");
+    let data = dir.path().join("data");
+    let broker = Broker::start();
+    provision(&tenants, &broker.bootstrap);
+    let engine = dir.path().join("clickhouse");
+    let front = ClickHouseFront::start(&engine, None).await;
+    let wh = Embedded::open(&engine, 1).expect("engine");
+    println!(
+        "broker {:?} at {}, ClickHouse front {}",
+        broker.kind,
+        broker.bootstrap,
+        front.url()
+    );
+
+    // 1. Collector beside the bare producer.
+    let mut collector = Server::start_role("collector", &data, &tenants, &["--brokers", &broker.bootstrap]);
+    let (collector_events, collector_eps) =
+        drive_collector(&collector.url("/v1/collect"), args.seconds, args.connections).await;
+    let collector_hwm = status_mb(collector.pid(), "VmHWM");
+    let (producer_events, producer_eps) = drive_producer(&broker.bootstrap, args.seconds, args.connections).await;
+    println!(
+        "collector {collector_eps:.0} events/s, bare producer {producer_eps:.0} events/s, ratio {:.2}; collector peak RSS {collector_hwm:.0} MB",
+        collector_eps / producer_eps
+    );
+
+    // 2. The loader drains the backlog both left on the topic.
+    let backlog = collector_events + producer_events;
+    let url = front.url();
+    let batch = args.batch.to_string();
+    let started = Instant::now();
+    let mut loader = Server::start_role(
+        "loader",
+        &data,
+        &tenants,
+        &[
+            "--brokers",
+            &broker.bootstrap,
+            "--clickhouse-url",
+            &url,
+            "--tenant",
+            "bench",
+            "--batch-max-events",
+            &batch,
+        ],
+    );
+    let mut first_row = None;
+    let mut last = (0, Instant::now());
+    loop {
+        let n = count(&wh, "SELECT count() AS n FROM sightline_bench.events_raw").await;
+        if n > 0 && first_row.is_none() {
+            first_row = Some(Instant::now());
+        }
+        if n >= backlog {
+            break;
+        }
+        if n != last.0 {
+            last = (n, Instant::now());
+        } else if last.1.elapsed() > Duration::from_secs(60) {
+            panic!("the loader stalled at {n} of {backlog} rows");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let loaded_at = Instant::now();
+    let first_row = first_row.unwrap_or(started);
+    let loader_rps = backlog as f64 / (loaded_at - first_row).as_secs_f64();
+    let loader_hwm = status_mb(loader.pid(), "VmHWM");
+    // A rate: measured over up to 1M rows, whose encoded batches are held in memory.
+    let bulk_rps = bulk_insert(&wh, backlog.min(1_000_000), args.batch).await;
+    println!(
+        "loader {loader_rps:.0} rows/s ({backlog} rows; {:.1} s from start incl. group join), libchdb bulk insert {bulk_rps:.0} rows/s, ratio {:.2}; loader peak RSS {loader_hwm:.0} MB",
+        (loaded_at - started).as_secs_f64(),
+        loader_rps / bulk_rps
+    );
+
+    // 3. Freshness at a steady rate, with the query role on the same warehouse.
+    let mut query = Server::start_role(
+        "query",
+        &data,
+        &tenants,
+        &[
+            "--clickhouse-url",
+            &url,
+            "--queries-per-second-per-token",
+            "100000",
+            "--query-burst-per-token",
+            "100000",
+        ],
+    );
+    let (latencies, sent) = freshness(&collector, &query, args.freshness_seconds, args.rate).await;
+    let steady_rss = (status_mb(collector.pid(), "VmRSS"), status_mb(loader.pid(), "VmRSS"));
+    println!(
+        "freshness at {:.0} events/s: {} markers, p50 {:.2} s, p99 {:.2} s, max {:.2} s; RSS at the end: collector {:.0} MB, loader {:.0} MB (peaks {:.0} / {:.0} MB)",
+        sent as f64 / args.freshness_seconds as f64,
+        latencies.len(),
+        percentile(&latencies, 0.5),
+        percentile(&latencies, 0.99),
+        latencies.last().copied().unwrap_or(f64::NAN),
+        steady_rss.0,
+        steady_rss.1,
+        status_mb(collector.pid(), "VmHWM"),
+        status_mb(loader.pid(), "VmHWM"),
+    );
+    query.stop();
+    collector.stop();
+    loader.stop();
+}
