@@ -9,8 +9,12 @@
 //!    counted by `sightline query`, p50/p99;
 //! 4. peak and steady resident memory of the collector and the loader.
 //!
-//!     cargo build --release --bin sightline --bin pipeline-bench
-//!     ./target/release/pipeline-bench --seconds 10 --connections 32
+//! Run:
+//!
+//! ```text
+//! cargo build --release --bin sightline --bin pipeline-bench
+//! ./target/release/pipeline-bench --seconds 10 --connections 32
+//! ```
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -290,7 +294,7 @@ async fn freshness(collector: &Server, query: &Server, seconds: u64, rate: u64) 
     while start.elapsed() < Duration::from_secs(seconds) {
         tick.tick().await;
         i += 1;
-        let marker = (i % (per_second / 2).max(1) == 0).then(|| uuid::Uuid::new_v4().to_string());
+        let marker = i.is_multiple_of((per_second / 2).max(1)).then(|| uuid::Uuid::new_v4().to_string());
         let mut events: Vec<Value> = (0..10)
             .map(|k| json!({"url": format!("https://{SITE}/f/{}", (i * 7 + k) % 300)}))
             .collect();
