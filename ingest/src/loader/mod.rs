@@ -371,6 +371,11 @@ impl Loader {
                 Err(e) => {
                     self.metrics.insert_failures.get_or_create(&labels).inc();
                     self.readiness.set(false);
+                    if *shutdown.borrow() {
+                        // Stopping: the batch is not committed, the log redelivers it.
+                        tracing::warn!(error = %e, "batch not stored at shutdown; it will be redelivered");
+                        return false;
+                    }
                     tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "batch not stored; retrying");
                     tokio::select! {
                         _ = shutdown.changed() => return false,
