@@ -68,7 +68,7 @@ struct Args {
     #[arg(long, default_value_t = 5000)]
     rate: u64,
     /// Events per batch the loader stores (and the bulk insert uses).
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(long, default_value_t = 5_000)]
     batch: usize,
 }
 
@@ -426,6 +426,16 @@ async fn main() {
     let first_row = first_row.unwrap_or(started);
     let loader_rps = backlog as f64 / (loaded_at - first_row).as_secs_f64();
     let loader_hwm = status_mb(loader.pid(), "VmHWM");
+    println!(
+        "loader now: RssAnon {:.0} MB, RssFile {:.0} MB, threads {}",
+        status_mb(loader.pid(), "RssAnon"),
+        status_mb(loader.pid(), "RssFile"),
+        std::fs::read_to_string(format!("/proc/{}/status", loader.pid().unwrap_or(0)))
+            .unwrap_or_default()
+            .lines()
+            .find(|l| l.starts_with("Threads"))
+            .unwrap_or("")
+    );
     // A rate: measured over up to 1M rows, whose encoded batches are held in memory.
     let bulk_rps = bulk_insert(&wh, backlog.min(1_000_000), args.batch).await;
     println!(

@@ -24,8 +24,9 @@ pub struct Args {
     /// Load only these tenants (repeatable); all tenants of --tenants by default.
     #[arg(long = "tenant")]
     only: Vec<String>,
-    /// A batch is stored when it holds this many messages ...
-    #[arg(long, default_value_t = 10_000)]
+    /// A batch is stored when it holds this many events (larger batches load faster and
+    /// hold more memory: BENCHMARKS.md has both measured) ...
+    #[arg(long, default_value_t = 5_000)]
     batch_max_events: usize,
     /// ... or this many milliseconds after its first message.
     #[arg(long, default_value_t = 250)]

@@ -61,7 +61,7 @@ impl Default for LoaderConfig {
     fn default() -> Self {
         Self {
             brokers: String::new(),
-            max_events: 10_000,
+            max_events: 5_000,
             max_wait: Duration::from_millis(250),
             session_timeout: Duration::from_secs(10),
             instance_id: None,
@@ -187,9 +187,9 @@ impl Loader {
             // Bounded prefetch: a message is a whole request (tens of KB), so librdkafka's
             // defaults (100,000 messages per partition) would buffer gigabytes.
             .set("queued.min.messages", "1000")
-            .set("queued.max.messages.kbytes", "32768")
-            .set("fetch.max.bytes", "16777216")
-            .set("max.partition.fetch.bytes", "4194304");
+            .set("queued.max.messages.kbytes", "8192")
+            .set("fetch.max.bytes", "8388608")
+            .set("max.partition.fetch.bytes", "2097152");
         if let Some(id) = &config.instance_id {
             consumer_config.set("group.instance.id", id);
         }
