@@ -294,7 +294,9 @@ async fn freshness(collector: &Server, query: &Server, seconds: u64, rate: u64) 
     while start.elapsed() < Duration::from_secs(seconds) {
         tick.tick().await;
         i += 1;
-        let marker = i.is_multiple_of((per_second / 2).max(1)).then(|| uuid::Uuid::new_v4().to_string());
+        let marker = i
+            .is_multiple_of((per_second / 2).max(1))
+            .then(|| uuid::Uuid::new_v4().to_string());
         let mut events: Vec<Value> = (0..10)
             .map(|k| json!({"url": format!("https://{SITE}/f/{}", (i * 7 + k) % 300)}))
             .collect();

@@ -25,7 +25,43 @@ pub struct Pipeline {
     pub loader: Server,
     pub data: PathBuf,
     pub tenants: PathBuf,
+    loader_args: LoaderArgs,
     _dir: tempfile::TempDir,
+}
+
+/// How the pipeline's loaders are started.
+struct LoaderArgs {
+    url: String,
+    bootstrap: String,
+    batch_wait_ms: u64,
+    session_timeout_ms: u64,
+}
+
+impl LoaderArgs {
+    fn start(&self, data: &std::path::Path, tenants: &std::path::Path, instance: &str) -> Server {
+        let (batch_wait, session_timeout) = (self.batch_wait_ms.to_string(), self.session_timeout_ms.to_string());
+        Server::start_role(
+            "loader",
+            data,
+            tenants,
+            &[
+                "--clickhouse-url",
+                &self.url,
+                "--clickhouse-user",
+                USER,
+                "--clickhouse-password",
+                PASSWORD,
+                "--brokers",
+                &self.bootstrap,
+                "--instance-id",
+                instance,
+                "--batch-max-wait-ms",
+                &batch_wait,
+                "--session-timeout-ms",
+                &session_timeout,
+            ],
+        )
+    }
 }
 
 impl Pipeline {
@@ -36,26 +72,13 @@ impl Pipeline {
         let (dir, data, tenants) = kafka_fixture();
         provision(&tenants, &broker.bootstrap);
         let front = ClickHouseFront::start(&dir.path().join("clickhouse"), Some((USER, PASSWORD))).await;
-        let url = front.url();
-        let batch_wait = batch_wait_ms.to_string();
-        let session_timeout = broker.kind.session_timeout_ms().to_string();
-        let loader_args = [
-            "--clickhouse-url",
-            url.as_str(),
-            "--clickhouse-user",
-            USER,
-            "--clickhouse-password",
-            PASSWORD,
-            "--brokers",
-            broker.bootstrap.as_str(),
-            "--instance-id",
-            "loader-0",
-            "--batch-max-wait-ms",
-            batch_wait.as_str(),
-            "--session-timeout-ms",
-            session_timeout.as_str(),
-        ];
-        let loader = Server::start_role("loader", &data, &tenants, &loader_args);
+        let loader_args = LoaderArgs {
+            url: front.url(),
+            bootstrap: broker.bootstrap.clone(),
+            batch_wait_ms,
+            session_timeout_ms: broker.kind.session_timeout_ms(),
+        };
+        let loader = loader_args.start(&data, &tenants, "loader-0");
         let collector = Server::start_role(
             "collector",
             &data,
@@ -69,8 +92,14 @@ impl Pipeline {
             loader,
             data,
             tenants,
+            loader_args,
             _dir: dir,
         }
+    }
+
+    /// Another loader of the same tenants (its own instance id): the group rebalances.
+    pub fn start_another_loader(&self, instance: &str) -> Server {
+        self.loader_args.start(&self.data, &self.tenants, instance)
     }
 
     pub fn warehouse(&self) -> Http {

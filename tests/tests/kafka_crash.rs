@@ -1,5 +1,6 @@
 //! Crashes of each part of the distributed path during steady load: kill -9 of the
-//! collector, kill -9 of the loader, a restart of the broker. Every event acknowledged with
+//! collector, kill -9 of the loader, a restart of the broker; and a second loader joining
+//! (a rebalance moves partitions between live loaders). Every event acknowledged with
 //! 202 ends up in `events_raw` exactly once (id sets compared), a request that got an error
 //! is stored whole or not at all, and `events` and the rollups hold exactly the raw rows.
 
@@ -60,4 +61,17 @@ async fn broker_restart_loses_and_doubles_nothing() {
     let report = load.finish().await;
     assert!(!report.failed.is_empty(), "requests failed while the broker was away");
     p.assert_exactly_once(&report).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_loader_joining_mid_load_doubles_nothing() {
+    let p = Pipeline::start(200).await;
+    let load = Load::start(&p.collector, 6);
+    steady(&load, 150).await;
+    let mut second = p.start_another_loader("loader-1");
+    let before = load.acked_so_far();
+    steady(&load, before + 300).await;
+    let report = load.finish().await;
+    p.assert_exactly_once(&report).await;
+    second.stop();
 }

@@ -76,6 +76,7 @@ struct LoaderContext {
     tenant: String,
     metrics: LoaderMetrics,
     assigned: Arc<AtomicBool>,
+    revoked: Arc<AtomicBool>,
 }
 
 impl ClientContext for LoaderContext {
@@ -104,7 +105,8 @@ impl ConsumerContext for LoaderContext {
                 self.assigned.store(true, Ordering::SeqCst);
             }
             Rebalance::Revoke(tpl) => {
-                tracing::info!(tenant = %self.tenant, partitions = tpl.count(), "partitions revoked")
+                tracing::info!(tenant = %self.tenant, partitions = tpl.count(), "partitions revoked");
+                self.revoked.store(true, Ordering::SeqCst);
             }
             Rebalance::Error(e) => tracing::warn!(tenant = %self.tenant, error = %e, "rebalance failed"),
         }
@@ -120,6 +122,7 @@ pub struct Loader {
     dlq: FutureProducer,
     sessions: SessionState,
     assigned: Arc<AtomicBool>,
+    revoked: Arc<AtomicBool>,
     /// Per partition, the last offset some loader recorded an intent to store, as read when
     /// partitions were assigned: messages up to it may be stored already.
     redelivery_window: BTreeMap<i32, i64>,
@@ -171,10 +174,12 @@ impl Loader {
     ) -> Result<Self, LoaderError> {
         let [topic, dlq_topic] = topics(&tenant.name);
         let assigned = Arc::new(AtomicBool::new(false));
+        let revoked = Arc::new(AtomicBool::new(false));
         let context = LoaderContext {
             tenant: tenant.name.clone(),
             metrics: metrics.clone(),
             assigned: assigned.clone(),
+            revoked: revoked.clone(),
         };
         let mut consumer_config = client_config(&config.brokers);
         consumer_config
@@ -207,6 +212,7 @@ impl Loader {
             dlq,
             sessions: SessionState::default(),
             assigned,
+            revoked,
             redelivery_window: BTreeMap::new(),
             intended: BTreeMap::new(),
             metrics,
@@ -224,6 +230,17 @@ impl Loader {
         let mut last_eviction = Instant::now();
         while !*shutdown.borrow() {
             let batch = self.next_batch(&mut shutdown).await;
+            if self.revoked.swap(false, Ordering::SeqCst) && batch.messages > 0 {
+                // Partitions were taken away while this batch was read: some of its messages
+                // now belong to another loader, which reads them from the committed offset.
+                // Storing them here too would race it, so none is stored; those that come
+                // back to this loader are read again from the committed offset.
+                tracing::info!(tenant = %self.tenant.name, messages = batch.messages, "rebalanced while reading: batch left to the new owners");
+                if self.assigned.swap(false, Ordering::SeqCst) {
+                    self.take_over().await?;
+                }
+                continue;
+            }
             if self.assigned.swap(false, Ordering::SeqCst) {
                 // New partitions bring visitors whose sessions another loader advanced, and
                 // messages another loader may have stored.
@@ -280,7 +297,7 @@ impl Loader {
     async fn next_batch(&self, shutdown: &mut watch::Receiver<bool>) -> Batch {
         let mut batch = Batch::default();
         let mut deadline = None;
-        while batch.events() < self.config.max_events {
+        while batch.events() < self.config.max_events && !self.revoked.load(Ordering::SeqCst) {
             let received = match deadline {
                 None => tokio::select! {
                     _ = shutdown.changed() => return batch,
