@@ -2,8 +2,7 @@
 //! Pure, so the poison cases are unit-tested; the loader sends poison to the dead-letter
 //! topic and loads the rest of the message.
 
-use serde::Deserialize;
-use serde_json::Value;
+use serde_json::value::RawValue;
 use sightline_core::event::RawEvent;
 use sightline_core::spec::Tenant;
 
@@ -43,7 +42,9 @@ pub fn decode(payload: Option<&[u8]>, tenant: &Tenant) -> Decoded {
     let Some(bytes) = payload else {
         return whole("empty message: no payload".into());
     };
-    let envelope: Envelope<Value> = match serde_json::from_slice(bytes) {
+    // Events stay raw JSON text until each is read on its own: one pass over the bytes, and a
+    // bad event's dead letter is exactly what was sent.
+    let envelope: Envelope<&RawValue> = match serde_json::from_slice(bytes) {
         Ok(e) => e,
         Err(e) => return whole(format!("not a Sightline message (an object with an events array): {e}")),
     };
@@ -51,12 +52,12 @@ pub fn decode(payload: Option<&[u8]>, tenant: &Tenant) -> Decoded {
         client_ids: envelope.client_ids,
         ..Decoded::default()
     };
-    for (index, value) in envelope.events.into_iter().enumerate() {
-        match event(&value, tenant) {
+    for (index, text) in envelope.events.into_iter().enumerate() {
+        match event(text, tenant) {
             Ok(raw) => decoded.events.push(raw),
             Err(reason) => decoded.poison.push(Poison {
                 index: Some(index),
-                payload: serde_json::to_vec(&value).unwrap_or_default(),
+                payload: text.get().as_bytes().to_vec(),
                 reason: format!("event {index}: {reason}"),
             }),
         }
@@ -64,8 +65,8 @@ pub fn decode(payload: Option<&[u8]>, tenant: &Tenant) -> Decoded {
     decoded
 }
 
-fn event(value: &Value, tenant: &Tenant) -> Result<RawEvent, String> {
-    let event = RawEvent::deserialize(value).map_err(|e| format!("not a Sightline raw event: {e}"))?;
+fn event(text: &RawValue, tenant: &Tenant) -> Result<RawEvent, String> {
+    let event: RawEvent = serde_json::from_str(text.get()).map_err(|e| format!("not a Sightline raw event: {e}"))?;
     if event.event_id.is_nil() {
         return Err("event_id is the nil UUID".into());
     }
