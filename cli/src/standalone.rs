@@ -109,12 +109,10 @@ async fn serve(args: Args) -> Result<(), String> {
         Arc::new(geo),
     ));
     let query_config = args.query.config();
-    let query_state = Arc::new(QueryState::new(
-        registry.clone(),
-        warehouse.clone(),
-        watermarks.clone(),
-        query_config,
-    ));
+    let mut query_state = QueryState::new(registry.clone(), warehouse.clone(), watermarks.clone(), query_config);
+    // One /metrics for the one process: the query API's and the collector's.
+    collector_state.metrics.register(query_state.metrics_registry());
+    let query_state = Arc::new(query_state);
     let app = Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(|| async { "ready" }))

@@ -109,6 +109,14 @@ impl QueryState {
     }
 }
 
+impl QueryState {
+    /// The registry `/metrics` serves, for a process that serves more than queries (standalone
+    /// registers its collector's metrics here) before the state is shared.
+    pub fn metrics_registry(&mut self) -> &mut prometheus_client::registry::Registry {
+        &mut self.metrics
+    }
+}
+
 pub fn router(state: Arc<QueryState>) -> Router {
     let cors = CorsLayer::new()
         .allow_origin(Any)

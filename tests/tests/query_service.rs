@@ -38,6 +38,16 @@ async fn watermark_cache_csv_realtime_and_sse() {
     let c = client();
     let read = read_token("acme", SITE);
     send(&c, &server, "198.51.100.1", "https://blog.example.com/a").await;
+    // Standalone serves its collector's metrics on the same /metrics.
+    assert_eq!(
+        counter(
+            &c,
+            &server,
+            "sightline_collector_events_total{tenant=\"acme\",outcome=\"accepted\""
+        )
+        .await,
+        1
+    );
 
     // The watermark: the newest committed event, in a header and in meta.
     let q =
