@@ -168,7 +168,6 @@ async fn serve(
     headers: HeaderMap,
     request: Request,
 ) -> Result<Response, Failure> {
-    let url: Vec<(String, String)> = url;
     let get = |name: &str| url.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
     authenticate(&front, &headers, &get("user"), &get("password"))?;
 

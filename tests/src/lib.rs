@@ -315,23 +315,7 @@ impl Broker {
 
     fn up(&self) {
         match self.kind {
-            BrokerKind::Noida => {
-                let status = Command::new("noida-db")
-                    .args([
-                        "up",
-                        "--only",
-                        "kafka",
-                        "--kafka-port",
-                        &self.port.to_string(),
-                        "--data-dir",
-                    ])
-                    .arg(self.data.path())
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .status()
-                    .expect("noida-db is installed by scripts/install-deps.sh --tests");
-                assert!(status.success(), "noida-db up failed");
-            }
+            BrokerKind::Noida => self.noida(&["up", "--only", "kafka", "--kafka-port", &self.port.to_string()]),
             BrokerKind::Tansu => {
                 let url = format!("tcp://127.0.0.1:{}", self.port);
                 let child = Command::new(tansu_binary())
@@ -344,59 +328,55 @@ impl Broker {
                 *self.tansu.lock().unwrap() = Some(child);
             }
         }
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(&self.bootstrap).is_err() {
-            assert!(Instant::now() < deadline, "the broker did not listen within 30 s");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        self.wait_until(true, "the broker did not listen within 30 s");
     }
 
     /// Stops the broker (noida keeps its data; Tansu's memory storage does not).
     pub fn stop(&self) {
         match self.kind {
-            BrokerKind::Noida => {
-                let status = Command::new("noida-db")
-                    .args(["stop", "kafka", "--data-dir"])
-                    .arg(self.data.path())
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .status()
-                    .expect("noida-db");
-                assert!(status.success(), "noida-db stop kafka failed");
-            }
-            BrokerKind::Tansu => {
-                if let Some(mut child) = self.tansu.lock().unwrap().take() {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                }
-            }
+            BrokerKind::Noida => self.noida(&["stop", "kafka"]),
+            BrokerKind::Tansu => self.kill_tansu(),
         }
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(&self.bootstrap).is_ok() {
-            assert!(Instant::now() < deadline, "the broker still listens 30 s after stop");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        self.wait_until(false, "the broker still listens 30 s after stop");
     }
 
     /// Starts it again on the same address.
     pub fn resume(&self) {
         match self.kind {
             BrokerKind::Noida => {
-                let status = Command::new("noida-db")
-                    .args(["start", "kafka", "--data-dir"])
-                    .arg(self.data.path())
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .status()
-                    .expect("noida-db");
-                assert!(status.success(), "noida-db start kafka failed");
-                let deadline = Instant::now() + Duration::from_secs(30);
-                while std::net::TcpStream::connect(&self.bootstrap).is_err() {
-                    assert!(Instant::now() < deadline, "the broker did not listen again within 30 s");
-                    std::thread::sleep(Duration::from_millis(50));
-                }
+                self.noida(&["start", "kafka"]);
+                self.wait_until(true, "the broker did not listen again within 30 s");
             }
             BrokerKind::Tansu => self.up(),
+        }
+    }
+
+    /// `noida-db <args> --data-dir <this broker's dir>`, which must succeed.
+    fn noida(&self, args: &[&str]) {
+        let status = Command::new("noida-db")
+            .args(args)
+            .arg("--data-dir")
+            .arg(self.data.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("noida-db is installed by scripts/install-deps.sh --tests");
+        assert!(status.success(), "noida-db {} failed", args.join(" "));
+    }
+
+    fn kill_tansu(&self) {
+        if let Some(mut child) = self.tansu.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Waits up to 30 s until the bootstrap address accepts connections (or refuses them).
+    fn wait_until(&self, listening: bool, failure: &str) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(&self.bootstrap).is_ok() != listening {
+            assert!(Instant::now() < deadline, "{failure}");
+            std::thread::sleep(Duration::from_millis(50));
         }
     }
 }
@@ -421,6 +401,7 @@ impl Drop for Broker {
     fn drop(&mut self) {
         match self.kind {
             BrokerKind::Noida => {
+                // Not `noida()`: a drop during a failing test must not panic again.
                 let _ = Command::new("noida-db")
                     .args(["down", "--data-dir"])
                     .arg(self.data.path())
@@ -428,12 +409,7 @@ impl Drop for Broker {
                     .stderr(Stdio::null())
                     .status();
             }
-            BrokerKind::Tansu => {
-                if let Some(mut child) = self.tansu.lock().unwrap_or_else(|p| p.into_inner()).take() {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                }
-            }
+            BrokerKind::Tansu => self.kill_tansu(),
         }
     }
 }
