@@ -9,7 +9,7 @@ use sightline_core::event::RawEvent;
 use sightline_core::processor::session::SessionState;
 use sightline_core::spec::parse_tenants;
 use sightline_core::warehouse::embedded::Embedded;
-use sightline_core::warehouse::{ops, rowbinary, InsertFormat, Params, Warehouse};
+use sightline_core::warehouse::{ops, Params, Warehouse};
 use sightline_ingest::loader::store::{store_batch, Stored};
 use sightline_tests::CHROME_MAC;
 
@@ -87,14 +87,7 @@ async fn redelivery_and_half_stored_batches_end_up_stored_once() {
     // A crash between the two inserts: raw rows without their processed rows. The
     // redelivery inserts only the processed ones.
     let half = vec![raw(1, 10), raw(3, 11)];
-    wh.insert(
-        "sightline_acme.events_raw",
-        sightline_core::schema::RAW_COLUMNS,
-        InsertFormat::RowBinary,
-        rowbinary::encode(&half),
-    )
-    .await
-    .unwrap();
+    ops::insert_rows(&wh, "sightline_acme.events_raw", &half).await.unwrap();
     let mut redelivered = half.clone();
     redelivered.push(raw(2, 12));
     let completed = store_batch(

@@ -7,7 +7,8 @@ use chrono::{DateTime, Duration, NaiveDate, Utc};
 use serde::Serialize;
 use uuid::Uuid;
 
-use super::{rowbinary, InsertFormat, Params, Warehouse};
+use super::rowbinary::{self, RowBinary};
+use super::{InsertFormat, Params, Warehouse};
 use crate::event::{ch_datetime, Event, RawEvent};
 use crate::processor::session::{Session, SessionEntry, SessionState};
 use crate::schema;
@@ -85,25 +86,17 @@ pub fn json_each_row<T: Serialize>(rows: &[T]) -> Result<Vec<u8>> {
 /// inserts the missing `events` rows when the log redelivers them. Either side may be
 /// empty (the loader completing a half-stored batch has only `events` rows).
 pub async fn insert_raw_and_events(wh: &dyn Warehouse, db: &str, raw: &[RawEvent], events: &[Event]) -> Result<()> {
-    if !raw.is_empty() {
-        wh.insert(
-            &format!("{db}.{}", schema::RAW_TABLE),
-            schema::RAW_COLUMNS,
-            InsertFormat::RowBinary,
-            rowbinary::encode(raw),
-        )
-        .await?;
+    insert_rows(wh, &format!("{db}.{}", schema::RAW_TABLE), raw).await?;
+    insert_rows(wh, &format!("{db}.{}", schema::EVENTS_TABLE), events).await
+}
+
+/// Inserts `rows` into `table` (`db.name`) as one RowBinary insert; nothing when empty.
+pub async fn insert_rows<T: RowBinary>(wh: &dyn Warehouse, table: &str, rows: &[T]) -> Result<()> {
+    if rows.is_empty() {
+        return Ok(());
     }
-    if !events.is_empty() {
-        wh.insert(
-            &format!("{db}.{}", schema::EVENTS_TABLE),
-            schema::EVENT_COLUMNS,
-            InsertFormat::RowBinary,
-            rowbinary::encode(events),
-        )
-        .await?;
-    }
-    Ok(())
+    wh.insert(table, T::COLUMNS, InsertFormat::RowBinary, rowbinary::encode(rows))
+        .await
 }
 
 /// Which of `ids` are already in `table` (`events_raw` or `events`), looking only at the

@@ -4,7 +4,7 @@
 
 use chrono::{DateTime, Datelike, Days, NaiveDate, Utc};
 
-use super::{rowbinary, InsertFormat, Params, Warehouse};
+use super::{ops, Params, Warehouse};
 use crate::event::{ch_datetime, RawEvent};
 use crate::processor::session::SessionState;
 use crate::processor::{process, ProcessorConfig};
@@ -126,13 +126,7 @@ async fn replay_events_day(wh: &dyn Warehouse, tenant: &Tenant, day: NaiveDate) 
             ));
         }
         raw_rows += rows.len() as u64;
-        wh.insert(
-            &format!("{db}.{staged}"),
-            schema::EVENT_COLUMNS,
-            InsertFormat::RowBinary,
-            rowbinary::encode(&events),
-        )
-        .await?;
+        ops::insert_rows(wh, &format!("{db}.{staged}"), &events).await?;
         if rows.len() < PAGE_ROWS {
             break;
         }

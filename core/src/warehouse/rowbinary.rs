@@ -13,9 +13,12 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use crate::event::{Event, RawEvent};
+use crate::schema;
 
 /// A row that can write itself in RowBinary, in its table's insert column order.
 pub trait RowBinary {
+    /// The columns `write_row_binary` writes, in order, as an insert's column list.
+    const COLUMNS: &'static str;
     fn write_row_binary(&self, out: &mut Vec<u8>);
 }
 
@@ -64,6 +67,8 @@ fn map(out: &mut Vec<u8>, m: &BTreeMap<String, String>) {
 }
 
 impl RowBinary for RawEvent {
+    const COLUMNS: &'static str = schema::RAW_COLUMNS;
+
     fn write_row_binary(&self, out: &mut Vec<u8>) {
         uuid(out, &self.event_id);
         string(out, &self.site_id);
@@ -83,6 +88,8 @@ impl RowBinary for RawEvent {
 }
 
 impl RowBinary for Event {
+    const COLUMNS: &'static str = schema::EVENT_COLUMNS;
+
     fn write_row_binary(&self, out: &mut Vec<u8>) {
         uuid(out, &self.event_id);
         string(out, &self.site_id);
