@@ -33,6 +33,12 @@ pub struct RawEvent {
     pub ingest_source: String,
 }
 
+/// The UTC days (the partitions of `events_raw` and `events`) that `events` fall on.
+pub fn days_of(events: &[RawEvent]) -> Vec<chrono::NaiveDate> {
+    let days: std::collections::BTreeSet<_> = events.iter().map(|e| e.ts.date_naive()).collect();
+    days.into_iter().collect()
+}
+
 pub const SOURCE_WEB: &str = "web";
 pub const SOURCE_GA4_MP: &str = "ga4_mp";
 

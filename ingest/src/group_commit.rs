@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::{NaiveDate, Utc};
-use sightline_core::event::RawEvent;
+use chrono::Utc;
+use sightline_core::event::{days_of, RawEvent};
 use sightline_core::processor::session::SessionState;
 use sightline_core::processor::{process, ProcessorConfig};
 use sightline_core::registry::Registry;
@@ -186,12 +186,7 @@ impl Writer {
         // Exactly once across client retries: drop ids already stored or seen in this batch.
         let mut raws: Vec<RawEvent> = pending.iter_mut().flat_map(|p| std::mem::take(&mut p.events)).collect();
         let client_ids: Vec<Uuid> = pending.iter().flat_map(|p| p.client_ids.iter().copied()).collect();
-        let days: Vec<NaiveDate> = raws
-            .iter()
-            .map(|r| r.ts.date_naive())
-            .collect::<HashSet<_>>()
-            .into_iter()
-            .collect();
+        let days = days_of(&raws);
         // Phase timings go to the debug log: they are what the collector bench is read with.
         let lookup_started = std::time::Instant::now();
         let stored =

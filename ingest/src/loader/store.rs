@@ -22,8 +22,7 @@
 
 use std::collections::HashSet;
 
-use chrono::NaiveDate;
-use sightline_core::event::RawEvent;
+use sightline_core::event::{days_of, RawEvent};
 use sightline_core::processor::session::SessionState;
 use sightline_core::processor::{process, ProcessorConfig};
 use sightline_core::schema;
@@ -59,12 +58,7 @@ pub async fn store_batch(
         return Ok(Stored::default());
     }
     let db = tenant.database();
-    let days: Vec<NaiveDate> = raws
-        .iter()
-        .map(|r| r.ts.date_naive())
-        .collect::<HashSet<_>>()
-        .into_iter()
-        .collect();
+    let days = days_of(&raws);
     let ids: Vec<_> = raws
         .iter()
         .map(|r| r.event_id)
