@@ -13,7 +13,7 @@ use sightline_ingest::collector::{self, CollectorState};
 use sightline_ingest::kafka::sink::{KafkaSink, KafkaSinkConfig};
 use sightline_ingest::metrics::{ops_router, Readiness};
 
-use crate::common::{block_on, shutdown_signal, ClientArgs, ServeArgs};
+use crate::common::{announce, block_on, shutdown_signal, ClientArgs, ServeArgs};
 
 #[derive(ClapArgs)]
 pub struct Args {
@@ -61,13 +61,8 @@ async fn serve(args: Args) -> Result<(), String> {
         .merge(ops_router(Arc::new(metrics), readiness.clone()))
         .merge(collector::router(state))
         .layer(tower_http::trace::TraceLayer::new_for_http());
-    let listener = tokio::net::TcpListener::bind(args.serve.listen)
-        .await
-        .map_err(|e| format!("--listen {}: {e}", args.serve.listen))?;
-    let addr = listener.local_addr().map_err(|e| e.to_string())?;
-    println!("sightline collector listening on http://{addr}");
-    use std::io::Write;
-    let _ = std::io::stdout().flush();
+    let (listener, addr) = args.serve.bind().await?;
+    announce("collector", addr, "");
     axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(async move {
             shutdown_signal().await;

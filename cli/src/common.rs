@@ -33,6 +33,15 @@ pub struct ServeArgs {
 }
 
 impl ServeArgs {
+    /// Binds `--listen`; the error names the flag.
+    pub async fn bind(&self) -> Result<(tokio::net::TcpListener, std::net::SocketAddr), String> {
+        let listener = tokio::net::TcpListener::bind(self.listen)
+            .await
+            .map_err(|e| format!("--listen {}: {e}", self.listen))?;
+        let addr = listener.local_addr().map_err(|e| e.to_string())?;
+        Ok((listener, addr))
+    }
+
     /// The tenants from their YAML and the master secret.
     pub fn tenants_and_secret(&self) -> Result<(Vec<Tenant>, MasterSecret), String> {
         tenants_and_secret(&self.tenants, &self.data)
@@ -66,6 +75,14 @@ impl ClientArgs {
             None => Ok(Geo::none()),
         }
     }
+}
+
+/// Prints the line scripts and tests wait for, `sightline <role> listening on http://ADDR`,
+/// at once (stdout may be a pipe).
+pub fn announce(role: &str, addr: std::net::SocketAddr, serves: &str) {
+    use std::io::Write;
+    println!("sightline {role} listening on http://{addr}{serves}");
+    let _ = std::io::stdout().flush();
 }
 
 /// Resolves on SIGTERM or Ctrl-C; servers then finish in-flight requests.

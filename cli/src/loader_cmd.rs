@@ -10,7 +10,7 @@ use sightline_ingest::loader::{Loader, LoaderConfig};
 use sightline_ingest::metrics::{ops_router, LoaderMetrics, Readiness};
 use tokio::sync::watch;
 
-use crate::common::{apply_schemas, block_on, shutdown_signal, ServeArgs, WarehouseArgs};
+use crate::common::{announce, apply_schemas, block_on, shutdown_signal, ServeArgs, WarehouseArgs};
 
 #[derive(ClapArgs)]
 pub struct Args {
@@ -83,13 +83,8 @@ async fn serve(args: Args) -> Result<(), String> {
         loaders.spawn(async move { loader.run(stopped).await.map_err(|e| format!("tenant {name}: {e}")) });
     }
 
-    let listener = tokio::net::TcpListener::bind(args.serve.listen)
-        .await
-        .map_err(|e| format!("--listen {}: {e}", args.serve.listen))?;
-    let addr = listener.local_addr().map_err(|e| e.to_string())?;
-    println!("sightline loader listening on http://{addr} (/metrics, /healthz, /readyz)");
-    use std::io::Write;
-    let _ = std::io::stdout().flush();
+    let (listener, addr) = args.serve.bind().await?;
+    announce("loader", addr, " (/metrics, /healthz, /readyz)");
     let app = ops_router(Arc::new(registry), readiness);
     let server = tokio::spawn(async move { axum::serve(listener, app).await });
 

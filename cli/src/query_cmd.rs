@@ -11,7 +11,7 @@ use sightline_core::registry::Registry;
 use sightline_core::watermark::Watermarks;
 use sightline_query::QueryState;
 
-use crate::common::{block_on, shutdown_signal, QueryArgs, ServeArgs, WarehouseArgs};
+use crate::common::{announce, block_on, shutdown_signal, QueryArgs, ServeArgs, WarehouseArgs};
 
 #[derive(ClapArgs)]
 pub struct Args {
@@ -50,13 +50,8 @@ async fn serve(args: Args) -> Result<(), String> {
         .route("/readyz", get(|| async { "ready" }))
         .merge(sightline_query::router(state))
         .layer(tower_http::trace::TraceLayer::new_for_http());
-    let listener = tokio::net::TcpListener::bind(args.serve.listen)
-        .await
-        .map_err(|e| format!("--listen {}: {e}", args.serve.listen))?;
-    let addr = listener.local_addr().map_err(|e| e.to_string())?;
-    println!("sightline query listening on http://{addr}");
-    use std::io::Write;
-    let _ = std::io::stdout().flush();
+    let (listener, addr) = args.serve.bind().await?;
+    announce("query", addr, "");
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
         .await

@@ -120,10 +120,7 @@ async fn serve(args: Args) -> Result<(), String> {
         .merge(sightline_query::router(query_state))
         .layer(tower_http::trace::TraceLayer::new_for_http());
 
-    let listener = tokio::net::TcpListener::bind(args.serve.listen)
-        .await
-        .map_err(|e| format!("--listen {}: {e}", args.serve.listen))?;
-    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let (listener, addr) = args.serve.bind().await?;
     print_banner(addr, &tenants[0], &secret);
 
     axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
