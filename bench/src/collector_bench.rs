@@ -9,19 +9,18 @@
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::routing::post;
 use axum::Router;
 use clap::{Parser, Subcommand};
-use serde_json::{json, Value};
+use serde_json::Value;
 use sightline_core::secret::MasterSecret;
 use sightline_core::token::{self, Claims, Scope};
 
+use sightline_bench::{post_batches, status_mb};
+
 const SECRET: &str = "sightline-bench-secret-0123456789";
-const UA: &str = "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36";
 const TENANT: &str = "apiVersion: sightline.dev/v1alpha1
 kind: AnalyticsTenant
 metadata: { name: bench }
@@ -107,74 +106,6 @@ fn spawn(mut cmd: Command, marker: &str) -> (Child, String) {
     (child, addr)
 }
 
-/// A field of /proc/PID/status in MB (VmHWM: peak resident; RssAnon: resident memory the
-/// process allocated, without file-backed pages such as libchdb's 180 MB of mapped code).
-fn status_mb(pid: u32, field: &str) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with(field))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|kb| kb.parse::<f64>().ok())
-        .map_or(0.0, |kb| kb / 1024.0)
-}
-
-/// Sends batches of `batch` events for `seconds` over `connections` connections; returns
-/// acknowledged events per second.
-async fn load(url: &str, token: &str, batch: usize, seconds: u64, connections: usize) -> f64 {
-    let bodies: Vec<String> = (0..64)
-        .map(|b| {
-            let events: Vec<Value> = (0..batch)
-                .map(|i| json!({"url": format!("https://bench.example.com/p/{}", (b * 131 + i) % 500), "referrer": "https://www.google.com/"}))
-                .collect();
-            if batch == 1 { events[0].to_string() } else { json!({"events": events}).to_string() }
-        })
-        .collect();
-    let bodies = Arc::new(bodies);
-    let acked = Arc::new(AtomicU64::new(0));
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(connections)
-        .build()
-        .expect("client");
-    let start = Instant::now();
-    let deadline = start + Duration::from_secs(seconds);
-    let mut tasks = Vec::new();
-    for c in 0..connections {
-        let (client, bodies, acked, url, token) = (
-            client.clone(),
-            bodies.clone(),
-            acked.clone(),
-            url.to_string(),
-            token.to_string(),
-        );
-        tasks.push(tokio::spawn(async move {
-            let mut i = c;
-            while Instant::now() < deadline {
-                let r = client
-                    .post(&url)
-                    .bearer_auth(&token)
-                    .header("Content-Type", "application/json")
-                    .header("User-Agent", UA)
-                    .header("X-Forwarded-For", format!("203.0.113.{}", i % 250))
-                    .body(bodies[i % bodies.len()].clone())
-                    .send()
-                    .await;
-                if let Ok(r) = r {
-                    if r.status() == 202 {
-                        acked.fetch_add(batch as u64, Ordering::Relaxed);
-                    }
-                    let _ = r.bytes().await;
-                }
-                i += connections;
-            }
-        }));
-    }
-    for t in tasks {
-        let _ = t.await;
-    }
-    acked.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
-}
-
 async fn compare(seconds: u64, connections: usize, server_args: &str) {
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::write(dir.path().join("tenant.yaml"), TENANT).expect("tenant");
@@ -214,31 +145,33 @@ async fn compare(seconds: u64, connections: usize, server_args: &str) {
     println!("| ---: | ---: | ---: | ---: |");
     let mut anon_peak: f64 = 0.0;
     for batch in [1usize, 100] {
-        let bare = load(
+        let (_, bare) = post_batches(
             &format!("http://{b_addr}/v1/collect"),
             &token,
+            "bench.example.com",
             batch,
             seconds,
             connections,
         )
         .await;
-        let ours = load(
+        let (_, ours) = post_batches(
             &format!("http://{s_addr}/v1/collect"),
             &token,
+            "bench.example.com",
             batch,
             seconds,
             connections,
         )
         .await;
-        anon_peak = anon_peak.max(status_mb(sightline.id(), "RssAnon:"));
+        anon_peak = anon_peak.max(status_mb(Some(sightline.id()), "RssAnon:"));
         println!("| {batch} | {bare:.0} | {ours:.0} | {:.2} |", ours / bare);
     }
     println!();
     println!(
         "sightline: peak resident {:.0} MB (VmHWM), anonymous {:.0} MB (RssAnon after each run, max); bare axum: peak resident {:.0} MB",
-        status_mb(sightline.id(), "VmHWM:"),
+        status_mb(Some(sightline.id()), "VmHWM:"),
         anon_peak,
-        status_mb(baseline.id(), "VmHWM:")
+        status_mb(Some(baseline.id()), "VmHWM:")
     );
     let _ = sightline.kill();
     let _ = baseline.kill();

@@ -36,6 +36,8 @@ use sightline_ingest::kafka::{topics, Envelope};
 use sightline_tests::clickhouse_front::ClickHouseFront;
 use sightline_tests::{provision, read_token, write_token, Broker, Server, CHROME_MAC};
 
+use sightline_bench::{percentile, post_batches, status_mb};
+
 const SITE: &str = "bench.example.com";
 const TENANTS: &str = "apiVersion: sightline.dev/v1alpha1
 kind: AnalyticsTenant
@@ -70,75 +72,6 @@ struct Args {
     /// Events per batch the loader stores (and the bulk insert uses).
     #[arg(long, default_value_t = 5_000)]
     batch: usize,
-}
-
-/// A field of /proc/PID/status in MB (VmHWM: peak resident; VmRSS: resident now).
-fn status_mb(pid: Option<u32>, field: &str) -> f64 {
-    let Some(pid) = pid else { return 0.0 };
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with(field))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|kb| kb.parse::<f64>().ok())
-        .map_or(0.0, |kb| kb / 1024.0)
-}
-
-fn body(seed: usize, events: usize) -> String {
-    let events: Vec<Value> = (0..events)
-        .map(|i| json!({"url": format!("https://{SITE}/p/{}", (seed * 131 + i) % 500), "referrer": "https://www.google.com/"}))
-        .collect();
-    json!({ "events": events }).to_string()
-}
-
-/// Batches of 100 for `seconds` over `connections`; returns acknowledged events.
-async fn drive_collector(url: &str, seconds: u64, connections: usize) -> (u64, f64) {
-    let bodies: Arc<Vec<String>> = Arc::new((0..64).map(|b| body(b, 100)).collect());
-    let acked = Arc::new(AtomicU64::new(0));
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(connections)
-        .build()
-        .expect("client");
-    let token = write_token("bench", SITE);
-    let start = Instant::now();
-    let deadline = start + Duration::from_secs(seconds);
-    let tasks: Vec<_> = (0..connections)
-        .map(|c| {
-            let (client, bodies, acked, url, token) = (
-                client.clone(),
-                bodies.clone(),
-                acked.clone(),
-                url.to_string(),
-                token.clone(),
-            );
-            tokio::spawn(async move {
-                let mut i = c;
-                while Instant::now() < deadline {
-                    let r = client
-                        .post(&url)
-                        .bearer_auth(&token)
-                        .header("Content-Type", "application/json")
-                        .header("User-Agent", CHROME_MAC)
-                        .header("X-Forwarded-For", format!("203.0.113.{}", i % 250))
-                        .body(bodies[i % bodies.len()].clone())
-                        .send()
-                        .await;
-                    if let Ok(r) = r {
-                        if r.status() == 202 {
-                            acked.fetch_add(100, Ordering::Relaxed);
-                        }
-                        let _ = r.bytes().await;
-                    }
-                    i += connections;
-                }
-            })
-        })
-        .collect();
-    for t in tasks {
-        let _ = t.await;
-    }
-    let n = acked.load(Ordering::Relaxed);
-    (n, n as f64 / start.elapsed().as_secs_f64())
 }
 
 /// What the collector puts on the log for one request of 100 events: fresh ids each time.
@@ -269,14 +202,6 @@ async fn bulk_insert(wh: &Embedded, total: u64, batch: usize) -> f64 {
     total as f64 / start.elapsed().as_secs_f64()
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
-}
-
 /// A steady `rate` events/s in requests of 10; every 500 ms one request carries a marker
 /// page whose visibility in the query API is timed from its 202.
 async fn freshness(collector: &Server, query: &Server, seconds: u64, rate: u64) -> (Vec<f64>, u64) {
@@ -378,8 +303,15 @@ async fn main() {
 
     // 1. Collector beside the bare producer.
     let mut collector = Server::start_role("collector", &data, &tenants, &["--brokers", &broker.bootstrap]);
-    let (collector_events, collector_eps) =
-        drive_collector(&collector.url("/v1/collect"), args.seconds, args.connections).await;
+    let (collector_events, collector_eps) = post_batches(
+        &collector.url("/v1/collect"),
+        &write_token("bench", SITE),
+        SITE,
+        100,
+        args.seconds,
+        args.connections,
+    )
+    .await;
     let collector_hwm = status_mb(collector.pid(), "VmHWM");
     let (producer_events, producer_eps) = drive_producer(&broker.bootstrap, args.seconds, args.connections).await;
     println!(

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use serde_json::{json, Value};
+use sightline_bench::percentile;
 use sightline_core::registry::Registry;
 use sightline_core::secret::MasterSecret;
 use sightline_core::spec::parse_tenants;
@@ -65,10 +66,6 @@ fn generate_sql(db: &str, site: &str, events: u64, offset: u64) -> String {
         FROM numbers({events})
         SETTINGS max_partitions_per_insert_block = 1000"
     )
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
 #[tokio::main]
