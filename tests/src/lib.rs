@@ -190,6 +190,18 @@ impl Drop for Server {
     }
 }
 
+/// The number a query returns in its column `n` (first row); panics with the query and
+/// the rows otherwise.
+pub async fn count(wh: &dyn sightline_core::warehouse::Warehouse, sql: &str) -> u64 {
+    let rows = wh
+        .select(sql, &sightline_core::warehouse::Params::new())
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    rows.first()
+        .and_then(|r| r["n"].as_u64())
+        .unwrap_or_else(|| panic!("{sql}: {rows:?}"))
+}
+
 /// The tenants' Kafka settings for a one-broker test cluster.
 pub const TEST_KAFKA_SPEC: &str = "  kafka: { partitions: 3, replicationFactor: 1, retentionHours: 24 }\n";
 

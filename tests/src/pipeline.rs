@@ -179,11 +179,6 @@ impl Pipeline {
     }
 }
 
-pub async fn count(wh: &Http, sql: &str) -> u64 {
-    let rows = wh.select(sql, &Params::new()).await.unwrap();
-    rows[0]["n"].as_u64().unwrap_or_else(|| panic!("{sql}: {rows:?}"))
-}
-
 /// Clients posting batches of 10 events with their own ids, as fast as answers come, to
 /// whatever address `url` holds (a restarted collector has a new port).
 pub struct Load {

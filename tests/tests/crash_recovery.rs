@@ -110,15 +110,12 @@ async fn acknowledged_events_survive_kill_9_exactly_once() {
     let extra = stored.len() - acked.len();
     assert_eq!(extra % 10, 0, "a request was half stored ({extra} unacknowledged rows)");
     // Nothing half written between the raw and processed tables, nor the rollups.
-    let n = |sql: String| {
-        let wh = &wh;
-        async move { wh.select(&sql, &Params::new()).await.unwrap()[0]["n"].as_u64().unwrap() }
-    };
-    let raw = n(format!("SELECT count() AS n FROM {db}.events_raw")).await;
-    let processed = n(format!("SELECT count() AS n FROM {db}.events")).await;
-    let rolled = n(format!(
-        "SELECT toUInt64(sum(events)) AS n FROM {db}.rollup_site_hourly"
-    ))
+    let raw = count(&wh, &format!("SELECT count() AS n FROM {db}.events_raw")).await;
+    let processed = count(&wh, &format!("SELECT count() AS n FROM {db}.events")).await;
+    let rolled = count(
+        &wh,
+        &format!("SELECT toUInt64(sum(events)) AS n FROM {db}.rollup_site_hourly"),
+    )
     .await;
     assert_eq!((raw, processed, rolled), (raw, raw, raw));
     // What the restarted server answered was everything stored before the new event.

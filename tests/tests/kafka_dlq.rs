@@ -11,7 +11,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
 use serde_json::json;
 use sightline_ingest::kafka::topics;
-use sightline_tests::pipeline::{count, Load, Pipeline};
+use sightline_tests::pipeline::{Load, Pipeline};
 use sightline_tests::*;
 
 #[tokio::test(flavor = "multi_thread")]

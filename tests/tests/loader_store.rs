@@ -9,9 +9,9 @@ use sightline_core::event::RawEvent;
 use sightline_core::processor::session::SessionState;
 use sightline_core::spec::parse_tenants;
 use sightline_core::warehouse::embedded::Embedded;
-use sightline_core::warehouse::{ops, Params, Warehouse};
+use sightline_core::warehouse::ops;
 use sightline_ingest::loader::store::{store_batch, Stored};
-use sightline_tests::CHROME_MAC;
+use sightline_tests::{count, CHROME_MAC};
 
 fn raw(visitor: u64, minute: i64) -> RawEvent {
     let ts = Utc.with_ymd_and_hms(2026, 11, 20, 10, 0, 0).unwrap() + Duration::minutes(minute);
@@ -36,10 +36,6 @@ fn raw(visitor: u64, minute: i64) -> RawEvent {
 /// Inside the redelivery window every id is a suspect.
 fn suspects(batch: &[RawEvent]) -> std::collections::HashSet<uuid::Uuid> {
     batch.iter().map(|e| e.event_id).collect()
-}
-
-async fn n(wh: &Embedded, sql: &str) -> u64 {
-    wh.select(sql, &Params::new()).await.unwrap()[0]["n"].as_u64().unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -108,14 +104,17 @@ async fn redelivery_and_half_stored_batches_end_up_stored_once() {
         }
     );
 
-    assert_eq!(n(&wh, "SELECT count() AS n FROM sightline_acme.events_raw").await, 6);
     assert_eq!(
-        n(&wh, "SELECT uniqExact(event_id) AS n FROM sightline_acme.events_raw").await,
+        count(&wh, "SELECT count() AS n FROM sightline_acme.events_raw").await,
         6
     );
-    assert_eq!(n(&wh, "SELECT count() AS n FROM sightline_acme.events").await, 6);
     assert_eq!(
-        n(
+        count(&wh, "SELECT uniqExact(event_id) AS n FROM sightline_acme.events_raw").await,
+        6
+    );
+    assert_eq!(count(&wh, "SELECT count() AS n FROM sightline_acme.events").await, 6);
+    assert_eq!(
+        count(
             &wh,
             "SELECT toUInt64(sum(events)) AS n FROM sightline_acme.rollup_site_hourly"
         )
@@ -125,7 +124,7 @@ async fn redelivery_and_half_stored_batches_end_up_stored_once() {
     // Visitor 1: one session of three pageviews (0, 5, 10 min); visitor 2: one of two
     // (1, 12 min); visitor 3: one. Counted once each despite the redeliveries.
     assert_eq!(
-        n(
+        count(
             &wh,
             "SELECT toUInt64(sum(visits)) AS n FROM sightline_acme.rollup_site_hourly"
         )
@@ -133,7 +132,7 @@ async fn redelivery_and_half_stored_batches_end_up_stored_once() {
         3
     );
     assert_eq!(
-        n(
+        count(
             &wh,
             "SELECT toUInt64(sum(bounces)) AS n FROM sightline_acme.rollup_site_hourly"
         )
@@ -141,7 +140,7 @@ async fn redelivery_and_half_stored_batches_end_up_stored_once() {
         1
     );
     assert_eq!(
-        n(
+        count(
             &wh,
             "SELECT toUInt64(sum(duration)) AS n FROM sightline_acme.rollup_site_hourly"
         )

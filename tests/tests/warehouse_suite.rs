@@ -15,6 +15,7 @@ use sightline_core::warehouse::embedded::Embedded;
 use sightline_core::warehouse::http::{Http, HttpConfig};
 use sightline_core::warehouse::{ops, replay, InsertFormat, Params, Warehouse};
 use sightline_tests::clickhouse_front::ClickHouseFront;
+use sightline_tests::count;
 use std::sync::atomic::Ordering;
 use uuid::Uuid;
 
@@ -38,11 +39,6 @@ fn raw(site: &str, visitor: u64, minute: i64, url: &str, ua: &str) -> RawEvent {
         country: "DE".into(),
         ingest_source: "web".into(),
     }
-}
-
-async fn scalar(wh: &dyn Warehouse, sql: &str) -> u64 {
-    let rows = wh.select(sql, &Params::new()).await.unwrap();
-    rows[0]["n"].as_u64().unwrap_or_else(|| panic!("{sql}: {rows:?}"))
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -220,10 +216,7 @@ async fn scenario(wh: &dyn Warehouse) {
     let stored_event: sightline_core::event::Event = serde_json::from_value(stored_event[0].clone()).unwrap();
     assert_eq!(stored_event, events[2]);
 
-    assert_eq!(
-        scalar(wh, &format!("SELECT count() AS n FROM {db}.events_raw")).await,
-        5
-    );
+    assert_eq!(count(wh, &format!("SELECT count() AS n FROM {db}.events_raw")).await, 5);
     let props = wh
         .select(
             &format!("SELECT props['plan'] AS p FROM {db}.events_raw LIMIT 1"),
@@ -284,7 +277,7 @@ async fn scenario(wh: &dyn Warehouse) {
         .unwrap();
     let nineteenth =
         format!("SELECT toUInt64(sum(events)) AS n FROM {db}.rollup_dims_hourly WHERE toDate(hour) = '2026-11-19' AND dimension = 'page'");
-    assert_eq!(scalar(wh, &nineteenth).await, 3);
+    assert_eq!(count(wh, &nineteenth).await, 3);
 
     // Simulate a crash between the raw and the processed insert: raw rows without events.
     let lost = vec![raw("a.example", 4, 30, "https://a.example/lost", CHROME)];
@@ -308,12 +301,12 @@ async fn scenario(wh: &dyn Warehouse) {
         .unwrap()
         .is_empty());
     assert_eq!(
-        scalar(wh, &nineteenth).await,
+        count(wh, &nineteenth).await,
         3,
         "the rebuilt month keeps its other days"
     );
     assert_eq!(
-        scalar(
+        count(
             wh,
             &format!("SELECT countIf(toDate(ts) = '2026-11-20') AS n FROM {db}.events")
         )
@@ -321,7 +314,7 @@ async fn scenario(wh: &dyn Warehouse) {
         6
     );
     assert_eq!(
-        scalar(
+        count(
             wh,
             &format!(
                 "SELECT toUInt64(sum(visits)) AS n FROM {db}.rollup_site_hourly WHERE toDate(hour) = '2026-11-20'"
