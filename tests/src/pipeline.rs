@@ -179,8 +179,9 @@ impl Pipeline {
     }
 }
 
-/// Clients posting batches of 10 events with their own ids, as fast as answers come, to
-/// whatever address `url` holds (a restarted collector has a new port).
+/// Clients posting batches of 10 events with their own ids to shop.example.com, as fast as
+/// answers come, to whatever address `url` holds (a collector or standalone; a restarted
+/// one has a new port).
 pub struct Load {
     pub url: Arc<RwLock<String>>,
     stop: Arc<AtomicBool>,

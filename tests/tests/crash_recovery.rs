@@ -2,15 +2,16 @@
 //! event is stored exactly once, nothing is half written, and queries still answer.
 
 use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{json, Value};
 use sightline_core::warehouse::embedded::Embedded;
 use sightline_core::warehouse::{Params, Warehouse};
+use sightline_tests::pipeline::Load;
 use sightline_tests::*;
 
-const SITE: &str = "blog.example.com";
+/// The site `pipeline::Load` writes to.
+const SITE: &str = "shop.example.com";
 
 #[tokio::test(flavor = "multi_thread")]
 async fn acknowledged_events_survive_kill_9_exactly_once() {
@@ -23,43 +24,14 @@ async fn acknowledged_events_survive_kill_9_exactly_once() {
     );
     let c = client();
     let write = write_token("acme", SITE);
-    let acked: Arc<Mutex<Vec<String>>> = Arc::default();
-    let url = server.url("/v1/collect");
-
-    let mut load = Vec::new();
-    for worker in 0..8 {
-        let (c, write, acked, url) = (c.clone(), write.clone(), acked.clone(), url.clone());
-        load.push(tokio::spawn(async move {
-            // Bounded: at most 2,000 requests per worker, and it stops at the first failure.
-            for i in 0..2_000 {
-                let ids: Vec<String> = (0..10).map(|_| uuid::Uuid::new_v4().to_string()).collect();
-                let events: Vec<Value> = ids
-                    .iter()
-                    .map(|id| json!({"id": id, "url": format!("https://{SITE}/w{worker}/{i}")}))
-                    .collect();
-                let sent = c
-                    .post(&url)
-                    .bearer_auth(&write)
-                    .header("User-Agent", CHROME_MAC)
-                    .header("X-Forwarded-For", format!("198.51.100.{}", worker + 1))
-                    .timeout(Duration::from_secs(5))
-                    .json(&json!({"events": events}))
-                    .send()
-                    .await;
-                match sent {
-                    Ok(r) if r.status() == 202 => acked.lock().unwrap().extend(ids),
-                    _ => return,
-                }
-            }
-        }));
-    }
+    // The pipeline tests' load: clients posting 10 events with their own ids, recording
+    // which requests got 202.
+    let load = Load::start(&server, 8);
     // Let the load run, then kill the process mid-flight.
     tokio::time::sleep(Duration::from_millis(2500)).await;
     server.kill9();
-    for task in load {
-        task.await.unwrap();
-    }
-    let acked: Vec<String> = acked.lock().unwrap().clone();
+    let report = load.finish().await;
+    let acked: Vec<String> = report.acked.concat();
     assert!(acked.len() > 500, "too little load before the kill: {}", acked.len());
 
     // Restart: start-up repair runs; queries answer; new events are accepted.
