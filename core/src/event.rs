@@ -34,8 +34,8 @@ pub struct RawEvent {
 }
 
 /// The UTC days (the partitions of `events_raw` and `events`) that `events` fall on.
-pub fn days_of(events: &[RawEvent]) -> Vec<chrono::NaiveDate> {
-    let days: std::collections::BTreeSet<_> = events.iter().map(|e| e.ts.date_naive()).collect();
+pub fn days_of<'a>(events: impl IntoIterator<Item = &'a RawEvent>) -> Vec<chrono::NaiveDate> {
+    let days: std::collections::BTreeSet<_> = events.into_iter().map(|e| e.ts.date_naive()).collect();
     days.into_iter().collect()
 }
 

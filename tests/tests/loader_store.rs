@@ -55,7 +55,7 @@ async fn redelivery_and_half_stored_batches_end_up_stored_once() {
     let first = vec![raw(1, 0), raw(1, 5), raw(2, 1)];
     let mut batch = first.clone();
     batch.push(first[0].clone());
-    let stored = store_batch(&wh, &tenant, &mut sessions, batch.clone(), &suspects(&batch))
+    let stored = store_batch(&wh, &tenant, &mut sessions, &batch, &suspects(&batch))
         .await
         .unwrap();
     assert_eq!(
@@ -68,7 +68,7 @@ async fn redelivery_and_half_stored_batches_end_up_stored_once() {
     );
 
     // Redelivered after a loader crash (its offsets were not committed): nothing new.
-    let again = store_batch(&wh, &tenant, &mut sessions, batch.clone(), &suspects(&batch))
+    let again = store_batch(&wh, &tenant, &mut sessions, &batch, &suspects(&batch))
         .await
         .unwrap();
     assert_eq!(
@@ -86,15 +86,9 @@ async fn redelivery_and_half_stored_batches_end_up_stored_once() {
     ops::insert_rows(&wh, "sightline_acme.events_raw", &half).await.unwrap();
     let mut redelivered = half.clone();
     redelivered.push(raw(2, 12));
-    let completed = store_batch(
-        &wh,
-        &tenant,
-        &mut sessions,
-        redelivered.clone(),
-        &suspects(&redelivered),
-    )
-    .await
-    .unwrap();
+    let completed = store_batch(&wh, &tenant, &mut sessions, &redelivered, &suspects(&redelivered))
+        .await
+        .unwrap();
     assert_eq!(
         completed,
         Stored {

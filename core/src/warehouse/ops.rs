@@ -84,14 +84,18 @@ pub fn json_each_row<T: Serialize>(rows: &[T]) -> Result<Vec<u8>> {
 /// through the views). A crash between the two leaves a day whose `events` lag `events_raw`;
 /// standalone's `replay::repair_recent_days` rebuilds such days at start-up, the loader
 /// inserts the missing `events` rows when the log redelivers them. Either side may be
-/// empty (the loader completing a half-stored batch has only `events` rows).
-pub async fn insert_raw_and_events(wh: &dyn Warehouse, db: &str, raw: &[RawEvent], events: &[Event]) -> Result<()> {
+/// empty (the loader completing a half-stored batch has only `events` rows). Raw rows may
+/// be owned or borrowed.
+pub async fn insert_raw_and_events<R>(wh: &dyn Warehouse, db: &str, raw: &[R], events: &[Event]) -> Result<()>
+where
+    R: RowBinary + std::borrow::Borrow<RawEvent> + Sync,
+{
     insert_rows(wh, &format!("{db}.{}", schema::RAW_TABLE), raw).await?;
     insert_rows(wh, &format!("{db}.{}", schema::EVENTS_TABLE), events).await
 }
 
 /// Inserts `rows` into `table` (`db.name`) as one RowBinary insert; nothing when empty.
-pub async fn insert_rows<T: RowBinary>(wh: &dyn Warehouse, table: &str, rows: &[T]) -> Result<()> {
+pub async fn insert_rows<T: RowBinary + Sync>(wh: &dyn Warehouse, table: &str, rows: &[T]) -> Result<()> {
     if rows.is_empty() {
         return Ok(());
     }

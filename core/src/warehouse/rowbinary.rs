@@ -22,6 +22,15 @@ pub trait RowBinary {
     fn write_row_binary(&self, out: &mut Vec<u8>);
 }
 
+/// A borrowed row writes what it borrows (a batch can be stored without copying it).
+impl<T: RowBinary> RowBinary for &T {
+    const COLUMNS: &'static str = T::COLUMNS;
+
+    fn write_row_binary(&self, out: &mut Vec<u8>) {
+        (**self).write_row_binary(out)
+    }
+}
+
 /// Encodes `rows` back to back, as one insert body.
 pub fn encode<T: RowBinary>(rows: &[T]) -> Vec<u8> {
     let mut out = Vec::with_capacity(rows.len() * 256);

@@ -424,7 +424,7 @@ impl Loader {
             self.warehouse.as_ref(),
             &self.tenant,
             &mut self.sessions,
-            batch.raws.clone(),
+            &batch.raws,
             &batch.suspects,
         )
         .await?;

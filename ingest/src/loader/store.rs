@@ -41,24 +41,24 @@ pub struct Stored {
     pub duplicates: usize,
 }
 
-/// Stores `raws` (one tenant's, in log order) so that each event id is in `events_raw` and
+/// Stores `batch` (one tenant's, in log order) so that each event id is in `events_raw` and
 /// in `events` exactly once, given that only ids in `suspects` can be stored already. On
 /// error nothing about `sessions` has changed, so the caller retries the same batch.
 pub async fn store_batch(
     wh: &dyn Warehouse,
     tenant: &Tenant,
     sessions: &mut SessionState,
-    mut raws: Vec<RawEvent>,
+    batch: &[RawEvent],
     suspects: &HashSet<Uuid>,
 ) -> Result<Stored, sightline_core::Error> {
-    let total = raws.len();
-    let mut seen = HashSet::with_capacity(raws.len());
-    raws.retain(|r| seen.insert(r.event_id));
+    let total = batch.len();
+    let mut seen = HashSet::with_capacity(total);
+    let mut raws: Vec<&RawEvent> = batch.iter().filter(|r| seen.insert(r.event_id)).collect();
     if raws.is_empty() {
         return Ok(Stored::default());
     }
     let db = tenant.database();
-    let days = days_of(&raws);
+    let days = days_of(raws.iter().copied());
     let ids: Vec<_> = raws
         .iter()
         .map(|r| r.event_id)
@@ -82,13 +82,17 @@ pub async fn store_batch(
     // Time order, as a replay sees them: sessions come out the same.
     let process_started = std::time::Instant::now();
     raws.sort_by_key(|r| r.ts);
-    let to_process: Vec<&RawEvent> = raws.iter().filter(|r| !in_events.contains(&r.event_id)).collect();
+    let to_process: Vec<&RawEvent> = raws
+        .iter()
+        .copied()
+        .filter(|r| !in_events.contains(&r.event_id))
+        .collect();
     let config = ProcessorConfig {
         bot_filtering: tenant.spec.bot_filtering,
     };
     let before = sessions.snapshot(to_process.iter().map(|r| (r.site_id.as_str(), r.visitor_id)));
     let events: Vec<_> = to_process.iter().map(|r| process(r, config, sessions)).collect();
-    let new_raw: Vec<RawEvent> = raws.into_iter().filter(|r| !in_raw.contains(&r.event_id)).collect();
+    let new_raw: Vec<&RawEvent> = raws.into_iter().filter(|r| !in_raw.contains(&r.event_id)).collect();
     let process_time = process_started.elapsed();
     let insert_started = std::time::Instant::now();
     if let Err(e) = ops::insert_raw_and_events(wh, &db, &new_raw, &events).await {
