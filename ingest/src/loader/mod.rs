@@ -149,13 +149,36 @@ struct Batch {
     /// Per partition, the offset to commit once the batch is stored.
     next_offsets: BTreeMap<i32, i64>,
     messages: usize,
-    /// Ids that may be stored already (see `store`).
-    suspects: HashSet<uuid::Uuid>,
+    /// Per message with events: where it sits, its events' ids and the ids its client
+    /// chose, to tell at store time which ids may be stored already.
+    sources: Vec<Source>,
+}
+
+struct Source {
+    partition: i32,
+    offset: i64,
+    ids: Vec<uuid::Uuid>,
+    client_ids: Vec<uuid::Uuid>,
 }
 
 impl Batch {
     fn events(&self) -> usize {
         self.raws.len() + self.poison.len()
+    }
+
+    /// The ids that may be stored already (see `store`): every event of a message inside
+    /// the redelivery window, else the ids its client chose. Decided when the batch is
+    /// stored, after any assignment that came while it was read has set the window.
+    fn suspects(&self, window: &BTreeMap<i32, i64>) -> HashSet<uuid::Uuid> {
+        let mut suspects = HashSet::new();
+        for source in &self.sources {
+            if window.get(&source.partition).is_some_and(|last| source.offset <= *last) {
+                suspects.extend(source.ids.iter().copied());
+            } else {
+                suspects.extend(source.client_ids.iter().copied());
+            }
+        }
+        suspects
     }
 }
 
@@ -223,28 +246,27 @@ impl Loader {
 
     /// Loads until `shutdown` turns true, then stores what it has read, commits and returns.
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) -> Result<(), LoaderError> {
+        // Sessions and the redelivery window are read when partitions are assigned, which
+        // happens inside the first reads.
         self.consumer.subscribe(&[&self.topic])?;
-        self.take_over().await?;
         self.readiness.set(true);
         tracing::info!(tenant = %self.tenant.name, topic = %self.topic, group = %group_id(&self.tenant.name), "loading");
         let mut last_eviction = Instant::now();
         while !*shutdown.borrow() {
             let batch = self.next_batch(&mut shutdown).await;
-            if self.revoked.swap(false, Ordering::SeqCst) && batch.messages > 0 {
+            let rebalanced = self.revoked.swap(false, Ordering::SeqCst);
+            if self.assigned.swap(false, Ordering::SeqCst) {
+                // New partitions bring visitors whose sessions another loader advanced, and
+                // messages another loader may have stored.
+                self.take_over().await?;
+            }
+            if rebalanced && batch.messages > 0 {
                 // Partitions were taken away while this batch was read: some of its messages
                 // now belong to another loader, which reads them from the committed offset.
                 // Storing them here too would race it, so none is stored; those that come
                 // back to this loader are read again from the committed offset.
                 tracing::info!(tenant = %self.tenant.name, messages = batch.messages, "rebalanced while reading: batch left to the new owners");
-                if self.assigned.swap(false, Ordering::SeqCst) {
-                    self.take_over().await?;
-                }
                 continue;
-            }
-            if self.assigned.swap(false, Ordering::SeqCst) {
-                // New partitions bring visitors whose sessions another loader advanced, and
-                // messages another loader may have stored.
-                self.take_over().await?;
             }
             if batch.messages == 0 {
                 continue;
@@ -272,23 +294,12 @@ impl Loader {
     /// What a loader needs when it gets partitions: the sessions of their visitors (advanced
     /// by whoever loaded them before) and the redelivery window of each.
     async fn take_over(&mut self) -> Result<(), LoaderError> {
-        self.restore_sessions().await?;
-        let intents = ops::intents(self.warehouse.as_ref(), &self.tenant.database(), &self.topic).await?;
-        tracing::info!(tenant = %self.tenant.name, ?intents, "redelivery window");
+        let db = self.tenant.database();
+        let sessions = ops::restore_sessions(self.warehouse.as_ref(), &db, Utc::now(), &mut self.sessions).await?;
+        let intents = ops::intents(self.warehouse.as_ref(), &db, &self.topic).await?;
+        tracing::info!(tenant = %self.tenant.name, sessions, ?intents, "partitions taken over: sessions restored, redelivery window read");
         self.redelivery_window = intents.clone();
         self.intended = intents;
-        Ok(())
-    }
-
-    async fn restore_sessions(&mut self) -> Result<(), LoaderError> {
-        let n = ops::restore_sessions(
-            self.warehouse.as_ref(),
-            &self.tenant.database(),
-            Utc::now(),
-            &mut self.sessions,
-        )
-        .await?;
-        tracing::info!(tenant = %self.tenant.name, sessions = n, "open sessions restored");
         Ok(())
     }
 
@@ -322,15 +333,12 @@ impl Loader {
                     let next = batch.next_offsets.entry(m.partition()).or_insert(0);
                     *next = (*next).max(m.offset() + 1);
                     let decoded = decode::decode(m.payload(), &self.tenant);
-                    let redelivered = self
-                        .redelivery_window
-                        .get(&m.partition())
-                        .is_some_and(|last| m.offset() <= *last);
-                    if redelivered {
-                        batch.suspects.extend(decoded.events.iter().map(|e| e.event_id));
-                    } else {
-                        batch.suspects.extend(decoded.client_ids);
-                    }
+                    batch.sources.push(Source {
+                        partition: m.partition(),
+                        offset: m.offset(),
+                        ids: decoded.events.iter().map(|e| e.event_id).collect(),
+                        client_ids: decoded.client_ids,
+                    });
                     batch.raws.extend(decoded.events);
                     for p in decoded.poison {
                         let origin = Origin {
@@ -425,7 +433,7 @@ impl Loader {
             &self.tenant,
             &mut self.sessions,
             &batch.raws,
-            &batch.suspects,
+            &batch.suspects(&self.redelivery_window),
         )
         .await?;
         for (origin, p) in &batch.poison {
