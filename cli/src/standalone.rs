@@ -21,7 +21,7 @@ use sightline_ingest::collector::{self, CollectorState};
 use sightline_ingest::group_commit::{GroupCommit, GroupCommitConfig};
 use sightline_query::QueryState;
 
-use crate::common::{block_on, shutdown_signal, ClientArgs, QueryArgs, ServeArgs, WarehouseArgs};
+use crate::common::{apply_schemas, block_on, shutdown_signal, ClientArgs, QueryArgs, ServeArgs, WarehouseArgs};
 
 /// Days back from today that start-up checks for half-loaded days (the lateness window).
 const REPAIR_DAYS: u64 = 4;
@@ -57,12 +57,9 @@ async fn serve(args: Args) -> Result<(), String> {
     let warehouse = args.warehouse.open(&args.serve.data).await?;
 
     let now = Utc::now();
+    apply_schemas(warehouse.as_ref(), &tenants).await?;
     let mut sessions = BTreeMap::new();
     for tenant in &tenants {
-        let applied = ops::apply_schema(warehouse.as_ref(), tenant)
-            .await
-            .map_err(|e| format!("tenant {}: {e}", tenant.name))?;
-        tracing::info!(tenant = %tenant.name, from = applied.from, to = applied.to, "schema ready");
         // Before accepting traffic: a crash may have left a day with raw rows but no
         // processed ones; replaying replaces whole days, so it must run first.
         let repaired = replay::repair_recent_days(warehouse.as_ref(), tenant, now, REPAIR_DAYS)
