@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use axum::routing::get;
 use axum::Router;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use clap::Args as ClapArgs;
 use sightline_core::processor::session::SessionState;
 use sightline_core::registry::Registry;
@@ -78,7 +78,7 @@ async fn serve(args: Args) -> Result<(), String> {
 
     let watermarks = Arc::new(Watermarks::default());
     for tenant in &tenants {
-        for (site, newest) in ops::newest_events(warehouse.as_ref(), &tenant.database())
+        for (site, newest, _) in ops::recent_activity(warehouse.as_ref(), &tenant.database(), DateTime::UNIX_EPOCH)
             .await
             .map_err(|e| e.to_string())?
         {

@@ -191,29 +191,9 @@ pub async fn restore_sessions(
     Ok(rows.len())
 }
 
-/// The newest event time per site in `events`, to seed watermarks at start-up.
-pub async fn newest_events(wh: &dyn Warehouse, db: &str) -> Result<Vec<(String, DateTime<Utc>)>> {
-    let rows = wh
-        .select(
-            &format!(
-                "SELECT site_id, toString(max(ts)) AS newest FROM {db}.{} GROUP BY site_id",
-                schema::EVENTS_TABLE
-            ),
-            &Params::new(),
-        )
-        .await?;
-    rows.iter()
-        .map(|r| {
-            let site = r["site_id"].as_str().unwrap_or_default().to_string();
-            let newest = ch_datetime::parse(r["newest"].as_str().unwrap_or_default())
-                .map_err(|e| Error::Decode(format!("newest: {e}")))?;
-            Ok((site, newest))
-        })
-        .collect()
-}
-
 /// Per site, the newest event time and the number of rows of `events` since `since`: what a
-/// query process that does not write polls to see others' commits.
+/// query process that does not write polls to see others' commits, and (since the epoch)
+/// what seeds watermarks at start-up.
 pub async fn recent_activity(
     wh: &dyn Warehouse,
     db: &str,
