@@ -72,6 +72,10 @@ struct Args {
     /// Events per batch the loader stores (and the bulk insert uses).
     #[arg(long, default_value_t = 5_000)]
     batch: usize,
+    /// Measure the collector beside the bare producer, then stop (for repeated runs of the
+    /// part whose figure moves most between runs).
+    #[arg(long)]
+    collector_only: bool,
 }
 
 /// What the collector puts on the log for one request of 100 events: fresh ids each time.
@@ -318,6 +322,10 @@ async fn main() {
         "collector {collector_eps:.0} events/s, bare producer {producer_eps:.0} events/s, ratio {:.2}; collector peak RSS {collector_hwm:.0} MB",
         collector_eps / producer_eps
     );
+    if args.collector_only {
+        collector.stop();
+        return;
+    }
 
     // 2. The loader drains the backlog both left on the topic.
     let backlog = collector_events + producer_events;
