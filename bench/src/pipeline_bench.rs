@@ -1,7 +1,8 @@
 //! The distributed path, each part beside its baseline in one run (issue 4):
 //!
 //! 1. `sightline collector` events/s (batches of 100, N connections) beside a bare rdkafka
-//!    producer sending the same messages (one per request, same config) to the same broker;
+//!    producer sending the same messages (one per request, same config) to the same broker,
+//!    in alternating rounds (the median ratio is reported);
 //! 2. `sightline loader` rows/s (the topic's backlog into ClickHouse over HTTP, here the
 //!    libchdb front) beside libchdb's own bulk insert of the same rows (RowBinary, same
 //!    batch size, in process: no HTTP, no Kafka, no processing; over up to 1M rows);
@@ -13,7 +14,7 @@
 //!
 //! ```text
 //! cargo build --release --bin sightline --bin pipeline-bench
-//! ./target/release/pipeline-bench --seconds 10 --connections 32
+//! SIGHTLINE_TEST_BROKER=tansu ./target/release/pipeline-bench --seconds 5 --rounds 3 --connections 32
 //! ```
 
 use std::collections::BTreeMap;
