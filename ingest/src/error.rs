@@ -1,18 +1,18 @@
-//! The collector's one error type: every refusal has the same JSON shape,
-//! `{"error": {"code", "message", "field"}}`, and status mapping.
+//! The crate's one error type. The collector's refusals all have the same JSON shape,
+//! `{"error": {"code", "message", "field"}}`, and status mapping; the loader's and
+//! provisioning's errors (Kafka, warehouse) never reach a client and answer 500 if they did.
 
 use std::time::Duration;
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use rdkafka::error::KafkaError;
 use serde_json::json;
 use sightline_core::token::TokenError;
 
-use crate::sink::SinkError;
-
 #[derive(Debug, thiserror::Error)]
-pub enum CollectError {
+pub enum Error {
     #[error("{0}")]
     Unauthorized(#[from] TokenError),
     #[error("site {0:?} is not allowed for this tenant")]
@@ -29,42 +29,61 @@ pub enum CollectError {
     BadRequest { field: String, message: String },
     #[error("site {site:?} sends more than its limit of events per second")]
     RateLimited { site: String, retry_after: Duration },
-    #[error("{0}")]
-    Store(#[from] SinkError),
+    /// Too much is waiting already: the client should retry later.
+    #[error("the event store is backed up; retry later")]
+    Busy,
+    /// The store failed; nothing of the request is acknowledged.
+    #[error("the event store is unavailable: {0}")]
+    Unavailable(String),
+    #[error("kafka: {0}")]
+    Kafka(#[from] KafkaError),
+    #[error("topic {topic}: {message}")]
+    Topic { topic: String, message: String },
+    #[error("topic {topic} has {current} partitions and the spec asks for {requested}: partitions can grow but never shrink (a visitor's events must stay on one partition)")]
+    Shrink {
+        topic: String,
+        current: u32,
+        requested: u32,
+    },
+    #[error("warehouse: {0}")]
+    Warehouse(#[from] sightline_core::Error),
+    #[error("the loader's reading thread: {0}")]
+    Reader(String),
 }
 
-impl CollectError {
+impl Error {
     fn status_code_field(&self) -> (StatusCode, &'static str, &str) {
         match self {
-            CollectError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized", "token"),
-            CollectError::SiteNotAllowed(_) => (StatusCode::FORBIDDEN, "site_not_allowed", "token"),
-            CollectError::UnsupportedMediaType(_) => (
+            Error::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized", "token"),
+            Error::SiteNotAllowed(_) => (StatusCode::FORBIDDEN, "site_not_allowed", "token"),
+            Error::UnsupportedMediaType(_) => (
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "unsupported_media_type",
                 "content-type",
             ),
-            CollectError::BodyTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", "body"),
-            CollectError::TooManyEvents { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "too_many_events", "events"),
-            CollectError::BadJson(_) => (StatusCode::BAD_REQUEST, "bad_json", "body"),
-            CollectError::BadRequest { field, .. } => (StatusCode::BAD_REQUEST, "bad_request", field.as_str()),
-            CollectError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited", "site"),
-            CollectError::Store(SinkError::Busy) => (StatusCode::SERVICE_UNAVAILABLE, "store_busy", "events"),
-            CollectError::Store(SinkError::Unavailable(_)) => {
-                (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", "events")
+            Error::BodyTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", "body"),
+            Error::TooManyEvents { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "too_many_events", "events"),
+            Error::BadJson(_) => (StatusCode::BAD_REQUEST, "bad_json", "body"),
+            Error::BadRequest { field, .. } => (StatusCode::BAD_REQUEST, "bad_request", field.as_str()),
+            Error::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited", "site"),
+            Error::Busy => (StatusCode::SERVICE_UNAVAILABLE, "store_busy", "events"),
+            Error::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", "events"),
+            Error::Kafka(_) | Error::Topic { .. } | Error::Shrink { .. } | Error::Warehouse(_) | Error::Reader(_) => {
+                (StatusCode::INTERNAL_SERVER_ERROR, "internal", "")
             }
         }
     }
 
     fn retry_after(&self) -> Option<Duration> {
         match self {
-            CollectError::RateLimited { retry_after, .. } => Some(*retry_after),
-            CollectError::Store(_) => Some(Duration::from_secs(1)),
+            Error::RateLimited { retry_after, .. } => Some(*retry_after),
+            Error::Busy | Error::Unavailable(_) => Some(Duration::from_secs(1)),
             _ => None,
         }
     }
 }
 
-impl IntoResponse for CollectError {
+impl IntoResponse for Error {
     fn into_response(self) -> Response {
         let (status, code, field) = self.status_code_field();
         let field = field.to_string();

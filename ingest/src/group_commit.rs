@@ -21,7 +21,8 @@ use tokio::time::Instant;
 use tracing::Instrument;
 use uuid::Uuid;
 
-use crate::sink::{EventSink, SinkError};
+use crate::error::Error;
+use crate::sink::EventSink;
 
 #[derive(Clone, Copy, Debug)]
 pub struct GroupCommitConfig {
@@ -51,7 +52,7 @@ struct Pending {
     /// When the request handed its events over: a batch closes `max_wait` after its first
     /// request arrived, so requests that queued during the previous commit go at once.
     arrived: Instant,
-    reply: oneshot::Sender<Result<(), SinkError>>,
+    reply: oneshot::Sender<Result<(), Error>>,
     _permit: OwnedSemaphorePermit,
 }
 
@@ -87,16 +88,12 @@ impl GroupCommit {
 
 #[async_trait]
 impl EventSink for GroupCommit {
-    async fn append(&self, tenant: &str, events: Vec<RawEvent>, client_ids: Vec<Uuid>) -> Result<(), SinkError> {
+    async fn append(&self, tenant: &str, events: Vec<RawEvent>, client_ids: Vec<Uuid>) -> Result<(), Error> {
         if events.is_empty() {
             return Ok(());
         }
-        let n = u32::try_from(events.len()).map_err(|_| SinkError::Busy)?;
-        let permit = self
-            .room
-            .clone()
-            .try_acquire_many_owned(n)
-            .map_err(|_| SinkError::Busy)?;
+        let n = u32::try_from(events.len()).map_err(|_| Error::Busy)?;
+        let permit = self.room.clone().try_acquire_many_owned(n).map_err(|_| Error::Busy)?;
         let (reply, answer) = oneshot::channel();
         self.tx
             .send(Pending {
@@ -107,10 +104,10 @@ impl EventSink for GroupCommit {
                 reply,
                 _permit: permit,
             })
-            .map_err(|_| SinkError::Unavailable("the writer has stopped".into()))?;
+            .map_err(|_| Error::Unavailable("the writer has stopped".into()))?;
         answer
             .await
-            .map_err(|_| SinkError::Unavailable("the writer stopped before commit".into()))?
+            .map_err(|_| Error::Unavailable("the writer stopped before commit".into()))?
     }
 }
 
@@ -164,7 +161,7 @@ impl Writer {
             for p in pending {
                 let answer = match &outcome {
                     Ok(()) => Ok(()),
-                    Err(e) => Err(SinkError::Unavailable(e.to_string())),
+                    Err(e) => Err(Error::Unavailable(e.to_string())),
                 };
                 // The requester may have gone away (client hung up); the events are stored anyway.
                 let _ = p.reply.send(answer);

@@ -9,4 +9,4 @@ pub mod loader;
 pub mod metrics;
 pub mod sink;
 
-pub use error::CollectError;
+pub use error::Error;

@@ -6,20 +6,14 @@ use async_trait::async_trait;
 use sightline_core::event::RawEvent;
 use uuid::Uuid;
 
-#[derive(Debug, thiserror::Error)]
-pub enum SinkError {
-    /// Too much is waiting already: the client should retry later.
-    #[error("the event store is backed up; retry later")]
-    Busy,
-    /// The store failed; nothing of this request is acknowledged.
-    #[error("the event store is unavailable: {0}")]
-    Unavailable(String),
-}
+use crate::error::Error;
 
 #[async_trait]
 pub trait EventSink: Send + Sync + 'static {
-    /// Makes `events` (all of one tenant) durable. All or nothing for the request.
+    /// Makes `events` (all of one tenant) durable. All or nothing for the request: on
+    /// `Error::Busy` (too much waiting; retry later) or `Error::Unavailable` nothing of it is
+    /// acknowledged.
     /// `client_ids` are the ids the client chose itself (a retry repeats them); the ids the
     /// server generated are new by construction.
-    async fn append(&self, tenant: &str, events: Vec<RawEvent>, client_ids: Vec<Uuid>) -> Result<(), SinkError>;
+    async fn append(&self, tenant: &str, events: Vec<RawEvent>, client_ids: Vec<Uuid>) -> Result<(), Error>;
 }

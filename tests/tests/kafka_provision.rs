@@ -4,8 +4,9 @@
 //! second test by name on that broker.)
 
 use sightline_core::spec::parse_tenants;
-use sightline_ingest::kafka::provision::{Change, ProvisionError, Provisioner};
+use sightline_ingest::kafka::provision::{Change, Provisioner};
 use sightline_ingest::kafka::topics;
+use sightline_ingest::Error;
 use sightline_tests::Broker;
 
 fn tenant(partitions: u32, retention_hours: u32) -> sightline_core::spec::Tenant {
@@ -68,7 +69,7 @@ async fn partitions_grow_retention_follows_and_shrinking_is_refused() {
     assert!(
         matches!(
             err,
-            ProvisionError::Shrink {
+            Error::Shrink {
                 current: 6,
                 requested: 2,
                 ..

@@ -24,7 +24,7 @@ use sightline_core::registry::TenantEntry;
 use sightline_core::token::Scope;
 
 use super::{origin, read_body, validate_with, CollectorState};
-use crate::error::CollectError;
+use crate::error::Error;
 
 pub const MAX_EVENTS: usize = 25;
 pub const MAX_PARAMS: usize = 25;
@@ -453,7 +453,7 @@ async fn intake(
     state: &CollectorState,
     query: &MpQuery,
     request: Request,
-) -> Result<(Option<super::Accepted>, Vec<ValidationMessage>), CollectError> {
+) -> Result<(Option<super::Accepted>, Vec<ValidationMessage>), Error> {
     let (parts, body) = request.into_parts();
     let Some(measurement_id) = query.measurement_id.as_deref() else {
         return Ok((
@@ -537,7 +537,7 @@ pub async fn collect(
     State(state): State<Arc<CollectorState>>,
     Query(query): Query<MpQuery>,
     request: Request,
-) -> Result<Response, CollectError> {
+) -> Result<Response, Error> {
     let (accepted, messages) = intake(&state, &query, request).await?;
     if !messages.is_empty() {
         // GA4 answers 2xx to bad input; we do too, and say why in the log.
@@ -555,7 +555,7 @@ pub async fn debug(
     State(state): State<Arc<CollectorState>>,
     Query(query): Query<MpQuery>,
     request: Request,
-) -> Result<Response, CollectError> {
+) -> Result<Response, Error> {
     let (_, messages) = intake(&state, &query, request).await?;
     Ok((StatusCode::OK, Json(json!({"validationMessages": messages}))).into_response())
 }

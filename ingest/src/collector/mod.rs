@@ -29,9 +29,9 @@ use sightline_core::registry::{Registry, TenantEntry};
 use sightline_core::token::{Claims, Scope, TokenError};
 use tower_http::cors::{Any, CorsLayer};
 
-use crate::error::CollectError;
+use crate::error::Error;
 use crate::metrics::{CollectorMetrics, TenantLabels};
-use crate::sink::{EventSink, SinkError};
+use crate::sink::EventSink;
 use client::ClientConfig;
 use sightline_core::rate::RateLimiter;
 
@@ -64,7 +64,7 @@ impl CollectorState {
         accepted: Vec<RawEvent>,
         client_ids: Vec<uuid::Uuid>,
         rejected: &[Rejection],
-    ) -> Result<(), CollectError> {
+    ) -> Result<(), Error> {
         for r in rejected {
             self.metrics.event(tenant, "rejected", &r.field, 1);
         }
@@ -82,10 +82,10 @@ impl CollectorState {
             .observe(started.elapsed().as_secs_f64());
         match &outcome {
             Ok(()) => self.metrics.event(tenant, "accepted", "", n),
-            Err(SinkError::Busy) => self.metrics.event(tenant, "failed", "busy", n),
-            Err(SinkError::Unavailable(_)) => self.metrics.event(tenant, "failed", "unavailable", n),
+            Err(Error::Busy) => self.metrics.event(tenant, "failed", "busy", n),
+            Err(_) => self.metrics.event(tenant, "failed", "unavailable", n),
         }
-        Ok(outcome?)
+        outcome
     }
 }
 
@@ -141,12 +141,12 @@ fn bearer_token(parts: &Parts) -> Result<String, TokenError> {
         .ok_or(TokenError::Missing)
 }
 
-fn authorize<'a>(state: &'a CollectorState, parts: &Parts) -> Result<(&'a TenantEntry, Claims), CollectError> {
+fn authorize<'a>(state: &'a CollectorState, parts: &Parts) -> Result<(&'a TenantEntry, Claims), Error> {
     let token = bearer_token(parts)?;
     Ok(state.registry.verify(&token, Scope::Write, Utc::now().timestamp())?)
 }
 
-fn check_content_type(headers: &HeaderMap) -> Result<(), CollectError> {
+fn check_content_type(headers: &HeaderMap) -> Result<(), Error> {
     let ct = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -156,24 +156,24 @@ fn check_content_type(headers: &HeaderMap) -> Result<(), CollectError> {
     if essence == "application/json" || essence == "text/plain" {
         Ok(())
     } else {
-        Err(CollectError::UnsupportedMediaType(ct.to_string()))
+        Err(Error::UnsupportedMediaType(ct.to_string()))
     }
 }
 
-pub(crate) async fn read_body(headers: &HeaderMap, body: Body, limit: u32) -> Result<bytes::Bytes, CollectError> {
+pub(crate) async fn read_body(headers: &HeaderMap, body: Body, limit: u32) -> Result<bytes::Bytes, Error> {
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > u64::from(limit)) {
-        return Err(CollectError::BodyTooLarge { limit });
+        return Err(Error::BodyTooLarge { limit });
     }
     axum::body::to_bytes(body, limit as usize).await.map_err(|e| {
         let too_large = std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
         if too_large {
-            CollectError::BodyTooLarge { limit }
+            Error::BodyTooLarge { limit }
         } else {
-            CollectError::BadRequest {
+            Error::BadRequest {
                 field: "body".into(),
                 message: format!("could not read the body: {e}"),
             }
@@ -182,22 +182,22 @@ pub(crate) async fn read_body(headers: &HeaderMap, body: Body, limit: u32) -> Re
 }
 
 /// The events of a body: one event object, or `{"events": [...]}`.
-fn events_of(body: &[u8]) -> Result<Vec<Value>, CollectError> {
-    let value: Value = serde_json::from_slice(body).map_err(|e| CollectError::BadJson(e.to_string()))?;
+fn events_of(body: &[u8]) -> Result<Vec<Value>, Error> {
+    let value: Value = serde_json::from_slice(body).map_err(|e| Error::BadJson(e.to_string()))?;
     match value {
         Value::Object(mut obj) if obj.contains_key("events") => match obj.remove("events") {
             Some(Value::Array(events)) if obj.is_empty() => Ok(events),
-            Some(Value::Array(_)) => Err(CollectError::BadRequest {
+            Some(Value::Array(_)) => Err(Error::BadRequest {
                 field: "body".into(),
                 message: "a batch holds only \"events\"; put other fields inside each event".into(),
             }),
-            _ => Err(CollectError::BadRequest {
+            _ => Err(Error::BadRequest {
                 field: "events".into(),
                 message: "\"events\" must be an array of event objects".into(),
             }),
         },
         Value::Object(obj) => Ok(vec![Value::Object(obj)]),
-        _ => Err(CollectError::BadRequest {
+        _ => Err(Error::BadRequest {
             field: "body".into(),
             message: "expected one event object or {\"events\": [...]}".into(),
         }),
@@ -276,7 +276,7 @@ async fn intake(
     parts: &Parts,
     body: Option<Body>,
     enforce_rate: bool,
-) -> Result<Accepted, CollectError> {
+) -> Result<Accepted, Error> {
     let (entry, claims) = authorize(state, parts)?;
     let limits = &entry.tenant.spec.limits;
     let events = match body {
@@ -288,7 +288,7 @@ async fn intake(
         None => vec![pixel_event(parts)?],
     };
     if events.len() > limits.events_per_request as usize {
-        return Err(CollectError::TooManyEvents {
+        return Err(Error::TooManyEvents {
             count: events.len(),
             limit: limits.events_per_request,
         });
@@ -305,7 +305,7 @@ async fn intake(
                 limits.burst_per_site,
                 Instant::now(),
             )
-            .map_err(|retry_after| CollectError::RateLimited {
+            .map_err(|retry_after| Error::RateLimited {
                 site: claims.site.clone(),
                 retry_after,
             })?;
@@ -314,7 +314,7 @@ async fn intake(
 }
 
 #[tracing::instrument(skip_all, fields(tenant, accepted, rejected))]
-async fn collect(State(state): State<Arc<CollectorState>>, request: Request) -> Result<Response, CollectError> {
+async fn collect(State(state): State<Arc<CollectorState>>, request: Request) -> Result<Response, Error> {
     let (parts, body) = request.into_parts();
     let Accepted {
         tenant,
@@ -336,7 +336,7 @@ async fn collect(State(state): State<Arc<CollectorState>>, request: Request) -> 
 }
 
 #[tracing::instrument(skip_all)]
-async fn collect_debug(State(state): State<Arc<CollectorState>>, request: Request) -> Result<Response, CollectError> {
+async fn collect_debug(State(state): State<Arc<CollectorState>>, request: Request) -> Result<Response, Error> {
     let (parts, body) = request.into_parts();
     let Accepted {
         tenant,
@@ -370,9 +370,9 @@ const PIXEL_GIF: &[u8] = &[
 
 /// One event from the query string: `url`, `referrer`, `name`, `ts`, `id`, and `props` as a
 /// JSON object text.
-fn pixel_event(parts: &Parts) -> Result<Value, CollectError> {
+fn pixel_event(parts: &Parts) -> Result<Value, Error> {
     let pairs: Vec<(String, String)> =
-        serde_urlencoded::from_str(parts.uri.query().unwrap_or("")).map_err(|e| CollectError::BadRequest {
+        serde_urlencoded::from_str(parts.uri.query().unwrap_or("")).map_err(|e| Error::BadRequest {
             field: "query".into(),
             message: format!("bad query string: {e}"),
         })?;
@@ -382,7 +382,7 @@ fn pixel_event(parts: &Parts) -> Result<Value, CollectError> {
             "token" => continue,
             "url" | "referrer" | "name" | "id" => Value::String(value),
             "ts" => value.parse::<i64>().map(Value::from).unwrap_or(Value::String(value)),
-            "props" => serde_json::from_str(&value).map_err(|e| CollectError::BadRequest {
+            "props" => serde_json::from_str(&value).map_err(|e| Error::BadRequest {
                 field: "props".into(),
                 message: format!("props must be a JSON object: {e}"),
             })?,
@@ -394,7 +394,7 @@ fn pixel_event(parts: &Parts) -> Result<Value, CollectError> {
 }
 
 #[tracing::instrument(skip_all)]
-async fn pixel(State(state): State<Arc<CollectorState>>, request: Request) -> Result<Response, CollectError> {
+async fn pixel(State(state): State<Arc<CollectorState>>, request: Request) -> Result<Response, Error> {
     let (parts, _) = request.into_parts();
     let Accepted {
         tenant,
@@ -404,7 +404,7 @@ async fn pixel(State(state): State<Arc<CollectorState>>, request: Request) -> Re
     } = intake(&state, &parts, None, true).await?;
     if let Some(r) = rejected.first() {
         state.metrics.event(&tenant, "rejected", &r.field, 1);
-        return Err(CollectError::BadRequest {
+        return Err(Error::BadRequest {
             field: r.field.clone(),
             message: r.reason.clone(),
         });

@@ -10,25 +10,11 @@ use rdkafka::admin::{
 };
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaErrorCode;
 use sightline_core::spec::Tenant;
 
 use super::topics;
-
-#[derive(Debug, thiserror::Error)]
-pub enum ProvisionError {
-    #[error("kafka: {0}")]
-    Kafka(#[from] KafkaError),
-    #[error("topic {topic}: {message}")]
-    Topic { topic: String, message: String },
-    #[error("topic {topic} has {current} partitions and the spec asks for {requested}: partitions can grow but never shrink (a visitor's events must stay on one partition)")]
-    Shrink {
-        topic: String,
-        current: u32,
-        requested: u32,
-    },
-}
+use crate::error::Error;
 
 /// What provisioning did to one topic.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -52,7 +38,7 @@ pub struct Provisioner {
 
 impl Provisioner {
     /// `brokers`: the bootstrap address list, from configuration.
-    pub fn new(brokers: &str) -> Result<Self, ProvisionError> {
+    pub fn new(brokers: &str) -> Result<Self, Error> {
         let admin = ClientConfig::new().set("bootstrap.servers", brokers).create()?;
         Ok(Self {
             admin,
@@ -68,7 +54,7 @@ impl Provisioner {
 
     /// Brings both topics of `tenant` to its spec; returns what changed.
     #[tracing::instrument(skip_all, fields(tenant = %tenant.name))]
-    pub async fn provision(&self, tenant: &Tenant) -> Result<Vec<(String, Change)>, ProvisionError> {
+    pub async fn provision(&self, tenant: &Tenant) -> Result<Vec<(String, Change)>, Error> {
         let k = &tenant.spec.kafka;
         let retention_ms = i64::from(k.retention_hours) * 3_600_000;
         let mut changes = Vec::new();
@@ -87,7 +73,7 @@ impl Provisioner {
                             // Created by a concurrent run between describe and create: fine.
                             Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
                             Err((name, code)) => {
-                                return Err(ProvisionError::Topic {
+                                return Err(Error::Topic {
                                     topic: name,
                                     message: code.to_string(),
                                 })
@@ -103,7 +89,7 @@ impl Provisioner {
                 }
                 Some(state) => {
                     if k.partitions < state.partitions {
-                        return Err(ProvisionError::Shrink {
+                        return Err(Error::Shrink {
                             topic,
                             current: state.partitions,
                             requested: k.partitions,
@@ -112,7 +98,7 @@ impl Provisioner {
                     if k.partitions > state.partitions {
                         let grow = NewPartitions::new(&topic, k.partitions as usize);
                         for result in self.admin.create_partitions(&[grow], &self.options()).await? {
-                            result.map_err(|(name, code)| ProvisionError::Topic {
+                            result.map_err(|(name, code)| Error::Topic {
                                 topic: name,
                                 message: code.to_string(),
                             })?;
@@ -129,7 +115,7 @@ impl Provisioner {
                         let value = retention_ms.to_string();
                         let alter = AlterConfig::new(ResourceSpecifier::Topic(&topic)).set("retention.ms", &value);
                         for result in self.admin.alter_configs(&[alter], &self.options()).await? {
-                            result.map_err(|(_, code)| ProvisionError::Topic {
+                            result.map_err(|(_, code)| Error::Topic {
                                 topic: topic.clone(),
                                 message: code.to_string(),
                             })?;
@@ -152,7 +138,7 @@ impl Provisioner {
 
     /// The topic's partitions and retention, or `None` when it does not exist. Needs a
     /// multi-threaded tokio runtime.
-    pub async fn describe(&self, topic: &str) -> Result<Option<TopicState>, ProvisionError> {
+    pub async fn describe(&self, topic: &str) -> Result<Option<TopicState>, Error> {
         // Metadata for all topics: asking about one topic by name makes brokers with
         // auto-creation create it with their default partitions, behind our back.
         // librdkafka's metadata call blocks: keep it off the async workers' hot loop.
@@ -164,7 +150,7 @@ impl Provisioner {
             None => {}
             Some(e) if RDKafkaErrorCode::from(e) == RDKafkaErrorCode::UnknownTopicOrPartition => return Ok(None),
             Some(e) => {
-                return Err(ProvisionError::Topic {
+                return Err(Error::Topic {
                     topic: topic.to_string(),
                     message: RDKafkaErrorCode::from(e).to_string(),
                 })

@@ -15,7 +15,8 @@ use sightline_core::event::RawEvent;
 use uuid::Uuid;
 
 use super::{client_config, topics, Envelope};
-use crate::sink::{EventSink, SinkError};
+use crate::error::Error;
+use crate::sink::EventSink;
 
 #[derive(Clone, Debug)]
 pub struct KafkaSinkConfig {
@@ -102,22 +103,22 @@ impl KafkaSink {
 
 #[async_trait]
 impl EventSink for KafkaSink {
-    async fn append(&self, tenant: &str, events: Vec<RawEvent>, client_ids: Vec<Uuid>) -> Result<(), SinkError> {
+    async fn append(&self, tenant: &str, events: Vec<RawEvent>, client_ids: Vec<Uuid>) -> Result<(), Error> {
         let Some(first) = events.first() else {
             return Ok(());
         };
         let [topic, _] = topics(tenant);
         let key = Self::key(first);
         let payload = serde_json::to_vec(&Envelope { events, client_ids })
-            .map_err(|e| SinkError::Unavailable(format!("encoding events: {e}")))?;
+            .map_err(|e| Error::Unavailable(format!("encoding events: {e}")))?;
         let record = FutureRecord::to(&topic).key(&key).payload(&payload);
         let producer = self.current();
         let delivery = match producer.send_result(record) {
             Ok(delivery) => delivery,
             // The producer's queue is full: the broker is slow or away. Nothing of this
             // request is on the log.
-            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => return Err(SinkError::Busy),
-            Err((e, _)) => return Err(SinkError::Unavailable(e.to_string())),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => return Err(Error::Busy),
+            Err((e, _)) => return Err(Error::Unavailable(e.to_string())),
         };
         match delivery.await {
             Ok(Ok(_)) => {
@@ -126,9 +127,9 @@ impl EventSink for KafkaSink {
             }
             Ok(Err((e, _))) => {
                 self.failed();
-                Err(SinkError::Unavailable(format!("the broker did not acknowledge: {e}")))
+                Err(Error::Unavailable(format!("the broker did not acknowledge: {e}")))
             }
-            Err(_) => Err(SinkError::Unavailable("the producer was dropped".into())),
+            Err(_) => Err(Error::Unavailable("the producer was dropped".into())),
         }
     }
 }

@@ -30,19 +30,10 @@ use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::time::Instant;
 use tracing::Instrument;
 
+use crate::error::Error;
 use crate::kafka::{client_config, topics};
 use crate::metrics::{LoaderMetrics, Readiness, TenantLabels};
 use reader::{Batch, Gate, LoaderContext, Origin, Reader};
-
-#[derive(Debug, thiserror::Error)]
-pub enum LoaderError {
-    #[error("kafka: {0}")]
-    Kafka(#[from] KafkaError),
-    #[error("warehouse: {0}")]
-    Warehouse(#[from] sightline_core::Error),
-    #[error("reading thread: {0}")]
-    Reader(String),
-}
 
 #[derive(Clone, Debug)]
 pub struct LoaderConfig {
@@ -111,7 +102,7 @@ impl Loader {
         metrics: LoaderMetrics,
         readiness: Readiness,
         config: LoaderConfig,
-    ) -> Result<Self, LoaderError> {
+    ) -> Result<Self, Error> {
         let [topic, dlq_topic] = topics(&tenant.name);
         let gate = Arc::new(Gate::default());
         let context = LoaderContext {
@@ -165,7 +156,7 @@ impl Loader {
 
     /// Loads until `shutdown` turns true, then stores what it has read, commits and returns.
     /// A thread reads and decodes the next batch while this task stores the current one.
-    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) -> Result<(), LoaderError> {
+    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) -> Result<(), Error> {
         // Sessions and the redelivery window are read when partitions are assigned, which
         // happens inside the first reads.
         self.consumer.subscribe(&[&self.topic])?;
@@ -187,7 +178,7 @@ impl Loader {
         let reading = std::thread::Builder::new()
             .name(format!("read-{}", self.tenant.name))
             .spawn(move || reader.run())
-            .map_err(|e| LoaderError::Reader(e.to_string()))?;
+            .map_err(|e| Error::Reader(e.to_string()))?;
 
         let mut last_eviction = Instant::now();
         loop {
@@ -218,8 +209,8 @@ impl Loader {
         let ended_cleanly = *shutdown.borrow();
         let joined = tokio::task::spawn_blocking(move || reading.join())
             .await
-            .map_err(|e| LoaderError::Reader(e.to_string()))?;
-        joined.map_err(|_| LoaderError::Reader("panicked".into()))?;
+            .map_err(|e| Error::Reader(e.to_string()))?;
+        joined.map_err(|_| Error::Reader("panicked".into()))?;
         // Everything stored is committed already; this makes sure the last commit is sent.
         match self.consumer.commit_consumer_state(CommitMode::Sync) {
             // Nothing stored since the last commit.
@@ -233,9 +224,9 @@ impl Loader {
         drop(self);
         tokio::task::spawn_blocking(move || drop(consumer))
             .await
-            .map_err(|e| LoaderError::Reader(e.to_string()))?;
+            .map_err(|e| Error::Reader(e.to_string()))?;
         if !ended_cleanly {
-            return Err(LoaderError::Reader("stopped reading before shutdown".into()));
+            return Err(Error::Reader("stopped reading before shutdown".into()));
         }
         tracing::info!("loader stopped");
         Ok(())
@@ -243,7 +234,7 @@ impl Loader {
 
     /// What a loader needs when it gets partitions: the sessions of their visitors (advanced
     /// by whoever loaded them before) and the redelivery window of each.
-    async fn take_over(&mut self) -> Result<(), LoaderError> {
+    async fn take_over(&mut self) -> Result<(), Error> {
         let db = self.tenant.database();
         let sessions = ops::restore_sessions(self.warehouse.as_ref(), &db, Utc::now(), &mut self.sessions).await?;
         let intents = ops::intents(self.warehouse.as_ref(), &db, &self.topic).await?;
@@ -327,7 +318,7 @@ impl Loader {
         }
     }
 
-    async fn store_and_commit(&mut self, batch: &Batch) -> Result<store::Stored, LoaderError> {
+    async fn store_and_commit(&mut self, batch: &Batch) -> Result<store::Stored, Error> {
         // Write-ahead: an intent is durable before any row it covers.
         let started = std::time::Instant::now();
         let new_intents = batch.intents(&self.intended, INTENT_LOOKAHEAD);
@@ -372,7 +363,7 @@ impl Loader {
 
     /// Puts poison (a message, or one event of it) on the dead-letter topic with its reason
     /// and origin, and waits for the broker: its offset is committed only after.
-    async fn dead_letter(&self, origin: &Origin, poison: &decode::Poison) -> Result<(), LoaderError> {
+    async fn dead_letter(&self, origin: &Origin, poison: &decode::Poison) -> Result<(), Error> {
         tracing::warn!(partition = origin.partition, offset = origin.offset, reason = %poison.reason, "to the dead-letter topic");
         let mut origin_text = format!("{}/{}/{}", self.topic, origin.partition, origin.offset);
         if let Some(i) = poison.index {
@@ -396,7 +387,7 @@ impl Loader {
         self.dlq
             .send(record, Duration::from_secs(30))
             .await
-            .map_err(|(e, _)| LoaderError::Kafka(e))?;
+            .map_err(|(e, _)| Error::Kafka(e))?;
         self.metrics
             .dlq
             .get_or_create(&TenantLabels {
