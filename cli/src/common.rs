@@ -139,6 +139,46 @@ pub struct WarehouseArgs {
 
 impl WarehouseArgs {
     pub async fn open(&self, data: &Path) -> Result<Arc<dyn Warehouse>, String> {
+        self.connect(data).await.map_err(|e| self.describe(e))
+    }
+
+    /// Opens the warehouse and applies the tenants' schemas. A long-running role calls this
+    /// with `stop`: it then waits out a warehouse outage (each failed attempt logged, then
+    /// retried with backoff) instead of exiting, since the orchestrator's restart backoff
+    /// would delay it long after the warehouse came back; errors that waiting cannot heal
+    /// (credentials, a statement refused) still end it. `None` when stopped while waiting.
+    pub async fn open_and_migrate(
+        &self,
+        data: &Path,
+        tenants: &[Tenant],
+        stop: &mut tokio::sync::watch::Receiver<bool>,
+    ) -> Result<Option<Arc<dyn Warehouse>>, String> {
+        let mut backoff = std::time::Duration::from_millis(500);
+        loop {
+            let attempt = async {
+                let warehouse = self.connect(data).await?;
+                for tenant in tenants {
+                    let applied = sightline_core::warehouse::ops::apply_schema(warehouse.as_ref(), tenant).await?;
+                    tracing::info!(tenant = %tenant.name, from = applied.from, to = applied.to, "schema ready");
+                }
+                Ok::<_, sightline_core::Error>(warehouse)
+            };
+            match attempt.await {
+                Ok(warehouse) => return Ok(Some(warehouse)),
+                Err(e) if e.is_transient() => {
+                    tracing::warn!(error = %self.describe(e), retry_in_ms = backoff.as_millis() as u64, "warehouse not available yet; waiting");
+                }
+                Err(e) => return Err(self.describe(e)),
+            }
+            tokio::select! {
+                _ = stop.changed() => return Ok(None),
+                _ = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(std::time::Duration::from_secs(10));
+        }
+    }
+
+    async fn connect(&self, data: &Path) -> Result<Arc<dyn Warehouse>, sightline_core::Error> {
         match &self.clickhouse_url {
             Some(url) => {
                 let http = Http::new(&HttpConfig {
@@ -147,18 +187,23 @@ impl WarehouseArgs {
                     password: self.clickhouse_password.clone(),
                     compression: !self.clickhouse_no_compression,
                 });
-                let version = http
-                    .server_version()
-                    .await
-                    .map_err(|e| format!("--clickhouse-url {url}: {e}"))?;
+                let version = http.server_version().await?;
                 tracing::info!(%url, %version, "ClickHouse server reachable");
                 Ok(Arc::new(http))
             }
             None => {
-                let engine = Embedded::open(&data.join("engine"), self.readers).map_err(|e| e.to_string())?;
+                let engine = Embedded::open(&data.join("engine"), self.readers)?;
                 tracing::info!(version = %engine.engine_version(), path = %engine.path().display(), "embedded engine open");
                 Ok(Arc::new(engine))
             }
+        }
+    }
+
+    /// An error with the warehouse it came from.
+    fn describe(&self, e: sightline_core::Error) -> String {
+        match &self.clickhouse_url {
+            Some(url) => format!("--clickhouse-url {url}: {e}"),
+            None => e.to_string(),
         }
     }
 }

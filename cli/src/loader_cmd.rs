@@ -10,7 +10,7 @@ use sightline_ingest::loader::{Loader, LoaderConfig};
 use sightline_ingest::metrics::{ops_router, LoaderMetrics, Readiness};
 use tokio::sync::watch;
 
-use crate::common::{announce, apply_schemas, block_on, shutdown_signal, ServeArgs, WarehouseArgs};
+use crate::common::{announce, block_on, shutdown_signal, ServeArgs, WarehouseArgs};
 
 #[derive(ClapArgs)]
 pub struct Args {
@@ -58,14 +58,33 @@ async fn serve(args: Args) -> Result<(), String> {
         }
         tenants.retain(|t| args.only.contains(&t.name));
     }
-    let warehouse = args.warehouse.open(&args.serve.data).await?;
-    apply_schemas(warehouse.as_ref(), &tenants).await?;
-
+    // Served from the start: /readyz says "not ready" while the warehouse is awaited.
     let metrics = LoaderMetrics::default();
     let mut registry = prometheus_client::registry::Registry::default();
     metrics.register(&mut registry);
     let readiness = Readiness::default();
-    let (stop, stopped) = watch::channel(false);
+    let (listener, addr) = args.serve.bind().await?;
+    announce("loader", addr, " (/metrics, /healthz, /readyz)");
+    let app = ops_router(Arc::new(registry), readiness.clone());
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let (stop, mut stopped) = watch::channel(false);
+    let stop = Arc::new(stop);
+    let on_signal = stop.clone();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        on_signal.send_replace(true);
+    });
+    let Some(warehouse) = args
+        .warehouse
+        .open_and_migrate(&args.serve.data, &tenants, &mut stopped)
+        .await?
+    else {
+        server.abort();
+        tracing::info!("stopped before the warehouse was available");
+        return Ok(());
+    };
+
     let mut loaders = tokio::task::JoinSet::new();
     for tenant in tenants {
         let config = LoaderConfig {
@@ -83,19 +102,15 @@ async fn serve(args: Args) -> Result<(), String> {
         loaders.spawn(async move { loader.run(stopped).await.map_err(|e| format!("tenant {name}: {e}")) });
     }
 
-    let (listener, addr) = args.serve.bind().await?;
-    announce("loader", addr, " (/metrics, /healthz, /readyz)");
-    let app = ops_router(Arc::new(registry), readiness);
-    let server = tokio::spawn(async move { axum::serve(listener, app).await });
-
     let mut failed = Vec::new();
     tokio::select! {
-        _ = shutdown_signal() => {}
+        _ = stopped.changed() => {}
         // A loader that stops on its own has failed: exit, so the process is restarted.
         Some(ended) = loaders.join_next() => failed.push(outcome(ended).unwrap_or_else(|| "a loader stopped".into())),
     }
-    // Each remaining loader stores what it has read, commits and returns.
-    let _ = stop.send(true);
+    // Each remaining loader stores what it has read, commits and returns; a loader that
+    // failed stops the others.
+    stop.send_replace(true);
     while let Some(ended) = loaders.join_next().await {
         failed.extend(outcome(ended));
     }

@@ -24,3 +24,62 @@ pub enum Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// ClickHouse exception codes of conditions that pass with time (a server starting, read-only
+/// while its keeper is away, overloaded), as opposed to a request that is wrong.
+const TRANSIENT_CODES: &[u32] = &[
+    3,   // UNEXPECTED_END_OF_FILE (connection cut)
+    159, // TIMEOUT_EXCEEDED
+    202, // TOO_MANY_SIMULTANEOUS_QUERIES
+    209, // SOCKET_TIMEOUT
+    210, // NETWORK_ERROR
+    225, // NO_ZOOKEEPER
+    241, // MEMORY_LIMIT_EXCEEDED
+    242, // TABLE_IS_READ_ONLY
+    252, // TOO_MANY_PARTS
+    999, // KEEPER_EXCEPTION
+];
+
+impl Error {
+    /// Whether waiting can heal this (the warehouse away or overloaded), so a service should
+    /// retry rather than exit; wrong credentials, statements or specs need a fix instead.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Error::Unreachable(_) => true,
+            Error::Query { message, .. } => message
+                .split_once("Code: ")
+                .and_then(|(_, rest)| rest.split('.').next())
+                .and_then(|code| code.trim().parse::<u32>().ok())
+                .is_some_and(|code| TRANSIENT_CODES.contains(&code)),
+            _ => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn query(message: &str) -> Error {
+        Error::Query {
+            sql: "SELECT 1".into(),
+            message: message.into(),
+        }
+    }
+
+    #[test]
+    fn outages_are_transient_and_wrong_requests_are_not() {
+        assert!(Error::Unreachable("connection refused".into()).is_transient());
+        assert!(
+            query("bad response: Code: 242. DB::Exception: Table is in readonly mode. (TABLE_IS_READ_ONLY)")
+                .is_transient()
+        );
+        assert!(!query(
+            "bad response: Code: 516. DB::Exception: default: Authentication failed. (AUTHENTICATION_FAILED)"
+        )
+        .is_transient());
+        assert!(!query("Code: 62. DB::Exception: Syntax error. (SYNTAX_ERROR)").is_transient());
+        assert!(!query("no code at all").is_transient());
+        assert!(!Error::Decode("x".into()).is_transient());
+    }
+}

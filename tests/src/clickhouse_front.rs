@@ -46,6 +46,7 @@ pub struct ClickHouseFront {
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     /// Requests served, for tests that check traffic went through the front.
     pub requests: Arc<std::sync::atomic::AtomicU64>,
+    down: Arc<std::sync::atomic::AtomicBool>,
 }
 
 struct Front {
@@ -53,6 +54,7 @@ struct Front {
     next: std::sync::atomic::AtomicUsize,
     credentials: Option<(String, String)>,
     requests: Arc<std::sync::atomic::AtomicU64>,
+    down: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// A failed request, answered the way ClickHouse answers.
@@ -107,11 +109,13 @@ impl ClickHouseFront {
             .collect::<Result<Vec<_>, _>>()
             .expect("open libchdb");
         let requests = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let down = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let front = Arc::new(Front {
             conns,
             next: Default::default(),
             credentials: credentials.map(|(u, p)| (u.to_string(), p.to_string())),
             requests: requests.clone(),
+            down: down.clone(),
         });
         let app = Router::new()
             .route("/", get(handle).post(handle))
@@ -133,7 +137,14 @@ impl ClickHouseFront {
             addr,
             stop: Some(stop),
             requests,
+            down,
         }
+    }
+
+    /// An outage: while down, every request fails as a server whose tables went read-only
+    /// would answer (the engine and its data stay as they are).
+    pub fn set_down(&self, down: bool) {
+        self.down.store(down, std::sync::atomic::Ordering::SeqCst);
     }
 
     pub fn url(&self) -> String {
@@ -156,6 +167,9 @@ async fn handle(
     request: Request,
 ) -> Response {
     front.requests.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    if front.down.load(std::sync::atomic::Ordering::SeqCst) {
+        return Failure::new(242, "TABLE_IS_READ_ONLY", "the server is down (test outage)").into_response();
+    }
     match serve(front, url, headers, request).await {
         Ok(r) => r,
         Err(f) => f.into_response(),
