@@ -10,6 +10,7 @@ use clap::Args as ClapArgs;
 use sightline_core::registry::Registry;
 use sightline_core::watermark::Watermarks;
 use sightline_query::QueryState;
+use tokio::sync::watch;
 
 use crate::common::{announce, block_on, shutdown_signal, QueryArgs, ServeArgs, WarehouseArgs};
 
@@ -32,7 +33,21 @@ pub fn run(args: Args) -> Result<(), String> {
 
 async fn serve(args: Args) -> Result<(), String> {
     let (tenants, secret) = args.serve.tenants_and_secret()?;
-    let warehouse = args.warehouse.open(&args.serve.data).await?;
+    let (stop, mut stopped) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        stop.send_replace(true);
+    });
+    // A warehouse outage at start is waited out, not an exit (the loaders apply the schemas,
+    // so none are applied here).
+    let Some(warehouse) = args
+        .warehouse
+        .open_and_migrate(&args.serve.data, &[], &mut stopped)
+        .await?
+    else {
+        tracing::info!("stopped before the warehouse was available");
+        return Ok(());
+    };
     let registry = Arc::new(Registry::new(tenants, &secret));
     let state = Arc::new(QueryState::new(
         registry,
@@ -53,7 +68,9 @@ async fn serve(args: Args) -> Result<(), String> {
     let (listener, addr) = args.serve.bind().await?;
     announce("query", addr, "");
     axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
+        .with_graceful_shutdown(async move {
+            let _ = stopped.wait_for(|stop| *stop).await;
+        })
         .await
         .map_err(|e| e.to_string())?;
     poller.abort();
