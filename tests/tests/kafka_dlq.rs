@@ -108,16 +108,8 @@ async fn poison_goes_to_the_dlq_with_its_reason_and_the_partition_keeps_flowing(
     let dead_event: serde_json::Value = serde_json::from_slice(payload).unwrap();
     assert_eq!(dead_event["site_id"], "evil.example");
 
-    let metrics = client()
-        .get(p.loader.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert!(
-        metrics.contains("sightline_loader_dlq_total{tenant=\"acme\"} 4"),
-        "{metrics}"
+    assert_eq!(
+        metric(&p.loader, "sightline_loader_dlq_total{tenant=\"acme\"}").await,
+        Some(4.0)
     );
 }

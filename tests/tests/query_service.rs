@@ -22,13 +22,10 @@ async fn send(c: &reqwest::Client, s: &Server, ip: &str, url: &str) {
     assert_eq!(r.status(), 202);
 }
 
-async fn counter(c: &reqwest::Client, s: &Server, name: &str) -> u64 {
-    let text = c.get(s.url("/metrics")).send().await.unwrap().text().await.unwrap();
-    text.lines()
-        .find(|l| l.starts_with(name))
-        .and_then(|l| l.split_whitespace().last())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("{name} not in {text}"))
+async fn counter(s: &Server, series: &str) -> u64 {
+    metric(s, series)
+        .await
+        .unwrap_or_else(|| panic!("{series} not on /metrics")) as u64
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -41,7 +38,6 @@ async fn watermark_cache_csv_realtime_and_sse() {
     // Standalone serves its collector's metrics on the same /metrics.
     assert_eq!(
         counter(
-            &c,
             &server,
             "sightline_collector_events_total{tenant=\"acme\",outcome=\"accepted\""
         )
@@ -79,8 +75,8 @@ async fn watermark_cache_csv_realtime_and_sse() {
 
     // The same query again is a cache hit; a commit to the site makes it a miss.
     let (hits, misses) = (
-        counter(&c, &server, "sightline_query_cache_hits_total").await,
-        counter(&c, &server, "sightline_query_cache_misses_total").await,
+        counter(&server, "sightline_query_cache_hits_total").await,
+        counter(&server, "sightline_query_cache_misses_total").await,
     );
     let again: Value = c
         .post(server.url("/v1/query"))
@@ -93,7 +89,7 @@ async fn watermark_cache_csv_realtime_and_sse() {
         .await
         .unwrap();
     assert_eq!(again["results"], v["results"]);
-    assert_eq!(counter(&c, &server, "sightline_query_cache_hits_total").await, hits + 1);
+    assert_eq!(counter(&server, "sightline_query_cache_hits_total").await, hits + 1);
     send(&c, &server, "198.51.100.2", "https://blog.example.com/b").await;
     let fresh: Value = c
         .post(server.url("/v1/query"))
@@ -105,10 +101,7 @@ async fn watermark_cache_csv_realtime_and_sse() {
         .json()
         .await
         .unwrap();
-    assert_eq!(
-        counter(&c, &server, "sightline_query_cache_misses_total").await,
-        misses + 1
-    );
+    assert_eq!(counter(&server, "sightline_query_cache_misses_total").await, misses + 1);
     assert_eq!(
         fresh["results"].as_array().unwrap().len(),
         2,
