@@ -293,45 +293,40 @@ impl Reader {
     /// stop; each decoded on arrival. `None` when nothing was read or a revocation came
     /// while reading (the batch's messages are read again by their partitions' next owner).
     fn next_batch(&self) -> Option<Batch> {
+        // Poll often enough to notice stop, and never past the batch's deadline.
+        const POLL: Duration = Duration::from_millis(100);
         let permit = self.runtime.block_on(self.read_ahead.clone().acquire_owned()).ok();
-        let mut batch: Option<Batch> = None;
-        let mut deadline = None;
+        // The batch and when it closes (`max_wait` after its first message).
+        let mut batch: Option<(Batch, Instant)> = None;
         loop {
-            let epoch = self.gate.epoch();
-            if batch.as_ref().is_some_and(|b| b.epoch != epoch) {
-                let dropped = batch.take().map_or(0, |b| b.messages);
-                tracing::info!(
-                    messages = dropped,
-                    "revoked while reading: batch left to the partitions' next owners"
-                );
-                return None;
-            }
-            if let Some(b) = &batch {
-                if b.events() >= self.max_events || self.stop.load(Ordering::SeqCst) {
-                    break;
+            let stop = self.stop.load(Ordering::SeqCst);
+            let wait = match &batch {
+                Some((b, _)) if b.epoch != self.gate.epoch() => {
+                    tracing::info!(
+                        messages = b.messages,
+                        "revoked while reading: batch left to the partitions' next owners"
+                    );
+                    return None;
                 }
-            } else if self.stop.load(Ordering::SeqCst) {
-                return None;
-            }
-            // Poll often enough to notice stop, and never past the batch's deadline.
-            let wait = deadline.map_or(Duration::from_millis(100), |d: Instant| {
-                d.saturating_duration_since(Instant::now())
-                    .min(Duration::from_millis(100))
-            });
-            if deadline.is_some_and(|d| Instant::now() >= d) {
-                break;
-            }
+                Some((b, closes)) => {
+                    let left = closes.saturating_duration_since(Instant::now());
+                    if stop || left.is_zero() || b.events() >= self.max_events {
+                        break;
+                    }
+                    left.min(POLL)
+                }
+                None if stop => return None,
+                None => POLL,
+            };
             match self.consumer.poll(wait) {
                 None => {}
                 Some(Ok(m)) => {
-                    deadline.get_or_insert_with(|| Instant::now() + self.max_wait);
                     let decoded = decode::decode(m.payload(), &self.tenant);
                     // A batch begun before a revocation inside this poll is dropped at the top
                     // of the loop; a new one belongs to the epoch its first message came in.
-                    let now = self.gate.epoch();
-                    batch
-                        .get_or_insert_with(|| Batch::new(now))
-                        .add(m.partition(), m.offset(), m.key(), decoded);
+                    let (b, _) =
+                        batch.get_or_insert_with(|| (Batch::new(self.gate.epoch()), Instant::now() + self.max_wait));
+                    b.add(m.partition(), m.offset(), m.key(), decoded);
                 }
                 Some(Err(e)) => {
                     // The broker is away or the group is rebalancing: librdkafka retries.
@@ -340,7 +335,7 @@ impl Reader {
                 }
             }
         }
-        let mut batch = batch?;
+        let (mut batch, _) = batch?;
         batch.permit = permit;
         Some(batch)
     }
