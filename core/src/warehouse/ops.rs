@@ -114,6 +114,7 @@ pub async fn existing_event_ids(
     days: &[NaiveDate],
 ) -> Result<HashSet<Uuid>> {
     let day_numbers: Vec<String> = days.iter().map(|d| d.format("%Y%m%d").to_string()).collect();
+    let days = format!("[{}]", day_numbers.join(","));
     let sql = format!(
         "SELECT DISTINCT toString(event_id) AS id FROM {db}.{table} \
          WHERE toYYYYMMDD(ts) IN {{days:Array(UInt32)}} AND event_id IN {{ids:Array(UUID)}}"
@@ -122,7 +123,7 @@ pub async fn existing_event_ids(
     // Bounded parameter size: a server caps each HTTP form field (1 MiB by default).
     for chunk in ids.chunks(ID_LOOKUP_CHUNK) {
         let params = Params::new()
-            .bind("days", format!("[{}]", day_numbers.join(",")))
+            .bind("days", days.clone())
             .bind("ids", Params::array_of_strings(chunk.iter().map(|u| u.to_string())));
         for r in wh.select(&sql, &params).await? {
             let id = r["id"]
