@@ -170,7 +170,10 @@ impl Pipeline {
 
 /// Clients posting batches of 10 events with their own ids to shop.example.com, as fast as
 /// answers come, to whatever address `url` holds (a collector or standalone; a restarted
-/// one has a new port).
+/// one has a new port). Each request comes from another visitor (its own address), so the
+/// load reaches every partition of the topic whatever the day (the visitor key is keyed by
+/// the UTC day) and however the broker spreads keys: a test that needs a loader to receive
+/// messages must not depend on which partitions that loader was assigned.
 pub struct Load {
     pub url: Arc<RwLock<String>>,
     stop: Arc<AtomicBool>,
@@ -189,6 +192,11 @@ impl LoadReport {
     pub fn acked_ids(&self) -> usize {
         self.acked.iter().map(Vec::len).sum()
     }
+}
+
+/// The address of request `i` of worker `worker`: 250 visitors per worker, in turn.
+fn visitor_address(worker: usize, i: usize) -> String {
+    format!("198.18.{}.{}", worker % 256, i % 250 + 1)
 }
 
 impl Load {
@@ -223,7 +231,7 @@ impl Load {
                             .post(target)
                             .bearer_auth(&write)
                             .header("User-Agent", CHROME_MAC)
-                            .header("X-Forwarded-For", format!("198.51.100.{}", worker + 1))
+                            .header("X-Forwarded-For", visitor_address(worker, i))
                             .timeout(Duration::from_secs(5))
                             .json(&json!({"events": events}))
                             .send()
