@@ -102,6 +102,8 @@ fn raw_events(seed: usize, n: usize) -> Vec<RawEvent> {
             visitor_id: (seed % 250) as u64,
             country: String::new(),
             ingest_source: "web".into(),
+            prev_day_visitor_id: 0,
+            interactive: true,
         })
         .collect()
 }

@@ -41,6 +41,8 @@ async fn main() {
                 visitor_id: i as u64 % 50,
                 country: "DE".into(),
                 ingest_source: "web".into(),
+                prev_day_visitor_id: 0,
+                interactive: true,
             })
             .collect();
         let mut st = SessionState::default();

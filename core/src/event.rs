@@ -31,6 +31,65 @@ pub struct RawEvent {
     /// (GA4 Measurement Protocol, sent by servers: its user agent is not the visitor's).
     #[serde(default = "web_source")]
     pub ingest_source: String,
+    /// The visitor id the same visitor had on the previous UTC day, for events within a
+    /// session's reach (30 minutes) after UTC midnight; 0 otherwise. A visit that crosses
+    /// midnight continues under the earlier id (the privacy-friendly peers do the same with
+    /// the previous day's salt).
+    #[serde(default)]
+    pub prev_day_visitor_id: u64,
+    /// False for events that happen without the visitor doing anything (an autoplay video, a
+    /// scroll-depth ping sent on load): they neither end a bounce nor extend a visit.
+    #[serde(default = "interactive_by_default", deserialize_with = "flag")]
+    pub interactive: bool,
+}
+
+fn interactive_by_default() -> bool {
+    true
+}
+
+/// A flag as JSON writes it (`true`) or as the warehouse returns a `UInt8` column (`1`).
+fn flag<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Flag {
+        Bool(bool),
+        Number(u8),
+    }
+    Ok(match Flag::deserialize(d)? {
+        Flag::Bool(b) => b,
+        Flag::Number(n) => n != 0,
+    })
+}
+
+impl RawEvent {
+    /// What makes an event unique: its site and its id (ids are the client's choice, unique
+    /// within a site).
+    pub fn key(&self) -> (&str, uuid::Uuid) {
+        (&self.site_id, self.event_id)
+    }
+
+    /// Roughly what the event costs on disk before compression, in bytes: its text fields and
+    /// a fixed part for the rest. What the collector charges against a site's byte budget.
+    pub fn stored_bytes(&self) -> u64 {
+        let props: usize = self.props.iter().map(|(k, v)| k.len() + v.len()).sum();
+        (64 + self.site_id.len()
+            + self.name.len()
+            + self.url.len()
+            + self.referrer.len()
+            + self.user_agent.len()
+            + props
+            + self.revenue_amount.len()
+            + self.revenue_currency.len()
+            + self.country.len()
+            + self.ingest_source.len()) as u64
+    }
+
+    /// The (site, visitor) keys whose sessions processing this event may change: its own
+    /// visitor's, and near midnight the previous day's id it may continue.
+    pub fn session_keys(&self) -> impl Iterator<Item = (&str, u64)> {
+        std::iter::once((self.site_id.as_str(), self.visitor_id))
+            .chain((self.prev_day_visitor_id != 0).then_some((self.site_id.as_str(), self.prev_day_visitor_id)))
+    }
 }
 
 /// The UTC days (the partitions of `events_raw` and `events`) that `events` fall on.
@@ -90,6 +149,8 @@ pub struct Event {
     pub revenue_amount: String,
     pub revenue_currency: String,
     pub pipeline_version: u32,
+    /// 0 for non-interactive events (`RawEvent::interactive`).
+    pub interactive: u8,
 }
 
 /// DateTime64(3, 'UTC') in ClickHouse's text form, which both JSONEachRow input and output

@@ -46,13 +46,13 @@ pub struct Migration {
 }
 
 /// Columns of `events_raw` in insert order (the `RawEvent` fields).
-pub const RAW_COLUMNS: &str = "event_id, site_id, received_at, ts, name, url, referrer, user_agent, props, revenue_amount, revenue_currency, visitor_id, country, ingest_source";
+pub const RAW_COLUMNS: &str = "event_id, site_id, received_at, ts, name, url, referrer, user_agent, props, revenue_amount, revenue_currency, visitor_id, country, ingest_source, prev_day_visitor_id, interactive";
 
 /// Columns of `events` in insert order (the `Event` fields).
 pub const EVENT_COLUMNS: &str = "event_id, site_id, ts, name, is_pageview, hostname, pathname, referrer_host, referrer_source, referrer_medium, \
 utm_source, utm_medium, utm_campaign, utm_content, utm_term, browser, browser_version, os, os_version, device, country, is_bot, \
 visitor_id, session_id, session_start, visit_delta, bounce_delta, duration_delta, entry_page, session_source, session_medium, \
-session_utm_source, session_utm_medium, session_utm_campaign, props, revenue_amount, revenue_currency, pipeline_version";
+session_utm_source, session_utm_medium, session_utm_campaign, props, revenue_amount, revenue_currency, pipeline_version, interactive";
 
 fn events_columns_ddl() -> &'static str {
     "event_id UUID,
@@ -92,7 +92,8 @@ fn events_columns_ddl() -> &'static str {
     props Map(String, String),
     revenue_amount String,
     revenue_currency LowCardinality(String),
-    pipeline_version UInt32"
+    pipeline_version UInt32,
+    interactive UInt8 DEFAULT 1"
 }
 
 fn rollup_columns_ddl() -> &'static str {
@@ -242,6 +243,21 @@ TTL toDateTime(ts) + INTERVAL {} DAY",
 ORDER BY (topic, partition)"
             )],
         },
+        Migration {
+            version: 4,
+            description: "events_raw.prev_day_visitor_id and interactive: visits across UTC midnight, non-interactive events",
+            statements: vec![format!(
+                "ALTER TABLE {db}.{RAW_TABLE} ADD COLUMN IF NOT EXISTS prev_day_visitor_id UInt64 DEFAULT 0, \
+                 ADD COLUMN IF NOT EXISTS interactive UInt8 DEFAULT 1"
+            )],
+        },
+        Migration {
+            version: 5,
+            description: "events.interactive: whether an event may end a bounce or extend a visit",
+            statements: vec![format!(
+                "ALTER TABLE {db}.{EVENTS_TABLE} ADD COLUMN IF NOT EXISTS interactive UInt8 DEFAULT 1"
+            )],
+        },
     ]
 }
 
@@ -323,7 +339,7 @@ mod tests {
     #[test]
     fn column_lists_match_the_row_types() {
         let raw: Vec<&str> = RAW_COLUMNS.split(", ").collect();
-        assert_eq!(raw.len(), 14);
+        assert_eq!(raw.len(), 16);
         let ev: Vec<&str> = EVENT_COLUMNS.split(", ").map(str::trim).collect();
         let ddl_cols: Vec<&str> = events_columns_ddl()
             .lines()

@@ -89,9 +89,12 @@ pub struct Goal {
 }
 
 impl Goal {
-    /// The page pattern as an anchored regular expression (re2 syntax).
+    /// The page pattern as an anchored regular expression (re2 syntax). The pattern is first
+    /// put in the normal form of stored pages (`processor::page::normalize_path`: escapes
+    /// decoded, NFC, no trailing slash), so `/thank-you/` and `/caf%C3%A9` find what they mean.
     pub fn page_regex(&self) -> Option<String> {
-        let pattern = self.page.as_deref()?;
+        let pattern = crate::processor::page::normalize_path(self.page.as_deref()?);
+        let pattern = pattern.as_str();
         let mut re = String::from("^");
         let mut rest = pattern;
         while !rest.is_empty() {
@@ -174,6 +177,13 @@ pub struct Limits {
     /// Token bucket size: how far above the sustained rate a site may burst.
     #[serde(default = "default_burst")]
     pub burst_per_site: u32,
+    /// Sustained bytes per second a site may store (what its events cost on disk before
+    /// compression): a write token is public, so this bounds what anyone can write.
+    #[serde(default = "default_bytes_per_second")]
+    pub bytes_per_second_per_site: u32,
+    /// How far above the sustained byte rate a site may burst.
+    #[serde(default = "default_burst_bytes")]
+    pub burst_bytes_per_site: u32,
     #[serde(default = "default_max_props")]
     pub max_props: u32,
     #[serde(default = "default_max_prop_key_bytes")]
@@ -206,6 +216,12 @@ fn default_events_per_second() -> u32 {
 fn default_burst() -> u32 {
     5000
 }
+fn default_bytes_per_second() -> u32 {
+    2 * 1024 * 1024
+}
+fn default_burst_bytes() -> u32 {
+    16 * 1024 * 1024
+}
 fn default_max_props() -> u32 {
     30
 }
@@ -232,6 +248,8 @@ impl Default for Limits {
             body_bytes: default_body_bytes(),
             events_per_second_per_site: default_events_per_second(),
             burst_per_site: default_burst(),
+            bytes_per_second_per_site: default_bytes_per_second(),
+            burst_bytes_per_site: default_burst_bytes(),
             max_props: default_max_props(),
             max_prop_key_bytes: default_max_prop_key_bytes(),
             max_prop_value_bytes: default_max_prop_value_bytes(),
@@ -335,6 +353,8 @@ impl TenantSpec {
             ("limits.bodyBytes", l.body_bytes),
             ("limits.eventsPerSecondPerSite", l.events_per_second_per_site),
             ("limits.burstPerSite", l.burst_per_site),
+            ("limits.bytesPerSecondPerSite", l.bytes_per_second_per_site),
+            ("limits.burstBytesPerSite", l.burst_bytes_per_site),
             ("limits.maxPropKeyBytes", l.max_prop_key_bytes),
             ("limits.maxPropValueBytes", l.max_prop_value_bytes),
             ("retention.rawDays", self.retention.raw_days),
@@ -583,6 +603,11 @@ spec:
         assert!(!m("/checkout/*", "/checkout/a/b"));
         assert!(m("/docs/**", "/docs/a/b"));
         assert!(m("/a.b", "/a.b") && !m("/a.b", "/axb"));
+        // Patterns are normalised like stored pages: a trailing slash or escapes find the page.
+        assert!(m("/thank-you/", "/thank-you"));
+        assert!(m("/caf%C3%A9", "/café") && m("/café/", "/café") && m("/cafe\u{301}", "/café"));
+        assert!(m("/a%5Fb", "/a_b"));
+        assert!(m("/#/done/", "/#/done"));
         let bad = DOC.replace(
             "  limits: { eventsPerRequest: 50 }",
             "  limits: { eventsPerRequest: 50 }\n  goals: [{ name: Signup }]",

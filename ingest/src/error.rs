@@ -27,8 +27,13 @@ pub enum Error {
     BadJson(String),
     #[error("{message}")]
     BadRequest { field: String, message: String },
-    #[error("site {site:?} sends more than its limit of events per second")]
-    RateLimited { site: String, retry_after: Duration },
+    #[error("site {site:?} sends more than its limit of {budget} per second")]
+    RateLimited {
+        site: String,
+        /// `events` or `stored bytes`.
+        budget: &'static str,
+        retry_after: Duration,
+    },
     /// Too much is waiting already: the client should retry later.
     #[error("the event store is backed up; retry later")]
     Busy,

@@ -266,7 +266,8 @@ impl Plan {
             }
             Filter::Condition { op, dimension, values } => {
                 let expr = self.dimension_expr(dimension, goals)?;
-                let p = self.param("f", Params::array_of_strings(values));
+                let values = canonical_values(dimension, *op, values);
+                let p = self.param("f", Params::array_of_strings(&values));
                 match op {
                     Op::Is => format!("{expr} IN {{{p}:Array(String)}}"),
                     Op::IsNot => format!("{expr} NOT IN {{{p}:Array(String)}}"),
@@ -372,6 +373,22 @@ impl Plan {
         };
         (sql, self.params.clone())
     }
+}
+
+/// Filter values in the form the processor stores, so that a filter finds what it means
+/// however it is written: pages as `processor::page` normalises them (`/caf%C3%A9`, `/café/`
+/// and `/café` find one page), sources by the referrer list's names (`google` finds
+/// `Google`), channels by their names in any case. Regular expressions are left as written.
+fn canonical_values(dimension: &Dimension, op: Op, values: &[String]) -> Vec<String> {
+    use sightline_core::processor::{page, referrer};
+    let map: fn(&str) -> String = match (dimension, op) {
+        (Dimension::Column("page" | "entry_page"), Op::Is | Op::IsNot) => page::normalize_path,
+        (Dimension::Column("page" | "entry_page"), Op::Contains) => page::normalize_text,
+        (Dimension::Column("source"), Op::Is | Op::IsNot) => referrer::canonical_source,
+        (Dimension::Column("channel"), Op::Is | Op::IsNot) => referrer::canonical_channel,
+        _ => return values.to_vec(),
+    };
+    values.iter().map(|v| map(v)).collect()
 }
 
 fn goal_name_matches(op: Op, name: &str, values: &[String]) -> bool {
@@ -503,6 +520,37 @@ mod tests {
             );
         }
         assert!(params.0.iter().any(|(_, v)| v == evil));
+    }
+
+    #[test]
+    fn filter_values_take_the_stored_form() {
+        let stored = |dim: &str, op: &str, value: &str| {
+            let query = q(json!({"site_id": "s", "metrics": ["visitors"], "date_range": "7d",
+                                 "filters": [[op, dim, [value]]]}));
+            let plan = Plan::new("db", &query, &query.range, &[], Source::Events).unwrap();
+            let (_, params) = plan.rows_sql(&[], None);
+            params
+                .0
+                .iter()
+                .find(|(k, _)| k.starts_with('f'))
+                .map(|(_, v)| v.clone())
+                .unwrap()
+        };
+        for written in ["/caf%C3%A9", "/caf%c3%a9", "/café", "/café/"] {
+            assert_eq!(stored("page", "is", written), "['/café']", "{written}");
+        }
+        assert_eq!(stored("entry_page", "is_not", "/thank-you/"), "['/thank-you']");
+        assert_eq!(stored("page", "contains", "caf%C3%A9"), "['café']");
+        assert_eq!(
+            stored("page", "matches", "^/caf%C3%A9$"),
+            "['^/caf%C3%A9$']",
+            "patterns stay as written"
+        );
+        assert_eq!(stored("source", "is", "google"), "['Google']");
+        assert_eq!(stored("source", "is", "fb"), "['Facebook']");
+        assert_eq!(stored("source", "is", "newsletter"), "['newsletter']");
+        assert_eq!(stored("channel", "is", "organic search"), "['Organic Search']");
+        assert_eq!(stored("country", "is", "de"), "['de']", "other dimensions as written");
     }
 
     #[test]

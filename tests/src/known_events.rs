@@ -339,10 +339,10 @@ pub async fn known_events_give_exact_numbers(collect: &Server, query: &Server) {
     assert_eq!(
         v["results"],
         json!([
-            {"channel": "social", "visits": 2, "bounce_rate": 100},
-            {"channel": "direct", "visits": 1, "bounce_rate": 100},
-            {"channel": "email", "visits": 1, "bounce_rate": 0},
-            {"channel": "search", "visits": 1, "bounce_rate": 0},
+            {"channel": "Organic Social", "visits": 2, "bounce_rate": 100},
+            {"channel": "Direct", "visits": 1, "bounce_rate": 100},
+            {"channel": "Email", "visits": 1, "bounce_rate": 0},
+            {"channel": "Organic Search", "visits": 1, "bounce_rate": 0},
         ])
     );
     let v = breakdown("property=country".into()).await;
@@ -392,9 +392,9 @@ pub async fn known_events_give_exact_numbers(collect: &Server, query: &Server) {
     assert_eq!(v["results"], json!({"visitors": 2}));
     let v = breakdown("property=page&filters=page~PRIC".into()).await;
     assert_eq!(v["results"], json!([{"page": "/pricing", "visitors": 2}]));
-    let v = breakdown("property=page&metrics=visitors,pageviews&filters=channel==social".into()).await;
+    let v = breakdown("property=page&metrics=visitors,pageviews&filters=channel==Organic%20Social".into()).await;
     assert_eq!(v["results"], json!([{"page": "/", "visitors": 2, "pageviews": 2}]));
-    let (_, v) = get(&c, query, &shop, &format!("/v1/sites/shop.example.com/timeseries?{range}&interval=day&metrics=visitors&filters=channel==social;device==mobile")).await;
+    let (_, v) = get(&c, query, &shop, &format!("/v1/sites/shop.example.com/timeseries?{range}&interval=day&metrics=visitors&filters=channel==Organic%20Social;device==mobile")).await;
     assert_eq!(
         v["results"],
         json!([{"date": d0, "visitors": 1}, {"date": d1, "visitors": 0}])

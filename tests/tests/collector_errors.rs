@@ -203,7 +203,7 @@ async fn debug_stores_nothing_and_the_pixel_stores_one_event() {
         .post(server.url("/v1/collect/debug"))
         .bearer_auth(&write)
         .header("User-Agent", SAFARI_IPHONE)
-        .json(&json!({"events": [{"url": "https://blog.example.com/p?utm_source=x", "referrer": "https://www.bing.com/"}, {"url": "ftp://nope"}]}))
+        .json(&json!({"events": [{"url": "https://blog.example.com/p?utm_campaign=spring", "referrer": "https://www.bing.com/"}, {"url": "ftp://nope"}]}))
         .send()
         .await
         .unwrap();

@@ -30,6 +30,8 @@ fn raw(visitor: u64, minute: i64) -> RawEvent {
         visitor_id: visitor,
         country: "DE".into(),
         ingest_source: "web".into(),
+        prev_day_visitor_id: 0,
+        interactive: true,
     }
 }
 

@@ -38,6 +38,8 @@ fn raw(site: &str, visitor: u64, minute: i64, url: &str, ua: &str) -> RawEvent {
         visitor_id: visitor,
         country: "DE".into(),
         ingest_source: "web".into(),
+        prev_day_visitor_id: 0,
+        interactive: true,
     }
 }
 
@@ -248,12 +250,19 @@ async fn scenario(wh: &dyn Warehouse) {
 
     // Existing ids are found; unknown ones are not.
     let day = raws[0].ts.date_naive();
-    let probe = vec![raws[0].event_id, raws[3].event_id, Uuid::new_v4()];
+    // Ids are unique within a site only: another site's event with a stored id is new.
+    let probe = vec![
+        raws[0].key(),
+        raws[3].key(),
+        (raws[0].site_id.as_str(), Uuid::new_v4()),
+        ("other.example", raws[0].event_id),
+    ];
     let found = ops::existing_event_ids(wh, &db, "events_raw", &probe, &[day])
         .await
         .unwrap();
-    assert_eq!(found.len(), 2);
-    assert!(found.contains(&raws[0].event_id) && !found.contains(&probe[2]));
+    assert_eq!(found.len(), 2, "{found:?}");
+    assert!(found.contains(&(raws[0].site_id.clone(), raws[0].event_id)));
+    assert!(!found.contains(&("other.example".to_string(), raws[0].event_id)));
 
     // A consistent day needs no repair.
     assert!(replay::inconsistent_days(wh, &tenant, day, day)

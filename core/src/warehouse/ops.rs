@@ -103,34 +103,50 @@ pub async fn insert_rows<T: RowBinary + Sync>(wh: &dyn Warehouse, table: &str, r
         .await
 }
 
-/// Which of `ids` are already in `table` (`events_raw` or `events`), looking only at the
-/// given days' partitions (and the bloom-filter index on event_id). Used to make client
-/// retries and redelivered log messages idempotent.
+/// Which of `keys` (site, event id) are already in `table` (`events_raw` or `events`),
+/// looking only at the given days' partitions (and the bloom-filter index on event_id). Used
+/// to make client retries and redelivered log messages idempotent. Ids are the client's
+/// choice, so they are unique only within a site: two sites of a tenant may send one id.
 pub async fn existing_event_ids(
     wh: &dyn Warehouse,
     db: &str,
     table: &str,
-    ids: &[Uuid],
+    keys: &[(&str, Uuid)],
     days: &[NaiveDate],
-) -> Result<HashSet<Uuid>> {
+) -> Result<HashSet<(String, Uuid)>> {
     let day_numbers: Vec<String> = days.iter().map(|d| d.format("%Y%m%d").to_string()).collect();
     let days = format!("[{}]", day_numbers.join(","));
     let sql = format!(
-        "SELECT DISTINCT toString(event_id) AS id FROM {db}.{table} \
-         WHERE toYYYYMMDD(ts) IN {{days:Array(UInt32)}} AND event_id IN {{ids:Array(UUID)}}"
+        "SELECT DISTINCT site_id, toString(event_id) AS id FROM {db}.{table} \
+         WHERE toYYYYMMDD(ts) IN {{days:Array(UInt32)}} AND site_id IN {{sites:Array(String)}} \
+           AND event_id IN {{ids:Array(UUID)}}"
     );
+    let wanted: HashSet<(&str, Uuid)> = keys.iter().copied().collect();
     let mut found = HashSet::new();
     // Bounded parameter size: a server caps each HTTP form field (1 MiB by default).
-    for chunk in ids.chunks(ID_LOOKUP_CHUNK) {
+    for chunk in keys.chunks(ID_LOOKUP_CHUNK) {
+        let mut sites: Vec<&str> = chunk.iter().map(|(site, _)| *site).collect();
+        sites.sort_unstable();
+        sites.dedup();
         let params = Params::new()
             .bind("days", days.clone())
-            .bind("ids", Params::array_of_strings(chunk.iter().map(|u| u.to_string())));
+            .bind("sites", Params::array_of_strings(sites))
+            .bind(
+                "ids",
+                Params::array_of_strings(chunk.iter().map(|(_, id)| id.to_string())),
+            );
         for r in wh.select(&sql, &params).await? {
             let id = r["id"]
                 .as_str()
                 .and_then(|s| Uuid::parse_str(s).ok())
                 .ok_or_else(|| Error::Decode(format!("event id in {r}")))?;
-            found.insert(id);
+            let site = r["site_id"]
+                .as_str()
+                .ok_or_else(|| Error::Decode(format!("site_id in {r}")))?;
+            // Another site's event with one of these ids is not this event.
+            if wanted.contains(&(site, id)) {
+                found.insert((site.to_string(), id));
+            }
         }
     }
     Ok(found)
@@ -139,29 +155,39 @@ pub async fn existing_event_ids(
 /// Ids per lookup query: 5,000 quoted UUIDs are ~200 KB of parameter.
 const ID_LOOKUP_CHUNK: usize = 5_000;
 
-/// Rebuilds the open sessions of the last 30 minutes (relative to `now`) from `events`,
-/// so that sessions continue across a restart exactly as a replay would see them.
+/// Rebuilds the sessions that are open at `until` (an event in the 30 minutes before it)
+/// from `events`, so that sessions continue across a restart exactly as a replay would see
+/// them. Live roles pass now; a replay of a UTC day passes its midnight (visits that cross
+/// it continue). Returns how many sessions were restored.
 pub async fn restore_sessions(
     wh: &dyn Warehouse,
     db: &str,
-    now: DateTime<Utc>,
+    until: DateTime<Utc>,
     state: &mut SessionState,
 ) -> Result<usize> {
-    let since = now - crate::processor::session::SESSION_TIMEOUT - Duration::minutes(1);
+    let since = until - crate::processor::session::SESSION_TIMEOUT - Duration::minutes(1);
     let sql = format!(
         "SELECT site_id, visitor_id, session_id, \
-                toString(min(session_start)) AS start, toString(max(ts)) AS last, count() AS events, \
-                argMin(entry_page, ts) AS entry_page, argMin(session_source, ts) AS source, argMin(session_medium, ts) AS medium, \
+                toString(min(session_start)) AS opened, \
+                toString(if(countIf(interactive = 1) > 0, minIf(ts, interactive = 1), min(session_start))) AS first, \
+                toString(if(countIf(interactive = 1) > 0, maxIf(ts, interactive = 1), min(session_start))) AS last, \
+                countIf(interactive = 1) AS interactions, \
+                argMin(entry_page, ts) AS entry_page, argMin(session_source, ts) AS source, argMin(session_medium, ts) AS channel, \
                 argMin(session_utm_source, ts) AS utm_source, argMin(session_utm_medium, ts) AS utm_medium, \
                 argMin(session_utm_campaign, ts) AS utm_campaign \
-         FROM {db}.{} WHERE session_id IN (SELECT session_id FROM {db}.{} WHERE ts >= {{since:DateTime64(3, 'UTC')}}) \
-           AND ts >= {{since:DateTime64(3, 'UTC')}} - INTERVAL 1 DAY \
+         FROM {db}.{events} WHERE session_id IN (SELECT session_id FROM {db}.{events} \
+                WHERE ts >= {{since:DateTime64(3, 'UTC')}} AND ts < {{until:DateTime64(3, 'UTC')}}) \
+           AND ts >= {{since:DateTime64(3, 'UTC')}} - INTERVAL 1 DAY AND ts < {{until:DateTime64(3, 'UTC')}} \
          GROUP BY site_id, visitor_id, session_id",
-        schema::EVENTS_TABLE,
-        schema::EVENTS_TABLE
+        events = schema::EVENTS_TABLE,
     );
     let rows = wh
-        .select(&sql, &Params::new().bind("since", ch_datetime::format(&since)))
+        .select(
+            &sql,
+            &Params::new()
+                .bind("since", ch_datetime::format(&since))
+                .bind("until", ch_datetime::format(&until)),
+        )
         .await?;
     let text = |r: &serde_json::Value, k: &str| r[k].as_str().unwrap_or_default().to_string();
     let time = |r: &serde_json::Value, k: &str| -> Result<DateTime<Utc>> {
@@ -172,13 +198,14 @@ pub async fn restore_sessions(
             id: r["session_id"]
                 .as_u64()
                 .ok_or_else(|| Error::Decode("session_id".into()))?,
-            start: time(r, "start")?,
+            opened: time(r, "opened")?,
+            first: time(r, "first")?,
             last: time(r, "last")?,
-            events: r["events"].as_u64().unwrap_or(0) as u32,
+            interactions: r["interactions"].as_u64().unwrap_or(0) as u32,
             entry: SessionEntry {
                 page: text(r, "entry_page"),
                 source: text(r, "source"),
-                medium: text(r, "medium"),
+                channel: text(r, "channel"),
                 utm_source: text(r, "utm_source"),
                 utm_medium: text(r, "utm_medium"),
                 utm_campaign: text(r, "utm_campaign"),

@@ -60,9 +60,10 @@ pub async fn replay_days(wh: &dyn Warehouse, tenant: &Tenant, days: &[NaiveDate]
 
 /// `events_raw` of one day -> processor -> staging -> `REPLACE PARTITION` into `events`.
 ///
-/// Sessions never cross a UTC midnight (the visitor id changes with the day), so a day can
-/// be replayed on its own; rows are read ordered by (site, visitor, time), so each visitor's
-/// sessions are rebuilt in order and state for finished visitors is dropped as we go.
+/// A day is replayed on its own but for the visits open at its first midnight, which are read
+/// back from the end of the day before in `events` (a visit continues across midnight under
+/// the previous day's visitor id); rows are read ordered by (site, visitor, time), so each
+/// visitor's sessions are rebuilt in order and state for finished visitors is dropped as we go.
 async fn replay_events_day(wh: &dyn Warehouse, tenant: &Tenant, day: NaiveDate) -> Result<DayReplayed> {
     let db = tenant.database();
     let config = ProcessorConfig {
@@ -79,6 +80,10 @@ async fn replay_events_day(wh: &dyn Warehouse, tenant: &Tenant, day: NaiveDate) 
 
     let start = day.and_hms_opt(0, 0, 0).expect("midnight exists").and_utc();
     let end = start + chrono::Duration::days(1);
+    // Visits open at the day's first midnight continue into it: the end of the day before,
+    // as `events` holds it, seeds each visitor that carries the previous day's id.
+    let mut seed = SessionState::default();
+    ops::restore_sessions(wh, &db, start, &mut seed).await?;
     let mut sessions = SessionState::default();
     let mut cursor: Option<(String, u64, String, String)> = None;
     let mut raw_rows = 0u64;
@@ -115,6 +120,12 @@ async fn replay_events_day(wh: &dyn Warehouse, tenant: &Tenant, day: NaiveDate) 
             if current_visitor.as_ref() != Some(&visitor) {
                 // Rows come grouped by visitor: the previous visitor's sessions are complete.
                 sessions = SessionState::default();
+                if let Some(open) = seed
+                    .get(&raw.site_id, raw.prev_day_visitor_id)
+                    .filter(|_| raw.prev_day_visitor_id != 0)
+                {
+                    sessions.restore(&raw.site_id, raw.prev_day_visitor_id, open.clone());
+                }
                 current_visitor = Some(visitor);
             }
             events.push(process(&raw, config, &mut sessions));

@@ -93,6 +93,8 @@ impl RowBinary for RawEvent {
         out.extend_from_slice(&self.visitor_id.to_le_bytes());
         string(out, &self.country);
         string(out, &self.ingest_source);
+        out.extend_from_slice(&self.prev_day_visitor_id.to_le_bytes());
+        out.push(u8::from(self.interactive));
     }
 }
 
@@ -146,6 +148,7 @@ impl RowBinary for Event {
         string(out, &self.revenue_amount);
         string(out, &self.revenue_currency);
         out.extend_from_slice(&self.pipeline_version.to_le_bytes());
+        out.push(self.interactive);
     }
 }
 

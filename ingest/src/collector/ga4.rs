@@ -23,8 +23,10 @@ use sightline_core::intake::RequestContext;
 use sightline_core::registry::TenantEntry;
 use sightline_core::token::Scope;
 
-use super::{origin, read_body, validate_with, CollectorState};
+use super::admit::{admit, Admitted, Submission};
+use super::{origin, read_body, CollectorState};
 use crate::error::Error;
+use sightline_core::intake::{cut, MAX_USER_AGENT_BYTES};
 
 pub const MAX_EVENTS: usize = 25;
 pub const MAX_PARAMS: usize = 25;
@@ -74,6 +76,15 @@ const RESERVED_EVENTS: &[&str] = &[
     "user_engagement",
 ];
 const RESERVED_PREFIXES: &[&str] = &["_", "firebase_", "ga_", "google_", "gtag."];
+/// GA4's reserved user property names (documented for the Measurement Protocol), besides the
+/// reserved prefixes.
+const RESERVED_USER_PROPERTIES: &[&str] = &[
+    "first_open_after_install",
+    "first_open_time",
+    "first_visit_time",
+    "last_deep_link_referrer",
+    "user_id",
+];
 /// Params that length limits treat like GA4 does (longer than ordinary params).
 const LONG_PARAMS: &[(&str, usize)] = &[("page_location", 1000), ("page_referrer", 420), ("page_title", 300)];
 
@@ -165,13 +176,23 @@ pub fn map_body(body: &Value, site: &str) -> Mapped {
         }
     };
     if let Some(ua) = obj.get("user_agent").and_then(Value::as_str) {
-        m.user_agent = ua.to_string();
+        m.user_agent = cut(ua, MAX_USER_AGENT_BYTES);
     }
-    m.country = obj
-        .get("user_location")
-        .and_then(|l| l.get("country_id"))
-        .and_then(Value::as_str)
-        .map(str::to_string);
+    m.country = match obj.get("user_location").and_then(|l| l.get("country_id")) {
+        None => None,
+        // ISO 3166-1 alpha-2, as GA4 documents it; anything else is not a country.
+        Some(Value::String(c)) if c.len() == 2 && c.bytes().all(|b| b.is_ascii_alphabetic()) => {
+            Some(c.to_ascii_uppercase())
+        }
+        Some(_) => {
+            m.messages.push(message(
+                "user_location.country_id",
+                "country_id must be an ISO 3166-1 alpha-2 code such as US",
+                "VALUE_INVALID",
+            ));
+            None
+        }
+    };
     let request_ts = match obj.get("timestamp_micros") {
         None => None,
         Some(v) => match v.as_i64().or_else(|| v.as_str().and_then(|s| s.parse().ok())) {
@@ -182,6 +203,8 @@ pub fn map_body(body: &Value, site: &str) -> Mapped {
                     "timestamp_micros must be an integer",
                     "VALUE_INVALID",
                 ));
+                // When every event happened is unknown: none can be placed.
+                m.client_key = None;
                 None
             }
         },
@@ -204,7 +227,7 @@ pub fn map_body(body: &Value, site: &str) -> Mapped {
                             "user property names are letters, digits and _, start with a letter, at most 24 characters",
                             "NAME_INVALID",
                         ));
-                    } else if reserved(name) {
+                    } else if reserved(name) || RESERVED_USER_PROPERTIES.contains(&name.as_str()) {
                         m.messages.push(message(
                             path,
                             format!("user property name {name} is reserved"),
@@ -263,9 +286,9 @@ pub fn map_body(body: &Value, site: &str) -> Mapped {
             return m;
         }
     };
-    // A top-level fault (client id, timestamp, user properties) concerns every event.
-    if m.client_key.is_none() || !m.messages.is_empty() {
-        m.client_key = None;
+    // A fault of the client id or the request's timestamp concerns every event; a bad user
+    // property or country drops only itself (its message says so).
+    if m.client_key.is_none() {
         return m;
     }
     for (i, event) in events.iter().enumerate() {
@@ -328,6 +351,7 @@ fn map_event(
         return None;
     }
     let mut props = user_props.clone();
+    let mut non_interactive = false;
     for (key, value) in params {
         let path = at(&format!("params.{key}"));
         if !valid_name(key) {
@@ -377,6 +401,13 @@ fn map_event(
         }
         match key.as_str() {
             "page_location" | "page_referrer" | "value" | "currency" => {}
+            // Universal Analytics' flag, still sent by GA4 senders: the event neither ends a
+            // bounce nor extends the visit.
+            "non_interaction" => {
+                if matches!(text.as_str(), "true" | "1") {
+                    non_interactive = true;
+                }
+            }
             "session_id" => {
                 props.insert("ga_session_id".into(), Value::String(text));
             }
@@ -431,6 +462,9 @@ fn map_event(
     if !props.is_empty() {
         out.insert("props".into(), Value::Object(props));
     }
+    if non_interactive {
+        out.insert("interactive".into(), Value::Bool(false));
+    }
     Some(Value::Object(out))
 }
 
@@ -448,12 +482,14 @@ fn ga4_path(ga_index: usize, field: &str) -> String {
     format!("events[{ga_index}].params.{param}")
 }
 
-/// Authenticates, maps and validates one request: the events to store and every message.
+/// Authenticates, maps and admits one request (the collector's one intake: budgets, caps,
+/// validation): the events to store and every message.
 async fn intake(
     state: &CollectorState,
     query: &MpQuery,
     request: Request,
-) -> Result<(Option<super::Accepted>, Vec<ValidationMessage>), Error> {
+    stores: bool,
+) -> Result<(Option<Admitted>, Vec<ValidationMessage>), Error> {
     let (parts, body) = request.into_parts();
     let Some(measurement_id) = query.measurement_id.as_deref() else {
         return Ok((
@@ -470,7 +506,7 @@ async fn intake(
             None,
             vec![message(
                 "measurement_id",
-                format!("{measurement_id} is not a configured GA4 stream"),
+                format!("{} is not a configured GA4 stream", cut(measurement_id, 64)),
                 "VALUE_INVALID",
             )],
         ));
@@ -495,19 +531,24 @@ async fn intake(
     };
     let origin = origin(state, &parts);
     let country = mapped.country.unwrap_or(origin.country);
-    let ctx = RequestContext {
-        site_id: site,
-        tenant_key: entry.key(),
-        user_agent: &mapped.user_agent,
-        client_ip: origin.ip,
-        country: &country,
-        received_at: Utc::now(),
-        limits: &entry.tenant.spec.limits,
-        visitor_key: Some(&client_key),
-        ingest_source: SOURCE_GA4_MP,
+    let submission = Submission {
+        entry,
+        ctx: RequestContext {
+            site_id: site,
+            tenant_key: entry.key(),
+            user_agent: &mapped.user_agent,
+            client_ip: origin.ip,
+            country: &country,
+            received_at: Utc::now(),
+            limits: &entry.tenant.spec.limits,
+            visitor_key: Some(&client_key),
+            ingest_source: SOURCE_GA4_MP,
+        },
+        events: &mapped.events,
+        stores,
     };
-    let accepted = validate_with(&entry.tenant.name, &ctx, &mapped.events);
-    for r in &accepted.rejected {
+    let admitted = admit(state, submission)?;
+    for r in &admitted.rejected {
         let ga_index = mapped.index_map.get(r.index).copied().unwrap_or(r.index);
         let code = if r.field == "ts" || r.reason.contains("longer") || r.reason.contains("more than") {
             "VALUE_OUT_OF_BOUNDS"
@@ -516,7 +557,7 @@ async fn intake(
         };
         messages.push(message(ga4_path(ga_index, &r.field), r.reason.clone(), code));
     }
-    Ok((Some(accepted), messages))
+    Ok((Some(admitted), messages))
 }
 
 /// The api_secret is a Sightline write token for the stream's site.
@@ -538,14 +579,14 @@ pub async fn collect(
     Query(query): Query<MpQuery>,
     request: Request,
 ) -> Result<Response, Error> {
-    let (accepted, messages) = intake(&state, &query, request).await?;
+    let (admitted, messages) = intake(&state, &query, request, true).await?;
     if !messages.is_empty() {
         // GA4 answers 2xx to bad input; we do too, and say why in the log.
         tracing::warn!(messages = ?messages, "GA4 MP input dropped");
     }
-    if let Some(a) = accepted {
+    if let Some(a) = admitted {
         // Never a silent drop of valid events: a store that cannot take them is a 503.
-        state.store(&a.tenant, a.events, a.client_ids, &[]).await?;
+        state.store(&a.tenant, a.events, a.client_ids, &a.rejected).await?;
     }
     Ok(StatusCode::NO_CONTENT.into_response())
 }
@@ -556,6 +597,6 @@ pub async fn debug(
     Query(query): Query<MpQuery>,
     request: Request,
 ) -> Result<Response, Error> {
-    let (_, messages) = intake(&state, &query, request).await?;
+    let (_, messages) = intake(&state, &query, request, false).await?;
     Ok((StatusCode::OK, Json(json!({"validationMessages": messages}))).into_response())
 }

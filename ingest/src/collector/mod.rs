@@ -2,6 +2,7 @@
 //! `POST /v1/collect/debug` (same verdicts, nothing stored) and `GET /v1/collect` (one event
 //! from query parameters, answered with a 1x1 GIF for clients without JavaScript).
 
+mod admit;
 pub mod client;
 pub mod ga4;
 
@@ -22,7 +23,7 @@ use serde::Serialize;
 use serde_json::Value;
 use sightline_core::event::{Event, RawEvent};
 use sightline_core::geo::Geo;
-use sightline_core::intake::{validate_event, Rejection, RequestContext};
+use sightline_core::intake::{Adjustment, Rejection, RequestContext};
 use sightline_core::processor::session::SessionState;
 use sightline_core::processor::{process, ProcessorConfig};
 use sightline_core::registry::{Registry, TenantEntry};
@@ -32,6 +33,7 @@ use tower_http::cors::{Any, CorsLayer};
 use crate::error::Error;
 use crate::metrics::{CollectorMetrics, TenantLabels};
 use crate::sink::EventSink;
+use admit::{Admitted, Submission};
 use client::ClientConfig;
 use sightline_core::rate::RateLimiter;
 
@@ -40,7 +42,10 @@ pub struct CollectorState {
     pub sink: Arc<dyn EventSink>,
     pub client: ClientConfig,
     pub geo: Arc<Geo>,
+    /// Events per second per site.
     pub rate: RateLimiter,
+    /// Stored bytes per second per site.
+    pub stored_bytes: RateLimiter,
     pub metrics: CollectorMetrics,
 }
 
@@ -52,6 +57,7 @@ impl CollectorState {
             client,
             geo,
             rate: RateLimiter::default(),
+            stored_bytes: RateLimiter::default(),
             metrics: CollectorMetrics::default(),
         }
     }
@@ -109,16 +115,21 @@ pub fn router(state: Arc<CollectorState>) -> Router {
         .with_state(state)
 }
 
+/// The answer to a request that was taken: how many events are stored, which were refused
+/// and why, and what was cut or dropped from the stored ones.
 #[derive(Debug, Serialize)]
 pub struct Verdict {
     pub accepted: usize,
     pub rejected: Vec<Rejection>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub adjusted: Vec<Adjustment>,
 }
 
 #[derive(Debug, Serialize)]
 struct DebugVerdict {
     accepted: usize,
     rejected: Vec<Rejection>,
+    adjusted: Vec<Adjustment>,
     /// What the processor makes of each accepted event (with a fresh session).
     processed: Vec<Event>,
 }
@@ -217,66 +228,9 @@ pub(crate) fn origin(state: &CollectorState, parts: &Parts) -> Origin {
     Origin { ip, country }
 }
 
-/// Validates every event of a request in its context; each fails alone.
-pub(crate) fn validate_with(tenant: &str, ctx: &RequestContext<'_>, events: &[Value]) -> Accepted {
-    let mut out = Accepted {
-        tenant: tenant.to_string(),
-        events: Vec::with_capacity(events.len()),
-        client_ids: Vec::new(),
-        rejected: Vec::new(),
-    };
-    for (i, event) in events.iter().enumerate() {
-        match validate_event(i, event, ctx) {
-            Ok(raw) => {
-                if event.get("id").is_some_and(|id| !id.is_null()) {
-                    out.client_ids.push(raw.event_id);
-                }
-                out.events.push(raw);
-            }
-            Err(r) => out.rejected.push(r),
-        }
-    }
-    out
-}
-
-/// Validates every event of a browser request against its tenant and site.
-fn validate_all(
-    state: &CollectorState,
-    entry: &TenantEntry,
-    claims: &Claims,
-    parts: &Parts,
-    events: &[Value],
-) -> Accepted {
-    let origin = origin(state, parts);
-    let ctx = RequestContext {
-        site_id: &claims.site,
-        tenant_key: entry.key(),
-        user_agent: client::user_agent(&parts.headers),
-        client_ip: origin.ip,
-        country: &origin.country,
-        received_at: Utc::now(),
-        limits: &entry.tenant.spec.limits,
-        visitor_key: None,
-        ingest_source: sightline_core::event::SOURCE_WEB,
-    };
-    validate_with(&entry.tenant.name, &ctx, events)
-}
-
-/// The outcome of validating one request.
-pub(crate) struct Accepted {
-    pub tenant: String,
-    pub events: Vec<RawEvent>,
-    pub client_ids: Vec<uuid::Uuid>,
-    pub rejected: Vec<Rejection>,
-}
-
-/// Everything up to and including validation, shared by collect, debug and pixel.
-async fn intake(
-    state: &CollectorState,
-    parts: &Parts,
-    body: Option<Body>,
-    enforce_rate: bool,
-) -> Result<Accepted, Error> {
+/// Everything up to and including admission, shared by collect, debug and pixel: the token,
+/// the body (or the pixel's query), then `admit::admit`.
+async fn intake(state: &CollectorState, parts: &Parts, body: Option<Body>, stores: bool) -> Result<Admitted, Error> {
     let (entry, claims) = authorize(state, parts)?;
     let limits = &entry.tenant.spec.limits;
     let events = match body {
@@ -287,40 +241,35 @@ async fn intake(
         }
         None => vec![pixel_event(parts)?],
     };
-    if events.len() > limits.events_per_request as usize {
-        return Err(Error::TooManyEvents {
-            count: events.len(),
-            limit: limits.events_per_request,
-        });
-    }
-    if enforce_rate {
-        let cost = u32::try_from(events.len()).unwrap_or(u32::MAX);
-        state
-            .rate
-            .take(
-                &entry.tenant.name,
-                &claims.site,
-                cost,
-                limits.events_per_second_per_site,
-                limits.burst_per_site,
-                Instant::now(),
-            )
-            .map_err(|retry_after| Error::RateLimited {
-                site: claims.site.clone(),
-                retry_after,
-            })?;
-    }
-    Ok(validate_all(state, entry, &claims, parts, &events))
+    let origin = origin(state, parts);
+    let submission = Submission {
+        entry,
+        ctx: RequestContext {
+            site_id: &claims.site,
+            tenant_key: entry.key(),
+            user_agent: client::user_agent(&parts.headers),
+            client_ip: origin.ip,
+            country: &origin.country,
+            received_at: Utc::now(),
+            limits,
+            visitor_key: None,
+            ingest_source: sightline_core::event::SOURCE_WEB,
+        },
+        events: &events,
+        stores,
+    };
+    admit::admit(state, submission)
 }
 
 #[tracing::instrument(skip_all, fields(tenant, accepted, rejected))]
 async fn collect(State(state): State<Arc<CollectorState>>, request: Request) -> Result<Response, Error> {
     let (parts, body) = request.into_parts();
-    let Accepted {
+    let Admitted {
         tenant,
         events: accepted,
         client_ids,
         rejected,
+        adjusted,
     } = intake(&state, &parts, Some(body), true).await?;
     let span = tracing::Span::current();
     span.record("tenant", tenant.as_str());
@@ -331,6 +280,7 @@ async fn collect(State(state): State<Arc<CollectorState>>, request: Request) -> 
     let verdict = Verdict {
         accepted: count,
         rejected,
+        adjusted,
     };
     Ok((StatusCode::ACCEPTED, Json(verdict)).into_response())
 }
@@ -338,10 +288,11 @@ async fn collect(State(state): State<Arc<CollectorState>>, request: Request) -> 
 #[tracing::instrument(skip_all)]
 async fn collect_debug(State(state): State<Arc<CollectorState>>, request: Request) -> Result<Response, Error> {
     let (parts, body) = request.into_parts();
-    let Accepted {
+    let Admitted {
         tenant,
         events: accepted,
         rejected,
+        adjusted,
         ..
     } = intake(&state, &parts, Some(body), false).await?;
     let bot_filtering = state.registry.get(&tenant).is_some_and(|e| e.tenant.spec.bot_filtering);
@@ -355,6 +306,7 @@ async fn collect_debug(State(state): State<Arc<CollectorState>>, request: Reques
         Json(DebugVerdict {
             accepted: accepted.len(),
             rejected,
+            adjusted,
             processed,
         }),
     )
@@ -382,6 +334,7 @@ fn pixel_event(parts: &Parts) -> Result<Value, Error> {
             "token" => continue,
             "url" | "referrer" | "name" | "id" => Value::String(value),
             "ts" => value.parse::<i64>().map(Value::from).unwrap_or(Value::String(value)),
+            "interactive" => value.parse::<bool>().map(Value::Bool).unwrap_or(Value::String(value)),
             "props" => serde_json::from_str(&value).map_err(|e| Error::BadRequest {
                 field: "props".into(),
                 message: format!("props must be a JSON object: {e}"),
@@ -396,11 +349,12 @@ fn pixel_event(parts: &Parts) -> Result<Value, Error> {
 #[tracing::instrument(skip_all)]
 async fn pixel(State(state): State<Arc<CollectorState>>, request: Request) -> Result<Response, Error> {
     let (parts, _) = request.into_parts();
-    let Accepted {
+    let Admitted {
         tenant,
         events: accepted,
         client_ids,
         rejected,
+        ..
     } = intake(&state, &parts, None, true).await?;
     if let Some(r) = rejected.first() {
         state.metrics.event(&tenant, "rejected", &r.field, 1);

@@ -67,8 +67,8 @@ pub fn decode(payload: Option<&[u8]>, tenant: &Tenant) -> Decoded {
 
 fn event(text: &RawValue, tenant: &Tenant) -> Result<RawEvent, String> {
     let event: RawEvent = serde_json::from_str(text.get()).map_err(|e| format!("not a Sightline raw event: {e}"))?;
-    if event.event_id.is_nil() {
-        return Err("event_id is the nil UUID".into());
+    if event.event_id.is_nil() || event.event_id.is_max() {
+        return Err("event_id is the nil or max UUID, which cannot identify one event".into());
     }
     if tenant.spec.site(&event.site_id).is_none() {
         return Err(format!(
@@ -113,6 +113,8 @@ mod tests {
             visitor_id: 7,
             country: String::new(),
             ingest_source: "web".into(),
+            prev_day_visitor_id: 0,
+            interactive: true,
         }
     }
 

@@ -41,8 +41,9 @@ pub struct Stored {
     pub duplicates: usize,
 }
 
-/// Stores `batch` (one tenant's, in log order) so that each event id is in `events_raw` and
-/// in `events` exactly once, given that only ids in `suspects` can be stored already. On
+/// Stores `batch` (one tenant's, in log order) so that each event (site and id) is in
+/// `events_raw` and in `events` exactly once, given that only ids in `suspects` can be stored
+/// already. On
 /// error nothing about `sessions` has changed, so the caller retries the same batch.
 pub async fn store_batch(
     wh: &dyn Warehouse,
@@ -53,46 +54,43 @@ pub async fn store_batch(
 ) -> Result<Stored, sightline_core::Error> {
     let total = batch.len();
     let mut seen = HashSet::with_capacity(total);
-    let mut raws: Vec<&RawEvent> = batch.iter().filter(|r| seen.insert(r.event_id)).collect();
+    let mut raws: Vec<&RawEvent> = batch.iter().filter(|r| seen.insert(r.key())).collect();
     if raws.is_empty() {
         return Ok(Stored::default());
     }
     let db = tenant.database();
     let days = days_of(raws.iter().copied());
-    let ids: Vec<_> = raws
+    let keys: Vec<(&str, Uuid)> = raws
         .iter()
-        .map(|r| r.event_id)
-        .filter(|id| suspects.contains(id))
+        .map(|r| r.key())
+        .filter(|(_, id)| suspects.contains(id))
         .collect();
     // Phase timings go to the debug log: they are what the loader bench is read with.
     let lookup_started = std::time::Instant::now();
-    let in_raw = if ids.is_empty() {
+    let in_raw = if keys.is_empty() {
         HashSet::new()
     } else {
-        ops::existing_event_ids(wh, &db, schema::RAW_TABLE, &ids, &days).await?
+        ops::existing_event_ids(wh, &db, schema::RAW_TABLE, &keys, &days).await?
     };
     let in_events = if in_raw.is_empty() {
         HashSet::new()
     } else {
-        let suspects: Vec<_> = in_raw.iter().copied().collect();
+        let suspects: Vec<(&str, Uuid)> = in_raw.iter().map(|(site, id)| (site.as_str(), *id)).collect();
         ops::existing_event_ids(wh, &db, schema::EVENTS_TABLE, &suspects, &days).await?
     };
+    let stored = |set: &HashSet<(String, Uuid)>, r: &RawEvent| set.contains(&(r.site_id.clone(), r.event_id));
 
     let lookup_time = lookup_started.elapsed();
     // Time order, as a replay sees them: sessions come out the same.
     let process_started = std::time::Instant::now();
-    raws.sort_by_key(|r| r.ts);
-    let to_process: Vec<&RawEvent> = raws
-        .iter()
-        .copied()
-        .filter(|r| !in_events.contains(&r.event_id))
-        .collect();
+    raws.sort_by_key(|r| (r.ts, r.event_id));
+    let to_process: Vec<&RawEvent> = raws.iter().copied().filter(|r| !stored(&in_events, r)).collect();
     let config = ProcessorConfig {
         bot_filtering: tenant.spec.bot_filtering,
     };
-    let before = sessions.snapshot(to_process.iter().map(|r| (r.site_id.as_str(), r.visitor_id)));
+    let before = sessions.snapshot(to_process.iter().flat_map(|r| r.session_keys()));
     let events: Vec<_> = to_process.iter().map(|r| process(r, config, sessions)).collect();
-    let new_raw: Vec<&RawEvent> = raws.into_iter().filter(|r| !in_raw.contains(&r.event_id)).collect();
+    let new_raw: Vec<&RawEvent> = raws.into_iter().filter(|r| !stored(&in_raw, r)).collect();
     let process_time = process_started.elapsed();
     let insert_started = std::time::Instant::now();
     if let Err(e) = ops::insert_raw_and_events(wh, &db, &new_raw, &events).await {
