@@ -13,8 +13,10 @@
  *   data-downloads        "true": send "File Download" events
  *   data-allow-localhost  "true": also count on localhost and file:
  *
- * API: sightline('event', name, {props: {...}, revenue: {amount, currency}})
+ * API: sightline('event', name, {props: {...}, revenue: {amount, currency}, interactive: false})
  *      sightline('pageview')
+ * `interactive: false` marks an event the visitor did not cause (an autoplay video, a scroll
+ * ping sent on load): it neither ends a bounce nor extends the visit.
  * Calls made before the script loads are queued with:
  *   window.sightline = window.sightline || function () { (sightline.q = sightline.q || []).push(arguments) }
  *
@@ -52,6 +54,7 @@
     if (referrer) event.referrer = referrer;
     if (options.props) event.props = options.props;
     if (options.revenue) event.revenue = options.revenue;
+    if (options.interactive === false) event.interactive = false;
     var body = JSON.stringify(event);
     // A string body goes as text/plain: no CORS preflight, and it survives page unload.
     if (!(navigator.sendBeacon && navigator.sendBeacon(endpoint, body))) {

@@ -21,7 +21,7 @@ const TENANT = `apiVersion: sightline.dev/v1alpha1
 kind: AnalyticsTenant
 metadata: { name: browser }
 spec:
-  sites: { allowed: [{ id: browser.test }, { id: hash.test }, { id: local.test }] }
+  sites: { allowed: [{ id: browser.test }, { id: hash.test }, { id: local.test }, { id: video.test }] }
 `;
 
 // Each page variant reports to its own site, with its own script options.
@@ -29,6 +29,7 @@ const VARIANTS = {
   '': { site: 'browser.test', options: 'data-allow-localhost="true" data-spa="true" data-outbound="true"' },
   hash: { site: 'hash.test', options: 'data-allow-localhost="true" data-hash="true" data-downloads="true"' },
   local: { site: 'local.test', options: '' },
+  video: { site: 'video.test', options: 'data-allow-localhost="true"' },
 };
 
 function html(variant, body) {
@@ -46,6 +47,9 @@ const PAGES = {
   '/hash/': `<h1>App</h1><a id="settings" href="#/settings">Settings</a><a id="report" href="/hash/files/report.pdf">Report</a>
     <a id="anchor" href="#top">Top</a>`,
   '/local/': `<h1>Local</h1><button id="signup" onclick="sightline('event', 'signup')">Sign up</button>`,
+  // An autoplay video reports its start on load, without the visitor doing anything.
+  '/video/': `<h1>Video</h1><script>sightline('event', 'video_autoplay', {interactive: false})</script>
+    <button id="play" onclick="sightline('event', 'video_play')">Play</button>`,
 };
 
 before(async () => {
@@ -61,7 +65,7 @@ before(async () => {
       res.writeHead(200, { 'Content-Type': 'application/pdf' });
       return res.end('%PDF-1.4');
     }
-    const variant = path.startsWith('/hash/') ? 'hash' : path.startsWith('/local/') ? 'local' : '';
+    const variant = path.startsWith('/hash/') ? 'hash' : path.startsWith('/local/') ? 'local' : path.startsWith('/video/') ? 'video' : '';
     res.writeHead(200, { 'Content-Type': 'text/html' });
     res.end(html(variant, PAGES[path] ?? PAGES['/']));
   });
@@ -176,6 +180,23 @@ test('hash routes and file downloads, when the page opts in', async () => {
     { event_name: 'pageview', events: 3 },
     { event_name: 'File Download', events: 1 },
   ]);
+});
+
+test('events marked non-interactive leave a bounce a bounce; a click ends it', async () => {
+  const context = await browser.newContext({ userAgent: CHROME_UA });
+  const page = await context.newPage();
+  await page.goto(`${pageUrl}/video/`);
+  await page.waitForFunction(loaded);
+  await page.waitForTimeout(500);
+  const before = await settle('video.test', 2);
+  assert.deepEqual(before, { visitors: 1, visits: 1, pageviews: 1, events: 2 });
+  const bounce = async () => (await query('aggregate?period=today&metrics=bounce_rate', 'video.test')).results.bounce_rate;
+  assert.equal(await bounce(), 100, 'the autoplay event did not end the bounce');
+  await page.click('#play');
+  await page.waitForTimeout(500);
+  await context.close();
+  await settle('video.test', 3);
+  assert.equal(await bounce(), 0, 'a click is an interaction');
 });
 
 test('localhost is not counted unless the page says so', async () => {

@@ -275,6 +275,8 @@ fn known_source(value: &str) -> Option<(&'static str, Class)> {
         .get(&key)
         .or_else(|| list.aliases.get(strip_front(&key)))
         .map(|i| (list.sources[*i].name.as_str(), list.sources[*i].class))
+        // A host written as the source (utm_source=google.com): the list's host patterns.
+        .or_else(|| key.contains('.').then(|| lookup(&key)).flatten())
 }
 
 /// Ad click ids that ad platforms add only to paid clicks (auto-tagging): one makes a visit
@@ -585,11 +587,13 @@ mod tests {
             attr("", ("Google", "organic", ""), &[]),
             ("Google".into(), ORGANIC_SEARCH)
         );
-        for alias in ["facebook", "Facebook", "FB", "facebook.com", "m.facebook.com"] {
+        for alias in ["facebook", "Facebook", "FB", "facebook.com", "m.facebook.com", "l.facebook.com"] {
             assert_eq!(canonical_source(alias), "Facebook", "{alias}");
         }
         assert_eq!(canonical_source("hacker news"), "Hacker News");
         assert_eq!(canonical_source("yahoo"), "Yahoo!");
+        assert_eq!(canonical_source("google.com"), "Google");
+        assert_eq!(canonical_source("www.google.co.uk"), "Google");
         assert_eq!(canonical_source("newsletter-42"), "newsletter-42");
         // An unknown tag keeps its text; the channel follows the medium.
         assert_eq!(attr("", ("newsletter", "email", ""), &[]), ("newsletter".into(), EMAIL));
