@@ -11,7 +11,7 @@ use sightline_core::secret::MasterSecret;
 use sightline_core::spec::{load_tenants, Tenant};
 use sightline_core::warehouse::embedded::Embedded;
 use sightline_core::warehouse::http::{Http, HttpConfig};
-use sightline_core::warehouse::Warehouse;
+use sightline_core::warehouse::{tiers, Warehouse};
 use sightline_ingest::collector::client::ClientConfig;
 use sightline_query::{Limits, QueryConfig};
 use std::sync::Arc;
@@ -173,6 +173,7 @@ impl WarehouseArgs {
                 for tenant in tenants {
                     let applied = sightline_core::warehouse::ops::apply_schema(warehouse.as_ref(), tenant).await?;
                     tracing::info!(tenant = %tenant.name, from = applied.from, to = applied.to, "schema ready");
+                    migrate_recent_days(warehouse.as_ref(), tenant).await?;
                 }
                 Ok::<_, sightline_core::Error>(warehouse)
             };
@@ -259,13 +260,63 @@ impl QueryArgs {
     }
 }
 
-/// Applies (creates or migrates) every tenant's schema.
+/// Applies (creates or migrates) every tenant's schema, and moves the days still open to
+/// inserts onto the rollup tiers (run before the role stores anything).
 pub async fn apply_schemas(warehouse: &dyn Warehouse, tenants: &[Tenant]) -> Result<(), String> {
     for tenant in tenants {
         let applied = sightline_core::warehouse::ops::apply_schema(warehouse, tenant)
             .await
             .map_err(|e| format!("tenant {}: {e}", tenant.name))?;
         tracing::info!(tenant = %tenant.name, from = applied.from, to = applied.to, "schema ready");
+        migrate_recent_days(warehouse, tenant)
+            .await
+            .map_err(|e| format!("tenant {}: {e}", tenant.name))?;
     }
     Ok(())
+}
+
+/// The first step of a database's move from the hourly layout to the tiers: the days that
+/// still take inserts, swapped while this role does not write yet (`tiers`).
+async fn migrate_recent_days(warehouse: &dyn Warehouse, tenant: &Tenant) -> Result<(), sightline_core::Error> {
+    let moved = tiers::migrate_recent_days(warehouse, tenant, chrono::Utc::now()).await?;
+    if !moved.is_empty() {
+        tracing::info!(tenant = %tenant.name, days = moved.len(), "recent days moved onto the rollup tiers");
+    }
+    Ok(())
+}
+
+/// How often the writing roles seal days into the daily tier.
+const SEAL_EVERY: Duration = Duration::from_secs(15 * 60);
+
+/// The storage work of a role that writes (standalone, loader), in the background until
+/// `stop`: each tenant's older days moved onto the tiers (once, resumable), then days sealed
+/// into the daily tier every 15 minutes. Both are idempotent: two processes doing it at once
+/// only repeat each other's work. Failures are logged and tried again at the next round.
+pub fn storage_maintenance(
+    warehouse: Arc<dyn Warehouse>,
+    tenants: Vec<Tenant>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            for tenant in &tenants {
+                let now = chrono::Utc::now();
+                let work = async {
+                    tiers::backfill(warehouse.as_ref(), tenant, now, |_| {}).await?;
+                    tiers::seal(warehouse.as_ref(), tenant, now).await
+                };
+                let outcome = tokio::select! {
+                    outcome = work => outcome,
+                    _ = stop.changed() => return,
+                };
+                if let Err(e) = outcome {
+                    tracing::warn!(tenant = %tenant.name, error = %e, "storage maintenance failed; trying again later");
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(SEAL_EVERY) => {}
+                _ = stop.changed() => return,
+            }
+        }
+    })
 }

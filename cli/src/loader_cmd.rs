@@ -9,7 +9,7 @@ use sightline_core::spec::load_tenants;
 use sightline_ingest::loader::{Loader, LoaderConfig};
 use sightline_ingest::metrics::{ops_router, LoaderMetrics, Readiness};
 
-use crate::common::{announce, block_on, stop_on_signal, ServeArgs, WarehouseArgs};
+use crate::common::{announce, block_on, stop_on_signal, storage_maintenance, ServeArgs, WarehouseArgs};
 
 #[derive(ClapArgs)]
 pub struct Args {
@@ -78,6 +78,7 @@ async fn serve(args: Args) -> Result<(), String> {
         return Ok(());
     };
 
+    let maintenance = storage_maintenance(warehouse.clone(), tenants.clone(), stopped.clone());
     let mut loaders = tokio::task::JoinSet::new();
     for tenant in tenants {
         let config = LoaderConfig {
@@ -106,6 +107,9 @@ async fn serve(args: Args) -> Result<(), String> {
     stop.send_replace(true);
     while let Some(ended) = loaders.join_next().await {
         failed.extend(outcome(ended));
+    }
+    if let Err(e) = maintenance.await {
+        failed.push(e.to_string());
     }
     server.abort();
     if failed.is_empty() {

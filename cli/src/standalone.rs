@@ -21,7 +21,9 @@ use sightline_ingest::collector::{self, CollectorState};
 use sightline_ingest::group_commit::{GroupCommit, GroupCommitConfig};
 use sightline_query::QueryState;
 
-use crate::common::{apply_schemas, block_on, shutdown_signal, ClientArgs, QueryArgs, ServeArgs, WarehouseArgs};
+use crate::common::{
+    apply_schemas, block_on, shutdown_signal, storage_maintenance, ClientArgs, QueryArgs, ServeArgs, WarehouseArgs,
+};
 
 /// Days back from today that start-up checks for half-loaded days (the lateness window).
 const REPAIR_DAYS: u64 = 4;
@@ -57,6 +59,7 @@ async fn serve(args: Args) -> Result<(), String> {
     let warehouse = args.warehouse.open(&args.serve.data).await?;
 
     let now = Utc::now();
+    // The schema, and the recent days onto the rollup tiers, before anything is stored.
     apply_schemas(warehouse.as_ref(), &tenants).await?;
     let mut sessions = BTreeMap::new();
     for tenant in &tenants {
@@ -119,11 +122,15 @@ async fn serve(args: Args) -> Result<(), String> {
 
     let (listener, addr) = args.serve.bind().await?;
     print_banner(addr, &tenants[0], &secret);
+    let (stop_maintenance, stopped) = tokio::sync::watch::channel(false);
+    let maintenance = storage_maintenance(warehouse.clone(), tenants.clone(), stopped);
 
     axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(shutdown_signal())
         .await
         .map_err(|e| e.to_string())?;
+    stop_maintenance.send_replace(true);
+    maintenance.await.map_err(|e| e.to_string())?;
     // The server and every handle to the writer are gone: it commits what it holds, then ends.
     tracing::info!("draining the group-commit writer");
     writer.await.map_err(|e| e.to_string())?;

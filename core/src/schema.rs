@@ -1,6 +1,16 @@
 //! `Schema`: the DDL of one tenant, generated from its spec. Both warehouse backends run
 //! exactly this text. Migrations are numbered; `schema_migrations` records which ran, so a
-//! restart re-runs nothing and an upgrade runs only what is new.
+//! restart re-runs nothing and an upgrade runs only what is new. A migration's text never
+//! changes once released (`legacy` keeps what earlier layouts created); what changes is a
+//! new migration.
+//!
+//! The storage layout (docs/storage.md): `events_raw` (the truth) and `events` (processed)
+//! partitioned by UTC day; rollup tiers below them:
+//! - `Tier::QuarterHour`: 15-minute UTC buckets, partitioned by UTC day, fed by materialized
+//!   views from `events`. Every IANA zone's offset is a whole number of quarter hours, so any
+//!   zone's hours, days, weeks and months are sums of whole buckets: exact everywhere.
+//! - `Tier::Daily`: each site's local days (its configured timezone), partitioned by month,
+//!   built from the quarter-hour tier's states once days are sealed (`warehouse::tiers`).
 
 use crate::spec::Tenant;
 
@@ -27,9 +37,10 @@ pub fn dimension(name: &str) -> Option<(&'static str, &'static str, bool)> {
 
 pub const RAW_TABLE: &str = "events_raw";
 pub const EVENTS_TABLE: &str = "events";
-pub const SITE_ROLLUP: &str = "rollup_site_hourly";
-pub const DIM_ROLLUP: &str = "rollup_dims_hourly";
 pub const MIGRATIONS_TABLE: &str = "schema_migrations";
+/// Small facts about a tenant's storage (`warehouse::tiers::StorageState`): which layout
+/// answers queries, which local days the daily tier holds, with which timezones.
+pub const STATE_TABLE: &str = "storage_state";
 /// The loaders' write-ahead intents (see `ingest::loader::store`).
 pub const INTENTS_TABLE: &str = "loader_intents";
 
@@ -96,49 +107,177 @@ fn events_columns_ddl() -> &'static str {
     interactive UInt8 DEFAULT 1"
 }
 
-fn rollup_columns_ddl() -> &'static str {
-    "visitors AggregateFunction(uniq, UInt64),
+/// The aggregate function that counts visitors in every rollup tier. `uniq` (adaptive
+/// sampling: exact below 65,536 distinct visitors per state, then within ~1%) won the
+/// comparison in BENCHMARKS.md against `uniqCombined` and `uniqHLL12` for merge speed at
+/// equal or better error; `uniqTheta` is not built into the embedded engine.
+pub const VISITORS_AGG: &str = "uniq";
+
+fn rollup_columns_ddl() -> String {
+    format!(
+        "visitors AggregateFunction({VISITORS_AGG}, UInt64),
     visits SimpleAggregateFunction(sum, Int64),
     pageviews SimpleAggregateFunction(sum, UInt64),
     events SimpleAggregateFunction(sum, UInt64),
     bounces SimpleAggregateFunction(sum, Int64),
     duration SimpleAggregateFunction(sum, Int64)"
+    )
 }
 
-/// The rollup aggregates over `events`; shared by the views and by replay's staging build,
-/// so both compute the same thing.
-pub const ROLLUP_AGGREGATES: &str = "uniqState(visitor_id) AS visitors, \
+/// The rollup aggregates over `events`; shared by the views and by every rebuild of the
+/// quarter-hour tier, so both compute the same thing.
+pub fn rollup_aggregates() -> String {
+    format!(
+        "{VISITORS_AGG}State(visitor_id) AS visitors, \
 toInt64(sum(visit_delta)) AS visits, \
 toUInt64(sum(is_pageview)) AS pageviews, \
 toUInt64(count()) AS events, \
 toInt64(sum(bounce_delta)) AS bounces, \
-toInt64(sum(duration_delta)) AS duration";
-
-/// SELECT that builds `rollup_site_hourly` rows from an events table.
-pub fn site_rollup_select(db: &str, events_table: &str) -> String {
-    site_rollup_select_from(&format!("{db}.{events_table}"))
+toInt64(sum(duration_delta)) AS duration"
+    )
 }
 
-/// The same, from any source of `events` rows (a table or a subquery).
-pub fn site_rollup_select_from(source: &str) -> String {
-    format!("SELECT site_id, toStartOfHour(ts) AS hour, {ROLLUP_AGGREGATES} FROM {source} WHERE is_bot = 0 GROUP BY site_id, hour")
+/// The same aggregates over rows that already hold them (a coarser tier from a finer one).
+pub fn merged_aggregates() -> String {
+    format!(
+        "{VISITORS_AGG}MergeState(visitors) AS visitors, toInt64(sum(visits)) AS visits, \
+toUInt64(sum(pageviews)) AS pageviews, toUInt64(sum(events)) AS events, \
+toInt64(sum(bounces)) AS bounces, toInt64(sum(duration)) AS duration"
+    )
 }
 
-/// SELECT that builds `rollup_dims_hourly` rows: each event counts once per dimension.
-pub fn dims_rollup_select(db: &str, events_table: &str) -> String {
-    dims_rollup_select_from(&format!("{db}.{events_table}"))
-}
-
-/// The same, from any source of `events` rows (a table or a subquery).
-pub fn dims_rollup_select_from(source: &str) -> String {
-    let pairs: Vec<String> = DIMENSIONS
+/// `('page', toString(pathname)), ...`: each event counts once per dimension.
+fn dimension_pairs() -> String {
+    DIMENSIONS
         .iter()
         .map(|(name, column, _)| format!("('{name}', toString({column}))"))
-        .collect();
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A rollup tier (see the module doc).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Tier {
+    QuarterHour,
+    Daily,
+}
+
+impl Tier {
+    /// The tier's name in query answers (`meta.tier`) and docs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Tier::QuarterHour => "quarter_hour",
+            Tier::Daily => "daily",
+        }
+    }
+
+    /// The table of per-site totals (`dims = false`) or per-dimension rows.
+    pub fn table(self, dims: bool) -> &'static str {
+        match (self, dims) {
+            (Tier::QuarterHour, false) => "rollup_site_15m",
+            (Tier::QuarterHour, true) => "rollup_dims_15m",
+            (Tier::Daily, false) => "rollup_site_daily",
+            (Tier::Daily, true) => "rollup_dims_daily",
+        }
+    }
+
+    /// The time column: a UTC bucket start (`DateTime`) or a local day (`Date`).
+    pub fn time_column(self) -> &'static str {
+        match self {
+            Tier::QuarterHour => "bucket",
+            Tier::Daily => "day",
+        }
+    }
+
+    /// What one `REPLACE PARTITION` swaps: a UTC day, or a month of local days.
+    pub fn partition_by(self) -> &'static str {
+        match self {
+            Tier::QuarterHour => "toYYYYMMDD(bucket)",
+            Tier::Daily => "toYYYYMM(day)",
+        }
+    }
+
+    pub fn all_tables() -> [&'static str; 4] {
+        [
+            Tier::QuarterHour.table(false),
+            Tier::QuarterHour.table(true),
+            Tier::Daily.table(false),
+            Tier::Daily.table(true),
+        ]
+    }
+}
+
+/// A tier table (or a staging copy of one, `table`), `dims` for the per-dimension form.
+pub fn tier_table_ddl(db: &str, table: &str, tier: Tier, dims: bool, rollup_days: u32) -> String {
+    let (time_type, ttl) = match tier {
+        Tier::QuarterHour => ("DateTime('UTC')", "bucket"),
+        Tier::Daily => ("Date", "day"),
+    };
+    let time = tier.time_column();
+    let (dim_columns, order) = if dims {
+        (
+            "dimension LowCardinality(String),\n    value String,\n    ".to_string(),
+            format!("site_id, dimension, {time}, value"),
+        )
+    } else {
+        (String::new(), format!("site_id, {time}"))
+    };
     format!(
-        "SELECT site_id, toStartOfHour(ts) AS hour, dim.1 AS dimension, dim.2 AS value, {ROLLUP_AGGREGATES} \
-         FROM {source} ARRAY JOIN [{}] AS dim WHERE is_bot = 0 GROUP BY site_id, hour, dimension, value",
-        pairs.join(", ")
+        "CREATE TABLE IF NOT EXISTS {db}.{table} (
+    site_id LowCardinality(String),
+    {time} {time_type},
+    {dim_columns}{}
+) ENGINE = AggregatingMergeTree
+PARTITION BY {}
+ORDER BY ({order})
+TTL {ttl} + INTERVAL {rollup_days} DAY
+SETTINGS index_granularity = {ROLLUP_GRANULARITY}",
+        rollup_columns_ddl(),
+        tier.partition_by()
+    )
+}
+
+/// SELECT that builds quarter-hour rows (`dims`: per dimension) from any source of `events`
+/// rows (a table or a subquery): what the views run on every insert, and every rebuild.
+pub fn quarter_hour_select_from(source: &str, dims: bool) -> String {
+    let aggregates = rollup_aggregates();
+    if dims {
+        format!(
+            "SELECT site_id, toStartOfFifteenMinutes(ts) AS bucket, dim.1 AS dimension, dim.2 AS value, {aggregates} \
+             FROM {source} ARRAY JOIN [{}] AS dim WHERE is_bot = 0 GROUP BY site_id, bucket, dimension, value",
+            dimension_pairs()
+        )
+    } else {
+        format!(
+            "SELECT site_id, toStartOfFifteenMinutes(ts) AS bucket, {aggregates} \
+             FROM {source} WHERE is_bot = 0 GROUP BY site_id, bucket"
+        )
+    }
+}
+
+/// SELECT that builds daily rows from quarter-hour rows of `db`, for the local days
+/// `[{first:Date}, {last:Date}]` in the timezone `{tz:String}`, of the sites in
+/// `{sites:Array(String)}` (or, `except`, of every other site).
+pub fn daily_select(db: &str, dims: bool, except: bool) -> String {
+    let source = Tier::QuarterHour.table(dims);
+    let sites = if except { "NOT IN" } else { "IN" };
+    let (keys, group) = if dims {
+        (
+            "site_id, toDate(bucket, {tz:String}) AS day, dimension, value",
+            "site_id, day, dimension, value",
+        )
+    } else {
+        ("site_id, toDate(bucket, {tz:String}) AS day", "site_id, day")
+    };
+    // Local days lie within 14 hours of their UTC dates, either way.
+    format!(
+        "SELECT {keys}, {} FROM {db}.{source} \
+         WHERE bucket >= toDateTime({{first:Date}}, 'UTC') - INTERVAL 14 HOUR \
+           AND bucket < toDateTime({{last:Date}}, 'UTC') + INTERVAL 38 HOUR \
+           AND site_id {sites} {{sites:Array(String)}} \
+           AND toDate(bucket, {{tz:String}}) BETWEEN {{first:Date}} AND {{last:Date}} \
+         GROUP BY {group}",
+        merged_aggregates()
     )
 }
 
@@ -154,36 +293,102 @@ TTL toDateTime(ts) + INTERVAL {raw_days} DAY",
     )
 }
 
-pub fn site_rollup_ddl(db: &str, table: &str, rollup_days: u32) -> String {
-    format!(
-        "CREATE TABLE IF NOT EXISTS {db}.{table} (
+/// What earlier layouts created, frozen: their migrations must keep meaning what they
+/// meant when they ran. Only migrations and the step that retires them read this.
+pub mod legacy {
+    /// The hourly rollups of layout 1 (partitioned by month), replaced by the tiers.
+    pub const SITE_ROLLUP: &str = "rollup_site_hourly";
+    pub const DIM_ROLLUP: &str = "rollup_dims_hourly";
+
+    const ROLLUP_COLUMNS: &str = "visitors AggregateFunction(uniq, UInt64),
+    visits SimpleAggregateFunction(sum, Int64),
+    pageviews SimpleAggregateFunction(sum, UInt64),
+    events SimpleAggregateFunction(sum, UInt64),
+    bounces SimpleAggregateFunction(sum, Int64),
+    duration SimpleAggregateFunction(sum, Int64)";
+
+    const AGGREGATES: &str = "uniqState(visitor_id) AS visitors, \
+toInt64(sum(visit_delta)) AS visits, \
+toUInt64(sum(is_pageview)) AS pageviews, \
+toUInt64(count()) AS events, \
+toInt64(sum(bounce_delta)) AS bounces, \
+toInt64(sum(duration_delta)) AS duration";
+
+    /// `events` as migration 1 created it (later columns come from ALTERs).
+    pub fn events_v1_ddl(db: &str, raw_days: u32) -> String {
+        let columns = super::events_columns_ddl()
+            .strip_suffix(",\n    interactive UInt8 DEFAULT 1")
+            .expect("interactive is the last column, added by migration 5");
+        format!(
+            "CREATE TABLE IF NOT EXISTS {db}.{} (
+    {columns}
+) ENGINE = MergeTree
+PARTITION BY toYYYYMMDD(ts)
+ORDER BY (site_id, toStartOfHour(ts), visitor_id, ts)
+TTL toDateTime(ts) + INTERVAL {raw_days} DAY",
+            super::EVENTS_TABLE
+        )
+    }
+
+    pub fn site_rollup_ddl(db: &str, rollup_days: u32) -> String {
+        format!(
+            "CREATE TABLE IF NOT EXISTS {db}.{SITE_ROLLUP} (
     site_id LowCardinality(String),
     hour DateTime('UTC'),
-    {}
+    {ROLLUP_COLUMNS}
 ) ENGINE = AggregatingMergeTree
 PARTITION BY toYYYYMM(hour)
 ORDER BY (site_id, hour)
 TTL hour + INTERVAL {rollup_days} DAY
-SETTINGS index_granularity = {ROLLUP_GRANULARITY}",
-        rollup_columns_ddl()
-    )
-}
+SETTINGS index_granularity = {}",
+            super::ROLLUP_GRANULARITY
+        )
+    }
 
-pub fn dims_rollup_ddl(db: &str, table: &str, rollup_days: u32) -> String {
-    format!(
-        "CREATE TABLE IF NOT EXISTS {db}.{table} (
+    pub fn dims_rollup_ddl(db: &str, rollup_days: u32) -> String {
+        format!(
+            "CREATE TABLE IF NOT EXISTS {db}.{DIM_ROLLUP} (
     site_id LowCardinality(String),
     hour DateTime('UTC'),
     dimension LowCardinality(String),
     value String,
-    {}
+    {ROLLUP_COLUMNS}
 ) ENGINE = AggregatingMergeTree
 PARTITION BY toYYYYMM(hour)
 ORDER BY (site_id, dimension, hour, value)
 TTL hour + INTERVAL {rollup_days} DAY
-SETTINGS index_granularity = {ROLLUP_GRANULARITY}",
-        rollup_columns_ddl()
-    )
+SETTINGS index_granularity = {}",
+            super::ROLLUP_GRANULARITY
+        )
+    }
+
+    pub fn site_view(db: &str) -> String {
+        format!(
+            "CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.{SITE_ROLLUP}_mv TO {db}.{SITE_ROLLUP} AS \
+             SELECT site_id, toStartOfHour(ts) AS hour, {AGGREGATES} FROM {db}.{} WHERE is_bot = 0 GROUP BY site_id, hour",
+            super::EVENTS_TABLE
+        )
+    }
+
+    pub fn dims_view(db: &str) -> String {
+        format!(
+            "CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.{DIM_ROLLUP}_mv TO {db}.{DIM_ROLLUP} AS \
+             SELECT site_id, toStartOfHour(ts) AS hour, dim.1 AS dimension, dim.2 AS value, {AGGREGATES} \
+             FROM {db}.{} ARRAY JOIN [{}] AS dim WHERE is_bot = 0 GROUP BY site_id, hour, dimension, value",
+            super::EVENTS_TABLE,
+            super::dimension_pairs()
+        )
+    }
+
+    /// What retires layout 1 once the tiers hold every day (`warehouse::tiers`).
+    pub fn retire(db: &str) -> Vec<String> {
+        vec![
+            format!("DROP VIEW IF EXISTS {db}.{SITE_ROLLUP}_mv"),
+            format!("DROP VIEW IF EXISTS {db}.{DIM_ROLLUP}_mv"),
+            format!("DROP TABLE IF EXISTS {db}.{SITE_ROLLUP}"),
+            format!("DROP TABLE IF EXISTS {db}.{DIM_ROLLUP}"),
+        ]
+    }
 }
 
 /// All migrations of a tenant, oldest first.
@@ -217,11 +422,11 @@ ORDER BY (site_id, visitor_id, ts)
 TTL toDateTime(ts) + INTERVAL {} DAY",
                 r.raw_days
             ),
-            events_table_ddl(&db, EVENTS_TABLE, r.raw_days),
-            site_rollup_ddl(&db, SITE_ROLLUP, r.rollup_days),
-            dims_rollup_ddl(&db, DIM_ROLLUP, r.rollup_days),
-            format!("CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.{SITE_ROLLUP}_mv TO {db}.{SITE_ROLLUP} AS {}", site_rollup_select(&db, EVENTS_TABLE)),
-            format!("CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.{DIM_ROLLUP}_mv TO {db}.{DIM_ROLLUP} AS {}", dims_rollup_select(&db, EVENTS_TABLE)),
+            legacy::events_v1_ddl(&db, r.raw_days),
+            legacy::site_rollup_ddl(&db, r.rollup_days),
+            legacy::dims_rollup_ddl(&db, r.rollup_days),
+            legacy::site_view(&db),
+            legacy::dims_view(&db),
         ],
     },
         Migration {
@@ -258,15 +463,44 @@ ORDER BY (topic, partition)"
                 "ALTER TABLE {db}.{EVENTS_TABLE} ADD COLUMN IF NOT EXISTS interactive UInt8 DEFAULT 1"
             )],
         },
+        Migration {
+            version: 6,
+            description: "storage v2: quarter-hour tier (fed by views) and daily tier; storage_state",
+            statements: {
+                let mut statements = Vec::new();
+                for tier in [Tier::QuarterHour, Tier::Daily] {
+                    for dims in [false, true] {
+                        statements.push(tier_table_ddl(&db, tier.table(dims), tier, dims, r.rollup_days));
+                    }
+                }
+                for dims in [false, true] {
+                    let table = Tier::QuarterHour.table(dims);
+                    statements.push(format!(
+                        "CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.{table}_mv TO {db}.{table} AS {}",
+                        quarter_hour_select_from(&format!("{db}.{EVENTS_TABLE}"), dims)
+                    ));
+                }
+                statements.push(format!(
+                    "CREATE TABLE IF NOT EXISTS {db}.{STATE_TABLE} (key String, value String, version UInt64) \
+                     ENGINE = ReplacingMergeTree(version) ORDER BY key"
+                ));
+                statements
+            },
+        },
     ]
 }
 
-/// Statements run on every apply after the migrations: settings that follow the spec
-/// (retention) rather than the code version. Idempotent.
-pub fn spec_statements(tenant: &Tenant) -> Vec<String> {
+/// The version `apply_schema` brings a tenant to: the last migration's.
+pub fn latest_version() -> u32 {
+    6
+}
+
+/// Statements run on every apply after the migrations, for the tables of schema `version`:
+/// settings that follow the spec (retention) rather than the code version. Idempotent.
+pub fn spec_statements(tenant: &Tenant, version: u32) -> Vec<String> {
     let db = tenant.database();
     let r = &tenant.spec.retention;
-    vec![
+    let mut statements = vec![
         format!(
             "ALTER TABLE {db}.{RAW_TABLE} MODIFY TTL toDateTime(ts) + INTERVAL {} DAY",
             r.raw_days
@@ -275,15 +509,19 @@ pub fn spec_statements(tenant: &Tenant) -> Vec<String> {
             "ALTER TABLE {db}.{EVENTS_TABLE} MODIFY TTL toDateTime(ts) + INTERVAL {} DAY",
             r.raw_days
         ),
-        format!(
-            "ALTER TABLE {db}.{SITE_ROLLUP} MODIFY TTL hour + INTERVAL {} DAY",
-            r.rollup_days
-        ),
-        format!(
-            "ALTER TABLE {db}.{DIM_ROLLUP} MODIFY TTL hour + INTERVAL {} DAY",
-            r.rollup_days
-        ),
-    ]
+    ];
+    // The tiers exist from migration 6 on.
+    for tier in [Tier::QuarterHour, Tier::Daily].into_iter().filter(|_| version >= 6) {
+        for dims in [false, true] {
+            statements.push(format!(
+                "ALTER TABLE {db}.{} MODIFY TTL {} + INTERVAL {} DAY",
+                tier.table(dims),
+                tier.time_column(),
+                r.rollup_days
+            ));
+        }
+    }
+    statements
 }
 
 pub fn bootstrap_statements(tenant: &Tenant) -> Vec<String> {
@@ -327,12 +565,45 @@ mod tests {
     }
 
     #[test]
-    fn views_and_replay_share_the_rollup_select() {
+    fn views_and_rebuilds_share_the_tier_select() {
         let m = migrations(&tenant());
-        assert!(m[0].statements[4].ends_with(&site_rollup_select("sightline_acme_eu", EVENTS_TABLE)));
-        assert!(m[0].statements[5].ends_with(&dims_rollup_select("sightline_acme_eu", EVENTS_TABLE)));
+        let v6 = &m.iter().find(|m| m.version == 6).unwrap().statements;
+        for dims in [false, true] {
+            let view = v6
+                .iter()
+                .find(|s| s.contains(&format!("{}_mv", Tier::QuarterHour.table(dims))))
+                .unwrap();
+            assert!(view.ends_with(&quarter_hour_select_from("sightline_acme_eu.events", dims)));
+        }
         for (name, _, _) in DIMENSIONS {
-            assert!(m[0].statements[5].contains(&format!("('{name}',")));
+            assert!(quarter_hour_select_from("x", true).contains(&format!("('{name}',")));
+        }
+        assert_eq!(m.last().unwrap().version, latest_version());
+    }
+
+    /// A released migration never changes: a changed view or table is a new migration.
+    /// These are the SHA-256 of each migration's statements for the tenant above; a failure
+    /// here means a released migration was edited.
+    #[test]
+    fn released_migrations_are_frozen() {
+        use sha2::{Digest, Sha256};
+        let pinned: &[(u32, &str)] = &[
+            (1, "12062e90db46a8d624ea9eb9b1fe32b069494e7835ebb288e2ab4dab8f05897c"),
+            (2, "d68b45ffd438ae0cb309a85cfec7ecbf570401d9ce38fb595c808bf7f90e2d08"),
+            (3, "b387ae02ff38b9c281cd92ab87d3f0adf65e38c95aa55a3d2dfdea846f697836"),
+            (4, "85c57d39989e55f0164c0bdd2a8407369a529878ac4774d718d33f654b85d41b"),
+            (5, "020eb1dd0cbf510f9b4842f8f5a3a8bf519ae9717ccd07f81a0865b04816f6a0"),
+            (6, "e2211dd0e9d7b0ed5499f745d99368e0c6673e344cf56ed7edde7d10b9710ed1"),
+        ];
+        for m in migrations(&tenant()) {
+            let mut h = Sha256::new();
+            for statement in &m.statements {
+                h.update(statement.as_bytes());
+                h.update([0]);
+            }
+            let got: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
+            let want = pinned.iter().find(|(v, _)| *v == m.version).map(|(_, c)| *c);
+            assert_eq!(Some(got.as_str()), want, "migration {} ({})", m.version, m.description);
         }
     }
 

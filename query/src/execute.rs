@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use chrono::{Days, Months};
 use serde_json::{json, Map, Value};
 use sightline_core::spec::Tenant;
+use sightline_core::warehouse::tiers::{self, StorageState};
 use sightline_core::warehouse::{Params, Warehouse};
 
 use crate::buckets;
@@ -117,9 +118,42 @@ impl Limits {
     }
 }
 
-pub async fn run(wh: &dyn Warehouse, tenant: &Tenant, query: &Query, limits: &Limits) -> Result<Answer, QueryError> {
-    let source = choose_source(query)?;
-    let (rows, total_rows) = run_range(wh, tenant, query, source, &query.range, true, limits).await?;
+/// What the planner needs to know of a tenant's storage (`tiers::StorageState`), with
+/// whether its daily tier was built with the timezones the spec says now.
+#[derive(Clone, Debug)]
+pub struct Storage {
+    pub state: StorageState,
+    pub daily_zones_current: bool,
+}
+
+impl Storage {
+    pub fn new(tenant: &Tenant, state: StorageState) -> Self {
+        let daily_zones_current = state.daily_timezones == tiers::timezone_fingerprint(tenant);
+        Self {
+            state,
+            daily_zones_current,
+        }
+    }
+
+    fn source(&self, tenant: &Tenant, query: &Query) -> Result<Source, QueryError> {
+        choose_source(
+            query,
+            tenant.spec.site_timezone(&query.site_id),
+            &self.state,
+            self.daily_zones_current,
+        )
+    }
+}
+
+pub async fn run(
+    wh: &dyn Warehouse,
+    tenant: &Tenant,
+    storage: &Storage,
+    query: &Query,
+    limits: &Limits,
+) -> Result<Answer, QueryError> {
+    let source = storage.source(tenant, query)?;
+    let (rows, total_rows) = run_range(wh, tenant, storage, query, source, &query.range, true, limits).await?;
     let mut answer = Answer {
         rows,
         total_rows,
@@ -129,16 +163,22 @@ pub async fn run(wh: &dyn Warehouse, tenant: &Tenant, query: &Query, limits: &Li
     };
     if let Some(compare) = query.compare {
         let range = comparison_range(&query.range, compare);
-        let (previous, _) = run_range(wh, tenant, query, source, &range, false, limits).await?;
+        // The earlier period may lie in days another tier holds.
+        let mut earlier = query.clone();
+        earlier.range = range.clone();
+        let earlier_source = storage.source(tenant, &earlier)?;
+        let (previous, _) = run_range(wh, tenant, storage, query, earlier_source, &range, false, limits).await?;
         attach_comparison(query, &mut answer.rows, &previous, &query.range, &range);
         answer.comparison_range = Some(range);
     }
     Ok(answer)
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn run_range(
     wh: &dyn Warehouse,
     tenant: &Tenant,
+    storage: &Storage,
     query: &Query,
     source: Source,
     range: &DateRange,
@@ -162,11 +202,11 @@ async fn run_range(
     // without their goal conditions (conversion rate).
     let mut totals = Totals::default();
     if query.metrics.contains(&Metric::Percentage) {
-        totals.percentage = visitors_total(wh, &db, query, query.filter.clone(), range, goals, limits).await?;
+        totals.percentage = visitors_total(wh, tenant, storage, query, query.filter.clone(), range, limits).await?;
     }
     if query.metrics.contains(&Metric::ConversionRate) {
         let (rest, _) = split_goal_filter(query.filter.as_ref())?;
-        totals.conversion = visitors_total(wh, &db, query, rest, range, goals, limits).await?;
+        totals.conversion = visitors_total(wh, tenant, storage, query, rest, range, limits).await?;
     }
 
     let mut rows: Vec<Row> = raw_rows
@@ -235,11 +275,11 @@ struct Totals {
 
 async fn visitors_total(
     wh: &dyn Warehouse,
-    db: &str,
+    tenant: &Tenant,
+    storage: &Storage,
     query: &Query,
     filter: Option<crate::model::Filter>,
     range: &DateRange,
-    goals: &[sightline_core::spec::Goal],
     limits: &Limits,
 ) -> Result<u64, QueryError> {
     let total_query = Query {
@@ -248,10 +288,11 @@ async fn visitors_total(
         metrics: vec![Metric::Visitors],
         compare: None,
         order_by: Vec::new(),
+        range: range.clone(),
         ..query.clone()
     };
-    let source = choose_source(&total_query)?;
-    let plan = Plan::new(db, &total_query, range, goals, source)?;
+    let source = storage.source(tenant, &total_query)?;
+    let plan = Plan::new(&tenant.database(), &total_query, range, &tenant.spec.goals, source)?;
     let (sql, params) = plan.rows_sql(&[], None);
     Ok(limits
         .select(wh, &sql, &params)

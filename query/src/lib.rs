@@ -13,6 +13,7 @@ pub mod output;
 pub mod plan;
 pub mod realtime;
 pub mod request;
+pub mod storage;
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -39,7 +40,7 @@ use cache::AnswerCache;
 pub use error::QueryError;
 use execute::Answer;
 pub use execute::Limits;
-use model::{Dimension, PathHint, Query};
+use model::{Dimension, PathHint, Query, TierHint};
 use request::{
     parse_dimension, parse_filters, parse_interval, parse_metrics, parse_pagination, parse_range, DateRange, RawParams,
 };
@@ -74,6 +75,7 @@ pub struct QueryState {
     pub watermarks: Arc<Watermarks>,
     pub config: QueryConfig,
     cache: AnswerCache,
+    storage: storage::StorageStates,
     rate: RateLimiter,
     metrics: prometheus_client::registry::Registry,
 }
@@ -103,6 +105,7 @@ impl QueryState {
             watermarks,
             config,
             cache,
+            storage: storage::StorageStates::default(),
             rate: RateLimiter::default(),
             metrics,
         }
@@ -210,6 +213,7 @@ fn get_query(
         offset: 0,
         compare: None,
         path: PathHint::Auto,
+        tier: TierHint::Auto,
     };
     Ok(query)
 }
@@ -226,7 +230,17 @@ async fn answer(
     if let Some(hit) = state.cache.get(&key) {
         return Ok((hit, watermark));
     }
-    let fresh = Arc::new(execute::run(state.warehouse.as_ref(), &entry.tenant, query, &state.config.limits).await?);
+    let storage = state.storage.get(state.warehouse.as_ref(), &entry.tenant).await;
+    let fresh = Arc::new(
+        execute::run(
+            state.warehouse.as_ref(),
+            &entry.tenant,
+            &storage,
+            query,
+            &state.config.limits,
+        )
+        .await?,
+    );
     state.cache.insert(key, fresh.clone());
     Ok((fresh, watermark))
 }
@@ -250,6 +264,9 @@ fn meta(query: &Query, answer: &Answer, watermark: &Watermark) -> Value {
         "total_rows": answer.total_rows,
         "path": answer.source.name(),
     });
+    if let Some(tier) = answer.source.tier() {
+        m["tier"] = json!(tier);
+    }
     if let Some(c) = &answer.comparison_range {
         m["comparison_date_range"] = range_json(c);
     }

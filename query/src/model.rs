@@ -180,6 +180,15 @@ pub enum OrderKey {
     Dimension(usize),
 }
 
+/// Which rollup tier answers; `Auto` lets the planner choose the coarsest exact one (tests
+/// force each to compare them).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TierHint {
+    Auto,
+    QuarterHour,
+    Daily,
+}
+
 /// Which table answers; `Auto` lets the planner choose (tests force either to compare them).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum PathHint {
@@ -202,6 +211,7 @@ pub struct Query {
     pub offset: u64,
     pub compare: Option<Compare>,
     pub path: PathHint,
+    pub tier: TierHint,
 }
 
 pub const MAX_LIMIT: u32 = 10_000;
@@ -232,6 +242,7 @@ pub fn parse_query(body: &Value, spec: &TenantSpec, now: DateTime<Utc>) -> Resul
                 | "pagination"
                 | "compare"
                 | "path"
+                | "tier"
         ) {
             return Err(bad("query", format!("unknown field {key:?}")));
         }
@@ -414,6 +425,12 @@ pub fn parse_query(body: &Value, spec: &TenantSpec, now: DateTime<Utc>) -> Resul
         Some(Some("events")) => PathHint::Events,
         Some(_) => return Err(bad("path", "\"auto\", \"rollup\" or \"events\"")),
     };
+    let tier = match obj.get("tier").map(|v| v.as_str()) {
+        None | Some(Some("auto")) => TierHint::Auto,
+        Some(Some("quarter_hour")) => TierHint::QuarterHour,
+        Some(Some("daily")) => TierHint::Daily,
+        Some(_) => return Err(bad("tier", "\"auto\", \"quarter_hour\" or \"daily\"")),
+    };
     let query = Query {
         site_id,
         metrics,
@@ -425,6 +442,7 @@ pub fn parse_query(body: &Value, spec: &TenantSpec, now: DateTime<Utc>) -> Resul
         offset,
         compare,
         path,
+        tier,
     };
     check(&query, spec)?;
     Ok(query)

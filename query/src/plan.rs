@@ -1,21 +1,56 @@
-//! Query planning: which table answers (the site rollup, the dimension rollup, or the
-//! processed `events` table), and the parameterised SQL for it. Both paths compute every
-//! metric the same way, so they give the same answers; user input only ever travels as
-//! bound parameters, never as SQL text.
+//! Query planning: which table answers (a rollup tier, or the processed `events` table),
+//! and the parameterised SQL for it. Every path computes every metric the same way, so they
+//! give the same answers; user input only ever travels as bound parameters, never as SQL
+//! text.
+//!
+//! Tiers (`schema::Tier`, docs/storage.md): the coarsest that answers exactly. The daily
+//! tier holds each site's sealed local days in the site's timezone, so it answers day, week
+//! and month buckets and totals asked in that timezone; the days after it holds come from
+//! the quarter-hour tier in the same statement. Hours, other timezones, and days the daily
+//! tier does not hold yet come from the quarter-hour tier, whose 15-minute buckets tile
+//! every IANA zone's hours and days exactly. Databases still on the hourly layout of earlier
+//! releases answer from it until their move to the tiers is through.
 
+use chrono::{Days, NaiveDate};
 use sightline_core::event::ch_datetime;
-use sightline_core::schema::{self, DIM_ROLLUP, EVENTS_TABLE, SITE_ROLLUP};
+use sightline_core::schema::{self, legacy, Tier, EVENTS_TABLE};
 use sightline_core::spec::Goal;
+use sightline_core::warehouse::tiers::{Layout, StorageState};
 use sightline_core::warehouse::Params;
 
 use crate::error::QueryError;
-use crate::model::{Dimension, Filter, Metric, Op, OrderKey, PathHint, Query};
-use crate::request::{DateRange, Interval};
+use crate::model::{Dimension, Filter, Metric, Op, OrderKey, PathHint, Query, TierHint};
+use crate::request::{start_of_day, DateRange, Interval};
+
+/// Which rollup tables answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RollupTier {
+    /// The hourly rollups of earlier releases (before a database's move to the tiers).
+    Hourly,
+    QuarterHour,
+    /// The daily tier for local days through `through`, the quarter-hour tier after.
+    Daily {
+        through: NaiveDate,
+    },
+}
+
+impl RollupTier {
+    pub fn name(self) -> &'static str {
+        match self {
+            RollupTier::Hourly => "hourly",
+            RollupTier::QuarterHour => Tier::QuarterHour.name(),
+            RollupTier::Daily { .. } => Tier::Daily.name(),
+        }
+    }
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Source {
-    SiteRollup,
-    DimRollup(&'static str),
+    /// Rollup rows: per-site totals (`dim: None`) or one dimension's rows.
+    Rollup {
+        dim: Option<&'static str>,
+        tier: RollupTier,
+    },
     Events,
 }
 
@@ -23,18 +58,37 @@ impl Source {
     pub fn name(self) -> &'static str {
         match self {
             Source::Events => "events",
-            _ => "rollup",
+            Source::Rollup { .. } => "rollup",
+        }
+    }
+
+    /// The tier that answered (`meta.tier`); `None` for the events path.
+    pub fn tier(self) -> Option<&'static str> {
+        match self {
+            Source::Events => None,
+            Source::Rollup { tier, .. } => Some(tier.name()),
         }
     }
 }
 
-/// Base sums every metric is derived from, per source.
-const ROLLUP_SUMS: &str =
-    "uniqMerge(visitors) AS visitors, toInt64(sum(visits)) AS visits, toUInt64(sum(pageviews)) AS pageviews, \
-toUInt64(sum(events)) AS events, toInt64(sum(bounces)) AS bounces, toInt64(sum(duration)) AS duration";
-const EVENT_SUMS: &str =
-    "uniq(visitor_id) AS visitors, toInt64(sum(visit_delta)) AS visits, toUInt64(sum(is_pageview)) AS pageviews, \
-toUInt64(count()) AS events, toInt64(sum(bounce_delta)) AS bounces, toInt64(sum(duration_delta)) AS duration";
+/// Base sums every metric is derived from, over rollup rows: the same visitor counting as
+/// the tiers store (`schema::VISITORS_AGG`).
+fn rollup_sums() -> String {
+    format!(
+        "{}Merge(visitors) AS visitors, toInt64(sum(visits)) AS visits, toUInt64(sum(pageviews)) AS pageviews, \
+toUInt64(sum(events)) AS events, toInt64(sum(bounces)) AS bounces, toInt64(sum(duration)) AS duration",
+        schema::VISITORS_AGG
+    )
+}
+
+/// The same over `events` rows, with the same visitor counting.
+fn event_sums() -> String {
+    format!(
+        "{}(visitor_id) AS visitors, toInt64(sum(visit_delta)) AS visits, toUInt64(sum(is_pageview)) AS pageviews, \
+toUInt64(count()) AS events, toInt64(sum(bounce_delta)) AS bounces, toInt64(sum(duration_delta)) AS duration",
+        schema::VISITORS_AGG
+    )
+}
 /// Revenue per currency, as exact decimal text.
 const REVENUE: &str = "CAST(sumMap(if(revenue_amount != '', [toString(revenue_currency)], []), \
 if(revenue_amount != '', [toDecimal128OrZero(revenue_amount, 6)], [])), 'Map(String, String)') AS revenue";
@@ -50,6 +104,8 @@ pub struct Plan {
     params: Params,
     next_param: usize,
     dims: Vec<(Dimension, String)>,
+    /// The table, or for the daily tier the union of its days and the quarter-hour tier's.
+    from_sql: String,
     where_sql: String,
     revenue: bool,
 }
@@ -85,20 +141,60 @@ fn rollup_column(query: &Query) -> Result<Option<&'static str>, ()> {
     }
 }
 
-/// Chooses the table: the rollups when they hold what the query needs, else `events`.
-pub fn choose_source(query: &Query) -> Result<Source, QueryError> {
+/// Chooses the table: the rollups when they hold what the query needs, else `events`; among
+/// the rollups, the coarsest tier that answers exactly (module doc), given the tenant's
+/// storage state and the timezones its daily tier was built with (`daily_zones_current`).
+pub fn choose_source(
+    query: &Query,
+    site_tz: chrono_tz::Tz,
+    storage: &StorageState,
+    daily_zones_current: bool,
+) -> Result<Source, QueryError> {
     let rollup = rollup_column(query);
-    match (query.path, rollup) {
-        (PathHint::Events, _) => Ok(Source::Events),
-        (_, Ok(None)) if query.filter.is_none() => Ok(Source::SiteRollup),
-        (_, Ok(None)) => Ok(Source::Events),
-        (_, Ok(Some(c))) => Ok(Source::DimRollup(c)),
-        (PathHint::Rollup, Err(())) => Err(QueryError::bad(
-            "path",
-            "the rollups cannot answer this query (props, goals, revenue, or several dimensions); use \"auto\" or \"events\"",
-        )),
-        (PathHint::Auto, Err(())) => Ok(Source::Events),
-    }
+    let dim = match (query.path, rollup) {
+        (PathHint::Events, _) => return Ok(Source::Events),
+        (_, Ok(None)) if query.filter.is_some() => return Ok(Source::Events),
+        (_, Ok(dim)) => dim,
+        (PathHint::Rollup, Err(())) => {
+            return Err(QueryError::bad(
+                "path",
+                "the rollups cannot answer this query (props, goals, revenue, or several dimensions); use \"auto\" or \"events\"",
+            ))
+        }
+        (PathHint::Auto, Err(())) => return Ok(Source::Events),
+    };
+    let hourly = query.dimensions.contains(&Dimension::Time(Interval::Hour));
+    let daily = match storage.daily_through {
+        Some(through)
+            if storage.layout == Layout::Tiers
+                && daily_zones_current
+                && !hourly
+                && query.range.tz == site_tz
+                && through >= query.range.first_day =>
+        {
+            Some(RollupTier::Daily { through })
+        }
+        _ => None,
+    };
+    let tier = match (storage.layout, query.tier, daily) {
+        (Layout::Hourly, TierHint::Auto, _) => RollupTier::Hourly,
+        (Layout::Hourly, _, _) => {
+            return Err(QueryError::bad(
+                "tier",
+                "this tenant's storage is still moving to the tiers; use \"auto\"",
+            ))
+        }
+        (Layout::Tiers, TierHint::Auto | TierHint::Daily, Some(daily)) => daily,
+        (Layout::Tiers, TierHint::Daily, None) => {
+            return Err(QueryError::bad(
+                "tier",
+                "the daily tier answers whole local days in the site's timezone, for days it holds; \
+                 this query needs hours, another timezone or days not sealed yet",
+            ))
+        }
+        (Layout::Tiers, _, _) => RollupTier::QuarterHour,
+    };
+    Ok(Source::Rollup { dim, tier })
 }
 
 impl Plan {
@@ -113,22 +209,55 @@ impl Plan {
                 .bind("tz", range.tz.name()),
             next_param: 0,
             dims: Vec::new(),
+            from_sql: String::new(),
             where_sql: String::new(),
             revenue: query.metrics.contains(&Metric::Revenue),
         };
-        let time = plan.time_column();
-        let mut conditions = vec![
-            "site_id = {site:String}".to_string(),
-            format!("{time} >= {{start:DateTime64(3, 'UTC')}}"),
-            format!("{time} < {{end:DateTime64(3, 'UTC')}}"),
-        ];
-        match source {
-            Source::DimRollup(dim) => {
-                plan.params.push("dim", dim);
-                conditions.push("dimension = {dim:String}".into());
+        // What selects the site's rows of the range (and the dimension's, for dimension rows).
+        let mut scope = vec!["site_id = {site:String}".to_string()];
+        let dim = match source {
+            Source::Rollup { dim, .. } => dim,
+            Source::Events => {
+                scope.push("is_bot = 0".into());
+                None
             }
-            Source::Events => conditions.push("is_bot = 0".into()),
-            Source::SiteRollup => {}
+        };
+        if let Some(dim) = dim {
+            plan.params.push("dim", dim);
+            scope.push("dimension = {dim:String}".into());
+        }
+        let scope = scope.join(" AND ");
+        let in_range =
+            |time: &str| format!("{time} >= {{start:DateTime64(3, 'UTC')}} AND {time} < {{end:DateTime64(3, 'UTC')}}");
+        let mut conditions = Vec::new();
+        match source {
+            Source::Events => {
+                plan.from_sql = format!("{db}.{EVENTS_TABLE}");
+                conditions.push(format!("{scope} AND {}", in_range("ts")));
+            }
+            Source::Rollup {
+                tier: RollupTier::Hourly,
+                ..
+            } => {
+                let table = if dim.is_some() {
+                    legacy::DIM_ROLLUP
+                } else {
+                    legacy::SITE_ROLLUP
+                };
+                plan.from_sql = format!("{db}.{table}");
+                conditions.push(format!("{scope} AND {}", in_range("hour")));
+            }
+            Source::Rollup {
+                tier: RollupTier::QuarterHour,
+                ..
+            } => {
+                plan.from_sql = format!("{db}.{}", Tier::QuarterHour.table(dim.is_some()));
+                conditions.push(format!("{scope} AND {}", in_range("bucket")));
+            }
+            Source::Rollup {
+                tier: RollupTier::Daily { through },
+                ..
+            } => plan.from_sql = plan.daily_union(dim.is_some(), &scope, range, through),
         }
         if let Some(filter) = &query.filter {
             let sql = plan.filter_sql(filter, goals)?;
@@ -144,14 +273,57 @@ impl Plan {
             }
             plan.dims.push((d.clone(), expr));
         }
-        plan.where_sql = conditions.join(" AND ");
+        plan.where_sql = if conditions.is_empty() {
+            "1".to_string()
+        } else {
+            conditions.join(" AND ")
+        };
         Ok(plan)
     }
 
+    /// The daily tier's rows for the range's days it holds (through `through`), then the
+    /// quarter-hour tier's rows of the days after, both with the local `day` of the range's
+    /// timezone, which is the site's (the planner chose the daily tier only then).
+    fn daily_union(&mut self, dims: bool, scope: &str, range: &DateRange, through: NaiveDate) -> String {
+        let db = self.db.clone();
+        let keys = if dims { "dimension, value, " } else { "" };
+        let columns = "visitors, visits, pageviews, events, bounces, duration";
+        let daily_last = through.min(range.last_day);
+        self.params.push("first_day", range.first_day.format("%Y-%m-%d"));
+        self.params.push("daily_last", daily_last.format("%Y-%m-%d"));
+        let mut union = format!(
+            "SELECT site_id, {keys}day, {columns} FROM {db}.{} \
+             WHERE {scope} AND day >= {{first_day:Date}} AND day <= {{daily_last:Date}}",
+            Tier::Daily.table(dims)
+        );
+        if daily_last < range.last_day {
+            let tail_start = start_of_day(range.tz, daily_last + Days::new(1));
+            self.params.push("tail_start", ch_datetime::format(&tail_start));
+            union.push_str(&format!(
+                " UNION ALL SELECT site_id, {keys}toDate(bucket, {{tz:String}}) AS day, {columns} FROM {db}.{} \
+                 WHERE {scope} AND bucket >= {{tail_start:DateTime64(3, 'UTC')}} AND bucket < {{end:DateTime64(3, 'UTC')}}",
+                Tier::QuarterHour.table(dims)
+            ));
+        }
+        format!("({union})")
+    }
+
+    /// The column that holds each row's time: an instant, or a local day (daily tier).
     fn time_column(&self) -> &'static str {
         match self.source {
             Source::Events => "ts",
-            _ => "hour",
+            Source::Rollup {
+                tier: RollupTier::Hourly,
+                ..
+            } => "hour",
+            Source::Rollup {
+                tier: RollupTier::QuarterHour,
+                ..
+            } => "bucket",
+            Source::Rollup {
+                tier: RollupTier::Daily { .. },
+                ..
+            } => "day",
         }
     }
 
@@ -164,13 +336,19 @@ impl Plan {
 
     fn dimension_expr(&mut self, d: &Dimension, goals: &[Goal]) -> Result<String, QueryError> {
         let t = self.time_column();
+        // A local day already (daily tier), or an instant to see in the range's timezone.
+        let day = if t == "day" {
+            "day".to_string()
+        } else {
+            format!("toDate({t}, {{tz:String}})")
+        };
         Ok(match d {
             Dimension::Time(Interval::Hour) => {
                 format!("formatDateTime(toStartOfHour(toTimeZone({t}, {{tz:String}})), '%Y-%m-%d %H:00:00')")
             }
-            Dimension::Time(Interval::Day) => format!("toString(toDate({t}, {{tz:String}}))"),
-            Dimension::Time(Interval::Week) => format!("toString(toMonday(toDate({t}, {{tz:String}})))"),
-            Dimension::Time(Interval::Month) => format!("toString(toStartOfMonth(toDate({t}, {{tz:String}})))"),
+            Dimension::Time(Interval::Day) => format!("toString({day})"),
+            Dimension::Time(Interval::Week) => format!("toString(toMonday({day}))"),
+            Dimension::Time(Interval::Month) => format!("toString(toStartOfMonth({day}))"),
             Dimension::Column(c) => self.column_expr(c),
             Dimension::Prop(key) => {
                 let p = self.param("k", key);
@@ -284,23 +462,18 @@ impl Plan {
 
     fn sums(&self) -> String {
         let base = match self.source {
-            Source::Events => EVENT_SUMS,
-            _ => ROLLUP_SUMS,
+            Source::Events => event_sums(),
+            Source::Rollup { .. } => rollup_sums(),
         };
         if self.revenue {
             format!("{base}, {REVENUE}")
         } else {
-            base.to_string()
+            base
         }
     }
 
     fn table_and_conditions(&self) -> String {
-        let table = match self.source {
-            Source::SiteRollup => SITE_ROLLUP,
-            Source::DimRollup(_) => DIM_ROLLUP,
-            Source::Events => EVENTS_TABLE,
-        };
-        format!("FROM {}.{table} WHERE {}", self.db, self.where_sql)
+        format!("FROM {} WHERE {}", self.from_sql, self.where_sql)
     }
 
     /// The grouped rows: `d0, d1, ...` then the sums and derived metrics (and `total_rows`
@@ -450,33 +623,49 @@ mod tests {
         parse_query(&body, &spec(), Utc.with_ymd_and_hms(2026, 11, 21, 12, 0, 0).unwrap()).unwrap()
     }
 
+    /// Storage with the daily tier through 2026-11-17 (four days before "now" above).
+    fn sealed() -> StorageState {
+        StorageState {
+            layout: Layout::Tiers,
+            daily_through: Some(chrono::NaiveDate::from_ymd_opt(2026, 11, 17).unwrap()),
+            daily_timezones: String::new(),
+        }
+    }
+
     fn source(body: serde_json::Value) -> Result<Source, QueryError> {
-        choose_source(&q(body))
+        choose_source(&q(body), chrono_tz::UTC, &sealed(), true)
+    }
+
+    fn rollup(dim: Option<&'static str>, tier: RollupTier) -> Source {
+        Source::Rollup { dim, tier }
     }
 
     #[test]
     fn chooses_the_cheapest_table_that_can_answer() {
+        let daily = RollupTier::Daily {
+            through: chrono::NaiveDate::from_ymd_opt(2026, 11, 17).unwrap(),
+        };
         let base = json!({"site_id": "s", "metrics": ["visitors"], "date_range": "7d"});
         let with = |extra: serde_json::Value| {
             let mut b = base.clone();
             b.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
             b
         };
-        assert_eq!(source(base.clone()).unwrap(), Source::SiteRollup);
+        assert_eq!(source(base.clone()).unwrap(), rollup(None, daily));
         assert_eq!(
             source(with(json!({"dimensions": ["time:day"]}))).unwrap(),
-            Source::SiteRollup
+            rollup(None, daily)
         );
         assert_eq!(
             source(with(json!({"dimensions": ["source", "time:day"]}))).unwrap(),
-            Source::DimRollup("source")
+            rollup(Some("source"), daily)
         );
         assert_eq!(
             source(with(
                 json!({"filters": [["or", [["is", "source", ["a"]], ["matches", "source", ["^b"]]]]]})
             ))
             .unwrap(),
-            Source::DimRollup("source")
+            rollup(Some("source"), daily)
         );
         assert_eq!(
             source(with(
@@ -496,6 +685,70 @@ mod tests {
     }
 
     #[test]
+    fn the_daily_tier_answers_only_whole_sealed_days_in_the_sites_zone() {
+        let quarter = rollup(None, RollupTier::QuarterHour);
+        let base = json!({"site_id": "s", "metrics": ["visitors"], "date_range": "7d"});
+        let with = |extra: serde_json::Value| {
+            let mut b = base.clone();
+            b.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+            b
+        };
+        // Hours, another zone, days after the sealed ones, or timezones changed since.
+        assert_eq!(source(with(json!({"dimensions": ["time:hour"]}))).unwrap(), quarter);
+        assert_eq!(source(with(json!({"timezone": "Asia/Kolkata"}))).unwrap(), quarter);
+        assert_eq!(source(with(json!({"date_range": "today"}))).unwrap(), quarter);
+        assert_eq!(
+            choose_source(&q(base.clone()), chrono_tz::UTC, &sealed(), false).unwrap(),
+            quarter
+        );
+        assert_eq!(
+            choose_source(&q(base.clone()), chrono_tz::Asia::Kolkata, &sealed(), true).unwrap(),
+            quarter,
+            "the site's zone is not the query's"
+        );
+        // Forcing a tier: the quarter-hour tier always answers, the daily one only when exact.
+        assert_eq!(source(with(json!({"tier": "quarter_hour"}))).unwrap(), quarter);
+        assert!(source(with(json!({"tier": "daily", "dimensions": ["time:hour"]}))).is_err());
+        // A database still on the hourly layout answers from it.
+        let hourly = StorageState::default();
+        assert_eq!(
+            choose_source(&q(base.clone()), chrono_tz::UTC, &hourly, true).unwrap(),
+            rollup(None, RollupTier::Hourly)
+        );
+        assert!(choose_source(&q(with(json!({"tier": "daily"}))), chrono_tz::UTC, &hourly, true).is_err());
+    }
+
+    #[test]
+    fn a_daily_plan_reads_the_quarter_hour_tier_after_its_days() {
+        let query = q(json!({"site_id": "s", "metrics": ["visitors"], "date_range": "7d", "dimensions": ["time:day"]}));
+        let through = chrono::NaiveDate::from_ymd_opt(2026, 11, 17).unwrap();
+        let plan = Plan::new(
+            "db",
+            &query,
+            &query.range,
+            &[],
+            rollup(None, RollupTier::Daily { through }),
+        )
+        .unwrap();
+        let (sql, params) = plan.rows_sql(&[], None);
+        assert!(
+            sql.contains("FROM db.rollup_site_daily")
+                && sql.contains("UNION ALL")
+                && sql.contains("FROM db.rollup_site_15m"),
+            "{sql}"
+        );
+        assert!(params.0.iter().any(|(k, v)| k == "daily_last" && v == "2026-11-17"));
+        assert!(params
+            .0
+            .iter()
+            .any(|(k, v)| k == "tail_start" && v == "2026-11-18 00:00:00.000"));
+        // A range the daily tier holds whole needs no second branch.
+        let old = q(json!({"site_id": "s", "metrics": ["visitors"], "date_range": ["2026-11-01", "2026-11-10"]}));
+        let plan = Plan::new("db", &old, &old.range, &[], rollup(None, RollupTier::Daily { through })).unwrap();
+        assert!(!plan.rows_sql(&[], None).0.contains("UNION ALL"));
+    }
+
+    #[test]
     fn user_input_is_never_sql_text() {
         let evil = "x' OR 1=1; DROP TABLE events; --";
         let query = q(json!({
@@ -508,7 +761,7 @@ mod tests {
             &query,
             &query.range,
             &spec().goals,
-            choose_source(&query).unwrap(),
+            choose_source(&query, chrono_tz::UTC, &sealed(), true).unwrap(),
         )
         .unwrap();
         let (sql, params) = plan.rows_sql(&[(OrderKey::Metric(Metric::Visitors), true)], Some((10, 0)));

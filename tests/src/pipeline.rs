@@ -157,7 +157,7 @@ impl Pipeline {
         .await;
         let rolled = count(
             &wh,
-            "SELECT toUInt64(sum(events)) AS n FROM sightline_acme.rollup_site_hourly",
+            "SELECT toUInt64(sum(events)) AS n FROM sightline_acme.rollup_site_15m",
         )
         .await;
         assert_eq!(

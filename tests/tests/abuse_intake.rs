@@ -82,7 +82,10 @@ async fn one_id_on_two_sites_is_two_events_and_ids_that_cannot_be_unique_are_ref
     )
     .await;
     assert_eq!(r.status(), 202);
-    for nil in ["00000000-0000-0000-0000-000000000000", "ffffffff-ffff-ffff-ffff-ffffffffffff"] {
+    for nil in [
+        "00000000-0000-0000-0000-000000000000",
+        "ffffffff-ffff-ffff-ffff-ffffffffffff",
+    ] {
         let r = collect(
             &server,
             &write_token("acme", "shop.example.com"),
@@ -92,7 +95,11 @@ async fn one_id_on_two_sites_is_two_events_and_ids_that_cannot_be_unique_are_ref
         .await;
         assert_eq!(r.status(), 202);
         let v: Value = r.json().await.unwrap();
-        assert_eq!((v["accepted"].clone(), v["rejected"][0]["field"].clone()), (json!(1), json!("id")), "{v}");
+        assert_eq!(
+            (v["accepted"].clone(), v["rejected"][0]["field"].clone()),
+            (json!(1), json!("id")),
+            "{v}"
+        );
     }
     server.stop();
     let rows = stored(
@@ -100,7 +107,13 @@ async fn one_id_on_two_sites_is_two_events_and_ids_that_cannot_be_unique_are_ref
         &format!("SELECT site_id FROM sightline_acme.events_raw WHERE event_id = '{id}' ORDER BY site_id"),
     )
     .await;
-    assert_eq!(rows, vec![json!({"site_id": "blog.example.com"}), json!({"site_id": "shop.example.com"})]);
+    assert_eq!(
+        rows,
+        vec![
+            json!({"site_id": "blog.example.com"}),
+            json!({"site_id": "shop.example.com"})
+        ]
+    );
     let rows = stored(
         &dir.path().join("data"),
         &format!("SELECT site_id FROM sightline_acme.events WHERE event_id = '{id}' ORDER BY site_id"),
@@ -127,7 +140,10 @@ async fn through_kafka_one_id_on_two_sites_is_two_events() {
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     let sql = format!("SELECT count() AS n FROM sightline_acme.events_raw WHERE event_id = '{id}'");
     while count(&wh, &sql).await < 2 {
-        assert!(std::time::Instant::now() < deadline, "the loader did not store both sites' events");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the loader did not store both sites' events"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     // Past what the loader needs to store a batch (50 ms), the retry is still not stored twice.
@@ -254,7 +270,10 @@ async fn every_door_is_charged_to_the_sites_budget() {
     for i in 0..10 {
         let r = c
             .get(server.url("/v1/collect"))
-            .query(&[("token", token.as_str()), ("url", &format!("https://lim.example.com/px/{i}"))])
+            .query(&[
+                ("token", token.as_str()),
+                ("url", &format!("https://lim.example.com/px/{i}")),
+            ])
             .send()
             .await
             .unwrap();
@@ -272,7 +291,10 @@ async fn every_door_is_charged_to_the_sites_budget() {
         .await
         .unwrap();
     let v: Value = r.json().await.unwrap();
-    assert_eq!(v["validationMessages"][0]["fieldPath"], "user_location.country_id", "{v}");
+    assert_eq!(
+        v["validationMessages"][0]["fieldPath"], "user_location.country_id",
+        "{v}"
+    );
     let r = c
         .post(server.url("/mp/collect"))
         .query(&[("measurement_id", "G-LIMIT1234"), ("api_secret", token.as_str())])

@@ -77,7 +77,7 @@ async fn acknowledged_events_survive_kill_9_exactly_once() {
     let processed = count(&wh, &format!("SELECT count() AS n FROM {db}.events")).await;
     let rolled = count(
         &wh,
-        &format!("SELECT toUInt64(sum(events)) AS n FROM {db}.rollup_site_hourly"),
+        &format!("SELECT toUInt64(sum(events)) AS n FROM {db}.rollup_site_15m"),
     )
     .await;
     assert_eq!((raw, processed, rolled), (raw, raw, raw));

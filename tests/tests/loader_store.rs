@@ -112,7 +112,7 @@ async fn redelivery_and_half_stored_batches_end_up_stored_once() {
     assert_eq!(
         count(
             &wh,
-            "SELECT toUInt64(sum(events)) AS n FROM sightline_acme.rollup_site_hourly"
+            "SELECT toUInt64(sum(events)) AS n FROM sightline_acme.rollup_site_15m"
         )
         .await,
         6
@@ -122,7 +122,7 @@ async fn redelivery_and_half_stored_batches_end_up_stored_once() {
     assert_eq!(
         count(
             &wh,
-            "SELECT toUInt64(sum(visits)) AS n FROM sightline_acme.rollup_site_hourly"
+            "SELECT toUInt64(sum(visits)) AS n FROM sightline_acme.rollup_site_15m"
         )
         .await,
         3
@@ -130,7 +130,7 @@ async fn redelivery_and_half_stored_batches_end_up_stored_once() {
     assert_eq!(
         count(
             &wh,
-            "SELECT toUInt64(sum(bounces)) AS n FROM sightline_acme.rollup_site_hourly"
+            "SELECT toUInt64(sum(bounces)) AS n FROM sightline_acme.rollup_site_15m"
         )
         .await,
         1
@@ -138,7 +138,7 @@ async fn redelivery_and_half_stored_batches_end_up_stored_once() {
     assert_eq!(
         count(
             &wh,
-            "SELECT toUInt64(sum(duration)) AS n FROM sightline_acme.rollup_site_hourly"
+            "SELECT toUInt64(sum(duration)) AS n FROM sightline_acme.rollup_site_15m"
         )
         .await,
         10 * 60 + 11 * 60

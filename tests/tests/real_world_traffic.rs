@@ -177,8 +177,10 @@ async fn odd_optional_fields_never_sink_their_event() {
     let r = client()
         .post(s.server.url("/mp/collect"))
         .query(&[("measurement_id", "G-RWSHOP123"), ("api_secret", secret.as_str())])
-        .json(&json!({"client_id": "555.1", "events": [{"name": "purchase", "params": {
-            "currency": "USD", "value": 54.989999999999995, "page_location": "https://shop.example.com/thanks"}}]}))
+        .json(
+            &json!({"client_id": "555.1", "events": [{"name": "purchase", "params": {
+            "currency": "USD", "value": 54.989999999999995, "page_location": "https://shop.example.com/thanks"}}]}),
+        )
         .send()
         .await
         .unwrap();
@@ -204,17 +206,37 @@ async fn sources_and_channels_follow_ga4() {
     };
     for (ip, events) in [
         // A Facebook share: organic social, though it carries a click id.
-        visit(1, "https://cafe.example.com/?fbclid=IwAR0abc", "https://l.facebook.com/", 60),
+        visit(
+            1,
+            "https://cafe.example.com/?fbclid=IwAR0abc",
+            "https://l.facebook.com/",
+            60,
+        ),
         // Tagged and referred Google visits are one source.
-        visit(2, "https://cafe.example.com/?utm_source=google&utm_medium=organic", "https://www.google.com/", 59),
+        visit(
+            2,
+            "https://cafe.example.com/?utm_source=google&utm_medium=organic",
+            "https://www.google.com/",
+            59,
+        ),
         visit(3, "https://cafe.example.com/", "https://www.google.com/", 58),
         visit(4, "https://cafe.example.com/?utm_source=GOOGLE&utm_medium=cpc", "", 57),
         // Webmail under a search engine's name is email.
         visit(5, "https://cafe.example.com/", "https://mail.yahoo.co.uk/", 56),
         // More: a Google Ads click (paid), an Instagram tag, a newsletter, a partner link.
-        visit(6, "https://cafe.example.com/?gclid=Cj0abc", "https://www.google.com/", 55),
+        visit(
+            6,
+            "https://cafe.example.com/?gclid=Cj0abc",
+            "https://www.google.com/",
+            55,
+        ),
         visit(7, "https://cafe.example.com/?utm_source=ig&utm_medium=social", "", 54),
-        visit(8, "https://cafe.example.com/?utm_source=newsletter&utm_medium=email", "", 53),
+        visit(
+            8,
+            "https://cafe.example.com/?utm_source=newsletter&utm_medium=email",
+            "",
+            53,
+        ),
         visit(9, "https://cafe.example.com/", "https://blog.partner.example/post", 52),
         visit(10, "https://cafe.example.com/", "", 51),
     ] {
@@ -376,7 +398,10 @@ async fn non_interactive_events_leave_bounces_and_durations_alone() {
             ("url", "https://cafe.example.com/video"),
             ("name", "scroll_ping"),
             ("interactive", "false"),
-            ("ts", &(Utc::now() - Duration::minutes(28)).timestamp_millis().to_string()),
+            (
+                "ts",
+                &(Utc::now() - Duration::minutes(28)).timestamp_millis().to_string(),
+            ),
         ])
         .header("User-Agent", CHROME_MAC)
         .header("X-Forwarded-For", "198.51.100.30")
@@ -409,18 +434,25 @@ async fn non_interactive_events_leave_bounces_and_durations_alone() {
     assert_eq!(
         got,
         vec![
-            ("/".to_string(), vec![json!(1), json!(1), json!(2), json!(4), json!(0), json!(120)]),
-            ("/video".to_string(), vec![json!(1), json!(1), json!(1), json!(3), json!(100), json!(0)]),
+            (
+                "/".to_string(),
+                vec![json!(1), json!(1), json!(2), json!(4), json!(0), json!(120)]
+            ),
+            (
+                "/video".to_string(),
+                vec![json!(1), json!(1), json!(1), json!(3), json!(100), json!(0)]
+            ),
         ]
     );
 
     let secret = write_token("rw", "shop.example.com");
-    let ga4 = |name: &str, params: Value| {
-        json!({"client_id": "42.1", "events": [{"name": name, "params": params}]})
-    };
+    let ga4 = |name: &str, params: Value| json!({"client_id": "42.1", "events": [{"name": name, "params": params}]});
     for body in [
         ga4("page_view", json!({"page_location": "https://shop.example.com/promo"})),
-        ga4("video_start", json!({"non_interaction": 1, "page_location": "https://shop.example.com/promo"})),
+        ga4(
+            "video_start",
+            json!({"non_interaction": 1, "page_location": "https://shop.example.com/promo"}),
+        ),
     ] {
         let r = client()
             .post(s.server.url("/mp/collect"))
@@ -437,7 +469,11 @@ async fn non_interactive_events_leave_bounces_and_durations_alone() {
         json!({"metrics": ["visits", "events", "bounce_rate"], "date_range": "7d"}),
     )
     .await;
-    assert_eq!(v[0]["metrics"], json!([1, 2, 100]), "GA4's non_interaction event keeps the bounce");
+    assert_eq!(
+        v[0]["metrics"],
+        json!([1, 2, 100]),
+        "GA4's non_interaction event keeps the bounce"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -503,7 +539,10 @@ async fn one_page_however_it_is_spelled() {
     let goals = rows(&v);
     assert_eq!(
         goals,
-        vec![("Cafe".to_string(), vec![json!(4)]), ("Thanks".to_string(), vec![json!(1)])]
+        vec![
+            ("Cafe".to_string(), vec![json!(4)]),
+            ("Thanks".to_string(), vec![json!(1)])
+        ]
     );
     // UTM tags inside a hash route count.
     let v = query(

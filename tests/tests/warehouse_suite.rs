@@ -229,7 +229,7 @@ async fn scenario(wh: &dyn Warehouse) {
     assert_eq!(props[0]["p"], "it's \"pro\"");
     let site = wh
         .select(
-            &format!("SELECT uniqMerge(visitors) AS v, sum(visits) AS visits, sum(pageviews) AS pv, sum(bounces) AS b, sum(duration) AS d FROM {db}.rollup_site_hourly WHERE site_id = {{s:String}}"),
+            &format!("SELECT uniqMerge(visitors) AS v, sum(visits) AS visits, sum(pageviews) AS pv, sum(bounces) AS b, sum(duration) AS d FROM {db}.rollup_site_15m WHERE site_id = {{s:String}}"),
             &Params::new().bind("s", "a.example"),
         )
         .await
@@ -241,7 +241,7 @@ async fn scenario(wh: &dyn Warehouse) {
     assert_eq!(site[0]["d"], 12 * 60);
     let pages = wh
         .select(
-            &format!("SELECT value, sum(pageviews) AS pv FROM {db}.rollup_dims_hourly WHERE dimension = 'page' GROUP BY value ORDER BY value"),
+            &format!("SELECT value, sum(pageviews) AS pv FROM {db}.rollup_dims_15m WHERE dimension = 'page' GROUP BY value ORDER BY value"),
             &Params::new(),
         )
         .await
@@ -285,7 +285,7 @@ async fn scenario(wh: &dyn Warehouse) {
         .await
         .unwrap();
     let nineteenth =
-        format!("SELECT toUInt64(sum(events)) AS n FROM {db}.rollup_dims_hourly WHERE toDate(hour) = '2026-11-19' AND dimension = 'page'");
+        format!("SELECT toUInt64(sum(events)) AS n FROM {db}.rollup_dims_15m WHERE toDate(bucket) = '2026-11-19' AND dimension = 'page'");
     assert_eq!(count(wh, &nineteenth).await, 3);
 
     // Simulate a crash between the raw and the processed insert: raw rows without events.
@@ -325,9 +325,7 @@ async fn scenario(wh: &dyn Warehouse) {
     assert_eq!(
         count(
             wh,
-            &format!(
-                "SELECT toUInt64(sum(visits)) AS n FROM {db}.rollup_site_hourly WHERE toDate(hour) = '2026-11-20'"
-            )
+            &format!("SELECT toUInt64(sum(visits)) AS n FROM {db}.rollup_site_15m WHERE toDate(bucket) = '2026-11-20'")
         )
         .await,
         3

@@ -587,7 +587,14 @@ mod tests {
             attr("", ("Google", "organic", ""), &[]),
             ("Google".into(), ORGANIC_SEARCH)
         );
-        for alias in ["facebook", "Facebook", "FB", "facebook.com", "m.facebook.com", "l.facebook.com"] {
+        for alias in [
+            "facebook",
+            "Facebook",
+            "FB",
+            "facebook.com",
+            "m.facebook.com",
+            "l.facebook.com",
+        ] {
             assert_eq!(canonical_source(alias), "Facebook", "{alias}");
         }
         assert_eq!(canonical_source("hacker news"), "Hacker News");

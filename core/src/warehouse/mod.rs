@@ -8,6 +8,7 @@ pub mod ops;
 pub mod params;
 pub mod replay;
 pub mod rowbinary;
+pub mod tiers;
 
 use async_trait::async_trait;
 use serde_json::Value;

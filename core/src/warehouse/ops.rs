@@ -64,7 +64,7 @@ pub async fn apply_schema_to(wh: &dyn Warehouse, tenant: &Tenant, target: u32) -
         tracing::info!(tenant = %tenant.name, version = migration.version, "schema migration applied");
         to = migration.version;
     }
-    for statement in schema::spec_statements(tenant) {
+    for statement in schema::spec_statements(tenant, to) {
         wh.execute(&statement, &Params::new()).await?;
     }
     Ok(SchemaApplied { from, to })

@@ -1,14 +1,16 @@
 //! Replay of one day: `events_raw` -> processor -> staging tables -> `REPLACE PARTITION`
-//! into `events` and each rollup. Readers see each table's day wholly old or wholly new.
-//! Used by reprocessing and by start-up repair of days a crash left half-loaded.
+//! into `events`, then the day's rollup tiers rebuilt from it (`tiers`). Readers see each
+//! table's unit of swap wholly old or wholly new. Used by start-up repair of days a crash
+//! left half-loaded.
 
 use chrono::{DateTime, Datelike, Days, NaiveDate, Utc};
 
+use super::tiers;
 use super::{ops, Params, Warehouse};
 use crate::event::{ch_datetime, RawEvent};
 use crate::processor::session::SessionState;
 use crate::processor::{process, ProcessorConfig};
-use crate::schema::{self, DIM_ROLLUP, EVENTS_TABLE, RAW_TABLE, SITE_ROLLUP};
+use crate::schema::{self, legacy, EVENTS_TABLE, RAW_TABLE};
 use crate::spec::Tenant;
 use crate::{Error, Result};
 
@@ -35,25 +37,24 @@ pub async fn replay_day(wh: &dyn Warehouse, tenant: &Tenant, day: NaiveDate) -> 
     Ok(done.remove(0))
 }
 
-/// Rebuilds `events` for each day from `events_raw`, then each touched month of the rollups
-/// from `events`. `events` is partitioned by day and swapped a day at a time; the rollups
-/// are partitioned by month (so a year of hourly rollups is 12 parts to read, not 365) and
-/// swapped a month at a time, once for all the days of that month.
-///
-/// Each swap is one `REPLACE PARTITION`: readers see a day of events, or a month of
-/// rollups, wholly old or wholly new. Run it where no live insert touches the same month
-/// (start-up, the single writer, or a paused loader): a live insert between the rebuild and
-/// the swap of a month would reach `events` but not the swapped rollups.
+/// Rebuilds `events` for each day from `events_raw`, then the days' quarter-hour tier and
+/// the daily tier's months that hold them; while the hourly layout of earlier releases still
+/// answers queries, its months too (they are swapped a month at a time, so run this where no
+/// live insert touches them: start-up, or the single writer).
 pub async fn replay_days(wh: &dyn Warehouse, tenant: &Tenant, days: &[NaiveDate]) -> Result<Vec<DayReplayed>> {
     let mut done = Vec::with_capacity(days.len());
     for day in days {
         done.push(replay_events_day(wh, tenant, *day).await?);
+        tiers::rebuild_quarter_hour_day(wh, tenant, *day).await?;
     }
-    let mut months: Vec<(i32, u32)> = days.iter().map(|d| (d.year(), d.month())).collect();
-    months.sort_unstable();
-    months.dedup();
-    for (year, month) in months {
-        rebuild_rollup_month(wh, tenant, year, month).await?;
+    tiers::refresh_daily(wh, tenant, days).await?;
+    if tiers::hourly_layout_live(wh, &tenant.database()).await? {
+        let mut months: Vec<(i32, u32)> = days.iter().map(|d| (d.year(), d.month())).collect();
+        months.sort_unstable();
+        months.dedup();
+        for (year, month) in months {
+            rebuild_hourly_month(wh, tenant, year, month).await?;
+        }
     }
     Ok(done)
 }
@@ -166,28 +167,35 @@ async fn replay_events_day(wh: &dyn Warehouse, tenant: &Tenant, day: NaiveDate) 
     Ok(DayReplayed { day, raw_rows })
 }
 
-/// Both rollups of one month, rebuilt from `events` with the views' own SQL and swapped in.
-async fn rebuild_rollup_month(wh: &dyn Warehouse, tenant: &Tenant, year: i32, month: u32) -> Result<()> {
+/// Both hourly rollups of one month (the layout of earlier releases), rebuilt from `events`
+/// with their views' own SQL and swapped in.
+async fn rebuild_hourly_month(wh: &dyn Warehouse, tenant: &Tenant, year: i32, month: u32) -> Result<()> {
     let db = tenant.database();
     let none = Params::new();
     let days = tenant.spec.retention.rollup_days;
     let partition = format!("{year:04}{month:02}");
-    let source = format!("(SELECT * FROM {db}.{EVENTS_TABLE} WHERE toYYYYMM(ts) = {partition})");
-    for (table, ddl, select) in [
+    for (table, ddl, view) in [
         (
-            SITE_ROLLUP,
-            schema::site_rollup_ddl(&db, &staging(SITE_ROLLUP), days),
-            schema::site_rollup_select_from(&source),
+            legacy::SITE_ROLLUP,
+            legacy::site_rollup_ddl(&db, days),
+            legacy::site_view(&db),
         ),
         (
-            DIM_ROLLUP,
-            schema::dims_rollup_ddl(&db, &staging(DIM_ROLLUP), days),
-            schema::dims_rollup_select_from(&source),
+            legacy::DIM_ROLLUP,
+            legacy::dims_rollup_ddl(&db, days),
+            legacy::dims_view(&db),
         ),
     ] {
         let staged = staging(table);
-        wh.execute(&ddl, &none).await?;
+        wh.execute(&ddl.replacen(table, &staged, 1), &none).await?;
         wh.execute(&format!("TRUNCATE TABLE {db}.{staged}"), &none).await?;
+        // The view's own SELECT, over the month's events only.
+        let select = view
+            .split_once(" AS SELECT ")
+            .map(|(_, select)| format!("SELECT {select}"))
+            .expect("a view is CREATE ... AS SELECT");
+        let month_events = format!("(SELECT * FROM {db}.{EVENTS_TABLE} WHERE toYYYYMM(ts) = {partition})");
+        let select = select.replacen(&format!("{db}.{EVENTS_TABLE}"), &month_events, 1);
         wh.execute(&format!("INSERT INTO {db}.{staged} {select}"), &none)
             .await?;
         wh.execute(
@@ -198,7 +206,7 @@ async fn rebuild_rollup_month(wh: &dyn Warehouse, tenant: &Tenant, year: i32, mo
         wh.execute(&format!("DROP TABLE IF EXISTS {db}.{staged}"), &none)
             .await?;
     }
-    tracing::info!(tenant = %tenant.name, %partition, "month of rollups rebuilt");
+    tracing::info!(tenant = %tenant.name, %partition, "month of hourly rollups rebuilt");
     Ok(())
 }
 
@@ -209,8 +217,9 @@ async fn count(wh: &dyn Warehouse, sql: &str) -> Result<u64> {
         .ok_or_else(|| Error::Decode(format!("no count from {sql}")))
 }
 
-/// Per day in `[from, to]`: raw rows, processed rows, non-bot processed rows, and the event
-/// totals of both rollups. A consistent day has raw == events and non-bot == each rollup.
+/// The days in `[from, to]` whose tables disagree: `events_raw` and `events` hold other
+/// rows, or the quarter-hour tier (and, while it lives, the hourly layout) does not add up
+/// to the non-bot events.
 pub async fn inconsistent_days(
     wh: &dyn Warehouse,
     tenant: &Tenant,
@@ -222,20 +231,50 @@ pub async fn inconsistent_days(
         .bind("from", from.format("%Y-%m-%d"))
         .bind("to", to.format("%Y-%m-%d"));
     let sql = format!(
-        "SELECT toString(day) AS day, sum(raw) AS raw, sum(ev) AS ev, sum(counted) AS counted, sum(site) AS site, sum(dims) AS dims FROM ( \
-           SELECT toDate(ts) AS day, count() AS raw, 0 AS ev, 0 AS counted, 0 AS site, 0 AS dims FROM {db}.{RAW_TABLE} \
+        "SELECT toString(day) AS day FROM ( \
+           SELECT toDate(ts) AS day, count() AS raw, 0 AS ev FROM {db}.{RAW_TABLE} \
              WHERE toDate(ts) BETWEEN {{from:Date}} AND {{to:Date}} GROUP BY day \
-           UNION ALL SELECT toDate(ts), 0, count(), countIf(is_bot = 0), 0, 0 FROM {db}.{EVENTS_TABLE} \
+           UNION ALL SELECT toDate(ts), 0, count() FROM {db}.{EVENTS_TABLE} \
              WHERE toDate(ts) BETWEEN {{from:Date}} AND {{to:Date}} GROUP BY toDate(ts) \
-           UNION ALL SELECT toDate(hour), 0, 0, 0, sum(events), 0 FROM {db}.{SITE_ROLLUP} \
-             WHERE toDate(hour) BETWEEN {{from:Date}} AND {{to:Date}} GROUP BY toDate(hour) \
-           UNION ALL SELECT toDate(hour), 0, 0, 0, 0, intDiv(sum(events), {}) FROM {db}.{DIM_ROLLUP} \
-             WHERE toDate(hour) BETWEEN {{from:Date}} AND {{to:Date}} GROUP BY toDate(hour) \
-         ) GROUP BY day HAVING raw != ev OR counted != site OR counted != dims ORDER BY day",
-        schema::DIMENSIONS.len()
+         ) GROUP BY day HAVING sum(raw) != sum(ev) ORDER BY day"
     );
-    let rows = wh.select(&sql, &params).await?;
-    rows.iter()
+    let mut days: Vec<NaiveDate> = wh
+        .select(&sql, &params)
+        .await?
+        .iter()
+        .map(|r| {
+            r["day"]
+                .as_str()
+                .and_then(|d| NaiveDate::parse_from_str(d, "%Y-%m-%d").ok())
+                .ok_or_else(|| Error::Decode(format!("day in {r}")))
+        })
+        .collect::<Result<_>>()?;
+    days.extend(tiers::quarter_hour_mismatches(wh, &db, from, to).await?);
+    if tiers::hourly_layout_live(wh, &db).await? {
+        days.extend(hourly_mismatches(wh, &db, &params).await?);
+    }
+    days.sort_unstable();
+    days.dedup();
+    Ok(days)
+}
+
+async fn hourly_mismatches(wh: &dyn Warehouse, db: &str, params: &Params) -> Result<Vec<NaiveDate>> {
+    let sql = format!(
+        "SELECT toString(day) AS day, sum(counted) AS counted, sum(site) AS site, sum(dims) AS dims FROM ( \
+           SELECT toDate(ts) AS day, countIf(is_bot = 0) AS counted, 0 AS site, 0 AS dims FROM {db}.{EVENTS_TABLE} \
+             WHERE toDate(ts) BETWEEN {{from:Date}} AND {{to:Date}} GROUP BY day \
+           UNION ALL SELECT toDate(hour), 0, sum(events), 0 FROM {db}.{site} \
+             WHERE toDate(hour) BETWEEN {{from:Date}} AND {{to:Date}} GROUP BY toDate(hour) \
+           UNION ALL SELECT toDate(hour), 0, 0, intDiv(sum(events), {n}) FROM {db}.{dims} \
+             WHERE toDate(hour) BETWEEN {{from:Date}} AND {{to:Date}} GROUP BY toDate(hour) \
+         ) GROUP BY day HAVING counted != site OR counted != dims ORDER BY day",
+        site = legacy::SITE_ROLLUP,
+        dims = legacy::DIM_ROLLUP,
+        n = schema::DIMENSIONS.len()
+    );
+    wh.select(&sql, params)
+        .await?
+        .iter()
         .map(|r| {
             r["day"]
                 .as_str()

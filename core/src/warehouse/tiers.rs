@@ -1,0 +1,527 @@
+//! The rollup tiers below `events` (`schema::Tier`): rebuilding them one unit of swap at a
+//! time, sealing days into the daily tier, and moving a tenant from the hourly layout of
+//! earlier releases onto the tiers. docs/storage.md tells the whole story; in short:
+//!
+//! - Quarter-hour tier: unit of swap, one UTC day. A rebuild reads that day of `events`
+//!   into staging tables with the views' own SELECT and `REPLACE PARTITION`s it into both
+//!   tables, then checks the day against `events` and does it again if a concurrent insert
+//!   slipped between the read and the swap.
+//! - Daily tier: unit of swap, one month of local days. It holds sealed days only (days no
+//!   event can reach any more), so no live insert ever races a rebuild; the planner reads
+//!   it up to `StorageState::daily_through` and the quarter-hour tier after that. A rebuild
+//!   merges the quarter-hour states of each site's local days, one statement per timezone.
+//!
+//! Every rebuild is deterministic, so running one twice, or in two processes at once,
+//! leaves the same rows.
+
+use chrono::{DateTime, Datelike, Days, Duration, Months, NaiveDate, Utc};
+use serde_json::Value;
+
+use super::{Params, Warehouse};
+use crate::event::ch_datetime;
+use crate::schema::{self, legacy, Tier, EVENTS_TABLE, STATE_TABLE};
+use crate::spec::Tenant;
+use crate::{Error, Result};
+
+/// Which tables answer queries: the hourly rollups of earlier releases until every day has
+/// been rebuilt into the tiers, then the tiers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Layout {
+    Hourly,
+    Tiers,
+}
+
+/// What the planner and the sealer need to know about a tenant's storage.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StorageState {
+    pub layout: Layout,
+    /// The last local day the daily tier holds for every site; `None` before the first seal.
+    pub daily_through: Option<NaiveDate>,
+    /// The timezones the daily tier was built with (`timezone_fingerprint`): it answers only
+    /// while the spec still says the same.
+    pub daily_timezones: String,
+}
+
+impl Default for StorageState {
+    fn default() -> Self {
+        Self {
+            layout: Layout::Hourly,
+            daily_through: None,
+            daily_timezones: String::new(),
+        }
+    }
+}
+
+const LAYOUT: &str = "layout";
+const DAILY_THROUGH: &str = "daily_through";
+const DAILY_TIMEZONES: &str = "daily_timezones";
+const RECENT_MIGRATED: &str = "layout_recent_migrated";
+const BACKFILLED_THROUGH: &str = "layout_backfilled_through";
+
+/// How many times a quarter-hour day is rebuilt before giving up, when concurrent inserts
+/// keep slipping between the read and the swap.
+const REBUILD_ATTEMPTS: usize = 5;
+
+async fn state_values(wh: &dyn Warehouse, db: &str) -> Result<std::collections::HashMap<String, String>> {
+    let rows = wh
+        .select(
+            &format!("SELECT key, argMax(value, version) AS value FROM {db}.{STATE_TABLE} GROUP BY key"),
+            &Params::new(),
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .filter_map(|r| Some((r["key"].as_str()?.to_string(), r["value"].as_str()?.to_string())))
+        .collect())
+}
+
+/// The tenant's storage state (defaults for a database the tiers have not reached yet).
+pub async fn read_state(wh: &dyn Warehouse, db: &str) -> Result<StorageState> {
+    let values = state_values(wh, db).await?;
+    Ok(StorageState {
+        layout: match values.get(LAYOUT).map(String::as_str) {
+            Some("tiers") => Layout::Tiers,
+            _ => Layout::Hourly,
+        },
+        daily_through: values
+            .get(DAILY_THROUGH)
+            .and_then(|d| NaiveDate::parse_from_str(d, "%Y-%m-%d").ok()),
+        daily_timezones: values.get(DAILY_TIMEZONES).cloned().unwrap_or_default(),
+    })
+}
+
+async fn write_state(wh: &dyn Warehouse, db: &str, key: &str, value: &str) -> Result<()> {
+    // Versions order writes: the newest one wins (microseconds since the epoch).
+    let version = Utc::now().timestamp_micros();
+    wh.execute(
+        &format!(
+            "INSERT INTO {db}.{STATE_TABLE} (key, value, version) VALUES ({{k:String}}, {{v:String}}, {{n:UInt64}})"
+        ),
+        &Params::new().bind("k", key).bind("v", value).bind("n", version),
+    )
+    .await
+}
+
+/// The last UTC day no event can reach any more: intake refuses events older than 72 hours
+/// and more than 5 minutes ahead, so day D is closed once D+1 is 72 hours and 5 minutes old;
+/// an hour more covers loaders still storing what was accepted just before.
+pub fn sealed_through(now: DateTime<Utc>) -> NaiveDate {
+    let closes = crate::intake::MAX_AGE + crate::intake::MAX_FUTURE + Duration::hours(1);
+    (now - closes).date_naive() - Days::new(1)
+}
+
+/// The last local day the daily tier can hold: every UTC day it overlaps (the one before
+/// and after too, for zones up to 14 hours from UTC) must be sealed.
+pub fn daily_limit(now: DateTime<Utc>) -> NaiveDate {
+    sealed_through(now) - Days::new(1)
+}
+
+/// The site groups that share a timezone: `(timezone, sites, except)`, `except` meaning
+/// every site but those listed (the tenant's default zone, which open tenants' unlisted
+/// sites use too).
+pub fn timezone_groups(tenant: &Tenant) -> Vec<(String, Vec<String>, bool)> {
+    let default = tenant.spec.default_timezone.clone();
+    let mut by_zone: std::collections::BTreeMap<String, Vec<String>> = std::collections::BTreeMap::new();
+    for site in &tenant.spec.sites.allowed {
+        let zone = tenant.spec.site_timezone(&site.id).name().to_string();
+        if zone != default {
+            by_zone.entry(zone).or_default().push(site.id.clone());
+        }
+    }
+    let elsewhere: Vec<String> = by_zone.values().flatten().cloned().collect();
+    let mut groups: Vec<(String, Vec<String>, bool)> =
+        by_zone.into_iter().map(|(zone, sites)| (zone, sites, false)).collect();
+    groups.push((default, elsewhere, true));
+    groups
+}
+
+/// What the daily tier depends on from the spec: every site's timezone.
+pub fn timezone_fingerprint(tenant: &Tenant) -> String {
+    timezone_groups(tenant)
+        .iter()
+        .map(|(zone, sites, except)| format!("{zone}{}{}", if *except { "!" } else { "=" }, sites.join(",")))
+        .collect::<Vec<_>>()
+        .join(";")
+}
+
+fn day_number(day: NaiveDate) -> String {
+    day.format("%Y%m%d").to_string()
+}
+
+fn utc_midnight(day: NaiveDate) -> DateTime<Utc> {
+    day.and_hms_opt(0, 0, 0).expect("midnight exists").and_utc()
+}
+
+/// A staging table name no other rebuild uses at the same time.
+fn staging_name(table: &str, unit: &str) -> String {
+    format!("{table}_stage_{unit}_{:08x}", rand::random::<u32>())
+}
+
+/// Per UTC day in `[from, to]`: non-bot `events` rows, and the event totals of the
+/// quarter-hour tier's two tables (the per-dimension one divided by the dimensions). A
+/// consistent day has all three equal.
+pub async fn quarter_hour_mismatches(
+    wh: &dyn Warehouse,
+    db: &str,
+    from: NaiveDate,
+    to: NaiveDate,
+) -> Result<Vec<NaiveDate>> {
+    let site = Tier::QuarterHour.table(false);
+    let dims = Tier::QuarterHour.table(true);
+    let sql = format!(
+        "SELECT toString(day) AS day, sum(counted) AS counted, sum(site) AS site, sum(dims) AS dims FROM ( \
+           SELECT toDate(ts) AS day, countIf(is_bot = 0) AS counted, 0 AS site, 0 AS dims FROM {db}.{EVENTS_TABLE} \
+             WHERE toDate(ts) BETWEEN {{from:Date}} AND {{to:Date}} GROUP BY day \
+           UNION ALL SELECT toDate(bucket), 0, sum(events), 0 FROM {db}.{site} \
+             WHERE toDate(bucket) BETWEEN {{from:Date}} AND {{to:Date}} GROUP BY toDate(bucket) \
+           UNION ALL SELECT toDate(bucket), 0, 0, intDiv(sum(events), {n}) FROM {db}.{dims} \
+             WHERE toDate(bucket) BETWEEN {{from:Date}} AND {{to:Date}} GROUP BY toDate(bucket) \
+         ) GROUP BY day HAVING counted != site OR counted != dims ORDER BY day",
+        n = schema::DIMENSIONS.len()
+    );
+    let params = Params::new()
+        .bind("from", from.format("%Y-%m-%d"))
+        .bind("to", to.format("%Y-%m-%d"));
+    parse_days(&wh.select(&sql, &params).await?)
+}
+
+fn parse_days(rows: &[Value]) -> Result<Vec<NaiveDate>> {
+    rows.iter()
+        .map(|r| {
+            r["day"]
+                .as_str()
+                .and_then(|d| NaiveDate::parse_from_str(d, "%Y-%m-%d").ok())
+                .ok_or_else(|| Error::Decode(format!("day in {r}")))
+        })
+        .collect()
+}
+
+/// Rebuilds one UTC day of the quarter-hour tier from `events` and swaps it in; verifies the
+/// day against `events` afterwards and rebuilds it again if an insert slipped in between.
+pub async fn rebuild_quarter_hour_day(wh: &dyn Warehouse, tenant: &Tenant, day: NaiveDate) -> Result<()> {
+    let db = tenant.database();
+    let none = Params::new();
+    let (start, end) = (utc_midnight(day), utc_midnight(day + Days::new(1)));
+    let source = format!(
+        "(SELECT * FROM {db}.{EVENTS_TABLE} WHERE ts >= '{}' AND ts < '{}')",
+        ch_datetime::format(&start),
+        ch_datetime::format(&end)
+    );
+    for attempt in 1..=REBUILD_ATTEMPTS {
+        for dims in [false, true] {
+            let table = Tier::QuarterHour.table(dims);
+            let staged = staging_name(table, &day_number(day));
+            wh.execute(
+                &schema::tier_table_ddl(&db, &staged, Tier::QuarterHour, dims, tenant.spec.retention.rollup_days),
+                &none,
+            )
+            .await?;
+            let swapped = async {
+                wh.execute(
+                    &format!(
+                        "INSERT INTO {db}.{staged} {}",
+                        schema::quarter_hour_select_from(&source, dims)
+                    ),
+                    &none,
+                )
+                .await?;
+                wh.execute(
+                    &format!(
+                        "ALTER TABLE {db}.{table} REPLACE PARTITION {} FROM {db}.{staged}",
+                        day_number(day)
+                    ),
+                    &none,
+                )
+                .await
+            }
+            .await;
+            wh.execute(&format!("DROP TABLE IF EXISTS {db}.{staged}"), &none)
+                .await?;
+            swapped?;
+        }
+        if quarter_hour_mismatches(wh, &db, day, day).await?.is_empty() {
+            return Ok(());
+        }
+        tracing::warn!(tenant = %tenant.name, %day, attempt, "an insert into the day raced its rebuild; rebuilding again");
+    }
+    Err(Error::Query {
+        sql: "quarter-hour rebuild".into(),
+        message: format!(
+            "day {day} of tenant {} still disagrees with events after {REBUILD_ATTEMPTS} rebuilds: something keeps writing into it",
+            tenant.name
+        ),
+    })
+}
+
+/// Rebuilds the daily tier's month that holds `month` (any day of it), for local days up to
+/// `through`, from the quarter-hour tier, and swaps it in.
+pub async fn rebuild_daily_month(
+    wh: &dyn Warehouse,
+    tenant: &Tenant,
+    month: NaiveDate,
+    through: NaiveDate,
+) -> Result<()> {
+    let db = tenant.database();
+    let none = Params::new();
+    let first = month.with_day(1).expect("day 1 exists");
+    let last = (first + Months::new(1) - Days::new(1)).min(through);
+    let partition = first.format("%Y%m").to_string();
+    for dims in [false, true] {
+        let table = Tier::Daily.table(dims);
+        let staged = staging_name(table, &partition);
+        wh.execute(
+            &schema::tier_table_ddl(&db, &staged, Tier::Daily, dims, tenant.spec.retention.rollup_days),
+            &none,
+        )
+        .await?;
+        let swapped = async {
+            if first <= last {
+                for (zone, sites, except) in timezone_groups(tenant) {
+                    let params = Params::new()
+                        .bind("first", first.format("%Y-%m-%d"))
+                        .bind("last", last.format("%Y-%m-%d"))
+                        .bind("tz", &zone)
+                        .bind("sites", Params::array_of_strings(&sites));
+                    wh.execute(
+                        &format!("INSERT INTO {db}.{staged} {}", schema::daily_select(&db, dims, except)),
+                        &params,
+                    )
+                    .await?;
+                }
+            }
+            wh.execute(
+                &format!("ALTER TABLE {db}.{table} REPLACE PARTITION {partition} FROM {db}.{staged}"),
+                &none,
+            )
+            .await
+        }
+        .await;
+        wh.execute(&format!("DROP TABLE IF EXISTS {db}.{staged}"), &none)
+            .await?;
+        swapped?;
+    }
+    Ok(())
+}
+
+/// The first day of each month that local days `[from, to]` fall in.
+fn months(from: NaiveDate, to: NaiveDate) -> Vec<NaiveDate> {
+    let mut out = Vec::new();
+    let mut m = from.with_day(1).expect("day 1 exists");
+    while m <= to {
+        out.push(m);
+        m = m + Months::new(1);
+    }
+    out
+}
+
+/// The UTC days `events` holds, oldest first.
+pub async fn days_with_events(wh: &dyn Warehouse, db: &str) -> Result<Vec<NaiveDate>> {
+    let rows = wh
+        .select(
+            &format!("SELECT DISTINCT toString(toDate(ts)) AS day FROM {db}.{EVENTS_TABLE} ORDER BY day"),
+            &Params::new(),
+        )
+        .await?;
+    parse_days(&rows)
+}
+
+/// Brings the daily tier up to the days sealed by `now`: the months of newly sealed local
+/// days are rebuilt (every month, when the spec's timezones changed since the last seal).
+/// Returns the local day the daily tier now holds through, if any.
+/// Nothing is sealed while the tenant is still on the hourly layout: the quarter-hour tier
+/// holds every day only once the backfill is through (which seals at its end).
+pub async fn seal(wh: &dyn Warehouse, tenant: &Tenant, now: DateTime<Utc>) -> Result<Option<NaiveDate>> {
+    let state = read_state(wh, &tenant.database()).await?;
+    if state.layout == Layout::Hourly {
+        return Ok(None);
+    }
+    seal_from(wh, tenant, now, state).await
+}
+
+async fn seal_from(
+    wh: &dyn Warehouse,
+    tenant: &Tenant,
+    now: DateTime<Utc>,
+    state: StorageState,
+) -> Result<Option<NaiveDate>> {
+    let db = tenant.database();
+    let limit = daily_limit(now);
+    let fingerprint = timezone_fingerprint(tenant);
+    let Some(oldest) = days_with_events(wh, &db).await?.first().copied() else {
+        return Ok(state.daily_through);
+    };
+    // A local day can start on the UTC day before its date.
+    let oldest = oldest - Days::new(1);
+    let from = match state.daily_through {
+        Some(through) if state.daily_timezones == fingerprint => through + Days::new(1),
+        _ => oldest,
+    };
+    if from > limit {
+        return Ok(state.daily_through);
+    }
+    for month in months(from.max(oldest), limit) {
+        rebuild_daily_month(wh, tenant, month, limit).await?;
+    }
+    // The timezones first: a reader that sees the new limit sees the zones it was built with.
+    write_state(wh, &db, DAILY_TIMEZONES, &fingerprint).await?;
+    write_state(wh, &db, DAILY_THROUGH, &limit.format("%Y-%m-%d").to_string()).await?;
+    tracing::info!(tenant = %tenant.name, through = %limit, "daily tier sealed");
+    Ok(Some(limit))
+}
+
+/// After days `replayed` changed in `events` and the quarter-hour tier: the daily tier's
+/// months that hold their local days (one either side), where sealed.
+pub async fn refresh_daily(wh: &dyn Warehouse, tenant: &Tenant, replayed: &[NaiveDate]) -> Result<()> {
+    let db = tenant.database();
+    let state = read_state(wh, &db).await?;
+    let Some(through) = state.daily_through else {
+        return Ok(());
+    };
+    let mut touched: Vec<NaiveDate> = replayed
+        .iter()
+        .flat_map(|d| [*d - Days::new(1), *d, *d + Days::new(1)])
+        .filter(|d| *d <= through)
+        .map(|d| d.with_day(1).expect("day 1 exists"))
+        .collect();
+    touched.sort_unstable();
+    touched.dedup();
+    for month in touched {
+        rebuild_daily_month(wh, tenant, month, through).await?;
+    }
+    Ok(())
+}
+
+/// Moving a database of the hourly layout onto the tiers, step one: the days still open
+/// to inserts. Run it where nothing writes to the tenant (before a role starts storing):
+/// each day is swapped whole. Idempotent; returns the days rebuilt.
+pub async fn migrate_recent_days(wh: &dyn Warehouse, tenant: &Tenant, now: DateTime<Utc>) -> Result<Vec<NaiveDate>> {
+    let db = tenant.database();
+    let values = state_values(wh, &db).await?;
+    if values.get(LAYOUT).map(String::as_str) == Some("tiers") || values.contains_key(RECENT_MIGRATED) {
+        return Ok(Vec::new());
+    }
+    let sealed = sealed_through(now);
+    let recent: Vec<NaiveDate> = days_with_events(wh, &db)
+        .await?
+        .into_iter()
+        .filter(|d| *d > sealed)
+        .collect();
+    for day in &recent {
+        rebuild_quarter_hour_day(wh, tenant, *day).await?;
+    }
+    write_state(wh, &db, RECENT_MIGRATED, "1").await?;
+    Ok(recent)
+}
+
+/// Step two, while roles run (sealed days get no inserts): every older day into the
+/// quarter-hour tier, oldest first and resumable, then the daily tier, then the switch of
+/// the planner to the tiers and, once no reader can still be planning on them, the hourly
+/// tables' retirement. `step_hook` runs after each day (tests pause there).
+pub async fn backfill(
+    wh: &dyn Warehouse,
+    tenant: &Tenant,
+    now: DateTime<Utc>,
+    mut step_hook: impl FnMut(NaiveDate),
+) -> Result<()> {
+    let db = tenant.database();
+    let values = state_values(wh, &db).await?;
+    if values.get(LAYOUT).map(String::as_str) == Some("tiers") {
+        return Ok(());
+    }
+    if !values.contains_key(RECENT_MIGRATED) {
+        return Err(Error::Query {
+            sql: "storage backfill".into(),
+            message: "the recent days have not been moved yet (migrate_recent_days)".into(),
+        });
+    }
+    let done = values
+        .get(BACKFILLED_THROUGH)
+        .and_then(|d| NaiveDate::parse_from_str(d, "%Y-%m-%d").ok());
+    let sealed = sealed_through(now);
+    for day in days_with_events(wh, &db).await? {
+        if day > sealed || done.is_some_and(|d| day <= d) {
+            continue;
+        }
+        rebuild_quarter_hour_day(wh, tenant, day).await?;
+        write_state(wh, &db, BACKFILLED_THROUGH, &day.format("%Y-%m-%d").to_string()).await?;
+        step_hook(day);
+    }
+    seal_from(wh, tenant, now, read_state(wh, &db).await?).await?;
+    write_state(wh, &db, LAYOUT, "tiers").await?;
+    tracing::info!(tenant = %tenant.name, "queries now read the tiers; the hourly rollups retire");
+    // Planners cache the state for a second: let every one of them see the switch first.
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    for statement in legacy::retire(&db) {
+        wh.execute(&statement, &Params::new()).await?;
+    }
+    Ok(())
+}
+
+/// Whether the hourly layout's tables still take writes (its views exist), so that a replay
+/// keeps them consistent too until they retire.
+pub async fn hourly_layout_live(wh: &dyn Warehouse, db: &str) -> Result<bool> {
+    let rows = wh
+        .select(
+            "SELECT count() AS n FROM system.tables WHERE database = {db:String} AND name = {t:String}",
+            &Params::new().bind("db", db).bind("t", legacy::SITE_ROLLUP),
+        )
+        .await?;
+    Ok(rows.first().and_then(|r| r["n"].as_u64()).unwrap_or(0) > 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn a_day_seals_once_no_event_can_reach_it() {
+        // Day 21 closes once day 22 is 72 hours and 5 minutes old (plus an hour of slack).
+        let at = |d, h, m| Utc.with_ymd_and_hms(2026, 11, d, h, m, 0).unwrap();
+        assert_eq!(
+            sealed_through(at(25, 1, 4)),
+            NaiveDate::from_ymd_opt(2026, 11, 20).unwrap()
+        );
+        assert_eq!(
+            sealed_through(at(25, 1, 5)),
+            NaiveDate::from_ymd_opt(2026, 11, 21).unwrap()
+        );
+        assert_eq!(
+            daily_limit(at(25, 1, 5)),
+            NaiveDate::from_ymd_opt(2026, 11, 20).unwrap()
+        );
+    }
+
+    #[test]
+    fn sites_are_grouped_by_timezone() {
+        let tenant = crate::spec::parse_tenants(
+            "apiVersion: sightline.dev/v1alpha1\nkind: AnalyticsTenant\nmetadata: {name: t}\nspec:\n  defaultTimezone: Europe/Berlin\n  sites:\n    open: true\n    allowed:\n      - {id: a, timezone: Asia/Kolkata}\n      - {id: b}\n      - {id: c, timezone: Asia/Kolkata}\n      - {id: d, timezone: Europe/Berlin}\n",
+            "t",
+        )
+        .unwrap()
+        .remove(0);
+        assert_eq!(
+            timezone_groups(&tenant),
+            vec![
+                (
+                    "Asia/Kolkata".to_string(),
+                    vec!["a".to_string(), "c".to_string()],
+                    false
+                ),
+                (
+                    "Europe/Berlin".to_string(),
+                    vec!["a".to_string(), "c".to_string()],
+                    true
+                ),
+            ]
+        );
+        assert_eq!(timezone_fingerprint(&tenant), "Asia/Kolkata=a,c;Europe/Berlin!a,c");
+    }
+
+    #[test]
+    fn months_of_a_range() {
+        let d = |m, day| NaiveDate::from_ymd_opt(2026, m, day).unwrap();
+        assert_eq!(months(d(1, 30), d(3, 1)), vec![d(1, 1), d(2, 1), d(3, 1)]);
+        assert_eq!(months(d(5, 5), d(5, 6)), vec![d(5, 1)]);
+    }
+}
