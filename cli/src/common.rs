@@ -302,7 +302,7 @@ pub fn storage_maintenance(
             for tenant in &tenants {
                 let now = chrono::Utc::now();
                 let work = async {
-                    tiers::backfill(warehouse.as_ref(), tenant, now, |_| {}).await?;
+                    tiers::backfill(warehouse.as_ref(), tenant, now).await?;
                     tiers::seal(warehouse.as_ref(), tenant, now).await
                 };
                 let outcome = tokio::select! {

@@ -70,6 +70,27 @@ pub async fn apply_schema_to(wh: &dyn Warehouse, tenant: &Tenant, target: u32) -
     Ok(SchemaApplied { from, to })
 }
 
+/// Puts partition `partition` of `staged` (a staging copy of `table`, both in `db`) in the
+/// place of `table`'s, atomically for readers: `REPLACE PARTITION`, or, when the staging
+/// table has no rows for it (every event of the day was a bot, a month without visits),
+/// `DROP PARTITION`, which the engine asks for instead of a replace from nothing.
+pub async fn swap_partition(wh: &dyn Warehouse, db: &str, table: &str, staged: &str, partition: &str) -> Result<()> {
+    let rows = wh
+        .select(
+            "SELECT count() AS n FROM system.parts WHERE database = {db:String} AND table = {t:String} \
+             AND partition_id = {p:String} AND active AND rows > 0",
+            &Params::new().bind("db", db).bind("t", staged).bind("p", partition),
+        )
+        .await?;
+    let staged_parts = rows.first().and_then(|r| r["n"].as_u64()).unwrap_or(0);
+    let sql = if staged_parts > 0 {
+        format!("ALTER TABLE {db}.{table} REPLACE PARTITION {partition} FROM {db}.{staged}")
+    } else {
+        format!("ALTER TABLE {db}.{table} DROP PARTITION {partition}")
+    };
+    wh.execute(&sql, &Params::new()).await
+}
+
 /// Encodes rows as JSONEachRow.
 pub fn json_each_row<T: Serialize>(rows: &[T]) -> Result<Vec<u8>> {
     let mut out = Vec::with_capacity(rows.len() * 512);

@@ -153,14 +153,7 @@ async fn replay_events_day(wh: &dyn Warehouse, tenant: &Tenant, day: NaiveDate) 
             ),
         });
     }
-    wh.execute(
-        &format!(
-            "ALTER TABLE {db}.{EVENTS_TABLE} REPLACE PARTITION {} FROM {db}.{staged}",
-            partition(day)
-        ),
-        &none,
-    )
-    .await?;
+    ops::swap_partition(wh, &db, EVENTS_TABLE, &staged, &partition(day)).await?;
     wh.execute(&format!("DROP TABLE IF EXISTS {db}.{staged}"), &none)
         .await?;
     tracing::info!(tenant = %tenant.name, %day, raw_rows, "day of events replayed");
@@ -198,11 +191,7 @@ async fn rebuild_hourly_month(wh: &dyn Warehouse, tenant: &Tenant, year: i32, mo
         let select = select.replacen(&format!("{db}.{EVENTS_TABLE}"), &month_events, 1);
         wh.execute(&format!("INSERT INTO {db}.{staged} {select}"), &none)
             .await?;
-        wh.execute(
-            &format!("ALTER TABLE {db}.{table} REPLACE PARTITION {partition} FROM {db}.{staged}"),
-            &none,
-        )
-        .await?;
+        ops::swap_partition(wh, &db, table, &staged, &partition).await?;
         wh.execute(&format!("DROP TABLE IF EXISTS {db}.{staged}"), &none)
             .await?;
     }

@@ -17,7 +17,7 @@
 use chrono::{DateTime, Datelike, Days, Duration, Months, NaiveDate, Utc};
 use serde_json::Value;
 
-use super::{Params, Warehouse};
+use super::{ops, Params, Warehouse};
 use crate::event::ch_datetime;
 use crate::schema::{self, legacy, Tier, EVENTS_TABLE, STATE_TABLE};
 use crate::spec::Tenant;
@@ -225,14 +225,7 @@ pub async fn rebuild_quarter_hour_day(wh: &dyn Warehouse, tenant: &Tenant, day: 
                     &none,
                 )
                 .await?;
-                wh.execute(
-                    &format!(
-                        "ALTER TABLE {db}.{table} REPLACE PARTITION {} FROM {db}.{staged}",
-                        day_number(day)
-                    ),
-                    &none,
-                )
-                .await
+                ops::swap_partition(wh, &db, table, &staged, &day_number(day)).await
             }
             .await;
             wh.execute(&format!("DROP TABLE IF EXISTS {db}.{staged}"), &none)
@@ -289,11 +282,7 @@ pub async fn rebuild_daily_month(
                     .await?;
                 }
             }
-            wh.execute(
-                &format!("ALTER TABLE {db}.{table} REPLACE PARTITION {partition} FROM {db}.{staged}"),
-                &none,
-            )
-            .await
+            ops::swap_partition(wh, &db, table, &staged, &partition).await
         }
         .await;
         wh.execute(&format!("DROP TABLE IF EXISTS {db}.{staged}"), &none)
@@ -347,11 +336,12 @@ async fn seal_from(
     let db = tenant.database();
     let limit = daily_limit(now);
     let fingerprint = timezone_fingerprint(tenant);
-    let Some(oldest) = days_with_events(wh, &db).await?.first().copied() else {
+    let days = days_with_events(wh, &db).await?;
+    let (Some(oldest), Some(newest)) = (days.first().copied(), days.last().copied()) else {
         return Ok(state.daily_through);
     };
-    // A local day can start on the UTC day before its date.
-    let oldest = oldest - Days::new(1);
+    // A local day can start on the UTC day before its date, or end on the one after.
+    let (oldest, newest) = (oldest - Days::new(1), newest + Days::new(1));
     let from = match state.daily_through {
         Some(through) if state.daily_timezones == fingerprint => through + Days::new(1),
         _ => oldest,
@@ -359,7 +349,8 @@ async fn seal_from(
     if from > limit {
         return Ok(state.daily_through);
     }
-    for month in months(from.max(oldest), limit) {
+    // Months without any event hold nothing to rebuild (their days are sealed all the same).
+    for month in months(from.max(oldest), limit.min(newest)) {
         rebuild_daily_month(wh, tenant, month, limit).await?;
     }
     // The timezones first: a reader that sees the new limit sees the zones it was built with.
@@ -413,20 +404,29 @@ pub async fn migrate_recent_days(wh: &dyn Warehouse, tenant: &Tenant, now: DateT
     Ok(recent)
 }
 
+/// What one step of the backfill did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backfill {
+    /// This day of the hourly layout is now in the quarter-hour tier; more may follow.
+    Moved(NaiveDate),
+    /// Every day is in the tiers, the daily tier is sealed and queries read the tiers.
+    Done,
+}
+
 /// Step two, while roles run (sealed days get no inserts): every older day into the
-/// quarter-hour tier, oldest first and resumable, then the daily tier, then the switch of
-/// the planner to the tiers and, once no reader can still be planning on them, the hourly
-/// tables' retirement. `step_hook` runs after each day (tests pause there).
-pub async fn backfill(
-    wh: &dyn Warehouse,
-    tenant: &Tenant,
-    now: DateTime<Utc>,
-    mut step_hook: impl FnMut(NaiveDate),
-) -> Result<()> {
+/// quarter-hour tier, one per call, oldest first and resumable; then the daily tier, the
+/// switch of the planner to the tiers and, once no reader can still be planning on the
+/// hourly tables, their retirement.
+pub async fn backfill_step(wh: &dyn Warehouse, tenant: &Tenant, now: DateTime<Utc>) -> Result<Backfill> {
     let db = tenant.database();
     let values = state_values(wh, &db).await?;
     if values.get(LAYOUT).map(String::as_str) == Some("tiers") {
-        return Ok(());
+        // A process that stopped between the switch and the retirement left the hourly
+        // tables (and their views, still costing every insert): retire them now.
+        if hourly_layout_live(wh, &db).await? {
+            retire_hourly(wh, &db).await?;
+        }
+        return Ok(Backfill::Done);
     }
     if !values.contains_key(RECENT_MIGRATED) {
         return Err(Error::Query {
@@ -438,22 +438,34 @@ pub async fn backfill(
         .get(BACKFILLED_THROUGH)
         .and_then(|d| NaiveDate::parse_from_str(d, "%Y-%m-%d").ok());
     let sealed = sealed_through(now);
-    for day in days_with_events(wh, &db).await? {
-        if day > sealed || done.is_some_and(|d| day <= d) {
-            continue;
-        }
+    let next = days_with_events(wh, &db)
+        .await?
+        .into_iter()
+        .find(|day| *day <= sealed && done.is_none_or(|d| *day > d));
+    if let Some(day) = next {
         rebuild_quarter_hour_day(wh, tenant, day).await?;
         write_state(wh, &db, BACKFILLED_THROUGH, &day.format("%Y-%m-%d").to_string()).await?;
-        step_hook(day);
+        return Ok(Backfill::Moved(day));
     }
     seal_from(wh, tenant, now, read_state(wh, &db).await?).await?;
     write_state(wh, &db, LAYOUT, "tiers").await?;
     tracing::info!(tenant = %tenant.name, "queries now read the tiers; the hourly rollups retire");
+    retire_hourly(wh, &db).await?;
+    Ok(Backfill::Done)
+}
+
+async fn retire_hourly(wh: &dyn Warehouse, db: &str) -> Result<()> {
     // Planners cache the state for a second: let every one of them see the switch first.
     tokio::time::sleep(std::time::Duration::from_secs(3)).await;
-    for statement in legacy::retire(&db) {
+    for statement in legacy::retire(db) {
         wh.execute(&statement, &Params::new()).await?;
     }
+    Ok(())
+}
+
+/// The whole backfill (`backfill_step` until done).
+pub async fn backfill(wh: &dyn Warehouse, tenant: &Tenant, now: DateTime<Utc>) -> Result<()> {
+    while backfill_step(wh, tenant, now).await? != Backfill::Done {}
     Ok(())
 }
 
