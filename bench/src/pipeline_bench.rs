@@ -17,27 +17,21 @@
 //! SIGHTLINE_TEST_BROKER=tansu ./target/release/pipeline-bench --seconds 5 --rounds 3 --connections 32
 //! ```
 
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
 use clap::Parser;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::{json, Value};
-use sightline_core::event::RawEvent;
-use sightline_core::processor::session::SessionState;
-use sightline_core::processor::{process, ProcessorConfig};
-use sightline_core::schema;
 use sightline_core::spec::parse_tenants;
 use sightline_core::warehouse::embedded::Embedded;
-use sightline_core::warehouse::{ops, rowbinary, InsertFormat, Params, Warehouse};
+use sightline_core::warehouse::{Params, Warehouse};
 use sightline_ingest::kafka::{topics, Envelope};
 use sightline_tests::clickhouse_front::ClickHouseFront;
 use sightline_tests::{provision, read_token, write_token, Broker, Server, CHROME_MAC};
 
-use sightline_bench::{percentile, post_batches, status_mb};
+use sightline_bench::{engine_bulk_insert, percentile, post_batches, raw_events, status_mb, Tables};
 
 const SITE: &str = "bench.example.com";
 const TENANTS: &str = "apiVersion: sightline.dev/v1alpha1
@@ -83,31 +77,6 @@ struct Args {
     collector_only: bool,
 }
 
-/// What the collector puts on the log for one request of 100 events: fresh ids each time.
-fn raw_events(seed: usize, n: usize) -> Vec<RawEvent> {
-    let now = chrono::DateTime::from_timestamp_millis(Utc::now().timestamp_millis()).expect("now");
-    (0..n)
-        .map(|i| RawEvent {
-            event_id: uuid::Uuid::new_v4(),
-            site_id: SITE.into(),
-            received_at: now,
-            ts: now,
-            name: "pageview".into(),
-            url: format!("https://{SITE}/p/{}", (seed * 131 + i) % 500),
-            referrer: "https://www.google.com/".into(),
-            user_agent: CHROME_MAC.into(),
-            props: BTreeMap::new(),
-            revenue_amount: String::new(),
-            revenue_currency: String::new(),
-            visitor_id: (seed % 250) as u64,
-            country: String::new(),
-            ingest_source: "web".into(),
-            prev_day_visitor_id: 0,
-            interactive: true,
-        })
-        .collect()
-}
-
 /// The bare producer: the collector's producer settings, the same messages, the same
 /// number in flight; returns events acknowledged.
 async fn drive_producer(bootstrap: &str, seconds: u64, connections: usize) -> (u64, f64) {
@@ -130,7 +99,7 @@ async fn drive_producer(bootstrap: &str, seconds: u64, connections: usize) -> (u
             tokio::spawn(async move {
                 let mut i = c;
                 while Instant::now() < deadline {
-                    let events = raw_events(i, 100);
+                    let events = raw_events(SITE, i, 100);
                     let key = format!("{SITE}:{}", events[0].visitor_id);
                     let payload = serde_json::to_vec(&Envelope {
                         events,
@@ -165,52 +134,6 @@ async fn count(wh: &Embedded, sql: &str) -> u64 {
         .ok()
         .and_then(|r| r.first().and_then(|r| r["n"].as_u64()))
         .unwrap_or(0)
-}
-
-/// libchdb's own bulk insert of `total` rows in batches of `batch` (raw and processed rows,
-/// RowBinary, encoded before the clock starts); returns rows per second.
-async fn bulk_insert(wh: &Embedded, total: u64, batch: usize) -> f64 {
-    let tenant = parse_tenants(TENANTS, "bench").expect("tenants").remove(1);
-    ops::apply_schema(wh, &tenant).await.expect("schema");
-    let mut sessions = SessionState::default();
-    let config = ProcessorConfig { bot_filtering: true };
-    let mut batches = Vec::new();
-    let mut left = total as usize;
-    let mut seed = 0;
-    while left > 0 {
-        let n = left.min(batch);
-        let raws: Vec<RawEvent> = (0..n.div_ceil(100))
-            .flat_map(|_| {
-                seed += 1;
-                raw_events(seed, 100)
-            })
-            .take(n)
-            .collect();
-        let events: Vec<_> = raws.iter().map(|r| process(r, config, &mut sessions)).collect();
-        batches.push((rowbinary::encode(&raws), rowbinary::encode(&events)));
-        left -= n;
-    }
-    let db = tenant.database();
-    let start = Instant::now();
-    for (raw, events) in batches {
-        wh.insert(
-            &format!("{db}.{}", schema::RAW_TABLE),
-            schema::RAW_COLUMNS,
-            InsertFormat::RowBinary,
-            raw,
-        )
-        .await
-        .expect("bulk raw");
-        wh.insert(
-            &format!("{db}.{}", schema::EVENTS_TABLE),
-            schema::EVENT_COLUMNS,
-            InsertFormat::RowBinary,
-            events,
-        )
-        .await
-        .expect("bulk events");
-    }
-    total as f64 / start.elapsed().as_secs_f64()
 }
 
 /// A steady `rate` events/s in requests of 10; every 500 ms one request carries a marker
@@ -401,7 +324,16 @@ async fn main() {
             .unwrap_or("")
     );
     // A rate: measured over up to 1M rows, whose encoded batches are held in memory.
-    let bulk_rps = bulk_insert(&wh, backlog.min(1_000_000), args.batch).await;
+    let bulk = parse_tenants(TENANTS, "bench").expect("tenants").remove(1);
+    let bulk_rps = engine_bulk_insert(
+        &wh,
+        &bulk,
+        SITE,
+        backlog.min(1_000_000),
+        args.batch,
+        Tables::RawAndProcessed,
+    )
+    .await;
     println!(
         "loader {loader_rps:.0} rows/s ({backlog} rows; {:.1} s from start incl. group join), libchdb bulk insert {bulk_rps:.0} rows/s, ratio {:.2}; loader peak RSS {loader_hwm:.0} MB",
         (loaded_at - started).as_secs_f64(),

@@ -1,9 +1,12 @@
-//! Query latency on a large site: 10M events for one site and 1,000 small sites beside it,
-//! then p50/p99 of four dashboard queries, cold (cache invalidated before each) and cached,
+//! Query latency on a large site: 10M events for one site and 1,000 small sites beside it
+//! (a year, in Europe/Berlin), moved onto the rollup tiers as a migrated database would be;
+//! then p50/p99 of six dashboard queries, cold (cache invalidated before each) and cached,
 //! and queries per second at 32 concurrent clients, through the real HTTP query service.
+//! With `--visitor-functions`, also how `uniq`, `uniqCombined` and `uniqHLL12` states merge
+//! per tier and how far their counts are from `uniqExact`.
 //!
 //!     cargo build --release --bin query-bench
-//!     ./target/release/query-bench --events 10000000
+//!     ./target/release/query-bench --events 10000000 --visitor-functions
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -13,11 +16,12 @@ use clap::Parser;
 use serde_json::{json, Value};
 use sightline_bench::percentile;
 use sightline_core::registry::Registry;
+use sightline_core::schema::Tier;
 use sightline_core::secret::MasterSecret;
 use sightline_core::spec::parse_tenants;
 use sightline_core::token::{self, Claims, Scope};
 use sightline_core::warehouse::embedded::Embedded;
-use sightline_core::warehouse::{ops, Params, Warehouse};
+use sightline_core::warehouse::{ops, tiers, Params, Warehouse};
 use sightline_core::watermark::Watermarks;
 use sightline_query::{QueryConfig, QueryState};
 
@@ -37,6 +41,9 @@ struct Args {
     /// Seconds of the 32-client throughput run.
     #[arg(long, default_value_t = 10)]
     seconds: u64,
+    /// Also compare the visitor-counting functions (merge time and error, per tier).
+    #[arg(long)]
+    visitor_functions: bool,
 }
 
 const SITE: &str = "big.example.com";
@@ -74,7 +81,7 @@ async fn main() {
     let dir = tempfile::tempdir().expect("tempdir");
     let engine = Arc::new(Embedded::open(&dir.path().join("engine"), 4).expect("engine"));
     let tenant = parse_tenants(
-        "apiVersion: sightline.dev/v1alpha1\nkind: AnalyticsTenant\nmetadata: {name: bench}\nspec: {sites: {open: true}}\n",
+        "apiVersion: sightline.dev/v1alpha1\nkind: AnalyticsTenant\nmetadata: {name: bench}\nspec: {sites: {open: true}, defaultTimezone: Europe/Berlin}\n",
         "bench",
     )
     .expect("tenant")
@@ -110,19 +117,37 @@ async fn main() {
             }
         }
     }
-    engine
-        .execute(&format!("OPTIMIZE TABLE {db}.rollup_dims_hourly FINAL"), &Params::new())
-        .await
-        .expect("optimize");
-    engine
-        .execute(&format!("OPTIMIZE TABLE {db}.rollup_site_hourly FINAL"), &Params::new())
-        .await
-        .expect("optimize");
     let rows = engine
         .select(&format!("SELECT count() AS n FROM {db}.events"), &Params::new())
         .await
         .expect("count");
     eprintln!("loaded {} events in {:.0} s", rows[0]["n"], t.elapsed().as_secs_f64());
+    // As a database of the hourly layout moves: the open days, then every older day rebuilt
+    // from events into the quarter-hour tier, then the daily tier sealed.
+    let t = Instant::now();
+    let now = chrono::Utc::now();
+    tiers::migrate_recent_days(engine.as_ref(), &tenant, now)
+        .await
+        .expect("recent days");
+    let recent = t.elapsed().as_secs_f64();
+    tiers::backfill(engine.as_ref(), &tenant, now).await.expect("backfill");
+    eprintln!(
+        "moved onto the tiers in {:.0} s (open days {recent:.1} s); daily tier through {:?}",
+        t.elapsed().as_secs_f64(),
+        tiers::read_state(engine.as_ref(), &db)
+            .await
+            .expect("state")
+            .daily_through
+    );
+    for table in Tier::all_tables() {
+        engine
+            .execute(&format!("OPTIMIZE TABLE {db}.{table} FINAL"), &Params::new())
+            .await
+            .expect("optimize");
+    }
+    if args.visitor_functions {
+        visitor_functions(engine.as_ref(), &db).await;
+    }
 
     let secret = MasterSecret::from_bytes(b"query-bench-secret-0123456789ab".to_vec()).expect("secret");
     let registry = Arc::new(Registry::new(vec![tenant.clone()], &secret));
@@ -164,6 +189,20 @@ async fn main() {
             None,
         ),
         (
+            "top 10 pages, 90 days",
+            "/v1/query",
+            Some(
+                json!({"site_id": SITE, "metrics": ["visitors", "pageviews"], "date_range": "90d", "dimensions": ["page"], "pagination": {"limit": 10}}),
+            ),
+        ),
+        (
+            "top 10 sources, 12 months",
+            "/v1/query",
+            Some(
+                json!({"site_id": SITE, "metrics": ["visitors", "visits"], "date_range": "12mo", "dimensions": ["source"], "pagination": {"limit": 10}}),
+            ),
+        ),
+        (
             "props breakdown, 30 days (events path)",
             "/v1/query",
             Some(
@@ -180,7 +219,7 @@ async fn main() {
         req.bearer_auth(&token).send()
     };
 
-    println!("| query | path | cold p50 ms | cold p99 ms | cached p50 ms | cached p99 ms |");
+    println!("| query | path (tier) | cold p50 ms | cold p99 ms | cached p50 ms | cached p99 ms |");
     println!("| --- | --- | ---: | ---: | ---: | ---: |");
     for (name, path, body) in &queries {
         let mut meta_path = String::new();
@@ -196,7 +235,10 @@ async fn main() {
                 assert!(r.status().is_success(), "{name}: {}", r.status());
                 let v: Value = r.json().await.expect("json");
                 samples.push(t.elapsed().as_secs_f64() * 1000.0);
-                meta_path = v["meta"]["path"].as_str().unwrap_or_default().to_string();
+                meta_path = match v["meta"]["tier"].as_str() {
+                    Some(tier) => format!("{} ({tier})", v["meta"]["path"].as_str().unwrap_or_default()),
+                    None => v["meta"]["path"].as_str().unwrap_or_default().to_string(),
+                };
             }
             samples.sort_by(|a, b| a.total_cmp(b));
         }
@@ -249,7 +291,8 @@ async fn main() {
             let _ = t.await;
         }
         println!(
-            "\n32 clients, the four queries in turn, {}: {:.0} queries/s",
+            "\n32 clients, the {} queries in turn, {}: {:.0} queries/s",
+            queries.len(),
             if cold {
                 "every answer computed (cache invalidated before each)"
             } else {
@@ -258,4 +301,129 @@ async fn main() {
             count.load(Ordering::Relaxed) as f64 / args.seconds as f64
         );
     }
+}
+
+/// The visitor-counting functions side by side on the big site: for each, the site's daily
+/// and quarter-hour states built from `events` (per site, and per page), then the time to
+/// merge them for the dashboard's ranges and the error of the counts against `uniqExact`.
+async fn visitor_functions(engine: &Embedded, db: &str) {
+    let functions = ["uniq", "uniqCombined", "uniqHLL12"];
+    println!("Visitor counting (big site, merged per range; error against uniqExact):\n");
+    println!("| function | tier | range | states merged | merge p50 ms | merge p99 ms | error |");
+    println!("| --- | --- | --- | ---: | ---: | ---: | ---: |");
+    let run = |sql: String| async move {
+        let t = Instant::now();
+        let rows = engine.select(&sql, &Params::new()).await.expect(&sql);
+        (t.elapsed().as_secs_f64() * 1000.0, rows)
+    };
+    for f in functions {
+        for (tier, key) in [
+            ("daily", "toDate(ts, 'Europe/Berlin')"),
+            ("quarter_hour", "toStartOfFifteenMinutes(ts)"),
+        ] {
+            let table = format!("{db}.vf_{f}_{tier}");
+            let _ = engine
+                .execute(&format!("DROP TABLE IF EXISTS {table}"), &Params::new())
+                .await;
+            engine
+                .execute(
+                    &format!(
+                        "CREATE TABLE {table} (t DateTime('UTC'), page String, visitors AggregateFunction({f}, UInt64)) \
+                         ENGINE = AggregatingMergeTree ORDER BY (page, t)"
+                    ),
+                    &Params::new(),
+                )
+                .await
+                .expect("create");
+            engine
+                .execute(
+                    &format!(
+                        "INSERT INTO {table} SELECT toDateTime({key}) AS t, '' AS page, {f}State(visitor_id) FROM {db}.events \
+                         WHERE site_id = '{SITE}' GROUP BY t \
+                         UNION ALL SELECT toDateTime({key}) AS t, pathname AS page, {f}State(visitor_id) FROM {db}.events \
+                         WHERE site_id = '{SITE}' GROUP BY t, page"
+                    ),
+                    &Params::new(),
+                )
+                .await
+                .expect("fill");
+            engine
+                .execute(&format!("OPTIMIZE TABLE {table} FINAL"), &Params::new())
+                .await
+                .expect("optimize");
+            // The quarter-hour tier serves up to a month; the daily tier serves long ranges.
+            let ranges: &[(&str, i64)] = if tier == "daily" {
+                &[("30 days", 30), ("12 months", 365)]
+            } else {
+                &[("7 days", 7), ("30 days", 30)]
+            };
+            for (label, days) in ranges {
+                let since = format!("now() - INTERVAL {days} DAY");
+                let mut times = Vec::new();
+                let mut got = 0.0;
+                for _ in 0..20 {
+                    let (ms, rows) = run(format!(
+                        "SELECT {f}Merge(visitors) AS v, count() AS states FROM {table} WHERE page = '' AND t >= {since}"
+                    ))
+                    .await;
+                    times.push(ms);
+                    got = rows[0]["v"].as_f64().unwrap_or(0.0);
+                }
+                times.sort_by(|a, b| a.total_cmp(b));
+                let (_, exact) = run(format!(
+                    "SELECT uniqExact(visitor_id) AS v FROM {db}.events WHERE site_id = '{SITE}' AND ts >= {since}"
+                ))
+                .await;
+                let exact = exact[0]["v"].as_f64().unwrap_or(1.0);
+                let (_, states) = run(format!(
+                    "SELECT count() AS n FROM {table} WHERE page = '' AND t >= {since}"
+                ))
+                .await;
+                println!(
+                    "| {f} | {tier} | {label}, site total | {} | {:.1} | {:.1} | {:+.2} % |",
+                    states[0]["n"],
+                    percentile(&times, 0.5),
+                    percentile(&times, 0.99),
+                    (got - exact) * 100.0 / exact
+                );
+                // Top pages: many small states, each counted on its own.
+                let mut times = Vec::new();
+                let mut rows = Vec::new();
+                for _ in 0..20 {
+                    let (ms, r) = run(format!(
+                        "SELECT page, {f}Merge(visitors) AS v FROM {table} WHERE page != '' AND t >= {since} \
+                         GROUP BY page ORDER BY v DESC, page LIMIT 10"
+                    ))
+                    .await;
+                    times.push(ms);
+                    rows = r;
+                }
+                times.sort_by(|a, b| a.total_cmp(b));
+                let mut worst: f64 = 0.0;
+                for r in &rows {
+                    let page = r["page"].as_str().unwrap_or_default();
+                    let (_, exact) = run(format!(
+                        "SELECT uniqExact(visitor_id) AS v FROM {db}.events WHERE site_id = '{SITE}' AND pathname = '{page}' AND ts >= {since}"
+                    ))
+                    .await;
+                    let exact = exact[0]["v"].as_f64().unwrap_or(1.0);
+                    worst = worst.max(((r["v"].as_f64().unwrap_or(0.0) - exact) / exact).abs() * 100.0);
+                }
+                let (_, states) = run(format!(
+                    "SELECT count() AS n FROM {table} WHERE page != '' AND t >= {since}"
+                ))
+                .await;
+                println!(
+                    "| {f} | {tier} | {label}, top 10 pages | {} | {:.1} | {:.1} | ≤ {worst:.2} % |",
+                    states[0]["n"],
+                    percentile(&times, 0.5),
+                    percentile(&times, 0.99),
+                );
+            }
+            let _ = engine
+                .execute(&format!("DROP TABLE IF EXISTS {table}"), &Params::new())
+                .await;
+        }
+    }
+    println!();
 }
