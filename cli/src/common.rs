@@ -12,7 +12,7 @@ use sightline_core::spec::{load_tenants, Tenant};
 use sightline_core::warehouse::embedded::Embedded;
 use sightline_core::warehouse::http::{Http, HttpConfig};
 use sightline_core::warehouse::{tiers, Warehouse};
-use sightline_ingest::collector::client::ClientConfig;
+use sightline_ingest::collector::client::{ClientConfig, ForwardingHeader};
 use sightline_query::{Limits, QueryConfig};
 use std::sync::Arc;
 use std::time::Duration;
@@ -50,10 +50,16 @@ impl ServeArgs {
 
 #[derive(ClapArgs, Clone)]
 pub struct ClientArgs {
-    /// Proxy networks whose X-Forwarded-For is trusted (repeatable), e.g. 10.0.0.0/8.
+    /// Proxy networks whose forwarding and country headers are trusted (repeatable), e.g.
+    /// 10.0.0.0/8. From any other peer those headers are ignored.
     #[arg(long = "trusted-proxy")]
     pub trusted_proxies: Vec<IpNet>,
-    /// Header a trusted CDN sets with the visitor's country, e.g. CF-IPCountry.
+    /// The header the trusted proxies write the client address into: x-forwarded-for,
+    /// forwarded (RFC 7239) or x-real-ip (only if the nearest proxy always overwrites it).
+    #[arg(long, default_value = "x-forwarded-for")]
+    pub client_ip_header: ForwardingHeader,
+    /// Header a trusted CDN sets with the visitor's country, e.g. CF-IPCountry (read only
+    /// from --trusted-proxy peers).
     #[arg(long)]
     pub country_header: Option<String>,
     /// A GeoIP2/GeoLite2 country or city database (MaxMind format).
@@ -65,6 +71,7 @@ impl ClientArgs {
     pub fn client_config(&self) -> ClientConfig {
         ClientConfig {
             trusted_proxies: self.trusted_proxies.clone(),
+            forwarding_header: self.client_ip_header,
             country_header: self.country_header.clone(),
         }
     }

@@ -224,7 +224,7 @@ pub(crate) struct Origin {
 pub(crate) fn origin(state: &CollectorState, parts: &Parts) -> Origin {
     let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
     let ip = state.client.client_ip(peer, &parts.headers);
-    let country = state.geo.country(ip, state.client.country_header(&parts.headers));
+    let country = state.geo.country(ip, state.client.country_header(peer, &parts.headers));
     Origin { ip, country }
 }
 
@@ -247,7 +247,7 @@ async fn intake(state: &CollectorState, parts: &Parts, body: Option<Body>, store
         ctx: RequestContext {
             site_id: &claims.site,
             tenant_key: entry.key(),
-            user_agent: client::user_agent(&parts.headers),
+            user_agent: &client::user_agent(&parts.headers),
             client_ip: origin.ip,
             country: &origin.country,
             received_at: Utc::now(),
