@@ -30,6 +30,8 @@ pub struct Answer {
     pub source: Source,
     pub range: DateRange,
     pub comparison_range: Option<DateRange>,
+    /// With a comparison over a time dimension: how its buckets were matched.
+    pub bucket_match: Option<BucketMatch>,
 }
 
 fn only_time(query: &Query) -> bool {
@@ -160,6 +162,7 @@ pub async fn run(
         source,
         range: query.range.clone(),
         comparison_range: None,
+        bucket_match: None,
     };
     if let Some(compare) = query.compare {
         let range = comparison_range(&query.range, compare);
@@ -168,7 +171,7 @@ pub async fn run(
         earlier.range = range.clone();
         let earlier_source = storage.source(tenant, &earlier)?;
         let (previous, _) = run_range(wh, tenant, storage, query, earlier_source, &range, false, limits).await?;
-        attach_comparison(query, &mut answer.rows, &previous, &query.range, &range);
+        answer.bucket_match = attach_comparison(query, &mut answer.rows, &previous, &query.range, &range);
         answer.comparison_range = Some(range);
     }
     Ok(answer)
@@ -357,40 +360,81 @@ fn change(metric: Metric, now: &Value, before: &Value) -> Value {
     }
 }
 
-fn attach_comparison(query: &Query, rows: &mut [Row], previous: &[Row], now: &DateRange, before: &DateRange) {
+/// How the buckets of a compared time series were matched (see [`buckets::counterparts`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BucketMatch {
+    /// `day_offset_and_local_hour`, `day_offset`, `week_offset` or `month_offset`.
+    pub rule: &'static str,
+    /// This period's buckets with no counterpart in the comparison period, in order; their
+    /// comparison metrics and changes are null (there was no such time to count, which is
+    /// not the same as a time with nothing in it, which counts as zero).
+    pub without_counterpart: Vec<String>,
+}
+
+/// Sets each row's comparison: the row of the earlier period with the same dimension values,
+/// its time bucket being the counterpart of this row's (zeros when the earlier period had
+/// nothing there, nulls when it has no such bucket). Returns how time buckets were matched.
+fn attach_comparison(
+    query: &Query,
+    rows: &mut [Row],
+    previous: &[Row],
+    now: &DateRange,
+    before: &DateRange,
+) -> Option<BucketMatch> {
     let zero = metric_values(&Value::Null, &query.metrics, &Totals::default());
-    // Time buckets are matched by position: the i-th bucket of this period with the i-th of
-    // the earlier one. Other dimensions are matched by value.
+    let nulls = vec![Value::Null; query.metrics.len()];
     let time = query.dimensions.iter().enumerate().find_map(|(i, d)| match d {
         Dimension::Time(interval) => Some((i, *interval)),
         _ => None,
     });
-    let labels = time.map(|(_, interval)| (buckets::labels(now, interval), buckets::labels(before, interval)));
-    let position = |r: &Row, labels: Option<&Vec<String>>| -> Option<usize> {
-        let (i, _) = time?;
-        let label = r.dimensions[i].as_str()?;
-        labels?.iter().position(|x| x == label)
-    };
-    let others = |r: &Row| -> Vec<Value> {
-        r.dimensions
-            .iter()
-            .zip(&query.dimensions)
-            .filter(|(_, d)| !matches!(d, Dimension::Time(_)))
-            .map(|(v, _)| v.clone())
-            .collect()
-    };
+    let pairs = time.map(|(_, interval)| buckets::counterparts(now, before, interval));
+    let counterpart: HashMap<&str, Option<&str>> = pairs
+        .iter()
+        .flatten()
+        .map(|(label, other)| (label.as_str(), other.as_deref()))
+        .collect();
     for row in rows.iter_mut() {
-        let pos = position(row, labels.as_ref().map(|l| &l.0));
-        let matched = previous
-            .iter()
-            .find(|p| others(p) == others(row) && position(p, labels.as_ref().map(|l| &l.1)) == pos);
-        let before_metrics = matched.map(|b| b.metrics.clone()).unwrap_or_else(|| zero.clone());
-        let changes = query
-            .metrics
-            .iter()
-            .zip(row.metrics.iter().zip(&before_metrics))
-            .map(|(m, (a, b))| change(*m, a, b))
-            .collect();
+        // The dimension values the earlier row must have: the same, with the time bucket
+        // replaced by its counterpart; None when the bucket has none.
+        let wanted: Option<Vec<Value>> = match time {
+            None => Some(row.dimensions.clone()),
+            Some((i, _)) => {
+                let other = row.dimensions[i]
+                    .as_str()
+                    .and_then(|label| counterpart.get(label).copied().flatten());
+                other.map(|other| {
+                    let mut dims = row.dimensions.clone();
+                    dims[i] = Value::String(other.to_string());
+                    dims
+                })
+            }
+        };
+        let before_metrics = match &wanted {
+            None => nulls.clone(),
+            Some(dims) => previous
+                .iter()
+                .find(|p| &p.dimensions == dims)
+                .map(|p| p.metrics.clone())
+                .unwrap_or_else(|| zero.clone()),
+        };
+        let changes = if wanted.is_none() {
+            nulls.clone()
+        } else {
+            query
+                .metrics
+                .iter()
+                .zip(row.metrics.iter().zip(&before_metrics))
+                .map(|(m, (a, b))| change(*m, a, b))
+                .collect()
+        };
         row.comparison = Some((before_metrics, changes));
     }
+    time.zip(pairs).map(|((_, interval), pairs)| BucketMatch {
+        rule: buckets::match_rule(interval),
+        without_counterpart: pairs
+            .into_iter()
+            .filter(|(_, other)| other.is_none())
+            .map(|(label, _)| label)
+            .collect(),
+    })
 }

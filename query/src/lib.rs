@@ -270,6 +270,13 @@ fn meta(query: &Query, answer: &Answer, watermark: &Watermark) -> Value {
     if let Some(c) = &answer.comparison_range {
         m["comparison_date_range"] = range_json(c);
     }
+    if let Some(b) = &answer.bucket_match {
+        m["comparison_buckets"] = json!({
+            "match": b.rule,
+            "without_counterpart": b.without_counterpart,
+            "without_counterpart_gets": "null",
+        });
+    }
     m
 }
 

@@ -70,7 +70,8 @@ pub struct ResultRow {
     #[schema(value_type = Vec<Object>)]
     pub metrics: Vec<Value>,
     /// With `compare`: the earlier period's metrics and the change (percent for counts,
-    /// points for rates, null from zero).
+    /// points for rates, null from zero); both null for a time bucket without a counterpart
+    /// (see `meta.comparison_buckets`).
     #[schema(value_type = Object)]
     pub comparison: Option<Value>,
 }
@@ -84,12 +85,33 @@ pub struct Meta {
     pub date_range: Value,
     #[schema(value_type = Object)]
     pub comparison_date_range: Option<Value>,
+    /// With `compare` and a time dimension: how each bucket found the one it is compared with.
+    pub comparison_buckets: Option<ComparisonBuckets>,
     /// Rows in all, before pagination.
     pub total_rows: u64,
     /// rollup or events.
     pub path: String,
     /// The newest committed event time of the site (also in the X-Sightline-Watermark header).
     pub watermark: Option<String>,
+}
+
+/// How the buckets of a compared time series are matched with the comparison period's.
+#[derive(Serialize, ToSchema)]
+#[schema(example = json!({"match": "day_offset_and_local_hour", "without_counterpart": ["2026-03-30 02:00:00"], "without_counterpart_gets": "null"}))]
+pub struct ComparisonBuckets {
+    /// `day_offset_and_local_hour` for hour buckets: the same local clock hour on the same
+    /// day of the range (a 23- or 25-hour DST day is compared hour for hour by clock time,
+    /// not by position); `day_offset`, `week_offset` or `month_offset`: the bucket as many
+    /// days, weeks or months from the start of the comparison period.
+    #[schema(example = "day_offset_and_local_hour")]
+    pub r#match: String,
+    /// This period's buckets that have no counterpart (an hour the comparison day's clock
+    /// skipped, a day past the end of a shorter comparison period). Comparison buckets
+    /// without a counterpart here are not shown.
+    pub without_counterpart: Vec<String>,
+    /// Always "null": those buckets' comparison metrics and changes are null. A bucket
+    /// that has a counterpart with nothing in it compares with zeros.
+    pub without_counterpart_gets: String,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -162,7 +184,7 @@ impl Modify for BearerAuth {
 #[openapi(
     info(title = "Sightline query API", description = "Time-series metrics about merchants' sites. Every answer carries the data watermark in X-Sightline-Watermark; Accept: text/csv gives CSV."),
     paths(crate::query, crate::aggregate, crate::timeseries, crate::breakdown, crate::realtime_now, crate::realtime_stream),
-    components(schemas(QueryRequest, Pagination, QueryResponse, ResultRow, Meta, ErrorBody)),
+    components(schemas(QueryRequest, Pagination, QueryResponse, ResultRow, Meta, ComparisonBuckets, ErrorBody)),
     modifiers(&BearerAuth),
     security(("read_token" = []))
 )]
