@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs everything Sightline needs to build and run on a fresh machine; with --tests,
+# Installs everything Sightline needs to build and run on a fresh machine (libchdb, the
+# user-agent data the build embeds); with --tests,
 # also what the test suite needs (cargo-nextest, Chromium, the noida-db and Tansu Kafka brokers, the
 # npm packages of web/).
 # Idempotent: each step checks first. Used by the README's two commands and by .ci/run.
@@ -13,6 +14,13 @@ SUDO=""
 CHDB_NPM_PACKAGE="@chdb/lib-linux-x64-gnu"
 CHDB_VERSION="26.7.3-stable.1"     # pinned: `latest` on npm is older
 CHDB_DIR="${SIGHTLINE_LIB_DIR:-/usr/local/lib/sightline}"
+
+# The user-agent data the processor embeds at build time (core/build.rs), pinned: uap-core's
+# regexes.yaml (browser, OS and device parsing with the ua-parser crate; Apache-2.0) and
+# isbot's crawler pattern list (Unlicense). A change of either is a processing change.
+UAP_CORE_VERSION="0.18.0"
+ISBOT_VERSION="5.2.3"
+UA_DATA_DIR="${SIGHTLINE_UA_DATA:-$CHDB_DIR/ua}"
 
 log() { printf '[install-deps] %s\n' "$*" >&2; }
 
@@ -32,6 +40,32 @@ install_libchdb() {
   echo "$CHDB_VERSION" > "$CHDB_DIR/VERSION"
   rm -rf "$tmp"
   log "libchdb installed at $CHDB_DIR/libchdb.so"
+}
+
+install_ua_data() {
+  local versions
+  versions=$(printf 'uap-core %s\nisbot %s' "$UAP_CORE_VERSION" "$ISBOT_VERSION")
+  if [ -f "$UA_DATA_DIR/regexes.yaml" ] && [ -f "$UA_DATA_DIR/isbot-patterns.json" ] \
+     && [ "$(cat "$UA_DATA_DIR/VERSIONS" 2>/dev/null)" = "$versions" ]; then
+    log "user-agent data (uap-core $UAP_CORE_VERSION, isbot $ISBOT_VERSION) already in $UA_DATA_DIR"
+    return
+  fi
+  command -v npm >/dev/null && command -v node >/dev/null || { log "npm and node are required to fetch the user-agent data"; exit 1; }
+  local tmp
+  tmp=$(mktemp -d)
+  log "fetching uap-core@$UAP_CORE_VERSION and isbot@$ISBOT_VERSION"
+  (cd "$tmp" && npm pack --silent "uap-core@$UAP_CORE_VERSION" "isbot@$ISBOT_VERSION" >/dev/null \
+     && mkdir uap isbot && tar xzf "uap-core-$UAP_CORE_VERSION.tgz" -C uap && tar xzf "isbot-$ISBOT_VERSION.tgz" -C isbot)
+  # isbot ships its list inside its module: write it out as the JSON array of patterns.
+  node -e 'process.stdout.write(JSON.stringify(require(process.argv[1]).list, null, 1))' \
+    "$tmp/isbot/package/index.js" > "$tmp/isbot-patterns.json"
+  mkdir -p "$UA_DATA_DIR"
+  cp "$tmp/uap/package/regexes.yaml" "$tmp/isbot-patterns.json" "$UA_DATA_DIR/"
+  cp "$tmp/uap/package/LICENSE" "$UA_DATA_DIR/LICENSE.uap-core"
+  cp "$tmp/isbot/package/LICENSE" "$UA_DATA_DIR/LICENSE.isbot"
+  printf '%s' "$versions" > "$UA_DATA_DIR/VERSIONS"
+  rm -rf "$tmp"
+  log "user-agent data installed in $UA_DATA_DIR"
 }
 
 install_rust_tools() {
@@ -77,6 +111,7 @@ install_tracker_deps() {
 }
 
 install_libchdb
+install_ua_data
 if $for_tests; then
   install_rust_tools
   install_chromium

@@ -215,3 +215,5 @@ pub async fn engine_bulk_insert(
     }
     total as f64 / start.elapsed().as_secs_f64()
 }
+
+pub mod ua_legacy;

@@ -50,6 +50,8 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<(), String> {
+    // The user-agent data compiles once per process; at start, not in the first request.
+    sightline_core::processor::agent::preload();
     block_on(serve(args))
 }
 
