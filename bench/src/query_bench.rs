@@ -24,6 +24,7 @@ use sightline_core::warehouse::embedded::Embedded;
 use sightline_core::warehouse::{ops, tiers, Params, Warehouse};
 use sightline_core::watermark::Watermarks;
 use sightline_query::{QueryConfig, QueryState};
+use sightline_tests::{CHROME_MAC, FIREFOX_WIN, SAFARI_IPHONE};
 
 #[derive(Parser)]
 struct Args {
@@ -59,7 +60,7 @@ fn generate_sql(db: &str, site: &str, events: u64, offset: u64) -> String {
             if(number % 7 = 0, 'signup', 'pageview') AS name, toUInt8(number % 7 != 0) AS is_pageview,
             '{site}' AS hostname, concat('/p/', toString(pow(intHash32(number * 7 + {offset}) % 1000, 2) % 500)) AS pathname,
             '' AS referrer_host, ['Google', 'Twitter', 'Direct / None', 'news.example'][number % 4 + 1] AS referrer_source,
-            ['search', 'social', 'direct', 'referral'][number % 4 + 1] AS referrer_medium,
+            ['Organic Search', 'Organic Social', 'Direct', 'Referral'][number % 4 + 1] AS referrer_medium,
             '' AS utm_source, '' AS utm_medium, '' AS utm_campaign, '' AS utm_content, '' AS utm_term,
             ['Chrome', 'Safari', 'Firefox'][number % 3 + 1] AS browser, '' AS browser_version,
             ['Mac OSX', 'iPhone', 'Windows 10'][number % 3 + 1] AS os, '' AS os_version,
@@ -69,7 +70,8 @@ fn generate_sql(db: &str, site: &str, events: u64, offset: u64) -> String {
             ts AS session_start, toInt8(number % 5 = 0) AS visit_delta, toInt8(number % 5 = 0) - toInt8(number % 5 = 1) AS bounce_delta,
             toInt64(if(number % 5 = 0, 0, 60)) AS duration_delta, pathname AS entry_page, referrer_source AS session_source,
             referrer_medium AS session_medium, '' AS session_utm_source, '' AS session_utm_medium, '' AS session_utm_campaign,
-            map('plan', ['free', 'pro', 'team'][number % 3 + 1]) AS props, '' AS revenue_amount, '' AS revenue_currency, 2 AS pipeline_version
+            map('plan', ['free', 'pro', 'team'][number % 3 + 1]) AS props, '' AS revenue_amount, '' AS revenue_currency, 3 AS pipeline_version,
+            1 AS interactive
         FROM numbers({events})
         SETTINGS max_partitions_per_insert_block = 1000"
     )
@@ -117,6 +119,23 @@ async fn main() {
             }
         }
     }
+    // The raw rows those events came from, as the collector stores them (for the bytes per
+    // event of events_raw; queries never read them).
+    engine
+        .execute(
+            &format!(
+                "INSERT INTO {db}.events_raw (event_id, site_id, received_at, ts, name, url, referrer, user_agent, props, \
+                 revenue_amount, revenue_currency, visitor_id, country, ingest_source) \
+                 SELECT event_id, site_id, ts, ts, name, concat('https://', hostname, pathname), \
+                 if(referrer_source = 'Google', 'https://www.google.com/', if(referrer_source = 'Twitter', 'https://t.co/x', '')), \
+                 [{agents}][visitor_id % 3 + 1], props, '', '', visitor_id, country, 'web' FROM {db}.events \
+                 SETTINGS max_partitions_per_insert_block = 1000",
+                agents = [CHROME_MAC, SAFARI_IPHONE, FIREFOX_WIN].map(|a| format!("'{a}'")).join(", ")
+            ),
+            &Params::new(),
+        )
+        .await
+        .expect("raw rows");
     let rows = engine
         .select(&format!("SELECT count() AS n FROM {db}.events"), &Params::new())
         .await
@@ -145,6 +164,7 @@ async fn main() {
             .await
             .expect("optimize");
     }
+    stored_bytes(engine.as_ref(), &db).await;
     if args.visitor_functions {
         visitor_functions(engine.as_ref(), &db).await;
     }
@@ -424,6 +444,40 @@ async fn visitor_functions(engine: &Embedded, db: &str) {
                 .execute(&format!("DROP TABLE IF EXISTS {table}"), &Params::new())
                 .await;
         }
+    }
+    println!();
+}
+
+/// Compressed bytes on disk per event, per table: what capacity planning multiplies by.
+async fn stored_bytes(engine: &Embedded, db: &str) {
+    let events = engine
+        .select(&format!("SELECT count() AS n FROM {db}.events"), &Params::new())
+        .await
+        .expect("count")[0]["n"]
+        .as_f64()
+        .unwrap_or(1.0);
+    let rows = engine
+        .select(
+            "SELECT table, sum(rows) AS rows, sum(data_compressed_bytes) AS compressed, sum(data_uncompressed_bytes) AS raw \
+             FROM system.parts WHERE database = {db:String} AND active GROUP BY table ORDER BY table",
+            &Params::new().bind("db", db),
+        )
+        .await
+        .expect("parts");
+    println!("Stored bytes ({events} events):\n");
+    println!("| table | rows | compressed MB | compressed bytes per event | uncompressed bytes per event |");
+    println!("| --- | ---: | ---: | ---: | ---: |");
+    for r in rows {
+        let compressed = r["compressed"].as_f64().unwrap_or(0.0);
+        let raw = r["raw"].as_f64().unwrap_or(0.0);
+        println!(
+            "| {} | {} | {:.1} | {:.1} | {:.1} |",
+            r["table"].as_str().unwrap_or_default(),
+            r["rows"],
+            compressed / 1e6,
+            compressed / events,
+            raw / events
+        );
     }
     println!();
 }
