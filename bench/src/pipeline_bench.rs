@@ -39,7 +39,8 @@ kind: AnalyticsTenant
 metadata: { name: bench }
 spec:
   sites: { allowed: [{ id: bench.example.com }] }
-  limits: { eventsPerSecondPerSite: 100000000, burstPerSite: 100000000 }
+  limits: { eventsPerSecondPerSite: 100000000, burstPerSite: 100000000,
+            bytesPerSecondPerSite: 4000000000, burstBytesPerSite: 4000000000 }
   kafka: { partitions: 6, replicationFactor: 1, retentionHours: 24 }
 ---
 apiVersion: sightline.dev/v1alpha1
