@@ -45,6 +45,10 @@ struct Args {
     /// Also compare the visitor-counting functions (merge time and error, per tier).
     #[arg(long)]
     visitor_functions: bool,
+    /// Keep the engine's files here and, when they already hold the dataset, reuse them
+    /// (the load and the move onto the tiers take minutes).
+    #[arg(long)]
+    engine_dir: Option<std::path::PathBuf>,
 }
 
 const SITE: &str = "big.example.com";
@@ -81,7 +85,8 @@ fn generate_sql(db: &str, site: &str, events: u64, offset: u64) -> String {
 async fn main() {
     let args = Args::parse();
     let dir = tempfile::tempdir().expect("tempdir");
-    let engine = Arc::new(Embedded::open(&dir.path().join("engine"), 4).expect("engine"));
+    let engine_dir = args.engine_dir.clone().unwrap_or_else(|| dir.path().join("engine"));
+    let engine = Arc::new(Embedded::open(&engine_dir, 4).expect("engine"));
     let tenant = parse_tenants(
         "apiVersion: sightline.dev/v1alpha1\nkind: AnalyticsTenant\nmetadata: {name: bench}\nspec: {sites: {open: true}, defaultTimezone: Europe/Berlin}\n",
         "bench",
@@ -89,6 +94,27 @@ async fn main() {
     .expect("tenant")
     .remove(0);
     ops::apply_schema(engine.as_ref(), &tenant).await.expect("schema");
+    let db = tenant.database();
+    let held = engine
+        .select(&format!("SELECT count() AS n FROM {db}.events"), &Params::new())
+        .await
+        .expect("count")[0]["n"]
+        .as_u64()
+        .unwrap_or(0);
+    if held >= args.events {
+        eprintln!("reusing {held} events in {}", engine_dir.display());
+    } else {
+        load(engine.as_ref(), &tenant, &args).await;
+    }
+    stored_bytes(engine.as_ref(), &db).await;
+    if args.visitor_functions {
+        visitor_functions(engine.as_ref(), &db).await;
+    }
+    query_latency(engine, tenant, &args).await;
+}
+
+/// The dataset, then the move onto the tiers as a migrated database would make it.
+async fn load(engine: &Embedded, tenant: &sightline_core::spec::Tenant, args: &Args) {
     let db = tenant.database();
 
     let t = Instant::now();
@@ -145,18 +171,15 @@ async fn main() {
     // from events into the quarter-hour tier, then the daily tier sealed.
     let t = Instant::now();
     let now = chrono::Utc::now();
-    tiers::migrate_recent_days(engine.as_ref(), &tenant, now)
+    tiers::migrate_recent_days(engine, tenant, now)
         .await
         .expect("recent days");
     let recent = t.elapsed().as_secs_f64();
-    tiers::backfill(engine.as_ref(), &tenant, now).await.expect("backfill");
+    tiers::backfill(engine, tenant, now).await.expect("backfill");
     eprintln!(
         "moved onto the tiers in {:.0} s (open days {recent:.1} s); daily tier through {:?}",
         t.elapsed().as_secs_f64(),
-        tiers::read_state(engine.as_ref(), &db)
-            .await
-            .expect("state")
-            .daily_through
+        tiers::read_state(engine, &db).await.expect("state").daily_through
     );
     for table in Tier::all_tables() {
         engine
@@ -164,11 +187,9 @@ async fn main() {
             .await
             .expect("optimize");
     }
-    stored_bytes(engine.as_ref(), &db).await;
-    if args.visitor_functions {
-        visitor_functions(engine.as_ref(), &db).await;
-    }
+}
 
+async fn query_latency(engine: Arc<Embedded>, tenant: sightline_core::spec::Tenant, args: &Args) {
     let secret = MasterSecret::from_bytes(b"query-bench-secret-0123456789ab".to_vec()).expect("secret");
     let registry = Arc::new(Registry::new(vec![tenant.clone()], &secret));
     let watermarks = Arc::new(Watermarks::default());
@@ -192,6 +213,10 @@ async fn main() {
     let client = reqwest::Client::new();
     let base = format!("http://{addr}");
 
+    let today = chrono::Utc::now()
+        .with_timezone(&chrono_tz::Europe::Berlin)
+        .date_naive();
+    let ninety_days = json!([(today - chrono::Days::new(89)).to_string(), today.to_string()]);
     let queries: Vec<(&str, &str, Option<Value>)> = vec![
         (
             "30-day daily series",
@@ -212,7 +237,7 @@ async fn main() {
             "top 10 pages, 90 days",
             "/v1/query",
             Some(
-                json!({"site_id": SITE, "metrics": ["visitors", "pageviews"], "date_range": "90d", "dimensions": ["page"], "pagination": {"limit": 10}}),
+                json!({"site_id": SITE, "metrics": ["visitors", "pageviews"], "date_range": ninety_days, "dimensions": ["page"], "pagination": {"limit": 10}}),
             ),
         ),
         (
@@ -324,32 +349,40 @@ async fn main() {
 }
 
 /// The visitor-counting functions side by side on the big site: for each, the site's daily
-/// and quarter-hour states built from `events` (per site, and per page), then the time to
-/// merge them for the dashboard's ranges and the error of the counts against `uniqExact`.
+/// and quarter-hour states built from `events` (per site, and per page, ordered like the
+/// tiers: by time within each kind of row), then the time to merge them for the dashboard's
+/// ranges and the error of the counts against `uniqExact` over exactly the same rows.
 async fn visitor_functions(engine: &Embedded, db: &str) {
-    let functions = ["uniq", "uniqCombined", "uniqHLL12"];
-    println!("Visitor counting (big site, merged per range; error against uniqExact):\n");
-    println!("| function | tier | range | states merged | merge p50 ms | merge p99 ms | error |");
-    println!("| --- | --- | --- | ---: | ---: | ---: | ---: |");
+    // (function, parameters): `uniqCombined(14)` merges as `uniqCombinedMerge(14)(...)`.
+    let functions = [
+        ("uniq", ""),
+        ("uniqCombined", "(14)"),
+        ("uniqCombined", ""),
+        ("uniqHLL12", ""),
+    ];
+    println!("Visitor counting (big site, merged per range; error against uniqExact of the same rows):\n");
+    println!("| function | tier | range | states merged | MB read | merge p50 ms | merge p99 ms | error |");
+    println!("| --- | --- | --- | ---: | ---: | ---: | ---: | ---: |");
     let run = |sql: String| async move {
         let t = Instant::now();
         let rows = engine.select(&sql, &Params::new()).await.expect(&sql);
         (t.elapsed().as_secs_f64() * 1000.0, rows)
     };
-    for f in functions {
+    for (f, params) in functions {
+        let label = format!("{f}{params}");
         for (tier, key) in [
-            ("daily", "toDate(ts, 'Europe/Berlin')"),
+            ("daily", "toDateTime(toDate(ts, 'Europe/Berlin'))"),
             ("quarter_hour", "toStartOfFifteenMinutes(ts)"),
         ] {
-            let table = format!("{db}.vf_{f}_{tier}");
+            let table = format!("{db}.vf_{}_{tier}", label.replace(['(', ')'], "_"));
             let _ = engine
                 .execute(&format!("DROP TABLE IF EXISTS {table}"), &Params::new())
                 .await;
             engine
                 .execute(
                     &format!(
-                        "CREATE TABLE {table} (t DateTime('UTC'), page String, visitors AggregateFunction({f}, UInt64)) \
-                         ENGINE = AggregatingMergeTree ORDER BY (page, t)"
+                        "CREATE TABLE {table} (page String, t DateTime('UTC'), visitors AggregateFunction({f}{params}, UInt64)) \
+                         ENGINE = AggregatingMergeTree ORDER BY (page != '', t, page) SETTINGS index_granularity = 512"
                     ),
                     &Params::new(),
                 )
@@ -358,9 +391,9 @@ async fn visitor_functions(engine: &Embedded, db: &str) {
             engine
                 .execute(
                     &format!(
-                        "INSERT INTO {table} SELECT toDateTime({key}) AS t, '' AS page, {f}State(visitor_id) FROM {db}.events \
+                        "INSERT INTO {table} SELECT '' AS page, {key} AS t, {f}State{params}(visitor_id) FROM {db}.events \
                          WHERE site_id = '{SITE}' GROUP BY t \
-                         UNION ALL SELECT toDateTime({key}) AS t, pathname AS page, {f}State(visitor_id) FROM {db}.events \
+                         UNION ALL SELECT pathname AS page, {key} AS t, {f}State{params}(visitor_id) FROM {db}.events \
                          WHERE site_id = '{SITE}' GROUP BY t, page"
                     ),
                     &Params::new(),
@@ -373,72 +406,67 @@ async fn visitor_functions(engine: &Embedded, db: &str) {
                 .expect("optimize");
             // The quarter-hour tier serves up to a month; the daily tier serves long ranges.
             let ranges: &[(&str, i64)] = if tier == "daily" {
-                &[("30 days", 30), ("12 months", 365)]
+                &[("30 days", 30), ("90 days", 90), ("12 months", 365)]
             } else {
                 &[("7 days", 7), ("30 days", 30)]
             };
-            for (label, days) in ranges {
-                let since = format!("now() - INTERVAL {days} DAY");
-                let mut times = Vec::new();
-                let mut got = 0.0;
-                for _ in 0..20 {
-                    let (ms, rows) = run(format!(
-                        "SELECT {f}Merge(visitors) AS v, count() AS states FROM {table} WHERE page = '' AND t >= {since}"
+            for (range, days) in ranges {
+                let since = format!("toDateTime(toDate(now() - INTERVAL {days} DAY))");
+                for top in [false, true] {
+                    let (filter, sql) = if top {
+                        (
+                            format!("page != '' AND t >= {since}"),
+                            format!(
+                                "SELECT page, {f}Merge{params}(visitors) AS v FROM {table} WHERE page != '' AND t >= {since} \
+                                 GROUP BY page ORDER BY v DESC, page LIMIT 10"
+                            ),
+                        )
+                    } else {
+                        (
+                            format!("page = '' AND t >= {since}"),
+                            format!("SELECT '' AS page, {f}Merge{params}(visitors) AS v FROM {table} WHERE page = '' AND t >= {since}"),
+                        )
+                    };
+                    let mut times = Vec::new();
+                    let mut rows = Vec::new();
+                    for _ in 0..10 {
+                        let (ms, r) = run(sql.clone()).await;
+                        times.push(ms);
+                        rows = r;
+                    }
+                    times.sort_by(|a, b| a.total_cmp(b));
+                    let mut worst: f64 = 0.0;
+                    for r in &rows {
+                        let page = r["page"].as_str().unwrap_or_default();
+                        let which = if page.is_empty() {
+                            String::new()
+                        } else {
+                            format!("AND pathname = '{page}'")
+                        };
+                        let (_, exact) = run(format!(
+                            "SELECT uniqExact(visitor_id) AS v FROM {db}.events WHERE site_id = '{SITE}' {which} AND {key} >= {since}"
+                        ))
+                        .await;
+                        let exact = exact[0]["v"].as_f64().unwrap_or(1.0);
+                        let error = (r["v"].as_f64().unwrap_or(0.0) - exact) / exact * 100.0;
+                        if error.abs() > worst.abs() {
+                            worst = error;
+                        }
+                    }
+                    let (_, size) = run(format!(
+                        "SELECT count() AS n, sum(byteSize(visitors)) AS bytes FROM {table} WHERE {filter}"
                     ))
                     .await;
-                    times.push(ms);
-                    got = rows[0]["v"].as_f64().unwrap_or(0.0);
+                    println!(
+                        "| {label} | {tier} | {range}, {} | {} | {:.1} | {:.1} | {:.1} | {}{worst:+.2} % |",
+                        if top { "top 10 pages" } else { "site total" },
+                        size[0]["n"],
+                        size[0]["bytes"].as_f64().unwrap_or(0.0) / 1e6,
+                        percentile(&times, 0.5),
+                        percentile(&times, 0.99),
+                        if top { "worst " } else { "" },
+                    );
                 }
-                times.sort_by(|a, b| a.total_cmp(b));
-                let (_, exact) = run(format!(
-                    "SELECT uniqExact(visitor_id) AS v FROM {db}.events WHERE site_id = '{SITE}' AND ts >= {since}"
-                ))
-                .await;
-                let exact = exact[0]["v"].as_f64().unwrap_or(1.0);
-                let (_, states) = run(format!(
-                    "SELECT count() AS n FROM {table} WHERE page = '' AND t >= {since}"
-                ))
-                .await;
-                println!(
-                    "| {f} | {tier} | {label}, site total | {} | {:.1} | {:.1} | {:+.2} % |",
-                    states[0]["n"],
-                    percentile(&times, 0.5),
-                    percentile(&times, 0.99),
-                    (got - exact) * 100.0 / exact
-                );
-                // Top pages: many small states, each counted on its own.
-                let mut times = Vec::new();
-                let mut rows = Vec::new();
-                for _ in 0..20 {
-                    let (ms, r) = run(format!(
-                        "SELECT page, {f}Merge(visitors) AS v FROM {table} WHERE page != '' AND t >= {since} \
-                         GROUP BY page ORDER BY v DESC, page LIMIT 10"
-                    ))
-                    .await;
-                    times.push(ms);
-                    rows = r;
-                }
-                times.sort_by(|a, b| a.total_cmp(b));
-                let mut worst: f64 = 0.0;
-                for r in &rows {
-                    let page = r["page"].as_str().unwrap_or_default();
-                    let (_, exact) = run(format!(
-                        "SELECT uniqExact(visitor_id) AS v FROM {db}.events WHERE site_id = '{SITE}' AND pathname = '{page}' AND ts >= {since}"
-                    ))
-                    .await;
-                    let exact = exact[0]["v"].as_f64().unwrap_or(1.0);
-                    worst = worst.max(((r["v"].as_f64().unwrap_or(0.0) - exact) / exact).abs() * 100.0);
-                }
-                let (_, states) = run(format!(
-                    "SELECT count() AS n FROM {table} WHERE page != '' AND t >= {since}"
-                ))
-                .await;
-                println!(
-                    "| {f} | {tier} | {label}, top 10 pages | {} | {:.1} | {:.1} | ≤ {worst:.2} % |",
-                    states[0]["n"],
-                    percentile(&times, 0.5),
-                    percentile(&times, 0.99),
-                );
             }
             let _ = engine
                 .execute(&format!("DROP TABLE IF EXISTS {table}"), &Params::new())
