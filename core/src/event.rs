@@ -151,6 +151,22 @@ pub struct Event {
     pub pipeline_version: u32,
     /// 0 for non-interactive events (`RawEvent::interactive`).
     pub interactive: u8,
+    /// +1 for a row as processed; -1 for a copy that cancels an earlier row of the same event
+    /// when a late event changed its session (docs/replay.md). Every metric sums rows
+    /// weighted by it.
+    pub sign: i8,
+    /// The processing identity that made the row (`processor::identity`): `v3`, `v3+bots`.
+    pub processing: String,
+}
+
+impl Event {
+    /// The row that cancels this one (the same row, `sign` -1).
+    pub fn cancelled(&self) -> Event {
+        Event {
+            sign: -1,
+            ..self.clone()
+        }
+    }
 }
 
 /// DateTime64(3, 'UTC') in ClickHouse's text form, which both JSONEachRow input and output

@@ -63,7 +63,8 @@ pub const RAW_COLUMNS: &str = "event_id, site_id, received_at, ts, name, url, re
 pub const EVENT_COLUMNS: &str = "event_id, site_id, ts, name, is_pageview, hostname, pathname, referrer_host, referrer_source, referrer_medium, \
 utm_source, utm_medium, utm_campaign, utm_content, utm_term, browser, browser_version, os, os_version, device, country, is_bot, \
 visitor_id, session_id, session_start, visit_delta, bounce_delta, duration_delta, entry_page, session_source, session_medium, \
-session_utm_source, session_utm_medium, session_utm_campaign, props, revenue_amount, revenue_currency, pipeline_version, interactive";
+session_utm_source, session_utm_medium, session_utm_campaign, props, revenue_amount, revenue_currency, pipeline_version, interactive, \
+sign, processing";
 
 fn events_columns_ddl() -> &'static str {
     "event_id UUID,
@@ -104,23 +105,51 @@ fn events_columns_ddl() -> &'static str {
     revenue_amount String,
     revenue_currency LowCardinality(String),
     pipeline_version UInt32,
-    interactive UInt8 DEFAULT 1"
+    interactive UInt8 DEFAULT 1,
+    sign Int8 DEFAULT 1,
+    processing LowCardinality(String) DEFAULT ''"
 }
 
-/// The aggregate function that counts visitors in every rollup tier. `uniq` (adaptive
-/// sampling: exact below 65,536 distinct visitors per state, then within ~1%) won the
-/// comparison in BENCHMARKS.md against `uniqCombined` and `uniqHLL12` for merge speed at
-/// equal or better error; `uniqTheta` is not built into the embedded engine.
-pub const VISITORS_AGG: &str = "uniq";
+/// How visitors are counted, in every rollup tier and on the events path alike (so both
+/// paths answer alike): an aggregate function and its parameters. The choice and the error
+/// it brings are measured in BENCHMARKS.md and stated in the README.
+pub const VISITORS_FN: &str = "uniqCombined";
+pub const VISITORS_PARAMS: &str = "(14)";
+
+/// The column type of a visitors state.
+pub fn visitors_type() -> String {
+    format!("AggregateFunction({VISITORS_FN}{VISITORS_PARAMS}, UInt64)")
+}
+
+/// `expr`'s visitors as a state (rows of a tier from `events`).
+pub fn visitors_state(expr: &str) -> String {
+    format!("{VISITORS_FN}State{VISITORS_PARAMS}({expr})")
+}
+
+/// States merged into a state (a coarser tier from a finer one).
+pub fn visitors_merge_state(expr: &str) -> String {
+    format!("{VISITORS_FN}MergeState{VISITORS_PARAMS}({expr})")
+}
+
+/// States merged into a count (a query over a tier).
+pub fn visitors_merge(expr: &str) -> String {
+    format!("{VISITORS_FN}Merge{VISITORS_PARAMS}({expr})")
+}
+
+/// A count over `events` rows (the events path).
+pub fn visitors_count(expr: &str) -> String {
+    format!("{VISITORS_FN}{VISITORS_PARAMS}({expr})")
+}
 
 fn rollup_columns_ddl() -> String {
     format!(
-        "visitors AggregateFunction({VISITORS_AGG}, UInt64),
+        "visitors {},
     visits SimpleAggregateFunction(sum, Int64),
-    pageviews SimpleAggregateFunction(sum, UInt64),
-    events SimpleAggregateFunction(sum, UInt64),
+    pageviews SimpleAggregateFunction(sum, Int64),
+    events SimpleAggregateFunction(sum, Int64),
     bounces SimpleAggregateFunction(sum, Int64),
-    duration SimpleAggregateFunction(sum, Int64)"
+    duration SimpleAggregateFunction(sum, Int64)",
+        visitors_type()
     )
 }
 
@@ -128,21 +157,23 @@ fn rollup_columns_ddl() -> String {
 /// quarter-hour tier, so both compute the same thing.
 pub fn rollup_aggregates() -> String {
     format!(
-        "{VISITORS_AGG}State(visitor_id) AS visitors, \
-toInt64(sum(visit_delta)) AS visits, \
-toUInt64(sum(is_pageview)) AS pageviews, \
-toUInt64(count()) AS events, \
-toInt64(sum(bounce_delta)) AS bounces, \
-toInt64(sum(duration_delta)) AS duration"
+        "{} AS visitors, \
+toInt64(sum(sign * visit_delta)) AS visits, \
+toInt64(sum(sign * is_pageview)) AS pageviews, \
+toInt64(sum(sign)) AS events, \
+toInt64(sum(sign * bounce_delta)) AS bounces, \
+toInt64(sum(sign * duration_delta)) AS duration",
+        visitors_state("visitor_id")
     )
 }
 
 /// The same aggregates over rows that already hold them (a coarser tier from a finer one).
 pub fn merged_aggregates() -> String {
     format!(
-        "{VISITORS_AGG}MergeState(visitors) AS visitors, toInt64(sum(visits)) AS visits, \
-toUInt64(sum(pageviews)) AS pageviews, toUInt64(sum(events)) AS events, \
-toInt64(sum(bounces)) AS bounces, toInt64(sum(duration)) AS duration"
+        "{} AS visitors, toInt64(sum(visits)) AS visits, \
+toInt64(sum(pageviews)) AS pageviews, toInt64(sum(events)) AS events, \
+toInt64(sum(bounces)) AS bounces, toInt64(sum(duration)) AS duration",
+        visitors_merge_state("visitors")
     )
 }
 
@@ -317,8 +348,8 @@ toInt64(sum(duration_delta)) AS duration";
     /// `events` as migration 1 created it (later columns come from ALTERs).
     pub fn events_v1_ddl(db: &str, raw_days: u32) -> String {
         let columns = super::events_columns_ddl()
-            .strip_suffix(",\n    interactive UInt8 DEFAULT 1")
-            .expect("interactive is the last column, added by migration 5");
+            .strip_suffix(",\n    interactive UInt8 DEFAULT 1,\n    sign Int8 DEFAULT 1,\n    processing LowCardinality(String) DEFAULT ''")
+            .expect("interactive, sign and processing are the last columns, added by migrations 5 and 6");
         format!(
             "CREATE TABLE IF NOT EXISTS {db}.{} (
     {columns}
@@ -378,6 +409,11 @@ SETTINGS index_granularity = {}",
             super::EVENTS_TABLE,
             super::dimension_pairs()
         )
+    }
+
+    /// States of the hourly rollups merged into a count: they hold `uniq` states.
+    pub fn visitors_merge(expr: &str) -> String {
+        format!("uniqMerge({expr})")
     }
 
     /// What retires layout 1 once the tiers hold every day (`warehouse::tiers`).
@@ -465,9 +501,12 @@ ORDER BY (topic, partition)"
         },
         Migration {
             version: 6,
-            description: "storage v2: quarter-hour tier (fed by views) and daily tier; storage_state",
+            description: "storage v2: events.sign and events.processing; quarter-hour tier (fed by views) and daily tier; storage_state",
             statements: {
-                let mut statements = Vec::new();
+                let mut statements = vec![format!(
+                    "ALTER TABLE {db}.{EVENTS_TABLE} ADD COLUMN IF NOT EXISTS sign Int8 DEFAULT 1, \
+                     ADD COLUMN IF NOT EXISTS processing LowCardinality(String) DEFAULT ''"
+                )];
                 for tier in [Tier::QuarterHour, Tier::Daily] {
                     for dims in [false, true] {
                         statements.push(tier_table_ddl(&db, tier.table(dims), tier, dims, r.rollup_days));
@@ -593,7 +632,7 @@ mod tests {
             (3, "b387ae02ff38b9c281cd92ab87d3f0adf65e38c95aa55a3d2dfdea846f697836"),
             (4, "85c57d39989e55f0164c0bdd2a8407369a529878ac4774d718d33f654b85d41b"),
             (5, "020eb1dd0cbf510f9b4842f8f5a3a8bf519ae9717ccd07f81a0865b04816f6a0"),
-            (6, "e2211dd0e9d7b0ed5499f745d99368e0c6673e344cf56ed7edde7d10b9710ed1"),
+            (6, "d5bb24dbd3229c6f087307fb62a56c768b44696e168c4cfc2a69b11bc1da9faf"),
         ];
         for m in migrations(&tenant()) {
             let mut h = Sha256::new();

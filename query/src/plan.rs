@@ -71,27 +71,32 @@ impl Source {
     }
 }
 
-/// Base sums every metric is derived from, over rollup rows: the same visitor counting as
-/// the tiers store (`schema::VISITORS_AGG`).
-fn rollup_sums() -> String {
+/// Base sums every metric is derived from, over rollup rows, with the visitor counting the
+/// tier stores (`schema::visitors_merge`; the hourly layout of earlier releases held `uniq`).
+fn rollup_sums(tier: RollupTier) -> String {
+    let visitors = match tier {
+        RollupTier::Hourly => legacy::visitors_merge("visitors"),
+        RollupTier::QuarterHour | RollupTier::Daily { .. } => schema::visitors_merge("visitors"),
+    };
     format!(
-        "{}Merge(visitors) AS visitors, toInt64(sum(visits)) AS visits, toUInt64(sum(pageviews)) AS pageviews, \
-toUInt64(sum(events)) AS events, toInt64(sum(bounces)) AS bounces, toInt64(sum(duration)) AS duration",
-        schema::VISITORS_AGG
+        "{visitors} AS visitors, toInt64(sum(visits)) AS visits, toUInt64(sum(pageviews)) AS pageviews, \
+toUInt64(sum(events)) AS events, toInt64(sum(bounces)) AS bounces, toInt64(sum(duration)) AS duration"
     )
 }
 
-/// The same over `events` rows, with the same visitor counting.
+/// The same over `events` rows, with the same visitor counting; every sum weighs a row by
+/// its `sign` (a cancelled row and its cancellation add up to nothing, docs/replay.md).
 fn event_sums() -> String {
     format!(
-        "{}(visitor_id) AS visitors, toInt64(sum(visit_delta)) AS visits, toUInt64(sum(is_pageview)) AS pageviews, \
-toUInt64(count()) AS events, toInt64(sum(bounce_delta)) AS bounces, toInt64(sum(duration_delta)) AS duration",
-        schema::VISITORS_AGG
+        "{} AS visitors, toInt64(sum(sign * visit_delta)) AS visits, toUInt64(sum(sign * is_pageview)) AS pageviews, \
+toUInt64(sum(sign)) AS events, toInt64(sum(sign * bounce_delta)) AS bounces, toInt64(sum(sign * duration_delta)) AS duration",
+        schema::visitors_count("visitor_id")
     )
 }
-/// Revenue per currency, as exact decimal text.
+/// Revenue per currency, as exact decimal text (from `events` only, each row weighed by its
+/// `sign`).
 const REVENUE: &str = "CAST(sumMap(if(revenue_amount != '', [toString(revenue_currency)], []), \
-if(revenue_amount != '', [toDecimal128OrZero(revenue_amount, 6)], [])), 'Map(String, String)') AS revenue";
+if(revenue_amount != '', [toDecimal128OrZero(revenue_amount, 6) * sign], [])), 'Map(String, String)') AS revenue";
 /// Derived metrics, in SQL too so that results can be ordered by them.
 const DERIVED: &str = "if(visits > 0, round(bounces * 100 / visits), 0) AS bounce_rate, \
 if(visits > 0, round(duration / visits), 0) AS visit_duration, if(visits > 0, round(pageviews / visits, 2), 0) AS views_per_visit";
@@ -463,7 +468,7 @@ impl Plan {
     fn sums(&self) -> String {
         let base = match self.source {
             Source::Events => event_sums(),
-            Source::Rollup { .. } => rollup_sums(),
+            Source::Rollup { tier, .. } => rollup_sums(tier),
         };
         if self.revenue {
             format!("{base}, {REVENUE}")

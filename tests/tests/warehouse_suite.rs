@@ -229,7 +229,7 @@ async fn scenario(wh: &dyn Warehouse) {
     assert_eq!(props[0]["p"], "it's \"pro\"");
     let site = wh
         .select(
-            &format!("SELECT uniqMerge(visitors) AS v, sum(visits) AS visits, sum(pageviews) AS pv, sum(bounces) AS b, sum(duration) AS d FROM {db}.rollup_site_15m WHERE site_id = {{s:String}}"),
+            &format!("SELECT {} AS v, sum(visits) AS visits, sum(pageviews) AS pv, sum(bounces) AS b, sum(duration) AS d FROM {db}.rollup_site_15m WHERE site_id = {{s:String}}", sightline_core::schema::visitors_merge("visitors")),
             &Params::new().bind("s", "a.example"),
         )
         .await

@@ -27,6 +27,46 @@ pub struct ProcessorConfig {
     pub bot_filtering: bool,
 }
 
+/// The processing identity of a version and a spec: `v3`, or `v3+bots` when bot filtering is
+/// off (bots then count as people: another processing). Stored on every row.
+pub fn identity(version: u32, config: ProcessorConfig) -> String {
+    if config.bot_filtering {
+        format!("v{version}")
+    } else {
+        format!("v{version}+bots")
+    }
+}
+
+/// A processor: a version and the pure function it names. Writers and the replay engine
+/// take one as a value (`Arc<dyn Processor>`), so a deployment runs the current one and a
+/// test can run an older or a deliberately buggy one beside it.
+pub trait Processor: Send + Sync + 'static {
+    /// Stamped on every row (`events.pipeline_version`).
+    fn version(&self) -> u32;
+    /// One event, given the session state it updates. Deterministic.
+    fn process(&self, raw: &RawEvent, config: ProcessorConfig, sessions: &mut SessionState) -> Event;
+}
+
+/// This build's processor: `process`, version `PIPELINE_VERSION`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Current;
+
+impl Processor for Current {
+    fn version(&self) -> u32 {
+        PIPELINE_VERSION
+    }
+
+    fn process(&self, raw: &RawEvent, config: ProcessorConfig, sessions: &mut SessionState) -> Event {
+        process(raw, config, sessions)
+    }
+}
+
+/// The processor of a version this build carries: only the current one (older versions
+/// live in tests that compare against them).
+pub fn by_version(version: u32) -> Option<std::sync::Arc<dyn Processor>> {
+    (version == PIPELINE_VERSION).then(|| std::sync::Arc::new(Current) as std::sync::Arc<dyn Processor>)
+}
+
 /// Turns one raw event into a processed event. Deterministic given the session state.
 pub fn process(raw: &RawEvent, config: ProcessorConfig, sessions: &mut SessionState) -> Event {
     let page = parse_page_url(&raw.url);
@@ -107,6 +147,8 @@ pub fn process(raw: &RawEvent, config: ProcessorConfig, sessions: &mut SessionSt
         revenue_currency: raw.revenue_currency.clone(),
         pipeline_version: PIPELINE_VERSION,
         interactive: u8::from(raw.interactive),
+        sign: 1,
+        processing: identity(PIPELINE_VERSION, config),
     }
 }
 

@@ -179,7 +179,8 @@ const ID_LOOKUP_CHUNK: usize = 5_000;
 /// Rebuilds the sessions that are open at `until` (an event in the 30 minutes before it)
 /// from `events`, so that sessions continue across a restart exactly as a replay would see
 /// them. Live roles pass now; a replay of a UTC day passes its midnight (visits that cross
-/// it continue). Returns how many sessions were restored.
+/// it continue). Rows a correction cancelled (`sign`) are left out first, so a visit that
+/// was merged away is not restored. Returns how many sessions were restored.
 pub async fn restore_sessions(
     wh: &dyn Warehouse,
     db: &str,
@@ -196,9 +197,15 @@ pub async fn restore_sessions(
                 argMin(entry_page, ts) AS entry_page, argMin(session_source, ts) AS source, argMin(session_medium, ts) AS channel, \
                 argMin(session_utm_source, ts) AS utm_source, argMin(session_utm_medium, ts) AS utm_medium, \
                 argMin(session_utm_campaign, ts) AS utm_campaign \
-         FROM {db}.{events} WHERE session_id IN (SELECT session_id FROM {db}.{events} \
-                WHERE ts >= {{since:DateTime64(3, 'UTC')}} AND ts < {{until:DateTime64(3, 'UTC')}}) \
-           AND ts >= {{since:DateTime64(3, 'UTC')}} - INTERVAL 1 DAY AND ts < {{until:DateTime64(3, 'UTC')}} \
+         FROM ( \
+           SELECT site_id, visitor_id, session_id, event_id, ts, interactive, session_start, entry_page, \
+                  session_source, session_medium, session_utm_source, session_utm_medium, session_utm_campaign \
+           FROM {db}.{events} WHERE session_id IN (SELECT session_id FROM {db}.{events} \
+                  WHERE ts >= {{since:DateTime64(3, 'UTC')}} AND ts < {{until:DateTime64(3, 'UTC')}}) \
+             AND ts >= {{since:DateTime64(3, 'UTC')}} - INTERVAL 1 DAY AND ts < {{until:DateTime64(3, 'UTC')}} \
+           GROUP BY site_id, visitor_id, session_id, event_id, ts, interactive, session_start, entry_page, \
+                    session_source, session_medium, session_utm_source, session_utm_medium, session_utm_campaign \
+           HAVING sum(sign) > 0) \
          GROUP BY site_id, visitor_id, session_id",
         events = schema::EVENTS_TABLE,
     );
@@ -251,7 +258,7 @@ pub async fn recent_activity(
     let rows = wh
         .select(
             &format!(
-                "SELECT site_id, toString(max(ts)) AS newest, count() AS n FROM {db}.{} \
+                "SELECT site_id, toString(max(ts)) AS newest, sum(sign) AS n FROM {db}.{} \
                  WHERE ts >= {{since:DateTime64(3, 'UTC')}} GROUP BY site_id",
                 schema::EVENTS_TABLE
             ),

@@ -223,7 +223,7 @@ pub async fn inconsistent_days(
         "SELECT toString(day) AS day FROM ( \
            SELECT toDate(ts) AS day, count() AS raw, 0 AS ev FROM {db}.{RAW_TABLE} \
              WHERE toDate(ts) BETWEEN {{from:Date}} AND {{to:Date}} GROUP BY day \
-           UNION ALL SELECT toDate(ts), 0, count() FROM {db}.{EVENTS_TABLE} \
+           UNION ALL SELECT toDate(ts), 0, sum(sign) FROM {db}.{EVENTS_TABLE} \
              WHERE toDate(ts) BETWEEN {{from:Date}} AND {{to:Date}} GROUP BY toDate(ts) \
          ) GROUP BY day HAVING sum(raw) != sum(ev) ORDER BY day"
     );

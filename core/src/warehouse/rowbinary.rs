@@ -149,6 +149,8 @@ impl RowBinary for Event {
         string(out, &self.revenue_currency);
         out.extend_from_slice(&self.pipeline_version.to_le_bytes());
         out.push(self.interactive);
+        out.extend_from_slice(&self.sign.to_le_bytes());
+        string(out, &self.processing);
     }
 }
 

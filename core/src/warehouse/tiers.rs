@@ -170,7 +170,7 @@ pub async fn quarter_hour_mismatches(
     let dims = Tier::QuarterHour.table(true);
     let sql = format!(
         "SELECT toString(day) AS day, sum(counted) AS counted, sum(site) AS site, sum(dims) AS dims FROM ( \
-           SELECT toDate(ts) AS day, countIf(is_bot = 0) AS counted, 0 AS site, 0 AS dims FROM {db}.{EVENTS_TABLE} \
+           SELECT toDate(ts) AS day, sumIf(sign, is_bot = 0) AS counted, 0 AS site, 0 AS dims FROM {db}.{EVENTS_TABLE} \
              WHERE toDate(ts) BETWEEN {{from:Date}} AND {{to:Date}} GROUP BY day \
            UNION ALL SELECT toDate(bucket), 0, sum(events), 0 FROM {db}.{site} \
              WHERE toDate(bucket) BETWEEN {{from:Date}} AND {{to:Date}} GROUP BY toDate(bucket) \
@@ -384,23 +384,38 @@ pub async fn refresh_daily(wh: &dyn Warehouse, tenant: &Tenant, replayed: &[Naiv
 
 /// Moving a database of the hourly layout onto the tiers, step one: the days still open
 /// to inserts. Run it where nothing writes to the tenant (before a role starts storing):
-/// each day is swapped whole. Idempotent; returns the days rebuilt.
+/// each day is swapped whole. Being writer-free, it is also where the hourly tables retire
+/// once the move is through (dropping a view under a running insert can leave that insert
+/// half-pushed through its views), and where a database with nothing to move (a new one)
+/// moves at once. Idempotent; returns the days rebuilt.
 pub async fn migrate_recent_days(wh: &dyn Warehouse, tenant: &Tenant, now: DateTime<Utc>) -> Result<Vec<NaiveDate>> {
     let db = tenant.database();
     let values = state_values(wh, &db).await?;
-    if values.get(LAYOUT).map(String::as_str) == Some("tiers") || values.contains_key(RECENT_MIGRATED) {
+    if values.get(LAYOUT).map(String::as_str) == Some("tiers") {
+        if hourly_layout_live(wh, &db).await? {
+            for statement in legacy::retire(&db) {
+                wh.execute(&statement, &Params::new()).await?;
+            }
+        }
         return Ok(Vec::new());
     }
-    let sealed = sealed_through(now);
-    let recent: Vec<NaiveDate> = days_with_events(wh, &db)
-        .await?
-        .into_iter()
-        .filter(|d| *d > sealed)
-        .collect();
-    for day in &recent {
-        rebuild_quarter_hour_day(wh, tenant, *day).await?;
+    let days = days_with_events(wh, &db).await?;
+    let mut recent = Vec::new();
+    if !values.contains_key(RECENT_MIGRATED) {
+        let sealed = sealed_through(now);
+        recent = days.iter().copied().filter(|d| *d > sealed).collect();
+        for day in &recent {
+            rebuild_quarter_hour_day(wh, tenant, *day).await?;
+        }
+        write_state(wh, &db, RECENT_MIGRATED, "1").await?;
     }
-    write_state(wh, &db, RECENT_MIGRATED, "1").await?;
+    if days.is_empty() {
+        // Nothing to move in the background: switch and retire now, while nothing writes.
+        write_state(wh, &db, LAYOUT, "tiers").await?;
+        for statement in legacy::retire(&db) {
+            wh.execute(&statement, &Params::new()).await?;
+        }
+    }
     Ok(recent)
 }
 
@@ -421,11 +436,6 @@ pub async fn backfill_step(wh: &dyn Warehouse, tenant: &Tenant, now: DateTime<Ut
     let db = tenant.database();
     let values = state_values(wh, &db).await?;
     if values.get(LAYOUT).map(String::as_str) == Some("tiers") {
-        // A process that stopped between the switch and the retirement left the hourly
-        // tables (and their views, still costing every insert): retire them now.
-        if hourly_layout_live(wh, &db).await? {
-            retire_hourly(wh, &db).await?;
-        }
         return Ok(Backfill::Done);
     }
     if !values.contains_key(RECENT_MIGRATED) {
@@ -449,18 +459,10 @@ pub async fn backfill_step(wh: &dyn Warehouse, tenant: &Tenant, now: DateTime<Ut
     }
     seal_from(wh, tenant, now, read_state(wh, &db).await?).await?;
     write_state(wh, &db, LAYOUT, "tiers").await?;
-    tracing::info!(tenant = %tenant.name, "queries now read the tiers; the hourly rollups retire");
-    retire_hourly(wh, &db).await?;
+    // The hourly tables stop answering now; they are dropped at the next writer-free start
+    // (`migrate_recent_days`), not here beside running inserts.
+    tracing::info!(tenant = %tenant.name, "queries now read the tiers; the hourly rollups retire at the next start");
     Ok(Backfill::Done)
-}
-
-async fn retire_hourly(wh: &dyn Warehouse, db: &str) -> Result<()> {
-    // Planners cache the state for a second: let every one of them see the switch first.
-    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
-    for statement in legacy::retire(db) {
-        wh.execute(&statement, &Params::new()).await?;
-    }
-    Ok(())
 }
 
 /// The whole backfill (`backfill_step` until done).
