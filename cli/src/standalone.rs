@@ -11,10 +11,11 @@ use axum::routing::get;
 use axum::Router;
 use chrono::{DateTime, Utc};
 use clap::Args as ClapArgs;
-use sightline_core::processor::session::SessionState;
+use sightline_core::processor::Current;
 use sightline_core::registry::Registry;
 use sightline_core::secret::MasterSecret;
 use sightline_core::token::{self, Claims, Scope};
+use sightline_core::warehouse::live::LiveSessions;
 use sightline_core::warehouse::{ops, replay};
 use sightline_core::watermark::Watermarks;
 use sightline_ingest::collector::{self, CollectorState};
@@ -73,12 +74,12 @@ async fn serve(args: Args) -> Result<(), String> {
         if !repaired.is_empty() {
             tracing::warn!(tenant = %tenant.name, days = repaired.len(), "repaired days left half-loaded by a crash");
         }
-        let mut state = SessionState::default();
-        let restored = ops::restore_sessions(warehouse.as_ref(), &tenant.database(), Utc::now(), &mut state)
+        // Visits continue from what is stored: visitors stored recently are read again
+        // from `events_raw` when their next event comes (warehouse::live).
+        let live = LiveSessions::start(warehouse.as_ref(), tenant, Arc::new(Current))
             .await
             .map_err(|e| format!("tenant {}: sessions: {e}", tenant.name))?;
-        tracing::info!(tenant = %tenant.name, sessions = restored, "open sessions restored");
-        sessions.insert(tenant.name.clone(), state);
+        sessions.insert(tenant.name.clone(), live);
     }
 
     let watermarks = Arc::new(Watermarks::default());

@@ -10,11 +10,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::Utc;
 use sightline_core::event::{days_of, RawEvent};
-use sightline_core::processor::session::SessionState;
-use sightline_core::processor::{process, ProcessorConfig};
 use sightline_core::registry::Registry;
 use sightline_core::schema;
-use sightline_core::warehouse::{ops, replay, Warehouse};
+use sightline_core::warehouse::live::LiveSessions;
+use sightline_core::warehouse::{ops, Warehouse};
 use sightline_core::watermark::Watermarks;
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
@@ -64,12 +63,13 @@ pub struct GroupCommit {
 }
 
 impl GroupCommit {
-    /// Starts the writer task. Sessions of each tenant continue from `sessions`.
+    /// Starts the writer task. Each tenant's processing continues from its `LiveSessions`
+    /// (`LiveSessions::start`, run before this).
     pub fn start(
         warehouse: Arc<dyn Warehouse>,
         registry: Arc<Registry>,
         watermarks: Arc<Watermarks>,
-        sessions: BTreeMap<String, SessionState>,
+        sessions: BTreeMap<String, LiveSessions>,
         config: GroupCommitConfig,
     ) -> (Self, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::unbounded_channel();
@@ -115,14 +115,30 @@ struct Writer {
     warehouse: Arc<dyn Warehouse>,
     registry: Arc<Registry>,
     watermarks: Arc<Watermarks>,
-    sessions: BTreeMap<String, SessionState>,
+    sessions: BTreeMap<String, LiveSessions>,
     config: GroupCommitConfig,
 }
 
+/// How long the writer waits for requests before it retries visitors left to repair by a
+/// failed insert.
+const REPAIR_RETRY: Duration = Duration::from_secs(1);
+
 impl Writer {
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Pending>) {
-        let mut last_eviction = Instant::now();
-        while let Some(first) = rx.recv().await {
+        loop {
+            let repairs = self.sessions.values().any(|l| l.pending_repairs() > 0);
+            let first = if repairs {
+                match tokio::time::timeout(REPAIR_RETRY, rx.recv()).await {
+                    Ok(first) => first,
+                    Err(_) => {
+                        self.repair().await;
+                        continue;
+                    }
+                }
+            } else {
+                rx.recv().await
+            };
+            let Some(first) = first else { break };
             let deadline = first.arrived + self.config.max_wait;
             let mut count = first.events.len();
             let mut batch = vec![first];
@@ -136,13 +152,25 @@ impl Writer {
                 }
             }
             self.commit(batch).await;
-            if last_eviction.elapsed() > Duration::from_secs(60) {
-                let now = Utc::now();
-                self.sessions.values_mut().for_each(|s| s.evict_idle(now));
-                last_eviction = Instant::now();
-            }
         }
         tracing::info!("group-commit writer stopped: every handle is gone");
+    }
+
+    /// Recomputes, with no new events, the visitors a failed insert left (their raw rows
+    /// may have landed without their processed rows, and the client may never retry).
+    async fn repair(&mut self) {
+        let tenants: Vec<String> = self
+            .sessions
+            .iter()
+            .filter(|(_, l)| l.pending_repairs() > 0)
+            .map(|(t, _)| t.clone())
+            .collect();
+        for tenant in tenants {
+            let span = tracing::info_span!("group_commit_repair", %tenant);
+            if let Err(e) = self.store(&tenant, Vec::new()).instrument(span).await {
+                tracing::warn!(%tenant, error = %e, "repair after a failed insert failed; retrying");
+            }
+        }
     }
 
     async fn commit(&mut self, batch: Vec<Pending>) {
@@ -176,9 +204,6 @@ impl Writer {
             message: "unknown tenant".into(),
         })?;
         let db = entry.tenant.database();
-        let config = ProcessorConfig {
-            bot_filtering: entry.tenant.spec.bot_filtering,
-        };
 
         // Exactly once across client retries: drop events (site and id) already stored or
         // seen in this batch.
@@ -205,47 +230,52 @@ impl Writer {
         if raws.is_empty() {
             return Ok(());
         }
-        // Time order within the batch, as a replay would see them.
-        raws.sort_by_key(|r| (r.ts, r.event_id));
-        let sessions = self.sessions.entry(tenant.to_string()).or_default();
-        let before = sessions.snapshot(raws.iter().flat_map(RawEvent::session_keys));
+        tracing::debug!(ids_ms = lookup_time.as_secs_f64() * 1e3, "retried ids looked up");
+        self.store(tenant, raws).await
+    }
+
+    /// Processes `raws` (new to the tenant's tables; none when only repairing) and inserts
+    /// them with their processed rows and any corrections, then publishes the watermarks.
+    async fn store(&mut self, tenant: &str, raws: Vec<RawEvent>) -> Result<(), sightline_core::Error> {
+        let entry = self.registry.get(tenant).ok_or_else(|| sightline_core::Error::Spec {
+            source_name: tenant.into(),
+            message: "unknown tenant".into(),
+        })?;
+        let db = entry.tenant.database();
+        let live = self
+            .sessions
+            .get_mut(tenant)
+            .ok_or_else(|| sightline_core::Error::Spec {
+                source_name: tenant.into(),
+                message: "no live sessions for this tenant".into(),
+            })?;
         let process_started = std::time::Instant::now();
-        let events: Vec<_> = raws.iter().map(|r| process(r, config, sessions)).collect();
+        let batch: Vec<&RawEvent> = raws.iter().collect();
+        let processed = live.process(self.warehouse.as_ref(), &batch).await?;
         let process_time = process_started.elapsed();
         let insert_started = std::time::Instant::now();
-        if let Err(e) = ops::insert_raw_and_events(self.warehouse.as_ref(), &db, &raws, &events).await {
-            // The client will retry these events: its sessions must see them as new again.
-            sessions.rollback(before);
-            // The raw insert may have landed without the processed one. This task is the only
-            // writer, so replaying the batch's days now cannot race a live insert; whatever
-            // the outcome, the requests are answered with an error and may be retried (the
-            // ids make a retry idempotent).
-            for day in days {
-                match replay::inconsistent_days(self.warehouse.as_ref(), &entry.tenant, day, day).await {
-                    Ok(bad) if !bad.is_empty() => {
-                        if let Err(re) = replay::replay_day(self.warehouse.as_ref(), &entry.tenant, day).await {
-                            tracing::error!(%day, error = %re, "repair after a failed insert failed; start-up repair will retry");
-                        }
-                    }
-                    Ok(_) => {}
-                    Err(re) => {
-                        tracing::error!(%day, error = %re, "could not check the day after a failed insert")
-                    }
-                }
-            }
+        if let Err(e) = ops::insert_raw_and_events(self.warehouse.as_ref(), &db, &raws, &processed.rows).await {
+            // The client will retry these events (a retry is deduplicated by id); the raw
+            // insert may have landed without the processed one: the state forgets the
+            // batch and recomputes its visitors from what is stored, with the next batch or
+            // after `REPAIR_RETRY`.
+            live.rollback(processed);
             return Err(e);
         }
         tracing::debug!(
             events = raws.len(),
-            ids_ms = lookup_time.as_secs_f64() * 1e3,
+            rows = processed.rows.len(),
+            corrected = processed.corrected,
+            recomputed = processed.recomputed,
             process_ms = process_time.as_secs_f64() * 1e3,
             insert_ms = insert_started.elapsed().as_secs_f64() * 1e3,
             "batch committed"
         );
+        // Every site with a new or corrected row: its cached answers are stale.
         let mut newest: BTreeMap<&str, chrono::DateTime<Utc>> = BTreeMap::new();
-        for r in &raws {
-            let n = newest.entry(r.site_id.as_str()).or_insert(r.ts);
-            *n = (*n).max(r.ts);
+        for e in processed.rows.iter().filter(|e| e.sign > 0) {
+            let n = newest.entry(e.site_id.as_str()).or_insert(e.ts);
+            *n = (*n).max(e.ts);
         }
         for (site, ts) in newest {
             self.watermarks.committed(tenant, site, ts);

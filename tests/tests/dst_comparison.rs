@@ -18,9 +18,10 @@ use chrono::{DateTime, Days, NaiveDate, TimeZone, Utc};
 use chrono_tz::Tz;
 use serde_json::{json, Value};
 use sightline_core::event::RawEvent;
-use sightline_core::processor::session::SessionState;
+use sightline_core::processor::Current;
 use sightline_core::spec::parse_tenants;
 use sightline_core::warehouse::http::{Http, HttpConfig};
+use sightline_core::warehouse::live::LiveSessions;
 use sightline_core::warehouse::ops;
 use sightline_ingest::loader::store::store_batch;
 use sightline_tests::clickhouse_front::ClickHouseFront;
@@ -205,7 +206,9 @@ async fn hourly_comparisons_match_buckets_by_local_clock_across_dst() {
     batch.extend(pageviews(first_pass, 3, &mut visitor));
     batch.extend(pageviews(second_pass, 4, &mut visitor));
     batch.extend(pageviews(at(tz, autumn, 10, 15), 5, &mut visitor));
-    let mut sessions = SessionState::default();
+    let mut sessions = LiveSessions::start(&wh, &tenant, std::sync::Arc::new(Current))
+        .await
+        .unwrap();
     store_batch(&wh, &tenant, &mut sessions, &batch, &HashSet::new())
         .await
         .unwrap();

@@ -6,9 +6,10 @@ use std::collections::BTreeMap;
 
 use chrono::{Duration, TimeZone, Utc};
 use sightline_core::event::RawEvent;
-use sightline_core::processor::session::SessionState;
+use sightline_core::processor::Current;
 use sightline_core::spec::parse_tenants;
 use sightline_core::warehouse::embedded::Embedded;
+use sightline_core::warehouse::live::LiveSessions;
 use sightline_core::warehouse::ops;
 use sightline_ingest::loader::store::{store_batch, Stored};
 use sightline_tests::{count, CHROME_MAC};
@@ -51,7 +52,9 @@ async fn redelivery_and_half_stored_batches_end_up_stored_once() {
     .unwrap()
     .remove(0);
     ops::apply_schema(&wh, &tenant).await.unwrap();
-    let mut sessions = SessionState::default();
+    let mut sessions = LiveSessions::start(&wh, &tenant, std::sync::Arc::new(Current))
+        .await
+        .unwrap();
 
     // A batch, with one event twice (a collector retry on the log).
     let first = vec![raw(1, 0), raw(1, 5), raw(2, 1)];
@@ -65,7 +68,8 @@ async fn redelivery_and_half_stored_batches_end_up_stored_once() {
         Stored {
             raw: 3,
             events: 3,
-            duplicates: 1
+            duplicates: 1,
+            corrected: 0
         }
     );
 
@@ -78,7 +82,8 @@ async fn redelivery_and_half_stored_batches_end_up_stored_once() {
         Stored {
             raw: 0,
             events: 0,
-            duplicates: 4
+            duplicates: 4,
+            corrected: 0
         }
     );
 
@@ -96,7 +101,8 @@ async fn redelivery_and_half_stored_batches_end_up_stored_once() {
         Stored {
             raw: 1,
             events: 3,
-            duplicates: 2
+            duplicates: 2,
+            corrected: 0
         }
     );
 

@@ -355,7 +355,11 @@ async fn store_as_schema_3(wh: &dyn Warehouse, db: &str, raws: &[RawEvent], even
     .await
     .unwrap();
     let event_columns = schema::EVENT_COLUMNS.trim_end_matches(", interactive, sign, processing");
-    assert_ne!(event_columns, schema::EVENT_COLUMNS, "the columns of later migrations are left out");
+    assert_ne!(
+        event_columns,
+        schema::EVENT_COLUMNS,
+        "the columns of later migrations are left out"
+    );
     let event_rows: Vec<Value> = events
         .iter()
         .map(|e| strip(serde_json::to_value(e).unwrap(), &["interactive", "sign", "processing"]))

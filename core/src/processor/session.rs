@@ -201,6 +201,19 @@ impl SessionState {
         }
     }
 
+    /// Sets the session of a (site, visitor), whatever was there (a recomputed visitor's
+    /// sessions replacing what the live state held).
+    pub fn set(&mut self, site_id: &str, visitor_id: u64, session: Session) {
+        self.open.insert((site_id.to_string(), visitor_id), session);
+    }
+
+    /// Every session held: (site, visitor key, session).
+    pub fn iter(&self) -> impl Iterator<Item = (&str, u64, &Session)> {
+        self.open
+            .iter()
+            .map(|((site, visitor), s)| (site.as_str(), *visitor, s))
+    }
+
     /// The open session of a (site, visitor), if any.
     pub fn get(&self, site_id: &str, visitor_id: u64) -> Option<&Session> {
         self.open.get(&(site_id.to_string(), visitor_id))

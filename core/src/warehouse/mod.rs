@@ -4,6 +4,7 @@
 
 pub mod embedded;
 pub mod http;
+pub mod live;
 pub mod ops;
 pub mod params;
 pub mod replay;

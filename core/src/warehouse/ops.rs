@@ -174,7 +174,13 @@ pub async fn existing_event_ids(
 }
 
 /// Ids per lookup query: 5,000 quoted UUIDs are ~200 KB of parameter.
-const ID_LOOKUP_CHUNK: usize = 5_000;
+pub(crate) const ID_LOOKUP_CHUNK: usize = 5_000;
+
+/// An `Array(UInt64)` parameter value.
+pub(crate) fn u64_array(values: &[u64]) -> String {
+    let items: Vec<String> = values.iter().map(u64::to_string).collect();
+    format!("[{}]", items.join(","))
+}
 
 /// Rebuilds the sessions that are open at `until` (an event in the 30 minutes before it)
 /// from `events`, so that sessions continue across a restart exactly as a replay would see
@@ -187,7 +193,45 @@ pub async fn restore_sessions(
     until: DateTime<Utc>,
     state: &mut SessionState,
 ) -> Result<usize> {
+    restore(wh, db, until, None, state).await
+}
+
+/// `restore_sessions` for some visitors of one site only (their session keys: a visitor id
+/// as `events` counts it).
+pub async fn restore_visitor_sessions(
+    wh: &dyn Warehouse,
+    db: &str,
+    until: DateTime<Utc>,
+    site: &str,
+    visitors: &[u64],
+    state: &mut SessionState,
+) -> Result<usize> {
+    let mut restored = 0;
+    for chunk in visitors.chunks(ID_LOOKUP_CHUNK) {
+        restored += restore(wh, db, until, Some((site, chunk)), state).await?;
+    }
+    Ok(restored)
+}
+
+async fn restore(
+    wh: &dyn Warehouse,
+    db: &str,
+    until: DateTime<Utc>,
+    visitors: Option<(&str, &[u64])>,
+    state: &mut SessionState,
+) -> Result<usize> {
     let since = until - crate::processor::session::SESSION_TIMEOUT - Duration::minutes(1);
+    let mut params = Params::new()
+        .bind("since", ch_datetime::format(&since))
+        .bind("until", ch_datetime::format(&until));
+    let only = match visitors {
+        None => "",
+        Some((site, ids)) => {
+            params.push("site", site);
+            params.push("visitors", u64_array(ids));
+            "site_id = {site:String} AND visitor_id IN {visitors:Array(UInt64)} AND "
+        }
+    };
     let sql = format!(
         "SELECT site_id, visitor_id, session_id, \
                 toString(min(session_start)) AS opened, \
@@ -200,8 +244,8 @@ pub async fn restore_sessions(
          FROM ( \
            SELECT site_id, visitor_id, session_id, event_id, ts, interactive, session_start, entry_page, \
                   session_source, session_medium, session_utm_source, session_utm_medium, session_utm_campaign \
-           FROM {db}.{events} WHERE session_id IN (SELECT session_id FROM {db}.{events} \
-                  WHERE ts >= {{since:DateTime64(3, 'UTC')}} AND ts < {{until:DateTime64(3, 'UTC')}}) \
+           FROM {db}.{events} WHERE {only}session_id IN (SELECT session_id FROM {db}.{events} \
+                  WHERE {only}ts >= {{since:DateTime64(3, 'UTC')}} AND ts < {{until:DateTime64(3, 'UTC')}}) \
              AND ts >= {{since:DateTime64(3, 'UTC')}} - INTERVAL 1 DAY AND ts < {{until:DateTime64(3, 'UTC')}} \
            GROUP BY site_id, visitor_id, session_id, event_id, ts, interactive, session_start, entry_page, \
                     session_source, session_medium, session_utm_source, session_utm_medium, session_utm_campaign \
@@ -209,14 +253,7 @@ pub async fn restore_sessions(
          GROUP BY site_id, visitor_id, session_id",
         events = schema::EVENTS_TABLE,
     );
-    let rows = wh
-        .select(
-            &sql,
-            &Params::new()
-                .bind("since", ch_datetime::format(&since))
-                .bind("until", ch_datetime::format(&until)),
-        )
-        .await?;
+    let rows = wh.select(&sql, &params).await?;
     let text = |r: &serde_json::Value, k: &str| r[k].as_str().unwrap_or_default().to_string();
     let time = |r: &serde_json::Value, k: &str| -> Result<DateTime<Utc>> {
         ch_datetime::parse(r[k].as_str().unwrap_or_default()).map_err(|e| Error::Decode(format!("{k}: {e}")))
@@ -249,7 +286,8 @@ pub async fn restore_sessions(
 
 /// Per site, the newest event time and the number of rows of `events` since `since`: what a
 /// query process that does not write polls to see others' commits, and (since the epoch)
-/// what seeds watermarks at start-up.
+/// what seeds watermarks at start-up. Rows, not events: a correction (a cancelled row and
+/// its replacement) changes no event count but must still be seen as a commit.
 pub async fn recent_activity(
     wh: &dyn Warehouse,
     db: &str,
@@ -258,7 +296,7 @@ pub async fn recent_activity(
     let rows = wh
         .select(
             &format!(
-                "SELECT site_id, toString(max(ts)) AS newest, sum(sign) AS n FROM {db}.{} \
+                "SELECT site_id, toString(max(ts)) AS newest, count() AS n FROM {db}.{} \
                  WHERE ts >= {{since:DateTime64(3, 'UTC')}} GROUP BY site_id",
                 schema::EVENTS_TABLE
             ),

@@ -17,17 +17,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::Utc;
 use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
-use sightline_core::processor::session::SessionState;
+use sightline_core::processor::{Current, Processor};
 use sightline_core::spec::Tenant;
+use sightline_core::warehouse::live::LiveSessions;
 use sightline_core::warehouse::{ops, Warehouse};
 use tokio::sync::{mpsc, watch, Semaphore};
-use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::error::Error;
@@ -79,7 +78,9 @@ pub struct Loader {
     consumer: Arc<reader::Consumer>,
     gate: Arc<Gate>,
     dlq: FutureProducer,
-    sessions: SessionState,
+    processor: Arc<dyn Processor>,
+    /// Made at the first take-over (reading what is stored needs the warehouse).
+    sessions: Option<LiveSessions>,
     /// Per partition, the last offset some loader recorded an intent to store, as read when
     /// partitions were assigned: messages up to it may be stored already.
     redelivery_window: BTreeMap<i32, i64>,
@@ -145,7 +146,8 @@ impl Loader {
             consumer: Arc::new(consumer),
             gate,
             dlq,
-            sessions: SessionState::default(),
+            processor: Arc::new(Current),
+            sessions: None,
             redelivery_window: BTreeMap::new(),
             intended: BTreeMap::new(),
             metrics,
@@ -180,7 +182,6 @@ impl Loader {
             .spawn(move || reader.run())
             .map_err(|e| Error::Reader(e.to_string()))?;
 
-        let mut last_eviction = Instant::now();
         loop {
             let waiting = std::time::Instant::now();
             let batch = tokio::select! {
@@ -197,10 +198,6 @@ impl Loader {
             tracing::debug!(waited_ms = waiting.elapsed().as_secs_f64() * 1e3, "batch received");
             if !self.load(batch, &mut shutdown).await {
                 break;
-            }
-            if last_eviction.elapsed() > Duration::from_secs(60) {
-                self.sessions.evict_idle(Utc::now());
-                last_eviction = Instant::now();
             }
         }
         stop.store(true, Ordering::SeqCst);
@@ -232,16 +229,31 @@ impl Loader {
         Ok(())
     }
 
-    /// What a loader needs when it gets partitions: the sessions of their visitors (advanced
-    /// by whoever loaded them before) and the redelivery window of each.
+    /// What a loader needs when it gets partitions: the state of their visitors (advanced by
+    /// whoever loaded them before: read again from what is stored) and the redelivery window
+    /// of each.
     async fn take_over(&mut self) -> Result<(), Error> {
         let db = self.tenant.database();
-        let sessions = ops::restore_sessions(self.warehouse.as_ref(), &db, Utc::now(), &mut self.sessions).await?;
+        match &mut self.sessions {
+            Some(live) => live.take_over(self.warehouse.as_ref()).await?,
+            None => {
+                self.sessions =
+                    Some(LiveSessions::start(self.warehouse.as_ref(), &self.tenant, self.processor.clone()).await?)
+            }
+        }
         let intents = ops::intents(self.warehouse.as_ref(), &db, &self.topic).await?;
-        tracing::info!(tenant = %self.tenant.name, sessions, ?intents, "partitions taken over: sessions restored, redelivery window read");
+        let (_, _, unseen) = self.sessions.as_ref().map(LiveSessions::sizes).unwrap_or_default();
+        tracing::info!(tenant = %self.tenant.name, unseen, ?intents, "partitions taken over: recent visitors and the redelivery window read");
         self.redelivery_window = intents.clone();
         self.intended = intents;
         Ok(())
+    }
+
+    /// Runs the loader with another processor than this build's (a test ingesting with an
+    /// older or a deliberately wrong one).
+    pub fn with_processor(mut self, processor: Arc<dyn Processor>) -> Self {
+        self.processor = processor;
+        self
     }
 
     /// Stores a batch, sends its poison to the dead-letter topic and commits its offsets,
@@ -332,14 +344,12 @@ impl Loader {
         self.intended.extend(new_intents);
         let intents_done = std::time::Instant::now();
         let suspects = batch.suspects(&self.redelivery_window);
-        let stored = store::store_batch(
-            self.warehouse.as_ref(),
-            &self.tenant,
-            &mut self.sessions,
-            &batch.raws,
-            &suspects,
-        )
-        .await?;
+        let sessions = self
+            .sessions
+            .as_mut()
+            .ok_or_else(|| Error::Reader("a batch to store before any partition was taken over".into()))?;
+        let stored =
+            store::store_batch(self.warehouse.as_ref(), &self.tenant, sessions, &batch.raws, &suspects).await?;
         let stored_at = std::time::Instant::now();
         for (origin, p) in &batch.poison {
             self.dead_letter(origin, p).await?;

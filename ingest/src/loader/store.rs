@@ -23,10 +23,9 @@
 use std::collections::HashSet;
 
 use sightline_core::event::{days_of, RawEvent};
-use sightline_core::processor::session::SessionState;
-use sightline_core::processor::{process, ProcessorConfig};
 use sightline_core::schema;
 use sightline_core::spec::Tenant;
+use sightline_core::warehouse::live::LiveSessions;
 use sightline_core::warehouse::{ops, Warehouse};
 use uuid::Uuid;
 
@@ -39,22 +38,24 @@ pub struct Stored {
     pub events: usize,
     /// Events that were stored already (redelivered or sent twice).
     pub duplicates: usize,
+    /// Stored rows cancelled and replaced because a late event changed their visit.
+    pub corrected: usize,
 }
 
 /// Stores `batch` (one tenant's, in log order) so that each event (site and id) is in
 /// `events_raw` and in `events` exactly once, given that only ids in `suspects` can be stored
-/// already. On
-/// error nothing about `sessions` has changed, so the caller retries the same batch.
+/// already. On error `sessions` holds what it held before (and recomputes the batch's
+/// visitors with the retry), so the caller retries the same batch.
 pub async fn store_batch(
     wh: &dyn Warehouse,
     tenant: &Tenant,
-    sessions: &mut SessionState,
+    sessions: &mut LiveSessions,
     batch: &[RawEvent],
     suspects: &HashSet<Uuid>,
 ) -> Result<Stored, sightline_core::Error> {
     let total = batch.len();
     let mut seen = HashSet::with_capacity(total);
-    let mut raws: Vec<&RawEvent> = batch.iter().filter(|r| seen.insert(r.key())).collect();
+    let raws: Vec<&RawEvent> = batch.iter().filter(|r| seen.insert(r.key())).collect();
     if raws.is_empty() {
         return Ok(Stored::default());
     }
@@ -81,20 +82,14 @@ pub async fn store_batch(
     let stored = |set: &HashSet<(String, Uuid)>, r: &RawEvent| set.contains(&(r.site_id.clone(), r.event_id));
 
     let lookup_time = lookup_started.elapsed();
-    // Time order, as a replay sees them: sessions come out the same.
     let process_started = std::time::Instant::now();
-    raws.sort_by_key(|r| (r.ts, r.event_id));
     let to_process: Vec<&RawEvent> = raws.iter().copied().filter(|r| !stored(&in_events, r)).collect();
-    let config = ProcessorConfig {
-        bot_filtering: tenant.spec.bot_filtering,
-    };
-    let before = sessions.snapshot(to_process.iter().flat_map(|r| r.session_keys()));
-    let events: Vec<_> = to_process.iter().map(|r| process(r, config, sessions)).collect();
+    let processed = sessions.process(wh, &to_process).await?;
     let new_raw: Vec<&RawEvent> = raws.into_iter().filter(|r| !stored(&in_raw, r)).collect();
     let process_time = process_started.elapsed();
     let insert_started = std::time::Instant::now();
-    if let Err(e) = ops::insert_raw_and_events(wh, &db, &new_raw, &events).await {
-        sessions.rollback(before);
+    if let Err(e) = ops::insert_raw_and_events(wh, &db, &new_raw, &processed.rows).await {
+        sessions.rollback(processed);
         return Err(e);
     }
     tracing::debug!(
@@ -102,11 +97,14 @@ pub async fn store_batch(
         ids_ms = lookup_time.as_secs_f64() * 1e3,
         process_ms = process_time.as_secs_f64() * 1e3,
         insert_ms = insert_started.elapsed().as_secs_f64() * 1e3,
+        corrected = processed.corrected,
+        recomputed = processed.recomputed,
         "batch stored"
     );
     Ok(Stored {
         raw: new_raw.len(),
-        events: events.len(),
+        events: to_process.len(),
         duplicates: total - new_raw.len(),
+        corrected: processed.corrected,
     })
 }
