@@ -21,7 +21,7 @@ use sightline_core::event::RawEvent;
 use sightline_core::processor::Current;
 use sightline_core::spec::{parse_tenants, Tenant};
 use sightline_core::warehouse::embedded::Embedded;
-use sightline_core::warehouse::live::LiveSessions;
+use sightline_core::warehouse::live::{self, LiveSessions};
 use sightline_core::warehouse::{ops, replay, tiers, Params, Warehouse};
 use sightline_tests::CHROME_MAC;
 use uuid::Uuid;
@@ -323,5 +323,71 @@ async fn shuffled_single_event_requests_count_the_true_visits() {
             tier[0]["d"].as_i64().unwrap()
         ),
         expected
+    );
+}
+
+/// A replay's catch-up: raw events that reached a day without a processed row (a writer's
+/// insert that slipped in beside the replay) are processed with their visitors, corrections
+/// included; a second pass writes nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn reconciling_visitors_processes_raw_rows_left_without_processed_rows() {
+    let mut rng = StdRng::seed_from_u64(7);
+    let dir = tempfile::tempdir().unwrap();
+    let wh = Embedded::open(&dir.path().join("engine"), 2).unwrap();
+    let tenant = tenant();
+    let db = tenant.database();
+    ops::apply_schema(&wh, &tenant).await.unwrap();
+    tiers::migrate_recent_days(&wh, &tenant, Utc::now()).await.unwrap();
+    let day = NaiveDate::from_ymd_opt(2026, 11, 20).unwrap();
+    let mut events = dataset(&mut rng, day);
+    events.sort_by_key(|e| (e.ts, e.event_id));
+    // Every fifth event reaches only events_raw.
+    let late: Vec<RawEvent> = events.iter().step_by(5).cloned().collect();
+    let first: Vec<RawEvent> = events
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| i % 5 != 0)
+        .map(|(_, e)| e.clone())
+        .collect();
+    let mut live = LiveSessions::start(&wh, &tenant, Arc::new(Current)).await.unwrap();
+    let refs: Vec<&RawEvent> = first.iter().collect();
+    let processed = live.process(&wh, &refs).await.unwrap();
+    ops::insert_raw_and_events(&wh, &db, &first, &processed.rows)
+        .await
+        .unwrap();
+    ops::insert_rows(&wh, &format!("{db}.events_raw"), &late).await.unwrap();
+
+    let keys: Vec<(String, u64, DateTime<Utc>)> = late
+        .iter()
+        .flat_map(|e| {
+            e.session_keys()
+                .map(|(s, v)| (s.to_string(), v, e.ts))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let done = live::reconcile_visitors(&wh, &tenant, &Current, &keys).await.unwrap();
+    assert!(
+        done.cancelled > 0,
+        "late events in the middle of visits correct their rows: {done:?}"
+    );
+    let reconciled = snapshot(&wh, &db).await;
+    assert_eq!(reconciled.0.len(), events.len(), "one net row per event");
+    let again = live::reconcile_visitors(&wh, &tenant, &Current, &keys).await.unwrap();
+    assert_eq!((again.rows, again.cancelled), (0, 0), "nothing left to write");
+
+    let mut days: Vec<NaiveDate> = events.iter().map(|e| e.ts.date_naive()).collect();
+    days.sort_unstable();
+    days.dedup();
+    replay::replay_days(&wh, &tenant, &days).await.unwrap();
+    let replayed = snapshot(&wh, &db).await;
+    assert!(
+        reconciled.0 == replayed.0,
+        "events: {}",
+        first_difference(&reconciled.0, &replayed.0)
+    );
+    assert!(
+        reconciled.2 == replayed.2,
+        "tier: {}",
+        first_difference(&reconciled.2, &replayed.2)
     );
 }

@@ -388,6 +388,46 @@ impl LiveSessions {
     }
 }
 
+/// What `reconcile_visitors` wrote.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Reconciled {
+    /// Rows inserted into `events` (new rows, cancellations and their replacements).
+    pub rows: usize,
+    /// Stored rows cancelled and replaced.
+    pub cancelled: usize,
+    /// Visitors processed again.
+    pub visitors: usize,
+}
+
+/// Processes the visitors of `keys` (site, visitor id, the time of one of their events)
+/// again from what `events_raw` holds and inserts the difference with their rows in
+/// `events`: rows for raw events that have none, and corrections. What a replay's catch-up
+/// pass runs for events that reached a day while it was being replayed; idempotent (a second
+/// run finds nothing to write).
+pub async fn reconcile_visitors(
+    wh: &dyn Warehouse,
+    tenant: &Tenant,
+    processor: &dyn Processor,
+    keys: &[(String, u64, DateTime<Utc>)],
+) -> Result<Reconciled> {
+    if keys.is_empty() {
+        return Ok(Reconciled::default());
+    }
+    let config = ProcessorConfig {
+        bot_filtering: tenant.spec.bot_filtering,
+    };
+    let db = tenant.database();
+    let set: HashSet<Key> = keys.iter().map(|(s, v, _)| (s.clone(), *v)).collect();
+    let hints: HashMap<Key, DateTime<Utc>> = keys.iter().map(|(s, v, t)| ((s.clone(), *v), *t)).collect();
+    let rc = recompute(wh, &db, processor, config, &set, &[], &hints).await?;
+    ops::insert_rows(wh, &format!("{db}.{EVENTS_TABLE}"), &rc.rows).await?;
+    Ok(Reconciled {
+        rows: rc.rows.len(),
+        cancelled: rc.cancelled,
+        visitors: rc.visitors,
+    })
+}
+
 struct Recomputed {
     rows: Vec<Event>,
     cancelled: usize,
