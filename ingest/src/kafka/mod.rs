@@ -27,11 +27,15 @@ pub fn client_config(brokers: &str) -> rdkafka::ClientConfig {
     config
 }
 
-/// One log message: the accepted events of one collector request. A request is one
-/// message so that it is on the log whole or not at all: a collector killed while
-/// producing never leaves half a request behind, and its client's retry (same ids) is
-/// deduplicated by the loader. The key is the first event's `site:visitor`; a request comes
-/// from one browser, so its events share the visitor and stay in order on one partition.
+/// One log message: the accepted events of one visitor from one collector request, keyed
+/// `site:visitor`, so that each visitor's events stay on one partition and one loader (the
+/// live state of a visitor has one writer: `warehouse::live`). Almost every request holds
+/// one visitor and is one message, on the log whole or not at all. A request whose events
+/// belong to several visitors (a batch spanning UTC midnight, where the visitor id changes)
+/// becomes one message per visitor; so that a retry of a request that was only partly
+/// produced stores nothing twice, the ids the client did not choose are derived from the
+/// events' content and place in the request, and listed with the client's own
+/// (`sink::split_by_visitor`).
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Envelope<T> {
     pub events: Vec<T>,

@@ -1,8 +1,8 @@
 //! The Kafka log: an `EventSink` that produces each request's accepted events, as one
-//! message (`Envelope`), to its tenant's topic, keyed by site and visitor so that one
-//! visitor's events stay in order on one partition. `append` returns only when the broker
-//! acknowledged the message (acks=all, idempotent producer): the collector's 202 means "on
-//! the log".
+//! message (`Envelope`) per visitor, to its tenant's topic, keyed by site and visitor so that
+//! one visitor's events stay in order on one partition. `append` returns only when the
+//! broker acknowledged every message (acks=all, idempotent producer): the collector's 202
+//! means "on the log".
 
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -101,35 +101,196 @@ impl KafkaSink {
     }
 }
 
+/// One visitor's share of a request: its events and the ids among them that may repeat.
+#[derive(Debug, PartialEq)]
+pub struct VisitorMessage {
+    pub key: String,
+    pub events: Vec<RawEvent>,
+    pub client_ids: Vec<Uuid>,
+}
+
+/// Splits a request's events into one message per visitor (in order of first appearance).
+/// With more than one visitor, each id the client did not choose is replaced by one derived
+/// from the event (its content but the receive time, and its place in the request), which
+/// a retry of the same request derives again: the loader then finds it stored. The derived
+/// ids join the client's in `client_ids`, the ids the loader looks up.
+pub fn split_by_visitor(events: Vec<RawEvent>, client_ids: Vec<Uuid>) -> Vec<VisitorMessage> {
+    let mut order: Vec<String> = Vec::new();
+    let mut groups: std::collections::HashMap<String, Vec<(usize, RawEvent)>> = std::collections::HashMap::new();
+    for (i, e) in events.into_iter().enumerate() {
+        let key = KafkaSink::key(&e);
+        if !groups.contains_key(&key) {
+            order.push(key.clone());
+        }
+        groups.entry(key).or_default().push((i, e));
+    }
+    let chosen: std::collections::HashSet<Uuid> = client_ids.iter().copied().collect();
+    if order.len() == 1 {
+        let key = order.remove(0);
+        let events = groups
+            .remove(&key)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(_, e)| e)
+            .collect();
+        return vec![VisitorMessage {
+            key,
+            events,
+            client_ids,
+        }];
+    }
+    order
+        .into_iter()
+        .map(|key| {
+            let mut ids = Vec::new();
+            let events = groups
+                .remove(&key)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(i, mut e)| {
+                    if !chosen.contains(&e.event_id) {
+                        e.event_id = derived_id(&e, i);
+                    }
+                    ids.push(e.event_id);
+                    e
+                })
+                .collect();
+            VisitorMessage {
+                key,
+                events,
+                client_ids: ids,
+            }
+        })
+        .collect()
+}
+
+/// A UUID (version 8, RFC 9562's custom layout) from SHA-256 of the event without its id and
+/// receive time, and its index in the request.
+fn derived_id(e: &RawEvent, index: usize) -> Uuid {
+    use sha2::{Digest, Sha256};
+    let mut stable = e.clone();
+    stable.event_id = Uuid::nil();
+    stable.received_at = chrono::DateTime::UNIX_EPOCH;
+    let mut h = Sha256::new();
+    h.update(serde_json::to_vec(&stable).unwrap_or_default());
+    h.update((index as u64).to_le_bytes());
+    let digest = h.finalize();
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    uuid::Builder::from_custom_bytes(bytes).into_uuid()
+}
+
 #[async_trait]
 impl EventSink for KafkaSink {
     async fn append(&self, tenant: &str, events: Vec<RawEvent>, client_ids: Vec<Uuid>) -> Result<(), Error> {
-        let Some(first) = events.first() else {
+        if events.is_empty() {
             return Ok(());
-        };
-        let [topic, _] = topics(tenant);
-        let key = Self::key(first);
-        let payload = serde_json::to_vec(&Envelope { events, client_ids })
-            .map_err(|e| Error::Unavailable(format!("encoding events: {e}")))?;
-        let record = FutureRecord::to(&topic).key(&key).payload(&payload);
-        let producer = self.current();
-        let delivery = match producer.send_result(record) {
-            Ok(delivery) => delivery,
-            // The producer's queue is full: the broker is slow or away. Nothing of this
-            // request is on the log.
-            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => return Err(Error::Busy),
-            Err((e, _)) => return Err(Error::Unavailable(e.to_string())),
-        };
-        match delivery.await {
-            Ok(Ok(_)) => {
-                self.delivered();
-                Ok(())
-            }
-            Ok(Err((e, _))) => {
-                self.failed();
-                Err(Error::Unavailable(format!("the broker did not acknowledge: {e}")))
-            }
-            Err(_) => Err(Error::Unavailable("the producer was dropped".into())),
         }
+        let [topic, _] = topics(tenant);
+        let producer = self.current();
+        let mut deliveries = Vec::new();
+        for message in split_by_visitor(events, client_ids) {
+            let payload = serde_json::to_vec(&Envelope {
+                events: message.events,
+                client_ids: message.client_ids,
+            })
+            .map_err(|e| Error::Unavailable(format!("encoding events: {e}")))?;
+            let record = FutureRecord::to(&topic).key(&message.key).payload(&payload);
+            match producer.send_result(record) {
+                Ok(delivery) => deliveries.push(delivery),
+                // The producer's queue is full: the broker is slow or away. What of this
+                // request was queued may still be delivered; the client's retry is
+                // deduplicated (the ids are the client's or derived).
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => return Err(Error::Busy),
+                Err((e, _)) => return Err(Error::Unavailable(e.to_string())),
+            }
+        }
+        let mut outcome = Ok(());
+        for delivery in deliveries {
+            match delivery.await {
+                Ok(Ok(_)) => self.delivered(),
+                Ok(Err((e, _))) => {
+                    self.failed();
+                    outcome = Err(Error::Unavailable(format!("the broker did not acknowledge: {e}")));
+                }
+                Err(_) => outcome = Err(Error::Unavailable("the producer was dropped".into())),
+            }
+        }
+        outcome
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::{TimeZone, Utc};
+
+    fn event(visitor: u64, minute: i64) -> RawEvent {
+        let ts = Utc.with_ymd_and_hms(2026, 11, 20, 23, 50, 0).unwrap() + chrono::Duration::minutes(minute);
+        RawEvent {
+            event_id: Uuid::now_v7(),
+            site_id: "shop.example.com".into(),
+            received_at: Utc::now(),
+            ts,
+            name: "pageview".into(),
+            url: format!("https://shop.example.com/{minute}"),
+            referrer: String::new(),
+            user_agent: "UA".into(),
+            props: Default::default(),
+            revenue_amount: String::new(),
+            revenue_currency: String::new(),
+            visitor_id: visitor,
+            country: String::new(),
+            ingest_source: "web".into(),
+            prev_day_visitor_id: 0,
+            interactive: true,
+        }
+    }
+
+    #[test]
+    fn one_visitor_is_one_message_with_its_ids_untouched() {
+        let events = vec![event(1, 0), event(1, 1)];
+        let ids: Vec<Uuid> = events.iter().map(|e| e.event_id).collect();
+        let messages = split_by_visitor(events.clone(), vec![ids[0]]);
+        assert_eq!(
+            messages,
+            vec![VisitorMessage {
+                key: "shop.example.com:1".into(),
+                events,
+                client_ids: vec![ids[0]]
+            }]
+        );
+    }
+
+    #[test]
+    fn a_request_across_midnight_is_one_message_per_visitor_with_ids_a_retry_repeats() {
+        // Before and after midnight the visitor id differs (the daily salt).
+        let events = vec![event(1, 0), event(2, 15), event(1, 5)];
+        let chosen = events[2].event_id;
+        let first = split_by_visitor(events.clone(), vec![chosen]);
+        assert_eq!(first.len(), 2);
+        assert_eq!(first[0].key, "shop.example.com:1");
+        assert_eq!(first[0].events.len(), 2);
+        assert_eq!(first[0].events[1].event_id, chosen, "the client's id stays");
+        assert_ne!(
+            first[0].events[0].event_id, events[0].event_id,
+            "a server id is derived"
+        );
+        // A retry: new server ids and receive times, the same content.
+        let mut retry = events.clone();
+        retry[0].event_id = Uuid::now_v7();
+        retry[1].event_id = Uuid::now_v7();
+        for e in &mut retry {
+            e.received_at = Utc::now() + chrono::Duration::seconds(3);
+        }
+        let second = split_by_visitor(retry, vec![chosen]);
+        for (a, b) in first.iter().zip(&second) {
+            let ids = |m: &VisitorMessage| m.events.iter().map(|e| e.event_id).collect::<Vec<_>>();
+            assert_eq!(ids(a), ids(b), "a retry derives the same ids");
+            assert_eq!(a.client_ids, ids(a), "every id of a split request is looked up");
+        }
+        // Two equal events at two places of one request are two events.
+        let twins = split_by_visitor(vec![event(1, 0), event(1, 0), event(2, 20)], vec![]);
+        assert_ne!(twins[0].events[0].event_id, twins[0].events[1].event_id);
     }
 }
