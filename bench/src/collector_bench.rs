@@ -26,7 +26,8 @@ use sightline_core::warehouse::embedded::Embedded;
 
 use sightline_bench::{engine_bulk_insert, post_batches, status_mb, Tables};
 
-const SECRET: &str = "sightline-bench-secret-0123456789";
+/// Base64 of 32 random bytes, the one encoding `SIGHTLINE_SECRET` takes.
+const SECRET: &str = "3yMaOo1dtKEsyl9MZTrh+ONrto/IBg1QrjyliS17IZE=";
 const TENANT: &str = "apiVersion: sightline.dev/v1alpha1
 kind: AnalyticsTenant
 metadata: { name: bench }
@@ -112,7 +113,7 @@ async fn compare(args: Args) {
     // measure the steady state.
     tokio::time::sleep(Duration::from_secs(5)).await;
 
-    let secret = MasterSecret::from_bytes(SECRET.as_bytes().to_vec()).expect("secret");
+    let secret = MasterSecret::from_base64(SECRET, "SECRET").expect("secret");
     let claims = Claims {
         tenant: "bench".into(),
         site: "bench.example.com".into(),

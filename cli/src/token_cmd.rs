@@ -9,6 +9,10 @@ use sightline_core::secret::MasterSecret;
 use sightline_core::spec::{load_tenants, valid_site_id, valid_tenant_name};
 use sightline_core::token::{self, Claims, Scope};
 
+/// The longest a token may live: 10 years (as `humantime` counts them, so `--ttl 10y`
+/// passes). Tokens cannot be revoked one by one, only all at once by rotating the secret.
+const MAX_TTL: Duration = Duration::from_secs(3653 * 86_400);
+
 #[derive(Subcommand)]
 pub enum TokenCommand {
     /// Print a token for (tenant, site, scope).
@@ -20,7 +24,7 @@ pub enum TokenCommand {
         /// write (collector) or read (query API).
         #[arg(long)]
         scope: String,
-        /// How long the token is valid, e.g. 30d, 12h.
+        /// How long the token is valid, e.g. 30d, 12h; at most 10 years.
         #[arg(long, default_value = "30d", value_parser = humantime::parse_duration)]
         ttl: Duration,
         /// Where the secret lives (ignored when SIGHTLINE_SECRET is set).
@@ -58,6 +62,12 @@ pub fn run(command: TokenCommand) -> Result<(), String> {
                 if t.spec.site(&site).is_none() {
                     return Err(format!("--site {site:?} is not allowed by tenant {tenant:?}"));
                 }
+            }
+            if ttl > MAX_TTL {
+                return Err(format!(
+                    "--ttl {}: at most 10 years (issue a new token before it expires)",
+                    humantime::format_duration(ttl)
+                ));
             }
             let ttl_secs = i64::try_from(ttl.as_secs()).map_err(|_| "--ttl is too long".to_string())?;
             if ttl_secs == 0 {

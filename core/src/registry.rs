@@ -62,7 +62,7 @@ impl Registry {
     /// Verifies a token for `scope` and checks that its site still may be used.
     pub fn verify(&self, token: &str, scope: Scope, now_unix: i64) -> Result<(&TenantEntry, Claims), TokenError> {
         let claims = token::verify(token, now_unix, scope, |t| self.tenants.get(t).map(|e| e.key.clone()))?;
-        let entry = self.tenants.get(&claims.tenant).ok_or(TokenError::UnknownTenant)?;
+        let entry = self.tenants.get(&claims.tenant).ok_or(TokenError::BadSignature)?;
         if entry.tenant.spec.site(&claims.site).is_none() {
             return Err(TokenError::WrongSite);
         }

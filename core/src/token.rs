@@ -56,8 +56,8 @@ pub enum TokenError {
     Missing,
     #[error("malformed token")]
     Malformed,
-    #[error("unknown tenant")]
-    UnknownTenant,
+    /// Also the answer for a tenant that does not exist: a forger learns nothing about which
+    /// tenant names are real.
     #[error("bad token signature")]
     BadSignature,
     #[error("token expired")]
@@ -99,7 +99,9 @@ pub fn peek(token: &str) -> Result<Claims, TokenError> {
     parse_payload(&payload)
 }
 
-/// Verifies signature, expiry and scope. `secret_of` returns the tenant's secret.
+/// Verifies signature, expiry and scope. `secret_of` returns the tenant's secret; a tenant
+/// it does not know is refused exactly like a forged signature (same error, and the MAC is
+/// still computed, so the answer takes as long).
 pub fn verify(
     token: &str,
     now_unix: i64,
@@ -108,10 +110,12 @@ pub fn verify(
 ) -> Result<Claims, TokenError> {
     let (payload, sig) = split(token)?;
     let claims = parse_payload(&payload)?;
-    let secret = secret_of(&claims.tenant).ok_or(TokenError::UnknownTenant)?;
-    mac(&secret, &payload)
-        .verify_slice(&sig)
-        .map_err(|_| TokenError::BadSignature)?;
+    let secret = secret_of(&claims.tenant);
+    let key = secret.as_deref().unwrap_or(b"no tenant of this name");
+    let verified = mac(key, &payload).verify_slice(&sig).is_ok();
+    if !verified || secret.is_none() {
+        return Err(TokenError::BadSignature);
+    }
     if now_unix >= claims.expires {
         return Err(TokenError::Expired);
     }
@@ -122,6 +126,19 @@ pub fn verify(
         });
     }
     Ok(claims)
+}
+
+/// The token of an `Authorization` header value: the `Bearer` scheme (case-insensitive, as
+/// RFC 9110 section 11.1 makes every auth scheme), whitespace, then the token. Shared by the
+/// collector and the query API so both accept the same headers.
+pub fn from_authorization(value: &[u8]) -> Result<&str, TokenError> {
+    let text = std::str::from_utf8(value).map_err(|_| TokenError::Malformed)?.trim();
+    let (scheme, token) = text.split_once([' ', '\t']).ok_or(TokenError::Malformed)?;
+    let token = token.trim();
+    if !scheme.eq_ignore_ascii_case("bearer") || token.is_empty() {
+        return Err(TokenError::Malformed);
+    }
+    Ok(token)
 }
 
 fn split(token: &str) -> Result<(Vec<u8>, Vec<u8>), TokenError> {
@@ -208,9 +225,25 @@ mod tests {
                 ..claims(Scope::Read, 2000)
             },
         );
+        // A tenant that does not exist gets the forged signature's answer.
         assert_eq!(
             verify(&other_tenant, 1000, Scope::Read, secrets),
-            Err(TokenError::UnknownTenant)
+            Err(TokenError::BadSignature)
         );
+    }
+
+    #[test]
+    fn bearer_scheme_is_case_insensitive() {
+        for header in ["Bearer abc", "bearer abc", "BEARER  abc ", "Bearer\tabc", " bEaReR abc"] {
+            assert_eq!(from_authorization(header.as_bytes()), Ok("abc"), "{header:?}");
+        }
+        for header in ["Basic abc", "Bearer", "Bearer   ", "Bearerabc", "abc"] {
+            assert_eq!(
+                from_authorization(header.as_bytes()),
+                Err(TokenError::Malformed),
+                "{header:?}"
+            );
+        }
+        assert_eq!(from_authorization(b"Bearer \xff"), Err(TokenError::Malformed));
     }
 }

@@ -139,14 +139,70 @@ pub fn parse_interval(params: &RawParams) -> Result<Interval, QueryError> {
     }
 }
 
+/// The dates a query may name: from the Unix epoch to the last day the warehouse's
+/// `DateTime64` columns can hold. Inside it, a day's neighbours and its midnight always exist.
+pub fn date_domain() -> (NaiveDate, NaiveDate) {
+    (
+        NaiveDate::from_ymd_opt(1970, 1, 1).expect("a valid date"),
+        NaiveDate::from_ymd_opt(2299, 12, 31).expect("a valid date"),
+    )
+}
+
 fn parse_date(parameter: &'static str, text: &str) -> Result<NaiveDate, QueryError> {
-    NaiveDate::parse_from_str(text, "%Y-%m-%d")
-        .map_err(|_| QueryError::bad(parameter, format!("{text:?} is not a date (YYYY-MM-DD)")))
+    let shown: String = text.chars().take(40).collect();
+    let date = NaiveDate::parse_from_str(text, "%Y-%m-%d")
+        .map_err(|_| QueryError::bad(parameter, format!("{shown:?} is not a date (YYYY-MM-DD)")))?;
+    let (first, last) = date_domain();
+    if !(first..=last).contains(&date) {
+        return Err(QueryError::bad(
+            parameter,
+            format!("{shown:?} is outside the dates a query may cover ({first} to {last})"),
+        ));
+    }
+    Ok(date)
+}
+
+/// `day + days`, or a refusal naming `parameter` when that leaves the date domain.
+pub fn add_days(parameter: &'static str, day: NaiveDate, days: i64) -> Result<NaiveDate, QueryError> {
+    let (first, last) = date_domain();
+    let moved = if days >= 0 {
+        day.checked_add_days(Days::new(days.unsigned_abs()))
+    } else {
+        day.checked_sub_days(Days::new(days.unsigned_abs()))
+    };
+    moved.filter(|d| (first..=last).contains(d)).ok_or_else(|| {
+        QueryError::bad(
+            parameter,
+            format!("the range would leave the dates a query may cover ({first} to {last})"),
+        )
+    })
+}
+
+/// The day after `day` (a range's exclusive end, which may be the first day past the domain).
+pub fn day_after(parameter: &'static str, day: NaiveDate) -> Result<NaiveDate, QueryError> {
+    day.checked_add_days(Days::new(1))
+        .ok_or_else(|| QueryError::bad(parameter, format!("{day} has no next day")))
+}
+
+/// `day` moved by whole months (negative: back), within the date domain.
+pub fn add_months(parameter: &'static str, day: NaiveDate, months: i32) -> Result<NaiveDate, QueryError> {
+    let (first, last) = date_domain();
+    let moved = if months >= 0 {
+        day.checked_add_months(Months::new(months.unsigned_abs()))
+    } else {
+        day.checked_sub_months(Months::new(months.unsigned_abs()))
+    };
+    moved.filter(|d| (first..=last).contains(d)).ok_or_else(|| {
+        QueryError::bad(
+            parameter,
+            format!("the range would leave the dates a query may cover ({first} to {last})"),
+        )
+    })
 }
 
 /// Midnight of `day` in `tz` as UTC; on a DST gap, the first instant of the day.
 pub fn start_of_day(tz: Tz, day: NaiveDate) -> DateTime<Utc> {
-    let midnight = day.and_hms_opt(0, 0, 0).expect("midnight exists");
+    let midnight = day.and_time(chrono::NaiveTime::MIN);
     match tz.from_local_datetime(&midnight) {
         chrono::LocalResult::Single(t) | chrono::LocalResult::Ambiguous(t, _) => t.with_timezone(&Utc),
         chrono::LocalResult::None => tz
@@ -173,15 +229,13 @@ pub fn parse_range(params: &RawParams, site_tz: Tz, now: DateTime<Utc>) -> Resul
         .get("period")
         .map(String::as_str)
         .unwrap_or(if explicit { "custom" } else { "30d" });
+    let month_start = today.with_day(1).unwrap_or(today);
     let (first_day, last_day) = match period {
         "today" => (today, today),
-        "7d" => (today - Days::new(6), today),
-        "30d" => (today - Days::new(29), today),
-        "month" => (today.with_day(1).expect("day 1 exists"), today),
-        "12mo" => {
-            let first = today.with_day(1).expect("day 1 exists") - Months::new(11);
-            (first, today)
-        }
+        "7d" => (add_days("period", today, -6)?, today),
+        "30d" => (add_days("period", today, -29)?, today),
+        "month" => (month_start, today),
+        "12mo" => (add_months("period", month_start, -11)?, today),
         "custom" => {
             let from = params
                 .get("from")
@@ -209,7 +263,7 @@ pub fn parse_range(params: &RawParams, site_tz: Tz, now: DateTime<Utc>) -> Resul
     }
     Ok(DateRange {
         start: start_of_day(tz, first_day),
-        end: start_of_day(tz, last_day + Days::new(1)),
+        end: start_of_day(tz, day_after("to", last_day)?),
         first_day,
         last_day,
         tz,
@@ -259,6 +313,30 @@ mod tests {
         assert!(parse_range(&p(&[("period", "1y")]), chrono_tz::UTC, now).is_err());
         assert!(parse_range(&p(&[("from", "2026-11-05"), ("to", "2026-11-01")]), chrono_tz::UTC, now).is_err());
         assert!(parse_range(&p(&[("from", "2000-01-01"), ("to", "2026-11-01")]), chrono_tz::UTC, now).is_err());
+    }
+
+    #[test]
+    fn dates_stay_in_their_domain() {
+        let now = Utc.with_ymd_and_hms(2026, 11, 21, 12, 0, 0).unwrap();
+        // Dates chrono can hold but the warehouse cannot: refused, naming the parameter.
+        for (from, to) in [
+            ("+262142-12-31", "+262142-12-31"),
+            ("-262143-01-01", "2026-01-01"),
+            ("1969-12-31", "1970-01-02"),
+            ("2299-12-31", "+10000-01-01"),
+        ] {
+            let e = parse_range(&p(&[("from", from), ("to", to)]), chrono_tz::UTC, now).unwrap_err();
+            let QueryError::BadParameter { parameter, message } = e else {
+                panic!("{from}..{to}: {e}")
+            };
+            assert!(["from", "to"].contains(&parameter), "{parameter}");
+            assert!(message.contains("1970-01-01"), "{message}");
+        }
+        // The edges themselves are fine, in any timezone.
+        let pacific: Tz = "Pacific/Kiritimati".parse().unwrap();
+        let r = parse_range(&p(&[("from", "2299-12-31"), ("to", "2299-12-31")]), pacific, now).unwrap();
+        assert_eq!(r.last_day, NaiveDate::from_ymd_opt(2299, 12, 31).unwrap());
+        assert!(parse_range(&p(&[("from", "1970-01-01"), ("to", "1970-01-01")]), chrono_tz::UTC, now).is_ok());
     }
 
     #[test]

@@ -15,8 +15,9 @@ use chrono::Utc;
 use sightline_core::secret::MasterSecret;
 use sightline_core::token::{self, Claims, Scope};
 
-/// The secret every test server runs with, so tests can mint (and forge) tokens.
-pub const TEST_SECRET: &str = "sightline-test-secret-0123456789";
+/// The secret every test server runs with (base64 of 32 random bytes, the one encoding
+/// `SIGHTLINE_SECRET` takes), so tests can mint (and forge) tokens.
+pub const TEST_SECRET: &str = "6ZpcRq2ZU6HlhnVHDdc0Ztz/fvIsigE8Tqps+ZqENEE=";
 
 pub const CHROME_MAC: &str = "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36";
 pub const SAFARI_IPHONE: &str = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.5 Mobile/15E148 Safari/604.1";
@@ -278,7 +279,7 @@ pub fn fixture() -> (tempfile::TempDir, PathBuf, PathBuf) {
 }
 
 pub fn secret() -> MasterSecret {
-    MasterSecret::from_bytes(TEST_SECRET.as_bytes().to_vec()).expect("secret")
+    MasterSecret::from_base64(TEST_SECRET, "TEST_SECRET").expect("secret")
 }
 
 /// A token signed with the test secret; `ttl_secs` may be negative for an expired one.

@@ -138,11 +138,7 @@ struct DebugVerdict {
 /// headers, the `token` query parameter.
 fn bearer_token(parts: &Parts) -> Result<String, TokenError> {
     if let Some(value) = parts.headers.get(header::AUTHORIZATION) {
-        let text = value.to_str().map_err(|_| TokenError::Malformed)?;
-        return text
-            .strip_prefix("Bearer ")
-            .map(|t| t.trim().to_string())
-            .ok_or(TokenError::Malformed);
+        return sightline_core::token::from_authorization(value.as_bytes()).map(str::to_string);
     }
     parts
         .uri
