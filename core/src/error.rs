@@ -14,6 +14,9 @@ pub enum Error {
     /// A statement failed in the warehouse; `sql` is the statement text (never user input).
     #[error("warehouse query failed: {message}")]
     Query { sql: String, message: String },
+    /// A client-requested statement outlived its deadline and was cancelled in the engine.
+    #[error("the statement ran past its deadline of {0:?} and was cancelled")]
+    DeadlineExceeded(std::time::Duration),
     /// The warehouse answered with something we could not decode.
     #[error("warehouse answer could not be decoded: {0}")]
     Decode(String),

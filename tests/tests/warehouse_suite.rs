@@ -13,7 +13,7 @@ use sightline_core::processor::{process, ProcessorConfig};
 use sightline_core::spec::parse_tenants;
 use sightline_core::warehouse::embedded::Embedded;
 use sightline_core::warehouse::http::{Http, HttpConfig};
-use sightline_core::warehouse::{ops, replay, InsertFormat, Params, Warehouse};
+use sightline_core::warehouse::{ops, replay, InsertFormat, Params, SelectLimits, StatementHold, Warehouse};
 use sightline_tests::clickhouse_front::ClickHouseFront;
 use sightline_tests::count;
 use std::sync::atomic::Ordering;
@@ -110,6 +110,124 @@ async fn http_backend_plain_bodies_and_errors() {
         matches!(unreachable, sightline_core::Error::Unreachable(_)),
         "{unreachable}"
     );
+}
+
+/// Client statements run within their limits on both backends: the engine's limits are
+/// sent with them, and one past its deadline ends the call at the deadline.
+async fn limited_statements(wh: &dyn Warehouse) {
+    let limits = SelectLimits {
+        timeout_secs: 1,
+        max_rows_to_read: 1_000,
+        max_threads: 1,
+    };
+    let hold: StatementHold = Box::new(());
+    let rows = wh
+        .select_within("SELECT count() AS n FROM numbers(10)", &Params::new(), &limits, hold)
+        .await
+        .unwrap();
+    assert_eq!(rows[0]["n"], 10);
+    let too_many = wh
+        .select_within(
+            "SELECT count() AS n FROM numbers(100000)",
+            &Params::new(),
+            &limits,
+            Box::new(()),
+        )
+        .await
+        .unwrap_err();
+    assert!(too_many.to_string().contains("TOO_MANY_ROWS"), "{too_many}");
+    let limits = SelectLimits {
+        max_rows_to_read: u64::MAX / 2,
+        ..limits
+    };
+    let started = std::time::Instant::now();
+    let slow = wh
+        .select_within(
+            "SELECT sum(sipHash64(number)) AS n FROM numbers(1000000000000)",
+            &Params::new(),
+            &limits,
+            Box::new(()),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        slow.to_string().contains("TIMEOUT_EXCEEDED") || matches!(slow, sightline_core::Error::DeadlineExceeded(_)),
+        "{slow}"
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn embedded_limited_statements() {
+    let dir = tempfile::tempdir().unwrap();
+    limited_statements(&Embedded::open(&dir.path().join("engine"), 2).unwrap()).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn http_limited_statements() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_front, config) = http_target(&dir, true).await;
+    limited_statements(&Http::new(&config)).await;
+}
+
+/// The embedded engine's readers: a statement nobody waits for any more is cancelled in the
+/// engine (its reader and its hold come back long before its own time limit), and a busy
+/// reader never makes a statement wait while another reader is free.
+#[tokio::test(flavor = "multi_thread")]
+async fn embedded_cancels_abandoned_statements_and_pools_readers() {
+    let dir = tempfile::tempdir().unwrap();
+    let wh = std::sync::Arc::new(Embedded::open(&dir.path().join("engine"), 2).unwrap());
+    let slow_sql = "SELECT sum(sipHash64(number)) AS n FROM numbers(1000000000000)";
+    let patient = SelectLimits {
+        timeout_secs: 120,
+        max_rows_to_read: u64::MAX / 2,
+        max_threads: 1,
+    };
+
+    // One reader busy for up to two minutes: quick statements still find the other one,
+    // every time (round-robin put every second one behind the busy reader).
+    let hold = std::sync::Arc::new(());
+    let busy = {
+        let (wh, hold) = (wh.clone(), hold.clone());
+        tokio::spawn(async move {
+            let params = Params::new();
+            let statement = wh.select_within(slow_sql, &params, &patient, Box::new(hold));
+            tokio::time::timeout(std::time::Duration::from_secs(2), statement).await
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    for _ in 0..6 {
+        let started = std::time::Instant::now();
+        let rows = wh.select("SELECT 1 AS n", &Params::new()).await.unwrap();
+        assert_eq!(rows[0]["n"], 1);
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(1),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+    // The caller gives up after 2 s (its future is dropped): the engine is told to stop.
+    assert!(busy.await.unwrap().is_err(), "the slow statement was still running");
+    let stopped = std::time::Instant::now();
+    while std::sync::Arc::strong_count(&hold) > 1 {
+        assert!(
+            stopped.elapsed() < std::time::Duration::from_secs(20),
+            "the abandoned statement still holds its reader (its own limit is 120 s)"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let running = wh
+        .select(
+            "SELECT count() AS n FROM system.processes WHERE query LIKE '%sipHash64%' AND query NOT LIKE '%system.processes%'",
+            &Params::new(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(running[0]["n"], 0, "cancelled in the engine");
 }
 
 async fn http_target(dir: &tempfile::TempDir, compression: bool) -> (Option<ClickHouseFront>, HttpConfig) {

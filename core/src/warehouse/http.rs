@@ -8,7 +8,7 @@ use clickhouse::{Client, Compression};
 use serde_json::Value;
 
 use super::embedded::parse_json_each_row;
-use super::{InsertFormat, Params, Warehouse};
+use super::{InsertFormat, Params, SelectLimits, StatementHold, Warehouse};
 use crate::{Error, Result};
 
 /// Where the server is and who we are to it.
@@ -37,7 +37,10 @@ impl Http {
             })
             // The embedded engine returns 64-bit integers as JSON numbers; a server quotes
             // them by default. Callers read numbers either way.
-            .with_setting("output_format_json_quote_64bit_integers", "0");
+            .with_setting("output_format_json_quote_64bit_integers", "0")
+            // A SELECT whose client went away (a deadline passed, the requester left) is
+            // cancelled by the server instead of running to its end.
+            .with_setting("cancel_http_readonly_queries_on_client_close", "1");
         if let Some(user) = &config.user {
             client = client.with_user(user);
         }
@@ -89,6 +92,30 @@ impl Warehouse for Http {
             .map_err(|e| failed(sql, e))?;
         let bytes = cursor.collect().await.map_err(|e| failed(sql, e))?;
         parse_json_each_row(&bytes)
+    }
+
+    async fn select_within(
+        &self,
+        sql: &str,
+        params: &Params,
+        limits: &SelectLimits,
+        hold: StatementHold,
+    ) -> Result<Vec<Value>> {
+        // Dropped with this future: past the deadline the request's connection is closed,
+        // which cancels the statement on the server (see `new`).
+        let _hold = hold;
+        let query = limits
+            .settings()
+            .into_iter()
+            .fold(self.query(sql, params), |q, (name, value)| q.with_setting(name, value));
+        let fetch = async {
+            let mut cursor = query.fetch_bytes("JSONEachRow").map_err(|e| failed(sql, e))?;
+            cursor.collect().await.map_err(|e| failed(sql, e))
+        };
+        match tokio::time::timeout(limits.deadline(), fetch).await {
+            Ok(bytes) => parse_json_each_row(&bytes?),
+            Err(_) => Err(Error::DeadlineExceeded(limits.deadline())),
+        }
     }
 
     async fn insert(&self, table: &str, columns: &str, format: InsertFormat, rows: Vec<u8>) -> Result<()> {

@@ -1,19 +1,20 @@
 //! The embedded backend: the ClickHouse engine in-process through libchdb. One connection
-//! writes (inserts are serialised anyway by the group commit), a few more read in parallel.
+//! writes (inserts are serialised anyway by the group commit), a pool of readers reads in
+//! parallel, and one more connection only cancels statements.
 
 mod conn;
 mod ffi;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use serde_json::Value;
+use tokio::sync::Semaphore;
 
 pub use conn::Conn;
 
-use super::{InsertFormat, Params, Warehouse};
+use super::{InsertFormat, Params, SelectLimits, StatementHold, Warehouse};
 use crate::{Error, Result};
 
 pub struct Embedded {
@@ -23,25 +24,34 @@ pub struct Embedded {
 struct Inner {
     path: PathBuf,
     writer: Mutex<Conn>,
-    readers: Vec<Mutex<Conn>>,
-    next_reader: AtomicUsize,
+    /// Reading connections not in use. A reader is taken only with a permit of `free`, so
+    /// a statement waits (in arrival order) for whichever reader frees first, never behind
+    /// one particular busy reader.
+    readers: Mutex<Vec<Conn>>,
+    free: Arc<Semaphore>,
+    /// Runs `KILL QUERY` for statements past their deadline; never busy for long, so a
+    /// cancellation does not wait behind inserts or reads.
+    control: Mutex<Conn>,
 }
 
 impl Embedded {
-    /// Opens the engine with its data under `path`, with `readers` reading connections.
+    /// Opens the engine with its data under `path` (created 0700), with `readers` reading
+    /// connections.
     pub fn open(path: &Path, readers: usize) -> Result<Self> {
-        std::fs::create_dir_all(path)?;
+        crate::secret::create_private_dir(path)?;
         let path = path.canonicalize()?;
         let writer = Mutex::new(Conn::open(&path)?);
+        let control = Mutex::new(Conn::open(&path)?);
         let readers = (0..readers.max(1))
-            .map(|_| Conn::open(&path).map(Mutex::new))
+            .map(|_| Conn::open(&path))
             .collect::<Result<Vec<_>>>()?;
         Ok(Self {
             inner: Arc::new(Inner {
                 path,
                 writer,
-                readers,
-                next_reader: AtomicUsize::new(0),
+                free: Arc::new(Semaphore::new(readers.len())),
+                readers: Mutex::new(readers),
+                control,
             }),
         })
     }
@@ -54,15 +64,25 @@ impl Embedded {
         lock(&self.inner.writer).map(|c| c.version()).unwrap_or_default()
     }
 
+    /// Runs `f` on a free reader; `hold` lives until `f` has returned.
     async fn with_reader<T: Send + 'static>(
         &self,
+        hold: StatementHold,
         f: impl FnOnce(&mut Conn) -> Result<T> + Send + 'static,
     ) -> Result<T> {
+        let permit = self
+            .inner
+            .free
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| Error::Engine("the reader pool is closed".into()))?;
         let inner = self.inner.clone();
         blocking(move || {
-            let i = inner.next_reader.fetch_add(1, Ordering::Relaxed) % inner.readers.len();
-            let mut conn = lock(&inner.readers[i])?;
-            f(&mut conn)
+            let _hold = hold;
+            let _permit = permit;
+            let mut reader = Reader::take(&inner)?;
+            f(reader.conn())
         })
         .await
     }
@@ -77,6 +97,76 @@ impl Embedded {
             f(&mut conn)
         })
         .await
+    }
+}
+
+/// A reader taken from the pool, put back when dropped (also when the statement panicked).
+struct Reader<'a> {
+    inner: &'a Inner,
+    conn: Option<Conn>,
+}
+
+impl<'a> Reader<'a> {
+    fn take(inner: &'a Inner) -> Result<Self> {
+        let conn = inner
+            .readers
+            .lock()
+            .map_err(|_| Error::Engine("the reader pool was poisoned by a panic".into()))?
+            .pop()
+            .ok_or_else(|| Error::Engine("no free reader although a permit was granted".into()))?;
+        Ok(Self {
+            inner,
+            conn: Some(conn),
+        })
+    }
+
+    fn conn(&mut self) -> &mut Conn {
+        self.conn.as_mut().expect("present until dropped")
+    }
+}
+
+impl Drop for Reader<'_> {
+    fn drop(&mut self) {
+        if let (Some(conn), Ok(mut pool)) = (self.conn.take(), self.inner.readers.lock()) {
+            pool.push(conn);
+        }
+    }
+}
+
+/// Cancels a tagged statement unless disarmed: dropped with the caller's future when the
+/// caller stops waiting, so the engine does not finish work nobody will read.
+struct CancelOnDrop {
+    inner: Arc<Inner>,
+    tag: String,
+    armed: bool,
+}
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        if self.armed {
+            cancel_tagged(&self.inner, &self.tag);
+        }
+    }
+}
+
+/// Asks the engine to cancel the statement carrying `tag` as its `log_comment`; the engine
+/// stops it at its next check (between blocks of rows). Runs on a blocking thread, so it is
+/// safe to call from a destructor.
+fn cancel_tagged(inner: &Arc<Inner>, tag: &str) {
+    let (inner, tag) = (inner.clone(), tag.to_string());
+    let kill = move || {
+        // The tag is ours (a UUID), never client text: it may be written into the statement.
+        let sql = format!("KILL QUERY WHERE Settings['log_comment'] = '{tag}' ASYNC");
+        match lock(&inner.control).and_then(|mut c| c.query(&sql, "TabSeparated", &[])) {
+            Ok(_) => tracing::debug!(%tag, "statement cancelled"),
+            Err(e) => tracing::warn!(%tag, error = %e, "could not cancel a statement"),
+        }
+    };
+    match tokio::runtime::Handle::try_current() {
+        Ok(handle) => {
+            handle.spawn_blocking(kill);
+        }
+        Err(_) => kill(),
     }
 }
 
@@ -110,8 +200,49 @@ impl Warehouse for Embedded {
 
     async fn select(&self, sql: &str, params: &Params) -> Result<Vec<Value>> {
         let (sql, params) = (sql.to_string(), params.0.clone());
-        let bytes = self.with_reader(move |c| c.query(&sql, "JSONEachRow", &params)).await?;
+        let bytes = self
+            .with_reader(Box::new(()), move |c| c.query(&sql, "JSONEachRow", &params))
+            .await?;
         parse_json_each_row(&bytes)
+    }
+
+    async fn select_within(
+        &self,
+        sql: &str,
+        params: &Params,
+        limits: &SelectLimits,
+        hold: StatementHold,
+    ) -> Result<Vec<Value>> {
+        // The engine's C API has no per-statement settings or id: the limits go into the
+        // statement, and a unique log_comment names it for KILL QUERY.
+        let tag = format!("sightline-{}", uuid::Uuid::new_v4());
+        let settings: Vec<String> = limits
+            .settings()
+            .into_iter()
+            .map(|(name, value)| match value.parse::<u64>() {
+                Ok(n) => format!("{name} = {n}"),
+                Err(_) => format!("{name} = '{value}'"),
+            })
+            .chain(std::iter::once(format!("log_comment = '{tag}'")))
+            .collect();
+        let sql = format!("{sql} SETTINGS {}", settings.join(", "));
+        let params = params.0.clone();
+        let mut cancel = CancelOnDrop {
+            inner: self.inner.clone(),
+            tag,
+            armed: true,
+        };
+        let run = self.with_reader(hold, move |c| c.query(&sql, "JSONEachRow", &params));
+        let outcome = tokio::time::timeout(limits.deadline(), run).await;
+        match outcome {
+            Ok(result) => {
+                cancel.armed = false;
+                parse_json_each_row(&result?)
+            }
+            // Dropping `cancel` (armed) cancels the statement; its reader and `hold` come
+            // back when the engine has stopped it.
+            Err(_) => Err(Error::DeadlineExceeded(limits.deadline())),
+        }
     }
 
     async fn insert(&self, table: &str, columns: &str, format: InsertFormat, rows: Vec<u8>) -> Result<()> {
