@@ -95,6 +95,8 @@ async fn compare(args: Args) {
         "standalone",
         "--listen",
         "127.0.0.1:0",
+        "--ops-listen",
+        "127.0.0.1:0",
         "--trusted-proxy",
         "127.0.0.1/32",
     ])

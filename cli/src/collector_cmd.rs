@@ -2,16 +2,13 @@
 //! tenant's topic; the 202 goes out only after the broker acknowledged every one of them.
 //! One deployment serves many tenants: the token says which.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
 use clap::Args as ClapArgs;
 use sightline_core::registry::Registry;
 use sightline_ingest::collector::{self, CollectorState};
 use sightline_ingest::kafka::sink::{KafkaSink, KafkaSinkConfig};
-use sightline_ingest::metrics::{ops_router, Readiness};
 
 use crate::common::{announce, block_on, shutdown_signal, ClientArgs, ServeArgs};
 
@@ -53,26 +50,23 @@ async fn serve(args: Args) -> Result<(), String> {
         args.client.client_config(),
         Arc::new(args.client.geo()?),
     ));
-    let mut metrics = prometheus_client::registry::Registry::default();
-    state.metrics.register(&mut metrics);
-    let readiness = Readiness::default();
-    readiness.set(true);
-    let app = Router::new()
-        .merge(ops_router(Arc::new(metrics), readiness.clone()))
-        .merge(collector::router(state))
-        .layer(tower_http::trace::TraceLayer::new_for_http());
+    let ops = args.serve.ops.start("collector").await?;
+    ops.metrics.register_with(|r| state.metrics.register(r));
+    let app = collector::router(state);
     let (listener, addr) = args.serve.bind().await?;
     announce("collector", addr, "");
-    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(async move {
+    ops.readiness.set(true);
+    let readiness = ops.readiness.clone();
+    args.serve
+        .serve(listener, app, async move {
             shutdown_signal().await;
             readiness.set(false);
         })
-        .await
-        .map_err(|e| e.to_string())?;
+        .await?;
     // Every request that got its answer is on the log already; this sends what remains.
     sink.flush(Duration::from_secs(30))
         .map_err(|e| format!("flushing the producer: {e}"))?;
+    ops.stop();
     tracing::info!("stopped");
     Ok(())
 }

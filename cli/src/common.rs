@@ -2,8 +2,10 @@
 //! seen (proxies, country), and how a process is asked to stop.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use axum::Router;
 use clap::Args as ClapArgs;
 use ipnet::IpNet;
 use sightline_core::geo::Geo;
@@ -13,7 +15,10 @@ use sightline_core::warehouse::embedded::Embedded;
 use sightline_core::warehouse::http::{Http, HttpConfig};
 use sightline_core::warehouse::{tiers, Warehouse};
 use sightline_ingest::collector::client::{ClientConfig, ForwardingHeader};
-use sightline_query::{Limits, QueryConfig};
+use sightline_ingest::metrics::{ops_router, MetricsRegistry, Readiness};
+use sightline_query::{AdmissionConfig, Limits, QueryConfig};
+
+pub use crate::serve::ConnectionArgs;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,19 +32,45 @@ pub struct ServeArgs {
     /// standalone, the embedded engine's files.
     #[arg(long, default_value = "./data")]
     pub data: PathBuf,
-    /// Address for the HTTP API.
+    /// Address for the HTTP API (the public port).
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub listen: std::net::SocketAddr,
+    #[command(flatten)]
+    pub connections: ConnectionArgs,
+    #[command(flatten)]
+    pub ops: OpsArgs,
+}
+
+/// Binds `addr`; the error names `flag`.
+async fn bind(flag: &str, addr: SocketAddr) -> Result<(tokio::net::TcpListener, SocketAddr), String> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("{flag} {addr}: {e}"))?;
+    let bound = listener.local_addr().map_err(|e| e.to_string())?;
+    Ok((listener, bound))
 }
 
 impl ServeArgs {
     /// Binds `--listen`; the error names the flag.
-    pub async fn bind(&self) -> Result<(tokio::net::TcpListener, std::net::SocketAddr), String> {
-        let listener = tokio::net::TcpListener::bind(self.listen)
-            .await
-            .map_err(|e| format!("--listen {}: {e}", self.listen))?;
-        let addr = listener.local_addr().map_err(|e| e.to_string())?;
-        Ok((listener, addr))
+    pub async fn bind(&self) -> Result<(tokio::net::TcpListener, SocketAddr), String> {
+        bind("--listen", self.listen).await
+    }
+
+    /// Serves the public API on `listener` within `--max-connections` and the connection
+    /// timeouts, until `shutdown`.
+    pub async fn serve(
+        &self,
+        listener: tokio::net::TcpListener,
+        app: Router,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<(), String> {
+        crate::serve::serve(
+            listener,
+            app.layer(crate::logging::trace_layer()),
+            self.connections.limits(),
+            shutdown,
+        )
+        .await
     }
 
     /// The tenants from their YAML and the master secret.
@@ -86,10 +117,62 @@ impl ClientArgs {
 
 /// Prints the line scripts and tests wait for, `sightline <role> listening on http://ADDR`,
 /// at once (stdout may be a pipe).
-pub fn announce(role: &str, addr: std::net::SocketAddr, serves: &str) {
+pub fn announce(role: &str, addr: SocketAddr, serves: &str) {
     use std::io::Write;
     println!("sightline {role} listening on http://{addr}{serves}");
     let _ = std::io::stdout().flush();
+}
+
+/// Where the operations endpoints are served: its own listener, so that probes and scrapes
+/// never queue behind clients on the public port (nor are reachable from it).
+#[derive(ClapArgs, Clone)]
+pub struct OpsArgs {
+    /// Address for /metrics (Prometheus text), /healthz and /readyz.
+    #[arg(long, default_value = "127.0.0.1:9090")]
+    pub ops_listen: SocketAddr,
+}
+
+/// The operations listener of a running role.
+pub struct Ops {
+    /// What `/metrics` serves; a role registers its metrics here.
+    pub metrics: MetricsRegistry,
+    /// What `/readyz` answers (not ready until the role sets it).
+    pub readiness: Readiness,
+    server: tokio::task::JoinHandle<Result<(), String>>,
+}
+
+impl OpsArgs {
+    /// Binds `--ops-listen` and serves /metrics, /healthz and /readyz on it at once, and
+    /// prints `sightline <role> operations on http://ADDR (/metrics, /healthz, /readyz)`.
+    pub async fn start(&self, role: &str) -> Result<Ops, String> {
+        let (listener, addr) = bind("--ops-listen", self.ops_listen).await?;
+        let metrics = MetricsRegistry::default();
+        let readiness = Readiness::default();
+        let app = ops_router(metrics.clone(), readiness.clone()).layer(crate::logging::trace_layer());
+        let server = tokio::spawn(crate::serve::serve(
+            listener,
+            app,
+            crate::serve::ConnectionLimits::ops(),
+            std::future::pending(),
+        ));
+        {
+            use std::io::Write;
+            println!("sightline {role} operations on http://{addr} (/metrics, /healthz, /readyz)");
+            let _ = std::io::stdout().flush();
+        }
+        Ok(Ops {
+            metrics,
+            readiness,
+            server,
+        })
+    }
+}
+
+impl Ops {
+    /// Stops serving (at the very end of the process).
+    pub fn stop(self) {
+        self.server.abort();
+    }
 }
 
 /// Resolves on SIGTERM or Ctrl-C; servers then finish in-flight requests.
@@ -232,7 +315,7 @@ impl WarehouseArgs {
 /// How the query API answers: cache, limits, rates.
 #[derive(ClapArgs, Clone)]
 pub struct QueryArgs {
-    /// Memory for cached query answers, in MiB.
+    /// Memory for cached query answers, in MiB (answers are weighed as they are held).
     #[arg(long, default_value_t = 64)]
     pub query_cache_mib: u64,
     /// A query running longer than this many seconds is stopped with an error.
@@ -247,9 +330,31 @@ pub struct QueryArgs {
     /// ... and the burst above it.
     #[arg(long, default_value_t = 100)]
     pub query_burst_per_token: u32,
-    /// How often the realtime stream sends an update, in milliseconds.
+    /// Queries of one read token running in the warehouse at once ...
+    #[arg(long, default_value_t = 2)]
+    pub query_concurrency_per_token: usize,
+    /// ... and of one tenant (all its tokens). On the embedded engine keep it below
+    /// --readers, so that other tenants always find a free reader.
+    #[arg(long, default_value_t = 2)]
+    pub query_concurrency_per_tenant: usize,
+    /// Queries that may wait for a slot, per token and per tenant, beyond those running;
+    /// more are refused at once (429 too_many_queries).
+    #[arg(long, default_value_t = 8)]
+    pub query_queue: usize,
+    /// Engine threads one statement may use (0: one per core). With N cores, concurrency
+    /// per tenant times this below N leaves cores to other tenants.
+    #[arg(long, default_value_t = 1)]
+    pub query_max_threads: u32,
+    /// How often the realtime stream sends an update, in milliseconds (each update costs
+    /// its token one query of its rate).
     #[arg(long, default_value_t = 5000)]
     pub realtime_interval_ms: u64,
+    /// Realtime streams open at once per read token ...
+    #[arg(long, default_value_t = 4)]
+    pub realtime_streams_per_token: usize,
+    /// ... and per tenant.
+    #[arg(long, default_value_t = 64)]
+    pub realtime_streams_per_tenant: usize,
 }
 
 impl QueryArgs {
@@ -259,10 +364,18 @@ impl QueryArgs {
             limits: Limits {
                 timeout_secs: self.query_timeout_secs.max(1),
                 max_rows_to_read: self.query_max_rows.max(1),
+                max_threads: self.query_max_threads,
             },
             queries_per_second_per_token: self.queries_per_second_per_token.max(1),
             burst_per_token: self.query_burst_per_token.max(1),
+            admission: AdmissionConfig {
+                per_token: self.query_concurrency_per_token.max(1),
+                per_tenant: self.query_concurrency_per_tenant.max(1),
+                queue: self.query_queue,
+            },
             realtime_interval: Duration::from_millis(self.realtime_interval_ms.max(100)),
+            streams_per_token: self.realtime_streams_per_token.max(1),
+            streams_per_tenant: self.realtime_streams_per_tenant.max(1),
         }
     }
 }

@@ -1,20 +1,28 @@
 //! `sightline loader`: each tenant's event topic into the warehouse, one consumer per
-//! tenant in its tenant's group. `/metrics`, `/healthz` and `/readyz` on `--listen`.
+//! tenant in its tenant's group. It has no public API: `/metrics`, `/healthz` and `/readyz`
+//! on `--ops-listen`.
 
-use std::sync::Arc;
 use std::time::Duration;
+
+use std::path::PathBuf;
 
 use clap::Args as ClapArgs;
 use sightline_core::spec::load_tenants;
 use sightline_ingest::loader::{Loader, LoaderConfig};
-use sightline_ingest::metrics::{ops_router, LoaderMetrics, Readiness};
+use sightline_ingest::metrics::LoaderMetrics;
 
-use crate::common::{announce, block_on, stop_on_signal, storage_maintenance, ServeArgs, WarehouseArgs};
+use crate::common::{block_on, stop_on_signal, storage_maintenance, OpsArgs, WarehouseArgs};
 
 #[derive(ClapArgs)]
 pub struct Args {
+    /// AnalyticsTenant YAML file or directory.
+    #[arg(long, default_value = "manifests/examples")]
+    tenants: PathBuf,
+    /// Where the embedded engine's files live (without --clickhouse-url).
+    #[arg(long, default_value = "./data")]
+    data: PathBuf,
     #[command(flatten)]
-    serve: ServeArgs,
+    ops: OpsArgs,
     #[command(flatten)]
     warehouse: WarehouseArgs,
     /// Kafka bootstrap servers.
@@ -47,35 +55,28 @@ pub fn run(args: Args) -> Result<(), String> {
 }
 
 async fn serve(args: Args) -> Result<(), String> {
-    let mut tenants = load_tenants(&args.serve.tenants).map_err(|e| e.to_string())?;
+    let mut tenants = load_tenants(&args.tenants).map_err(|e| e.to_string())?;
     if !args.only.is_empty() {
         for name in &args.only {
             if !tenants.iter().any(|t| &t.name == name) {
-                return Err(format!(
-                    "--tenant {name}: no such tenant in {}",
-                    args.serve.tenants.display()
-                ));
+                return Err(format!("--tenant {name}: no such tenant in {}", args.tenants.display()));
             }
         }
         tenants.retain(|t| args.only.contains(&t.name));
     }
     // Served from the start: /readyz says "not ready" while the warehouse is awaited.
     let metrics = LoaderMetrics::default();
-    let mut registry = prometheus_client::registry::Registry::default();
-    metrics.register(&mut registry);
-    let readiness = Readiness::default();
-    let (listener, addr) = args.serve.bind().await?;
-    announce("loader", addr, " (/metrics, /healthz, /readyz)");
-    let app = ops_router(Arc::new(registry), readiness.clone());
-    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let ops = args.ops.start("loader").await?;
+    ops.metrics.register_with(|r| metrics.register(r));
+    let readiness = ops.readiness.clone();
 
     let (stop, mut stopped) = stop_on_signal();
     let Some(warehouse) = args
         .warehouse
-        .open_and_migrate(&args.serve.data, &tenants, &mut stopped)
+        .open_and_migrate(&args.data, &tenants, &mut stopped)
         .await?
     else {
-        server.abort();
+        ops.stop();
         tracing::info!("stopped before the warehouse was available");
         return Ok(());
     };
@@ -113,7 +114,7 @@ async fn serve(args: Args) -> Result<(), String> {
     if let Err(e) = maintenance.await {
         failed.push(e.to_string());
     }
-    server.abort();
+    ops.stop();
     if failed.is_empty() {
         tracing::info!("stopped");
         Ok(())

@@ -3,8 +3,10 @@
 mod collector_cmd;
 mod common;
 mod loader_cmd;
+mod logging;
 mod provision_cmd;
 mod query_cmd;
+mod serve;
 mod standalone;
 mod token_cmd;
 
@@ -42,10 +44,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
-        .with_writer(std::io::stderr)
-        .init();
+    logging::init();
     let outcome = match cli.command {
         Command::Standalone(args) => standalone::run(args),
         Command::Token { command } => token_cmd::run(command),

@@ -4,8 +4,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::routing::get;
-use axum::Router;
 use clap::Args as ClapArgs;
 use sightline_core::registry::Registry;
 use sightline_core::watermark::Watermarks;
@@ -32,6 +30,7 @@ pub fn run(args: Args) -> Result<(), String> {
 
 async fn serve(args: Args) -> Result<(), String> {
     let (tenants, secret) = args.serve.tenants_and_secret()?;
+    let ops = args.serve.ops.start("query").await?;
     let (_, mut stopped) = stop_on_signal();
     // A warehouse outage at start is waited out, not an exit (the loaders apply the schemas,
     // so none are applied here).
@@ -40,6 +39,7 @@ async fn serve(args: Args) -> Result<(), String> {
         .open_and_migrate(&args.serve.data, &[], &mut stopped)
         .await?
     else {
+        ops.stop();
         tracing::info!("stopped before the warehouse was available");
         return Ok(());
     };
@@ -50,25 +50,25 @@ async fn serve(args: Args) -> Result<(), String> {
         Arc::new(Watermarks::default()),
         args.query.config(),
     ));
+    ops.metrics.register_with(|r| state.register_metrics(r));
     sightline_query::freshness::poll_once(&state).await;
     let poller = tokio::spawn(sightline_query::freshness::follow_storage(
         state.clone(),
         Duration::from_millis(args.freshness_poll_ms.max(50)),
     ));
-    let app = Router::new()
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(|| async { "ready" }))
-        .merge(sightline_query::router(state))
-        .layer(tower_http::trace::TraceLayer::new_for_http());
+    let app = sightline_query::router(state);
     let (listener, addr) = args.serve.bind().await?;
     announce("query", addr, "");
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
+    ops.readiness.set(true);
+    let readiness = ops.readiness.clone();
+    args.serve
+        .serve(listener, app, async move {
             let _ = stopped.wait_for(|stop| *stop).await;
+            readiness.set(false);
         })
-        .await
-        .map_err(|e| e.to_string())?;
+        .await?;
     poller.abort();
+    ops.stop();
     tracing::info!("stopped");
     Ok(())
 }

@@ -7,7 +7,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::routing::get;
 use axum::Router;
 use chrono::{DateTime, Utc};
 use clap::Args as ClapArgs;
@@ -59,6 +58,8 @@ pub fn run(args: Args) -> Result<(), String> {
 async fn serve(args: Args) -> Result<(), String> {
     let (tenants, secret) = args.serve.tenants_and_secret()?;
     let geo = args.client.geo()?;
+    // Up from the start: live while start-up repairs run, ready once the API serves.
+    let ops = args.serve.ops.start("standalone").await?;
     let warehouse = args.warehouse.open(&args.serve.data).await?;
 
     let now = Utc::now();
@@ -112,31 +113,40 @@ async fn serve(args: Args) -> Result<(), String> {
         Arc::new(geo),
     ));
     let query_config = args.query.config();
-    let mut query_state = QueryState::new(registry.clone(), warehouse.clone(), watermarks.clone(), query_config);
-    // One /metrics for the one process: the query API's and the collector's.
-    collector_state.metrics.register(query_state.metrics_registry());
-    let query_state = Arc::new(query_state);
+    let query_state = Arc::new(QueryState::new(
+        registry.clone(),
+        warehouse.clone(),
+        watermarks.clone(),
+        query_config,
+    ));
+    // One /metrics for the one process: the collector's and the query API's.
+    ops.metrics.register_with(|r| {
+        collector_state.metrics.register(r);
+        query_state.register_metrics(r);
+    });
     let app = Router::new()
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(|| async { "ready" }))
         .merge(collector::router(collector_state))
-        .merge(sightline_query::router(query_state))
-        .layer(tower_http::trace::TraceLayer::new_for_http());
+        .merge(sightline_query::router(query_state));
 
     let (listener, addr) = args.serve.bind().await?;
     print_banner(addr, &tenants[0], &secret);
     let (stop_maintenance, stopped) = tokio::sync::watch::channel(false);
     let maintenance = storage_maintenance(warehouse.clone(), tenants.clone(), stopped);
 
-    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .map_err(|e| e.to_string())?;
+    ops.readiness.set(true);
+    let readiness = ops.readiness.clone();
+    args.serve
+        .serve(listener, app, async move {
+            shutdown_signal().await;
+            readiness.set(false);
+        })
+        .await?;
     stop_maintenance.send_replace(true);
     maintenance.await.map_err(|e| e.to_string())?;
     // The server and every handle to the writer are gone: it commits what it holds, then ends.
     tracing::info!("draining the group-commit writer");
     writer.await.map_err(|e| e.to_string())?;
+    ops.stop();
     tracing::info!("stopped");
     Ok(())
 }

@@ -1,9 +1,12 @@
 //! Prometheus metrics of the ingest roles (collector and loader), and the `/metrics`,
-//! `/healthz` and `/readyz` routes they serve. Labels are bounded sets: tenants and sites
-//! come from the spec, reasons are field names or error kinds, never free text.
+//! `/healthz` and `/readyz` routes every role serves on its operations listener. Label
+//! values come from fixed sets only: tenants from the spec, routes from the router, reasons
+//! from [`REJECTION_REASONS`] and the store's error kinds; never text a client sent (a
+//! client's field name in a label could forge metric lines and would make a new series per
+//! request).
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::StatusCode;
@@ -101,7 +104,8 @@ impl CollectorMetrics {
         );
     }
 
-    pub fn event(&self, tenant: &str, outcome: &str, reason: &str, n: u64) {
+    /// Counts `n` events of `tenant` by outcome and reason, both from fixed sets.
+    pub fn event(&self, tenant: &str, outcome: &'static str, reason: &'static str, n: u64) {
         if n > 0 {
             self.events
                 .get_or_create(&EventLabels {
@@ -112,6 +116,28 @@ impl CollectorMetrics {
                 .inc_by(n);
         }
     }
+
+    /// Counts one rejected event under its field's reason (see [`rejection_reason`]).
+    pub fn rejected(&self, tenant: &str, field: &str) {
+        self.event(tenant, "rejected", rejection_reason(field), 1);
+    }
+}
+
+/// The `reason` label values of rejected events: the event fields intake checks, and
+/// `other` for anything else (an unknown key a client sent, a field added later).
+pub const REJECTION_REASONS: &[&str] = &[
+    "url", "referrer", "ts", "props", "revenue", "id", "name", "event", "other",
+];
+
+/// The fixed reason a rejection's field is counted under: its first segment (`props.plan`
+/// is `props`, `revenue.amount` is `revenue`) when that is a known field, else `other`.
+pub fn rejection_reason(field: &str) -> &'static str {
+    let head = field.split(['.', '[']).next().unwrap_or_default();
+    REJECTION_REASONS
+        .iter()
+        .copied()
+        .find(|r| *r == head && *r != "other")
+        .unwrap_or("other")
 }
 
 /// Counts every response by matched route and status.
@@ -216,17 +242,36 @@ impl Readiness {
     }
 }
 
+/// The registry a process's `/metrics` serves. Roles register into it as they start, while
+/// it is already served (a loader's `/readyz` answers before its warehouse is up).
+#[derive(Clone, Default)]
+pub struct MetricsRegistry(Arc<RwLock<Registry>>);
+
+impl MetricsRegistry {
+    pub fn register_with(&self, register: impl FnOnce(&mut Registry)) {
+        let mut registry = self.0.write().unwrap_or_else(|p| p.into_inner());
+        register(&mut registry);
+    }
+
+    /// The OpenMetrics text of every registered metric.
+    pub fn encode(&self) -> Result<String, std::fmt::Error> {
+        let registry = self.0.read().unwrap_or_else(|p| p.into_inner());
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry)?;
+        Ok(text)
+    }
+}
+
 /// `/metrics` (Prometheus text), `/healthz` (the process runs) and `/readyz`.
-pub fn ops_router(registry: Arc<Registry>, readiness: Readiness) -> Router {
+pub fn ops_router(metrics: MetricsRegistry, readiness: Readiness) -> Router {
     Router::new()
         .route(
             "/metrics",
             get(move || {
-                let registry = registry.clone();
+                let metrics = metrics.clone();
                 async move {
-                    let mut text = String::new();
-                    match prometheus_client::encoding::text::encode(&mut text, &registry) {
-                        Ok(()) => (
+                    match metrics.encode() {
+                        Ok(text) => (
                             StatusCode::OK,
                             [(
                                 "content-type",
@@ -254,4 +299,45 @@ pub fn ops_router(registry: Arc<Registry>, readiness: Readiness) -> Router {
                 }
             }),
         )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rejection_reasons_are_a_fixed_set() {
+        for (field, reason) in [
+            ("url", "url"),
+            ("props.plan", "props"),
+            ("props.\"}\n# EOF", "props"),
+            ("revenue.amount", "revenue"),
+            ("ts", "ts"),
+            ("id", "id"),
+            ("colour\"} 1\nfake_metric 1\n# EOF", "other"),
+            ("other", "other"),
+            ("", "other"),
+        ] {
+            assert_eq!(rejection_reason(field), reason, "{field:?}");
+        }
+        // Whatever a client sends, the metric text has one series per reason at most.
+        let metrics = CollectorMetrics::default();
+        let registry = MetricsRegistry::default();
+        registry.register_with(|r| metrics.register(r));
+        for i in 0..500 {
+            metrics.rejected("acme", &format!("props.k{i}\"}} 9\n# EOF"));
+            metrics.rejected("acme", &format!("key-{i}"));
+        }
+        let text = registry.encode().unwrap();
+        let series: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("sightline_collector_events_total"))
+            .collect();
+        assert_eq!(series.len(), 2, "{text}");
+        assert!(
+            text.contains("reason=\"props\"} 500") && text.contains("reason=\"other\"} 500"),
+            "{text}"
+        );
+        assert_eq!(text.matches("# EOF").count(), 1);
+    }
 }

@@ -143,7 +143,7 @@ mod tests {
     }
 
     fn before(now: &DateRange, compare: crate::model::Compare) -> DateRange {
-        crate::execute::comparison_range(now, compare)
+        crate::execute::comparison_range(now, compare).expect("inside the date domain")
     }
 
     /// The counterparts of the buckets whose label ends with one of `hours`, and the

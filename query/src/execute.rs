@@ -3,17 +3,16 @@
 
 use std::collections::HashMap;
 
-use chrono::{Days, Months};
 use serde_json::{json, Map, Value};
 use sightline_core::spec::Tenant;
 use sightline_core::warehouse::tiers::{self, StorageState};
-use sightline_core::warehouse::{Params, Warehouse};
+use sightline_core::warehouse::{Params, SelectLimits, Warehouse};
 
 use crate::buckets;
 use crate::error::QueryError;
 use crate::model::{Compare, Dimension, Metric, OrderKey, Query};
 use crate::plan::{choose_source, split_goal_filter, Plan, Source};
-use crate::request::{start_of_day, DateRange};
+use crate::request::{add_days, add_months, day_after, start_of_day, DateRange};
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct Row {
@@ -59,29 +58,37 @@ fn default_order(query: &Query) -> Vec<(OrderKey, bool)> {
     order
 }
 
-pub fn comparison_range(range: &DateRange, compare: Compare) -> DateRange {
+/// The period a query compares with: the same number of days just before, or the same dates
+/// a year earlier; refused (naming `compare`) when that leaves the date domain.
+pub fn comparison_range(range: &DateRange, compare: Compare) -> Result<DateRange, QueryError> {
     let (first, last) = match compare {
         Compare::PreviousPeriod => {
-            let days = (range.last_day - range.first_day).num_days() as u64 + 1;
-            let last = range.first_day - Days::new(1);
-            (last - Days::new(days - 1), last)
+            let days = (range.last_day - range.first_day).num_days() + 1;
+            let last = add_days("compare", range.first_day, -1)?;
+            (add_days("compare", last, 1 - days)?, last)
         }
-        Compare::YearOverYear => (range.first_day - Months::new(12), range.last_day - Months::new(12)),
+        Compare::YearOverYear => (
+            add_months("compare", range.first_day, -12)?,
+            add_months("compare", range.last_day, -12)?,
+        ),
     };
-    DateRange {
+    Ok(DateRange {
         start: start_of_day(range.tz, first),
-        end: start_of_day(range.tz, last + Days::new(1)),
+        end: start_of_day(range.tz, day_after("compare", last)?),
         first_day: first,
         last_day: last,
         tz: range.tz,
-    }
+    })
 }
 
-/// Bounds on one query's work, enforced by the engine on every statement.
+/// Bounds on one query's work, enforced by the engine on every statement (and by the
+/// warehouse at the deadline: the statement is cancelled, not left running).
 #[derive(Clone, Copy, Debug)]
 pub struct Limits {
     pub timeout_secs: u64,
     pub max_rows_to_read: u64,
+    /// Engine threads per statement (0: the engine's default, one per core).
+    pub max_threads: u32,
 }
 
 impl Default for Limits {
@@ -89,35 +96,68 @@ impl Default for Limits {
         Self {
             timeout_secs: 10,
             max_rows_to_read: 2_000_000_000,
+            max_threads: 1,
         }
     }
 }
 
+/// What every statement of one query carries into the warehouse: the query's admission
+/// ticket, released when the last of its statements has left the engine.
+pub type Hold = std::sync::Arc<dyn std::any::Any + Send + Sync>;
+
 impl Limits {
-    fn settings(&self) -> String {
-        format!(
-            " SETTINGS max_execution_time = {}, timeout_overflow_mode = 'throw', max_rows_to_read = {}, read_overflow_mode = 'throw'",
-            self.timeout_secs, self.max_rows_to_read
-        )
+    pub fn select_limits(&self) -> SelectLimits {
+        SelectLimits {
+            timeout_secs: self.timeout_secs.max(1),
+            max_rows_to_read: self.max_rows_to_read,
+            max_threads: self.max_threads,
+        }
     }
 
     /// Runs one statement within the limits; the engine's refusals become clear errors.
-    pub async fn select(&self, wh: &dyn Warehouse, sql: &str, params: &Params) -> Result<Vec<Value>, QueryError> {
-        let sql = format!("{sql}{}", self.settings());
-        let run = wh.select(&sql, params);
-        // The engine stops at max_execution_time; this only guards against an engine that hangs.
-        match tokio::time::timeout(std::time::Duration::from_secs(self.timeout_secs + 5), run).await {
-            Err(_) => Err(QueryError::Timeout(self.timeout_secs)),
-            Ok(Ok(rows)) => Ok(rows),
-            Ok(Err(sightline_core::Error::Query { message, .. })) if message.contains("TIMEOUT_EXCEEDED") => {
-                Err(QueryError::Timeout(self.timeout_secs))
-            }
-            Ok(Err(sightline_core::Error::Query { message, .. })) if message.contains("TOO_MANY_ROWS") => {
-                Err(QueryError::TooManyRows(self.max_rows_to_read))
-            }
-            Ok(Err(e)) => Err(e.into()),
-        }
+    pub async fn select(
+        &self,
+        wh: &dyn Warehouse,
+        sql: &str,
+        params: &Params,
+        hold: &Hold,
+    ) -> Result<Vec<Value>, QueryError> {
+        let outcome = wh
+            .select_within(sql, params, &self.select_limits(), Box::new(hold.clone()))
+            .await;
+        outcome.map_err(|e| engine_refusal(e, self))
     }
+}
+
+/// The engine's refusals of a client's statement, as the client should see them: limits
+/// passed (504, 422) and a regular expression the engine's re2 cannot compile (400 naming
+/// the filters); anything else is the warehouse's failure (503).
+fn engine_refusal(e: sightline_core::Error, limits: &Limits) -> QueryError {
+    let message = match &e {
+        sightline_core::Error::DeadlineExceeded(_) => return QueryError::Timeout(limits.timeout_secs),
+        sightline_core::Error::Query { message, .. } => message,
+        _ => return e.into(),
+    };
+    if message.contains("TIMEOUT_EXCEEDED") || message.contains("QUERY_WAS_CANCELLED") {
+        QueryError::Timeout(limits.timeout_secs)
+    } else if message.contains("TOO_MANY_ROWS") {
+        QueryError::TooManyRows(limits.max_rows_to_read)
+    } else if message.contains("CANNOT_COMPILE_REGEXP") {
+        QueryError::bad("filters", regexp_refusal(message))
+    } else {
+        e.into()
+    }
+}
+
+/// "cannot compile re2: PATTERN, error: REASON. Look at ..." as "the warehouse's regular
+/// expression engine (re2) refused PATTERN: REASON" (the pattern is the client's own).
+fn regexp_refusal(message: &str) -> String {
+    let detail = message
+        .split_once("cannot compile re2: ")
+        .map(|(_, rest)| rest.split(". Look at").next().unwrap_or(rest))
+        .unwrap_or("the pattern does not compile");
+    let detail: String = detail.chars().take(400).collect();
+    format!("the warehouse's regular expression engine (re2) refused a `matches` pattern: {detail}")
 }
 
 /// What the planner needs to know of a tenant's storage (`tiers::StorageState`), with
@@ -147,15 +187,31 @@ impl Storage {
     }
 }
 
+/// The warehouse, the limits and the hold every statement of one query runs with.
+#[derive(Clone, Copy)]
+struct Statements<'a> {
+    wh: &'a dyn Warehouse,
+    limits: &'a Limits,
+    hold: &'a Hold,
+}
+
+impl Statements<'_> {
+    async fn select(&self, sql: &str, params: &Params) -> Result<Vec<Value>, QueryError> {
+        self.limits.select(self.wh, sql, params, self.hold).await
+    }
+}
+
 pub async fn run(
     wh: &dyn Warehouse,
     tenant: &Tenant,
     storage: &Storage,
     query: &Query,
     limits: &Limits,
+    hold: &Hold,
 ) -> Result<Answer, QueryError> {
+    let st = Statements { wh, limits, hold };
     let source = storage.source(tenant, query)?;
-    let (rows, total_rows) = run_range(wh, tenant, storage, query, source, &query.range, true, limits).await?;
+    let (rows, total_rows) = run_range(st, tenant, storage, query, source, &query.range, true).await?;
     let mut answer = Answer {
         rows,
         total_rows,
@@ -165,28 +221,26 @@ pub async fn run(
         bucket_match: None,
     };
     if let Some(compare) = query.compare {
-        let range = comparison_range(&query.range, compare);
+        let range = comparison_range(&query.range, compare)?;
         // The earlier period may lie in days another tier holds.
         let mut earlier = query.clone();
         earlier.range = range.clone();
         let earlier_source = storage.source(tenant, &earlier)?;
-        let (previous, _) = run_range(wh, tenant, storage, query, earlier_source, &range, false, limits).await?;
+        let (previous, _) = run_range(st, tenant, storage, query, earlier_source, &range, false).await?;
         answer.bucket_match = attach_comparison(query, &mut answer.rows, &previous, &query.range, &range);
         answer.comparison_range = Some(range);
     }
     Ok(answer)
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn run_range(
-    wh: &dyn Warehouse,
+    st: Statements<'_>,
     tenant: &Tenant,
     storage: &Storage,
     query: &Query,
     source: Source,
     range: &DateRange,
     paginate: bool,
-    limits: &Limits,
 ) -> Result<(Vec<Row>, u64), QueryError> {
     let db = tenant.database();
     let goals = &tenant.spec.goals;
@@ -199,17 +253,17 @@ async fn run_range(
     let time_only = only_time(query);
     let limit = (paginate && !time_only).then_some((query.limit, query.offset));
     let (sql, params) = plan.rows_sql(&order, limit);
-    let raw_rows = limits.select(wh, &sql, &params).await?;
+    let raw_rows = st.select(&sql, &params).await?;
 
     // Denominators: all visitors under the same filters (percentage), or under the filters
     // without their goal conditions (conversion rate).
     let mut totals = Totals::default();
     if query.metrics.contains(&Metric::Percentage) {
-        totals.percentage = visitors_total(wh, tenant, storage, query, query.filter.clone(), range, limits).await?;
+        totals.percentage = visitors_total(st, tenant, storage, query, query.filter.clone(), range).await?;
     }
     if query.metrics.contains(&Metric::ConversionRate) {
         let (rest, _) = split_goal_filter(query.filter.as_ref())?;
-        totals.conversion = visitors_total(wh, tenant, storage, query, rest, range, limits).await?;
+        totals.conversion = visitors_total(st, tenant, storage, query, rest, range).await?;
     }
 
     let mut rows: Vec<Row> = raw_rows
@@ -256,8 +310,7 @@ async fn run_range(
             // A page past the end has no row to carry the total: count separately.
             None => {
                 let (sql, params) = plan.count_sql();
-                limits
-                    .select(wh, &sql, &params)
+                st.select(&sql, &params)
                     .await?
                     .first()
                     .and_then(|r| r["n"].as_u64())
@@ -277,13 +330,12 @@ struct Totals {
 }
 
 async fn visitors_total(
-    wh: &dyn Warehouse,
+    st: Statements<'_>,
     tenant: &Tenant,
     storage: &Storage,
     query: &Query,
     filter: Option<crate::model::Filter>,
     range: &DateRange,
-    limits: &Limits,
 ) -> Result<u64, QueryError> {
     let total_query = Query {
         dimensions: Vec::new(),
@@ -297,8 +349,8 @@ async fn visitors_total(
     let source = storage.source(tenant, &total_query)?;
     let plan = Plan::new(&tenant.database(), &total_query, range, &tenant.spec.goals, source)?;
     let (sql, params) = plan.rows_sql(&[], None);
-    Ok(limits
-        .select(wh, &sql, &params)
+    Ok(st
+        .select(&sql, &params)
         .await?
         .first()
         .and_then(|r| r["visitors"].as_u64())

@@ -219,6 +219,66 @@ pub const MAX_FILTER_DEPTH: usize = 4;
 pub const MAX_CONDITIONS: usize = 20;
 pub const MAX_VALUES: usize = 100;
 pub const MAX_REGEX_LEN: usize = 256;
+/// `matches` patterns in one query, over all its conditions: every one is run against every
+/// row the query reads.
+pub const MAX_PATTERNS: usize = 20;
+/// The most copies a pattern's counted repetitions may ask for, nested counts multiplied
+/// (`(a{10}){10}` is 100). re2, the warehouse's engine, accepts up to 1000, but matching
+/// slows by orders of magnitude well before that: on the embedded engine
+/// `([^x]*[^y]*){0,1000}Q$` took 67 ms per 2 KB path (2,000 paths held a reader 135 s,
+/// far past a 3 s time limit the engine checks only between blocks of rows), while
+/// `{0,100}` took microseconds.
+pub const MAX_REPETITION: u64 = 100;
+/// How deep groups and repetitions may nest in a pattern.
+pub const MAX_REGEX_NESTING: u32 = 16;
+
+/// Checks a `matches` pattern before it reaches the warehouse: its length, that it parses as
+/// RE2-family syntax, its nesting and its counted repetitions (see [`MAX_REPETITION`]).
+/// Whether re2 itself accepts it is the warehouse's verdict: its refusal is a 400 as well.
+pub fn check_pattern(pattern: &str) -> Result<(), String> {
+    if pattern.len() > MAX_REGEX_LEN {
+        return Err(format!("a pattern is longer than {MAX_REGEX_LEN} bytes"));
+    }
+    let ast = regex_syntax::ast::parse::ParserBuilder::new()
+        .nest_limit(MAX_REGEX_NESTING)
+        .build()
+        .parse(pattern)
+        .map_err(|e| format!("bad regular expression: {}", e.kind()))?;
+    let copies = repetition_copies(&ast);
+    if copies > MAX_REPETITION {
+        return Err(format!(
+            "the pattern's counted repetitions ask for {copies} copies (nested counts multiplied); at most {MAX_REPETITION}"
+        ));
+    }
+    Ok(())
+}
+
+/// The most copies any part of `ast` is repeated: `{m,n}` counts n (`{m,}` counts m), nested
+/// ones multiply; `*`, `+` and `?` are loops, not copies, and count 1.
+fn repetition_copies(ast: &regex_syntax::ast::Ast) -> u64 {
+    use regex_syntax::ast::{Ast, RepetitionKind, RepetitionRange};
+    match ast {
+        Ast::Repetition(r) => {
+            let count = match &r.op.kind {
+                RepetitionKind::Range(RepetitionRange::Exactly(n) | RepetitionRange::AtLeast(n)) => u64::from(*n),
+                RepetitionKind::Range(RepetitionRange::Bounded(_, n)) => u64::from(*n),
+                RepetitionKind::ZeroOrOne | RepetitionKind::ZeroOrMore | RepetitionKind::OneOrMore => 1,
+            };
+            count.max(1).saturating_mul(repetition_copies(&r.ast))
+        }
+        Ast::Group(g) => repetition_copies(&g.ast),
+        Ast::Alternation(a) => a.asts.iter().map(repetition_copies).max().unwrap_or(1),
+        Ast::Concat(c) => c.asts.iter().map(repetition_copies).max().unwrap_or(1),
+        _ => 1,
+    }
+}
+
+/// What the filters of one query have used of their allowance so far.
+#[derive(Default)]
+struct FilterBudget {
+    conditions: usize,
+    patterns: usize,
+}
 
 fn bad(parameter: &'static str, message: impl Into<String>) -> QueryError {
     QueryError::bad(parameter, message)
@@ -337,11 +397,11 @@ pub fn parse_query(body: &Value, spec: &TenantSpec, now: DateTime<Utc>) -> Resul
         None => None,
         Some(Value::Array(items)) if items.is_empty() => None,
         Some(Value::Array(items)) => {
-            let mut count = 0;
+            let mut budget = FilterBudget::default();
             let parts = items
                 .iter()
                 .enumerate()
-                .map(|(i, f)| parse_filter(f, &format!("filters[{i}]"), 1, &mut count))
+                .map(|(i, f)| parse_filter(f, &format!("filters[{i}]"), 1, &mut budget))
                 .collect::<Result<Vec<_>, _>>()?;
             Some(if parts.len() == 1 {
                 parts.into_iter().next().expect("one")
@@ -510,7 +570,7 @@ pub fn check_range_for_interval(range: &DateRange, interval: Interval) -> Result
     Ok(())
 }
 
-fn parse_filter(value: &Value, path: &str, depth: usize, count: &mut usize) -> Result<Filter, QueryError> {
+fn parse_filter(value: &Value, path: &str, depth: usize, budget: &mut FilterBudget) -> Result<Filter, QueryError> {
     if depth > MAX_FILTER_DEPTH {
         return Err(bad(
             "filters",
@@ -537,7 +597,7 @@ fn parse_filter(value: &Value, path: &str, depth: usize, count: &mut usize) -> R
             let parsed = children
                 .iter()
                 .enumerate()
-                .map(|(i, c)| parse_filter(c, &format!("{path}[1][{i}]"), depth + 1, count))
+                .map(|(i, c)| parse_filter(c, &format!("{path}[1][{i}]"), depth + 1, budget))
                 .collect::<Result<Vec<_>, _>>()?;
             Ok(if op == "and" {
                 Filter::And(parsed)
@@ -554,12 +614,12 @@ fn parse_filter(value: &Value, path: &str, depth: usize, count: &mut usize) -> R
                 child,
                 &format!("{path}[1]"),
                 depth + 1,
-                count,
+                budget,
             )?)))
         }
         "is" | "is_not" | "contains" | "matches" => {
-            *count += 1;
-            if *count > MAX_CONDITIONS {
+            budget.conditions += 1;
+            if budget.conditions > MAX_CONDITIONS {
                 return Err(bad("filters", format!("at most {MAX_CONDITIONS} conditions")));
             }
             if items.len() != 3 {
@@ -590,17 +650,15 @@ fn parse_filter(value: &Value, path: &str, depth: usize, count: &mut usize) -> R
                 _ => Op::Matches,
             };
             if op == Op::Matches {
+                budget.patterns += values.len();
+                if budget.patterns > MAX_PATTERNS {
+                    return Err(bad(
+                        "filters",
+                        format!("{path}[2]: at most {MAX_PATTERNS} `matches` patterns in one query"),
+                    ));
+                }
                 for (i, v) in values.iter().enumerate() {
-                    if v.len() > MAX_REGEX_LEN {
-                        return Err(bad(
-                            "filters",
-                            format!("{path}[2][{i}]: a pattern is longer than {MAX_REGEX_LEN} bytes"),
-                        ));
-                    }
-                    // The regex crate and ClickHouse's re2 share their syntax; anything the
-                    // regex crate refuses is refused here, before it reaches the warehouse.
-                    regex::Regex::new(v)
-                        .map_err(|e| bad("filters", format!("{path}[2][{i}]: bad regular expression: {e}")))?;
+                    check_pattern(v).map_err(|e| bad("filters", format!("{path}[2][{i}]: {e}")))?;
                 }
             }
             Ok(Filter::Condition { op, dimension, values })
@@ -609,5 +667,52 @@ fn parse_filter(value: &Value, path: &str, depth: usize, count: &mut usize) -> R
             "filters",
             format!("{path}[0]: unknown operator {other:?}; use is, is_not, contains, matches, and, or, not"),
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn patterns_are_bounded_before_any_engine_sees_them() {
+        for ok in [
+            "^/docs/.+",
+            "(a|b){0,100}c",
+            "(a{10}){10}",
+            "[[:alpha:]]+",
+            "\\pN",
+            "(?i)blog",
+        ] {
+            assert_eq!(check_pattern(ok), Ok(()), "{ok}");
+        }
+        for (bad, says) in [
+            ("(a|b){0,1000}c", "1000 copies"),
+            ("(a{11}){10}", "110 copies"),
+            ("a{101,}", "101 copies"),
+            ("((((((((((((((((((a))))))))))))))))))", "nest"),
+            ("(a", "bad regular expression"),
+        ] {
+            let e = check_pattern(bad).unwrap_err();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
+        assert!(check_pattern(&"a".repeat(MAX_REGEX_LEN + 1))
+            .unwrap_err()
+            .contains("longer"));
+    }
+
+    #[test]
+    fn a_query_holds_at_most_max_patterns() {
+        let spec: TenantSpec = serde_yaml::from_str("sites: {open: true}").unwrap();
+        let query = |patterns: usize| {
+            let values: Vec<String> = (0..patterns).map(|i| format!("^/p{i}")).collect();
+            serde_json::json!({"site_id": "s", "metrics": ["visitors"], "path": "events",
+                "filters": [["matches", "page", values]]})
+        };
+        assert!(parse_query(&query(MAX_PATTERNS), &spec, Utc::now()).is_ok());
+        let e = parse_query(&query(MAX_PATTERNS + 1), &spec, Utc::now())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("at most 20 `matches` patterns"), "{e}");
     }
 }

@@ -136,7 +136,8 @@ pub enum QueryErrors {
     /// The query would read too many rows.
     #[response(status = 422)]
     TooManyRows(ErrorBody),
-    /// Over the token's rate limit (Retry-After).
+    /// Over the token's rate limit (`rate_limited`), or too many of the token's or its
+    /// tenant's queries already running and waiting (`too_many_queries`); Retry-After.
     #[response(status = 429)]
     RateLimited(ErrorBody),
     /// The query took too long.

@@ -575,7 +575,14 @@ fn goal_name_matches(op: Op, name: &str, values: &[String]) -> bool {
         Op::Contains => values.iter().any(|v| name.to_lowercase().contains(&v.to_lowercase())),
         Op::Matches => values
             .iter()
-            .any(|v| regex::Regex::new(v).is_ok_and(|re| re.is_match(name))),
+            // Patterns passed `model::check_pattern`; the size limit only keeps this compile
+            // as small as the checks already made it.
+            .any(|v| {
+                regex::RegexBuilder::new(v)
+                    .size_limit(1 << 20)
+                    .build()
+                    .is_ok_and(|re| re.is_match(name))
+            }),
     }
 }
 

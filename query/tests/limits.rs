@@ -3,6 +3,8 @@
 
 use sightline_core::warehouse::embedded::Embedded;
 use sightline_core::warehouse::Params;
+use std::sync::Arc;
+
 use sightline_query::{Limits, QueryError};
 
 #[tokio::test(flavor = "multi_thread")]
@@ -13,13 +15,16 @@ async fn slow_and_huge_statements_end_with_named_errors() {
     let patient = Limits {
         timeout_secs: 1,
         max_rows_to_read: 10_000_000_000_000,
+        max_threads: 0,
     };
+    let hold: sightline_query::execute::Hold = Arc::new(());
     let started = std::time::Instant::now();
     let slow = patient
         .select(
             &wh,
             "SELECT sum(sipHash64(number)) AS n FROM numbers_mt(1000000000000)",
             &Params::new(),
+            &hold,
         )
         .await;
     assert!(matches!(slow, Err(QueryError::Timeout(1))), "{slow:?}");
@@ -32,13 +37,14 @@ async fn slow_and_huge_statements_end_with_named_errors() {
     let limits = Limits {
         timeout_secs: 10,
         max_rows_to_read: 1_000,
+        max_threads: 1,
     };
     let huge = limits
-        .select(&wh, "SELECT count() AS n FROM numbers(100000)", &Params::new())
+        .select(&wh, "SELECT count() AS n FROM numbers(100000)", &Params::new(), &hold)
         .await;
     assert!(matches!(huge, Err(QueryError::TooManyRows(1_000))), "{huge:?}");
     let fine = limits
-        .select(&wh, "SELECT count() AS n FROM numbers(10)", &Params::new())
+        .select(&wh, "SELECT count() AS n FROM numbers(10)", &Params::new(), &hold)
         .await
         .unwrap();
     assert_eq!(fine[0]["n"], 10);

@@ -77,11 +77,16 @@ pub fn binary() -> PathBuf {
 
 pub struct Server {
     child: Option<Child>,
+    /// The public API (for a loader, which has none: its operations listener).
     pub addr: SocketAddr,
+    /// The operations listener: /metrics, /healthz, /readyz.
+    pub ops: SocketAddr,
     pub data: PathBuf,
     pub tenants: PathBuf,
     role: &'static str,
     extra: Vec<String>,
+    /// Where the process's stderr goes and its `RUST_LOG`, when a test reads its logs.
+    log: Option<(PathBuf, String)>,
 }
 
 impl Server {
@@ -92,13 +97,28 @@ impl Server {
 
     /// Starts `sightline <role>` (standalone, collector, loader, query) on a free port.
     pub fn start_role(role: &'static str, data: &Path, tenants: &Path, extra: &[&str]) -> Server {
+        Self::start_logged(role, data, tenants, extra, None)
+    }
+
+    /// Like `start_role`, with the process's stderr (its logs) written to the file `log.0`
+    /// at the level `log.1` (a `RUST_LOG` value).
+    pub fn start_logged(
+        role: &'static str,
+        data: &Path,
+        tenants: &Path,
+        extra: &[&str],
+        log: Option<(&Path, &str)>,
+    ) -> Server {
+        let unbound: SocketAddr = "127.0.0.1:0".parse().expect("addr");
         let mut server = Server {
             child: None,
-            addr: "127.0.0.1:0".parse().expect("addr"),
+            addr: unbound,
+            ops: unbound,
             data: data.to_path_buf(),
             tenants: tenants.to_path_buf(),
             role,
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            log: log.map(|(path, level)| (path.to_path_buf(), level.to_string())),
         };
         server.spawn();
         server
@@ -110,43 +130,81 @@ impl Server {
             "standalone" | "collector" => &["--trusted-proxy", "127.0.0.1/32", "--country-header", "CF-IPCountry"],
             _ => &[],
         };
+        // Every role has an operations listener; all but the loader a public one too.
+        let public = self.role != "loader";
+        let listen: &[&str] = if public { &["--listen", "127.0.0.1:0"] } else { &[] };
+        let stderr = match &self.log {
+            Some((path, _)) => Stdio::from(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .expect("open the log file"),
+            ),
+            None => Stdio::inherit(),
+        };
         let mut child = Command::new(binary())
             .arg(self.role)
             .arg("--tenants")
             .arg(&self.tenants)
             .arg("--data")
             .arg(&self.data)
-            .args(["--listen", "127.0.0.1:0"])
+            .args(listen)
+            .args(["--ops-listen", "127.0.0.1:0"])
             .args(client_flags)
             .args(&self.extra)
             .env("SIGHTLINE_SECRET", TEST_SECRET)
             .env(
                 "RUST_LOG",
-                std::env::var("SIGHTLINE_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+                match &self.log {
+                    Some((_, level)) => level.clone(),
+                    None => std::env::var("SIGHTLINE_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+                },
             )
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .expect("spawn sightline");
         let stdout = child.stdout.take().expect("stdout");
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some((_, rest)) = line.split_once(" listening on http://") {
-                    let _ = tx.send(rest.split_whitespace().next().unwrap_or_default().to_string());
+                let address = |marker: &str| {
+                    line.split_once(marker)
+                        .map(|(_, rest)| rest.split_whitespace().next().unwrap_or_default().to_string())
+                };
+                if let Some(addr) = address(" listening on http://") {
+                    let _ = tx.send((false, addr));
+                } else if let Some(addr) = address(" operations on http://") {
+                    let _ = tx.send((true, addr));
                 }
             }
         });
         // Owned before anything can fail, so that a failure below still kills the process.
         self.child = Some(child);
-        let addr = rx
-            .recv_timeout(Duration::from_secs(60))
-            .expect("sightline did not report its address within 60 s");
-        self.addr = addr.parse().expect("address");
+        let (mut api, mut ops) = (None, None);
+        while ops.is_none() || (public && api.is_none()) {
+            let (is_ops, addr) = rx
+                .recv_timeout(Duration::from_secs(60))
+                .expect("sightline did not report its addresses within 60 s");
+            let addr: SocketAddr = addr.parse().expect("address");
+            if is_ops {
+                ops = Some(addr);
+            } else {
+                api = Some(addr);
+            }
+        }
+        self.ops = ops.expect("the operations address");
+        self.addr = api.unwrap_or(self.ops);
     }
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
+    }
+
+    /// A URL on the operations listener (/metrics, /healthz, /readyz).
+    pub fn ops_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.ops)
     }
 
     /// The process id while it runs (for benchmarks that read its memory).
@@ -220,12 +278,12 @@ pub async fn distinct_ids(
     ids
 }
 
-/// The sum of the samples on a role's `/metrics` whose line starts with `series` (a metric
-/// name, or a name and the start of its labels); `None` while the role does not answer or
-/// has no such sample.
+/// The sum of the samples on a role's `/metrics` (on its operations listener) whose line
+/// starts with `series` (a metric name, or a name and the start of its labels); `None` while
+/// the role does not answer or has no such sample.
 pub async fn metric(server: &Server, series: &str) -> Option<f64> {
     let text = client()
-        .get(server.url("/metrics"))
+        .get(server.ops_url("/metrics"))
         .send()
         .await
         .ok()?

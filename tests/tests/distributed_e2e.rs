@@ -66,10 +66,10 @@ async fn collector_kafka_loader_clickhouse_query_give_the_exact_numbers() {
     assert_eq!(counts[0]["raw"], counts[0]["ids"], "{counts:?}");
     assert_eq!(counts[0]["raw"], counts[0]["events"], "{counts:?}");
 
-    // Metrics and health of the collector and the loader.
+    // Metrics and health of the collector and the loader, on their operations listeners.
     let c = client();
     let text = |s: &Server, path: &'static str| {
-        let (c, url) = (c.clone(), s.url(path));
+        let (c, url) = (c.clone(), s.ops_url(path));
         async move {
             let r = c.get(url).send().await.unwrap();
             (r.status().as_u16(), r.text().await.unwrap())
@@ -105,9 +105,14 @@ async fn collector_kafka_loader_clickhouse_query_give_the_exact_numbers() {
         metrics.contains("sightline_loader_insert_seconds_count{tenant=\"acme\"}"),
         "{metrics}"
     );
-    for s in [&collector, &loader] {
+    for s in [&collector, &loader, &query] {
         assert_eq!(text(s, "/healthz").await.0, 200);
         assert_eq!(text(s, "/readyz").await.0, 200);
+    }
+    // The public ports serve the API only.
+    for s in [&collector, &query] {
+        let r = c.get(s.url("/metrics")).send().await.unwrap();
+        assert_eq!(r.status(), 404, "/metrics is not on the public port");
     }
 
     // SIGTERM: each role drains and exits 0.

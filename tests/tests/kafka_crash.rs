@@ -12,7 +12,7 @@ use sightline_tests::{client, metric, Server};
 
 async fn ready(server: &Server) -> bool {
     client()
-        .get(server.url("/readyz"))
+        .get(server.ops_url("/readyz"))
         .send()
         .await
         .is_ok_and(|r| r.status().is_success())

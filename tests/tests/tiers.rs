@@ -153,7 +153,8 @@ async fn answer(wh: &dyn Warehouse, tenant: &Tenant, body: &Value) -> (Vec<(Vec<
     let query = parse_query(body, &tenant.spec, now).unwrap_or_else(|e| panic!("{body}: {e:?}"));
     let state = tiers::read_state(wh, &tenant.database()).await.unwrap();
     let storage = Storage::new(tenant, state);
-    let answer = execute::run(wh, tenant, &storage, &query, &Limits::default())
+    let hold: execute::Hold = std::sync::Arc::new(());
+    let answer = execute::run(wh, tenant, &storage, &query, &Limits::default(), &hold)
         .await
         .unwrap_or_else(|e| panic!("{body}: {e:?}"));
     let mut rows: Vec<(Vec<Value>, Vec<Value>)> = answer

@@ -10,7 +10,8 @@ import { chromium } from 'playwright-core';
 
 export const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const repo = join(root, '..');
-const SECRET = 'sightline-browser-test-secret-01';
+// Base64 of 32 random bytes: the one encoding SIGHTLINE_SECRET takes.
+const SECRET = 'E96hEeY9RoFagdAPo/48MxUvNRp6u7j1Ap6qj2BjFGE=';
 export const CHROME_UA = 'Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36';
 export const IPHONE_UA = 'Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.5 Mobile/15E148 Safari/604.1';
 const binary = process.env.SIGHTLINE_BIN || join(repo, 'target', 'debug', 'sightline');
@@ -20,7 +21,7 @@ export async function startSightline(tenantYaml, extraArgs = []) {
   const work = mkdtempSync(join(tmpdir(), 'sightline-browser-'));
   writeFileSync(join(work, 'tenant.yaml'), tenantYaml);
   const env = { ...process.env, SIGHTLINE_SECRET: SECRET, RUST_LOG: 'warn' };
-  const child = spawn(binary, ['standalone', '--tenants', join(work, 'tenant.yaml'), '--data', join(work, 'data'), '--listen', '127.0.0.1:0', ...extraArgs], {
+  const child = spawn(binary, ['standalone', '--tenants', join(work, 'tenant.yaml'), '--data', join(work, 'data'), '--listen', '127.0.0.1:0', '--ops-listen', '127.0.0.1:0', ...extraArgs], {
     env,
     stdio: ['ignore', 'pipe', 'inherit'],
   });

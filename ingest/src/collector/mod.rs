@@ -72,7 +72,7 @@ impl CollectorState {
         rejected: &[Rejection],
     ) -> Result<(), Error> {
         for r in rejected {
-            self.metrics.event(tenant, "rejected", &r.field, 1);
+            self.metrics.rejected(tenant, &r.field);
         }
         if accepted.is_empty() {
             return Ok(());
@@ -353,7 +353,7 @@ async fn pixel(State(state): State<Arc<CollectorState>>, request: Request) -> Re
         ..
     } = intake(&state, &parts, None, true).await?;
     if let Some(r) = rejected.first() {
-        state.metrics.event(&tenant, "rejected", &r.field, 1);
+        state.metrics.rejected(&tenant, &r.field);
         return Err(Error::BadRequest {
             field: r.field.clone(),
             message: r.reason.clone(),
