@@ -408,9 +408,16 @@ async fn query(
     State(state): State<Arc<QueryState>>,
     headers: HeaderMap,
     QueryParams(params): QueryParams<HashMap<String, String>>,
-    body: axum::body::Bytes,
+    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Response, QueryError> {
     let reader = verify_token(&state, &headers, &params)?;
+    // A body over the limit, or one that did not arrive in time, is a JSON refusal too.
+    let body = body.map_err(|e| match e.status() {
+        axum::http::StatusCode::PAYLOAD_TOO_LARGE => {
+            QueryError::bad("query", format!("the body is larger than {MAX_QUERY_BODY_BYTES} bytes"))
+        }
+        _ => QueryError::bad("query", format!("the body could not be read: {}", e.body_text())),
+    })?;
     let body: Value = serde_json::from_slice(&body)
         .map_err(|e| QueryError::bad("query", format!("the body is not valid JSON: {e}")))?;
     // Authorised before anything else of the query is read: a token for another site gets

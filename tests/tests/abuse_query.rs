@@ -93,6 +93,19 @@ async fn patterns_are_bounded_authorised_first_and_refused_with_400() {
     assert!(message.contains("re2") && message.contains("sc=Greek"), "{message}");
     assert!(!message.contains("SELECT"), "no statement text in answers: {message}");
 
+    // A body over 64 KiB is refused in the API's JSON, naming the query.
+    let huge = json!({"site_id": HOSTILE_SITE, "metrics": ["visitors"], "pad": "x".repeat(70_000)});
+    let (status, v) = post_query(&c, &server, &blog, &huge).await;
+    assert_eq!(status, 400, "{v}");
+    assert_eq!(v["error"]["parameter"], "query");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("larger than 65536 bytes"),
+        "{v}"
+    );
+
     // Allowed patterns still work.
     let q = json!({"site_id": HOSTILE_SITE, "metrics": ["visitors"], "date_range": "7d", "path": "events",
         "filters": [["matches", "page", ["^/docs/.+", "(a|b){0,100}c"]]]});
