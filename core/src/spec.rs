@@ -1,6 +1,12 @@
 //! `TenantSpec`: the spec of the `AnalyticsTenant` resource. One type for the CRD, the
 //! standalone YAML files and the tests, so that what a platform team writes means the same
 //! thing everywhere.
+//!
+//! The types accept fields they do not know (an operator one version behind must still
+//! read objects a newer CRD admitted); YAML files are held strictly by `parse_tenants`,
+//! which refuses every field it ignored. The schema attributes (bounds, patterns, CEL rules
+//! under `x-kubernetes-validations`, list-map keys) end up in the CRD that `sightline
+//! crdgen` writes, so `kubectl apply` refuses what `validate` would.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -15,7 +21,25 @@ pub const API_VERSION: &str = "sightline.dev/v1alpha1";
 pub const KIND: &str = "AnalyticsTenant";
 
 #[derive(Clone, Debug, Serialize, Deserialize, JsonSchema, PartialEq)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {
+        "rule": "(has(self.clickhouse) && has(self.clickhouse.database) ? self.clickhouse.database : '') == (has(oldSelf.clickhouse) && has(oldSelf.clickhouse.database) ? oldSelf.clickhouse.database : '')",
+        "message": "clickhouse.database cannot change: the tenant's data lives there (create a new tenant instead)"
+    },
+    {
+        "rule": "(has(self.clickhouse) && has(self.clickhouse.cluster) ? self.clickhouse.cluster : '') == (has(oldSelf.clickhouse) && has(oldSelf.clickhouse.cluster) ? oldSelf.clickhouse.cluster : '')",
+        "message": "clickhouse.cluster cannot change: the tables were created on it"
+    },
+    {
+        "rule": "!has(self.ingest) || !has(self.ingest.loader) || !has(self.ingest.loader.replicas) || self.ingest.loader.replicas <= (has(self.kafka) && has(self.kafka.partitions) ? self.kafka.partitions : 6)",
+        "message": "ingest.loader.replicas may not exceed kafka.partitions: a loader without a partition would idle"
+    },
+    {
+        "rule": "has(self.sites) && ((has(self.sites.open) && self.sites.open) || (has(self.sites.allowed) && size(self.sites.allowed) > 0))",
+        "message": "sites: the allow-list is empty and open is false, so no site could send events"
+    }
+]))]
 pub struct TenantSpec {
     /// Which merchant sites may send events. Merchants are rows keyed by site id.
     #[serde(default)]
@@ -33,26 +57,232 @@ pub struct TenantSpec {
     /// GA4 Measurement Protocol streams: `POST /mp/collect?measurement_id=…` is stored for
     /// the mapped site; its `api_secret` must be a write token for that site.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["measurementId"]))]
     pub ga4: Vec<Ga4Stream>,
     /// Conversions merchants care about: `conversion_rate` and the `goal` dimension use them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
     pub goals: Vec<Goal>,
     /// The tenant's topics in a cluster (`sightline.<tenant>.events` and its `.dlq`).
     #[serde(default)]
     pub kafka: KafkaSpec,
+    /// The tenant's warehouse in a cluster (the operator's; standalone uses its engine).
+    #[serde(default)]
+    pub clickhouse: ClickHouseSpec,
+    /// The tenant's workloads in a cluster: collector, loader and query roles.
+    #[serde(default)]
+    pub ingest: IngestSpec,
+    /// What deleting the `AnalyticsTenant` does to its topics and database.
+    #[serde(default)]
+    pub deletion_policy: DeletionPolicy,
+}
+
+/// Where the tenant's tables are. `database` and `cluster` cannot change once set (a CEL
+/// rule in the CRD refuses it; the data lives there).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ClickHouseSpec {
+    /// The database, instead of `sightline_<tenant>` (dashes as underscores).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63), pattern(r"^[a-z_][a-z0-9_]*$"))]
+    pub database: Option<String>,
+    /// A ClickHouse cluster name for the cluster form of the DDL (ON CLUSTER, Replicated
+    /// tables).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63), pattern(r"^[A-Za-z_][A-Za-z0-9_-]*$"))]
+    pub cluster: Option<String>,
+    /// `http(s)://host:port` of the server; the operator's `--clickhouse-url` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 2048), pattern(r"^https?://[^\s/]+(/.*)?$"))]
+    pub url: Option<String>,
+    /// A Secret in the workloads' namespace holding the user and password.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_secret: Option<CredentialsSecretRef>,
+}
+
+/// A Secret with ClickHouse credentials: its name and the keys of the user and password.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct CredentialsSecretRef {
+    #[schemars(length(min = 1, max = 253), pattern(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"))]
+    pub name: String,
+    #[serde(default = "default_user_key")]
+    #[schemars(length(min = 1, max = 253))]
+    pub user_key: String,
+    #[serde(default = "default_password_key")]
+    #[schemars(length(min = 1, max = 253))]
+    pub password_key: String,
+}
+
+fn default_user_key() -> String {
+    "username".into()
+}
+fn default_password_key() -> String {
+    "password".into()
+}
+
+/// The tenant's workloads. Each role runs the `sightline` image with the tenant's
+/// ConfigMap mounted as its tenants directory.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct IngestSpec {
+    /// Namespace of the workloads; the operator's own namespace when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63), pattern(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
+    pub namespace: Option<String>,
+    /// The `sightline` image, instead of the operator's `--image`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 512))]
+    pub image: Option<String>,
+    #[serde(default)]
+    pub collector: CollectorSpec,
+    #[serde(default)]
+    pub loader: LoaderSpec,
+    #[serde(default)]
+    pub query: QuerySpec,
+}
+
+/// The collector Deployment: fixed replicas, or a HorizontalPodAutoscaler on CPU.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {
+        "rule": "!has(self.autoscaling) || self.autoscaling.minReplicas <= self.autoscaling.maxReplicas",
+        "message": "autoscaling.minReplicas may not exceed maxReplicas"
+    }
+]))]
+pub struct CollectorSpec {
+    /// Replicas when autoscaling is off.
+    #[serde(default = "default_two")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub replicas: u32,
+    #[serde(default)]
+    pub resources: ResourcesSpec,
+    /// When present, an HPA scales the collector between these bounds on CPU.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscaling: Option<AutoscalingSpec>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, JsonSchema, PartialEq)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
+pub struct AutoscalingSpec {
+    #[schemars(range(min = 1, max = 1000))]
+    pub min_replicas: u32,
+    #[schemars(range(min = 1, max = 1000))]
+    pub max_replicas: u32,
+    /// Average CPU utilisation the HPA aims for, in percent of the request.
+    #[serde(default = "default_target_cpu")]
+    #[schemars(range(min = 10, max = 100))]
+    pub target_cpu_percent: u32,
+}
+
+fn default_target_cpu() -> u32 {
+    70
+}
+
+/// The loader StatefulSet: one pod per consumer-group member (at most the partitions).
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct LoaderSpec {
+    #[serde(default = "default_one")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub replicas: u32,
+    #[serde(default)]
+    pub resources: ResourcesSpec,
+}
+
+/// The query Deployment.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct QuerySpec {
+    #[serde(default = "default_two")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub replicas: u32,
+    #[serde(default)]
+    pub resources: ResourcesSpec,
+}
+
+fn default_one() -> u32 {
+    1
+}
+fn default_two() -> u32 {
+    2
+}
+
+impl Default for CollectorSpec {
+    fn default() -> Self {
+        Self {
+            replicas: default_two(),
+            resources: ResourcesSpec::default(),
+            autoscaling: None,
+        }
+    }
+}
+
+impl Default for LoaderSpec {
+    fn default() -> Self {
+        Self {
+            replicas: default_one(),
+            resources: ResourcesSpec::default(),
+        }
+    }
+}
+
+impl Default for QuerySpec {
+    fn default() -> Self {
+        Self {
+            replicas: default_two(),
+            resources: ResourcesSpec::default(),
+        }
+    }
+}
+
+/// Container resources; absent values take the operator's defaults for the role.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ResourcesSpec {
+    #[serde(default)]
+    pub requests: Quantities,
+    #[serde(default)]
+    pub limits: Quantities,
+}
+
+/// Kubernetes quantities, e.g. `cpu: 500m`, `memory: 512Mi`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Quantities {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(r"^[0-9]+(\.[0-9]+)?m?$"))]
+    pub cpu: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(r"^[0-9]+(\.[0-9]+)?(k|M|G|T|Ki|Mi|Gi|Ti)?$"))]
+    pub memory: Option<String>,
+}
+
+/// `Retain` (the default) keeps the topics and the database when the tenant is deleted;
+/// `Delete` drops them.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
+pub enum DeletionPolicy {
+    #[default]
+    Retain,
+    Delete,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
 pub struct KafkaSpec {
     /// Partitions of each topic: the ceiling on loader parallelism. May grow, never shrink
     /// (a visitor's events must stay on one partition).
     #[serde(default = "default_partitions")]
+    #[schemars(range(min = 1, max = 1000))]
     pub partitions: u32,
+    /// Copies of each partition; fixed once the topics exist (a change is refused).
     #[serde(default = "default_replication")]
+    #[schemars(range(min = 1, max = 16))]
     pub replication_factor: u16,
     /// How long the broker keeps events: the window to recover a loader outage.
     #[serde(default = "default_retention_hours")]
+    #[schemars(range(min = 1))]
     pub retention_hours: u32,
 }
 
@@ -79,12 +309,21 @@ impl Default for KafkaSpec {
 /// A goal is completed by an event with a given name, or by a pageview whose path matches a
 /// pattern (`*` matches within one path segment, `**` across segments).
 #[derive(Clone, Debug, Serialize, Deserialize, JsonSchema, PartialEq)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {
+        "rule": "has(self.event) != has(self.page)",
+        "message": "give either event (a name) or page (a path pattern starting with /)"
+    }
+]))]
 pub struct Goal {
+    #[schemars(length(min = 1, max = 120))]
     pub name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 256))]
     pub event: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 2048), pattern(r"^/"))]
     pub page: Option<String>,
 }
 
@@ -118,11 +357,13 @@ impl Goal {
     }
 }
 #[derive(Clone, Debug, Serialize, Deserialize, JsonSchema, PartialEq)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct Ga4Stream {
     /// The GA4 measurement id senders already use, e.g. G-ABC123XYZ.
+    #[schemars(pattern(r"^G-[A-Z0-9]{4,20}$"))]
     pub measurement_id: String,
     /// The Sightline site its events belong to.
+    #[schemars(length(min = 1, max = 128), pattern(r"^[A-Za-z0-9._-]+$"))]
     pub site: String,
 }
 
@@ -134,61 +375,74 @@ pub fn valid_measurement_id(id: &str) -> bool {
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema, PartialEq)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct SitePolicy {
     /// `true`: any well-formed site id is accepted (tokens still gate access).
     #[serde(default)]
     pub open: bool,
     /// The allow-list (and per-site settings, also used by open tenants).
     #[serde(default)]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["id"]))]
     pub allowed: Vec<SiteSpec>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, JsonSchema, PartialEq)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct SiteSpec {
+    #[schemars(length(min = 1, max = 128), pattern(r"^[A-Za-z0-9._-]+$"))]
     pub id: String,
     /// IANA timezone for this site's reports; the tenant default when absent.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 64))]
     pub timezone: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, JsonSchema, PartialEq)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct Retention {
     /// Days `events_raw` and `events` are kept; also the window `Reprocess` can replay.
     #[serde(default = "default_raw_days")]
+    #[schemars(range(min = 1))]
     pub raw_days: u32,
     /// Days hourly rollups are kept.
     #[serde(default = "default_rollup_days")]
+    #[schemars(range(min = 1))]
     pub rollup_days: u32,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, JsonSchema, PartialEq)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct Limits {
     #[serde(default = "default_events_per_request")]
+    #[schemars(range(min = 1))]
     pub events_per_request: u32,
     #[serde(default = "default_body_bytes")]
+    #[schemars(range(min = 1))]
     pub body_bytes: u32,
     /// Sustained events per second per site (token bucket refill rate).
     #[serde(default = "default_events_per_second")]
+    #[schemars(range(min = 1))]
     pub events_per_second_per_site: u32,
     /// Token bucket size: how far above the sustained rate a site may burst.
     #[serde(default = "default_burst")]
+    #[schemars(range(min = 1))]
     pub burst_per_site: u32,
     /// Sustained bytes per second a site may store (what its events cost on disk before
     /// compression): a write token is public, so this bounds what anyone can write.
     #[serde(default = "default_bytes_per_second")]
+    #[schemars(range(min = 1))]
     pub bytes_per_second_per_site: u32,
     /// How far above the sustained byte rate a site may burst.
     #[serde(default = "default_burst_bytes")]
+    #[schemars(range(min = 1))]
     pub burst_bytes_per_site: u32,
     #[serde(default = "default_max_props")]
     pub max_props: u32,
     #[serde(default = "default_max_prop_key_bytes")]
+    #[schemars(range(min = 1))]
     pub max_prop_key_bytes: u32,
     #[serde(default = "default_max_prop_value_bytes")]
+    #[schemars(range(min = 1))]
     pub max_prop_value_bytes: u32,
 }
 
@@ -347,6 +601,48 @@ impl TenantSpec {
         if self.kafka.replication_factor == 0 {
             return Err(err("kafka.replicationFactor must be at least 1".into()));
         }
+        if let Some(db) = &self.clickhouse.database {
+            if !valid_database_name(db) {
+                return Err(err(format!(
+                    "clickhouse.database {db:?}: use 1-63 lowercase letters, digits and '_', not starting with a digit"
+                )));
+            }
+        }
+        if let Some(url) = &self.clickhouse.url {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(err(format!("clickhouse.url {url:?}: expected http:// or https://")));
+            }
+        }
+        let ingest = &self.ingest;
+        for (field, value) in [
+            ("ingest.collector.replicas", ingest.collector.replicas),
+            ("ingest.loader.replicas", ingest.loader.replicas),
+            ("ingest.query.replicas", ingest.query.replicas),
+        ] {
+            if !(1..=1000).contains(&value) {
+                return Err(err(format!("{field} {value}: 1 to 1000")));
+            }
+        }
+        if ingest.loader.replicas > self.kafka.partitions {
+            return Err(err(format!(
+                "ingest.loader.replicas {} exceeds kafka.partitions {}: a loader without a partition would idle",
+                ingest.loader.replicas, self.kafka.partitions
+            )));
+        }
+        if let Some(a) = &ingest.collector.autoscaling {
+            if a.min_replicas == 0 || a.min_replicas > a.max_replicas {
+                return Err(err(format!(
+                    "ingest.collector.autoscaling: minReplicas {} must be 1 or more and at most maxReplicas {}",
+                    a.min_replicas, a.max_replicas
+                )));
+            }
+            if !(10..=100).contains(&a.target_cpu_percent) {
+                return Err(err(format!(
+                    "ingest.collector.autoscaling.targetCpuPercent {}: 10 to 100",
+                    a.target_cpu_percent
+                )));
+            }
+        }
         let l = &self.limits;
         for (field, value) in [
             ("limits.eventsPerRequest", l.events_per_request),
@@ -419,11 +715,41 @@ pub struct Tenant {
 }
 
 impl Tenant {
-    /// The tenant's ClickHouse database. Tenant names are validated, so this is safe to
-    /// place in DDL as an identifier.
+    /// The tenant's ClickHouse database: `clickhouse.database` when the spec names one, else
+    /// `sightline_<tenant>`. Both are validated, so this is safe to place in DDL as an
+    /// identifier.
     pub fn database(&self) -> String {
-        database_name(&self.name)
+        self.spec
+            .clickhouse
+            .database
+            .clone()
+            .unwrap_or_else(|| database_name(&self.name))
     }
+
+    /// The tenant as a YAML document in the format `parse_tenants` reads (what the
+    /// operator's ConfigMap holds for the roles' `--tenants`).
+    pub fn to_yaml(&self) -> Result<String> {
+        let doc = TenantDocument {
+            api_version: API_VERSION.to_string(),
+            kind: KIND.to_string(),
+            metadata: Metadata {
+                name: self.name.clone(),
+                labels: BTreeMap::new(),
+            },
+            spec: self.spec.clone(),
+        };
+        serde_yaml::to_string(&doc).map_err(|e| Error::Spec {
+            source_name: self.name.clone(),
+            message: e.to_string(),
+        })
+    }
+}
+
+/// A database name Sightline may place in DDL: 1-63 of `[a-z0-9_]`, not starting with a digit.
+pub fn valid_database_name(name: &str) -> bool {
+    (1..=63).contains(&name.len())
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        && !name.as_bytes()[0].is_ascii_digit()
 }
 
 pub fn database_name(tenant: &str) -> String {
@@ -442,10 +768,25 @@ pub fn parse_tenants(text: &str, source_name: &str) -> Result<Vec<Tenant>> {
         if value.is_null() || value.get("kind").and_then(|k| k.as_str()) != Some(KIND) {
             continue;
         }
-        let parsed: TenantDocument = serde_yaml::from_value(value).map_err(|e| Error::Spec {
+        // Files are held strictly: a field the types ignore (a typo) is an error here, while
+        // the operator reads cluster objects leniently (a newer CRD may have more fields).
+        let mut unknown = Vec::new();
+        let parsed: TenantDocument = serde_ignored::deserialize(value, |path| {
+            let path = path.to_string();
+            if path.starts_with("spec") {
+                unknown.push(path);
+            }
+        })
+        .map_err(|e| Error::Spec {
             source_name: source_name.to_string(),
             message: format!("document {}: {e}", i + 1),
         })?;
+        if !unknown.is_empty() {
+            return Err(Error::Spec {
+                source_name: source_name.to_string(),
+                message: format!("document {}: unknown field(s) {}", i + 1, unknown.join(", ")),
+            });
+        }
         if parsed.api_version != API_VERSION {
             return Err(Error::Spec {
                 source_name: source_name.to_string(),
