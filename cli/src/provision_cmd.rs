@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use clap::Args as ClapArgs;
 use sightline_core::spec::load_tenants;
 use sightline_ingest::kafka::provision::Provisioner;
+use sightline_ingest::kafka::Security;
 
 #[derive(ClapArgs)]
 pub struct Args {
@@ -20,7 +21,7 @@ pub struct Args {
 pub fn run(args: Args) -> Result<(), String> {
     let tenants = load_tenants(&args.tenants).map_err(|e| e.to_string())?;
     crate::common::block_on(async {
-        let provisioner = Provisioner::new(&args.brokers).map_err(|e| e.to_string())?;
+        let provisioner = Provisioner::new(&args.brokers, &Security::from_env()).map_err(|e| e.to_string())?;
         for tenant in &tenants {
             let changes = provisioner
                 .provision(tenant)

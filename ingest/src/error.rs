@@ -42,14 +42,9 @@ pub enum Error {
     Unavailable(String),
     #[error("kafka: {0}")]
     Kafka(#[from] KafkaError),
-    #[error("topic {topic}: {message}")]
-    Topic { topic: String, message: String },
-    #[error("topic {topic} has {current} partitions and the spec asks for {requested}: partitions can grow but never shrink (a visitor's events must stay on one partition)")]
-    Shrink {
-        topic: String,
-        current: u32,
-        requested: u32,
-    },
+    /// Creating, growing, configuring or deleting topics failed (its class says why).
+    #[error("{0}")]
+    Provision(#[from] crate::kafka::provision::ProvisionError),
     #[error("warehouse: {0}")]
     Warehouse(#[from] sightline_core::Error),
     #[error("the loader's reading thread: {0}")]
@@ -73,7 +68,7 @@ impl Error {
             Error::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited", "site"),
             Error::Busy => (StatusCode::SERVICE_UNAVAILABLE, "store_busy", "events"),
             Error::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", "events"),
-            Error::Kafka(_) | Error::Topic { .. } | Error::Shrink { .. } | Error::Warehouse(_) | Error::Reader(_) => {
+            Error::Kafka(_) | Error::Provision(_) | Error::Warehouse(_) | Error::Reader(_) => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal", "")
             }
         }

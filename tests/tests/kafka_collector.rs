@@ -49,7 +49,7 @@ fn consume(bootstrap: &str, topic: &str, want: usize) -> Vec<(String, i32, RawEv
 async fn events_are_on_the_topic_before_202_and_a_stopped_broker_gives_503() {
     let broker = Broker::start();
     let tenant = parse_tenants(TENANT, "test").unwrap().remove(0);
-    Provisioner::new(&broker.bootstrap)
+    Provisioner::new(&broker.bootstrap, &Default::default())
         .unwrap()
         .provision(&tenant)
         .await
@@ -116,7 +116,7 @@ async fn events_are_on_the_topic_before_202_and_a_stopped_broker_gives_503() {
     // on memory storage, needs its topics again, as the operator would recreate them.)
     broker.resume();
     if broker.kind == BrokerKind::Tansu {
-        Provisioner::new(&broker.bootstrap)
+        Provisioner::new(&broker.bootstrap, &Default::default())
             .unwrap()
             .provision(&tenant)
             .await

@@ -1,26 +1,34 @@
 //! Topic provisioning against a real Kafka-protocol broker: create, provision again without
-//! changes; then grow partitions, follow retention and refuse to shrink. (Tansu 0.6 has neither
+//! changes; grow partitions, follow retention while a setting someone set by hand survives,
+//! refuse to shrink or to change the replication factor; delete. (Tansu 0.6 has neither
 //! AlterConfigs nor CreatePartitions (UnsupportedFeature), so `scripts/test.sh` skips the
 //! second test by name on that broker.)
 
+use std::collections::BTreeMap;
+
+use rdkafka::admin::{AdminClient, AdminOptions, AlterConfig, ResourceSpecifier};
+use rdkafka::client::DefaultClientContext;
 use sightline_core::spec::parse_tenants;
-use sightline_ingest::kafka::provision::{Change, Provisioner};
+use sightline_ingest::kafka::provision::{Change, ErrorClass, Provisioner};
 use sightline_ingest::kafka::topics;
-use sightline_ingest::Error;
 use sightline_tests::Broker;
 
 fn tenant(partitions: u32, retention_hours: u32) -> sightline_core::spec::Tenant {
+    tenant_rf(partitions, retention_hours, 1)
+}
+
+fn tenant_rf(partitions: u32, retention_hours: u32, rf: u16) -> sightline_core::spec::Tenant {
     let yaml = format!(
         "apiVersion: sightline.dev/v1alpha1\nkind: AnalyticsTenant\nmetadata: {{name: acme}}\n\
-         spec: {{sites: {{open: true}}, kafka: {{partitions: {partitions}, replicationFactor: 1, retentionHours: {retention_hours}}}}}\n"
+         spec: {{sites: {{open: true}}, kafka: {{partitions: {partitions}, replicationFactor: {rf}, retentionHours: {retention_hours}}}}}\n"
     );
     parse_tenants(&yaml, "test").unwrap().remove(0)
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn provisioning_creates_the_topics_and_is_idempotent() {
+async fn provisioning_creates_the_topics_is_idempotent_and_deletes() {
     let broker = Broker::start();
-    let p = Provisioner::new(&broker.bootstrap).unwrap();
+    let p = Provisioner::new(&broker.bootstrap, &Default::default()).unwrap();
     let [events, dlq] = topics("acme");
 
     let first = p.provision(&tenant(3, 24)).await.unwrap();
@@ -34,19 +42,47 @@ async fn provisioning_creates_the_topics_and_is_idempotent() {
     for topic in [&events, &dlq] {
         let state = p.describe(topic).await.unwrap().expect("created");
         assert_eq!(state.partitions, 3);
-        assert_eq!(state.retention_ms, Some(24 * 3_600_000));
+        assert_eq!(state.replication_factor, 1);
+        assert_eq!(state.retention_ms(), Some(24 * 3_600_000));
     }
 
     // Provisioning the same spec again changes nothing.
     assert_eq!(p.provision(&tenant(3, 24)).await.unwrap(), vec![]);
+
+    // Deletion removes both, and a second deletion finds nothing to do.
+    let deleted = p.delete(&[events.clone(), dlq.clone()]).await.unwrap();
+    assert_eq!(deleted.len(), 2, "{deleted:?}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while p.describe(&events).await.unwrap().is_some() {
+        assert!(std::time::Instant::now() < deadline, "{events} still exists");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(p.delete(&[events, dlq]).await.unwrap(), vec![]);
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn partitions_grow_retention_follows_and_shrinking_is_refused() {
     let broker = Broker::start();
-    let p = Provisioner::new(&broker.bootstrap).unwrap();
+    let p = Provisioner::new(&broker.bootstrap, &Default::default()).unwrap();
     let [events, dlq] = topics("acme");
     p.provision(&tenant(3, 24)).await.unwrap();
+
+    // Someone tunes a setting the spec does not own, by hand.
+    let admin: AdminClient<DefaultClientContext> = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &broker.bootstrap)
+        .create()
+        .unwrap();
+    let retention = (24 * 3_600_000).to_string();
+    let alter = AlterConfig::new(ResourceSpecifier::Topic(&events))
+        .set("max.message.bytes", "2097152")
+        .set("retention.ms", &retention);
+    for r in admin.alter_configs(&[alter], &AdminOptions::new()).await.unwrap() {
+        r.unwrap();
+    }
+    assert_eq!(
+        p.describe(&events).await.unwrap().unwrap().effective.get("max.message.bytes").map(String::as_str),
+        Some("2097152")
+    );
 
     // Growing works and keeps the topics; retention follows the spec.
     let grown = p.provision(&tenant(6, 48)).await.unwrap();
@@ -54,29 +90,51 @@ async fn partitions_grow_retention_follows_and_shrinking_is_refused() {
         grown.contains(&(events.clone(), Change::Grown { from: 3, to: 6 })),
         "{grown:?}"
     );
+    let retention_48 = BTreeMap::from([("retention.ms".to_string(), (48 * 3_600_000).to_string())]);
     assert!(
-        grown.contains(&(dlq.clone(), Change::RetentionSet { hours: 48 })),
+        grown.contains(&(dlq.clone(), Change::Configured { changed: retention_48 })),
         "{grown:?}"
     );
-    assert_eq!(p.describe(&events).await.unwrap().unwrap().partitions, 6);
+    let state = p.describe(&events).await.unwrap().unwrap();
+    assert_eq!(state.partitions, 6);
+    assert_eq!(state.retention_ms(), Some(48 * 3_600_000));
+    // ... and the hand-set setting survived the reconcile.
     assert_eq!(
-        p.describe(&events).await.unwrap().unwrap().retention_ms,
-        Some(48 * 3_600_000)
+        state.effective.get("max.message.bytes").map(String::as_str),
+        Some("2097152"),
+        "{state:?}"
     );
 
     // Shrinking is refused with a message that says why, and nothing changes.
     let err = p.provision(&tenant(2, 48)).await.unwrap_err();
-    assert!(
-        matches!(
-            err,
-            Error::Shrink {
-                current: 6,
-                requested: 2,
-                ..
-            }
-        ),
-        "{err}"
-    );
+    assert_eq!(err.class, ErrorClass::NotSupported, "{err}");
     assert!(err.to_string().contains("never shrink"), "{err}");
     assert_eq!(p.describe(&events).await.unwrap().unwrap().partitions, 6);
+
+    // So is a replication-factor change.
+    let err = p.provision(&tenant_rf(6, 48, 3)).await.unwrap_err();
+    assert_eq!(err.class, ErrorClass::NotSupported, "{err}");
+    assert!(err.to_string().contains("replication factor"), "{err}");
+}
+
+#[test]
+fn provisioning_runs_on_a_current_thread_runtime() {
+    // block_in_place panics there; the metadata call must not use it.
+    let broker = Broker::start();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let p = Provisioner::new(&broker.bootstrap, &Default::default()).unwrap();
+        p.provision(&tenant(1, 1)).await.unwrap();
+        assert_eq!(p.describe(&topics("acme")[0]).await.unwrap().unwrap().partitions, 1);
+    });
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_absent_broker_is_unavailable() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let p = Provisioner::new(&format!("127.0.0.1:{port}"), &Default::default())
+        .unwrap()
+        .with_timeout(std::time::Duration::from_secs(2));
+    let err = p.provision(&tenant(1, 1)).await.unwrap_err();
+    assert_eq!(err.class, ErrorClass::Unavailable, "{err}");
 }

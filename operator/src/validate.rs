@@ -1,0 +1,268 @@
+//! Validate: an `AnalyticsTenant` and the operator's settings in, one `Validated` value out,
+//! with every default resolved. Every builder reads this value and nothing else, so build
+//! and validation cannot disagree.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::Resource;
+use sightline_core::spec::{AutoscalingSpec, CredentialsSecretRef, DeletionPolicy, ResourcesSpec, Tenant};
+
+use crate::crd::AnalyticsTenant;
+use crate::error::Error;
+use crate::names::{Names, Namespace, TenantName};
+
+/// The operator's own settings: what a tenant's spec falls back to.
+#[derive(Clone, Debug)]
+pub struct OperatorConfig {
+    /// Where workloads go when `spec.ingest.namespace` is absent (the operator's namespace).
+    pub namespace: String,
+    /// The `sightline` image the workloads run unless the spec overrides it.
+    pub image: String,
+    /// Kafka bootstrap servers (the operator's and the workloads').
+    pub brokers: String,
+    /// Kafka TLS/SASL settings, passed to the workloads as environment too.
+    pub kafka_security: sightline_ingest::kafka::Security,
+    /// ClickHouse URL unless the spec names one.
+    pub clickhouse_url: Option<String>,
+    /// A Secret (in the workloads' namespace) with ClickHouse credentials, unless the spec
+    /// names one.
+    pub clickhouse_credentials: Option<CredentialsSecretRef>,
+}
+
+impl OperatorConfig {
+    /// Settings for tests and `render`: everything local.
+    pub fn example(namespace: &str) -> Self {
+        Self {
+            namespace: namespace.to_string(),
+            image: "ghcr.io/sightline/sightline:latest".into(),
+            brokers: "kafka:9092".into(),
+            kafka_security: Default::default(),
+            clickhouse_url: Some("http://clickhouse:8123".into()),
+            clickhouse_credentials: None,
+        }
+    }
+}
+
+/// Container resources with the role's defaults filled in (Kubernetes quantities).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Resources {
+    pub request_cpu: String,
+    pub request_memory: String,
+    pub limit_cpu: Option<String>,
+    pub limit_memory: String,
+}
+
+impl Resources {
+    fn resolve(spec: &ResourcesSpec, cpu: &str, memory: &str, memory_limit: &str) -> Self {
+        Self {
+            request_cpu: spec.requests.cpu.clone().unwrap_or_else(|| cpu.into()),
+            request_memory: spec.requests.memory.clone().unwrap_or_else(|| memory.into()),
+            // No CPU limit by default: throttling a latency-sensitive server helps nobody.
+            limit_cpu: spec.limits.cpu.clone(),
+            limit_memory: spec.limits.memory.clone().unwrap_or_else(|| memory_limit.into()),
+        }
+    }
+}
+
+/// How many collector pods: fixed, or an HPA's bounds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Scaling {
+    Fixed(i32),
+    Autoscaled { min: i32, max: i32, target_cpu_percent: i32 },
+}
+
+/// One role's workload settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Workload {
+    pub replicas: i32,
+    pub resources: Resources,
+}
+
+/// Where the warehouse is for this tenant.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClickHouseTarget {
+    pub url: String,
+    pub credentials: Option<CredentialsSecretRef>,
+}
+
+/// Everything the build and apply steps need, resolved.
+#[derive(Clone, Debug)]
+pub struct Validated {
+    /// The tenant as the roles and core see it (name and spec).
+    pub tenant: Tenant,
+    pub names: Names,
+    pub generation: Option<i64>,
+    /// Owner reference every child carries, so Kubernetes collects them with the tenant.
+    pub owner: OwnerReference,
+    pub image: String,
+    pub brokers: String,
+    pub kafka_security: sightline_ingest::kafka::Security,
+    pub clickhouse: ClickHouseTarget,
+    pub collector: Workload,
+    pub collector_scaling: Scaling,
+    pub loader: Workload,
+    pub query: Workload,
+    pub deletion_policy: DeletionPolicy,
+}
+
+/// Checks the resource and resolves every default; `Error::Invalid` names what is wrong.
+pub fn validate(obj: &AnalyticsTenant, config: &OperatorConfig) -> Result<Validated, Error> {
+    let raw_name = obj.metadata.name.clone().unwrap_or_default();
+    let invalid = |message: String| Error::Invalid { message };
+    let name = TenantName::parse(&raw_name).ok_or_else(|| {
+        invalid(format!(
+            "metadata.name {raw_name:?}: use 1-40 lowercase letters, digits and '-', starting with a letter"
+        ))
+    })?;
+    let spec = obj.spec.tenant.clone();
+    spec.validate(&format!("AnalyticsTenant {raw_name}"))
+        .map_err(|e| invalid(e.to_string()))?;
+    if let Some(cluster) = &spec.clickhouse.cluster {
+        return Err(Error::NotSupported {
+            message: format!(
+                "clickhouse.cluster {cluster:?}: the cluster form of the DDL (ON CLUSTER, Replicated tables) is not available in this version"
+            ),
+        });
+    }
+    let namespace_name = spec.ingest.namespace.clone().unwrap_or_else(|| config.namespace.clone());
+    let namespace = Namespace::parse(&namespace_name)
+        .ok_or_else(|| invalid(format!("ingest.namespace {namespace_name:?} is not a namespace name")))?;
+    let url = spec
+        .clickhouse
+        .url
+        .clone()
+        .or_else(|| config.clickhouse_url.clone())
+        .ok_or_else(|| invalid("clickhouse.url is not set and the operator has no --clickhouse-url".into()))?;
+    let uid = obj
+        .metadata
+        .uid
+        .clone()
+        .ok_or_else(|| invalid("metadata.uid is missing (not an object read from the API)".into()))?;
+    let owner = OwnerReference {
+        api_version: AnalyticsTenant::api_version(&()).into_owned(),
+        kind: AnalyticsTenant::kind(&()).into_owned(),
+        name: raw_name.clone(),
+        uid,
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    };
+    let ingest = &spec.ingest;
+    let collector_scaling = match &ingest.collector.autoscaling {
+        None => Scaling::Fixed(ingest.collector.replicas as i32),
+        Some(AutoscalingSpec {
+            min_replicas,
+            max_replicas,
+            target_cpu_percent,
+        }) => Scaling::Autoscaled {
+            min: *min_replicas as i32,
+            max: *max_replicas as i32,
+            target_cpu_percent: *target_cpu_percent as i32,
+        },
+    };
+    let tenant = Tenant {
+        name: raw_name,
+        spec: spec.clone(),
+    };
+    Ok(Validated {
+        names: Names::new(&tenant, name, namespace),
+        generation: obj.metadata.generation,
+        owner,
+        image: ingest.image.clone().unwrap_or_else(|| config.image.clone()),
+        brokers: config.brokers.clone(),
+        kafka_security: config.kafka_security.clone(),
+        clickhouse: ClickHouseTarget {
+            url,
+            credentials: spec
+                .clickhouse
+                .credentials_secret
+                .clone()
+                .or_else(|| config.clickhouse_credentials.clone()),
+        },
+        collector: Workload {
+            replicas: ingest.collector.replicas as i32,
+            resources: Resources::resolve(&ingest.collector.resources, "250m", "256Mi", "512Mi"),
+        },
+        collector_scaling,
+        loader: Workload {
+            replicas: ingest.loader.replicas as i32,
+            resources: Resources::resolve(&ingest.loader.resources, "500m", "512Mi", "1Gi"),
+        },
+        query: Workload {
+            replicas: ingest.query.replicas as i32,
+            resources: Resources::resolve(&ingest.query.resources, "250m", "256Mi", "1Gi"),
+        },
+        deletion_policy: spec.deletion_policy,
+        tenant,
+    })
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::crd::AnalyticsTenantSpec;
+
+    /// A tenant object as the API would hand it over (uid, generation).
+    pub fn object(name: &str, spec_yaml: &str) -> AnalyticsTenant {
+        let tenant = serde_yaml::from_str(spec_yaml).unwrap();
+        let mut obj = AnalyticsTenant::new(name, AnalyticsTenantSpec { tenant });
+        obj.metadata.uid = Some(format!("uid-{name}"));
+        obj.metadata.generation = Some(1);
+        obj
+    }
+
+    #[test]
+    fn defaults_are_resolved_once() {
+        let v = validate(
+            &object("acme", "sites: { allowed: [{ id: shop.example.com }] }"),
+            &OperatorConfig::example("sightline"),
+        )
+        .unwrap();
+        assert_eq!(v.names.namespace.as_str(), "sightline");
+        assert_eq!(v.names.database, "sightline_acme");
+        assert_eq!(v.collector_scaling, Scaling::Fixed(2));
+        assert_eq!(v.loader.replicas, 1);
+        assert_eq!(v.clickhouse.url, "http://clickhouse:8123");
+        assert_eq!(v.owner.kind, "AnalyticsTenant");
+        assert_eq!(v.owner.uid, "uid-acme");
+        assert_eq!(v.deletion_policy, DeletionPolicy::Retain);
+        assert_eq!(v.collector.resources.request_cpu, "250m");
+    }
+
+    #[test]
+    fn overrides_win_and_bad_values_are_named() {
+        let v = validate(
+            &object(
+                "acme",
+                "sites: { open: true }\nclickhouse: { database: shared_db, url: 'https://ch:8443' }\n\
+                 ingest: { namespace: shop, image: 'reg/sightline:1', collector: { autoscaling: { minReplicas: 2, maxReplicas: 9 } } }",
+            ),
+            &OperatorConfig::example("sightline"),
+        )
+        .unwrap();
+        assert_eq!(v.names.database, "shared_db");
+        assert_eq!(v.names.namespace.as_str(), "shop");
+        assert_eq!(v.image, "reg/sightline:1");
+        assert_eq!(
+            v.collector_scaling,
+            Scaling::Autoscaled {
+                min: 2,
+                max: 9,
+                target_cpu_percent: 70
+            }
+        );
+        let e = validate(
+            &object("acme", "sites: { open: true }\nkafka: { partitions: 2 }\ningest: { loader: { replicas: 3 } }"),
+            &OperatorConfig::example("sightline"),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("ingest.loader.replicas"), "{e}");
+        assert_eq!(e.reason(), "Invalid");
+        let e = validate(&object("Bad_Name", "sites: { open: true }"), &OperatorConfig::example("s")).unwrap_err();
+        assert!(e.to_string().contains("metadata.name"), "{e}");
+        let e = validate(
+            &object("acme", "sites: { open: true }\nclickhouse: { database: 'Robert; DROP' }"),
+            &OperatorConfig::example("s"),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("clickhouse.database"), "{e}");
+    }
+}
