@@ -18,8 +18,9 @@ use sightline_core::spec::TenantSpec;
 /// (policy `Delete`) or an Event says they were kept (`Retain`).
 pub const FINALIZER: &str = "sightline.dev/cleanup";
 
-/// The resource's spec: exactly core's `TenantSpec`. The wrapper exists only because the
-/// derive must sit on a type of this crate; it adds no field.
+// The resource's spec is exactly core's `TenantSpec`, flattened: the wrapper exists only
+// because the derive must sit on a type of this crate, and adds no field.
+/// The tenant's sites, limits, goals, topics, warehouse and workloads.
 #[derive(CustomResource, Clone, Debug, Serialize, Deserialize, JsonSchema, PartialEq)]
 #[kube(
     group = "sightline.dev",
@@ -143,8 +144,9 @@ mod tests {
     fn the_schema_carries_bounds_patterns_list_keys_and_cel() {
         let s = schema();
         let spec = &s["properties"]["spec"];
-        assert_eq!(spec["properties"]["kafka"]["properties"]["partitions"]["minimum"], 1);
-        assert_eq!(spec["properties"]["kafka"]["properties"]["partitions"]["maximum"], 1000);
+        let partitions = &spec["properties"]["kafka"]["properties"]["partitions"];
+        assert_eq!(partitions["minimum"].as_f64(), Some(1.0));
+        assert_eq!(partitions["maximum"].as_f64(), Some(1000.0));
         let allowed = &spec["properties"]["sites"]["properties"]["allowed"];
         assert_eq!(allowed["x-kubernetes-list-type"], "map");
         assert_eq!(allowed["x-kubernetes-list-map-keys"][0], "id");

@@ -1,1 +1,18 @@
-//! placeholder while the crate is written
+//! The `AnalyticsTenant` operator. A reconcile is a pipeline of named steps, each its own
+//! module: `validate` (one `Validated` value with every default resolved) -> `build` (pure,
+//! one module per Kubernetes kind, plus the topic specs and the DDL plan) -> `apply`
+//! (topics and DDL through the shared ingest and core code, then server-side apply) ->
+//! `status` (conditions by server-side apply on `/status`, Events on transitions).
+//! `controller` runs it for every tenant, `leader` makes two replicas safe, `http` serves
+//! `/metrics`, `/healthz` and `/readyz`, `render` prints what would be applied.
+
+pub mod build;
+pub mod crd;
+pub mod error;
+pub mod names;
+pub mod validate;
+
+pub use error::{Error, Result};
+
+/// The one field manager of every server-side apply the operator makes.
+pub const FIELD_MANAGER: &str = "sightline-operator";

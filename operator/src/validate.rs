@@ -19,8 +19,12 @@ pub struct OperatorConfig {
     pub image: String,
     /// Kafka bootstrap servers (the operator's and the workloads').
     pub brokers: String,
-    /// Kafka TLS/SASL settings, passed to the workloads as environment too.
+    /// Kafka TLS/SASL settings (the operator's own client; protocol and mechanism are passed
+    /// to the workloads as environment).
     pub kafka_security: sightline_ingest::kafka::Security,
+    /// A Secret in the workloads' namespace with the SASL `username` and `password` for the
+    /// workloads.
+    pub kafka_credentials_secret: Option<String>,
     /// ClickHouse URL unless the spec names one.
     pub clickhouse_url: Option<String>,
     /// A Secret (in the workloads' namespace) with ClickHouse credentials, unless the spec
@@ -36,6 +40,7 @@ impl OperatorConfig {
             image: "ghcr.io/sightline/sightline:latest".into(),
             brokers: "kafka:9092".into(),
             kafka_security: Default::default(),
+            kafka_credentials_secret: None,
             clickhouse_url: Some("http://clickhouse:8123".into()),
             clickhouse_credentials: None,
         }
@@ -78,7 +83,7 @@ pub struct Workload {
 }
 
 /// Where the warehouse is for this tenant.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct ClickHouseTarget {
     pub url: String,
     pub credentials: Option<CredentialsSecretRef>,
@@ -96,6 +101,7 @@ pub struct Validated {
     pub image: String,
     pub brokers: String,
     pub kafka_security: sightline_ingest::kafka::Security,
+    pub kafka_credentials_secret: Option<String>,
     pub clickhouse: ClickHouseTarget,
     pub collector: Workload,
     pub collector_scaling: Scaling,
@@ -169,6 +175,7 @@ pub fn validate(obj: &AnalyticsTenant, config: &OperatorConfig) -> Result<Valida
         image: ingest.image.clone().unwrap_or_else(|| config.image.clone()),
         brokers: config.brokers.clone(),
         kafka_security: config.kafka_security.clone(),
+        kafka_credentials_secret: config.kafka_credentials_secret.clone(),
         clickhouse: ClickHouseTarget {
             url,
             credentials: spec

@@ -1,0 +1,251 @@
+//! What every pod of a tenant has: the `sightline` container for its role, probes on
+//! `/healthz` and `/readyz`, resources, a non-root user and a read-only root filesystem
+//! (with the data and tmp directories as emptyDirs), Prometheus scrape annotations, the
+//! tenant's ConfigMap as its tenants directory and the settings as environment.
+//!
+//! The ConfigMap is mounted as a directory (not through subPath), so Kubernetes updates the
+//! files in place when the tenant changes and the roles reload them without a restart; for
+//! the same reason the pod template carries no checksum of it.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{
+    Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource,
+    HTTPGetAction, ObjectFieldSelector, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements,
+    SeccompProfile, SecretKeySelector, SecurityContext, Volume, VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use sightline_ingest::kafka::Security;
+
+use crate::names::Role;
+use crate::validate::{Resources, Validated, Workload};
+
+/// Where the tenant's ConfigMap is mounted: the roles' `--tenants`.
+pub const TENANTS_DIR: &str = "/etc/sightline/tenants";
+/// The roles' `--data` (an emptyDir: in a cluster nothing durable lives there).
+pub const DATA_DIR: &str = "/var/lib/sightline";
+/// The key of the signing Secret that holds `SIGHTLINE_SECRET`.
+pub const SECRET_KEY: &str = "secret";
+/// The uid the container runs as (the distroless "nonroot" user).
+pub const RUN_AS_USER: i64 = 65532;
+
+/// The pod template of a role: its container runs `sightline <role> <args>`.
+pub fn template(v: &Validated, role: Role, workload: &Workload, args: Vec<String>, env: Vec<EnvVar>) -> PodTemplateSpec {
+    let port = role.port();
+    let annotations = BTreeMap::from([
+        ("prometheus.io/scrape".to_string(), "true".to_string()),
+        ("prometheus.io/port".to_string(), port.to_string()),
+        ("prometheus.io/path".to_string(), "/metrics".to_string()),
+    ]);
+    let probe = |path: &str, period: i32, failures: i32| Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.to_string()),
+            port: IntOrString::String("http".into()),
+            ..Default::default()
+        }),
+        period_seconds: Some(period),
+        failure_threshold: Some(failures),
+        timeout_seconds: Some(2),
+        ..Default::default()
+    };
+    let mut all_args = vec![
+        role.as_str().to_string(),
+        "--tenants".into(),
+        TENANTS_DIR.into(),
+        "--data".into(),
+        DATA_DIR.into(),
+        "--listen".into(),
+        format!("0.0.0.0:{port}"),
+    ];
+    all_args.extend(args);
+    let container = Container {
+        name: role.as_str().to_string(),
+        image: Some(v.image.clone()),
+        args: Some(all_args),
+        env: Some(env),
+        ports: Some(vec![ContainerPort {
+            name: Some("http".into()),
+            container_port: port,
+            protocol: Some("TCP".into()),
+            ..Default::default()
+        }]),
+        liveness_probe: Some(probe("/healthz", 10, 3)),
+        readiness_probe: Some(probe("/readyz", 5, 2)),
+        resources: Some(resources(&workload.resources)),
+        security_context: Some(SecurityContext {
+            run_as_non_root: Some(true),
+            run_as_user: Some(RUN_AS_USER),
+            read_only_root_filesystem: Some(true),
+            allow_privilege_escalation: Some(false),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".into()]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        volume_mounts: Some(vec![
+            VolumeMount {
+                name: "tenants".into(),
+                mount_path: TENANTS_DIR.into(),
+                read_only: Some(true),
+                ..Default::default()
+            },
+            VolumeMount {
+                name: "data".into(),
+                mount_path: DATA_DIR.into(),
+                ..Default::default()
+            },
+            VolumeMount {
+                name: "tmp".into(),
+                mount_path: "/tmp".into(),
+                ..Default::default()
+            },
+        ]),
+        ..Default::default()
+    };
+    PodTemplateSpec {
+        metadata: Some(ObjectMeta {
+            labels: Some(v.names.labels(Some(role))),
+            annotations: Some(annotations),
+            ..Default::default()
+        }),
+        spec: Some(PodSpec {
+            containers: vec![container],
+            security_context: Some(PodSecurityContext {
+                run_as_non_root: Some(true),
+                run_as_user: Some(RUN_AS_USER),
+                run_as_group: Some(RUN_AS_USER),
+                fs_group: Some(RUN_AS_USER),
+                seccomp_profile: Some(SeccompProfile {
+                    type_: "RuntimeDefault".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            // A loader or collector finishing its batch on SIGTERM needs a moment.
+            termination_grace_period_seconds: Some(60),
+            automount_service_account_token: Some(false),
+            volumes: Some(vec![
+                Volume {
+                    name: "tenants".into(),
+                    config_map: Some(ConfigMapVolumeSource {
+                        name: v.names.config_map(),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                },
+                Volume {
+                    name: "data".into(),
+                    empty_dir: Some(EmptyDirVolumeSource::default()),
+                    ..Default::default()
+                },
+                Volume {
+                    name: "tmp".into(),
+                    empty_dir: Some(EmptyDirVolumeSource::default()),
+                    ..Default::default()
+                },
+            ]),
+            ..Default::default()
+        }),
+    }
+}
+
+fn resources(r: &Resources) -> ResourceRequirements {
+    let mut limits = BTreeMap::from([("memory".to_string(), Quantity(r.limit_memory.clone()))]);
+    if let Some(cpu) = &r.limit_cpu {
+        limits.insert("cpu".into(), Quantity(cpu.clone()));
+    }
+    ResourceRequirements {
+        requests: Some(BTreeMap::from([
+            ("cpu".to_string(), Quantity(r.request_cpu.clone())),
+            ("memory".to_string(), Quantity(r.request_memory.clone())),
+        ])),
+        limits: Some(limits),
+        ..Default::default()
+    }
+}
+
+/// A plain environment variable.
+pub fn env(name: &str, value: &str) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value: Some(value.into()),
+        ..Default::default()
+    }
+}
+
+/// An environment variable from a key of a Secret.
+pub fn env_from_secret(name: &str, secret: &str, key: &str) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value_from: Some(EnvVarSource {
+            secret_key_ref: Some(SecretKeySelector {
+                name: secret.into(),
+                key: key.into(),
+                optional: Some(false),
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// An environment variable from the pod's own metadata (e.g. `metadata.name`).
+pub fn env_from_field(name: &str, path: &str) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value_from: Some(EnvVarSource {
+            field_ref: Some(ObjectFieldSelector {
+                field_path: path.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// The tenant's signing secret as `SIGHTLINE_SECRET` (collector and query).
+pub fn signing_secret_env(v: &Validated) -> EnvVar {
+    env_from_secret(
+        sightline_core::secret::SECRET_ENV,
+        &v.names.signing_secret(),
+        SECRET_KEY,
+    )
+}
+
+/// Brokers and TLS/SASL settings (collector and loader).
+pub fn kafka_env(v: &Validated) -> Vec<EnvVar> {
+    let mut vars = vec![env("SIGHTLINE_KAFKA_BROKERS", &v.brokers)];
+    let s = &v.kafka_security;
+    for (name, value) in [
+        (Security::PROTOCOL_ENV, &s.protocol),
+        (Security::SASL_MECHANISM_ENV, &s.sasl_mechanism),
+    ] {
+        if let Some(value) = value {
+            vars.push(env(name, value));
+        }
+    }
+    if let Some(secret) = &v.kafka_credentials_secret {
+        vars.push(env_from_secret(Security::SASL_USERNAME_ENV, secret, "username"));
+        vars.push(env_from_secret(Security::SASL_PASSWORD_ENV, secret, "password"));
+    }
+    vars
+}
+
+/// The ClickHouse URL and credentials (loader and query).
+pub fn clickhouse_env(v: &Validated) -> Vec<EnvVar> {
+    let mut vars = vec![env("SIGHTLINE_CLICKHOUSE_URL", &v.clickhouse.url)];
+    if let Some(c) = &v.clickhouse.credentials {
+        vars.push(env_from_secret("SIGHTLINE_CLICKHOUSE_USER", &c.name, &c.user_key));
+        vars.push(env_from_secret("SIGHTLINE_CLICKHOUSE_PASSWORD", &c.name, &c.password_key));
+    }
+    vars
+}
+
+/// Logs as JSON lines, at info.
+pub fn log_env() -> Vec<EnvVar> {
+    vec![env("RUST_LOG", "info")]
+}

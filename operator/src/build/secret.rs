@@ -1,0 +1,50 @@
+//! The tenant's signing Secret: the key that signs its tokens and keys its visitor ids
+//! (`SIGHTLINE_SECRET` of its collector and query pods). Generated once, when the Secret
+//! does not exist, and never overwritten: a new key would invalidate every token issued and
+//! change every visitor id mid-day. The value comes from the caller (`SigningKey::generate`
+//! in apply), so this builder stays pure.
+
+use std::collections::BTreeMap;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::ByteString;
+use rand::RngCore;
+
+use super::meta::meta;
+use super::pod::SECRET_KEY;
+use crate::validate::Validated;
+
+/// A fresh signing key: 32 random bytes, base64url (what `SIGHTLINE_SECRET` holds).
+#[derive(Clone)]
+pub struct SigningKey(String);
+
+impl SigningKey {
+    pub fn generate() -> Self {
+        let mut bytes = [0u8; 32];
+        rand::rng().fill_bytes(&mut bytes);
+        Self(URL_SAFE_NO_PAD.encode(bytes))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SigningKey(..)")
+    }
+}
+
+/// The Secret; `key` is `None` where the value must not be shown (`render`), in which case
+/// the Secret has no data and apply would generate it.
+pub fn build(v: &Validated, key: Option<&SigningKey>) -> Secret {
+    Secret {
+        metadata: meta(v, v.names.signing_secret(), None),
+        type_: Some("Opaque".into()),
+        data: key.map(|k| BTreeMap::from([(SECRET_KEY.to_string(), ByteString(k.as_str().as_bytes().to_vec()))])),
+        ..Default::default()
+    }
+}
