@@ -6,10 +6,14 @@
 //! `controller` runs it for every tenant, `leader` makes two replicas safe, `http` serves
 //! `/metrics`, `/healthz` and `/readyz`, `render` prints what would be applied.
 
+pub mod apply;
 pub mod build;
+pub mod controller;
 pub mod crd;
 pub mod error;
+pub mod metrics;
 pub mod names;
+pub mod status;
 pub mod validate;
 
 pub use error::{Error, Result};
