@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything Sightline needs to build and run on a fresh machine (libchdb, the
-# user-agent data the build embeds); with --tests,
-# also what the test suite needs (cargo-nextest, Chromium, the noida-db and Tansu Kafka brokers, the
+# user-agent data the build embeds); with --tests, also what the test suite needs
+# (cargo-nextest, Chromium, the noida-db and Tansu Kafka brokers, kubernetes-validate, the
 # npm packages of web/).
 # Idempotent: each step checks first. Used by the README's two commands and by .ci/run.
 set -euo pipefail
@@ -104,6 +104,17 @@ install_kafka_brokers() {
   fi
 }
 
+install_kubernetes_validate() {
+  # Checks the operator's rendered manifests and the CRD against Kubernetes' schemas, offline.
+  local version=1.37.0
+  if [ "$(pip show kubernetes-validate 2>/dev/null | awk '/^Version:/ {print $2}')" = "$version" ]; then
+    log "kubernetes-validate $version already installed"
+  else
+    log "installing kubernetes-validate $version (checks rendered manifests)"
+    pip install --quiet --disable-pip-version-check "kubernetes-validate==$version"
+  fi
+}
+
 install_tracker_deps() {
   # Exactly the versions in web/package-lock.json; playwright-core downloads no browser.
   log "installing the npm packages of web/ (tracker build, browser tests)"
@@ -116,6 +127,7 @@ if $for_tests; then
   install_rust_tools
   install_chromium
   install_kafka_brokers
+  install_kubernetes_validate
   install_tracker_deps
 fi
 log "done"

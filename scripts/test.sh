@@ -13,6 +13,16 @@ echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== build the sightline binary the integration tests drive"
 cargo build --locked --bin sightline
+echo "== the operator's rendered manifests and the CRD pass kubernetes-validate --strict"
+# Kubernetes 1.33 is the oldest API the operator speaks (k8s-openapi feature v1_33).
+rendered=$(mktemp -d)
+for tenant in manifests/examples/tenant.yaml manifests/examples/cluster/*.yaml; do
+  out="$rendered/$(basename "$tenant")"
+  "${CARGO_TARGET_DIR:-target}/debug/sightline" operator render -f "$tenant" --namespace analytics > "$out"
+  kubernetes-validate --strict --quiet -k 1.33.0 "$out"
+done
+kubernetes-validate --strict --quiet -k 1.33.0 crds/*.yaml
+rm -rf "$rendered"
 echo "== tests"
 profile=default
 [ "${CI:-}" = "true" ] && profile=ci

@@ -52,6 +52,17 @@ pub fn init() {
         .init();
 }
 
+/// Sets up the operator's logger: JSON lines on stderr with the current span (a reconcile's
+/// tenant and generation), rate-limited like [`init`]; its input comes from the API server.
+pub fn init_json() {
+    tracing_subscriber::fmt()
+        .json()
+        .with_current_span(true)
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_writer(RateLimitedStderr::default())
+        .init();
+}
+
 /// `text` cut to `max` characters, saying how much was cut.
 fn cut(text: &str, max: usize) -> std::borrow::Cow<'_, str> {
     match text.char_indices().nth(max) {

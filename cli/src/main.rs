@@ -4,6 +4,7 @@ mod collector_cmd;
 mod common;
 mod loader_cmd;
 mod logging;
+mod operator_cmd;
 mod provision_cmd;
 mod query_cmd;
 mod serve;
@@ -33,6 +34,10 @@ enum Command {
     Query(query_cmd::Args),
     /// Create or update every tenant's Kafka topics to its spec (idempotent).
     Provision(provision_cmd::Args),
+    /// The AnalyticsTenant operator (`render` prints what it would apply).
+    Operator(operator_cmd::Args),
+    /// Write the AnalyticsTenant CRD to crds/ (a test fails when crds/ drifts from the code).
+    Crdgen(operator_cmd::CrdgenArgs),
     /// Print the query API's OpenAPI 3 document (docs/openapi.json is this output).
     Openapi,
     /// Issue tokens for merchants' sites.
@@ -44,7 +49,12 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    logging::init();
+    if matches!(cli.command, Command::Operator(_)) {
+        // The operator logs JSON lines, each reconcile's span (tenant, generation) included.
+        logging::init_json();
+    } else {
+        logging::init();
+    }
     let outcome = match cli.command {
         Command::Standalone(args) => standalone::run(args),
         Command::Token { command } => token_cmd::run(command),
@@ -52,6 +62,8 @@ fn main() -> ExitCode {
         Command::Collector(args) => collector_cmd::run(args),
         Command::Loader(args) => loader_cmd::run(args),
         Command::Query(args) => query_cmd::run(args),
+        Command::Operator(args) => operator_cmd::run(args),
+        Command::Crdgen(args) => operator_cmd::crdgen(args),
         Command::Openapi => {
             print!("{}", sightline_query::openapi::document());
             Ok(())

@@ -45,7 +45,7 @@ pub struct Context {
     pub client: Client,
     pub config: OperatorConfig,
     pub tenants: Store<AnalyticsTenant>,
-    pub kafka: Provisioner,
+    pub kafka: Arc<Provisioner>,
     pub recorder: Recorder,
     pub metrics: Metrics,
     /// How often a healthy tenant is reconciled again (drift repair).
@@ -58,7 +58,7 @@ impl Context {
         client: Client,
         config: OperatorConfig,
         tenants: Store<AnalyticsTenant>,
-        kafka: Provisioner,
+        kafka: Arc<Provisioner>,
         metrics: Metrics,
         resync: Duration,
     ) -> Self {

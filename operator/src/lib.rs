@@ -11,8 +11,11 @@ pub mod build;
 pub mod controller;
 pub mod crd;
 pub mod error;
+pub mod leader;
 pub mod metrics;
 pub mod names;
+pub mod render;
+pub mod serve;
 pub mod status;
 pub mod validate;
 

@@ -1,0 +1,178 @@
+//! `sightline operator`: runs the AnalyticsTenant operator (in a cluster, or against the
+//! kubeconfig's cluster); `sightline operator render` prints what it would apply; `sightline
+//! crdgen` writes the CRD to crds/.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args as ClapArgs, Subcommand};
+use sightline_core::spec::CredentialsSecretRef;
+use sightline_ingest::kafka::Security;
+use sightline_operator::leader::LeaseConfig;
+use sightline_operator::serve::{self, RunConfig};
+use sightline_operator::validate::OperatorConfig;
+
+use crate::common::{block_on, stop_on_signal};
+
+#[derive(ClapArgs)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct Args {
+    #[command(subcommand)]
+    command: Option<OperatorCommand>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Subcommand)]
+enum OperatorCommand {
+    /// Print every object the operator would apply for the tenants of a file, as YAML.
+    Render(RenderArgs),
+}
+
+/// What the workloads and the operator's own clients are told.
+#[derive(ClapArgs, Clone)]
+struct WorkloadArgs {
+    /// Namespace of the workloads of tenants that do not name one (and of the lease): the
+    /// operator's own, from the downward API.
+    #[arg(long, env = "POD_NAMESPACE")]
+    namespace: Option<String>,
+    /// The `sightline` image the workloads run.
+    #[arg(long, env = "SIGHTLINE_IMAGE", default_value = concat!("ghcr.io/sightline/sightline:", env!("CARGO_PKG_VERSION")))]
+    image: String,
+    /// Kafka bootstrap servers.
+    #[arg(long, env = "SIGHTLINE_KAFKA_BROKERS", default_value = "kafka:9092")]
+    brokers: String,
+    /// A Secret (in the workloads' namespace) with SASL `username` and `password` for the
+    /// workloads. The operator's own credentials come from SIGHTLINE_KAFKA_SASL_*.
+    #[arg(long)]
+    kafka_credentials_secret: Option<String>,
+    /// ClickHouse HTTP(S) endpoint of tenants that do not name one.
+    #[arg(long, env = "SIGHTLINE_CLICKHOUSE_URL", default_value = "http://clickhouse:8123")]
+    clickhouse_url: String,
+    /// A Secret (in the workloads' namespace) with `username` and `password` for ClickHouse,
+    /// for tenants that do not name one.
+    #[arg(long)]
+    clickhouse_credentials_secret: Option<String>,
+}
+
+impl WorkloadArgs {
+    fn config(&self, namespace: String) -> OperatorConfig {
+        OperatorConfig {
+            namespace,
+            image: self.image.clone(),
+            brokers: self.brokers.clone(),
+            kafka_security: Security::from_env(),
+            kafka_credentials_secret: self.kafka_credentials_secret.clone(),
+            clickhouse_url: Some(self.clickhouse_url.clone()),
+            clickhouse_credentials: self.clickhouse_credentials_secret.clone().map(|name| CredentialsSecretRef {
+                name,
+                user_key: "username".into(),
+                password_key: "password".into(),
+            }),
+        }
+    }
+}
+
+#[derive(ClapArgs, Clone)]
+struct RunArgs {
+    #[command(flatten)]
+    workloads: WorkloadArgs,
+    /// Address of /metrics, /healthz and /readyz.
+    #[arg(long, default_value = "0.0.0.0:8080")]
+    listen: std::net::SocketAddr,
+    /// Seconds between reconciles of a healthy tenant (drift repair).
+    #[arg(long, default_value_t = 300)]
+    resync_secs: u64,
+    /// Seconds a Kafka admin request may take.
+    #[arg(long, default_value_t = 15)]
+    kafka_timeout_secs: u64,
+    /// The Lease two replicas compete for.
+    #[arg(long, default_value = "sightline-operator")]
+    lease_name: String,
+    /// This replica's name in the lease (the pod name).
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
+    /// Seconds the lease holds without renewal.
+    #[arg(long, default_value_t = 15)]
+    lease_duration_secs: u64,
+}
+
+#[derive(ClapArgs)]
+struct RenderArgs {
+    /// The AnalyticsTenant YAML file.
+    #[arg(short = 'f', long = "file")]
+    file: PathBuf,
+    #[command(flatten)]
+    workloads: WorkloadArgs,
+}
+
+pub fn run(args: Args) -> Result<(), String> {
+    match args.command {
+        Some(OperatorCommand::Render(render)) => {
+            let text = std::fs::read_to_string(&render.file).map_err(|e| format!("{}: {e}", render.file.display()))?;
+            let namespace = render.workloads.namespace.clone().unwrap_or_else(|| "default".into());
+            let config = render.workloads.config(namespace);
+            print!(
+                "{}",
+                sightline_operator::render::render(&text, &render.file.display().to_string(), &config)?
+            );
+            Ok(())
+        }
+        None => block_on(operate(args.run)),
+    }
+}
+
+async fn operate(args: RunArgs) -> Result<(), String> {
+    let client = kube::Client::try_default()
+        .await
+        .map_err(|e| format!("Kubernetes client (in-cluster or kubeconfig): {e}"))?;
+    let namespace = args
+        .workloads
+        .namespace
+        .clone()
+        .unwrap_or_else(|| client.default_namespace().to_string());
+    let identity = args.identity.clone().unwrap_or_else(|| {
+        std::env::var("HOSTNAME").unwrap_or_else(|_| format!("sightline-operator-{}", std::process::id()))
+    });
+    let config = RunConfig {
+        operator: args.workloads.config(namespace.clone()),
+        lease: LeaseConfig {
+            name: args.lease_name.clone(),
+            namespace,
+            identity,
+            duration_secs: args.lease_duration_secs.max(3),
+            grace_secs: (args.lease_duration_secs.max(3) / 3).max(1),
+        },
+        resync: Duration::from_secs(args.resync_secs.max(10)),
+        kafka_timeout: Duration::from_secs(args.kafka_timeout_secs.max(1)),
+    };
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(|e| format!("--listen {}: {e}", args.listen))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    {
+        use std::io::Write;
+        println!("{}", serve::describe(addr));
+        let _ = std::io::stdout().flush();
+    }
+    let (_, stopped) = stop_on_signal();
+    serve::run(client, config, listener, stopped).await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// `sightline crdgen`: writes the CRD to `<out>/analyticstenants.sightline.dev.yaml`.
+#[derive(ClapArgs)]
+pub struct CrdgenArgs {
+    /// Directory the CRD files go to.
+    #[arg(long, default_value = "crds")]
+    out: PathBuf,
+}
+
+pub fn crdgen(args: CrdgenArgs) -> Result<(), String> {
+    std::fs::create_dir_all(&args.out).map_err(|e| format!("{}: {e}", args.out.display()))?;
+    let path = args.out.join(sightline_operator::crd::CRD_FILE);
+    std::fs::write(&path, sightline_operator::crd::crd_yaml()).map_err(|e| format!("{}: {e}", path.display()))?;
+    println!("wrote {}", path.display());
+    Ok(())
+}
