@@ -64,11 +64,14 @@ impl WorkloadArgs {
             kafka_security: Security::from_env(),
             kafka_credentials_secret: self.kafka_credentials_secret.clone(),
             clickhouse_url: Some(self.clickhouse_url.clone()),
-            clickhouse_credentials: self.clickhouse_credentials_secret.clone().map(|name| CredentialsSecretRef {
-                name,
-                user_key: "username".into(),
-                password_key: "password".into(),
-            }),
+            clickhouse_credentials: self
+                .clickhouse_credentials_secret
+                .clone()
+                .map(|name| CredentialsSecretRef {
+                    name,
+                    user_key: "username".into(),
+                    password_key: "password".into(),
+                }),
         }
     }
 }

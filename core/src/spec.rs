@@ -748,7 +748,9 @@ impl Tenant {
 /// A database name Sightline may place in DDL: 1-63 of `[a-z0-9_]`, not starting with a digit.
 pub fn valid_database_name(name: &str) -> bool {
     (1..=63).contains(&name.len())
-        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
         && !name.as_bytes()[0].is_ascii_digit()
 }
 

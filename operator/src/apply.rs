@@ -38,7 +38,12 @@ use crate::FIELD_MANAGER;
 
 /// Refuses a tenant whose database or topics another tenant owns. The owner is the tenant
 /// created first (then the smaller name), so exactly one of two claimants proceeds.
-pub fn check_conflicts(v: &Validated, obj: &AnalyticsTenant, tenants: &Store<AnalyticsTenant>, config: &OperatorConfig) -> Result<()> {
+pub fn check_conflicts(
+    v: &Validated,
+    obj: &AnalyticsTenant,
+    tenants: &Store<AnalyticsTenant>,
+    config: &OperatorConfig,
+) -> Result<()> {
     let mine: HashSet<&str> = v.names.topics.iter().map(String::as_str).collect();
     let key = |t: &AnalyticsTenant| (t.metadata.creation_timestamp.clone().map(|t| t.0), t.name_any());
     for other in tenants.state() {
@@ -92,7 +97,9 @@ pub async fn warehouse(client: &Client, v: &Validated) -> Result<Arc<dyn Warehou
                     .as_ref()
                     .and_then(|d| d.get(key))
                     .map(|b| String::from_utf8_lossy(&b.0).into_owned())
-                    .ok_or_else(|| Error::SecretMissing(format!("Secret {}/{} has no key {key:?}", v.names.namespace, c.name)))
+                    .ok_or_else(|| {
+                        Error::SecretMissing(format!("Secret {}/{} has no key {key:?}", v.names.namespace, c.name))
+                    })
             };
             (Some(read(&c.user_key)?), Some(read(&c.password_key)?))
         }
@@ -127,7 +134,10 @@ pub async fn schema(wh: &dyn Warehouse, v: &Validated, plan: &build::ddl::DdlPla
         if !still.is_empty() {
             return Err(Error::ClickHouse(sightline_core::Error::Query {
                 sql: String::new(),
-                message: format!("tables or views still missing after recreating them: {}", still.join(", ")),
+                message: format!(
+                    "tables or views still missing after recreating them: {}",
+                    still.join(", ")
+                ),
             }));
         }
     }
@@ -200,7 +210,13 @@ pub async fn children(client: &Client, v: &Validated, children: &Children) -> Re
         }
         None => {
             let api: Api<HorizontalPodAutoscaler> = Api::namespaced(client.clone(), ns);
-            match api.delete(&v.names.workload(crate::names::Role::Collector), &DeleteParams::default()).await {
+            match api
+                .delete(
+                    &v.names.workload(crate::names::Role::Collector),
+                    &DeleteParams::default(),
+                )
+                .await
+            {
                 Ok(_) => tracing::info!(tenant = %v.names.tenant, "collector autoscaler removed"),
                 Err(kube::Error::Api(e)) if e.code == 404 => {}
                 Err(e) => return Err(e.into()),

@@ -105,8 +105,10 @@ pub async fn reconcile(obj: Arc<AnalyticsTenant>, ctx: Arc<Context>) -> Result<A
         })
         .await
         .map_err(|e| Error::Finalizer(Box::new(e)));
-        ctx.metrics
-            .reconciled(started.elapsed().as_secs_f64(), result.as_ref().err().map(Error::reason));
+        ctx.metrics.reconciled(
+            started.elapsed().as_secs_f64(),
+            result.as_ref().err().map(Error::reason),
+        );
         match &result {
             Ok(_) => {
                 ctx.failures().remove(&name);
@@ -237,7 +239,10 @@ async fn cleanup(obj: &AnalyticsTenant, ctx: &Context) -> Result<Action> {
         secondary: None,
     };
     let (reason, text) = match validate(obj, &ctx.config) {
-        Err(e) => ("NothingToClean", format!("the tenant was never valid ({e}); nothing outside Kubernetes to delete")),
+        Err(e) => (
+            "NothingToClean",
+            format!("the tenant was never valid ({e}); nothing outside Kubernetes to delete"),
+        ),
         Ok(v) => {
             if let Err(e) = apply::check_conflicts(&v, obj, &ctx.tenants, &ctx.config) {
                 ("NothingToClean", format!("nothing deleted: {e}"))
@@ -246,7 +251,10 @@ async fn cleanup(obj: &AnalyticsTenant, ctx: &Context) -> Result<Action> {
                     sightline_core::spec::DeletionPolicy::Delete => {
                         let wh = apply::warehouse(&ctx.client, &v).await?;
                         let dropped = apply::drop_external(&ctx.kafka, wh.as_ref(), &v.names).await?;
-                        ("Deleted", format!("deletionPolicy Delete: dropped {}", dropped.join(", ")))
+                        (
+                            "Deleted",
+                            format!("deletionPolicy Delete: dropped {}", dropped.join(", ")),
+                        )
                     }
                     sightline_core::spec::DeletionPolicy::Retain => (
                         "Retained",
@@ -303,7 +311,11 @@ pub async fn run(
         .watches(Api::<Deployment>::all(client.clone()), children.clone(), owner_of)
         .watches(Api::<StatefulSet>::all(client.clone()), children.clone(), owner_of)
         .watches(Api::<Service>::all(client.clone()), children.clone(), owner_of)
-        .watches(Api::<PodDisruptionBudget>::all(client.clone()), children.clone(), owner_of)
+        .watches(
+            Api::<PodDisruptionBudget>::all(client.clone()),
+            children.clone(),
+            owner_of,
+        )
         .watches(Api::<HorizontalPodAutoscaler>::all(client.clone()), children, owner_of)
         .graceful_shutdown_on(stop)
         .run(reconcile, error_policy, ctx)

@@ -32,8 +32,16 @@ pub const FINALIZER: &str = "sightline.dev/cleanup";
     status = "TenantStatus",
     derive = "PartialEq",
     doc = "A Sightline tenant: its Kafka topics, ClickHouse database, signing secret and collector, loader and query workloads",
-    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
-    printcolumn(name = "Reason", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason"),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Reason",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].reason"
+    ),
     printcolumn(name = "Sites", type_ = "integer", json_path = ".status.sites"),
     printcolumn(name = "Endpoint", type_ = "string", json_path = ".status.collectorEndpoint"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
@@ -152,15 +160,24 @@ mod tests {
         assert_eq!(allowed["x-kubernetes-list-map-keys"][0], "id");
         assert!(allowed["items"]["properties"]["id"]["pattern"].is_string());
         assert_eq!(spec["properties"]["goals"]["x-kubernetes-list-map-keys"][0], "name");
-        assert_eq!(spec["properties"]["ga4"]["x-kubernetes-list-map-keys"][0], "measurementId");
+        assert_eq!(
+            spec["properties"]["ga4"]["x-kubernetes-list-map-keys"][0],
+            "measurementId"
+        );
         let rules: Vec<&str> = spec["x-kubernetes-validations"]
             .as_array()
             .unwrap()
             .iter()
             .map(|r| r["rule"].as_str().unwrap())
             .collect();
-        assert!(rules.iter().any(|r| r.contains("oldSelf.clickhouse.database")), "{rules:?}");
-        assert!(rules.iter().any(|r| r.contains("oldSelf.clickhouse.cluster")), "{rules:?}");
+        assert!(
+            rules.iter().any(|r| r.contains("oldSelf.clickhouse.database")),
+            "{rules:?}"
+        );
+        assert!(
+            rules.iter().any(|r| r.contains("oldSelf.clickhouse.cluster")),
+            "{rules:?}"
+        );
         assert!(s["x-kubernetes-validations"][0]["rule"]
             .as_str()
             .unwrap()

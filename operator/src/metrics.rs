@@ -74,9 +74,7 @@ impl Metrics {
             })
             .inc();
         if let Some(reason) = error {
-            self.errors
-                .get_or_create(&ReasonLabels { reason: reason.into() })
-                .inc();
+            self.errors.get_or_create(&ReasonLabels { reason: reason.into() }).inc();
         }
     }
 }

@@ -148,12 +148,7 @@ impl Names {
 
     /// The in-cluster URL of a role's Service.
     pub fn endpoint(&self, role: Role) -> String {
-        format!(
-            "http://{}.{}.svc:{}",
-            self.workload(role),
-            self.namespace,
-            role.port()
-        )
+        format!("http://{}.{}.svc:{}", self.workload(role), self.namespace, role.port())
     }
 }
 

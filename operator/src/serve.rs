@@ -43,7 +43,10 @@ pub fn ops_router(registry: Arc<prometheus_client::registry::Registry>, ready: A
                     match prometheus_client::encoding::text::encode(&mut text, &registry) {
                         Ok(()) => (
                             StatusCode::OK,
-                            [("content-type", "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+                            [(
+                                "content-type",
+                                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                            )],
                             text,
                         )
                             .into_response(),

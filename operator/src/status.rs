@@ -67,7 +67,12 @@ impl Default for Report {
 
 /// The status a report gives, starting from the previous one (so unchanged conditions
 /// keep their transition time, and values not learned this time are kept).
-pub fn compute(previous: Option<&TenantStatus>, generation: Option<i64>, report: &Report, now: DateTime<Utc>) -> TenantStatus {
+pub fn compute(
+    previous: Option<&TenantStatus>,
+    generation: Option<i64>,
+    report: &Report,
+    now: DateTime<Utc>,
+) -> TenantStatus {
     let previous = previous.cloned().unwrap_or_default();
     let mut conditions = previous.conditions.clone();
     let step_condition = |step: &Step| -> (&'static str, &'static str, String) {
@@ -137,7 +142,8 @@ fn set(
     now: DateTime<Utc>,
 ) {
     let now = Time(
-        k8s_openapi::jiff::Timestamp::from_millisecond(now.timestamp_millis()).unwrap_or(k8s_openapi::jiff::Timestamp::UNIX_EPOCH),
+        k8s_openapi::jiff::Timestamp::from_millisecond(now.timestamp_millis())
+            .unwrap_or(k8s_openapi::jiff::Timestamp::UNIX_EPOCH),
     );
     // Messages are bounded in the API (32 KiB); a long error chain is cut.
     let message: String = message.chars().take(4000).collect();
@@ -172,14 +178,23 @@ pub fn transitions<'a>(before: Option<&TenantStatus>, after: &'a TenantStatus) -
 }
 
 /// Writes the status (server-side apply on `/status`) and records an Event per transition.
-pub async fn publish(api: &Api<AnalyticsTenant>, recorder: &Recorder, obj: &AnalyticsTenant, status: &TenantStatus) -> Result<()> {
+pub async fn publish(
+    api: &Api<AnalyticsTenant>,
+    recorder: &Recorder,
+    obj: &AnalyticsTenant,
+    status: &TenantStatus,
+) -> Result<()> {
     let patch = serde_json::json!({
         "apiVersion": AnalyticsTenant::api_version(&()),
         "kind": AnalyticsTenant::kind(&()),
         "status": status,
     });
-    api.patch_status(&obj.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
-        .await?;
+    api.patch_status(
+        &obj.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
     let reference = obj.object_ref(&());
     for c in transitions(obj.status.as_ref(), status) {
         // Unknown steps are noise (not attempted); only real outcomes are recorded.
@@ -193,7 +208,12 @@ pub async fn publish(api: &Api<AnalyticsTenant>, recorder: &Recorder, obj: &Anal
                 EventType::Warning
             },
             reason: c.reason.clone(),
-            note: Some(format!("{} is {}: {}", c.type_, c.status, c.message).chars().take(1000).collect()),
+            note: Some(
+                format!("{} is {}: {}", c.type_, c.status, c.message)
+                    .chars()
+                    .take(1000)
+                    .collect(),
+            ),
             action: c.type_.clone(),
             secondary: None,
         };
@@ -250,7 +270,10 @@ mod tests {
         };
         let s = compute(None, Some(1), &r, t(0));
         let ready = s.condition(READY).unwrap();
-        assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", "KafkaUnavailable"));
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_str()),
+            ("False", "KafkaUnavailable")
+        );
         assert_eq!(s.condition(TOPICS_READY).unwrap().status, "False");
         assert_eq!(s.condition(SCHEMA_READY).unwrap().status, "Unknown");
     }
@@ -279,8 +302,14 @@ mod tests {
             ..Report::default()
         };
         let third = compute(Some(&second), Some(2), &failed, t(120));
-        assert_ne!(third.condition(READY).unwrap().last_transition_time, b.last_transition_time);
-        let changed: Vec<&str> = transitions(Some(&second), &third).iter().map(|c| c.type_.as_str()).collect();
+        assert_ne!(
+            third.condition(READY).unwrap().last_transition_time,
+            b.last_transition_time
+        );
+        let changed: Vec<&str> = transitions(Some(&second), &third)
+            .iter()
+            .map(|c| c.type_.as_str())
+            .collect();
         assert_eq!(changed, [READY, TOPICS_READY, SCHEMA_READY, INGEST_READY]);
     }
 

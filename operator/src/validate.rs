@@ -72,7 +72,11 @@ impl Resources {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Scaling {
     Fixed(i32),
-    Autoscaled { min: i32, max: i32, target_cpu_percent: i32 },
+    Autoscaled {
+        min: i32,
+        max: i32,
+        target_cpu_percent: i32,
+    },
 }
 
 /// One role's workload settings.
@@ -129,7 +133,11 @@ pub fn validate(obj: &AnalyticsTenant, config: &OperatorConfig) -> Result<Valida
             ),
         });
     }
-    let namespace_name = spec.ingest.namespace.clone().unwrap_or_else(|| config.namespace.clone());
+    let namespace_name = spec
+        .ingest
+        .namespace
+        .clone()
+        .unwrap_or_else(|| config.namespace.clone());
     let namespace = Namespace::parse(&namespace_name)
         .ok_or_else(|| invalid(format!("ingest.namespace {namespace_name:?} is not a namespace name")))?;
     let url = spec
@@ -257,16 +265,26 @@ pub(crate) mod tests {
             }
         );
         let e = validate(
-            &object("acme", "sites: { open: true }\nkafka: { partitions: 2 }\ningest: { loader: { replicas: 3 } }"),
+            &object(
+                "acme",
+                "sites: { open: true }\nkafka: { partitions: 2 }\ningest: { loader: { replicas: 3 } }",
+            ),
             &OperatorConfig::example("sightline"),
         )
         .unwrap_err();
         assert!(e.to_string().contains("ingest.loader.replicas"), "{e}");
         assert_eq!(e.reason(), "Invalid");
-        let e = validate(&object("Bad_Name", "sites: { open: true }"), &OperatorConfig::example("s")).unwrap_err();
+        let e = validate(
+            &object("Bad_Name", "sites: { open: true }"),
+            &OperatorConfig::example("s"),
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("metadata.name"), "{e}");
         let e = validate(
-            &object("acme", "sites: { open: true }\nclickhouse: { database: 'Robert; DROP' }"),
+            &object(
+                "acme",
+                "sites: { open: true }\nclickhouse: { database: 'Robert; DROP' }",
+            ),
             &OperatorConfig::example("s"),
         )
         .unwrap_err();

@@ -3,6 +3,7 @@
 
 pub mod clickhouse_front;
 pub mod known_events;
+pub mod kube_api;
 pub mod pipeline;
 
 use std::io::{BufRead, BufReader};

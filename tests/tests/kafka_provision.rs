@@ -80,7 +80,13 @@ async fn partitions_grow_retention_follows_and_shrinking_is_refused() {
         r.unwrap();
     }
     assert_eq!(
-        p.describe(&events).await.unwrap().unwrap().effective.get("max.message.bytes").map(String::as_str),
+        p.describe(&events)
+            .await
+            .unwrap()
+            .unwrap()
+            .effective
+            .get("max.message.bytes")
+            .map(String::as_str),
         Some("2097152")
     );
 
@@ -121,7 +127,10 @@ async fn partitions_grow_retention_follows_and_shrinking_is_refused() {
 fn provisioning_runs_on_a_current_thread_runtime() {
     // block_in_place panics there; the metadata call must not use it.
     let broker = Broker::start();
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
         let p = Provisioner::new(&broker.bootstrap, &Default::default()).unwrap();
         p.provision(&tenant(1, 1)).await.unwrap();
@@ -131,7 +140,11 @@ fn provisioning_runs_on_a_current_thread_runtime() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_absent_broker_is_unavailable() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let p = Provisioner::new(&format!("127.0.0.1:{port}"), &Default::default())
         .unwrap()
         .with_timeout(std::time::Duration::from_secs(2));

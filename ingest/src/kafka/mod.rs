@@ -120,6 +120,9 @@ mod tests {
         assert_eq!(config.get("sasl.mechanism"), Some("SCRAM-SHA-512"));
         assert_eq!(config.get("sasl.username"), Some("sightline"));
         assert_eq!(config.get("ssl.ca.location"), Some("/etc/kafka/ca.pem"));
-        assert_eq!(client_config_with("k:9092", &Security::default()).get("security.protocol"), None);
+        assert_eq!(
+            client_config_with("k:9092", &Security::default()).get("security.protocol"),
+            None
+        );
     }
 }

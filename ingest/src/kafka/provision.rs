@@ -17,8 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::admin::{
-    AdminClient, AdminOptions, AlterConfig, ConfigSource, NewPartitions, NewTopic, ResourceSpecifier,
-    TopicReplication,
+    AdminClient, AdminOptions, AlterConfig, ConfigSource, NewPartitions, NewTopic, ResourceSpecifier, TopicReplication,
 };
 use rdkafka::client::DefaultClientContext;
 use rdkafka::error::KafkaError;
@@ -77,7 +76,11 @@ impl TopicState {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Action {
     Create(TopicSpec),
-    Grow { topic: String, from: u32, to: u32 },
+    Grow {
+        topic: String,
+        from: u32,
+        to: u32,
+    },
     /// Set `changed`; `all` is the topic's whole override set to send (kept ones included).
     Configure {
         topic: String,
@@ -342,7 +345,9 @@ impl Provisioner {
                 Action::Configure { topic, changed, all } => {
                     let alter = all
                         .iter()
-                        .fold(AlterConfig::new(ResourceSpecifier::Topic(topic)), |a, (k, v)| a.set(k, v));
+                        .fold(AlterConfig::new(ResourceSpecifier::Topic(topic)), |a, (k, v)| {
+                            a.set(k, v)
+                        });
                     let results = self
                         .admin
                         .alter_configs(&[alter], &self.options())

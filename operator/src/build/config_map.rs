@@ -14,7 +14,10 @@ use crate::validate::Validated;
 pub const FILE: &str = "tenant.yaml";
 
 pub fn build(v: &Validated) -> Result<ConfigMap> {
-    let yaml = v.tenant.to_yaml().map_err(|e| Error::Invalid { message: e.to_string() })?;
+    let yaml = v
+        .tenant
+        .to_yaml()
+        .map_err(|e| Error::Invalid { message: e.to_string() })?;
     Ok(ConfigMap {
         metadata: meta(v, v.names.config_map(), None),
         data: Some(BTreeMap::from([(FILE.to_string(), yaml)])),

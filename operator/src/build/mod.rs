@@ -120,7 +120,8 @@ mod tests {
         (v, c)
     }
 
-    const SPEC: &str = "sites: { allowed: [{ id: shop.example.com }] }\nkafka: { partitions: 4, replicationFactor: 1 }\n\
+    const SPEC: &str =
+        "sites: { allowed: [{ id: shop.example.com }] }\nkafka: { partitions: 4, replicationFactor: 1 }\n\
                         ingest: { loader: { replicas: 2 } }";
 
     fn container(template: &k8s_openapi::api::core::v1::PodTemplateSpec) -> &k8s_openapi::api::core::v1::Container {
@@ -234,7 +235,10 @@ mod tests {
             .unwrap();
         assert_eq!(secret_ref.name, "acme-signing-key");
         // Roles in a cluster check the schema version: the operator is the single migrator.
-        for t in [&c.loader.spec.as_ref().unwrap().template, &c.query.spec.as_ref().unwrap().template] {
+        for t in [
+            &c.loader.spec.as_ref().unwrap().template,
+            &c.query.spec.as_ref().unwrap().template,
+        ] {
             let args = container(t).args.clone().unwrap();
             assert!(args.windows(2).any(|w| w == ["--migrations", "check"]), "{args:?}");
         }
@@ -298,7 +302,10 @@ mod tests {
         }
         let svc = c.collector_service.spec.as_ref().unwrap();
         assert_eq!(svc.ports.as_ref().unwrap()[0].port, 8080);
-        assert_eq!(svc.selector.as_ref().unwrap()["app.kubernetes.io/component"], "collector");
+        assert_eq!(
+            svc.selector.as_ref().unwrap()["app.kubernetes.io/component"],
+            "collector"
+        );
     }
 
     #[test]
@@ -332,7 +339,13 @@ mod tests {
             .unwrap()
             .version
         );
-        for table in ["events_raw", "events", "rollup_site_hourly", "rollup_site_hourly_mv", "schema_migrations"] {
+        for table in [
+            "events_raw",
+            "events",
+            "rollup_site_hourly",
+            "rollup_site_hourly_mv",
+            "schema_migrations",
+        ] {
             assert!(c.ddl.objects.contains(&table.to_string()), "{:?}", c.ddl.objects);
         }
         assert!(c

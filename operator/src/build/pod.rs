@@ -32,7 +32,13 @@ pub const SECRET_KEY: &str = "secret";
 pub const RUN_AS_USER: i64 = 65532;
 
 /// The pod template of a role: its container runs `sightline <role> <args>`.
-pub fn template(v: &Validated, role: Role, workload: &Workload, args: Vec<String>, env: Vec<EnvVar>) -> PodTemplateSpec {
+pub fn template(
+    v: &Validated,
+    role: Role,
+    workload: &Workload,
+    args: Vec<String>,
+    env: Vec<EnvVar>,
+) -> PodTemplateSpec {
     let port = role.port();
     let annotations = BTreeMap::from([
         ("prometheus.io/scrape".to_string(), "true".to_string()),
@@ -240,7 +246,11 @@ pub fn clickhouse_env(v: &Validated) -> Vec<EnvVar> {
     let mut vars = vec![env("SIGHTLINE_CLICKHOUSE_URL", &v.clickhouse.url)];
     if let Some(c) = &v.clickhouse.credentials {
         vars.push(env_from_secret("SIGHTLINE_CLICKHOUSE_USER", &c.name, &c.user_key));
-        vars.push(env_from_secret("SIGHTLINE_CLICKHOUSE_PASSWORD", &c.name, &c.password_key));
+        vars.push(env_from_secret(
+            "SIGHTLINE_CLICKHOUSE_PASSWORD",
+            &c.name,
+            &c.password_key,
+        ));
     }
     vars
 }
