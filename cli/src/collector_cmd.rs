@@ -34,7 +34,7 @@ pub fn run(args: Args) -> Result<(), String> {
 }
 
 async fn serve(args: Args) -> Result<(), String> {
-    let (tenants, secret) = args.serve.tenants_and_secret()?;
+    let (tenants, secret) = args.serve.tenants_and_existing_secret()?;
     let sink = Arc::new(
         KafkaSink::new(&KafkaSinkConfig {
             brokers: args.brokers.clone(),
@@ -44,6 +44,8 @@ async fn serve(args: Args) -> Result<(), String> {
         .map_err(|e| format!("--brokers {}: {e}", args.brokers))?,
     );
     let registry = Arc::new(Registry::new(tenants, &secret));
+    let (_, stopped) = crate::common::stop_on_signal();
+    let reloader = args.serve.reload_into(registry.clone(), stopped);
     let state = Arc::new(CollectorState::new(
         registry,
         sink.clone(),
@@ -67,6 +69,7 @@ async fn serve(args: Args) -> Result<(), String> {
     sink.flush(Duration::from_secs(30))
         .map_err(|e| format!("flushing the producer: {e}"))?;
     ops.stop();
+    reloader.abort();
     tracing::info!("stopped");
     Ok(())
 }

@@ -39,6 +39,10 @@ pub struct ServeArgs {
     pub connections: ConnectionArgs,
     #[command(flatten)]
     pub ops: OpsArgs,
+    /// How often the tenants files are checked for changes, in milliseconds (a change is
+    /// applied without a restart).
+    #[arg(long, default_value_t = 5000)]
+    pub reload_interval_ms: u64,
 }
 
 /// Binds `addr`; the error names `flag`.
@@ -73,10 +77,38 @@ impl ServeArgs {
         .await
     }
 
-    /// The tenants from their YAML and the master secret.
+    /// The tenants from their YAML and the master secret, created when absent (standalone).
     pub fn tenants_and_secret(&self) -> Result<(Vec<Tenant>, MasterSecret), String> {
         tenants_and_secret(&self.tenants, &self.data)
     }
+
+    /// The tenants and the master secret, which must exist (the distributed roles share the
+    /// tenant's secret; one made up here would differ per pod).
+    pub fn tenants_and_existing_secret(&self) -> Result<(Vec<Tenant>, MasterSecret), String> {
+        let tenants = load_tenants(&self.tenants).map_err(|e| e.to_string())?;
+        let secret = MasterSecret::load(&self.data).map_err(|e| e.to_string())?;
+        Ok((tenants, secret))
+    }
+
+    /// Reloads the tenants files into `registry` when they change, until `stop`.
+    pub fn reload_into(
+        &self,
+        registry: Arc<sightline_core::registry::Registry>,
+        stop: tokio::sync::watch::Receiver<bool>,
+    ) -> tokio::task::JoinHandle<()> {
+        crate::reload::spawn(self.tenants.clone(), self.reload_interval(), stop, move |tenants| {
+            registry.replace(tenants)
+        })
+    }
+
+    pub fn reload_interval(&self) -> Duration {
+        reload_interval(self.reload_interval_ms)
+    }
+}
+
+/// `--reload-interval-ms`, at least 100 ms.
+pub fn reload_interval(ms: u64) -> Duration {
+    Duration::from_millis(ms.max(100))
 }
 
 #[derive(ClapArgs, Clone)]
@@ -238,6 +270,53 @@ pub struct WarehouseArgs {
     /// Reading connections to the embedded engine.
     #[arg(long, default_value_t = 4)]
     pub readers: usize,
+    /// `apply`: this role migrates the tenants' schemas at start (standalone, a loader
+    /// outside a cluster). `check`: it only waits (not ready) until the database is at the
+    /// version this build writes; the operator is then the single migrator, so a rolling
+    /// upgrade never runs two.
+    #[arg(long, value_enum)]
+    pub migrations: Option<Migrations>,
+}
+
+/// Who migrates the schema (see `--migrations`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Migrations {
+    Apply,
+    Check,
+}
+
+/// The schema version this build writes: the last of core's migrations.
+pub fn required_schema_version(tenant: &Tenant) -> u32 {
+    sightline_core::schema::migrations(tenant)
+        .last()
+        .map(|m| m.version)
+        .unwrap_or(0)
+}
+
+/// The version a tenant's database is at (0 when it has no schema yet).
+pub async fn schema_version(warehouse: &dyn Warehouse, tenant: &Tenant) -> Result<u32, sightline_core::Error> {
+    let db = tenant.database();
+    let exists = warehouse
+        .select(
+            "SELECT count() AS n FROM system.tables WHERE database = {db:String} AND name = {t:String}",
+            &sightline_core::warehouse::Params::new()
+                .bind("db", db.as_str())
+                .bind("t", sightline_core::schema::MIGRATIONS_TABLE),
+        )
+        .await?;
+    if exists.first().and_then(|r| r["n"].as_u64()).unwrap_or(0) == 0 {
+        return Ok(0);
+    }
+    let rows = warehouse
+        .select(
+            &format!(
+                "SELECT max(version) AS v FROM {db}.{}",
+                sightline_core::schema::MIGRATIONS_TABLE
+            ),
+            &sightline_core::warehouse::Params::new(),
+        )
+        .await?;
+    Ok(rows.first().and_then(|r| r["v"].as_u64()).unwrap_or(0) as u32)
 }
 
 impl WarehouseArgs {
@@ -256,19 +335,63 @@ impl WarehouseArgs {
         tenants: &[Tenant],
         stop: &mut tokio::sync::watch::Receiver<bool>,
     ) -> Result<Option<Arc<dyn Warehouse>>, String> {
+        self.open_waiting(data, tenants, true, stop).await
+    }
+
+    /// Like `open_and_migrate` for a role that only reads (query): it migrates and moves
+    /// nothing; with `--migrations check` it waits until the tenants' schemas are at the
+    /// version this build reads.
+    pub async fn open_for_reading(
+        &self,
+        data: &Path,
+        tenants: &[Tenant],
+        stop: &mut tokio::sync::watch::Receiver<bool>,
+    ) -> Result<Option<Arc<dyn Warehouse>>, String> {
+        let checked: &[Tenant] = if self.migrations == Some(Migrations::Check) {
+            tenants
+        } else {
+            &[]
+        };
+        self.open_waiting(data, checked, false, stop).await
+    }
+
+    async fn open_waiting(
+        &self,
+        data: &Path,
+        tenants: &[Tenant],
+        writer: bool,
+        stop: &mut tokio::sync::watch::Receiver<bool>,
+    ) -> Result<Option<Arc<dyn Warehouse>>, String> {
         let mut backoff = std::time::Duration::from_millis(500);
         loop {
             let attempt = async {
                 let warehouse = self.connect(data).await?;
                 for tenant in tenants {
-                    let applied = sightline_core::warehouse::ops::apply_schema(warehouse.as_ref(), tenant).await?;
-                    tracing::info!(tenant = %tenant.name, from = applied.from, to = applied.to, "schema ready");
-                    migrate_recent_days(warehouse.as_ref(), tenant).await?;
+                    if self.migrations == Some(Migrations::Check) || !writer {
+                        let (at, needed) = (
+                            schema_version(warehouse.as_ref(), tenant).await?,
+                            required_schema_version(tenant),
+                        );
+                        // Migrations add; a newer schema still has every column this
+                        // build writes (an old pod during an upgrade keeps working).
+                        if at < needed {
+                            tracing::warn!(tenant = %tenant.name, at, needed, "schema older than this build writes; waiting for the operator to migrate");
+                            return Ok(None);
+                        }
+                        tracing::info!(tenant = %tenant.name, version = at, "schema ready");
+                    } else {
+                        let applied = sightline_core::warehouse::ops::apply_schema(warehouse.as_ref(), tenant).await?;
+                        tracing::info!(tenant = %tenant.name, from = applied.from, to = applied.to, "schema ready");
+                    }
+                    if writer {
+                        migrate_recent_days(warehouse.as_ref(), tenant).await?;
+                    }
                 }
-                Ok::<_, sightline_core::Error>(warehouse)
+                Ok::<_, sightline_core::Error>(Some(warehouse))
             };
             match attempt.await {
-                Ok(warehouse) => return Ok(Some(warehouse)),
+                Ok(Some(warehouse)) => return Ok(Some(warehouse)),
+                Ok(None) => {}
                 Err(e) if e.is_transient() => {
                     tracing::warn!(error = %self.describe(e), retry_in_ms = backoff.as_millis() as u64, "warehouse not available yet; waiting");
                 }

@@ -21,6 +21,10 @@ pub struct Args {
     /// Where the embedded engine's files live (without --clickhouse-url).
     #[arg(long, default_value = "./data")]
     data: PathBuf,
+    /// How often the tenants files are checked for changes, in milliseconds (a change is
+    /// applied without a restart).
+    #[arg(long, default_value_t = 5000)]
+    reload_interval_ms: u64,
     #[command(flatten)]
     ops: OpsArgs,
     #[command(flatten)]
@@ -82,17 +86,48 @@ async fn serve(args: Args) -> Result<(), String> {
     };
 
     let maintenance = storage_maintenance(warehouse.clone(), tenants.clone(), stopped.clone());
+    // Each loader reads its tenant's spec (sites, bot filtering) through a LiveTenant that a
+    // reload of the tenants files replaces.
+    let live: Vec<sightline_core::spec::LiveTenant> = tenants
+        .iter()
+        .cloned()
+        .map(sightline_core::spec::LiveTenant::new)
+        .collect();
+    let reloaded = live.clone();
+    let reloader = crate::reload::spawn(
+        args.tenants.clone(),
+        crate::common::reload_interval(args.reload_interval_ms),
+        stopped.clone(),
+        move |tenants| {
+            for current in &reloaded {
+                let name = current.load().name.clone();
+                match tenants.iter().find(|t| t.name == name) {
+                    Some(t) => current.store(t.clone()),
+                    None => {
+                        tracing::warn!(tenant = %name, "tenant no longer in the tenants files; its loader keeps the last spec until restarted")
+                    }
+                }
+            }
+            for t in tenants
+                .iter()
+                .filter(|t| !reloaded.iter().any(|l| l.load().name == t.name))
+            {
+                tracing::warn!(tenant = %t.name, "new tenant in the tenants files; a restart starts its loader");
+            }
+        },
+    );
     let mut loaders = tokio::task::JoinSet::new();
-    for tenant in tenants {
+    for tenant in live {
+        let tenant_name = tenant.load().name.clone();
         let config = LoaderConfig {
             brokers: args.brokers.clone(),
             max_events: args.batch_max_events.max(1),
             max_wait: Duration::from_millis(args.batch_max_wait_ms),
             session_timeout: Duration::from_millis(args.session_timeout_ms),
-            instance_id: args.instance_id.as_ref().map(|i| format!("{i}.{}", tenant.name)),
+            instance_id: args.instance_id.as_ref().map(|i| format!("{i}.{tenant_name}")),
             ..LoaderConfig::default()
         };
-        let name = tenant.name.clone();
+        let name = tenant_name;
         let loader = Loader::new(tenant, warehouse.clone(), metrics.clone(), readiness.clone(), config)
             .map_err(|e| format!("tenant {name}: {e}"))?;
         let stopped = stopped.clone();
@@ -115,6 +150,7 @@ async fn serve(args: Args) -> Result<(), String> {
         failed.push(e.to_string());
     }
     ops.stop();
+    reloader.abort();
     if failed.is_empty() {
         tracing::info!("stopped");
         Ok(())

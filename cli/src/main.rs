@@ -7,6 +7,7 @@ mod logging;
 mod operator_cmd;
 mod provision_cmd;
 mod query_cmd;
+mod reload;
 mod serve;
 mod standalone;
 mod token_cmd;

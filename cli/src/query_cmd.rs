@@ -29,14 +29,16 @@ pub fn run(args: Args) -> Result<(), String> {
 }
 
 async fn serve(args: Args) -> Result<(), String> {
-    let (tenants, secret) = args.serve.tenants_and_secret()?;
+    let (tenants, secret) = args.serve.tenants_and_existing_secret()?;
     let ops = args.serve.ops.start("query").await?;
     let (_, mut stopped) = stop_on_signal();
-    // A warehouse outage at start is waited out, not an exit (the loaders apply the schemas,
-    // so none are applied here).
+    // A warehouse outage at start (or, with `--migrations check`, a schema the operator has
+    // not migrated yet) is waited out, not an exit, with /healthz answering and /readyz not
+    // ready on the operations listener; the loaders (or the operator) apply the schemas, so
+    // none are applied here.
     let Some(warehouse) = args
         .warehouse
-        .open_and_migrate(&args.serve.data, &[], &mut stopped)
+        .open_for_reading(&args.serve.data, &tenants, &mut stopped)
         .await?
     else {
         ops.stop();
@@ -44,6 +46,7 @@ async fn serve(args: Args) -> Result<(), String> {
         return Ok(());
     };
     let registry = Arc::new(Registry::new(tenants, &secret));
+    let reloader = args.serve.reload_into(registry.clone(), stopped.clone());
     let state = Arc::new(QueryState::new(
         registry,
         warehouse,
@@ -68,6 +71,7 @@ async fn serve(args: Args) -> Result<(), String> {
         })
         .await?;
     poller.abort();
+    reloader.abort();
     ops.stop();
     tracing::info!("stopped");
     Ok(())

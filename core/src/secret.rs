@@ -75,12 +75,25 @@ impl MasterSecret {
         })
     }
 
-    /// `$SIGHTLINE_SECRET` (base64) when set; else `<data>/secret.key`, created (mode 0600, in
-    /// a directory created 0700) with 32 random bytes on first run. A secret file that others
+    /// `$SIGHTLINE_SECRET` (base64) when set; else `<data>/secret.key`. Refuses to start
+    /// without one: the distributed roles (collector, query) share the tenant's secret, and a
+    /// secret made up by one pod would fail every token across pods and give each pod its
+    /// own visitor ids.
+    pub fn load(data_dir: &Path) -> Result<Self> {
+        match Self::load_existing(data_dir)? {
+            Some(secret) => Ok(secret),
+            None => Err(Error::Secret(format!(
+                "no secret: set {SECRET_ENV} (in a cluster, from the tenant's signing Secret) or provide {}; only standalone creates one",
+                data_dir.join(SECRET_FILE).display()
+            ))),
+        }
+    }
+
+    /// `$SIGHTLINE_SECRET` or `<data>/secret.key` if either exists. A secret file that others
     /// may read is refused, not used.
-    pub fn load_or_create(data_dir: &Path) -> Result<Self> {
+    fn load_existing(data_dir: &Path) -> Result<Option<Self>> {
         if let Ok(value) = std::env::var(SECRET_ENV) {
-            return Self::from_base64(&value, SECRET_ENV);
+            return Self::from_base64(&value, SECRET_ENV).map(Some);
         }
         let path = data_dir.join(SECRET_FILE);
         match std::fs::read_to_string(&path) {
@@ -93,23 +106,32 @@ impl MasterSecret {
                         mode & 0o777
                     )));
                 }
-                Self::from_base64(&text, &path.display().to_string())
+                Self::from_base64(&text, &path.display().to_string()).map(Some)
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                create_private_dir(data_dir)?;
-                let mut bytes = vec![0u8; MIN_SECRET_BYTES];
-                rand::rng().fill_bytes(&mut bytes);
-                let mut file = std::fs::OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .mode(0o600)
-                    .open(&path)?;
-                file.write_all(STANDARD.encode(&bytes).as_bytes())?;
-                file.sync_all()?;
-                Ok(Self(bytes))
-            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(Error::Secret(format!("{}: {e}", path.display()))),
         }
+    }
+
+    /// `$SIGHTLINE_SECRET` (base64) when set; else `<data>/secret.key`, created (mode 0600, in
+    /// a directory created 0700) with 32 random bytes on first run. For standalone only (one
+    /// process, one secret).
+    pub fn load_or_create(data_dir: &Path) -> Result<Self> {
+        if let Some(secret) = Self::load_existing(data_dir)? {
+            return Ok(secret);
+        }
+        let path = data_dir.join(SECRET_FILE);
+        create_private_dir(data_dir)?;
+        let mut bytes = vec![0u8; MIN_SECRET_BYTES];
+        rand::rng().fill_bytes(&mut bytes);
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)?;
+        file.write_all(STANDARD.encode(&bytes).as_bytes())?;
+        file.sync_all()?;
+        Ok(Self(bytes))
     }
 
     /// The key of one tenant: HMAC(master, "tenant:" + name).
@@ -144,6 +166,16 @@ mod tests {
         let b = MasterSecret::load_or_create(&data).unwrap();
         assert_eq!(a.tenant_key("acme"), b.tenant_key("acme"));
         assert_ne!(a.tenant_key("acme"), a.tenant_key("other"));
+
+        // The distributed roles' load finds it, and refuses where there is none.
+        assert_eq!(
+            MasterSecret::load(&data).unwrap().tenant_key("acme"),
+            a.tenant_key("acme")
+        );
+        let empty = tempfile::tempdir().unwrap();
+        let e = MasterSecret::load(empty.path()).unwrap_err().to_string();
+        assert!(e.contains("SIGHTLINE_SECRET") && e.contains("only standalone"), "{e}");
+        assert!(!empty.path().join(SECRET_FILE).exists(), "nothing created");
 
         // A secret file others may read is refused, naming the file and the fix.
         std::fs::set_permissions(data.join(SECRET_FILE), std::fs::Permissions::from_mode(0o644)).unwrap();

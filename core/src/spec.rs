@@ -745,6 +745,26 @@ impl Tenant {
     }
 }
 
+/// A tenant whose spec may be replaced while a role runs (its tenants file reloaded): each
+/// reader takes the current one with `load` and keeps it for the unit of work at hand.
+#[derive(Clone)]
+pub struct LiveTenant(std::sync::Arc<arc_swap::ArcSwap<Tenant>>);
+
+impl LiveTenant {
+    pub fn new(tenant: Tenant) -> Self {
+        Self(std::sync::Arc::new(arc_swap::ArcSwap::from_pointee(tenant)))
+    }
+
+    pub fn load(&self) -> std::sync::Arc<Tenant> {
+        self.0.load_full()
+    }
+
+    /// Replaces the spec. The name (and with it the topics) cannot change.
+    pub fn store(&self, tenant: Tenant) {
+        self.0.store(std::sync::Arc::new(tenant));
+    }
+}
+
 /// A database name Sightline may place in DDL: 1-63 of `[a-z0-9_]`, not starting with a digit.
 pub fn valid_database_name(name: &str) -> bool {
     (1..=63).contains(&name.len())

@@ -25,7 +25,7 @@ pub async fn follow_storage(state: Arc<QueryState>, interval: Duration) {
 /// One poll of every tenant; failures are logged and tried again next time.
 pub async fn poll_once(state: &QueryState) {
     let since = Utc::now() - chrono::Duration::days(LATENESS_WINDOW_DAYS);
-    for entry in state.registry.iter() {
+    for entry in state.registry.entries() {
         let tenant = &entry.tenant.name;
         match ops::recent_activity(state.warehouse.as_ref(), &entry.tenant.database(), since).await {
             Ok(sites) => {

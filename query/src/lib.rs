@@ -229,15 +229,15 @@ fn bearer(headers: &HeaderMap, params: &RawParams) -> Result<String, QueryError>
 
 /// A verified read token: its tenant, its claims, and the key its rate, concurrency and
 /// stream bounds are counted under (the signature, unique per token).
-struct Reader<'a> {
-    entry: &'a TenantEntry,
+struct Reader {
+    entry: Arc<TenantEntry>,
     claims: Claims,
     key: String,
 }
 
 /// The read token of a request (`Authorization: Bearer`, or `?token=` for links and SSE),
 /// within its rate limit.
-fn verify_token<'a>(state: &'a QueryState, headers: &HeaderMap, params: &RawParams) -> Result<Reader<'a>, QueryError> {
+fn verify_token(state: &QueryState, headers: &HeaderMap, params: &RawParams) -> Result<Reader, QueryError> {
     let token = bearer(headers, params)?;
     let (entry, claims) = state.registry.verify(&token, Scope::Read, Utc::now().timestamp())?;
     let key = token.rsplit('.').next().unwrap_or_default().to_string();
@@ -258,12 +258,7 @@ fn charge(state: &QueryState, key: &str) -> Result<(), QueryError> {
 }
 
 /// A token reads only its own site.
-fn authorize<'a>(
-    state: &'a QueryState,
-    headers: &HeaderMap,
-    params: &RawParams,
-    site: &str,
-) -> Result<Reader<'a>, QueryError> {
+fn authorize(state: &QueryState, headers: &HeaderMap, params: &RawParams, site: &str) -> Result<Reader, QueryError> {
     let reader = verify_token(state, headers, params)?;
     same_site(&reader.claims, site)?;
     Ok(reader)
@@ -308,12 +303,8 @@ fn get_query(
 
 /// The answer to a query, from the cache when the site has seen no commit since; else
 /// computed under the token's and the tenant's admission bounds.
-async fn answer(
-    state: &QueryState,
-    reader: &Reader<'_>,
-    query: &Query,
-) -> Result<(Arc<Answer>, Watermark), QueryError> {
-    let entry = reader.entry;
+async fn answer(state: &QueryState, reader: &Reader, query: &Query) -> Result<(Arc<Answer>, Watermark), QueryError> {
+    let entry = &reader.entry;
     model::check(query, &entry.tenant.spec)?;
     let watermark = state.watermarks.get(&entry.tenant.name, &query.site_id);
     let key = AnswerCache::key(&entry.tenant.name, query, watermark.commits);
@@ -467,7 +458,7 @@ async fn aggregate(
     QueryParams(params): QueryParams<HashMap<String, String>>,
 ) -> Result<Response, QueryError> {
     let reader = authorize(&state, &headers, &params, &site)?;
-    let query = get_query(reader.entry, &params, &site, Vec::new())?;
+    let query = get_query(&reader.entry, &params, &site, Vec::new())?;
     let (answer, watermark) = answer(&state, &reader, &query).await?;
     if output::wants_csv(&headers) {
         let (header, rows) = csv_table(&query, &answer);
@@ -496,7 +487,7 @@ async fn timeseries(
 ) -> Result<Response, QueryError> {
     let reader = authorize(&state, &headers, &params, &site)?;
     let interval = parse_interval(&params)?;
-    let query = get_query(reader.entry, &params, &site, vec![Dimension::Time(interval)])?;
+    let query = get_query(&reader.entry, &params, &site, vec![Dimension::Time(interval)])?;
     let (answer, watermark) = answer(&state, &reader, &query).await.map_err(|e| match e {
         QueryError::BadParameter {
             parameter: "date_range",
@@ -533,7 +524,7 @@ async fn breakdown(
     let dimension = parse_dimension("property", property)?;
     let label = dimension.label();
     let (limit, page) = parse_pagination(&params)?;
-    let mut query = get_query(reader.entry, &params, &site, vec![dimension])?;
+    let mut query = get_query(&reader.entry, &params, &site, vec![dimension])?;
     query.limit = limit;
     query.offset = u64::from(limit) * u64::from(page - 1);
     let (answer, watermark) = answer(&state, &reader, &query).await?;
@@ -579,7 +570,7 @@ async fn realtime_now(
     QueryParams(params): QueryParams<HashMap<String, String>>,
 ) -> Result<Response, QueryError> {
     let reader = authorize(&state, &headers, &params, &site)?;
-    let body = realtime_body(&state, reader.entry, &reader.key, &site).await?;
+    let body = realtime_body(&state, &reader.entry, &reader.key, &site).await?;
     let watermark = state.watermarks.get(&reader.entry.tenant.name, &site);
     Ok(output::json(body, &watermark))
 }
@@ -619,7 +610,7 @@ async fn realtime_stream(
                 if !first {
                     charge(&state, &key)?;
                 }
-                realtime_body(&state, entry, &key, &site).await
+                realtime_body(&state, &entry, &key, &site).await
             };
             match update.await {
                 Ok(body) => Some((

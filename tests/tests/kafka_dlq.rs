@@ -29,7 +29,7 @@ async fn poison_goes_to_the_dlq_with_its_reason_and_the_partition_keeps_flowing(
         "props": {}, "revenue_amount": "", "revenue_currency": "", "visitor_id": 42, "country": "", "ingest_source": "web"});
     let mut bad = good.clone();
     bad["event_id"] = json!(uuid::Uuid::new_v4().to_string());
-    bad["site_id"] = json!("evil.example");
+    bad["site_id"] = json!("evil example!");
     for partition in 0..3 {
         let junk = FutureRecord::<str, [u8]>::to(&topic)
             .partition(partition)
@@ -61,7 +61,7 @@ async fn poison_goes_to_the_dlq_with_its_reason_and_the_partition_keeps_flowing(
     assert_eq!(from_log, 1, "the good event of the mixed message is loaded");
     let evil = count(
         &wh,
-        "SELECT count() AS n FROM sightline_acme.events_raw WHERE site_id = 'evil.example'",
+        "SELECT count() AS n FROM sightline_acme.events_raw WHERE site_id = 'evil example!'",
     )
     .await;
     assert_eq!(evil, 0);
@@ -100,13 +100,13 @@ async fn poison_goes_to_the_dlq_with_its_reason_and_the_partition_keeps_flowing(
         .all(|(reason, origin, _)| reason.contains("not a Sightline message")
             && origin.starts_with(&format!("{topic}/"))));
     let (reason, origin, payload) = dead.iter().find(|(_, _, payload)| payload != b"{not json").unwrap();
-    assert!(reason.contains("evil.example"), "{reason}");
+    assert!(reason.contains("evil example!"), "{reason}");
     assert!(
         origin.starts_with(&format!("{topic}/1/")) && origin.ends_with("#0"),
         "{origin}"
     );
     let dead_event: serde_json::Value = serde_json::from_slice(payload).unwrap();
-    assert_eq!(dead_event["site_id"], "evil.example");
+    assert_eq!(dead_event["site_id"], "evil example!");
 
     assert_eq!(
         metric(&p.loader, "sightline_loader_dlq_total{tenant=\"acme\"}").await,

@@ -511,7 +511,7 @@ async fn intake(
             )],
         ));
     };
-    if let Err(why) = check_secret(state, entry, site, query.api_secret.as_deref()) {
+    if let Err(why) = check_secret(state, &entry, &site, query.api_secret.as_deref()) {
         return Ok((None, vec![message("api_secret", why, "VALUE_INVALID")]));
     }
     let bytes = read_body(&parts.headers, body, entry.tenant.spec.limits.body_bytes).await?;
@@ -524,7 +524,7 @@ async fn intake(
             ))
         }
     };
-    let mapped = map_body(&body, site);
+    let mapped = map_body(&body, &site);
     let mut messages = mapped.messages;
     let Some(client_key) = mapped.client_key else {
         return Ok((None, messages));
@@ -532,9 +532,9 @@ async fn intake(
     let origin = origin(state, &parts);
     let country = mapped.country.unwrap_or(origin.country);
     let submission = Submission {
-        entry,
+        entry: &entry,
         ctx: RequestContext {
-            site_id: site,
+            site_id: &site,
             tenant_key: entry.key(),
             user_agent: &mapped.user_agent,
             client_ip: origin.ip,

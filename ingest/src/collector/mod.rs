@@ -148,7 +148,7 @@ fn bearer_token(parts: &Parts) -> Result<String, TokenError> {
         .ok_or(TokenError::Missing)
 }
 
-fn authorize<'a>(state: &'a CollectorState, parts: &Parts) -> Result<(&'a TenantEntry, Claims), Error> {
+fn authorize(state: &CollectorState, parts: &Parts) -> Result<(Arc<TenantEntry>, Claims), Error> {
     let token = bearer_token(parts)?;
     Ok(state.registry.verify(&token, Scope::Write, Utc::now().timestamp())?)
 }
@@ -239,7 +239,7 @@ async fn intake(state: &CollectorState, parts: &Parts, body: Option<Body>, store
     };
     let origin = origin(state, parts);
     let submission = Submission {
-        entry,
+        entry: &entry,
         ctx: RequestContext {
             site_id: &claims.site,
             tenant_key: entry.key(),

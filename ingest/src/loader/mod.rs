@@ -23,7 +23,7 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 use sightline_core::processor::{Current, Processor};
-use sightline_core::spec::Tenant;
+use sightline_core::spec::LiveTenant;
 use sightline_core::warehouse::live::LiveSessions;
 use sightline_core::warehouse::{ops, Warehouse};
 use tokio::sync::{mpsc, watch, Semaphore};
@@ -71,7 +71,9 @@ impl Default for LoaderConfig {
 const INTENT_LOOKAHEAD: i64 = 4;
 
 pub struct Loader {
-    tenant: Tenant,
+    /// The tenant's name, and its spec as last reloaded (sites, bot filtering).
+    name: String,
+    tenant: LiveTenant,
     topic: String,
     dlq_topic: String,
     warehouse: Arc<dyn Warehouse>,
@@ -98,22 +100,23 @@ pub fn group_id(tenant: &str) -> String {
 
 impl Loader {
     pub fn new(
-        tenant: Tenant,
+        tenant: LiveTenant,
         warehouse: Arc<dyn Warehouse>,
         metrics: LoaderMetrics,
         readiness: Readiness,
         config: LoaderConfig,
     ) -> Result<Self, Error> {
-        let [topic, dlq_topic] = topics(&tenant.name);
+        let name = tenant.load().name.clone();
+        let [topic, dlq_topic] = topics(&name);
         let gate = Arc::new(Gate::default());
         let context = LoaderContext {
-            tenant: tenant.name.clone(),
+            tenant: name.clone(),
             metrics: metrics.clone(),
             gate: gate.clone(),
         };
         let mut consumer_config = client_config(&config.brokers);
         consumer_config
-            .set("group.id", group_id(&tenant.name))
+            .set("group.id", group_id(&name))
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
@@ -139,6 +142,7 @@ impl Loader {
             .set("enable.idempotence", "true")
             .create()?;
         Ok(Self {
+            name,
             tenant,
             topic,
             dlq_topic,
@@ -163,7 +167,7 @@ impl Loader {
         // happens inside the first reads.
         self.consumer.subscribe(&[&self.topic])?;
         self.readiness.set(true);
-        tracing::info!(tenant = %self.tenant.name, topic = %self.topic, group = %group_id(&self.tenant.name), "loading");
+        tracing::info!(tenant = %self.name, topic = %self.topic, group = %group_id(&self.name), "loading");
         let (batches, mut received) = mpsc::channel(1);
         let stop = Arc::new(AtomicBool::new(false));
         let reader = Reader {
@@ -178,7 +182,7 @@ impl Loader {
             runtime: tokio::runtime::Handle::current(),
         };
         let reading = std::thread::Builder::new()
-            .name(format!("read-{}", self.tenant.name))
+            .name(format!("read-{}", self.name))
             .spawn(move || reader.run())
             .map_err(|e| Error::Reader(e.to_string()))?;
 
@@ -213,7 +217,7 @@ impl Loader {
             // Nothing stored since the last commit.
             Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
             Err(e) => {
-                tracing::warn!(tenant = %self.tenant.name, error = %e, "final offset commit failed; the log will redeliver (deduplicated)")
+                tracing::warn!(tenant = %self.name, error = %e, "final offset commit failed; the log will redeliver (deduplicated)")
             }
         }
         // Leaving the group waits for the broker: off the async workers.
@@ -233,17 +237,18 @@ impl Loader {
     /// whoever loaded them before: read again from what is stored) and the redelivery window
     /// of each.
     async fn take_over(&mut self) -> Result<(), Error> {
-        let db = self.tenant.database();
+        let db = self.tenant.load().database();
         match &mut self.sessions {
             Some(live) => live.take_over(self.warehouse.as_ref()).await?,
             None => {
-                self.sessions =
-                    Some(LiveSessions::start(self.warehouse.as_ref(), &self.tenant, self.processor.clone()).await?)
+                self.sessions = Some(
+                    LiveSessions::start(self.warehouse.as_ref(), &self.tenant.load(), self.processor.clone()).await?,
+                )
             }
         }
         let intents = ops::intents(self.warehouse.as_ref(), &db, &self.topic).await?;
         let (_, _, unseen) = self.sessions.as_ref().map(LiveSessions::sizes).unwrap_or_default();
-        tracing::info!(tenant = %self.tenant.name, unseen, ?intents, "partitions taken over: recent visitors and the redelivery window read");
+        tracing::info!(tenant = %self.name, unseen, ?intents, "partitions taken over: recent visitors and the redelivery window read");
         self.redelivery_window = intents.clone();
         self.intended = intents;
         Ok(())
@@ -260,7 +265,8 @@ impl Loader {
     /// retrying until that worked. Returns false when shutdown came first (nothing of the
     /// batch is committed then, so it is redelivered).
     async fn load(&mut self, batch: Batch, shutdown: &mut watch::Receiver<bool>) -> bool {
-        let span = tracing::info_span!("load_batch", tenant = %self.tenant.name, messages = batch.messages, events = batch.events());
+        let span =
+            tracing::info_span!("load_batch", tenant = %self.name, messages = batch.messages, events = batch.events());
         self.load_in_span(batch, shutdown).instrument(span).await
     }
 
@@ -268,7 +274,7 @@ impl Loader {
         // The reader may start on the next batch while this one is stored.
         batch.release();
         let labels = TenantLabels {
-            tenant: self.tenant.name.clone(),
+            tenant: self.name.clone(),
         };
         self.metrics
             .batch_events
@@ -304,10 +310,9 @@ impl Loader {
                         .insert_seconds
                         .get_or_create(&labels)
                         .observe(started.elapsed().as_secs_f64());
-                    self.metrics.loaded(&self.tenant.name, "stored", stored.raw as u64);
-                    self.metrics
-                        .loaded(&self.tenant.name, "duplicate", stored.duplicates as u64);
-                    self.metrics.loaded(&self.tenant.name, "dlq", batch.poison.len() as u64);
+                    self.metrics.loaded(&self.name, "stored", stored.raw as u64);
+                    self.metrics.loaded(&self.name, "duplicate", stored.duplicates as u64);
+                    self.metrics.loaded(&self.name, "dlq", batch.poison.len() as u64);
                     self.readiness.set(true);
                     return true;
                 }
@@ -336,7 +341,7 @@ impl Loader {
         let new_intents = batch.intents(&self.intended, INTENT_LOOKAHEAD);
         ops::record_intents(
             self.warehouse.as_ref(),
-            &self.tenant.database(),
+            &self.tenant.load().database(),
             &self.topic,
             &new_intents,
         )
@@ -348,8 +353,14 @@ impl Loader {
             .sessions
             .as_mut()
             .ok_or_else(|| Error::Reader("a batch to store before any partition was taken over".into()))?;
-        let stored =
-            store::store_batch(self.warehouse.as_ref(), &self.tenant, sessions, &batch.raws, &suspects).await?;
+        let stored = store::store_batch(
+            self.warehouse.as_ref(),
+            &self.tenant.load(),
+            sessions,
+            &batch.raws,
+            &suspects,
+        )
+        .await?;
         let stored_at = std::time::Instant::now();
         for (origin, p) in &batch.poison {
             self.dead_letter(origin, p).await?;
@@ -401,7 +412,7 @@ impl Loader {
         self.metrics
             .dlq
             .get_or_create(&TenantLabels {
-                tenant: self.tenant.name.clone(),
+                tenant: self.name.clone(),
             })
             .inc();
         Ok(())

@@ -21,7 +21,7 @@ use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance};
 use rdkafka::message::Message;
 use rdkafka::statistics::Statistics;
 use sightline_core::event::RawEvent;
-use sightline_core::spec::Tenant;
+use sightline_core::spec::LiveTenant;
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
 use super::decode;
@@ -264,7 +264,8 @@ pub(super) type Consumer = BaseConsumer<LoaderContext>;
 /// What the reading thread needs.
 pub(super) struct Reader {
     pub consumer: Arc<Consumer>,
-    pub tenant: Tenant,
+    /// The spec as last reloaded: each message is decoded against the current one.
+    pub tenant: LiveTenant,
     pub gate: Arc<Gate>,
     pub max_events: usize,
     pub max_wait: Duration,
@@ -280,7 +281,7 @@ pub(super) struct Reader {
 impl Reader {
     /// Reads batches until stopped or the storing side is gone.
     pub fn run(self) {
-        let _span = tracing::info_span!("loader_reader", tenant = %self.tenant.name).entered();
+        let _span = tracing::info_span!("loader_reader", tenant = %self.tenant.load().name).entered();
         while !self.stop.load(Ordering::SeqCst) {
             let Some(batch) = self.next_batch() else { continue };
             if self.batches.blocking_send(batch).is_err() {
@@ -321,7 +322,7 @@ impl Reader {
             match self.consumer.poll(wait) {
                 None => {}
                 Some(Ok(m)) => {
-                    let decoded = decode::decode(m.payload(), &self.tenant);
+                    let decoded = decode::decode(m.payload(), &self.tenant.load());
                     // A batch begun before a revocation inside this poll is dropped at the top
                     // of the loop; a new one belongs to the epoch its first message came in.
                     let (b, _) =
