@@ -21,6 +21,8 @@ pub const FINALIZER: &str = "sightline.dev/cleanup";
 // The resource's spec is exactly core's `TenantSpec`, flattened: the wrapper exists only
 // because the derive must sit on a type of this crate, and adds no field.
 /// The tenant's sites, limits, goals, topics, warehouse and workloads.
+// Clippy reads the printcolumn arguments (`type_ = "string"` twice) as duplicated attributes.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, Clone, Debug, Serialize, Deserialize, JsonSchema, PartialEq)]
 #[kube(
     group = "sightline.dev",

@@ -1,0 +1,123 @@
+//! Against a real API server: what the generated CRD schema and its CEL rules refuse, so
+//! `kubectl apply` refuses what the operator would; and a tenant reconciled by a running
+//! operator to Ready. Ignored by default (no cluster in CI); `e2e/run.sh` creates a kind
+//! cluster and runs them.
+
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use serde_json::json;
+use sightline_operator::crd::AnalyticsTenant;
+
+fn tenant(name: &str, spec: serde_json::Value) -> AnalyticsTenant {
+    serde_json::from_value(json!({
+        "apiVersion": "sightline.dev/v1alpha1",
+        "kind": "AnalyticsTenant",
+        "metadata": {"name": name},
+        "spec": spec,
+    }))
+    .expect("a tenant")
+}
+
+/// Creating `spec` fails with a message containing `expected`.
+async fn refused(api: &Api<AnalyticsTenant>, name: &str, spec: serde_json::Value, expected: &str) {
+    match api.create(&PostParams::default(), &tenant(name, spec)).await {
+        Ok(_) => panic!("{name} was admitted"),
+        Err(e) => assert!(e.to_string().contains(expected), "{name}: {e}"),
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs a Kubernetes cluster: run e2e/run.sh"]
+async fn the_api_server_refuses_what_the_operator_would() {
+    let client = sightline_e2e::client().await;
+    sightline_e2e::install_crd(&client).await;
+    let api: Api<AnalyticsTenant> = Api::all(client);
+    refused(
+        &api,
+        "bad-site",
+        json!({"sites": {"allowed": [{"id": "bad site"}]}}),
+        "sites.allowed[0].id",
+    )
+    .await;
+    refused(
+        &api,
+        "no-sites",
+        json!({"sites": {"open": false}}),
+        "no site could send events",
+    )
+    .await;
+    refused(
+        &api,
+        "too-many-loaders",
+        json!({"sites": {"open": true}, "kafka": {"partitions": 2}, "ingest": {"loader": {"replicas": 3}}}),
+        "may not exceed kafka.partitions",
+    )
+    .await;
+    refused(
+        &api,
+        "bad-goal",
+        json!({"sites": {"open": true}, "goals": [{"name": "g"}]}),
+        "either event",
+    )
+    .await;
+    refused(&api, "Bad_Name", json!({"sites": {"open": true}}), "metadata.name").await;
+
+    // The database cannot change once set.
+    let _ = api.delete("immutable", &DeleteParams::default()).await;
+    api.create(
+        &PostParams::default(),
+        &tenant(
+            "immutable",
+            json!({"sites": {"open": true}, "clickhouse": {"database": "first_db"}}),
+        ),
+    )
+    .await
+    .expect("a valid tenant is admitted");
+    let change = json!({"apiVersion": "sightline.dev/v1alpha1", "kind": "AnalyticsTenant",
+        "spec": {"sites": {"open": true}, "clickhouse": {"database": "second_db"}}});
+    let e = api
+        .patch(
+            "immutable",
+            &PatchParams::apply("sightline-e2e").force(),
+            &Patch::Apply(&change),
+        )
+        .await
+        .expect_err("the database changed");
+    assert!(e.to_string().contains("clickhouse.database cannot change"), "{e}");
+    let _ = api.delete("immutable", &DeleteParams::default()).await;
+}
+
+#[tokio::test]
+#[ignore = "needs a Kubernetes cluster with the operator, Kafka and ClickHouse: run e2e/run.sh --full"]
+async fn a_tenant_becomes_ready_and_is_collected_with_its_children() {
+    let client = sightline_e2e::client().await;
+    sightline_e2e::install_crd(&client).await;
+    let api: Api<AnalyticsTenant> = Api::all(client.clone());
+    let _ = api.delete("e2e-shop", &DeleteParams::default()).await;
+    api.create(
+        &PostParams::default(),
+        &tenant(
+            "e2e-shop",
+            json!({
+                "sites": {"allowed": [{"id": "shop.example.com"}]},
+                "kafka": {"partitions": 2, "replicationFactor": 1, "retentionHours": 1},
+                "ingest": {"collector": {"replicas": 1}, "query": {"replicas": 1}},
+                "deletionPolicy": "Delete"
+            }),
+        ),
+    )
+    .await
+    .expect("tenant created");
+    let mut ready = false;
+    for _ in 0..300 {
+        let t = api.get("e2e-shop").await.expect("tenant read");
+        if let Some(c) = t.status.as_ref().and_then(|s| s.condition("Ready")) {
+            if c.status == "True" {
+                ready = true;
+                break;
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
+    assert!(ready, "e2e-shop did not become Ready within 5 minutes");
+    api.delete("e2e-shop", &DeleteParams::default()).await.expect("deleted");
+}
