@@ -332,6 +332,30 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_child_maps_to_its_cluster_scoped_tenant() {
+        // kube's `owns` would look the owner up in the child's namespace; the tenant has none.
+        let mut child = k8s_openapi::api::apps::v1::Deployment::default();
+        child.metadata.namespace = Some("analytics".into());
+        child.metadata.owner_references = Some(vec![
+            k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+                api_version: "apps/v1".into(),
+                kind: "ReplicaSet".into(),
+                name: "other".into(),
+                uid: "u1".into(),
+                ..Default::default()
+            },
+            k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+                api_version: "sightline.dev/v1alpha1".into(),
+                kind: "AnalyticsTenant".into(),
+                name: "acme".into(),
+                uid: "u2".into(),
+                ..Default::default()
+            },
+        ]);
+        assert_eq!(owner_of(child), vec![ObjectRef::<AnalyticsTenant>::new("acme")]);
+    }
+
+    #[test]
     fn backoff_doubles_up_to_five_minutes() {
         assert_eq!(backoff(1), Duration::from_secs(5));
         assert_eq!(backoff(2), Duration::from_secs(10));
