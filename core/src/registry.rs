@@ -115,7 +115,7 @@ mod tests {
 
     #[test]
     fn a_replaced_set_is_served_at_once_with_the_same_keys() {
-        let secret = MasterSecret::from_bytes(b"0123456789abcdef0123".to_vec()).unwrap();
+        let secret = MasterSecret::from_bytes((0u8..32).collect()).unwrap();
         let registry = Registry::new(tenants("{id: a.example}"), &secret);
         let claims = Claims {
             tenant: "acme".into(),

@@ -76,15 +76,25 @@ impl Role {
         }
     }
 
-    /// The port the role serves its API (collector, query) or its ops endpoints (loader) on.
+    /// The port the role serves its public API on (collector, query); the loader has none
+    /// and answers its operations port here.
     pub fn port(self) -> i32 {
         match self {
             Role::Collector => 8080,
-            Role::Loader => 9091,
+            Role::Loader => OPS_PORT,
             Role::Query => 8081,
         }
     }
+
+    /// Whether the role has a public API (`--listen`); the loader only has `--ops-listen`.
+    pub fn has_api(self) -> bool {
+        !matches!(self, Role::Loader)
+    }
 }
+
+/// The operations listener of every role (`--ops-listen`): `/metrics`, `/healthz`,
+/// `/readyz`, apart from the public port, so probes and scrapes never queue behind clients.
+pub const OPS_PORT: i32 = 9090;
 
 /// Every name derived from a tenant.
 #[derive(Clone, Debug, PartialEq, Eq)]

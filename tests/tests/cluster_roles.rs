@@ -102,13 +102,16 @@ async fn with_migrations_check_a_loader_waits_not_ready_until_the_schema_is_migr
 async fn with_migrations_check_the_query_role_is_alive_but_not_ready_while_it_waits() {
     let (dir, data, tenants) = kafka_fixture();
     let front = ClickHouseFront::start(&dir.path().join("clickhouse"), None).await;
-    // The port is not announced while it waits; it is bound, so find it by asking for one.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let listen = format!("127.0.0.1:{port}");
+    // The ports are not announced while it waits; they are bound, so find them by asking
+    // for free ones.
+    let free = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    };
+    let (listen, ops_listen) = (format!("127.0.0.1:{}", free()), format!("127.0.0.1:{}", free()));
     let mut child = Command::new(binary())
         .args([
             "query",
@@ -118,6 +121,8 @@ async fn with_migrations_check_the_query_role_is_alive_but_not_ready_while_it_wa
             "check",
             "--listen",
             &listen,
+            "--ops-listen",
+            &ops_listen,
         ])
         .arg("--tenants")
         .arg(&tenants)
@@ -129,9 +134,11 @@ async fn with_migrations_check_the_query_role_is_alive_but_not_ready_while_it_wa
         .spawn()
         .unwrap();
     let base = format!("http://{listen}");
-    until_status(&format!("{base}/healthz"), 200).await;
+    let ops = format!("http://{ops_listen}");
+    // Alive (the orchestrator does not restart it) but not ready (it routes nothing to it).
+    until_status(&format!("{ops}/healthz"), 200).await;
     assert_eq!(
-        client().get(format!("{base}/readyz")).send().await.unwrap().status(),
+        client().get(format!("{ops}/readyz")).send().await.unwrap().status(),
         503
     );
     let wh = sightline_core::warehouse::http::Http::new(&sightline_core::warehouse::http::HttpConfig {
@@ -143,7 +150,7 @@ async fn with_migrations_check_the_query_role_is_alive_but_not_ready_while_it_wa
     for tenant in parse_tenants(&yaml, "t").unwrap() {
         ops::apply_schema(&wh, &tenant).await.unwrap();
     }
-    until_status(&format!("{base}/readyz"), 200).await;
+    until_status(&format!("{ops}/readyz"), 200).await;
     let answer = client()
         .get(format!(
             "{base}/v1/sites/shop.example.com/aggregate?period=7d&metrics=visitors"

@@ -46,9 +46,9 @@ pub fn service(v: &Validated) -> Service {
             cluster_ip: Some("None".into()),
             selector: Some(v.names.selector(Some(ROLE))),
             ports: Some(vec![ServicePort {
-                name: Some("http".into()),
+                name: Some("ops".into()),
                 port: ROLE.port(),
-                target_port: Some(IntOrString::String("http".into())),
+                target_port: Some(IntOrString::String("ops".into())),
                 protocol: Some("TCP".into()),
                 ..Default::default()
             }]),

@@ -187,6 +187,23 @@ mod tests {
             };
             assert_eq!(path(&k.liveness_probe), "/healthz");
             assert_eq!(path(&k.readiness_probe), "/readyz");
+            // Probes and scrapes go to the operations listener, never the public port.
+            let probe_port = |p: &Option<k8s_openapi::api::core::v1::Probe>| {
+                p.as_ref().unwrap().http_get.as_ref().unwrap().port.clone()
+            };
+            let ops = k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::String("ops".into());
+            assert_eq!(probe_port(&k.liveness_probe), ops);
+            assert_eq!(probe_port(&k.readiness_probe), ops);
+            let ports = k.ports.as_ref().unwrap();
+            assert!(ports
+                .iter()
+                .any(|p| p.name.as_deref() == Some("ops") && p.container_port == crate::names::OPS_PORT));
+            let cargs = k.args.as_ref().unwrap();
+            assert!(cargs
+                .windows(2)
+                .any(|w| w[0] == "--ops-listen" && w[1] == "0.0.0.0:9090"));
+            // The loader has no public API: `--listen` would be refused by its command line.
+            assert_eq!(cargs.iter().any(|a| a == "--listen"), cargs[0] != "loader", "{cargs:?}");
             let r = k.resources.as_ref().unwrap();
             assert!(r.requests.as_ref().unwrap().contains_key("cpu"));
             assert!(r.limits.as_ref().unwrap().contains_key("memory"));
@@ -197,6 +214,7 @@ mod tests {
             let annotations = t.metadata.as_ref().unwrap().annotations.as_ref().unwrap();
             assert_eq!(annotations["prometheus.io/scrape"], "true");
             assert_eq!(annotations["prometheus.io/path"], "/metrics");
+            assert_eq!(annotations["prometheus.io/port"], "9090");
             let args = k.args.as_ref().unwrap();
             assert_eq!(args[1..3], ["--tenants".to_string(), pod::TENANTS_DIR.to_string()]);
             // The tenants directory is the ConfigMap, mounted whole (updated in place).

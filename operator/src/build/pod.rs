@@ -1,5 +1,5 @@
 //! What every pod of a tenant has: the `sightline` container for its role, probes on
-//! `/healthz` and `/readyz`, resources, a non-root user and a read-only root filesystem
+//! `/healthz` and `/readyz` of its operations listener (port `ops`), resources, a non-root user and a read-only root filesystem
 //! (with the data and tmp directories as emptyDirs), Prometheus scrape annotations, the
 //! tenant's ConfigMap as its tenants directory and the settings as environment.
 //!
@@ -19,7 +19,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use sightline_ingest::kafka::Security;
 
-use crate::names::Role;
+use crate::names::{Role, OPS_PORT};
 use crate::validate::{Resources, Validated, Workload};
 
 /// Where the tenant's ConfigMap is mounted: the roles' `--tenants`.
@@ -39,16 +39,15 @@ pub fn template(
     args: Vec<String>,
     env: Vec<EnvVar>,
 ) -> PodTemplateSpec {
-    let port = role.port();
     let annotations = BTreeMap::from([
         ("prometheus.io/scrape".to_string(), "true".to_string()),
-        ("prometheus.io/port".to_string(), port.to_string()),
+        ("prometheus.io/port".to_string(), OPS_PORT.to_string()),
         ("prometheus.io/path".to_string(), "/metrics".to_string()),
     ]);
     let probe = |path: &str, period: i32, failures: i32| Probe {
         http_get: Some(HTTPGetAction {
             path: Some(path.to_string()),
-            port: IntOrString::String("http".into()),
+            port: IntOrString::String("ops".into()),
             ..Default::default()
         }),
         period_seconds: Some(period),
@@ -62,21 +61,34 @@ pub fn template(
         TENANTS_DIR.into(),
         "--data".into(),
         DATA_DIR.into(),
-        "--listen".into(),
-        format!("0.0.0.0:{port}"),
+        "--ops-listen".into(),
+        format!("0.0.0.0:{OPS_PORT}"),
     ];
+    let mut ports = vec![ContainerPort {
+        name: Some("ops".into()),
+        container_port: OPS_PORT,
+        protocol: Some("TCP".into()),
+        ..Default::default()
+    }];
+    if role.has_api() {
+        all_args.extend(["--listen".into(), format!("0.0.0.0:{}", role.port())]);
+        ports.insert(
+            0,
+            ContainerPort {
+                name: Some("http".into()),
+                container_port: role.port(),
+                protocol: Some("TCP".into()),
+                ..Default::default()
+            },
+        );
+    }
     all_args.extend(args);
     let container = Container {
         name: role.as_str().to_string(),
         image: Some(v.image.clone()),
         args: Some(all_args),
         env: Some(env),
-        ports: Some(vec![ContainerPort {
-            name: Some("http".into()),
-            container_port: port,
-            protocol: Some("TCP".into()),
-            ..Default::default()
-        }]),
+        ports: Some(ports),
         liveness_probe: Some(probe("/healthz", 10, 3)),
         readiness_probe: Some(probe("/readyz", 5, 2)),
         resources: Some(resources(&workload.resources)),
