@@ -17,6 +17,17 @@
 //!   midnight) is processed again from its stored raw events plus the new ones, seeded with
 //!   the visits open at midnight, and compared with its stored rows.
 //!
+//! **Writers that share a tenant** (Kafka loaders: each visitor's events reach one of them,
+//! `ingest::kafka::sink`) hold each visitor's state alone, except across UTC midnight: a
+//! visit that crosses it links the day's visitor id `A` with the next day's `B` (events of
+//! `B` carry `prev_day_visitor_id = A`), and `A` and `B` may belong to two loaders. There an
+//! event of one can change rows of the other, which the other cannot see in memory, so on a
+//! shared writer these take the slow path: events that carry a previous day's id, every
+//! later event of such a visitor (`linked`), and events within the session timeout before a
+//! midnight. That is the visitors active around midnight, a few in a hundred. Two loaders
+//! that recompute one linked pair in the same instant can both correct the same rows; the
+//! day's sealing replay (docs/replay.md) puts such a day right.
+//!
 //! `unseen` holds the keys with rows stored by someone else (another loader, this process
 //! before a restart) since `floor` minus the session timeout: what a restart or a partition
 //! take-over cannot hold in memory. Memory is bounded by `REACH`: state older than the newest
@@ -76,6 +87,11 @@ pub struct LiveSessions {
     repair: HashMap<Key, DateTime<Utc>>,
     /// Events older than this take the slow path.
     floor: DateTime<Utc>,
+    /// Other writers store events of this tenant (see the module documentation).
+    shared: bool,
+    /// On a shared writer: keys with an event that carried a previous day's id, with their
+    /// newest event time; their events take the slow path.
+    linked: HashMap<Key, DateTime<Utc>>,
     /// The newest event time processed (never ahead of the wall clock).
     newest: DateTime<Utc>,
     evicted: std::time::Instant,
@@ -122,6 +138,8 @@ impl LiveSessions {
             unseen: HashMap::new(),
             repair: HashMap::new(),
             floor: DateTime::<Utc>::MIN_UTC,
+            shared: false,
+            linked: HashMap::new(),
             newest: DateTime::<Utc>::MIN_UTC,
             evicted: std::time::Instant::now(),
         };
@@ -135,6 +153,7 @@ impl LiveSessions {
         self.sessions = SessionState::default();
         self.last.clear();
         self.unseen.clear();
+        self.linked.clear();
         self.floor = DateTime::<Utc>::MIN_UTC;
         self.newest = DateTime::<Utc>::MIN_UTC;
         self.load_unseen(wh).await
@@ -170,8 +189,9 @@ impl LiveSessions {
         let rows = wh
             .select(
                 &format!(
-                    "SELECT site_id, key, toString(max(ts)) AS newest FROM {}.{RAW_TABLE} \
-                     ARRAY JOIN [visitor_id, prev_day_visitor_id] AS key \
+                    "SELECT site_id, key, toString(max(ts)) AS newest, \
+                       maxIf(1, key = visitor_id AND prev_day_visitor_id != 0) AS linked \
+                     FROM {}.{RAW_TABLE} ARRAY JOIN [visitor_id, prev_day_visitor_id] AS key \
                      WHERE ts >= {{since:DateTime64(3, 'UTC')}} AND key != 0 GROUP BY site_id, key",
                     self.db
                 ),
@@ -183,6 +203,9 @@ impl LiveSessions {
             let key = r["key"].as_u64().ok_or_else(|| Error::Decode(format!("key in {r}")))?;
             let ts = ch_datetime::parse(r["newest"].as_str().unwrap_or_default())
                 .map_err(|e| Error::Decode(format!("newest: {e}")))?;
+            if r["linked"].as_u64() == Some(1) {
+                self.linked.insert((site.clone(), key), ts);
+            }
             self.unseen.insert((site, key), ts);
         }
         tracing::info!(db = %self.db, unseen = self.unseen.len(), floor = %self.floor, "live sessions: recent visitors read");
@@ -190,6 +213,29 @@ impl LiveSessions {
     }
 
     /// Whether corrections are written (the tiers answer queries).
+    /// Marks this state as one of several writers of the tenant (Kafka loaders): visitors
+    /// around UTC midnight then always take the slow path (see the module documentation).
+    pub fn shared_with_other_writers(mut self) -> Self {
+        self.shared = true;
+        self
+    }
+
+    /// Whether `r` must take the slow path on a shared writer, for its key `key`: it may
+    /// depend on, or change, a visitor another writer holds.
+    fn crosses_writers(&self, r: &RawEvent, key: &Key) -> bool {
+        if !self.shared {
+            return false;
+        }
+        let next_midnight =
+            r.ts.date_naive()
+                .succ_opt()
+                .and_then(|d| d.and_hms_opt(0, 0, 0))
+                .map(|m| m.and_utc());
+        r.prev_day_visitor_id != 0
+            || self.linked.contains_key(key)
+            || next_midnight.is_some_and(|m| m - r.ts <= SESSION_TIMEOUT)
+    }
+
     pub fn corrections(&self) -> bool {
         self.corrections
     }
@@ -225,6 +271,7 @@ impl LiveSessions {
                         continue; // only the key's first event in the batch can sort too early
                     }
                     let fast = !self.unseen.contains_key(&key)
+                        && !self.crosses_writers(r, &key)
                         && r.ts >= self.floor
                         && self.last.get(&key).is_none_or(|o| (r.ts, r.event_id) > *o);
                     if !fast {
@@ -318,6 +365,15 @@ impl LiveSessions {
                 *entry = (*entry).max(order);
             }
         }
+        if self.shared {
+            for r in &batch {
+                let key = (r.site_id.clone(), r.visitor_id);
+                if r.prev_day_visitor_id != 0 || self.linked.contains_key(&key) {
+                    let entry = self.linked.entry(key).or_insert(r.ts);
+                    *entry = (*entry).max(r.ts);
+                }
+            }
+        }
         if let Some(newest) = batch.iter().map(|r| r.ts).max() {
             self.newest = self.newest.max(newest.min(Utc::now()));
         }
@@ -379,6 +435,7 @@ impl LiveSessions {
         let keep = horizon - SESSION_TIMEOUT;
         self.last.retain(|_, (ts, _)| *ts >= keep);
         self.unseen.retain(|_, ts| *ts >= keep);
+        self.linked.retain(|_, ts| *ts >= keep);
         self.floor = horizon;
     }
 

@@ -242,7 +242,10 @@ impl Loader {
             Some(live) => live.take_over(self.warehouse.as_ref()).await?,
             None => {
                 self.sessions = Some(
-                    LiveSessions::start(self.warehouse.as_ref(), &self.tenant.load(), self.processor.clone()).await?,
+                    LiveSessions::start(self.warehouse.as_ref(), &self.tenant.load(), self.processor.clone())
+                        .await?
+                        // Other loaders of the tenant hold the visitors of other partitions.
+                        .shared_with_other_writers(),
                 )
             }
         }
