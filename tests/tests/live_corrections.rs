@@ -174,7 +174,7 @@ async fn live_equals_replay(seed: u64, writers: usize) -> usize {
     events.shuffle(&mut rng);
     // Each writer's batches, in its own arrival order.
     let mut batches: Vec<std::collections::VecDeque<Vec<RawEvent>>> = vec![Default::default(); writers];
-    for w in 0..writers {
+    for (w, queue) in batches.iter_mut().enumerate() {
         let mine: Vec<RawEvent> = events
             .iter()
             .filter(|e| (e.visitor_id as usize + e.site_id.len()) % writers == w)
@@ -183,7 +183,7 @@ async fn live_equals_replay(seed: u64, writers: usize) -> usize {
         let mut rest = mine.as_slice();
         while !rest.is_empty() {
             let n = rng.random_range(1..=12).min(rest.len());
-            batches[w].push_back(rest[..n].to_vec());
+            queue.push_back(rest[..n].to_vec());
             rest = &rest[n..];
         }
     }
