@@ -1,6 +1,6 @@
 //! The distributed path, each part beside its baseline in one run (issue 4):
 //!
-//! 1. `sightline collector` events/s (batches of 100, N connections) beside a bare rdkafka
+//! 1. `sightline collector` events/s (`--request-events` per request, 100 by default; N connections) beside a bare rdkafka
 //!    producer sending the same messages (one per request, same config) to the same broker,
 //!    in alternating rounds (the median ratio is reported);
 //! 2. `sightline loader` rows/s (the topic's backlog into ClickHouse over HTTP, here the
@@ -76,11 +76,15 @@ struct Args {
     /// part whose figure moves most between runs).
     #[arg(long)]
     collector_only: bool,
+    /// Events per request to the collector (and per message of the bare producer): 100 for a
+    /// server relaying batches, 1 for a browser's pageview.
+    #[arg(long, default_value_t = 100)]
+    request_events: usize,
 }
 
 /// The bare producer: the collector's producer settings, the same messages, the same
 /// number in flight; returns events acknowledged.
-async fn drive_producer(bootstrap: &str, seconds: u64, connections: usize) -> (u64, f64) {
+async fn drive_producer(bootstrap: &str, seconds: u64, connections: usize, per_message: usize) -> (u64, f64) {
     let producer: FutureProducer = rdkafka::ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("acks", "all")
@@ -100,7 +104,7 @@ async fn drive_producer(bootstrap: &str, seconds: u64, connections: usize) -> (u
             tokio::spawn(async move {
                 let mut i = c;
                 while Instant::now() < deadline {
-                    let events = raw_events(SITE, i, 100);
+                    let events = raw_events(SITE, i, per_message);
                     let key = format!("{SITE}:{}", events[0].visitor_id);
                     let payload = serde_json::to_vec(&Envelope {
                         events,
@@ -111,7 +115,7 @@ async fn drive_producer(bootstrap: &str, seconds: u64, connections: usize) -> (u
                     match producer.send_result(record) {
                         Ok(delivery) => {
                             if let Ok(Ok(_)) = delivery.await {
-                                acked.fetch_add(100, Ordering::Relaxed);
+                                acked.fetch_add(per_message as u64, Ordering::Relaxed);
                             }
                         }
                         // Queue full: wait as a client would for its 503 to pass.
@@ -245,12 +249,13 @@ async fn main() {
             &collector.url("/v1/collect"),
             &write_token("bench", SITE),
             SITE,
-            100,
+            args.request_events,
             args.seconds,
             args.connections,
         )
         .await;
-        let (bare_events, producer_eps) = drive_producer(&broker.bootstrap, args.seconds, args.connections).await;
+        let (bare_events, producer_eps) =
+            drive_producer(&broker.bootstrap, args.seconds, args.connections, args.request_events).await;
         collector_events += events;
         producer_events += bare_events;
         ratios.push(collector_eps / producer_eps);
