@@ -115,6 +115,20 @@ pub struct VisitorMessage {
 /// a retry of the same request derives again: the loader then finds it stored. The derived
 /// ids join the client's in `client_ids`, the ids the loader looks up.
 pub fn split_by_visitor(events: Vec<RawEvent>, client_ids: Vec<Uuid>) -> Vec<VisitorMessage> {
+    // Almost every request holds one visitor: one key, no grouping.
+    if let Some(first) = events.first() {
+        if events
+            .iter()
+            .all(|e| e.visitor_id == first.visitor_id && e.site_id == first.site_id)
+        {
+            let key = KafkaSink::key(first);
+            return vec![VisitorMessage {
+                key,
+                events,
+                client_ids,
+            }];
+        }
+    }
     let mut order: Vec<String> = Vec::new();
     let mut groups: std::collections::HashMap<String, Vec<(usize, RawEvent)>> = std::collections::HashMap::new();
     for (i, e) in events.into_iter().enumerate() {
