@@ -14,6 +14,10 @@ pub enum Error {
     /// A statement failed in the warehouse; `sql` is the statement text (never user input).
     #[error("warehouse query failed: {message}")]
     Query { sql: String, message: String },
+    /// A schema statement with no form for where it is to run (the cluster form knows the
+    /// statement kinds `schema` writes); `sql` is the statement (never user input).
+    #[error("no cluster form for a schema statement: {message}")]
+    Ddl { sql: String, message: String },
     /// A client-requested statement outlived its deadline and was cancelled in the engine.
     #[error("the statement ran past its deadline of {0:?} and was cancelled")]
     DeadlineExceeded(std::time::Duration),

@@ -1,6 +1,7 @@
 //! Sightline's core: the tenant spec, raw and processed events, the processor, the schema
 //! and SQL, and the warehouse with its backends. Everything both planes share lives here.
 
+pub mod ddl;
 pub mod error;
 pub mod event;
 pub mod geo;

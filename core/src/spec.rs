@@ -608,6 +608,13 @@ impl TenantSpec {
                 )));
             }
         }
+        if let Some(cluster) = &self.clickhouse.cluster {
+            if !crate::ddl::cluster::valid_cluster_name(cluster) {
+                return Err(err(format!(
+                    "clickhouse.cluster {cluster:?}: use 1-63 letters, digits, '_' and '-', starting with a letter or '_'"
+                )));
+            }
+        }
         if let Some(url) = &self.clickhouse.url {
             if !(url.starts_with("http://") || url.starts_with("https://")) {
                 return Err(err(format!("clickhouse.url {url:?}: expected http:// or https://")));
