@@ -10,6 +10,7 @@ pub mod params;
 pub mod replay;
 pub mod rowbinary;
 pub mod tiers;
+pub mod ttl;
 
 use std::time::Duration;
 

@@ -8,23 +8,28 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use super::rowbinary::{self, RowBinary};
-use super::{InsertFormat, Params, Warehouse};
+use super::{ttl, InsertFormat, Params, Warehouse};
+use crate::ddl::Form;
 use crate::event::{ch_datetime, Event, RawEvent};
 use crate::processor::session::{Session, SessionEntry, SessionState};
 use crate::schema;
 use crate::spec::Tenant;
 use crate::{Error, Result};
 
-/// Schema versions before and after an apply.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Schema versions before and after an apply, and what the spec's retention changed.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SchemaApplied {
     pub from: u32,
     pub to: u32,
+    /// Tables whose TTL was set to the spec's retention (`ttl::apply_spec_ttls`); empty when
+    /// every table had it already.
+    pub ttl_changed: Vec<String>,
 }
 
 /// Creates or migrates one tenant's database to the latest version. Safe to run at every
 /// start and concurrently with readers: every statement is idempotent and recorded only
-/// after it succeeded.
+/// after it succeeded. Statements take the tenant's form (`ddl::Form::for_backend`): on a
+/// ClickHouse cluster (`spec.clickhouse.cluster`, HTTP backend) their cluster form.
 pub async fn apply_schema(wh: &dyn Warehouse, tenant: &Tenant) -> Result<SchemaApplied> {
     apply_schema_to(wh, tenant, u32::MAX).await
 }
@@ -33,8 +38,9 @@ pub async fn apply_schema(wh: &dyn Warehouse, tenant: &Tenant) -> Result<SchemaA
 /// needs an old schema).
 pub async fn apply_schema_to(wh: &dyn Warehouse, tenant: &Tenant, target: u32) -> Result<SchemaApplied> {
     let db = tenant.database();
+    let form = Form::for_backend(tenant, wh.backend())?;
     for statement in schema::bootstrap_statements(tenant) {
-        wh.execute(&statement, &Params::new()).await?;
+        execute_schema_statement(wh, &form, &statement).await?;
     }
     let rows = wh
         .select(
@@ -49,7 +55,7 @@ pub async fn apply_schema_to(wh: &dyn Warehouse, tenant: &Tenant, target: u32) -
         .filter(|m| m.version > from && m.version <= target)
     {
         for statement in &migration.statements {
-            wh.execute(statement, &Params::new()).await?;
+            execute_schema_statement(wh, &form, statement).await?;
         }
         wh.execute(
             &format!(
@@ -64,10 +70,16 @@ pub async fn apply_schema_to(wh: &dyn Warehouse, tenant: &Tenant, target: u32) -
         tracing::info!(tenant = %tenant.name, version = migration.version, "schema migration applied");
         to = migration.version;
     }
-    for statement in schema::spec_statements(tenant, to) {
+    let ttl_changed = ttl::apply_spec_ttls(wh, &form, &db, &schema::spec_statements(tenant, to)).await?;
+    Ok(SchemaApplied { from, to, ttl_changed })
+}
+
+/// Runs one statement of the schema (single-node text, as `schema` writes it) in `form`.
+pub async fn execute_schema_statement(wh: &dyn Warehouse, form: &Form, sql: &str) -> Result<()> {
+    for statement in form.statements(sql)? {
         wh.execute(&statement, &Params::new()).await?;
     }
-    Ok(SchemaApplied { from, to })
+    Ok(())
 }
 
 /// Puts partition `partition` of `staged` (a staging copy of `table`, both in `db`) in the

@@ -18,6 +18,7 @@ use chrono::{DateTime, Datelike, Days, Duration, Months, NaiveDate, Utc};
 use serde_json::Value;
 
 use super::{ops, Params, Warehouse};
+use crate::ddl::Form;
 use crate::event::ch_datetime;
 use crate::schema::{self, legacy, Tier, EVENTS_TABLE, STATE_TABLE};
 use crate::spec::Tenant;
@@ -393,9 +394,7 @@ pub async fn migrate_recent_days(wh: &dyn Warehouse, tenant: &Tenant, now: DateT
     let values = state_values(wh, &db).await?;
     if values.get(LAYOUT).map(String::as_str) == Some("tiers") {
         if hourly_layout_live(wh, &db).await? {
-            for statement in legacy::retire(&db) {
-                wh.execute(&statement, &Params::new()).await?;
-            }
+            retire_hourly(wh, tenant).await?;
         }
         return Ok(Vec::new());
     }
@@ -412,11 +411,19 @@ pub async fn migrate_recent_days(wh: &dyn Warehouse, tenant: &Tenant, now: DateT
     if days.is_empty() {
         // Nothing to move in the background: switch and retire now, while nothing writes.
         write_state(wh, &db, LAYOUT, "tiers").await?;
-        for statement in legacy::retire(&db) {
-            wh.execute(&statement, &Params::new()).await?;
-        }
+        retire_hourly(wh, tenant).await?;
     }
     Ok(recent)
+}
+
+/// Drops the hourly layout's views and tables, in the tenant's form (on a cluster, on every
+/// node, with the local tables behind them).
+async fn retire_hourly(wh: &dyn Warehouse, tenant: &Tenant) -> Result<()> {
+    let form = Form::for_backend(tenant, wh.backend())?;
+    for statement in legacy::retire(&tenant.database()) {
+        ops::execute_schema_statement(wh, &form, &statement).await?;
+    }
+    Ok(())
 }
 
 /// What one step of the backfill did.
