@@ -230,6 +230,153 @@ async fn embedded_cancels_abandoned_statements_and_pools_readers() {
     assert_eq!(running[0]["n"], 0, "cancelled in the engine");
 }
 
+/// Retention is applied only where a table's TTL differs from the spec's, on each backend.
+#[tokio::test(flavor = "multi_thread")]
+async fn embedded_retention_only_where_it_differs() {
+    let dir = tempfile::tempdir().unwrap();
+    let wh = Embedded::open(&dir.path().join("engine"), 1).unwrap();
+    retention_only_where_it_differs(Recorder::new(wh)).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn http_retention_only_where_it_differs() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_front, config) = http_target(&dir, true).await;
+    retention_only_where_it_differs(Recorder::new(Http::new(&config))).await;
+}
+
+/// A backend that records every statement `execute` sends it: what reached the engine.
+struct Recorder<W> {
+    inner: W,
+    executed: std::sync::Mutex<Vec<String>>,
+}
+
+impl<W: Warehouse> Recorder<W> {
+    fn new(inner: W) -> Self {
+        Self {
+            inner,
+            executed: Default::default(),
+        }
+    }
+
+    /// The statements executed since the last call.
+    fn take(&self) -> Vec<String> {
+        std::mem::take(&mut self.executed.lock().unwrap())
+    }
+}
+
+#[async_trait::async_trait]
+impl<W: Warehouse> Warehouse for Recorder<W> {
+    async fn execute(&self, sql: &str, params: &Params) -> sightline_core::Result<()> {
+        self.executed.lock().unwrap().push(sql.to_string());
+        self.inner.execute(sql, params).await
+    }
+    async fn select(&self, sql: &str, params: &Params) -> sightline_core::Result<Vec<serde_json::Value>> {
+        self.inner.select(sql, params).await
+    }
+    async fn select_within(
+        &self,
+        sql: &str,
+        params: &Params,
+        limits: &SelectLimits,
+        hold: StatementHold,
+    ) -> sightline_core::Result<Vec<serde_json::Value>> {
+        self.inner.select_within(sql, params, limits, hold).await
+    }
+    async fn insert(&self, table: &str, columns: &str, format: InsertFormat, rows: Vec<u8>) -> sightline_core::Result<()> {
+        self.inner.insert(table, columns, format, rows).await
+    }
+    fn backend(&self) -> &'static str {
+        self.inner.backend()
+    }
+}
+
+/// An unchanged spec sends no `MODIFY TTL` (each is an ALTER, and one that changes the TTL
+/// a mutation rewriting parts); a changed retention, or a TTL changed by hand, is set.
+async fn retention_only_where_it_differs<W: Warehouse>(wh: Recorder<W>) {
+    let tenant = |raw: u32, rollup: u32| {
+        parse_tenants(
+            &format!(
+                "apiVersion: sightline.dev/v1alpha1\nkind: AnalyticsTenant\nmetadata: {{name: keep}}\n\
+                 spec: {{sites: {{open: true}}, retention: {{rawDays: {raw}, rollupDays: {rollup}}}}}\n"
+            ),
+            "test",
+        )
+        .unwrap()
+        .remove(0)
+    };
+    let ttl_alters = |executed: Vec<String>| -> Vec<String> {
+        executed.into_iter().filter(|s| s.contains("MODIFY TTL")).collect()
+    };
+    let engine_full = |table: &'static str| {
+        let wh = &wh;
+        async move {
+            let rows = wh
+                .select(
+                    "SELECT engine_full FROM system.tables WHERE database = 'sightline_keep' AND name = {t:String}",
+                    &Params::new().bind("t", table),
+                )
+                .await
+                .unwrap();
+            rows[0]["engine_full"].as_str().unwrap().to_string()
+        }
+    };
+
+    let first = ops::apply_schema(&wh, &tenant(400, 800)).await.unwrap();
+    assert_eq!(first.ttl_changed, Vec::<String>::new(), "created with the spec's TTLs");
+    let executed = wh.take();
+    assert!(executed.iter().any(|s| s.starts_with("CREATE TABLE")), "{executed:?}");
+    assert_eq!(ttl_alters(executed), Vec::<String>::new());
+    let again = ops::apply_schema(&wh, &tenant(400, 800)).await.unwrap();
+    assert_eq!(again.ttl_changed, Vec::<String>::new());
+    assert_eq!(ttl_alters(wh.take()), Vec::<String>::new(), "an unchanged spec sends no ALTER");
+
+    // A longer raw retention: events_raw and events change, nothing else does.
+    let changed = ops::apply_schema(&wh, &tenant(500, 800)).await.unwrap();
+    assert_eq!(changed.ttl_changed, ["events_raw", "events"]);
+    assert_eq!(
+        ttl_alters(wh.take()),
+        [
+            "ALTER TABLE sightline_keep.events_raw MODIFY TTL toDateTime(ts) + INTERVAL 500 DAY",
+            "ALTER TABLE sightline_keep.events MODIFY TTL toDateTime(ts) + INTERVAL 500 DAY",
+        ]
+    );
+    for table in ["events_raw", "events"] {
+        assert!(
+            engine_full(table).await.contains("TTL toDateTime(ts) + toIntervalDay(500)"),
+            "{table}"
+        );
+    }
+    assert!(engine_full("rollup_site_15m").await.contains("TTL bucket + toIntervalDay(800)"));
+    let again = ops::apply_schema(&wh, &tenant(500, 800)).await.unwrap();
+    assert_eq!(again.ttl_changed, Vec::<String>::new());
+    assert_eq!(ttl_alters(wh.take()), Vec::<String>::new());
+
+    // A TTL changed by hand is set back; the others are left alone.
+    wh.execute(
+        "ALTER TABLE sightline_keep.rollup_dims_daily MODIFY TTL day + INTERVAL 5 DAY",
+        &Params::new(),
+    )
+    .await
+    .unwrap();
+    wh.take();
+    let repaired = ops::apply_schema(&wh, &tenant(500, 800)).await.unwrap();
+    assert_eq!(repaired.ttl_changed, ["rollup_dims_daily"]);
+    assert_eq!(
+        ttl_alters(wh.take()),
+        ["ALTER TABLE sightline_keep.rollup_dims_daily MODIFY TTL day + INTERVAL 800 DAY"]
+    );
+    assert!(engine_full("rollup_dims_daily").await.contains("TTL day + toIntervalDay(800)"));
+
+    // A table dropped by hand is left to drift repair (which creates it with the spec's
+    // TTL): the apply still succeeds.
+    wh.execute("DROP TABLE sightline_keep.rollup_site_daily", &Params::new())
+        .await
+        .unwrap();
+    let without = ops::apply_schema(&wh, &tenant(600, 800)).await.unwrap();
+    assert_eq!(without.ttl_changed, ["events_raw", "events"]);
+}
+
 async fn http_target(dir: &tempfile::TempDir, compression: bool) -> (Option<ClickHouseFront>, HttpConfig) {
     if let Ok(url) = std::env::var("CLICKHOUSE_URL") {
         let config = HttpConfig {

@@ -1,9 +1,10 @@
-//! Retention as the spec says it, changed only where it differs. Every `MODIFY TTL` starts
-//! a mutation that rewrites the table's parts (`materialize_ttl_after_modify`), and the
-//! schema is applied on every start of a migrating role and every resync of the operator:
-//! so each table's TTL is read first (`system.tables.engine_full`), and only a table whose
-//! TTL is not the spec's gets its `ALTER`. A TTL changed by hand counts as different and is
-//! set back.
+//! Retention as the spec says it, changed only where it differs. Every `MODIFY TTL` is an
+//! ALTER (the table's alter lock; on a replicated table an entry in the replication log
+//! that every replica runs), one that changes the TTL also a mutation that rewrites the
+//! table's parts (`materialize_ttl_after_modify`), and the schema is applied on every start
+//! of a migrating role and every resync of the operator: so each table's TTL is read first
+//! (`system.tables.engine_full`), and only a table whose TTL is not the spec's gets its
+//! `ALTER`. A TTL changed by hand counts as different and is set back.
 
 use std::collections::HashMap;
 
