@@ -25,6 +25,7 @@ use kube::runtime::reflector::Store;
 use kube::{Api, Client, ResourceExt};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use sightline_core::ddl::Form;
 use sightline_core::warehouse::http::{Http, HttpConfig};
 use sightline_core::warehouse::{ops, Params, Warehouse};
 use sightline_ingest::kafka::provision::{Change, Provisioner};
@@ -119,16 +120,17 @@ pub async fn schema(wh: &dyn Warehouse, v: &Validated, plan: &build::ddl::DdlPla
     if applied.from != applied.to {
         tracing::info!(tenant = %v.names.tenant, from = applied.from, to = applied.to, "schema migrated");
     }
+    if !applied.ttl_changed.is_empty() {
+        tracing::info!(tenant = %v.names.tenant, tables = ?applied.ttl_changed, "retention applied");
+    }
     let missing = missing_objects(wh, plan).await?;
     if !missing.is_empty() {
         // Dropped by hand since they were created: `schema_migrations` still records the
         // versions, so apply_schema ran nothing. Every statement of the plan is idempotent
         // on its own; running them all recreates what is missing and leaves the rest.
         tracing::warn!(tenant = %v.names.tenant, ?missing, "schema objects missing; recreating");
-        for step in &plan.steps {
-            for statement in &step.statements {
-                wh.execute(statement, &Params::new()).await?;
-            }
+        for statement in plan.statements() {
+            wh.execute(statement, &Params::new()).await?;
         }
         let still = missing_objects(wh, plan).await?;
         if !still.is_empty() {
@@ -273,16 +275,18 @@ where
 }
 
 /// Deletes what the tenant owns outside Kubernetes (policy `Delete`): its topics and its
-/// database. The children inside Kubernetes go with their owner reference.
-pub async fn drop_external(kafka: &Provisioner, wh: &dyn Warehouse, names: &Names) -> Result<Vec<String>> {
+/// database (on a ClickHouse cluster, on every node). The children inside Kubernetes go
+/// with their owner reference.
+pub async fn drop_external(kafka: &Provisioner, wh: &dyn Warehouse, v: &Validated) -> Result<Vec<String>> {
+    let names = &v.names;
     let mut dropped: Vec<String> = kafka
         .delete(&names.topics)
         .await?
         .into_iter()
         .map(|(topic, _)| format!("topic {topic}"))
         .collect();
-    wh.execute(&format!("DROP DATABASE IF EXISTS {}", names.database), &Params::new())
-        .await?;
+    let form = Form::of(&v.tenant)?;
+    ops::execute_schema_statement(wh, &form, &format!("DROP DATABASE IF EXISTS {}", names.database)).await?;
     dropped.push(format!("database {}", names.database));
     Ok(dropped)
 }

@@ -250,7 +250,7 @@ async fn cleanup(obj: &AnalyticsTenant, ctx: &Context) -> Result<Action> {
                 match v.deletion_policy {
                     sightline_core::spec::DeletionPolicy::Delete => {
                         let wh = apply::warehouse(&ctx.client, &v).await?;
-                        let dropped = apply::drop_external(&ctx.kafka, wh.as_ref(), &v.names).await?;
+                        let dropped = apply::drop_external(&ctx.kafka, wh.as_ref(), &v).await?;
                         (
                             "Deleted",
                             format!("deletionPolicy Delete: dropped {}", dropped.join(", ")),

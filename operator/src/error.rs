@@ -13,7 +13,7 @@ pub enum Error {
     #[error("{message}")]
     Conflict { message: String },
     /// The spec asks for something Sightline does not do (shrink partitions, change the
-    /// replication factor, a ClickHouse cluster).
+    /// replication factor).
     #[error("{message}")]
     NotSupported { message: String },
     /// Kafka is away or not ready: retried with backoff.

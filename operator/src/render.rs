@@ -45,16 +45,38 @@ fn header(name: &str, children: &Children) -> String {
             configs.join(", ")
         ));
     }
+    let ddl = &children.ddl;
+    let place = match &ddl.cluster {
+        Some(cluster) => format!(" on ClickHouse cluster {cluster} (sharded by site)"),
+        None => String::new(),
+    };
     text.push_str(&format!(
-        "# database {}: schema version {} ({} migrations)\n",
-        children.ddl.database,
-        children.ddl.target_version,
-        children.ddl.steps.len()
+        "# database {}{place}: schema version {} ({} migrations)\n",
+        ddl.database,
+        ddl.target_version,
+        ddl.steps.len()
     ));
-    for step in &children.ddl.steps {
+    text.push_str("#   bootstrap\n");
+    push_statements(&mut text, &ddl.bootstrap);
+    for step in &ddl.steps {
         text.push_str(&format!("#   {}: {}\n", step.version, step.description));
+        push_statements(&mut text, &step.statements);
     }
     text
+}
+
+/// Statements as YAML comments, one `;`-terminated statement after another.
+fn push_statements(text: &mut String, statements: &[String]) {
+    for statement in statements {
+        for (i, line) in statement.lines().enumerate() {
+            let indent = if i == 0 { "#     " } else { "#       " };
+            text.push_str(indent);
+            text.push_str(line.trim_start());
+            text.push('\n');
+        }
+        text.pop();
+        text.push_str(";\n");
+    }
 }
 
 #[cfg(test)]
@@ -75,7 +97,30 @@ mod tests {
         assert!(out.contains("# topic sightline.demo.events: "));
         assert!(out.contains("# database sightline_demo: schema version"));
         assert!(!out.contains("data:\n  secret"), "no key is printed");
+        assert!(out.contains("#     CREATE TABLE IF NOT EXISTS sightline_demo.events_raw (\n#       event_id UUID,"));
+        assert!(!out.contains("ON CLUSTER"));
         let e = render("apiVersion: sightline.dev/v1alpha1\nkind: AnalyticsTenant\nmetadata: {name: x}\nspec: {sites: {open: true}, typo: 1}\n", "t.yaml", &OperatorConfig::example("s")).unwrap_err();
         assert!(e.contains("typo"), "{e}");
+    }
+
+    #[test]
+    fn renders_the_cluster_plan_of_a_tenant_on_a_clickhouse_cluster() {
+        let text = include_str!("../../manifests/examples/cluster/sharded.yaml");
+        let out = render(text, "sharded.yaml", &OperatorConfig::example("sightline")).unwrap();
+        assert!(out.contains("# database sightline_media on ClickHouse cluster analytics (sharded by site): schema version"));
+        assert!(out.contains("#     CREATE DATABASE IF NOT EXISTS sightline_media ON CLUSTER analytics;\n"));
+        assert!(out.contains(
+            "#     CREATE TABLE IF NOT EXISTS sightline_media.events ON CLUSTER analytics AS sightline_media.events_local \
+             ENGINE = Distributed(analytics, sightline_media, events_local, sipHash64(site_id));\n"
+        ));
+        assert!(out.contains("ENGINE = ReplicatedMergeTree('/clickhouse/tables/{shard}/sightline_media/events', '{replica}')"));
+        // First lines of statements: continuation lines are indented further.
+        let first_lines: Vec<&str> = out
+            .lines()
+            .filter(|l| l.starts_with("#     ") && !l.starts_with("#      "))
+            .collect();
+        assert!(first_lines.len() > 30, "{first_lines:?}");
+        let on_cluster = first_lines.iter().filter(|l| l.contains(" ON CLUSTER analytics")).count();
+        assert_eq!(first_lines.len(), on_cluster, "every statement runs on the cluster");
     }
 }

@@ -39,8 +39,7 @@ pub struct Report {
     pub topics: Step,
     pub schema: Step,
     pub ingest: Step,
-    /// Set when the whole tenant was refused before any step (Invalid, Conflict,
-    /// NotSupported from validation).
+    /// Set when the whole tenant was refused before any step (Invalid, Conflict).
     pub refused: Option<(&'static str, String)>,
     pub schema_version: Option<u32>,
     pub pipeline_version: Option<u32>,

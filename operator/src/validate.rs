@@ -126,13 +126,6 @@ pub fn validate(obj: &AnalyticsTenant, config: &OperatorConfig) -> Result<Valida
     let spec = obj.spec.tenant.clone();
     spec.validate(&format!("AnalyticsTenant {raw_name}"))
         .map_err(|e| invalid(e.to_string()))?;
-    if let Some(cluster) = &spec.clickhouse.cluster {
-        return Err(Error::NotSupported {
-            message: format!(
-                "clickhouse.cluster {cluster:?}: the cluster form of the DDL (ON CLUSTER, Replicated tables) is not available in this version"
-            ),
-        });
-    }
     let namespace_name = spec
         .ingest
         .namespace
@@ -289,5 +282,22 @@ pub(crate) mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("clickhouse.database"), "{e}");
+    }
+
+    #[test]
+    fn a_clickhouse_cluster_is_accepted_and_a_bad_cluster_name_is_named() {
+        let v = validate(
+            &object("acme", "sites: { open: true }\nclickhouse: { cluster: eu-west-1 }"),
+            &OperatorConfig::example("s"),
+        )
+        .unwrap();
+        assert_eq!(v.tenant.spec.clickhouse.cluster.as_deref(), Some("eu-west-1"));
+        let e = validate(
+            &object("acme", "sites: { open: true }\nclickhouse: { cluster: 'a`b' }"),
+            &OperatorConfig::example("s"),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("clickhouse.cluster"), "{e}");
+        assert_eq!(e.reason(), "Invalid");
     }
 }

@@ -307,6 +307,7 @@ async fn reconcile_applies_children_and_status_then_topics_and_tables_work_and_d
     assert!(status.conditions.iter().all(|c| c.observed_generation == Some(1)));
     let latest =
         sightline_operator::build::ddl::build(&sightline_operator::validate::validate(&t, &engines.config()).unwrap())
+            .unwrap()
             .target_version;
     assert_eq!(status.schema_version, Some(latest));
     assert_eq!(status.sites, Some(1));

@@ -47,7 +47,7 @@ pub struct Children {
 pub fn build(v: &Validated, key: Option<&SigningKey>) -> Result<Children> {
     Ok(Children {
         topics: topics::build(v),
-        ddl: ddl::build(v),
+        ddl: ddl::build(v)?,
         secret: secret::build(v, key),
         config_map: config_map::build(v)?,
         collector: collector::deployment(v),
