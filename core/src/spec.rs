@@ -86,8 +86,9 @@ pub struct ClickHouseSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 63), pattern(r"^[a-z_][a-z0-9_]*$"))]
     pub database: Option<String>,
-    /// A ClickHouse cluster name for the cluster form of the DDL (ON CLUSTER, Replicated
-    /// tables).
+    /// A ClickHouse cluster name (in the servers' `remote_servers`): every statement of the
+    /// DDL then runs ON CLUSTER, tables with a site are Replicated*MergeTree `<table>_local`
+    /// tables on each shard behind Distributed tables sharded by site (docs/storage.md).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 63), pattern(r"^[A-Za-z_][A-Za-z0-9_-]*$"))]
     pub cluster: Option<String>,
