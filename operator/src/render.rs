@@ -107,20 +107,26 @@ mod tests {
     fn renders_the_cluster_plan_of_a_tenant_on_a_clickhouse_cluster() {
         let text = include_str!("../../manifests/examples/cluster/sharded.yaml");
         let out = render(text, "sharded.yaml", &OperatorConfig::example("sightline")).unwrap();
-        assert!(out.contains("# database sightline_media on ClickHouse cluster analytics (sharded by site): schema version"));
+        assert!(out
+            .contains("# database sightline_media on ClickHouse cluster analytics (sharded by site): schema version"));
         assert!(out.contains("#     CREATE DATABASE IF NOT EXISTS sightline_media ON CLUSTER analytics;\n"));
         assert!(out.contains(
             "#     CREATE TABLE IF NOT EXISTS sightline_media.events ON CLUSTER analytics AS sightline_media.events_local \
              ENGINE = Distributed(analytics, sightline_media, events_local, sipHash64(site_id));\n"
         ));
-        assert!(out.contains("ENGINE = ReplicatedMergeTree('/clickhouse/tables/{shard}/sightline_media/events', '{replica}')"));
+        assert!(out.contains(
+            "ENGINE = ReplicatedMergeTree('/clickhouse/tables/{shard}/sightline_media/events', '{replica}')"
+        ));
         // First lines of statements: continuation lines are indented further.
         let first_lines: Vec<&str> = out
             .lines()
             .filter(|l| l.starts_with("#     ") && !l.starts_with("#      "))
             .collect();
         assert!(first_lines.len() > 30, "{first_lines:?}");
-        let on_cluster = first_lines.iter().filter(|l| l.contains(" ON CLUSTER analytics")).count();
+        let on_cluster = first_lines
+            .iter()
+            .filter(|l| l.contains(" ON CLUSTER analytics"))
+            .count();
         assert_eq!(first_lines.len(), on_cluster, "every statement runs on the cluster");
     }
 }

@@ -283,7 +283,13 @@ impl<W: Warehouse> Warehouse for Recorder<W> {
     ) -> sightline_core::Result<Vec<serde_json::Value>> {
         self.inner.select_within(sql, params, limits, hold).await
     }
-    async fn insert(&self, table: &str, columns: &str, format: InsertFormat, rows: Vec<u8>) -> sightline_core::Result<()> {
+    async fn insert(
+        &self,
+        table: &str,
+        columns: &str,
+        format: InsertFormat,
+        rows: Vec<u8>,
+    ) -> sightline_core::Result<()> {
         self.inner.insert(table, columns, format, rows).await
     }
     fn backend(&self) -> &'static str {
@@ -305,9 +311,8 @@ async fn retention_only_where_it_differs<W: Warehouse>(wh: Recorder<W>) {
         .unwrap()
         .remove(0)
     };
-    let ttl_alters = |executed: Vec<String>| -> Vec<String> {
-        executed.into_iter().filter(|s| s.contains("MODIFY TTL")).collect()
-    };
+    let ttl_alters =
+        |executed: Vec<String>| -> Vec<String> { executed.into_iter().filter(|s| s.contains("MODIFY TTL")).collect() };
     let engine_full = |table: &'static str| {
         let wh = &wh;
         async move {
@@ -329,7 +334,11 @@ async fn retention_only_where_it_differs<W: Warehouse>(wh: Recorder<W>) {
     assert_eq!(ttl_alters(executed), Vec::<String>::new());
     let again = ops::apply_schema(&wh, &tenant(400, 800)).await.unwrap();
     assert_eq!(again.ttl_changed, Vec::<String>::new());
-    assert_eq!(ttl_alters(wh.take()), Vec::<String>::new(), "an unchanged spec sends no ALTER");
+    assert_eq!(
+        ttl_alters(wh.take()),
+        Vec::<String>::new(),
+        "an unchanged spec sends no ALTER"
+    );
 
     // A longer raw retention: events_raw and events change, nothing else does.
     let changed = ops::apply_schema(&wh, &tenant(500, 800)).await.unwrap();
@@ -343,11 +352,15 @@ async fn retention_only_where_it_differs<W: Warehouse>(wh: Recorder<W>) {
     );
     for table in ["events_raw", "events"] {
         assert!(
-            engine_full(table).await.contains("TTL toDateTime(ts) + toIntervalDay(500)"),
+            engine_full(table)
+                .await
+                .contains("TTL toDateTime(ts) + toIntervalDay(500)"),
             "{table}"
         );
     }
-    assert!(engine_full("rollup_site_15m").await.contains("TTL bucket + toIntervalDay(800)"));
+    assert!(engine_full("rollup_site_15m")
+        .await
+        .contains("TTL bucket + toIntervalDay(800)"));
     let again = ops::apply_schema(&wh, &tenant(500, 800)).await.unwrap();
     assert_eq!(again.ttl_changed, Vec::<String>::new());
     assert_eq!(ttl_alters(wh.take()), Vec::<String>::new());
@@ -366,7 +379,9 @@ async fn retention_only_where_it_differs<W: Warehouse>(wh: Recorder<W>) {
         ttl_alters(wh.take()),
         ["ALTER TABLE sightline_keep.rollup_dims_daily MODIFY TTL day + INTERVAL 800 DAY"]
     );
-    assert!(engine_full("rollup_dims_daily").await.contains("TTL day + toIntervalDay(800)"));
+    assert!(engine_full("rollup_dims_daily")
+        .await
+        .contains("TTL day + toIntervalDay(800)"));
 
     // A table dropped by hand is left to drift repair (which creates it with the spec's
     // TTL): the apply still succeeds.

@@ -316,13 +316,19 @@ mod tests {
 PARTITION BY toYYYYMMDD(ts)
 ORDER BY (site_id, ts)
 TTL toDateTime(ts) + INTERVAL 30 DAY";
-    const ROLLUP: &str = "CREATE TABLE IF NOT EXISTS db.rollup (site_id LowCardinality(String), n SimpleAggregateFunction(sum, Int64)) \
+    const ROLLUP: &str =
+        "CREATE TABLE IF NOT EXISTS db.rollup (site_id LowCardinality(String), n SimpleAggregateFunction(sum, Int64)) \
                           ENGINE = AggregatingMergeTree ORDER BY site_id";
     const STATE: &str = "CREATE TABLE IF NOT EXISTS db.state (key String, value String, version UInt64) \
                          ENGINE = ReplacingMergeTree(version) ORDER BY key";
 
     fn form(cluster: &str) -> ClusterForm {
-        ClusterForm::new(cluster, "db", [RAW, ROLLUP, STATE, "ALTER TABLE db.x ADD COLUMN a UInt8"]).unwrap()
+        ClusterForm::new(
+            cluster,
+            "db",
+            [RAW, ROLLUP, STATE, "ALTER TABLE db.x ADD COLUMN a UInt8"],
+        )
+        .unwrap()
     }
 
     #[test]
@@ -408,7 +414,8 @@ TTL toDateTime(ts) + INTERVAL 30 DAY",
             ["ALTER TABLE db.events_raw_local ON CLUSTER main MODIFY TTL toDateTime(ts) + INTERVAL 9 DAY"]
         );
         assert_eq!(
-            f.statements("ALTER TABLE db.state ADD COLUMN IF NOT EXISTS y String").unwrap(),
+            f.statements("ALTER TABLE db.state ADD COLUMN IF NOT EXISTS y String")
+                .unwrap(),
             ["ALTER TABLE db.state ON CLUSTER main ADD COLUMN IF NOT EXISTS y String"]
         );
         let e = f.statements("ALTER TABLE db.nope ADD COLUMN y String").unwrap_err();
@@ -449,10 +456,14 @@ TTL toDateTime(ts) + INTERVAL 30 DAY",
 
     #[test]
     fn what_has_no_cluster_form_is_refused_by_name() {
-        let e = ClusterForm::new("main", "db", ["CREATE TABLE IF NOT EXISTS db.m (site_id String) ENGINE = Memory"])
-            .unwrap()
-            .statements("CREATE TABLE IF NOT EXISTS db.m (site_id String) ENGINE = Memory")
-            .unwrap_err();
+        let e = ClusterForm::new(
+            "main",
+            "db",
+            ["CREATE TABLE IF NOT EXISTS db.m (site_id String) ENGINE = Memory"],
+        )
+        .unwrap()
+        .statements("CREATE TABLE IF NOT EXISTS db.m (site_id String) ENGINE = Memory")
+        .unwrap_err();
         assert!(e.0.contains("engine Memory"), "{e}");
         for bad in ["", "1main", "ma in", "a`b", "x{shard}"] {
             assert!(ClusterForm::new(bad, "db", [RAW]).is_err(), "{bad:?}");

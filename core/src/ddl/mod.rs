@@ -35,11 +35,12 @@ impl Form {
             .into_iter()
             .chain(schema::migrations(tenant).into_iter().flat_map(|m| m.statements))
             .collect();
-        let form = ClusterForm::new(cluster, &tenant.database(), created.iter().map(String::as_str))
-            .map_err(|e| Error::Ddl {
+        let form = ClusterForm::new(cluster, &tenant.database(), created.iter().map(String::as_str)).map_err(|e| {
+            Error::Ddl {
                 sql: String::new(),
                 message: e.to_string(),
-            })?;
+            }
+        })?;
         Ok(Form::Cluster(form))
     }
 
@@ -135,13 +136,16 @@ mod tests {
         let form = Form::of(&t).unwrap();
         assert_eq!(form, Form::SingleNode);
         for sql in every_statement(&t) {
-            assert_eq!(form.statements(&sql).unwrap(), [sql.clone()]);
+            assert_eq!(form.statements(&sql).unwrap(), vec![sql]);
         }
         assert_eq!(form.storage_table("events"), "events");
         assert_eq!(form.cluster(), None);
         let clustered = tenant("clickhouse: { cluster: main }");
         assert_eq!(Form::for_backend(&clustered, "embedded").unwrap(), Form::SingleNode);
-        assert!(matches!(Form::for_backend(&clustered, "http").unwrap(), Form::Cluster(_)));
+        assert!(matches!(
+            Form::for_backend(&clustered, "http").unwrap(),
+            Form::Cluster(_)
+        ));
     }
 
     #[test]
@@ -165,7 +169,10 @@ mod tests {
             schema::Tier::Daily.table(true),
             schema::legacy::SITE_ROLLUP,
         ] {
-            assert_eq!(form.created_tables(table), [format!("{table}_local"), table.to_string()]);
+            assert_eq!(
+                form.created_tables(table),
+                [format!("{table}_local"), table.to_string()]
+            );
         }
         for table in [schema::MIGRATIONS_TABLE, schema::STATE_TABLE, schema::INTENTS_TABLE] {
             assert_eq!(form.created_tables(table), [table.to_string()]);
@@ -174,7 +181,11 @@ mod tests {
         let v6 = schema::migrations(&t).into_iter().find(|m| m.version == 6).unwrap();
         let view = v6.statements.iter().find(|s| s.contains("rollup_site_15m_mv")).unwrap();
         let out = form.statements(view).unwrap();
-        assert!(out[0].contains(&format!("TO {db}.rollup_site_15m_local AS SELECT")), "{}", out[0]);
+        assert!(
+            out[0].contains(&format!("TO {db}.rollup_site_15m_local AS SELECT")),
+            "{}",
+            out[0]
+        );
         assert!(out[0].contains(&format!("FROM {db}.events_local WHERE")), "{}", out[0]);
         assert!(!out[0].contains(&format!("{db}.events ")), "{}", out[0]);
     }

@@ -37,18 +37,12 @@ impl fmt::Display for Qualified<'_> {
 /// `actions`) are borrowed exactly as written.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Statement<'a> {
-    CreateDatabase {
-        if_not_exists: bool,
-        database: &'a str,
-    },
+    CreateDatabase { if_not_exists: bool, database: &'a str },
     CreateTable(CreateTable<'a>),
     CreateView(CreateView<'a>),
     Alter(Alter<'a>),
     Drop(Drop<'a>),
-    DropDatabase {
-        if_exists: bool,
-        database: &'a str,
-    },
+    DropDatabase { if_exists: bool, database: &'a str },
 }
 
 /// `CREATE TABLE [IF NOT EXISTS] db.t (elements) ENGINE = Engine[(args)]clauses`
@@ -562,7 +556,13 @@ mod tests {
             panic!("a table")
         };
         assert!(t.if_not_exists);
-        assert_eq!(t.table, Qualified { database: "db", name: "state" });
+        assert_eq!(
+            t.table,
+            Qualified {
+                database: "db",
+                name: "state"
+            }
+        );
         assert_eq!(t.engine, "ReplacingMergeTree");
         assert_eq!(t.engine_args, Some("version"));
         assert_eq!(t.clauses, " ORDER BY key");
@@ -575,7 +575,10 @@ mod tests {
             panic!("a table")
         };
         assert!(!t.if_not_exists);
-        assert_eq!((t.engine, t.engine_args, t.clauses), ("ReplacingMergeTree", None, " ORDER BY version"));
+        assert_eq!(
+            (t.engine, t.engine_args, t.clauses),
+            ("ReplacingMergeTree", None, " ORDER BY version")
+        );
     }
 
     #[test]
@@ -586,10 +589,17 @@ mod tests {
             panic!("a view")
         };
         assert_eq!((v.view.name, v.target.name), ("r_mv", "r"));
-        assert_eq!(v.sources(), [Qualified { database: "db", name: "events" }]);
+        assert_eq!(
+            v.sources(),
+            [Qualified {
+                database: "db",
+                name: "events"
+            }]
+        );
         assert_eq!(Statement::parse(sql).unwrap().to_sql(), sql);
 
-        let alter = "ALTER TABLE db.events ADD COLUMN IF NOT EXISTS sign Int8 DEFAULT 1, ADD COLUMN IF NOT EXISTS p String";
+        let alter =
+            "ALTER TABLE db.events ADD COLUMN IF NOT EXISTS sign Int8 DEFAULT 1, ADD COLUMN IF NOT EXISTS p String";
         let Statement::Alter(a) = Statement::parse(alter).unwrap() else {
             panic!("an alter")
         };
@@ -608,7 +618,9 @@ mod tests {
         let Statement::Alter(a) = mixed else { panic!("an alter") };
         assert!(a.scope().unwrap_err().0.contains("mixes"));
         let unknown = Statement::parse("ALTER TABLE db.e DELETE WHERE 1").unwrap();
-        let Statement::Alter(a) = unknown else { panic!("an alter") };
+        let Statement::Alter(a) = unknown else {
+            panic!("an alter")
+        };
         assert!(a.scope().unwrap_err().0.contains("DELETE WHERE 1"));
 
         assert_eq!(
@@ -616,7 +628,10 @@ mod tests {
             Statement::Drop(Drop {
                 kind: DropKind::View,
                 if_exists: true,
-                name: Qualified { database: "db", name: "r_mv" }
+                name: Qualified {
+                    database: "db",
+                    name: "r_mv"
+                }
             })
         );
         assert_eq!(
@@ -636,9 +651,15 @@ mod tests {
     fn what_the_grammar_does_not_know_is_an_error_that_says_what_was_expected() {
         for (sql, expected) in [
             ("SELECT 1", "expected CREATE DATABASE"),
-            ("CREATE TABLE events (a UInt8) ENGINE = MergeTree", "qualified by its database"),
+            (
+                "CREATE TABLE events (a UInt8) ENGINE = MergeTree",
+                "qualified by its database",
+            ),
             ("CREATE TABLE db.t AS db.u ENGINE = MergeTree", "expected '('"),
-            ("CREATE TABLE db.t (a String DEFAULT ')') ORDER BY a", "expected ENGINE ="),
+            (
+                "CREATE TABLE db.t (a String DEFAULT ')') ORDER BY a",
+                "expected ENGINE =",
+            ),
             ("CREATE TABLE db.t (a UInt8", "closing ')'"),
             ("CREATE MATERIALIZED VIEW db.v AS SELECT 1", "expected TO"),
             ("CREATE MATERIALIZED VIEW db.v TO db.t AS ", "a SELECT after AS"),
@@ -652,7 +673,10 @@ mod tests {
 
     #[test]
     fn scanning_skips_literals_and_nested_groups() {
-        assert_eq!(split_top_level("a, f(b, c), 'd,e', `x,y`", ','), ["a", "f(b, c)", "'d,e'", "`x,y`"]);
+        assert_eq!(
+            split_top_level("a, f(b, c), 'd,e', `x,y`", ','),
+            ["a", "f(b, c)", "'d,e'", "`x,y`"]
+        );
         let engine = "MergeTree PARTITION BY toYYYYMMDD(ts) ORDER BY (site_id, ts) TTL toDateTime(ts) + toIntervalDay(30) SETTINGS index_granularity = 8192";
         assert_eq!(&engine[find_top_level_word(engine, "TTL").unwrap()..][..4], "TTL ");
         assert_eq!(find_top_level_word("MergeTree ORDER BY (ttl, a)", "TTL"), None);

@@ -133,7 +133,10 @@ mod tests {
             ttl_of("ReplicatedAggregatingMergeTree('/clickhouse/tables/{shard}/db/r', '{replica}') PARTITION BY toYYYYMM(day) ORDER BY (site_id, day) TTL day + toIntervalDay(90)"),
             Some("day + toIntervalDay(90)")
         );
-        assert_eq!(ttl_of("ReplacingMergeTree(version) ORDER BY key SETTINGS index_granularity = 8192"), None);
+        assert_eq!(
+            ttl_of("ReplacingMergeTree(version) ORDER BY key SETTINGS index_granularity = 8192"),
+            None
+        );
         assert_eq!(ttl_of("MergeTree('a TTL b') ORDER BY ttl"), None);
     }
 }

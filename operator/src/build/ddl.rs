@@ -49,7 +49,10 @@ pub fn build(v: &Validated) -> Result<DdlPlan> {
     let bootstrap_sql = schema::bootstrap_statements(&v.tenant);
     let migrations = schema::migrations(&v.tenant);
     let mut objects = Vec::new();
-    for sql in bootstrap_sql.iter().chain(migrations.iter().flat_map(|m| &m.statements)) {
+    for sql in bootstrap_sql
+        .iter()
+        .chain(migrations.iter().flat_map(|m| &m.statements))
+    {
         // Every statement parses: `Form::of` read them all already.
         match Statement::parse(sql) {
             Ok(Statement::CreateTable(t)) if t.table.database == v.names.database => {
@@ -84,7 +87,9 @@ pub fn build(v: &Validated) -> Result<DdlPlan> {
 impl DdlPlan {
     /// Every statement, in the order apply runs them: bootstrap, then the migrations.
     pub fn statements(&self) -> impl Iterator<Item = &String> {
-        self.bootstrap.iter().chain(self.steps.iter().flat_map(|s| &s.statements))
+        self.bootstrap
+            .iter()
+            .chain(self.steps.iter().flat_map(|s| &s.statements))
     }
 }
 
@@ -111,7 +116,13 @@ mod tests {
             .chain(schema::migrations(&t).into_iter().flat_map(|m| m.statements))
             .collect();
         assert_eq!(p.statements().cloned().collect::<Vec<_>>(), expected);
-        for o in ["events", "events_raw", "rollup_site_15m_mv", "schema_migrations", "storage_state"] {
+        for o in [
+            "events",
+            "events_raw",
+            "rollup_site_15m_mv",
+            "schema_migrations",
+            "storage_state",
+        ] {
             assert!(p.objects.contains(&o.to_string()), "{o}: {:?}", p.objects);
         }
         assert!(!p.objects.iter().any(|o| o.ends_with("_local")));
@@ -121,12 +132,19 @@ mod tests {
     fn the_cluster_plan_runs_on_the_cluster_with_local_and_distributed_tables() {
         let p = plan("sites: { open: true }\nclickhouse: { cluster: analytics }");
         assert_eq!(p.cluster.as_deref(), Some("analytics"));
-        assert_eq!(p.bootstrap[0], "CREATE DATABASE IF NOT EXISTS sightline_acme ON CLUSTER analytics");
+        assert_eq!(
+            p.bootstrap[0],
+            "CREATE DATABASE IF NOT EXISTS sightline_acme ON CLUSTER analytics"
+        );
         assert!(p.statements().all(|s| s.contains(" ON CLUSTER analytics")));
         let single = plan("sites: { open: true }");
         assert_eq!(
             p.steps.iter().map(|s| (s.version, s.description)).collect::<Vec<_>>(),
-            single.steps.iter().map(|s| (s.version, s.description)).collect::<Vec<_>>()
+            single
+                .steps
+                .iter()
+                .map(|s| (s.version, s.description))
+                .collect::<Vec<_>>()
         );
         assert!(p.statements().count() > single.statements().count());
         for o in [
