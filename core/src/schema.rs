@@ -416,6 +416,17 @@ SETTINGS index_granularity = {}",
         format!("uniqMerge({expr})")
     }
 
+    /// The tables and views `retire` drops: once a tenant is on the tiers they are gone on
+    /// purpose, and drift repair must not bring them back.
+    pub fn retired_objects() -> Vec<String> {
+        vec![
+            format!("{SITE_ROLLUP}_mv"),
+            format!("{DIM_ROLLUP}_mv"),
+            SITE_ROLLUP.to_string(),
+            DIM_ROLLUP.to_string(),
+        ]
+    }
+
     /// What retires layout 1 once the tiers hold every day (`warehouse::tiers`).
     pub fn retire(db: &str) -> Vec<String> {
         vec![

@@ -27,7 +27,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use sightline_core::ddl::Form;
 use sightline_core::warehouse::http::{Http, HttpConfig};
-use sightline_core::warehouse::{ops, Params, Warehouse};
+use sightline_core::warehouse::{ops, tiers, Params, Warehouse};
 use sightline_ingest::kafka::provision::{Change, Provisioner};
 
 use crate::build::{self, Children};
@@ -129,7 +129,15 @@ pub async fn schema(wh: &dyn Warehouse, v: &Validated, plan: &build::ddl::DdlPla
         // versions, so apply_schema ran nothing. Every statement of the plan is idempotent
         // on its own; running them all recreates what is missing and leaves the rest.
         tracing::warn!(tenant = %v.names.tenant, ?missing, "schema objects missing; recreating");
-        for statement in plan.statements() {
+        // The plan holds the hourly layout of migration 1; a tenant on the tiers retired it
+        // (where nothing wrote: dropping a view under an insert can leave the insert half
+        // through its views), so its statements are not run again.
+        let retired = if tiers::read_state(wh, &plan.database).await?.layout == tiers::Layout::Tiers {
+            sightline_core::schema::legacy::retired_objects()
+        } else {
+            Vec::new()
+        };
+        for statement in plan.statements().filter(|s| !mentions_any(s, &retired)) {
             wh.execute(statement, &Params::new()).await?;
         }
         let still = missing_objects(wh, plan).await?;
@@ -144,6 +152,20 @@ pub async fn schema(wh: &dyn Warehouse, v: &Validated, plan: &build::ddl::DdlPla
         }
     }
     Ok(applied.to)
+}
+
+/// Whether `sql` names one of `objects` (`<db>.<name>`, or on a cluster its `<name>_local`
+/// storage table), as a whole name: `rollup_site_hourly` is not `rollup_site_hourly_mv`.
+fn mentions_any(sql: &str, objects: &[String]) -> bool {
+    let word = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    objects.iter().any(|name| {
+        let needle = format!(".{name}");
+        sql.match_indices(&needle).any(|(at, _)| {
+            let rest = &sql[at + needle.len()..];
+            let rest = rest.strip_prefix("_local").unwrap_or(rest);
+            !rest.starts_with(word)
+        })
+    })
 }
 
 async fn missing_objects(wh: &dyn Warehouse, plan: &build::ddl::DdlPlan) -> Result<Vec<String>> {
@@ -289,4 +311,28 @@ pub async fn drop_external(kafka: &Provisioner, wh: &dyn Warehouse, v: &Validate
     ops::execute_schema_statement(wh, &form, &format!("DROP DATABASE IF EXISTS {}", names.database)).await?;
     dropped.push(format!("database {}", names.database));
     Ok(dropped)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statements_of_retired_objects_are_told_by_whole_names() {
+        let retired = sightline_core::schema::legacy::retired_objects();
+        assert!(mentions_any("DROP VIEW IF EXISTS db.rollup_site_hourly_mv", &retired));
+        assert!(mentions_any(
+            "CREATE TABLE db.rollup_dims_hourly_local ON CLUSTER c (x UInt8)",
+            &retired
+        ));
+        assert!(mentions_any(
+            "ALTER TABLE db.rollup_site_hourly ADD COLUMN x UInt8",
+            &retired
+        ));
+        assert!(!mentions_any(
+            "CREATE TABLE db.rollup_site_hourly_archive (x UInt8)",
+            &retired
+        ));
+        assert!(!mentions_any("CREATE TABLE db.rollup_site_15m (x UInt8)", &retired));
+    }
 }

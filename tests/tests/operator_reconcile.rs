@@ -11,7 +11,7 @@ use kube::runtime::reflector;
 use kube::runtime::watcher;
 use serde_json::{json, Value};
 use sightline_core::warehouse::http::{Http, HttpConfig};
-use sightline_core::warehouse::{ops, Params, Warehouse};
+use sightline_core::warehouse::{ops, tiers, Params, Warehouse};
 use sightline_ingest::kafka::provision::{topic_specs, Provisioner};
 use sightline_ingest::kafka::topics;
 use sightline_operator::controller::{error_policy, reconcile, Context};
@@ -332,9 +332,21 @@ async fn reconcile_applies_children_and_status_then_topics_and_tables_work_and_d
         "the view fed the rollup"
     );
 
+    // A loader's first start moves the new database onto the tiers, and the hourly layout
+    // retires (writer-free); drift repair must not bring it back.
+    let tenant = sightline_operator::validate::validate(&t, &engines.config())
+        .unwrap()
+        .tenant;
+    let now = chrono::Utc::now();
+    tiers::migrate_recent_days(&wh, &tenant, now).await.unwrap();
+    tiers::backfill(&wh, &tenant, now).await.unwrap();
+    tiers::migrate_recent_days(&wh, &tenant, now).await.unwrap();
+    let hourly = "SELECT count() AS n FROM system.tables WHERE database = 'sightline_acme' AND name LIKE '%hourly%'";
+    assert_eq!(count(&wh, hourly).await, 0, "the hourly layout retired");
+
     // Drift: a view dropped and a topic deleted by hand are back after the next reconcile,
     // which changes no condition (so records no Event) and keeps the Secret.
-    wh.execute("DROP TABLE sightline_acme.rollup_dims_hourly_mv", &Params::new())
+    wh.execute("DROP TABLE sightline_acme.rollup_dims_15m_mv", &Params::new())
         .await
         .unwrap();
     let [_, dlq] = topics("acme");
@@ -364,10 +376,11 @@ async fn reconcile_applies_children_and_status_then_topics_and_tables_work_and_d
     assert!(kafka.describe(&dlq).await.unwrap().is_some(), "topic recreated");
     let views = count(
         &wh,
-        "SELECT count() AS n FROM system.tables WHERE database = 'sightline_acme' AND name = 'rollup_dims_hourly_mv'",
+        "SELECT count() AS n FROM system.tables WHERE database = 'sightline_acme' AND name = 'rollup_dims_15m_mv'",
     )
     .await;
     assert_eq!(views, 1, "view recreated");
+    assert_eq!(count(&wh, hourly).await, 0, "the retired hourly layout stays retired");
 }
 
 /// One processed event through the events table (its views fill the rollups).

@@ -64,6 +64,13 @@ pub fn build(v: &Validated) -> Result<DdlPlan> {
             _ => {}
         }
     }
+    // The hourly layout's objects retire once a tenant is on the tiers (a loader's first
+    // start on a new database): drift repair must not bring them back.
+    let retired: Vec<String> = schema::legacy::retired_objects()
+        .into_iter()
+        .flat_map(|name| form.created_tables(&name))
+        .collect();
+    objects.retain(|o| !retired.contains(o));
     objects.sort();
     objects.dedup();
     let mut steps = Vec::with_capacity(migrations.len());
