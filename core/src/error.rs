@@ -26,6 +26,41 @@ pub enum Error {
     Decode(String),
     #[error("secret: {0}")]
     Secret(String),
+    /// A replay asked for something that cannot be done (an empty or reversed range, a site
+    /// the tenant does not have, a checkpoint of another run); names what is wrong.
+    #[error("replay: {0}")]
+    InvalidReplay(String),
+    /// A tenant no spec names.
+    #[error("unknown tenant {0:?}")]
+    UnknownTenant(String),
+    /// A replay of a day that can still receive events, without `force`
+    /// (docs/replay.md, "Sealing").
+    #[error("day {day} is not sealed yet (days through {sealed_through} are): it can still receive events; force the replay to run it beside the writers")]
+    DayNotSealed {
+        day: chrono::NaiveDate,
+        sealed_through: chrono::NaiveDate,
+    },
+    /// Another replay (or sealing) holds the day's lease.
+    #[error("day {day} is being replayed by {holder} ({purpose}); try again once it is done")]
+    DayLeased {
+        day: chrono::NaiveDate,
+        holder: String,
+        purpose: String,
+    },
+    /// A replay's staging disagrees with `events_raw` at swap time: nothing was swapped.
+    #[error("day {day}: {message}; the live tables are unchanged")]
+    ReplayMismatch { day: chrono::NaiveDate, message: String },
+    /// A run cancelled between days.
+    #[error("cancelled")]
+    Cancelled,
+    /// A replay stopped by an error on `day` (or cancelled): `report` holds the days done
+    /// before it (each swapped whole and checkpointed).
+    #[error("replay stopped at day {day}: {cause} ({} days done before it)", report.days.len())]
+    ReplayStopped {
+        day: chrono::NaiveDate,
+        cause: Box<Error>,
+        report: Box<crate::warehouse::replay::ReplayReport>,
+    },
     #[error(transparent)]
     Io(#[from] std::io::Error),
 }

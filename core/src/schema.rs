@@ -43,6 +43,9 @@ pub const MIGRATIONS_TABLE: &str = "schema_migrations";
 pub const STATE_TABLE: &str = "storage_state";
 /// The loaders' write-ahead intents (see `ingest::loader::store`).
 pub const INTENTS_TABLE: &str = "loader_intents";
+/// Leases on UTC days taken by replays (`warehouse::replay::lease`): writers hold back a
+/// leased day's events, and two replays never work on one day at once.
+pub const LEASES_TABLE: &str = "day_leases";
 
 /// Rows per granule of the rollups. Each row holds a `uniq` state of up to kilobytes, and a
 /// read decodes whole granules: the default 8192 made a 720-row read decode megabytes.
@@ -537,12 +540,30 @@ ORDER BY (topic, partition)"
                 statements
             },
         },
+        // 7 is taken by another change in flight (the monthly tier); leases are 8.
+        Migration {
+            version: 8,
+            description: "day_leases: replays lease the UTC days they rebuild; writers hold those days' events back",
+            statements: vec![format!(
+                "CREATE TABLE IF NOT EXISTS {db}.{LEASES_TABLE} (
+    day Date,
+    holder String,
+    purpose LowCardinality(String),
+    taken_at DateTime64(3, 'UTC'),
+    expires_at DateTime64(3, 'UTC'),
+    released UInt8,
+    version UInt64
+) ENGINE = MergeTree
+ORDER BY (day, holder, version)
+TTL toDateTime(taken_at) + INTERVAL 30 DAY"
+            )],
+        },
     ]
 }
 
 /// The version `apply_schema` brings a tenant to: the last migration's.
 pub fn latest_version() -> u32 {
-    6
+    8
 }
 
 /// Statements run on every apply after the migrations, for the tables of schema `version`:
@@ -644,6 +665,7 @@ mod tests {
             (4, "85c57d39989e55f0164c0bdd2a8407369a529878ac4774d718d33f654b85d41b"),
             (5, "020eb1dd0cbf510f9b4842f8f5a3a8bf519ae9717ccd07f81a0865b04816f6a0"),
             (6, "d5bb24dbd3229c6f087307fb62a56c768b44696e168c4cfc2a69b11bc1da9faf"),
+            (8, "095865ee5a12fd49a3a2bf80c6185d802f4f930d47bd38e2f681b2c9b3e49235"),
         ];
         for m in migrations(&tenant()) {
             let mut h = Sha256::new();

@@ -205,7 +205,19 @@ pub async fn restore_sessions(
     until: DateTime<Utc>,
     state: &mut SessionState,
 ) -> Result<usize> {
-    restore(wh, db, until, None, state).await
+    restore(wh, db, schema::EVENTS_TABLE, until, None, state).await
+}
+
+/// `restore_sessions` from `table` of `db` (a table shaped like `events`: a replay's
+/// staging copy of the day before, so that a run's days follow each other's new rows).
+pub async fn restore_sessions_from(
+    wh: &dyn Warehouse,
+    db: &str,
+    table: &str,
+    until: DateTime<Utc>,
+    state: &mut SessionState,
+) -> Result<usize> {
+    restore(wh, db, table, until, None, state).await
 }
 
 /// `restore_sessions` for some visitors of one site only (their session keys: a visitor id
@@ -220,7 +232,7 @@ pub async fn restore_visitor_sessions(
 ) -> Result<usize> {
     let mut restored = 0;
     for chunk in visitors.chunks(ID_LOOKUP_CHUNK) {
-        restored += restore(wh, db, until, Some((site, chunk)), state).await?;
+        restored += restore(wh, db, schema::EVENTS_TABLE, until, Some((site, chunk)), state).await?;
     }
     Ok(restored)
 }
@@ -228,6 +240,7 @@ pub async fn restore_visitor_sessions(
 async fn restore(
     wh: &dyn Warehouse,
     db: &str,
+    events: &str,
     until: DateTime<Utc>,
     visitors: Option<(&str, &[u64])>,
     state: &mut SessionState,
@@ -262,8 +275,7 @@ async fn restore(
            GROUP BY site_id, visitor_id, session_id, event_id, ts, interactive, session_start, entry_page, \
                     session_source, session_medium, session_utm_source, session_utm_medium, session_utm_campaign \
            HAVING sum(sign) > 0) \
-         GROUP BY site_id, visitor_id, session_id",
-        events = schema::EVENTS_TABLE,
+         GROUP BY site_id, visitor_id, session_id"
     );
     let rows = wh.select(&sql, &params).await?;
     let text = |r: &serde_json::Value, k: &str| r[k].as_str().unwrap_or_default().to_string();

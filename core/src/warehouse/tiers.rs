@@ -63,7 +63,7 @@ const BACKFILLED_THROUGH: &str = "layout_backfilled_through";
 /// keep slipping between the read and the swap.
 const REBUILD_ATTEMPTS: usize = 5;
 
-async fn state_values(wh: &dyn Warehouse, db: &str) -> Result<std::collections::HashMap<String, String>> {
+pub(crate) async fn state_values(wh: &dyn Warehouse, db: &str) -> Result<std::collections::HashMap<String, String>> {
     let rows = wh
         .select(
             &format!("SELECT key, argMax(value, version) AS value FROM {db}.{STATE_TABLE} GROUP BY key"),
@@ -91,7 +91,7 @@ pub async fn read_state(wh: &dyn Warehouse, db: &str) -> Result<StorageState> {
     })
 }
 
-async fn write_state(wh: &dyn Warehouse, db: &str, key: &str, value: &str) -> Result<()> {
+pub(crate) async fn write_state(wh: &dyn Warehouse, db: &str, key: &str, value: &str) -> Result<()> {
     // Versions order writes: the newest one wins (microseconds since the epoch).
     let version = Utc::now().timestamp_micros();
     wh.execute(
@@ -379,6 +379,72 @@ pub async fn refresh_daily(wh: &dyn Warehouse, tenant: &Tenant, replayed: &[Naiv
     touched.dedup();
     for month in touched {
         rebuild_daily_month(wh, tenant, month, through).await?;
+    }
+    Ok(())
+}
+
+/// After a replay swapped UTC days: the daily tier's local `days` (where sealed) rebuilt
+/// from the quarter-hour tier, and every other local day of their months kept exactly as it
+/// is. A replay of several days calls this for a local day only once every UTC day it
+/// overlaps is swapped (`replay`), so no local day ever mixes old and new UTC days, even
+/// while other local days of its month still wait for theirs.
+pub async fn refresh_daily_days(wh: &dyn Warehouse, tenant: &Tenant, days: &[NaiveDate]) -> Result<()> {
+    let db = tenant.database();
+    let Some(through) = read_state(wh, &db).await?.daily_through else {
+        return Ok(());
+    };
+    let mut by_month: std::collections::BTreeMap<NaiveDate, Vec<NaiveDate>> = std::collections::BTreeMap::new();
+    for day in days.iter().copied().filter(|d| *d <= through) {
+        by_month
+            .entry(day.with_day(1).expect("day 1 exists"))
+            .or_default()
+            .push(day);
+    }
+    let none = Params::new();
+    for (first, mut fresh) in by_month {
+        fresh.sort_unstable();
+        fresh.dedup();
+        let partition = first.format("%Y%m").to_string();
+        let fresh_text: Vec<String> = fresh.iter().map(|d| d.format("%Y-%m-%d").to_string()).collect();
+        for dims in [false, true] {
+            let table = Tier::Daily.table(dims);
+            let staged = staging_name(table, &partition);
+            wh.execute(
+                &schema::tier_table_ddl(&db, &staged, Tier::Daily, dims, tenant.spec.retention.rollup_days),
+                &none,
+            )
+            .await?;
+            let swapped = async {
+                // The month's other local days, as they are.
+                wh.execute(
+                    &format!(
+                        "INSERT INTO {db}.{staged} SELECT * FROM {db}.{table} \
+                         WHERE toYYYYMM(day) = {partition} AND day NOT IN {{fresh:Array(Date)}}"
+                    ),
+                    &Params::new().bind("fresh", Params::array_of_strings(&fresh_text)),
+                )
+                .await?;
+                for day in &fresh {
+                    for (zone, sites, except) in timezone_groups(tenant) {
+                        let params = Params::new()
+                            .bind("first", day.format("%Y-%m-%d"))
+                            .bind("last", day.format("%Y-%m-%d"))
+                            .bind("tz", &zone)
+                            .bind("sites", Params::array_of_strings(&sites));
+                        wh.execute(
+                            &format!("INSERT INTO {db}.{staged} {}", schema::daily_select(&db, dims, except)),
+                            &params,
+                        )
+                        .await?;
+                    }
+                }
+                ops::swap_partition(wh, &db, table, &staged, &partition).await
+            }
+            .await;
+            wh.execute(&format!("DROP TABLE IF EXISTS {db}.{staged}"), &none)
+                .await?;
+            swapped?;
+        }
     }
     Ok(())
 }

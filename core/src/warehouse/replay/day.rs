@@ -1,0 +1,357 @@
+//! One day of a run: lease, staging, stream, verify, swap, catch-up, tiers, checkpoint.
+
+use std::sync::Arc;
+
+use chrono::{Days, NaiveDate};
+use serde_json::Value;
+
+use super::lease::{self, Lease};
+use super::stream::Streamer;
+use super::{compare, midnight, DayReport, Seed, Shared};
+use crate::event::{ch_datetime, RawEvent};
+use crate::processor::session::SessionState;
+use crate::schema::{self, EVENTS_TABLE, EVENT_COLUMNS, RAW_TABLE};
+use crate::warehouse::{live, ops, tiers, Params, Warehouse};
+use crate::{Error, Result};
+
+/// Raw rows read per page.
+const PAGE_ROWS: usize = 20_000;
+
+/// Replays `day` under its lease (none in a dry run: it changes nothing, and writers would
+/// hold the day's events back for nothing), renewing the lease while it works.
+pub(super) async fn replay_day(shared: &Shared<'_>, day: NaiveDate) -> Result<DayReport> {
+    let started = std::time::Instant::now();
+    let outcome = async {
+        let lease = if shared.request.dry_run {
+            None
+        } else {
+            Some(Lease::acquire(shared.wh, &shared.db, day, &shared.run_id, &shared.request.purpose).await?)
+        };
+        let work = work(shared, day);
+        tokio::pin!(work);
+        let mut renew = tokio::time::interval(lease::RENEW_EVERY);
+        renew.tick().await;
+        let outcome = loop {
+            tokio::select! {
+                outcome = &mut work => break outcome,
+                _ = renew.tick() => {
+                    if let Some(lease) = &lease {
+                        if let Err(e) = lease.renew(shared.wh).await {
+                            tracing::warn!(%day, error = %e, "lease renewal failed; retrying at the next tick");
+                        }
+                    }
+                }
+            }
+        };
+        if let Some(lease) = &lease {
+            if let Err(e) = lease.release(shared.wh).await {
+                tracing::warn!(%day, error = %e, "lease not released; it expires by itself");
+            }
+        }
+        outcome
+    }
+    .await;
+    match outcome {
+        Ok(mut report) => {
+            report.seconds = started.elapsed().as_secs_f64();
+            tracing::info!(run = %shared.run_id, %day, raw_rows = report.raw_rows, caught_up = report.caught_up,
+                seconds = report.seconds, "day replayed");
+            Ok(report)
+        }
+        Err(e) => {
+            // The next day of the run may be waiting for this one's visits at midnight.
+            shared.publish_seed(day, Some(Err(e.to_string())));
+            Err(e)
+        }
+    }
+}
+
+fn day_number(day: NaiveDate) -> u32 {
+    day.format("%Y%m%d").to_string().parse().expect("eight digits")
+}
+
+async fn count(wh: &dyn Warehouse, sql: &str, params: &Params) -> Result<u64> {
+    wh.select(sql, params)
+        .await?
+        .first()
+        .and_then(|r| r["n"].as_u64())
+        .ok_or_else(|| Error::Decode(format!("no count from {sql}")))
+}
+
+async fn work(shared: &Shared<'_>, day: NaiveDate) -> Result<DayReport> {
+    let (wh, db) = (shared.wh, shared.db.as_str());
+    let staged = format!(
+        "{EVENTS_TABLE}_replay_{}_{}",
+        shared.run_id.rsplit('-').next().unwrap_or_default(),
+        day_number(day)
+    );
+    wh.execute(
+        &schema::events_table_ddl(db, &staged, shared.request.tenant.spec.retention.raw_days),
+        &Params::new(),
+    )
+    .await?;
+    let built = build(shared, day, &staged).await;
+    let dropped = wh
+        .execute(&format!("DROP TABLE IF EXISTS {db}.{staged}"), &Params::new())
+        .await;
+    let report = built?;
+    dropped?;
+    if report.swapped || shared.request.dry_run {
+        shared.finish(day).await?;
+    }
+    Ok(report)
+}
+
+/// Stages, verifies and (unless a dry run) swaps the day, then catches up and rebuilds its
+/// quarter-hour tier.
+async fn build(shared: &Shared<'_>, day: NaiveDate, staged: &str) -> Result<DayReport> {
+    let (wh, db, request) = (shared.wh, shared.db.as_str(), &shared.request);
+    let number = day_number(day);
+    let sites = &shared.sites;
+    // A forced day may still receive events: writers see the lease within their notice
+    // period, and commits already under way land meanwhile (they are then read below).
+    let live_day = request.force && day > shared.sealed_through && request.beside_writers && !request.dry_run;
+    if live_day {
+        tokio::time::sleep(lease::WRITER_NOTICE * 2 + std::time::Duration::from_secs(1)).await;
+    }
+    let processing_before = compare::identities(wh, db, number, sites).await?;
+
+    // Other sites' rows, as they are.
+    let mut copied = 0;
+    if let Some(others) = sites.others() {
+        wh.execute(
+            &format!(
+                "INSERT INTO {db}.{staged} ({EVENT_COLUMNS}) SELECT {EVENT_COLUMNS} FROM {db}.{EVENTS_TABLE} \
+                 WHERE toYYYYMMDD(ts) = {number} AND {others}"
+            ),
+            &sites.params(),
+        )
+        .await?;
+        copied = count(
+            wh,
+            &format!("SELECT count() AS n FROM {db}.{staged} WHERE {others}"),
+            &sites.params(),
+        )
+        .await?;
+        shared.report_progress(0, copied);
+    }
+
+    let raw_rows = stream(shared, day, staged).await?;
+
+    // Verify: one staged row per raw row read, and events_raw still holds what was read.
+    let condition = sites.condition();
+    let staged_rows = count(
+        wh,
+        &format!("SELECT count() AS n FROM {db}.{staged} WHERE {condition}"),
+        &sites.params(),
+    )
+    .await?;
+    if staged_rows != raw_rows {
+        return Err(Error::ReplayMismatch {
+            day,
+            message: format!("staged {staged_rows} rows for {raw_rows} raw rows read"),
+        });
+    }
+    let raw_now = count(
+        wh,
+        &format!("SELECT count() AS n FROM {db}.{RAW_TABLE} WHERE toYYYYMMDD(ts) = {number} AND {condition}"),
+        &sites.params(),
+    )
+    .await?;
+    // On a forced day writers may have added rows since (processed after the swap).
+    if raw_now < raw_rows || (raw_now > raw_rows && !live_day) {
+        return Err(Error::ReplayMismatch {
+            day,
+            message: format!(
+                "events_raw holds {raw_now} rows of the day now, {raw_rows} were read: something changed a day no writer may touch"
+            ),
+        });
+    }
+    if let Some(others) = sites.others() {
+        let now = count(
+            wh,
+            &format!("SELECT count() AS n FROM {db}.{EVENTS_TABLE} WHERE toYYYYMMDD(ts) = {number} AND {others}"),
+            &sites.params(),
+        )
+        .await?;
+        if now != copied && !live_day {
+            return Err(Error::ReplayMismatch {
+                day,
+                message: format!("other sites had {copied} rows when copied and {now} at swap"),
+            });
+        }
+    }
+    let mut report = DayReport {
+        day,
+        raw_rows,
+        copied_rows: copied,
+        caught_up: 0,
+        processing_before,
+        processing_after: request.identity(),
+        swapped: false,
+        comparison: None,
+        seconds: 0.0,
+    };
+    if request.dry_run {
+        report.comparison = Some(compare::compare(wh, db, staged, number, sites).await?);
+        return Ok(report);
+    }
+
+    ops::swap_partition(wh, db, EVENTS_TABLE, staged, &number.to_string()).await?;
+    report.swapped = true;
+    if live_day {
+        report.caught_up = catch_up(shared, day).await?;
+    }
+    tiers::rebuild_quarter_hour_day(wh, &request.tenant, day).await?;
+    Ok(report)
+}
+
+/// Raw rows of the day with no row in `events` (a writer's insert that slipped in beside
+/// the replay, its processed rows replaced by the swap or never written): processed with
+/// their visitors as late events are (`live::reconcile_visitors`). Returns how many.
+async fn catch_up(shared: &Shared<'_>, day: NaiveDate) -> Result<u64> {
+    let (wh, db) = (shared.wh, shared.db.as_str());
+    let number = day_number(day);
+    let rows = wh
+        .select(
+            &format!(
+                "SELECT site_id, visitor_id, prev_day_visitor_id, toString(ts) AS ts FROM {db}.{RAW_TABLE} \
+                 WHERE toYYYYMMDD(ts) = {number} AND (site_id, event_id) NOT IN \
+                   (SELECT site_id, event_id FROM {db}.{EVENTS_TABLE} WHERE toYYYYMMDD(ts) = {number})"
+            ),
+            &Params::new(),
+        )
+        .await?;
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    let mut keys = Vec::with_capacity(rows.len() * 2);
+    for r in &rows {
+        let site = r["site_id"].as_str().unwrap_or_default().to_string();
+        let ts =
+            ch_datetime::parse(r["ts"].as_str().unwrap_or_default()).map_err(|e| Error::Decode(format!("ts: {e}")))?;
+        for key in ["visitor_id", "prev_day_visitor_id"] {
+            if let Some(v) = r[key].as_u64().filter(|v| *v != 0) {
+                keys.push((site.clone(), v, ts));
+            }
+        }
+    }
+    let done = live::reconcile_visitors(wh, &shared.request.tenant, shared.request.processor.as_ref(), &keys).await?;
+    tracing::info!(%day, raw = rows.len(), rows = done.rows, cancelled = done.cancelled, "writers' rows caught up after the swap");
+    Ok(rows.len() as u64)
+}
+
+/// Streams the replayed sites' raw rows of the day through the processor into `staged`;
+/// returns the rows read. Fetching the next page overlaps processing the current one.
+async fn stream(shared: &Shared<'_>, day: NaiveDate, staged: &str) -> Result<u64> {
+    let (wh, db, request) = (shared.wh, shared.db.as_str(), &shared.request);
+    let table = format!("{db}.{staged}");
+    let mut streamer = Streamer::new(request.processor.clone(), request.config());
+    let mut read = 0u64;
+    let mut page = fetch(shared, day, None).await?;
+    while !page.is_empty() {
+        let more = page.len() == PAGE_ROWS;
+        let cursor = page.last().map(cursor_of).transpose()?;
+        let n = page.len() as u64;
+        let processing = async {
+            let (back, rows) = tokio::task::spawn_blocking(move || {
+                let raws = decode(page)?;
+                let rows = streamer.feed(raws);
+                Ok::<_, Error>((streamer, rows))
+            })
+            .await
+            .map_err(|e| Error::Engine(format!("replay task failed: {e}")))??;
+            ops::insert_rows(wh, &table, &rows).await?;
+            Ok::<_, Error>((back, rows.len() as u64))
+        };
+        let next = async {
+            if more {
+                fetch(shared, day, cursor.as_ref()).await
+            } else {
+                Ok(Vec::new())
+            }
+        };
+        let (processed, next) = tokio::join!(processing, next);
+        let (back, written) = processed?;
+        streamer = back;
+        read += n;
+        shared.report_progress(n, written);
+        page = next?;
+    }
+    let last = streamer.finish();
+    ops::insert_rows(wh, &table, &last).await?;
+    let deferred = streamer.deferred_events();
+    // Visitors continuing a visit from the day before: with the visits open at midnight.
+    let seed = shared.seed(day).await?;
+    let (_, rows) = tokio::task::spawn_blocking(move || {
+        let rows = streamer.process_deferred(&seed);
+        (streamer, rows)
+    })
+    .await
+    .map_err(|e| Error::Engine(format!("replay task failed: {e}")))?;
+    ops::insert_rows(wh, &table, &rows).await?;
+    shared.report_progress(0, (last.len() + rows.len()) as u64);
+    tracing::debug!(%day, read, deferred, "day staged");
+    // The visits open at this day's end, for the next day of the run.
+    if shared.seeds.contains_key(&day) {
+        let mut open = SessionState::default();
+        ops::restore_sessions_from(wh, db, staged, midnight(day + Days::new(1)), &mut open).await?;
+        let seed: Seed = Some(Ok(Arc::new(open)));
+        shared.publish_seed(day, seed);
+    }
+    Ok(read)
+}
+
+type Cursor = (String, u64, String, String);
+
+fn cursor_of(row: &Value) -> Result<Cursor> {
+    let text = |k: &str| {
+        row[k]
+            .as_str()
+            .map(str::to_string)
+            .ok_or_else(|| Error::Decode(format!("{k} in {row}")))
+    };
+    Ok((
+        text("site_id")?,
+        row["visitor_id"]
+            .as_u64()
+            .ok_or_else(|| Error::Decode(format!("visitor_id in {row}")))?,
+        text("ts")?,
+        text("event_id")?,
+    ))
+}
+
+/// One page of the day's raw rows in `(site, visitor, ts, event_id)` order, after `cursor`.
+async fn fetch(shared: &Shared<'_>, day: NaiveDate, cursor: Option<&Cursor>) -> Result<Vec<Value>> {
+    let start = midnight(day);
+    let end = midnight(day + Days::new(1));
+    let mut params = shared
+        .sites
+        .params()
+        .bind("start", ch_datetime::format(&start))
+        .bind("end", ch_datetime::format(&end));
+    let after = match cursor {
+        None => "",
+        Some((site, visitor, ts, id)) => {
+            params.push("c_site", site);
+            params.push("c_visitor", visitor);
+            params.push("c_ts", ts);
+            params.push("c_id", id);
+            " AND (site_id, visitor_id, ts, event_id) > ({c_site:String}, {c_visitor:UInt64}, {c_ts:DateTime64(3, 'UTC')}, {c_id:UUID})"
+        }
+    };
+    let sql = format!(
+        "SELECT {} FROM {}.{RAW_TABLE} WHERE ts >= {{start:DateTime64(3, 'UTC')}} AND ts < {{end:DateTime64(3, 'UTC')}} \
+         AND {}{after} ORDER BY site_id, visitor_id, ts, event_id LIMIT {PAGE_ROWS}",
+        schema::RAW_COLUMNS,
+        shared.db,
+        shared.sites.condition()
+    );
+    shared.wh.select(&sql, &params).await
+}
+
+fn decode(rows: Vec<Value>) -> Result<Vec<RawEvent>> {
+    rows.into_iter()
+        .map(|row| serde_json::from_value(row).map_err(|e| Error::Decode(format!("events_raw row: {e}"))))
+        .collect()
+}
