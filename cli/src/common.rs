@@ -10,11 +10,12 @@ use clap::Args as ClapArgs;
 use ipnet::IpNet;
 use sightline_core::ddl::Form;
 use sightline_core::geo::Geo;
+use sightline_core::processor::Current;
 use sightline_core::secret::MasterSecret;
 use sightline_core::spec::{load_tenants, Tenant};
 use sightline_core::warehouse::embedded::Embedded;
 use sightline_core::warehouse::http::{Http, HttpConfig};
-use sightline_core::warehouse::{tiers, Warehouse};
+use sightline_core::warehouse::{replay, tiers, Warehouse};
 use sightline_ingest::collector::client::{ClientConfig, ForwardingHeader};
 use sightline_ingest::metrics::{ops_router, MetricsRegistry, Readiness};
 use sightline_query::{AdmissionConfig, Limits, QueryConfig};
@@ -533,8 +534,9 @@ async fn migrate_recent_days(warehouse: &dyn Warehouse, tenant: &Tenant) -> Resu
 const SEAL_EVERY: Duration = Duration::from_secs(15 * 60);
 
 /// The storage work of a role that writes (standalone, loader), in the background until
-/// `stop`: each tenant's older days moved onto the tiers (once, resumable), then days sealed
-/// into the daily tier every 15 minutes. Both are idempotent: two processes doing it at once
+/// `stop`: each tenant's older days moved onto the tiers (once, resumable), then every 15
+/// minutes the days sealed since are replayed where they need it and enter the daily tier
+/// (`replay::seal`). Both are idempotent: two processes doing it at once
 /// only repeat each other's work. Failures are logged and tried again at the next round.
 pub fn storage_maintenance(
     warehouse: Arc<dyn Warehouse>,
@@ -556,7 +558,8 @@ pub fn storage_maintenance(
                 let now = chrono::Utc::now();
                 let work = async {
                     tiers::backfill(warehouse.as_ref(), tenant, now).await?;
-                    tiers::seal(warehouse.as_ref(), tenant, now).await
+                    // Days that may differ from a replay are replayed as they seal.
+                    replay::seal::seal(warehouse.as_ref(), tenant, Arc::new(Current), now).await
                 };
                 let outcome = tokio::select! {
                     outcome = work => outcome,

@@ -13,6 +13,7 @@ use sightline_core::event::{days_of, RawEvent};
 use sightline_core::registry::Registry;
 use sightline_core::schema;
 use sightline_core::warehouse::live::LiveSessions;
+use sightline_core::warehouse::replay::lease::HeldDays;
 use sightline_core::warehouse::{ops, Warehouse};
 use sightline_core::watermark::Watermarks;
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
@@ -74,11 +75,21 @@ impl GroupCommit {
     ) -> (Self, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let room = Arc::new(Semaphore::new(config.max_pending_events));
+        let leases = sessions
+            .keys()
+            .filter_map(|t| {
+                registry
+                    .get(t)
+                    .map(|e| (t.clone(), HeldDays::new(&e.tenant.database())))
+            })
+            .collect();
         let writer = Writer {
             warehouse,
             registry,
             watermarks,
             sessions,
+            leases,
+            held: Vec::new(),
             config,
         };
         let task = tokio::spawn(writer.run(rx));
@@ -116,8 +127,15 @@ struct Writer {
     registry: Arc<Registry>,
     watermarks: Arc<Watermarks>,
     sessions: BTreeMap<String, LiveSessions>,
+    /// Per tenant, the days replays hold (docs/replay.md, "Replays beside live writers").
+    leases: BTreeMap<String, HeldDays>,
+    /// Requests with events of a leased day: they wait, unanswered, until it is released.
+    held: Vec<Pending>,
     config: GroupCommitConfig,
 }
+
+/// How often requests held back by a replay's lease are tried again.
+const HOLD_RETRY: Duration = Duration::from_millis(250);
 
 /// How long the writer waits for requests before it retries visitors left to repair by a
 /// failed insert.
@@ -127,7 +145,20 @@ impl Writer {
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Pending>) {
         loop {
             let repairs = self.sessions.values().any(|l| l.pending_repairs() > 0);
-            let first = if repairs {
+            let first = if !self.held.is_empty() {
+                match tokio::time::timeout(HOLD_RETRY, rx.recv()).await {
+                    Ok(Some(first)) => Some(first),
+                    // Timed out, or every handle is gone: the held requests still get stored.
+                    Ok(None) | Err(_) => {
+                        if rx.is_closed() {
+                            tokio::time::sleep(HOLD_RETRY).await;
+                        }
+                        let held = std::mem::take(&mut self.held);
+                        self.commit(held).await;
+                        continue;
+                    }
+                }
+            } else if repairs {
                 match tokio::time::timeout(REPAIR_RETRY, rx.recv()).await {
                     Ok(first) => first,
                     Err(_) => {
@@ -151,7 +182,10 @@ impl Writer {
                     Ok(None) | Err(_) => break,
                 }
             }
-            self.commit(batch).await;
+            // Requests held back by a lease go with the next batch.
+            let mut held = std::mem::take(&mut self.held);
+            held.extend(batch);
+            self.commit(held).await;
         }
         tracing::info!("group-commit writer stopped: every handle is gone");
     }
@@ -178,7 +212,20 @@ impl Writer {
         for p in batch {
             by_tenant.entry(p.tenant.clone()).or_default().push(p);
         }
-        for (tenant, mut pending) in by_tenant {
+        for (tenant, pending) in by_tenant {
+            let mut pending = match self.hold_leased(&tenant, pending).await {
+                Ok(free) => free,
+                Err((e, pending)) => {
+                    tracing::error!(%tenant, error = %e, "leases not readable; batch not committed");
+                    for p in pending {
+                        let _ = p.reply.send(Err(Error::Unavailable(e.to_string())));
+                    }
+                    continue;
+                }
+            };
+            if pending.is_empty() {
+                continue;
+            }
             let span = tracing::info_span!("group_commit", %tenant, requests = pending.len());
             // The span goes with the future: a guard held across `.await` would tag whatever
             // else runs on this thread meanwhile.
@@ -195,6 +242,42 @@ impl Writer {
                 let _ = p.reply.send(answer);
             }
         }
+    }
+
+    /// Keeps back (in `held`) the requests with an event on a day a replay holds, and
+    /// returns the others. A day whose replay ended since this writer saw its lease was
+    /// rewritten: the tenant's sessions are read again first (`LiveSessions::take_over`).
+    async fn hold_leased(
+        &mut self,
+        tenant: &str,
+        pending: Vec<Pending>,
+    ) -> Result<Vec<Pending>, (sightline_core::Error, Vec<Pending>)> {
+        let Some(leases) = self.leases.get_mut(tenant) else {
+            return Ok(pending);
+        };
+        let days = days_of(pending.iter().flat_map(|p| p.events.iter()));
+        let view = match leases.check(self.warehouse.as_ref(), &days).await {
+            Ok(view) => view,
+            Err(e) => return Err((e, pending)),
+        };
+        if !view.released.is_empty() {
+            if let Some(live) = self.sessions.get_mut(tenant) {
+                if let Err(e) = live.take_over(self.warehouse.as_ref()).await {
+                    return Err((e, pending));
+                }
+            }
+            tracing::info!(%tenant, days = ?view.released, "replays of live days ended: sessions read again");
+            leases.acknowledge(&view.released);
+        }
+        if view.held.is_empty() {
+            return Ok(pending);
+        }
+        let (held, free): (Vec<Pending>, Vec<Pending>) = pending
+            .into_iter()
+            .partition(|p| p.events.iter().any(|e| view.held.contains(&e.ts.date_naive())));
+        tracing::debug!(%tenant, held = held.len(), days = ?view.held, "requests held back while replays hold their days");
+        self.held.extend(held);
+        Ok(free)
     }
 
     /// Stores the events of `pending` (which it takes: only the replies are needed after).

@@ -22,9 +22,11 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
+use sightline_core::event::days_of;
 use sightline_core::processor::{Current, Processor};
 use sightline_core::spec::LiveTenant;
 use sightline_core::warehouse::live::LiveSessions;
+use sightline_core::warehouse::replay::lease::HeldDays;
 use sightline_core::warehouse::{ops, Warehouse};
 use tokio::sync::{mpsc, watch, Semaphore};
 use tracing::Instrument;
@@ -91,7 +93,15 @@ pub struct Loader {
     metrics: LoaderMetrics,
     readiness: Readiness,
     config: LoaderConfig,
+    /// The days replays hold (docs/replay.md, "Replays beside live writers").
+    leases: HeldDays,
+    /// A replay of a day this loader writes ended: its sessions are read again before the
+    /// next store.
+    replayed: bool,
 }
+
+/// How often a batch held back by a replay's lease checks the lease again.
+const HOLD_RETRY: Duration = Duration::from_millis(250);
 
 /// The consumer group of a tenant's loaders.
 pub fn group_id(tenant: &str) -> String {
@@ -142,6 +152,8 @@ impl Loader {
             .set("enable.idempotence", "true")
             .create()?;
         Ok(Self {
+            leases: HeldDays::new(&sightline_core::spec::database_name(&name)),
+            replayed: false,
             name,
             tenant,
             topic,
@@ -284,6 +296,9 @@ impl Loader {
             .get_or_create(&labels)
             .observe(batch.events() as f64);
 
+        if !self.wait_for_leases(&batch, shutdown).await {
+            return false;
+        }
         let gate = self.gate.clone();
         let mut backoff = Duration::from_millis(100);
         loop {
@@ -295,6 +310,14 @@ impl Loader {
             };
             let started = std::time::Instant::now();
             let outcome = async {
+                if self.replayed && !storing.take_over {
+                    // A replay rewrote a day this loader writes: what it remembers of those
+                    // visitors may be stale.
+                    if let Some(live) = &mut self.sessions {
+                        live.take_over(self.warehouse.as_ref()).await?;
+                    }
+                }
+                self.replayed = false;
                 if storing.take_over {
                     // New partitions bring visitors whose sessions another loader advanced,
                     // and messages another loader may have stored.
@@ -334,6 +357,42 @@ impl Loader {
                     }
                     backoff = (backoff * 2).min(Duration::from_secs(10));
                 }
+            }
+        }
+    }
+
+    /// Holds the batch back while a replay holds one of its days (its offsets are committed
+    /// in order, so the whole batch waits). Returns false when shutdown came first.
+    async fn wait_for_leases(&mut self, batch: &Batch, shutdown: &mut watch::Receiver<bool>) -> bool {
+        let days = days_of(batch.raws.iter());
+        let mut waited = false;
+        loop {
+            match self.leases.check(self.warehouse.as_ref(), &days).await {
+                Ok(view) => {
+                    if !view.released.is_empty() {
+                        self.replayed = true;
+                        self.leases.acknowledge(&view.released);
+                    }
+                    if view.held.is_empty() {
+                        if waited {
+                            tracing::info!(days = ?days, "replays released the batch's days; storing it");
+                        }
+                        return true;
+                    }
+                    if !waited {
+                        tracing::info!(days = ?view.held, "batch held back while replays hold its days");
+                    }
+                    waited = true;
+                }
+                // Storing will meet the same outage and retry with backoff.
+                Err(e) => {
+                    tracing::warn!(error = %e, "leases not readable; storing anyway");
+                    return true;
+                }
+            }
+            tokio::select! {
+                _ = shutdown.changed() => return false,
+                _ = tokio::time::sleep(HOLD_RETRY) => {}
             }
         }
     }
