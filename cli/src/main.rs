@@ -1,5 +1,6 @@
 //! `sightline`: one binary, one subcommand per role.
 
+mod admin;
 mod collector_cmd;
 mod common;
 mod loader_cmd;
@@ -9,6 +10,7 @@ mod provision_cmd;
 mod query_cmd;
 mod reload;
 mod serve;
+mod reprocess_cmd;
 mod standalone;
 mod token_cmd;
 
@@ -41,6 +43,10 @@ enum Command {
     Crdgen(operator_cmd::CrdgenArgs),
     /// Print the query API's OpenAPI 3 document (docs/openapi.json is this output).
     Openapi,
+    /// Replay a tenant's days from events_raw (events and every rollup tier), offline
+    /// against a data directory, against a ClickHouse URL, or through a running standalone
+    /// server's admin endpoint.
+    Reprocess(reprocess_cmd::Args),
     /// Issue tokens for merchants' sites.
     Token {
         #[command(subcommand)]
@@ -65,6 +71,7 @@ fn main() -> ExitCode {
         Command::Query(args) => query_cmd::run(args),
         Command::Operator(args) => operator_cmd::run(args),
         Command::Crdgen(args) => operator_cmd::crdgen(args),
+        Command::Reprocess(args) => reprocess_cmd::run(args),
         Command::Openapi => {
             print!("{}", sightline_query::openapi::document());
             Ok(())

@@ -126,6 +126,10 @@ async fn serve(args: Args) -> Result<(), String> {
     });
     let app = Router::new()
         .merge(collector::router(collector_state))
+        .merge(crate::admin::router(crate::admin::AdminState {
+            registry: registry.clone(),
+            warehouse: warehouse.clone(),
+        }))
         .merge(sightline_query::router(query_state));
 
     let (listener, addr) = args.serve.bind().await?;

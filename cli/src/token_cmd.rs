@@ -19,9 +19,11 @@ pub enum TokenCommand {
     Issue {
         #[arg(long)]
         tenant: String,
+        /// The site; admin tokens are for the whole tenant and name none.
         #[arg(long)]
-        site: String,
-        /// write (collector) or read (query API).
+        site: Option<String>,
+        /// write (collector), read (query API) or admin (a standalone server's admin
+        /// endpoint, `sightline reprocess --server`).
         #[arg(long)]
         scope: String,
         /// How long the token is valid, e.g. 30d, 12h; at most 10 years.
@@ -50,7 +52,18 @@ pub fn run(command: TokenCommand) -> Result<(), String> {
             if !valid_tenant_name(&tenant) {
                 return Err(format!("--tenant {tenant:?}: use lowercase letters, digits and '-'"));
             }
-            if !valid_site_id(&site) {
+            let site = match (scope, site) {
+                (Scope::Admin, None) => token::ALL_SITES.to_string(),
+                (Scope::Admin, Some(site)) if site == token::ALL_SITES => site,
+                (Scope::Admin, Some(site)) => {
+                    return Err(format!(
+                        "--site {site:?}: admin tokens are for the whole tenant; leave --site out"
+                    ))
+                }
+                (_, None) => return Err("--site is required for write and read tokens".into()),
+                (_, Some(site)) => site,
+            };
+            if scope != Scope::Admin && !valid_site_id(&site) {
                 return Err(format!("--site {site:?}: use 1-128 letters, digits, '.', '-' or '_'"));
             }
             if let Some(path) = tenants {
@@ -59,7 +72,7 @@ pub fn run(command: TokenCommand) -> Result<(), String> {
                     .iter()
                     .find(|t| t.name == tenant)
                     .ok_or_else(|| format!("--tenant {tenant:?} is not in {}", path.display()))?;
-                if t.spec.site(&site).is_none() {
+                if scope != Scope::Admin && t.spec.site(&site).is_none() {
                     return Err(format!("--site {site:?} is not allowed by tenant {tenant:?}"));
                 }
             }

@@ -9,6 +9,7 @@ pub mod intake;
 pub mod processor;
 pub mod rate;
 pub mod registry;
+pub mod reprocess;
 pub mod schema;
 pub mod secret;
 pub mod spec;

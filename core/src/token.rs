@@ -18,13 +18,20 @@ pub enum Scope {
     Write,
     /// Read metrics (query API).
     Read,
+    /// Operate the tenant (a standalone server's admin endpoint: replays). Admin tokens are
+    /// for the whole tenant: their site is `ALL_SITES`.
+    Admin,
 }
+
+/// The site of an admin token: every site of its tenant.
+pub const ALL_SITES: &str = "*";
 
 impl Scope {
     pub fn as_str(self) -> &'static str {
         match self {
             Scope::Write => "write",
             Scope::Read => "read",
+            Scope::Admin => "admin",
         }
     }
 }
@@ -35,7 +42,8 @@ impl std::str::FromStr for Scope {
         match s {
             "write" => Ok(Scope::Write),
             "read" => Ok(Scope::Read),
-            other => Err(format!("scope {other:?}: expected write or read")),
+            "admin" => Ok(Scope::Admin),
+            other => Err(format!("scope {other:?}: expected write, read or admin")),
         }
     }
 }
@@ -158,13 +166,19 @@ fn parse_payload(payload: &[u8]) -> Result<Claims, TokenError> {
     let [tenant, site, scope, expires] = fields[..] else {
         return Err(TokenError::Malformed);
     };
-    if !valid_tenant_name(tenant) || !valid_site_id(site) {
+    let scope: Scope = scope.parse().map_err(|_| TokenError::Malformed)?;
+    // Admin tokens are for every site, and only they are.
+    let site_ok = match scope {
+        Scope::Admin => site == ALL_SITES,
+        _ => valid_site_id(site),
+    };
+    if !valid_tenant_name(tenant) || !site_ok {
         return Err(TokenError::Malformed);
     }
     Ok(Claims {
         tenant: tenant.to_string(),
         site: site.to_string(),
-        scope: scope.parse().map_err(|_| TokenError::Malformed)?,
+        scope,
         expires: expires.parse().map_err(|_| TokenError::Malformed)?,
     })
 }
@@ -245,5 +259,44 @@ mod tests {
             );
         }
         assert_eq!(from_authorization(b"Bearer \xff"), Err(TokenError::Malformed));
+    }
+
+    #[test]
+    fn admin_tokens_are_for_the_whole_tenant_and_nothing_else() {
+        let admin = Claims {
+            site: ALL_SITES.into(),
+            ..claims(Scope::Admin, 2000)
+        };
+        let t = issue(b"secret-of-acme", &admin);
+        assert_eq!(verify(&t, 1000, Scope::Admin, secrets).unwrap(), admin);
+        assert!(matches!(
+            verify(&t, 1000, Scope::Read, secrets),
+            Err(TokenError::WrongScope { .. })
+        ));
+        let read = issue(b"secret-of-acme", &claims(Scope::Read, 2000));
+        assert_eq!(
+            verify(&read, 1000, Scope::Admin, secrets),
+            Err(TokenError::WrongScope {
+                found: "read",
+                needed: "admin"
+            })
+        );
+        // "*" is no site for other scopes, and an admin token names no single site.
+        let star_read = issue(
+            b"secret-of-acme",
+            &Claims {
+                site: ALL_SITES.into(),
+                ..claims(Scope::Read, 2000)
+            },
+        );
+        assert_eq!(
+            verify(&star_read, 1000, Scope::Read, secrets),
+            Err(TokenError::Malformed)
+        );
+        let site_admin = issue(b"secret-of-acme", &claims(Scope::Admin, 2000));
+        assert_eq!(
+            verify(&site_admin, 1000, Scope::Admin, secrets),
+            Err(TokenError::Malformed)
+        );
     }
 }

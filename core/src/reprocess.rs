@@ -1,0 +1,146 @@
+//! `ReprocessSpec`: the spec of the `Reprocess` resource (a replay of a tenant's days,
+//! docs/replay.md). One type for the future CRD, `sightline reprocess -f reprocess.yaml`
+//! and the standalone server's admin endpoint:
+//!
+//! ```yaml
+//! apiVersion: sightline.dev/v1alpha1
+//! kind: Reprocess
+//! metadata: { name: fix-referrers }
+//! spec:
+//!   tenantRef: acme
+//!   from: 2026-11-01          # a UTC date (its midnight) or an RFC 3339 time
+//!   to: 2026-11-08            # exclusive; the range widens to whole UTC days
+//!   sites: [shop.example.com] # optional: every site when absent
+//!   dryRun: false
+//!   parallelism: 2            # days at once, 1 to 16
+//!   force: false              # replay days that are not sealed yet
+//! ```
+
+use std::sync::Arc;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::processor::Processor;
+use crate::spec::{Metadata, Tenant, API_VERSION};
+use crate::warehouse::replay::ReplayRequest;
+use crate::{Error, Result};
+
+pub const KIND: &str = "Reprocess";
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ReprocessSpec {
+    /// The tenant (`AnalyticsTenant` name) whose days are replayed.
+    pub tenant_ref: String,
+    /// Start of the range: a UTC date (`2026-11-01`, its midnight) or an RFC 3339 time.
+    pub from: String,
+    /// End of the range, exclusive, in the same forms.
+    pub to: String,
+    /// Sites replayed; every site when empty. Other sites' rows stay as they are.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sites: Vec<String>,
+    /// Compare only: per day, the numbers now and as the replay would make them.
+    #[serde(default)]
+    pub dry_run: bool,
+    /// Days replayed at once (1 to 16).
+    #[serde(default = "one")]
+    pub parallelism: usize,
+    /// Replay days that are not sealed yet (they may still receive events).
+    #[serde(default)]
+    pub force: bool,
+}
+
+fn one() -> usize {
+    1
+}
+
+/// The resource as written in YAML.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ReprocessDocument {
+    pub api_version: String,
+    pub kind: String,
+    pub metadata: Metadata,
+    pub spec: ReprocessSpec,
+}
+
+/// A time as the spec writes it: `2026-11-01` (UTC midnight) or RFC 3339.
+pub fn parse_time(text: &str, field: &str) -> Result<DateTime<Utc>> {
+    let text = text.trim();
+    if let Ok(day) = NaiveDate::parse_from_str(text, "%Y-%m-%d") {
+        return Ok(day.and_hms_opt(0, 0, 0).expect("midnight exists").and_utc());
+    }
+    DateTime::parse_from_rfc3339(text)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|_| {
+            Error::InvalidReplay(format!(
+                "{field} {text:?}: expected a date (2026-11-01) or an RFC 3339 time (2026-11-01T06:00:00Z)"
+            ))
+        })
+}
+
+impl ReprocessSpec {
+    /// The replay this spec asks for, with `processor`, for `tenant` (which must be the one
+    /// it names); errors name the field.
+    pub fn request(&self, tenant: &Tenant, processor: Arc<dyn Processor>) -> Result<ReplayRequest> {
+        if tenant.name != self.tenant_ref {
+            return Err(Error::UnknownTenant(self.tenant_ref.clone()));
+        }
+        let from = parse_time(&self.from, "from")?;
+        let to = parse_time(&self.to, "to")?;
+        Ok(ReplayRequest {
+            sites: self.sites.clone(),
+            dry_run: self.dry_run,
+            force: self.force,
+            parallelism: self.parallelism,
+            ..ReplayRequest::new(tenant.clone(), from, to, processor)
+        })
+    }
+}
+
+/// Reads a `Reprocess` document (or a bare spec) from YAML; `source_name` names the file.
+pub fn parse_reprocess(text: &str, source_name: &str) -> Result<ReprocessSpec> {
+    let err = |message: String| Error::Spec {
+        source_name: source_name.to_string(),
+        message,
+    };
+    let value: serde_yaml::Value = serde_yaml::from_str(text).map_err(|e| err(e.to_string()))?;
+    if value.get("kind").is_none() {
+        return serde_yaml::from_value(value).map_err(|e| err(e.to_string()));
+    }
+    let doc: ReprocessDocument = serde_yaml::from_value(value).map_err(|e| err(e.to_string()))?;
+    if doc.kind != KIND {
+        return Err(err(format!("kind {:?}: expected {KIND}", doc.kind)));
+    }
+    if doc.api_version != API_VERSION {
+        return Err(err(format!("apiVersion {:?}: expected {API_VERSION}", doc.api_version)));
+    }
+    Ok(doc.spec)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn documents_and_bare_specs_parse_with_defaults() {
+        let doc = "apiVersion: sightline.dev/v1alpha1\nkind: Reprocess\nmetadata: {name: fix}\nspec:\n  tenantRef: acme\n  from: 2026-11-01\n  to: '2026-11-03T12:00:00Z'\n";
+        let spec = parse_reprocess(doc, "r.yaml").unwrap();
+        assert_eq!(spec.tenant_ref, "acme");
+        assert_eq!((spec.parallelism, spec.dry_run, spec.force), (1, false, false));
+        assert_eq!(
+            parse_time(&spec.to, "to").unwrap(),
+            "2026-11-03T12:00:00Z".parse::<DateTime<Utc>>().unwrap()
+        );
+        let bare = parse_reprocess("tenantRef: acme\nfrom: 2026-11-01\nto: 2026-11-02\ndryRun: true\n", "b").unwrap();
+        assert!(bare.dry_run);
+        let unknown = parse_reprocess("tenantRef: acme\nfrom: a\nto: b\nsite: [x]\n", "c.yaml").unwrap_err();
+        assert!(unknown.to_string().contains("site"), "{unknown}");
+        assert!(parse_time("yesterday", "from")
+            .unwrap_err()
+            .to_string()
+            .contains("from"));
+    }
+}
