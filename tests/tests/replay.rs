@@ -390,3 +390,368 @@ async fn refusals_name_what_is_wrong_before_anything_runs() {
     .unwrap();
     assert_eq!((range.first, range.last, range.widened), (days()[1], days()[1], true));
 }
+
+// ---- The binary: `sightline reprocess`, and writers beside a forced replay. ----
+
+mod binary {
+    use std::process::{Command, Output};
+    use std::time::Duration;
+
+    use chrono::Utc;
+    use serde_json::json;
+    use sightline_core::token::{Scope, ALL_SITES};
+    use sightline_core::warehouse::embedded::Embedded;
+    use sightline_core::warehouse::{Params, Warehouse};
+    use sightline_tests::pipeline::{Load, LoadReport, Pipeline, PASSWORD, USER};
+    use sightline_tests::*;
+
+    fn reprocess(args: &[&str], env: &[(&str, &str)]) -> Output {
+        Command::new(binary())
+            .arg("reprocess")
+            .args(args)
+            .env("SIGHTLINE_SECRET", TEST_SECRET)
+            .env("RUST_LOG", "warn")
+            .envs(env.iter().copied())
+            .output()
+            .expect("run sightline reprocess")
+    }
+
+    fn refused(out: &Output, needle: &str) {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "exit 0; stderr: {stderr}");
+        assert!(stderr.contains(needle), "{needle:?} not in: {stderr}");
+    }
+
+    fn today() -> String {
+        Utc::now().date_naive().to_string()
+    }
+
+    fn tomorrow() -> String {
+        (Utc::now().date_naive() + chrono::Days::new(1)).to_string()
+    }
+
+    fn admin_token() -> String {
+        token_for("acme", ALL_SITES, Scope::Admin, 3600)
+    }
+
+    /// Sends `n` requests of one pageview each for shop.example.com (now), all acknowledged.
+    async fn send(server: &Server, n: usize) {
+        let c = client();
+        for i in 0..n {
+            let r = c
+                .post(server.url("/v1/collect"))
+                .bearer_auth(write_token("acme", "shop.example.com"))
+                .header("User-Agent", CHROME_MAC)
+                .header("X-Forwarded-For", format!("198.51.100.{}", i % 50 + 1))
+                .json(&json!({"url": format!("https://shop.example.com/p{i}"), "referrer": "https://news.ycombinator.com/"}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 202);
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn the_cli_refuses_bad_requests_with_a_message_and_a_failing_exit() {
+        let (_dir, data, tenants) = fixture();
+        let (data, tenants) = (data.to_str().unwrap(), tenants.to_str().unwrap());
+        let local = ["--data", data, "--tenants", tenants];
+        fn with<'a>(local: &[&'a str], extra: &[&'a str]) -> Vec<&'a str> {
+            [local, extra].concat()
+        }
+        refused(
+            &reprocess(
+                &with(
+                    &local,
+                    &["--tenant", "acme", "--from", "2026-11-12", "--to", "2026-11-10"],
+                ),
+                &[],
+            ),
+            "empty",
+        );
+        refused(
+            &reprocess(
+                &with(
+                    &local,
+                    &["--tenant", "nope", "--from", "2026-11-10", "--to", "2026-11-12"],
+                ),
+                &[],
+            ),
+            "unknown tenant \"nope\"",
+        );
+        refused(
+            &reprocess(
+                &with(&local, &["--tenant", "acme", "--from", &today(), "--to", &tomorrow()]),
+                &[],
+            ),
+            "is not sealed",
+        );
+        refused(
+            &reprocess(
+                &with(
+                    &local,
+                    &["--tenant", "acme", "--from", "yesterday", "--to", &tomorrow()],
+                ),
+                &[],
+            ),
+            "from \"yesterday\"",
+        );
+        refused(
+            &reprocess(&with(&local, &["--from", "2026-11-10"]), &[]),
+            "--tenant is required",
+        );
+
+        // Through a running server: only an admin token of the tenant opens the endpoint.
+        let mut server = Server::start(std::path::Path::new(data), std::path::Path::new(tenants), &[]);
+        let url = server.url("");
+        let remote = |token: &str| {
+            reprocess(
+                &[
+                    "--server",
+                    &url,
+                    "--token",
+                    token,
+                    "--tenant",
+                    "acme",
+                    "--from",
+                    "2026-11-10",
+                    "--to",
+                    "2026-11-11",
+                ],
+                &[],
+            )
+        };
+        refused(&remote(&read_token("acme", "shop.example.com")), "needs admin");
+        refused(&remote(&write_token("acme", "shop.example.com")), "needs admin");
+        refused(
+            &remote(&token_for("tiny", ALL_SITES, Scope::Admin, 3600)),
+            "the token is for tenant tiny",
+        );
+        refused(
+            &reprocess(
+                &[
+                    "--server",
+                    &url,
+                    "--token",
+                    &admin_token(),
+                    "--tenant",
+                    "acme",
+                    "--from",
+                    &today(),
+                    "--to",
+                    &tomorrow(),
+                ],
+                &[],
+            ),
+            "is not sealed",
+        );
+        // The API's JSON error.
+        let r = client()
+            .post(server.url("/v1/admin/reprocess"))
+            .bearer_auth(read_token("acme", "shop.example.com"))
+            .json(&json!({"spec": {"tenantRef": "acme", "from": "2026-11-10", "to": "2026-11-11"}}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401);
+        let body: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "unauthorized");
+        assert_eq!(body["error"]["field"], "token");
+        server.stop();
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn the_cli_replays_a_data_directory_offline_with_a_checkpoint_and_a_summary() {
+        let (dir, data, tenants) = fixture();
+        let mut server = Server::start(&data, &tenants, &[]);
+        send(&server, 40).await;
+        server.stop();
+        let checkpoint = dir.path().join("run.checkpoint.json");
+        let base = [
+            "--data",
+            data.to_str().unwrap(),
+            "--tenants",
+            tenants.to_str().unwrap(),
+            "--tenant",
+            "acme",
+            "--from",
+            &today(),
+            "--to",
+            &tomorrow(),
+            "--force",
+            "--checkpoint",
+            checkpoint.to_str().unwrap(),
+        ];
+        let dry = reprocess(&[&base[..], &["--dry-run"]].concat(), &[]);
+        let stdout = String::from_utf8_lossy(&dry.stdout);
+        assert!(dry.status.success(), "{}", String::from_utf8_lossy(&dry.stderr));
+        assert!(
+            stdout.contains("Dry run: tenant acme") && stdout.contains("pageviews"),
+            "{stdout}"
+        );
+        let run = reprocess(&base, &[]);
+        let stdout = String::from_utf8_lossy(&run.stdout);
+        assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+        assert!(
+            stdout.contains("Replayed: tenant acme") && stdout.contains("| yes"),
+            "{stdout}"
+        );
+        assert!(!checkpoint.exists(), "a finished run leaves no checkpoint");
+        // A checkpoint of another run is refused, naming it.
+        std::fs::write(
+            &checkpoint,
+            r#"{"tenant":"acme","firstDay":"2026-01-01","lastDay":"2026-01-02","sites":[],"processing":"v3","dryRun":false,"done":["2026-01-01"]}"#,
+        )
+        .unwrap();
+        refused(&reprocess(&base, &[]), "checkpoint is of another run");
+
+        let wh = Embedded::open(&data.join("engine"), 1).unwrap();
+        assert_eq!(count(&wh, "SELECT count() AS n FROM sightline_acme.events").await, 40);
+    }
+
+    /// Every acknowledged id stored once in `events_raw`; every raw row with exactly one net
+    /// row in `events` and counted once in the quarter-hour tier; failed requests whole or
+    /// absent.
+    async fn exactly_once(wh: &dyn Warehouse, load: &LoadReport) {
+        let stored = distinct_ids(wh, "SELECT toString(event_id) AS id FROM sightline_acme.events_raw").await;
+        let missing = load.acked.iter().flatten().filter(|id| !stored.contains(*id)).count();
+        assert_eq!(missing, 0, "acknowledged events missing from events_raw");
+        for request in &load.failed {
+            let present = request.iter().filter(|id| stored.contains(*id)).count();
+            assert!(
+                present == 0 || present == request.len(),
+                "a failed request is half stored"
+            );
+        }
+        let not_once = count(
+            wh,
+            "SELECT count() AS n FROM (SELECT site_id, event_id, sum(sign) AS s FROM sightline_acme.events \
+             GROUP BY site_id, event_id HAVING s != 1)",
+        )
+        .await;
+        let orphans = count(
+            wh,
+            "SELECT count() AS n FROM sightline_acme.events_raw WHERE (site_id, event_id) NOT IN \
+             (SELECT site_id, event_id FROM sightline_acme.events)",
+        )
+        .await;
+        let net = count(
+            wh,
+            "SELECT toUInt64(sum(sign)) AS n FROM sightline_acme.events WHERE is_bot = 0",
+        )
+        .await;
+        let tier = count(
+            wh,
+            "SELECT toUInt64(sum(events)) AS n FROM sightline_acme.rollup_site_15m",
+        )
+        .await;
+        assert_eq!((not_once, orphans), (0, 0), "events hold each raw event once");
+        assert_eq!(net, stored.len() as u64);
+        assert_eq!(tier, net, "the quarter-hour tier counts each event once");
+    }
+
+    /// Runs `sightline reprocess` with `args` on a thread while `load` goes on; the run must
+    /// succeed and have swapped today.
+    async fn replay_during(load: &Load, args: Vec<String>) -> String {
+        let before = load.acked_so_far();
+        let run = tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            reprocess(&args, &[])
+        });
+        let out = run.await.unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(
+            out.status.success(),
+            "reprocess failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(stdout.contains("| yes"), "the day was swapped: {stdout}");
+        assert!(load.acked_so_far() > before, "the load went on during the replay");
+        stdout
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn standalone_ingestion_during_a_forced_replay_loses_and_doubles_nothing() {
+        let (_dir, data, tenants) = fixture();
+        let mut server = Server::start(&data, &tenants, &[]);
+        let load = Load::start(&server, 3);
+        while load.acked_so_far() < 30 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let args: Vec<String> = [
+            "--server",
+            &server.url(""),
+            "--token",
+            &admin_token(),
+            "--tenant",
+            "acme",
+            "--from",
+            &today(),
+            "--to",
+            &tomorrow(),
+            "--force",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        replay_during(&load, args).await;
+        // Some more after the replay: the writer read its sessions again.
+        let after = load.acked_so_far();
+        while load.acked_so_far() < after + 20 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let report = load.finish().await;
+        server.stop();
+        let wh = Embedded::open(&data.join("engine"), 1).unwrap();
+        exactly_once(&wh, &report).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn loader_ingestion_during_a_forced_replay_loses_and_doubles_nothing() {
+        let pipeline = Pipeline::start(100).await;
+        let load = Load::start(&pipeline.collector, 3);
+        // The loader creates the schema when it starts: wait for its first rows.
+        let wh = pipeline.warehouse();
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let rows = wh
+                .select("SELECT count() AS n FROM sightline_acme.events_raw", &Params::new())
+                .await
+                .ok()
+                .and_then(|r| r.first().and_then(|r| r["n"].as_u64()));
+            if rows.is_some_and(|n| n >= 100) {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "the loader stored nothing");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let args: Vec<String> = [
+            "--clickhouse-url",
+            &pipeline.front.url(),
+            "--clickhouse-user",
+            USER,
+            "--clickhouse-password",
+            PASSWORD,
+            "--tenants",
+            pipeline.tenants.to_str().unwrap(),
+            "--tenant",
+            "acme",
+            "--from",
+            &today(),
+            "--to",
+            &tomorrow(),
+            "--force",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        replay_during(&load, args).await;
+        let after = load.acked_so_far();
+        while load.acked_so_far() < after + 20 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let report = load.finish().await;
+        pipeline.drained(report.acked_ids()).await;
+        exactly_once(&pipeline.warehouse(), &report).await;
+    }
+}

@@ -215,7 +215,7 @@ async fn catch_up(shared: &Shared<'_>, day: NaiveDate) -> Result<u64> {
     let rows = wh
         .select(
             &format!(
-                "SELECT site_id, visitor_id, prev_day_visitor_id, toString(ts) AS ts FROM {db}.{RAW_TABLE} \
+                "SELECT site_id, visitor_id, prev_day_visitor_id, toString(ts) AS at FROM {db}.{RAW_TABLE} \
                  WHERE toYYYYMMDD(ts) = {number} AND (site_id, event_id) NOT IN \
                    (SELECT site_id, event_id FROM {db}.{EVENTS_TABLE} WHERE toYYYYMMDD(ts) = {number})"
             ),
