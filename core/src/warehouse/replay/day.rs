@@ -229,7 +229,7 @@ async fn catch_up(shared: &Shared<'_>, day: NaiveDate) -> Result<u64> {
     for r in &rows {
         let site = r["site_id"].as_str().unwrap_or_default().to_string();
         let ts =
-            ch_datetime::parse(r["ts"].as_str().unwrap_or_default()).map_err(|e| Error::Decode(format!("ts: {e}")))?;
+            ch_datetime::parse(r["at"].as_str().unwrap_or_default()).map_err(|e| Error::Decode(format!("ts: {e}")))?;
         for key in ["visitor_id", "prev_day_visitor_id"] {
             if let Some(v) = r[key].as_u64().filter(|v| *v != 0) {
                 keys.push((site.clone(), v, ts));
