@@ -118,6 +118,15 @@ impl Warehouse for Http {
         }
     }
 
+    async fn select_row_binary(&self, sql: &str, params: &Params) -> Result<Vec<u8>> {
+        let mut cursor = self
+            .query(sql, params)
+            .fetch_bytes("RowBinary")
+            .map_err(|e| failed(sql, e))?;
+        let bytes = cursor.collect().await.map_err(|e| failed(sql, e))?;
+        Ok(bytes.to_vec())
+    }
+
     async fn insert(&self, table: &str, columns: &str, format: InsertFormat, rows: Vec<u8>) -> Result<()> {
         let sql = format!("INSERT INTO {table} ({columns}) FORMAT {}", format.name());
         let mut insert = self.client.insert_formatted_with(sql.clone());

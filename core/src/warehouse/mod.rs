@@ -42,6 +42,9 @@ pub trait Warehouse: Send + Sync + 'static {
         limits: &SelectLimits,
         hold: StatementHold,
     ) -> Result<Vec<Value>>;
+    /// Runs a SELECT and returns its rows in ClickHouse's RowBinary format (the replay
+    /// engine reads raw rows this way: no text to parse, `rowbinary::decode_raw_events`).
+    async fn select_row_binary(&self, sql: &str, params: &Params) -> Result<Vec<u8>>;
     /// Inserts `rows`, encoded in `format`, into `table (columns)` as one insert: one part
     /// per partition, all or nothing from the reader's view.
     async fn insert(&self, table: &str, columns: &str, format: InsertFormat, rows: Vec<u8>) -> Result<()>;

@@ -154,9 +154,125 @@ impl RowBinary for Event {
     }
 }
 
+/// Reads rows of `schema::RAW_COLUMNS` in RowBinary (what `write_row_binary` writes for a
+/// `RawEvent`, and what the engine returns for `SELECT {RAW_COLUMNS} ... FORMAT RowBinary`).
+pub fn decode_raw_events(bytes: &[u8]) -> crate::Result<Vec<RawEvent>> {
+    let mut r = Reader { bytes, at: 0 };
+    let mut out = Vec::new();
+    while r.at < bytes.len() {
+        out.push(RawEvent {
+            event_id: r.uuid()?,
+            site_id: r.string()?,
+            received_at: r.datetime64_ms()?,
+            ts: r.datetime64_ms()?,
+            name: r.string()?,
+            url: r.string()?,
+            referrer: r.string()?,
+            user_agent: r.string()?,
+            props: r.map()?,
+            revenue_amount: r.string()?,
+            revenue_currency: r.string()?,
+            visitor_id: r.u64()?,
+            country: r.string()?,
+            ingest_source: r.string()?,
+            prev_day_visitor_id: r.u64()?,
+            interactive: r.take(1)?[0] != 0,
+        });
+    }
+    Ok(out)
+}
+
+struct Reader<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl Reader<'_> {
+    fn take(&mut self, n: usize) -> crate::Result<&[u8]> {
+        let end = self.at.checked_add(n).filter(|e| *e <= self.bytes.len()).ok_or_else(|| {
+            crate::Error::Decode(format!("RowBinary ends inside a value at byte {}", self.at))
+        })?;
+        let slice = &self.bytes[self.at..end];
+        self.at = end;
+        Ok(slice)
+    }
+
+    fn varint(&mut self) -> crate::Result<u64> {
+        let mut n = 0u64;
+        for shift in (0..64).step_by(7) {
+            let b = self.take(1)?[0];
+            n |= u64::from(b & 0x7f) << shift;
+            if b & 0x80 == 0 {
+                return Ok(n);
+            }
+        }
+        Err(crate::Error::Decode("RowBinary length over 64 bits".into()))
+    }
+
+    fn string(&mut self) -> crate::Result<String> {
+        let n = self.varint()? as usize;
+        let bytes = self.take(n)?;
+        String::from_utf8(bytes.to_vec()).map_err(|e| crate::Error::Decode(format!("RowBinary string: {e}")))
+    }
+
+    fn u64(&mut self) -> crate::Result<u64> {
+        Ok(u64::from_le_bytes(self.take(8)?.try_into().expect("8 bytes")))
+    }
+
+    fn datetime64_ms(&mut self) -> crate::Result<DateTime<Utc>> {
+        let ms = i64::from_le_bytes(self.take(8)?.try_into().expect("8 bytes"));
+        DateTime::from_timestamp_millis(ms).ok_or_else(|| crate::Error::Decode(format!("RowBinary time {ms}")))
+    }
+
+    fn uuid(&mut self) -> crate::Result<Uuid> {
+        let high = self.u64()?;
+        let low = self.u64()?;
+        Ok(Uuid::from_u64_pair(high, low))
+    }
+
+    fn map(&mut self) -> crate::Result<BTreeMap<String, String>> {
+        let n = self.varint()?;
+        let mut m = BTreeMap::new();
+        for _ in 0..n {
+            let k = self.string()?;
+            let v = self.string()?;
+            m.insert(k, v);
+        }
+        Ok(m)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn raw_events_read_back_what_was_written() {
+        let ts = DateTime::from_timestamp_millis(1_795_000_123_456).unwrap();
+        let mut props = BTreeMap::new();
+        props.insert("plan".to_string(), "pro é".to_string());
+        let raw = RawEvent {
+            event_id: Uuid::from_u64_pair(1, 2),
+            site_id: "shop.example.com".into(),
+            received_at: ts,
+            ts,
+            name: "signup".into(),
+            url: "https://shop.example.com/".into(),
+            referrer: String::new(),
+            user_agent: "x".repeat(300),
+            props,
+            revenue_amount: "19.9".into(),
+            revenue_currency: "EUR".into(),
+            visitor_id: u64::MAX,
+            country: "DE".into(),
+            ingest_source: "web".into(),
+            prev_day_visitor_id: 7,
+            interactive: false,
+        };
+        let bytes = encode(&[raw.clone(), raw.clone()]);
+        assert_eq!(decode_raw_events(&bytes).unwrap(), vec![raw.clone(), raw]);
+        assert!(decode_raw_events(&bytes[..bytes.len() - 1]).is_err(), "a cut row is an error");
+    }
 
     #[test]
     fn varints_are_leb128() {

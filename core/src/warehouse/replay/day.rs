@@ -8,14 +8,14 @@ use serde_json::Value;
 use super::lease::{self, Lease};
 use super::stream::Streamer;
 use super::{compare, midnight, DayReport, Seed, Shared};
-use crate::event::{ch_datetime, RawEvent};
+use crate::event::ch_datetime;
 use crate::processor::session::SessionState;
 use crate::schema::{self, EVENTS_TABLE, EVENT_COLUMNS, RAW_TABLE};
-use crate::warehouse::{live, ops, tiers, Params, Warehouse};
+use crate::warehouse::{live, ops, rowbinary, tiers, Params, Warehouse};
 use crate::{Error, Result};
 
 /// Raw rows read per page.
-const PAGE_ROWS: usize = 20_000;
+const PAGE_ROWS: usize = 50_000;
 
 /// Replays `day` under its lease (none in a dry run: it changes nothing, and writers would
 /// hold the day's events back for nothing), renewing the lease while it works.
@@ -242,42 +242,58 @@ async fn catch_up(shared: &Shared<'_>, day: NaiveDate) -> Result<u64> {
 }
 
 /// Streams the replayed sites' raw rows of the day through the processor into `staged`;
-/// returns the rows read. Fetching the next page overlaps processing the current one.
+/// returns the rows read. Pages are ranges of visitor ids (so a visitor is never split, and
+/// each page is a range of the primary key); fetching the next page overlaps processing
+/// the current one.
 async fn stream(shared: &Shared<'_>, day: NaiveDate, staged: &str) -> Result<u64> {
     let (wh, db, request) = (shared.wh, shared.db.as_str(), &shared.request);
     let table = format!("{db}.{staged}");
     let mut streamer = Streamer::new(request.processor.clone(), request.config());
     let mut read = 0u64;
-    let mut page = fetch(shared, day, None).await?;
-    while !page.is_empty() {
-        let more = page.len() == PAGE_ROWS;
-        let cursor = page.last().map(cursor_of).transpose()?;
-        let n = page.len() as u64;
+    let ranges = pages(shared, day).await?;
+    let mut ranges = ranges.into_iter();
+    let mut page = match ranges.next() {
+        Some(range) => fetch(shared, day, range).await?,
+        None => Vec::new(),
+    };
+    // Three stages at once: fetching page i+1, processing page i, inserting page i-1's rows.
+    let mut to_insert: Vec<crate::event::Event> = Vec::new();
+    loop {
+        let next_range = ranges.next();
         let processing = async {
-            let (back, rows) = tokio::task::spawn_blocking(move || {
-                let raws = decode(page)?;
+            tokio::task::spawn_blocking(move || {
+                let raws = rowbinary::decode_raw_events(&page)?;
+                let n = raws.len() as u64;
                 let rows = streamer.feed(raws);
-                Ok::<_, Error>((streamer, rows))
+                Ok::<_, Error>((streamer, rows, n))
             })
             .await
-            .map_err(|e| Error::Engine(format!("replay task failed: {e}")))??;
-            ops::insert_rows(wh, &table, &rows).await?;
-            Ok::<_, Error>((back, rows.len() as u64))
+            .map_err(|e| Error::Engine(format!("replay task failed: {e}")))?
+        };
+        let inserting = async {
+            ops::insert_rows(wh, &table, &to_insert).await?;
+            Ok::<_, Error>(to_insert.len() as u64)
         };
         let next = async {
-            if more {
-                fetch(shared, day, cursor.as_ref()).await
-            } else {
-                Ok(Vec::new())
+            match next_range {
+                Some(range) => fetch(shared, day, range).await.map(Some),
+                None => Ok(None),
             }
         };
-        let (processed, next) = tokio::join!(processing, next);
-        let (back, written) = processed?;
+        let (processed, inserted, next) = tokio::join!(processing, inserting, next);
+        let (back, rows, n) = processed?;
+        let written = inserted?;
         streamer = back;
+        to_insert = rows;
         read += n;
         shared.report_progress(n, written);
-        page = next?;
+        match next? {
+            Some(bytes) => page = bytes,
+            None => break,
+        }
     }
+    ops::insert_rows(wh, &table, &to_insert).await?;
+    shared.report_progress(0, to_insert.len() as u64);
     let last = streamer.finish();
     ops::insert_rows(wh, &table, &last).await?;
     let deferred = streamer.deferred_events();
@@ -302,56 +318,81 @@ async fn stream(shared: &Shared<'_>, day: NaiveDate, staged: &str) -> Result<u64
     Ok(read)
 }
 
-type Cursor = (String, u64, String, String);
+/// A page: visitor ids from `.0` up to `.1` (excluded; none: to the end).
+type Range = (u64, Option<u64>);
 
-fn cursor_of(row: &Value) -> Result<Cursor> {
-    let text = |k: &str| {
-        row[k]
-            .as_str()
-            .map(str::to_string)
-            .ok_or_else(|| Error::Decode(format!("{k} in {row}")))
-    };
-    Ok((
-        text("site_id")?,
-        row["visitor_id"]
-            .as_u64()
-            .ok_or_else(|| Error::Decode(format!("visitor_id in {row}")))?,
-        text("ts")?,
-        text("event_id")?,
-    ))
-}
-
-/// One page of the day's raw rows in `(site, visitor, ts, event_id)` order, after `cursor`.
-async fn fetch(shared: &Shared<'_>, day: NaiveDate, cursor: Option<&Cursor>) -> Result<Vec<Value>> {
-    let start = midnight(day);
-    let end = midnight(day + Days::new(1));
-    let mut params = shared
+fn day_bounds(shared: &Shared<'_>, day: NaiveDate) -> Params {
+    shared
         .sites
         .params()
-        .bind("start", ch_datetime::format(&start))
-        .bind("end", ch_datetime::format(&end));
-    let after = match cursor {
-        None => "",
-        Some((site, visitor, ts, id)) => {
-            params.push("c_site", site);
-            params.push("c_visitor", visitor);
-            params.push("c_ts", ts);
-            params.push("c_id", id);
-            " AND (site_id, visitor_id, ts, event_id) > ({c_site:String}, {c_visitor:UInt64}, {c_ts:DateTime64(3, 'UTC')}, {c_id:UUID})"
+        .bind("start", ch_datetime::format(&midnight(day)))
+        .bind("end", ch_datetime::format(&midnight(day + Days::new(1))))
+}
+
+const IN_DAY: &str = "ts >= {start:DateTime64(3, 'UTC')} AND ts < {end:DateTime64(3, 'UTC')}";
+
+/// Visitor-id ranges holding about `PAGE_ROWS` of the day's raw rows each (quantiles of
+/// the visitor ids; a visitor with more rows than that is one page all the same).
+async fn pages(shared: &Shared<'_>, day: NaiveDate) -> Result<Vec<Range>> {
+    let (wh, db) = (shared.wh, shared.db.as_str());
+    let condition = shared.sites.condition();
+    let rows = count(
+        wh,
+        &format!("SELECT count() AS n FROM {db}.{RAW_TABLE} WHERE {IN_DAY} AND {condition}"),
+        &day_bounds(shared, day),
+    )
+    .await?;
+    let pages = rows as usize / PAGE_ROWS + 1;
+    if pages == 1 {
+        return Ok(vec![(0, None)]);
+    }
+    // Levels are numbers this code makes, not input.
+    let levels: Vec<String> = (1..pages).map(|i| format!("{:.6}", i as f64 / pages as f64)).collect();
+    let quantiles = wh
+        .select(
+            &format!(
+                "SELECT quantilesExact({})(visitor_id) AS q FROM {db}.{RAW_TABLE} WHERE {IN_DAY} AND {condition}",
+                levels.join(", ")
+            ),
+            &day_bounds(shared, day),
+        )
+        .await?;
+    let mut bounds: Vec<u64> = quantiles
+        .first()
+        .and_then(|r| r["q"].as_array())
+        .ok_or_else(|| Error::Decode("visitor quantiles".into()))?
+        .iter()
+        .filter_map(Value::as_u64)
+        .filter(|b| *b > 0)
+        .collect();
+    bounds.sort_unstable();
+    bounds.dedup();
+    let mut ranges = Vec::with_capacity(bounds.len() + 1);
+    let mut low = 0;
+    for b in bounds {
+        ranges.push((low, Some(b)));
+        low = b;
+    }
+    ranges.push((low, None));
+    Ok(ranges)
+}
+
+/// One page of the day's raw rows (RowBinary), in `(site, visitor, ts, event_id)` order.
+async fn fetch(shared: &Shared<'_>, day: NaiveDate, (low, high): Range) -> Result<Vec<u8>> {
+    let mut params = day_bounds(shared, day).bind("low", low);
+    let upper = match high {
+        Some(high) => {
+            params.push("high", high);
+            " AND visitor_id < {high:UInt64}"
         }
+        None => "",
     };
     let sql = format!(
-        "SELECT {} FROM {}.{RAW_TABLE} WHERE ts >= {{start:DateTime64(3, 'UTC')}} AND ts < {{end:DateTime64(3, 'UTC')}} \
-         AND {}{after} ORDER BY site_id, visitor_id, ts, event_id LIMIT {PAGE_ROWS}",
+        "SELECT {} FROM {}.{RAW_TABLE} WHERE {IN_DAY} AND {} AND visitor_id >= {{low:UInt64}}{upper} \
+         ORDER BY site_id, visitor_id, ts, event_id",
         schema::RAW_COLUMNS,
         shared.db,
         shared.sites.condition()
     );
-    shared.wh.select(&sql, &params).await
-}
-
-fn decode(rows: Vec<Value>) -> Result<Vec<RawEvent>> {
-    rows.into_iter()
-        .map(|row| serde_json::from_value(row).map_err(|e| Error::Decode(format!("events_raw row: {e}"))))
-        .collect()
+    shared.wh.select_row_binary(&sql, &params).await
 }
