@@ -63,7 +63,11 @@ fn event(i: u64, visitors: u64) -> RawEvent {
         site_id: SITE.into(),
         received_at: ts,
         ts,
-        name: if i % 9 == 0 { "signup".into() } else { "pageview".into() },
+        name: if i.is_multiple_of(9) {
+            "signup".into()
+        } else {
+            "pageview".into()
+        },
         url: format!("https://{SITE}/p/{}?utm_source=news&utm_medium=email", i % 700),
         referrer: referrers[(i % 6) as usize].into(),
         user_agent: agents[(visitor % 5) as usize].into(),
@@ -79,7 +83,9 @@ fn event(i: u64, visitors: u64) -> RawEvent {
 }
 
 async fn count(wh: &dyn Warehouse, sql: &str) -> u64 {
-    wh.select(sql, &Params::new()).await.expect(sql)[0]["n"].as_u64().expect("count")
+    wh.select(sql, &Params::new()).await.expect(sql)[0]["n"]
+        .as_u64()
+        .expect("count")
 }
 
 #[tokio::main(flavor = "multi_thread")]
@@ -104,7 +110,9 @@ async fn main() {
     while i < args.rows {
         let n = (args.rows - i).min(args.load_batch as u64);
         let batch: Vec<RawEvent> = (i..i + n).map(|k| event(k, args.visitors)).collect();
-        ops::insert_rows(&wh, &format!("{db}.events_raw"), &batch).await.expect("load");
+        ops::insert_rows(&wh, &format!("{db}.events_raw"), &batch)
+            .await
+            .expect("load");
         i += n;
     }
     wh.execute(&format!("OPTIMIZE TABLE {db}.events_raw FINAL"), &Params::new())
@@ -130,7 +138,10 @@ async fn main() {
         .expect("copy table");
     let started = Instant::now();
     wh.execute(
-        &format!("INSERT INTO {db}.events_copy SELECT * FROM {db}.events WHERE toDate(ts) = '{}'", day()),
+        &format!(
+            "INSERT INTO {db}.events_copy SELECT * FROM {db}.events WHERE toDate(ts) = '{}'",
+            day()
+        ),
         &Params::new(),
     )
     .await

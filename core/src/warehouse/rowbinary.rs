@@ -189,9 +189,11 @@ struct Reader<'a> {
 
 impl Reader<'_> {
     fn take(&mut self, n: usize) -> crate::Result<&[u8]> {
-        let end = self.at.checked_add(n).filter(|e| *e <= self.bytes.len()).ok_or_else(|| {
-            crate::Error::Decode(format!("RowBinary ends inside a value at byte {}", self.at))
-        })?;
+        let end = self
+            .at
+            .checked_add(n)
+            .filter(|e| *e <= self.bytes.len())
+            .ok_or_else(|| crate::Error::Decode(format!("RowBinary ends inside a value at byte {}", self.at)))?;
         let slice = &self.bytes[self.at..end];
         self.at = end;
         Ok(slice)
@@ -271,7 +273,10 @@ mod tests {
         };
         let bytes = encode(&[raw.clone(), raw.clone()]);
         assert_eq!(decode_raw_events(&bytes).unwrap(), vec![raw.clone(), raw]);
-        assert!(decode_raw_events(&bytes[..bytes.len() - 1]).is_err(), "a cut row is an error");
+        assert!(
+            decode_raw_events(&bytes[..bytes.len() - 1]).is_err(),
+            "a cut row is an error"
+        );
     }
 
     #[test]
