@@ -166,14 +166,12 @@ impl ReplayHooks for StreamHooks {
 
 #[tracing::instrument(skip_all, name = "admin_reprocess")]
 async fn reprocess(State(state): State<AdminState>, headers: HeaderMap, body: Bytes) -> Result<Response, AdminError> {
-    let token = headers
-        .get(header::AUTHORIZATION)
-        .ok_or(TokenError::Missing)?
-        .to_str()
-        .ok()
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
-        .ok_or(TokenError::Malformed)?;
+    let token = sightline_core::token::from_authorization(
+        headers
+            .get(header::AUTHORIZATION)
+            .ok_or(TokenError::Missing)?
+            .as_bytes(),
+    )?;
     let (entry, claims) = state.registry.verify(token, Scope::Admin, Utc::now().timestamp())?;
     let call: ReprocessCall = serde_json::from_slice(&body).map_err(|e| AdminError::BadBody(e.to_string()))?;
     if claims.tenant != call.spec.tenant_ref {

@@ -9,8 +9,8 @@ mod operator_cmd;
 mod provision_cmd;
 mod query_cmd;
 mod reload;
-mod serve;
 mod reprocess_cmd;
+mod serve;
 mod standalone;
 mod token_cmd;
 

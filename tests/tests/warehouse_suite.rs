@@ -283,6 +283,9 @@ impl<W: Warehouse> Warehouse for Recorder<W> {
     ) -> sightline_core::Result<Vec<serde_json::Value>> {
         self.inner.select_within(sql, params, limits, hold).await
     }
+    async fn select_row_binary(&self, sql: &str, params: &Params) -> sightline_core::Result<Vec<u8>> {
+        self.inner.select_row_binary(sql, params).await
+    }
     async fn insert(
         &self,
         table: &str,

@@ -247,7 +247,8 @@ impl Warehouse for Embedded {
 
     async fn select_row_binary(&self, sql: &str, params: &Params) -> Result<Vec<u8>> {
         let (sql, params) = (sql.to_string(), params.0.clone());
-        self.with_reader(Box::new(()), move |c| c.query(&sql, "RowBinary", &params)).await
+        self.with_reader(Box::new(()), move |c| c.query(&sql, "RowBinary", &params))
+            .await
     }
 
     async fn insert(&self, table: &str, columns: &str, format: InsertFormat, rows: Vec<u8>) -> Result<()> {

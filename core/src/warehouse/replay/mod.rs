@@ -316,6 +316,17 @@ pub(crate) async fn run_days(
     request.sites.sort();
     request.sites.dedup();
     check(&request, &days)?;
+    // `REPLACE PARTITION` swaps one server's tables: on a cluster a replay would have to run
+    // per shard on the local tables (docs/storage.md, "On a ClickHouse cluster").
+    if crate::ddl::Form::for_backend(&request.tenant, wh.backend())?
+        .cluster()
+        .is_some()
+    {
+        return Err(Error::InvalidReplay(format!(
+            "tenant {} is on a ClickHouse cluster, where replays are not done yet (they swap partitions per shard)",
+            request.tenant.name
+        )));
+    }
     let range = DayRange::widen(request.from, request.to)?;
     let checkpoint = fresh_checkpoint(&request, &range).resume_from(resume)?;
     let (skipped, pending): (Vec<NaiveDate>, Vec<NaiveDate>) = days.iter().partition(|d| checkpoint.done.contains(*d));
