@@ -11,6 +11,9 @@
 //!   zone's hours, days, weeks and months are sums of whole buckets: exact everywhere.
 //! - `Tier::Daily`: each site's local days (its configured timezone), partitioned by month,
 //!   built from the quarter-hour tier's states once days are sealed (`warehouse::tiers`).
+//! - `Tier::Monthly`: each site's local months, partitioned by month (one row per site, or
+//!   per dimension value, in each partition), built from the daily tier's states once every
+//!   day of the month is in the daily tier.
 
 use crate::spec::Tenant;
 
@@ -194,6 +197,7 @@ fn dimension_pairs() -> String {
 pub enum Tier {
     QuarterHour,
     Daily,
+    Monthly,
 }
 
 impl Tier {
@@ -202,6 +206,7 @@ impl Tier {
         match self {
             Tier::QuarterHour => "quarter_hour",
             Tier::Daily => "daily",
+            Tier::Monthly => "monthly",
         }
     }
 
@@ -212,40 +217,48 @@ impl Tier {
             (Tier::QuarterHour, true) => "rollup_dims_15m",
             (Tier::Daily, false) => "rollup_site_daily",
             (Tier::Daily, true) => "rollup_dims_daily",
+            (Tier::Monthly, false) => "rollup_site_monthly",
+            (Tier::Monthly, true) => "rollup_dims_monthly",
         }
     }
 
-    /// The time column: a UTC bucket start (`DateTime`) or a local day (`Date`).
+    /// The time column: a UTC bucket start (`DateTime`), a local day (`Date`), or the
+    /// first local day of a month (`Date`).
     pub fn time_column(self) -> &'static str {
         match self {
             Tier::QuarterHour => "bucket",
             Tier::Daily => "day",
+            Tier::Monthly => "month",
         }
     }
 
-    /// What one `REPLACE PARTITION` swaps: a UTC day, or a month of local days.
+    /// What one `REPLACE PARTITION` swaps: a UTC day, a month of local days, or one local
+    /// month (a partition per month, so that a month is rebuilt and swapped alone, from the
+    /// one partition of the daily tier that holds its days).
     pub fn partition_by(self) -> &'static str {
         match self {
             Tier::QuarterHour => "toYYYYMMDD(bucket)",
             Tier::Daily => "toYYYYMM(day)",
+            Tier::Monthly => "toYYYYMM(month)",
         }
     }
 
-    pub fn all_tables() -> [&'static str; 4] {
-        [
-            Tier::QuarterHour.table(false),
-            Tier::QuarterHour.table(true),
-            Tier::Daily.table(false),
-            Tier::Daily.table(true),
-        ]
+    pub const ALL: [Tier; 3] = [Tier::QuarterHour, Tier::Daily, Tier::Monthly];
+
+    /// Every tier's two tables.
+    pub fn all_tables() -> Vec<&'static str> {
+        Tier::ALL
+            .iter()
+            .flat_map(|tier| [tier.table(false), tier.table(true)])
+            .collect()
     }
 }
 
 /// A tier table (or a staging copy of one, `table`), `dims` for the per-dimension form.
 pub fn tier_table_ddl(db: &str, table: &str, tier: Tier, dims: bool, rollup_days: u32) -> String {
-    let (time_type, ttl) = match tier {
-        Tier::QuarterHour => ("DateTime('UTC')", "bucket"),
-        Tier::Daily => ("Date", "day"),
+    let time_type = match tier {
+        Tier::QuarterHour => "DateTime('UTC')",
+        Tier::Daily | Tier::Monthly => "Date",
     };
     let time = tier.time_column();
     let (dim_columns, order) = if dims {
@@ -264,7 +277,7 @@ pub fn tier_table_ddl(db: &str, table: &str, tier: Tier, dims: bool, rollup_days
 ) ENGINE = AggregatingMergeTree
 PARTITION BY {}
 ORDER BY ({order})
-TTL {ttl} + INTERVAL {rollup_days} DAY
+TTL {time} + INTERVAL {rollup_days} DAY
 SETTINGS index_granularity = {ROLLUP_GRANULARITY}",
         rollup_columns_ddl(),
         tier.partition_by()
@@ -311,6 +324,25 @@ pub fn daily_select(db: &str, dims: bool, except: bool) -> String {
            AND site_id {sites} {{sites:Array(String)}} \
            AND toDate(bucket, {{tz:String}}) BETWEEN {{first:Date}} AND {{last:Date}} \
          GROUP BY {group}",
+        merged_aggregates()
+    )
+}
+
+/// SELECT that builds monthly rows from the daily tier's rows of `db`, for the local days
+/// `[{first:Date}, {last:Date}]` (one whole month: the daily tier's rows are local days of
+/// each site's own timezone already, so a month is the same for every site).
+pub fn monthly_select(db: &str, dims: bool) -> String {
+    let source = Tier::Daily.table(dims);
+    let (keys, group) = if dims {
+        (
+            "site_id, toStartOfMonth(day) AS month, dimension, value",
+            "site_id, month, dimension, value",
+        )
+    } else {
+        ("site_id, toStartOfMonth(day) AS month", "site_id, month")
+    };
+    format!(
+        "SELECT {keys}, {} FROM {db}.{source} WHERE day >= {{first:Date}} AND day <= {{last:Date}} GROUP BY {group}",
         merged_aggregates()
     )
 }
@@ -540,7 +572,14 @@ ORDER BY (topic, partition)"
                 statements
             },
         },
-        // 7 is taken by another change in flight (the monthly tier); leases are 8.
+        Migration {
+            version: 7,
+            description: "monthly tier: each site's local months, built from the daily tier once a month is sealed",
+            statements: [false, true]
+                .into_iter()
+                .map(|dims| tier_table_ddl(&db, Tier::Monthly.table(dims), Tier::Monthly, dims, r.rollup_days))
+                .collect(),
+        },
         Migration {
             version: 8,
             description: "day_leases: replays lease the UTC days they rebuild; writers hold those days' events back",
@@ -581,8 +620,12 @@ pub fn spec_statements(tenant: &Tenant, version: u32) -> Vec<String> {
             r.raw_days
         ),
     ];
-    // The tiers exist from migration 6 on.
-    for tier in [Tier::QuarterHour, Tier::Daily].into_iter().filter(|_| version >= 6) {
+    // The quarter-hour and daily tiers exist from migration 6 on, the monthly one from 7.
+    let tiers = Tier::ALL.into_iter().filter(|tier| match tier {
+        Tier::QuarterHour | Tier::Daily => version >= 6,
+        Tier::Monthly => version >= 7,
+    });
+    for tier in tiers {
         for dims in [false, true] {
             statements.push(format!(
                 "ALTER TABLE {db}.{} MODIFY TTL {} + INTERVAL {} DAY",
@@ -652,6 +695,32 @@ mod tests {
         assert_eq!(m.last().unwrap().version, latest_version());
     }
 
+    #[test]
+    fn the_monthly_tier_swaps_one_local_month_and_is_built_from_the_daily_tier() {
+        let m = migrations(&tenant());
+        let v7 = &m.iter().find(|m| m.version == 7).unwrap().statements;
+        assert_eq!(v7.len(), 2);
+        for (dims, ddl) in [false, true].into_iter().zip(v7) {
+            let table = format!("sightline_acme_eu.{} ", Tier::Monthly.table(dims));
+            assert!(ddl.contains(&table), "{ddl}");
+            assert!(ddl.contains("month Date"), "{ddl}");
+            assert!(ddl.contains("PARTITION BY toYYYYMM(month)"), "{ddl}");
+            assert!(ddl.contains("TTL month + INTERVAL 90 DAY"), "{ddl}");
+        }
+        for dims in [false, true] {
+            let select = monthly_select("db", dims);
+            assert!(
+                select.contains(&format!("FROM db.{} ", Tier::Daily.table(dims))),
+                "{select}"
+            );
+            assert!(select.contains(&visitors_merge_state("visitors")), "{select}");
+            assert!(select.contains("toStartOfMonth(day) AS month"), "{select}");
+        }
+        let statements = spec_statements(&tenant(), 7).join("\n");
+        assert!(statements.contains("rollup_dims_monthly MODIFY TTL month + INTERVAL 90 DAY"));
+        assert!(!spec_statements(&tenant(), 6).join("\n").contains("monthly"));
+    }
+
     /// A released migration never changes: a changed view or table is a new migration.
     /// These are the SHA-256 of each migration's statements for the tenant above; a failure
     /// here means a released migration was edited.
@@ -665,6 +734,7 @@ mod tests {
             (4, "85c57d39989e55f0164c0bdd2a8407369a529878ac4774d718d33f654b85d41b"),
             (5, "020eb1dd0cbf510f9b4842f8f5a3a8bf519ae9717ccd07f81a0865b04816f6a0"),
             (6, "d5bb24dbd3229c6f087307fb62a56c768b44696e168c4cfc2a69b11bc1da9faf"),
+            (7, "7f3a9bf87ecae577fd700a11b1d6a29389f910245f0fa7a89428849620459b26"),
             (8, "095865ee5a12fd49a3a2bf80c6185d802f4f930d47bd38e2f681b2c9b3e49235"),
         ];
         for m in migrations(&tenant()) {

@@ -1,6 +1,6 @@
 //! The rollup tiers below `events` (`schema::Tier`): rebuilding them one unit of swap at a
-//! time, sealing days into the daily tier, and moving a tenant from the hourly layout of
-//! earlier releases onto the tiers. docs/storage.md tells the whole story; in short:
+//! time, sealing days into the daily and monthly tiers, and moving a tenant from the hourly
+//! layout of earlier releases onto the tiers. docs/storage.md tells the whole story; in short:
 //!
 //! - Quarter-hour tier: unit of swap, one UTC day. A rebuild reads that day of `events`
 //!   into staging tables with the views' own SELECT and `REPLACE PARTITION`s it into both
@@ -10,6 +10,9 @@
 //!   event can reach any more), so no live insert ever races a rebuild; the planner reads
 //!   it up to `StorageState::daily_through` and the quarter-hour tier after that. A rebuild
 //!   merges the quarter-hour states of each site's local days, one statement per timezone.
+//! - Monthly tier: unit of swap, one local month. It holds months whose every day is in the
+//!   daily tier (through `StorageState::monthly_through`), built from that month's daily
+//!   rows, and is rebuilt after the daily tier's month whenever that is.
 //!
 //! Every rebuild is deterministic, so running one twice, or in two processes at once,
 //! leaves the same rows.
@@ -38,9 +41,13 @@ pub struct StorageState {
     pub layout: Layout,
     /// The last local day the daily tier holds for every site; `None` before the first seal.
     pub daily_through: Option<NaiveDate>,
-    /// The timezones the daily tier was built with (`timezone_fingerprint`): it answers only
-    /// while the spec still says the same.
+    /// The timezones the daily and monthly tiers were built with (`timezone_fingerprint`):
+    /// they answer only while the spec still says the same.
     pub daily_timezones: String,
+    /// The last day of the last local month the monthly tier holds for every site (a month
+    /// is there once all its days are in the daily tier); `None` before the first such month
+    /// (or in a database sealed by a release without the monthly tier, until its next seal).
+    pub monthly_through: Option<NaiveDate>,
 }
 
 impl Default for StorageState {
@@ -49,12 +56,14 @@ impl Default for StorageState {
             layout: Layout::Hourly,
             daily_through: None,
             daily_timezones: String::new(),
+            monthly_through: None,
         }
     }
 }
 
 const LAYOUT: &str = "layout";
 const DAILY_THROUGH: &str = "daily_through";
+const MONTHLY_THROUGH: &str = "monthly_through";
 const DAILY_TIMEZONES: &str = "daily_timezones";
 const RECENT_MIGRATED: &str = "layout_recent_migrated";
 const BACKFILLED_THROUGH: &str = "layout_backfilled_through";
@@ -79,15 +88,19 @@ pub(crate) async fn state_values(wh: &dyn Warehouse, db: &str) -> Result<std::co
 /// The tenant's storage state (defaults for a database the tiers have not reached yet).
 pub async fn read_state(wh: &dyn Warehouse, db: &str) -> Result<StorageState> {
     let values = state_values(wh, db).await?;
+    let date = |key: &str| {
+        values
+            .get(key)
+            .and_then(|d| NaiveDate::parse_from_str(d, "%Y-%m-%d").ok())
+    };
     Ok(StorageState {
         layout: match values.get(LAYOUT).map(String::as_str) {
             Some("tiers") => Layout::Tiers,
             _ => Layout::Hourly,
         },
-        daily_through: values
-            .get(DAILY_THROUGH)
-            .and_then(|d| NaiveDate::parse_from_str(d, "%Y-%m-%d").ok()),
+        daily_through: date(DAILY_THROUGH),
         daily_timezones: values.get(DAILY_TIMEZONES).cloned().unwrap_or_default(),
+        monthly_through: date(MONTHLY_THROUGH),
     })
 }
 
@@ -115,6 +128,24 @@ pub fn sealed_through(now: DateTime<Utc>) -> NaiveDate {
 /// and after too, for zones up to 14 hours from UTC) must be sealed.
 pub fn daily_limit(now: DateTime<Utc>) -> NaiveDate {
     sealed_through(now) - Days::new(1)
+}
+
+/// The last day of the last whole month that ends by `through` (`through` itself when it is
+/// a month's last day): how far the monthly tier can go while the daily tier holds the local
+/// days through `through`.
+pub fn whole_months_through(through: NaiveDate) -> NaiveDate {
+    match through.succ_opt() {
+        Some(next) if next.day() == 1 => through,
+        _ => first_of_month(through) - Days::new(1),
+    }
+}
+
+fn first_of_month(day: NaiveDate) -> NaiveDate {
+    day.with_day(1).expect("day 1 exists")
+}
+
+fn last_of_month(day: NaiveDate) -> NaiveDate {
+    first_of_month(day) + Months::new(1) - Days::new(1)
 }
 
 /// The site groups that share a timezone: `(timezone, sites, except)`, `except` meaning
@@ -257,8 +288,8 @@ pub async fn rebuild_daily_month(
 ) -> Result<()> {
     let db = tenant.database();
     let none = Params::new();
-    let first = month.with_day(1).expect("day 1 exists");
-    let last = (first + Months::new(1) - Days::new(1)).min(through);
+    let first = first_of_month(month);
+    let last = last_of_month(first).min(through);
     let partition = first.format("%Y%m").to_string();
     for dims in [false, true] {
         let table = Tier::Daily.table(dims);
@@ -293,10 +324,61 @@ pub async fn rebuild_daily_month(
     Ok(())
 }
 
+/// Rebuilds the monthly tier's row(s) of the local month that holds `month` (any day of it)
+/// from the daily tier's rows of its days, and swaps the month in. Every day of the month
+/// must be in the daily tier already (`daily_through` at or after its last day): a month
+/// row is always a whole month.
+pub async fn rebuild_monthly_month(
+    wh: &dyn Warehouse,
+    tenant: &Tenant,
+    month: NaiveDate,
+    daily_through: NaiveDate,
+) -> Result<()> {
+    let db = tenant.database();
+    let none = Params::new();
+    let (first, last) = (first_of_month(month), last_of_month(month));
+    if last > daily_through {
+        return Err(Error::Query {
+            sql: "monthly rebuild".into(),
+            message: format!(
+                "month {} of tenant {} is not wholly in the daily tier (through {daily_through})",
+                first.format("%Y-%m"),
+                tenant.name
+            ),
+        });
+    }
+    let partition = first.format("%Y%m").to_string();
+    let params = Params::new()
+        .bind("first", first.format("%Y-%m-%d"))
+        .bind("last", last.format("%Y-%m-%d"));
+    for dims in [false, true] {
+        let table = Tier::Monthly.table(dims);
+        let staged = staging_name(table, &partition);
+        wh.execute(
+            &schema::tier_table_ddl(&db, &staged, Tier::Monthly, dims, tenant.spec.retention.rollup_days),
+            &none,
+        )
+        .await?;
+        let swapped = async {
+            wh.execute(
+                &format!("INSERT INTO {db}.{staged} {}", schema::monthly_select(&db, dims)),
+                &params,
+            )
+            .await?;
+            ops::swap_partition(wh, &db, table, &staged, &partition).await
+        }
+        .await;
+        wh.execute(&format!("DROP TABLE IF EXISTS {db}.{staged}"), &none)
+            .await?;
+        swapped?;
+    }
+    Ok(())
+}
+
 /// The first day of each month that local days `[from, to]` fall in.
 fn months(from: NaiveDate, to: NaiveDate) -> Vec<NaiveDate> {
     let mut out = Vec::new();
-    let mut m = from.with_day(1).expect("day 1 exists");
+    let mut m = first_of_month(from);
     while m <= to {
         out.push(m);
         m = m + Months::new(1);
@@ -315,9 +397,12 @@ pub async fn days_with_events(wh: &dyn Warehouse, db: &str) -> Result<Vec<NaiveD
     parse_days(&rows)
 }
 
-/// Brings the daily tier up to the days sealed by `now`: the months of newly sealed local
-/// days are rebuilt (every month, when the spec's timezones changed since the last seal).
-/// Returns the local day the daily tier now holds through, if any.
+/// Brings the daily tier up to the days sealed by `now`, and the monthly tier up to the
+/// last month the daily tier then holds whole: the months of newly sealed local days are
+/// rebuilt (every month, when the spec's timezones changed since the last seal), then the
+/// monthly tier's newly whole months (every whole month after a change of timezones, and
+/// those of a database the monthly tier has not reached yet: one sealed by an earlier
+/// release gains it here). Returns the local day the daily tier now holds through, if any.
 /// Nothing is sealed while the tenant is still on the hourly layout: the quarter-hour tier
 /// holds every day only once the backfill is through (which seals at its end).
 pub async fn seal(wh: &dyn Warehouse, tenant: &Tenant, now: DateTime<Utc>) -> Result<Option<NaiveDate>> {
@@ -337,6 +422,7 @@ async fn seal_from(
     let db = tenant.database();
     let limit = daily_limit(now);
     let fingerprint = timezone_fingerprint(tenant);
+    let zones_unchanged = state.daily_timezones == fingerprint;
     let days = days_with_events(wh, &db).await?;
     let (Some(oldest), Some(newest)) = (days.first().copied(), days.last().copied()) else {
         return Ok(state.daily_through);
@@ -344,25 +430,52 @@ async fn seal_from(
     // A local day can start on the UTC day before its date, or end on the one after.
     let (oldest, newest) = (oldest - Days::new(1), newest + Days::new(1));
     let from = match state.daily_through {
-        Some(through) if state.daily_timezones == fingerprint => through + Days::new(1),
+        Some(through) if zones_unchanged => through + Days::new(1),
         _ => oldest,
     };
-    if from > limit {
-        return Ok(state.daily_through);
+    let daily_through = if from <= limit {
+        // Months without any event hold nothing to rebuild (their days are sealed all the same).
+        for month in months(from.max(oldest), limit.min(newest)) {
+            rebuild_daily_month(wh, tenant, month, limit).await?;
+        }
+        limit
+    } else {
+        match state.daily_through {
+            // Nothing new to seal; the monthly tier may still have whole months to catch up.
+            Some(through) if zones_unchanged => through,
+            _ => return Ok(state.daily_through),
+        }
+    };
+    let monthly_to = whole_months_through(daily_through);
+    let monthly_from = match state.monthly_through {
+        Some(through) if zones_unchanged => through + Days::new(1),
+        _ => oldest,
+    };
+    // Daily months first, then the months built from them, then the state that says so: a
+    // reader that sees a new limit or timezones finds the rows built with them.
+    if monthly_from <= monthly_to {
+        for month in months(monthly_from.max(oldest), monthly_to.min(newest)) {
+            rebuild_monthly_month(wh, tenant, month, daily_through).await?;
+        }
     }
-    // Months without any event hold nothing to rebuild (their days are sealed all the same).
-    for month in months(from.max(oldest), limit.min(newest)) {
-        rebuild_daily_month(wh, tenant, month, limit).await?;
+    if from <= limit {
+        // The timezones first: a reader that sees the new limit sees the zones it was built with.
+        write_state(wh, &db, DAILY_TIMEZONES, &fingerprint).await?;
+        write_state(wh, &db, DAILY_THROUGH, &limit.format("%Y-%m-%d").to_string()).await?;
+        tracing::info!(tenant = %tenant.name, through = %limit, "daily tier sealed");
     }
-    // The timezones first: a reader that sees the new limit sees the zones it was built with.
-    write_state(wh, &db, DAILY_TIMEZONES, &fingerprint).await?;
-    write_state(wh, &db, DAILY_THROUGH, &limit.format("%Y-%m-%d").to_string()).await?;
-    tracing::info!(tenant = %tenant.name, through = %limit, "daily tier sealed");
-    Ok(Some(limit))
+    if monthly_from <= monthly_to {
+        write_state(wh, &db, MONTHLY_THROUGH, &monthly_to.format("%Y-%m-%d").to_string()).await?;
+        tracing::info!(tenant = %tenant.name, through = %monthly_to, "monthly tier sealed");
+    }
+    Ok(Some(daily_through))
 }
 
 /// After days `replayed` changed in `events` and the quarter-hour tier: the daily tier's
-/// months that hold their local days (one either side), where sealed.
+/// months that hold their local days (one either side), where sealed, then the monthly
+/// tier's rows of those months, where it holds them. Each month is swapped in the daily
+/// tier before it is rebuilt from it in the monthly tier, so a reader sees every unit
+/// (a month of days, a month row) wholly old or wholly new.
 pub async fn refresh_daily(wh: &dyn Warehouse, tenant: &Tenant, replayed: &[NaiveDate]) -> Result<()> {
     let db = tenant.database();
     let state = read_state(wh, &db).await?;
@@ -373,12 +486,15 @@ pub async fn refresh_daily(wh: &dyn Warehouse, tenant: &Tenant, replayed: &[Naiv
         .iter()
         .flat_map(|d| [*d - Days::new(1), *d, *d + Days::new(1)])
         .filter(|d| *d <= through)
-        .map(|d| d.with_day(1).expect("day 1 exists"))
+        .map(first_of_month)
         .collect();
     touched.sort_unstable();
     touched.dedup();
     for month in touched {
         rebuild_daily_month(wh, tenant, month, through).await?;
+        if state.monthly_through.is_some_and(|m| last_of_month(month) <= m) {
+            rebuild_monthly_month(wh, tenant, month, through).await?;
+        }
     }
     Ok(())
 }
@@ -610,5 +726,17 @@ mod tests {
         let d = |m, day| NaiveDate::from_ymd_opt(2026, m, day).unwrap();
         assert_eq!(months(d(1, 30), d(3, 1)), vec![d(1, 1), d(2, 1), d(3, 1)]);
         assert_eq!(months(d(5, 5), d(5, 6)), vec![d(5, 1)]);
+    }
+
+    #[test]
+    fn the_monthly_tier_reaches_the_last_whole_month_of_the_daily_tier() {
+        let d = |y, m, day| NaiveDate::from_ymd_opt(y, m, day).unwrap();
+        assert_eq!(whole_months_through(d(2026, 11, 30)), d(2026, 11, 30));
+        assert_eq!(whole_months_through(d(2026, 11, 29)), d(2026, 10, 31));
+        assert_eq!(whole_months_through(d(2026, 12, 1)), d(2026, 11, 30));
+        assert_eq!(whole_months_through(d(2026, 1, 15)), d(2025, 12, 31));
+        assert_eq!(whole_months_through(d(2028, 2, 29)), d(2028, 2, 29), "a leap February");
+        assert_eq!(whole_months_through(d(2027, 2, 28)), d(2027, 2, 28));
+        assert_eq!(last_of_month(d(2028, 2, 10)), d(2028, 2, 29));
     }
 }
