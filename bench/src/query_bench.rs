@@ -3,7 +3,8 @@
 //! then p50/p99 of six dashboard queries, cold (cache invalidated before each) and cached,
 //! and queries per second at 32 concurrent clients, through the real HTTP query service.
 //! With `--visitor-functions`, also how `uniq`, `uniqCombined` and `uniqHLL12` states merge
-//! per tier and how far their counts are from `uniqExact`.
+//! per tier and how far their counts are from `uniqExact`, on the dataset and over many
+//! random sets of known size.
 //!
 //!     cargo build --release --bin query-bench
 //!     ./target/release/query-bench --events 10000000 --visitor-functions
@@ -176,10 +177,12 @@ async fn load(engine: &Embedded, tenant: &sightline_core::spec::Tenant, args: &A
         .expect("recent days");
     let recent = t.elapsed().as_secs_f64();
     tiers::backfill(engine, tenant, now).await.expect("backfill");
+    let state = tiers::read_state(engine, &db).await.expect("state");
     eprintln!(
-        "moved onto the tiers in {:.0} s (open days {recent:.1} s); daily tier through {:?}",
+        "moved onto the tiers in {:.0} s (open days {recent:.1} s); daily tier through {:?}, monthly tier through {:?}",
         t.elapsed().as_secs_f64(),
-        tiers::read_state(engine, &db).await.expect("state").daily_through
+        state.daily_through,
+        state.monthly_through
     );
     for table in Tier::all_tables() {
         engine
@@ -348,10 +351,11 @@ async fn query_latency(engine: Arc<Embedded>, tenant: sightline_core::spec::Tena
     }
 }
 
-/// The visitor-counting functions side by side on the big site: for each, the site's daily
-/// and quarter-hour states built from `events` (per site, and per page, ordered like the
-/// tiers: by time within each kind of row), then the time to merge them for the dashboard's
-/// ranges and the error of the counts against `uniqExact` over exactly the same rows.
+/// The visitor-counting functions side by side on the big site: for each, the site's
+/// monthly, daily and quarter-hour states built from `events` (per site, and per page,
+/// ordered like the tiers: by kind of row, then time), then the time to merge them for the
+/// dashboard's ranges and the error of the counts against `uniqExact` over exactly the same
+/// rows; then each function's error over many random sets of known size.
 async fn visitor_functions(engine: &Embedded, db: &str) {
     // (function, parameters): `uniqCombined(14)` merges as `uniqCombinedMerge(14)(...)`.
     let functions = [
@@ -371,6 +375,7 @@ async fn visitor_functions(engine: &Embedded, db: &str) {
     for (f, params) in functions {
         let label = format!("{f}{params}");
         for (tier, key) in [
+            ("monthly", "toDateTime(toStartOfMonth(toDate(ts, 'Europe/Berlin')))"),
             ("daily", "toDateTime(toDate(ts, 'Europe/Berlin'))"),
             ("quarter_hour", "toStartOfFifteenMinutes(ts)"),
         ] {
@@ -381,8 +386,8 @@ async fn visitor_functions(engine: &Embedded, db: &str) {
             engine
                 .execute(
                     &format!(
-                        "CREATE TABLE {table} (page String, t DateTime('UTC'), visitors AggregateFunction({f}{params}, UInt64)) \
-                         ENGINE = AggregatingMergeTree ORDER BY (page != '', t, page) SETTINGS index_granularity = 512"
+                        "CREATE TABLE {table} (kind UInt8, page String, t DateTime('UTC'), visitors AggregateFunction({f}{params}, UInt64)) \
+                         ENGINE = AggregatingMergeTree ORDER BY (kind, t, page) SETTINGS index_granularity = 512"
                     ),
                     &Params::new(),
                 )
@@ -391,9 +396,9 @@ async fn visitor_functions(engine: &Embedded, db: &str) {
             engine
                 .execute(
                     &format!(
-                        "INSERT INTO {table} SELECT '' AS page, {key} AS t, {f}State{params}(visitor_id) FROM {db}.events \
+                        "INSERT INTO {table} SELECT 0 AS kind, '' AS page, {key} AS t, {f}State{params}(visitor_id) FROM {db}.events \
                          WHERE site_id = '{SITE}' GROUP BY t \
-                         UNION ALL SELECT pathname AS page, {key} AS t, {f}State{params}(visitor_id) FROM {db}.events \
+                         UNION ALL SELECT 1 AS kind, pathname AS page, {key} AS t, {f}State{params}(visitor_id) FROM {db}.events \
                          WHERE site_id = '{SITE}' GROUP BY t, page"
                     ),
                     &Params::new(),
@@ -404,27 +409,28 @@ async fn visitor_functions(engine: &Embedded, db: &str) {
                 .execute(&format!("OPTIMIZE TABLE {table} FINAL"), &Params::new())
                 .await
                 .expect("optimize");
-            // The quarter-hour tier serves up to a month; the daily tier serves long ranges.
-            let ranges: &[(&str, i64)] = if tier == "daily" {
-                &[("30 days", 30), ("90 days", 90), ("12 months", 365)]
-            } else {
-                &[("7 days", 7), ("30 days", 30)]
+            // The quarter-hour tier serves up to a month; the daily and monthly tiers serve long
+            // ranges (the monthly tier's rows from the first month starting in the range).
+            let ranges: &[(&str, i64)] = match tier {
+                "monthly" => &[("12 months", 365)],
+                "daily" => &[("30 days", 30), ("90 days", 90), ("12 months", 365)],
+                _ => &[("7 days", 7), ("30 days", 30)],
             };
             for (range, days) in ranges {
                 let since = format!("toDateTime(toDate(now() - INTERVAL {days} DAY))");
                 for top in [false, true] {
                     let (filter, sql) = if top {
                         (
-                            format!("page != '' AND t >= {since}"),
+                            format!("kind = 1 AND t >= {since}"),
                             format!(
-                                "SELECT page, {f}Merge{params}(visitors) AS v FROM {table} WHERE page != '' AND t >= {since} \
+                                "SELECT page, {f}Merge{params}(visitors) AS v FROM {table} WHERE kind = 1 AND t >= {since} \
                                  GROUP BY page ORDER BY v DESC, page LIMIT 10"
                             ),
                         )
                     } else {
                         (
-                            format!("page = '' AND t >= {since}"),
-                            format!("SELECT '' AS page, {f}Merge{params}(visitors) AS v FROM {table} WHERE page = '' AND t >= {since}"),
+                            format!("kind = 0 AND t >= {since}"),
+                            format!("SELECT '' AS page, {f}Merge{params}(visitors) AS v FROM {table} WHERE kind = 0 AND t >= {since}"),
                         )
                     };
                     let mut times = Vec::new();
@@ -471,6 +477,36 @@ async fn visitor_functions(engine: &Embedded, db: &str) {
             let _ = engine
                 .execute(&format!("DROP TABLE IF EXISTS {table}"), &Params::new())
                 .await;
+        }
+    }
+    println!();
+    // The error alone, over many sets: 1,000 random sets of each size (distinct 64-bit ids
+    // hashed with a seed per set), each counted once.
+    println!("Visitor counting error over 1,000 random sets of each size (absolute error against the true size):\n");
+    println!("| function | distinct ids | median | p95 | p99 | worst |");
+    println!("| --- | ---: | ---: | ---: | ---: | ---: |");
+    for (f, params) in functions {
+        // One size per statement: a thousand states of one size alive at a time.
+        for n in [1_000u64, 2_000, 20_000, 100_000] {
+            let rows = engine
+                .select(
+                    &format!(
+                        "SELECT quantileExact(0.5)(e) AS p50, quantileExact(0.95)(e) AS p95, quantileExact(0.99)(e) AS p99, max(e) AS worst \
+                         FROM (SELECT abs({f}{params}(cityHash64(seed, number)) - {n}) / {n} * 100 AS e \
+                               FROM (SELECT arrayJoin(range(1000)) AS seed) ARRAY JOIN range({n}) AS number GROUP BY seed)"
+                    ),
+                    &Params::new(),
+                )
+                .await
+                .expect("error distribution");
+            let pct = |k: &str| rows[0][k].as_f64().unwrap_or(f64::NAN);
+            println!(
+                "| {f}{params} | {n} | {:.2} % | {:.2} % | {:.2} % | {:.2} % |",
+                pct("p50"),
+                pct("p95"),
+                pct("p99"),
+                pct("worst")
+            );
         }
     }
     println!();

@@ -187,6 +187,7 @@ pub enum TierHint {
     Auto,
     QuarterHour,
     Daily,
+    Monthly,
 }
 
 /// Which table answers; `Auto` lets the planner choose (tests force either to compare them).
@@ -489,7 +490,8 @@ pub fn parse_query(body: &Value, spec: &TenantSpec, now: DateTime<Utc>) -> Resul
         None | Some(Some("auto")) => TierHint::Auto,
         Some(Some("quarter_hour")) => TierHint::QuarterHour,
         Some(Some("daily")) => TierHint::Daily,
-        Some(_) => return Err(bad("tier", "\"auto\", \"quarter_hour\" or \"daily\"")),
+        Some(Some("monthly")) => TierHint::Monthly,
+        Some(_) => return Err(bad("tier", "\"auto\", \"quarter_hour\", \"daily\" or \"monthly\"")),
     };
     let query = Query {
         site_id,

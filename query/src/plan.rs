@@ -6,12 +6,15 @@
 //! Tiers (`schema::Tier`, docs/storage.md): the coarsest that answers exactly. The daily
 //! tier holds each site's sealed local days in the site's timezone, so it answers day, week
 //! and month buckets and totals asked in that timezone; the days after it holds come from
-//! the quarter-hour tier in the same statement. Hours, other timezones, and days the daily
-//! tier does not hold yet come from the quarter-hour tier, whose 15-minute buckets tile
-//! every IANA zone's hours and days exactly. Databases still on the hourly layout of earlier
-//! releases answer from it until their move to the tiers is through.
+//! the quarter-hour tier in the same statement. The monthly tier holds whole sealed local
+//! months, so for totals and month buckets it answers the range's whole months, the daily
+//! tier the range's other sealed days, and the quarter-hour tier the rest, again in one
+//! statement. Hours, other timezones, and days the daily tier does not hold yet come from
+//! the quarter-hour tier, whose 15-minute buckets tile every IANA zone's hours and days
+//! exactly. Databases still on the hourly layout of earlier releases answer from it until
+//! their move to the tiers is through.
 
-use chrono::{Days, NaiveDate};
+use chrono::{Datelike, Days, Months, NaiveDate};
 use sightline_core::event::ch_datetime;
 use sightline_core::schema::{self, legacy, Tier, EVENTS_TABLE};
 use sightline_core::spec::Goal;
@@ -32,6 +35,13 @@ pub enum RollupTier {
     Daily {
         through: NaiveDate,
     },
+    /// The monthly tier for the range's whole local months `months` (the first days of the
+    /// first and the last month), the daily tier for its other days through `through`, the
+    /// quarter-hour tier after.
+    Monthly {
+        months: (NaiveDate, NaiveDate),
+        through: NaiveDate,
+    },
 }
 
 impl RollupTier {
@@ -40,6 +50,7 @@ impl RollupTier {
             RollupTier::Hourly => "hourly",
             RollupTier::QuarterHour => Tier::QuarterHour.name(),
             RollupTier::Daily { .. } => Tier::Daily.name(),
+            RollupTier::Monthly { .. } => Tier::Monthly.name(),
         }
     }
 }
@@ -76,7 +87,9 @@ impl Source {
 fn rollup_sums(tier: RollupTier) -> String {
     let visitors = match tier {
         RollupTier::Hourly => legacy::visitors_merge("visitors"),
-        RollupTier::QuarterHour | RollupTier::Daily { .. } => schema::visitors_merge("visitors"),
+        RollupTier::QuarterHour | RollupTier::Daily { .. } | RollupTier::Monthly { .. } => {
+            schema::visitors_merge("visitors")
+        }
     };
     format!(
         "{visitors} AS visitors, toInt64(sum(visits)) AS visits, toUInt64(sum(pageviews)) AS pageviews, \
@@ -146,9 +159,26 @@ fn rollup_column(query: &Query) -> Result<Option<&'static str>, ()> {
     }
 }
 
+/// The whole months of local days `[first, last]` that end by `months_through`: the first
+/// days of the first and the last of them, if there is one.
+fn whole_months(first: NaiveDate, last: NaiveDate, months_through: NaiveDate) -> Option<(NaiveDate, NaiveDate)> {
+    let start = first.with_day(1)?;
+    let start = if start == first { start } else { start + Months::new(1) };
+    let end = last.min(months_through);
+    // The month of `end`, unless it ends after `end`; then the one before.
+    let end_month = end.with_day(1)?;
+    let end_month = if end_month + Months::new(1) - Days::new(1) == end {
+        end_month
+    } else {
+        end_month - Months::new(1)
+    };
+    (start <= end_month).then_some((start, end_month))
+}
+
 /// Chooses the table: the rollups when they hold what the query needs, else `events`; among
 /// the rollups, the coarsest tier that answers exactly (module doc), given the tenant's
-/// storage state and the timezones its daily tier was built with (`daily_zones_current`).
+/// storage state and the timezones its daily and monthly tiers were built with
+/// (`daily_zones_current`).
 pub fn choose_source(
     query: &Query,
     site_tz: chrono_tz::Tz,
@@ -168,12 +198,15 @@ pub fn choose_source(
         }
         (PathHint::Auto, Err(())) => return Ok(Source::Events),
     };
-    let hourly = query.dimensions.contains(&Dimension::Time(Interval::Hour));
+    let time = query.dimensions.iter().find_map(|d| match d {
+        Dimension::Time(interval) => Some(*interval),
+        _ => None,
+    });
     let daily = match storage.daily_through {
         Some(through)
             if storage.layout == Layout::Tiers
                 && daily_zones_current
-                && !hourly
+                && time != Some(Interval::Hour)
                 && query.range.tz == site_tz
                 && through >= query.range.first_day =>
         {
@@ -181,23 +214,39 @@ pub fn choose_source(
         }
         _ => None,
     };
-    let tier = match (storage.layout, query.tier, daily) {
-        (Layout::Hourly, TierHint::Auto, _) => RollupTier::Hourly,
-        (Layout::Hourly, _, _) => {
+    // A month row answers totals and month buckets, not days or weeks within it.
+    let monthly = match (daily, storage.monthly_through) {
+        (Some(RollupTier::Daily { through }), Some(months_through)) if matches!(time, None | Some(Interval::Month)) => {
+            whole_months(query.range.first_day, query.range.last_day, months_through.min(through))
+                .map(|months| RollupTier::Monthly { months, through })
+        }
+        _ => None,
+    };
+    let tier = match (storage.layout, query.tier) {
+        (Layout::Hourly, TierHint::Auto) => RollupTier::Hourly,
+        (Layout::Hourly, _) => {
             return Err(QueryError::bad(
                 "tier",
                 "this tenant's storage is still moving to the tiers; use \"auto\"",
             ))
         }
-        (Layout::Tiers, TierHint::Auto | TierHint::Daily, Some(daily)) => daily,
-        (Layout::Tiers, TierHint::Daily, None) => {
-            return Err(QueryError::bad(
+        (Layout::Tiers, TierHint::Auto) => monthly.or(daily).unwrap_or(RollupTier::QuarterHour),
+        (Layout::Tiers, TierHint::QuarterHour) => RollupTier::QuarterHour,
+        (Layout::Tiers, TierHint::Daily) => daily.ok_or_else(|| {
+            QueryError::bad(
                 "tier",
                 "the daily tier answers whole local days in the site's timezone, for days it holds; \
                  this query needs hours, another timezone or days not sealed yet",
-            ))
-        }
-        (Layout::Tiers, _, _) => RollupTier::QuarterHour,
+            )
+        })?,
+        (Layout::Tiers, TierHint::Monthly) => monthly.ok_or_else(|| {
+            QueryError::bad(
+                "tier",
+                "the monthly tier answers totals and month buckets in the site's timezone over whole \
+                 local months it holds; this query needs hours, days or weeks, another timezone, or \
+                 covers no whole sealed month",
+            )
+        })?,
     };
     Ok(Source::Rollup { dim, tier })
 }
@@ -262,7 +311,11 @@ impl Plan {
             Source::Rollup {
                 tier: RollupTier::Daily { through },
                 ..
-            } => plan.from_sql = plan.daily_union(dim.is_some(), &scope, range, through),
+            } => plan.from_sql = plan.sealed_union(dim.is_some(), &scope, range, through, None),
+            Source::Rollup {
+                tier: RollupTier::Monthly { months, through },
+                ..
+            } => plan.from_sql = plan.sealed_union(dim.is_some(), &scope, range, through, Some(months)),
         }
         if let Some(filter) = &query.filter {
             let sql = plan.filter_sql(filter, goals)?;
@@ -286,31 +339,69 @@ impl Plan {
         Ok(plan)
     }
 
-    /// The daily tier's rows for the range's days it holds (through `through`), then the
-    /// quarter-hour tier's rows of the days after, both with the local `day` of the range's
-    /// timezone, which is the site's (the planner chose the daily tier only then).
-    fn daily_union(&mut self, dims: bool, scope: &str, range: &DateRange, through: NaiveDate) -> String {
+    /// The rows of the sealed tiers with the local `day` of the range's timezone, which is
+    /// the site's (the planner chose these tiers only then), as one `UNION ALL`: the monthly
+    /// tier's rows of the whole months `months` (first days of the first and last; `day` is
+    /// the month's first day, which only month buckets and totals read), the daily tier's rows
+    /// of the range's other days it holds (through `through`), then the quarter-hour tier's
+    /// rows of the days after.
+    fn sealed_union(
+        &mut self,
+        dims: bool,
+        scope: &str,
+        range: &DateRange,
+        through: NaiveDate,
+        months: Option<(NaiveDate, NaiveDate)>,
+    ) -> String {
         let db = self.db.clone();
         let keys = if dims { "dimension, value, " } else { "" };
         let columns = "visitors, visits, pageviews, events, bounces, duration";
         let daily_last = through.min(range.last_day);
-        self.params.push("first_day", range.first_day.format("%Y-%m-%d"));
-        self.params.push("daily_last", daily_last.format("%Y-%m-%d"));
-        let mut union = format!(
-            "SELECT site_id, {keys}day, {columns} FROM {db}.{} \
-             WHERE {scope} AND day >= {{first_day:Date}} AND day <= {{daily_last:Date}}",
-            Tier::Daily.table(dims)
-        );
+        let mut branches = Vec::new();
+        // The daily tier's days: the whole range it holds, or what the months leave of it
+        // before and after them.
+        let mut days = Vec::new();
+        match months {
+            None => days.push(("first_day", range.first_day, "daily_last", daily_last)),
+            Some((first_month, last_month)) => {
+                self.params.push("first_month", first_month.format("%Y-%m-%d"));
+                self.params.push("last_month", last_month.format("%Y-%m-%d"));
+                branches.push(format!(
+                    "SELECT site_id, {keys}month AS day, {columns} FROM {db}.{} \
+                     WHERE {scope} AND month >= {{first_month:Date}} AND month <= {{last_month:Date}}",
+                    Tier::Monthly.table(dims)
+                ));
+                let after_months = last_month + Months::new(1);
+                days.push(("first_day", range.first_day, "head_last", first_month - Days::new(1)));
+                days.push(("daily_first", after_months, "daily_last", daily_last));
+            }
+        }
+        let spans: Vec<String> = days
+            .into_iter()
+            .filter(|(_, from, _, to)| from <= to)
+            .map(|(from_name, from, to_name, to)| {
+                self.params.push(from_name, from.format("%Y-%m-%d"));
+                self.params.push(to_name, to.format("%Y-%m-%d"));
+                format!("(day >= {{{from_name}:Date}} AND day <= {{{to_name}:Date}})")
+            })
+            .collect();
+        if !spans.is_empty() {
+            branches.push(format!(
+                "SELECT site_id, {keys}day, {columns} FROM {db}.{} WHERE {scope} AND ({})",
+                Tier::Daily.table(dims),
+                spans.join(" OR ")
+            ));
+        }
         if daily_last < range.last_day {
             let tail_start = start_of_day(range.tz, daily_last + Days::new(1));
             self.params.push("tail_start", ch_datetime::format(&tail_start));
-            union.push_str(&format!(
-                " UNION ALL SELECT site_id, {keys}toDate(bucket, {{tz:String}}) AS day, {columns} FROM {db}.{} \
+            branches.push(format!(
+                "SELECT site_id, {keys}toDate(bucket, {{tz:String}}) AS day, {columns} FROM {db}.{} \
                  WHERE {scope} AND bucket >= {{tail_start:DateTime64(3, 'UTC')}} AND bucket < {{end:DateTime64(3, 'UTC')}}",
                 Tier::QuarterHour.table(dims)
             ));
         }
-        format!("({union})")
+        format!("({})", branches.join(" UNION ALL "))
     }
 
     /// The column that holds each row's time: an instant, or a local day (daily tier).
@@ -326,7 +417,7 @@ impl Plan {
                 ..
             } => "bucket",
             Source::Rollup {
-                tier: RollupTier::Daily { .. },
+                tier: RollupTier::Daily { .. } | RollupTier::Monthly { .. },
                 ..
             } => "day",
         }
@@ -341,7 +432,8 @@ impl Plan {
 
     fn dimension_expr(&mut self, d: &Dimension, goals: &[Goal]) -> Result<String, QueryError> {
         let t = self.time_column();
-        // A local day already (daily tier), or an instant to see in the range's timezone.
+        // A local day already (daily and monthly tiers), or an instant to see in the range's
+        // timezone.
         let day = if t == "day" {
             "day".to_string()
         } else {
@@ -635,13 +727,19 @@ mod tests {
         parse_query(&body, &spec(), Utc.with_ymd_and_hms(2026, 11, 21, 12, 0, 0).unwrap()).unwrap()
     }
 
-    /// Storage with the daily tier through 2026-11-17 (four days before "now" above).
+    /// Storage with the daily tier through 2026-11-17 (four days before "now" above), so
+    /// the monthly tier through October.
     fn sealed() -> StorageState {
         StorageState {
             layout: Layout::Tiers,
-            daily_through: Some(chrono::NaiveDate::from_ymd_opt(2026, 11, 17).unwrap()),
+            daily_through: Some(day(2026, 11, 17)),
             daily_timezones: String::new(),
+            monthly_through: Some(day(2026, 10, 31)),
         }
+    }
+
+    fn day(y: i32, m: u32, d: u32) -> NaiveDate {
+        NaiveDate::from_ymd_opt(y, m, d).unwrap()
     }
 
     fn source(body: serde_json::Value) -> Result<Source, QueryError> {
@@ -655,7 +753,7 @@ mod tests {
     #[test]
     fn chooses_the_cheapest_table_that_can_answer() {
         let daily = RollupTier::Daily {
-            through: chrono::NaiveDate::from_ymd_opt(2026, 11, 17).unwrap(),
+            through: day(2026, 11, 17),
         };
         let base = json!({"site_id": "s", "metrics": ["visitors"], "date_range": "7d"});
         let with = |extra: serde_json::Value| {
@@ -731,9 +829,185 @@ mod tests {
     }
 
     #[test]
+    fn whole_months_of_a_range() {
+        let through = day(2026, 10, 31);
+        // Whole months only: a range starting on the 2nd or ending on the 30th leaves them.
+        assert_eq!(
+            whole_months(day(2025, 12, 1), day(2026, 11, 21), through),
+            Some((day(2025, 12, 1), day(2026, 10, 1)))
+        );
+        assert_eq!(
+            whole_months(day(2026, 8, 2), day(2026, 10, 30), through),
+            Some((day(2026, 9, 1), day(2026, 9, 1)))
+        );
+        assert_eq!(whole_months(day(2026, 9, 2), day(2026, 10, 30), through), None);
+        // Not past what the monthly tier holds.
+        assert_eq!(
+            whole_months(day(2026, 10, 1), day(2026, 11, 30), day(2026, 11, 29)),
+            Some((day(2026, 10, 1), day(2026, 10, 1)))
+        );
+        assert_eq!(
+            whole_months(day(2026, 11, 1), day(2026, 11, 30), day(2026, 11, 29)),
+            None
+        );
+        // February of a leap year ends on the 29th.
+        assert_eq!(whole_months(day(2028, 2, 1), day(2028, 2, 28), day(2028, 12, 31)), None);
+        assert_eq!(
+            whole_months(day(2028, 2, 1), day(2028, 2, 29), day(2028, 12, 31)),
+            Some((day(2028, 2, 1), day(2028, 2, 1)))
+        );
+    }
+
+    #[test]
+    fn the_monthly_tier_answers_whole_sealed_months_of_totals_and_month_buckets() {
+        let months = |first, last| RollupTier::Monthly {
+            months: (first, last),
+            through: day(2026, 11, 17),
+        };
+        let daily = RollupTier::Daily {
+            through: day(2026, 11, 17),
+        };
+        let year = json!({"site_id": "s", "metrics": ["visitors"], "date_range": "12mo"});
+        let with = |extra: serde_json::Value| {
+            let mut b = year.clone();
+            b.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+            b
+        };
+        // "12mo" on 2026-11-21 is 2025-12-01 to 2026-11-21: December to October are sealed
+        // whole, November is not.
+        let sealed_year = months(day(2025, 12, 1), day(2026, 10, 1));
+        assert_eq!(source(year.clone()).unwrap(), rollup(None, sealed_year));
+        assert_eq!(
+            source(with(json!({"dimensions": ["time:month"]}))).unwrap(),
+            rollup(None, sealed_year)
+        );
+        assert_eq!(
+            source(with(json!({"dimensions": ["page"]}))).unwrap(),
+            rollup(Some("page"), sealed_year)
+        );
+        assert_eq!(
+            source(with(json!({"dimensions": ["source", "time:month"]}))).unwrap(),
+            rollup(Some("source"), sealed_year)
+        );
+        // Days and weeks lie within months: the daily tier; hours: the quarter-hour tier.
+        assert_eq!(
+            source(with(json!({"dimensions": ["time:day"]}))).unwrap(),
+            rollup(None, daily)
+        );
+        assert_eq!(
+            source(with(json!({"dimensions": ["time:week"]}))).unwrap(),
+            rollup(None, daily)
+        );
+        assert_eq!(
+            source(with(
+                json!({"dimensions": ["time:hour"], "date_range": ["2026-10-01", "2026-10-31"]})
+            ))
+            .unwrap(),
+            rollup(None, RollupTier::QuarterHour)
+        );
+        // A range from the 2nd: the months after; no whole sealed month in the range, another
+        // timezone, or no monthly tier yet: none.
+        assert_eq!(
+            source(with(json!({"date_range": ["2026-09-02", "2026-10-31"]}))).unwrap(),
+            rollup(None, months(day(2026, 10, 1), day(2026, 10, 1)))
+        );
+        assert_eq!(
+            source(with(json!({"date_range": ["2026-10-02", "2026-11-17"]}))).unwrap(),
+            rollup(None, daily)
+        );
+        assert_eq!(
+            source(with(json!({"date_range": "month"}))).unwrap(),
+            rollup(None, daily),
+            "November is not sealed whole"
+        );
+        assert_eq!(
+            source(with(json!({"timezone": "Asia/Kolkata"}))).unwrap(),
+            rollup(None, RollupTier::QuarterHour)
+        );
+        let no_months = StorageState {
+            monthly_through: None,
+            ..sealed()
+        };
+        assert_eq!(
+            choose_source(&q(year.clone()), chrono_tz::UTC, &no_months, true).unwrap(),
+            rollup(None, daily)
+        );
+        assert_eq!(
+            choose_source(&q(year.clone()), chrono_tz::UTC, &sealed(), false).unwrap(),
+            rollup(None, RollupTier::QuarterHour),
+            "the tiers were built with other timezones"
+        );
+        // Forcing: daily reads no months; monthly only where it answers exactly.
+        assert_eq!(source(with(json!({"tier": "daily"}))).unwrap(), rollup(None, daily));
+        assert_eq!(
+            source(with(json!({"tier": "monthly"}))).unwrap(),
+            rollup(None, sealed_year)
+        );
+        let refused = source(with(json!({"tier": "monthly", "dimensions": ["time:day"]}))).unwrap_err();
+        assert!(format!("{refused:?}").contains("monthly"), "{refused:?}");
+        assert!(source(with(json!({"tier": "monthly", "date_range": "30d"}))).is_err());
+        assert!(choose_source(&q(with(json!({"tier": "monthly"}))), chrono_tz::UTC, &no_months, true).is_err());
+    }
+
+    #[test]
+    fn a_monthly_plan_reads_months_then_the_other_days_then_the_quarter_hour_tier() {
+        let through = day(2026, 11, 17);
+        let param = |params: &Params, name: &str| params.0.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+        // A range from the middle of August: its days of August, then September and October
+        // whole, then November's sealed days, then the quarter-hour tier.
+        let query = q(
+            json!({"site_id": "s", "metrics": ["visitors"], "date_range": ["2026-08-20", "2026-11-21"], "dimensions": ["page"]}),
+        );
+        let tier = RollupTier::Monthly {
+            months: (day(2026, 9, 1), day(2026, 10, 1)),
+            through,
+        };
+        let plan = Plan::new("db", &query, &query.range, &[], rollup(Some("page"), tier)).unwrap();
+        let (sql, params) = plan.rows_sql(&[], None);
+        assert!(
+            sql.contains("FROM db.rollup_dims_monthly")
+                && sql.contains("FROM db.rollup_dims_daily")
+                && sql.contains("FROM db.rollup_dims_15m")
+                && sql.matches("UNION ALL").count() == 2,
+            "{sql}"
+        );
+        for (name, value) in [
+            ("first_month", "2026-09-01"),
+            ("last_month", "2026-10-01"),
+            ("first_day", "2026-08-20"),
+            ("head_last", "2026-08-31"),
+            ("daily_first", "2026-11-01"),
+            ("daily_last", "2026-11-17"),
+            ("tail_start", "2026-11-18 00:00:00.000"),
+        ] {
+            assert_eq!(param(&params, name).as_deref(), Some(value), "{name}");
+        }
+        // Whole months only: no daily days before them, none after, no quarter-hours.
+        let query = q(
+            json!({"site_id": "s", "metrics": ["visitors"], "date_range": ["2026-09-01", "2026-10-31"], "dimensions": ["time:month"]}),
+        );
+        let tier = RollupTier::Monthly {
+            months: (day(2026, 9, 1), day(2026, 10, 1)),
+            through,
+        };
+        let plan = Plan::new("db", &query, &query.range, &[], rollup(None, tier)).unwrap();
+        let (sql, params) = plan.rows_sql(&[], None);
+        assert!(
+            sql.contains("FROM db.rollup_site_monthly") && !sql.contains("UNION ALL"),
+            "{sql}"
+        );
+        assert!(
+            sql.contains("toStartOfMonth(day)"),
+            "month buckets of the month rows: {sql}"
+        );
+        assert_eq!(param(&params, "head_last"), None);
+        assert_eq!(param(&params, "daily_last"), None);
+    }
+
+    #[test]
     fn a_daily_plan_reads_the_quarter_hour_tier_after_its_days() {
         let query = q(json!({"site_id": "s", "metrics": ["visitors"], "date_range": "7d", "dimensions": ["time:day"]}));
-        let through = chrono::NaiveDate::from_ymd_opt(2026, 11, 17).unwrap();
+        let through = day(2026, 11, 17);
         let plan = Plan::new(
             "db",
             &query,

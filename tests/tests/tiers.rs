@@ -1,9 +1,10 @@
 //! The rollup tiers on the real engine: every tier answers what the events path answers, for
-//! every metric and dimension of a dataset around a DST change and a month end, in a
-//! whole-hour zone and in Asia/Kolkata (+05:30), in the site's zone and in others; a rebuild
-//! of any day (quarter-hour tier) or month (daily tier) gives identical rows; and a database
-//! of the hourly layout moves onto the tiers with no count lost or doubled while queries keep
-//! answering.
+//! every metric and dimension of a dataset around a DST change and month ends, in a
+//! whole-hour zone and in Asia/Kolkata (+05:30), in the site's zone and in others, over
+//! ranges of whole and partial months; a rebuild of any day (quarter-hour tier) or month
+//! (daily and monthly tiers) gives identical rows; a replayed UTC day reaches the months it
+//! touches; a database of the hourly layout moves onto the tiers with no count lost or
+//! doubled while queries keep answering; and one sealed before the monthly tier gains it.
 
 use std::collections::BTreeMap;
 
@@ -16,7 +17,7 @@ use sightline_core::schema::{self, Tier};
 use sightline_core::spec::{parse_tenants, Tenant};
 use sightline_core::warehouse::embedded::Embedded;
 use sightline_core::warehouse::tiers::{self, Backfill, Layout};
-use sightline_core::warehouse::{ops, InsertFormat, Params, Warehouse};
+use sightline_core::warehouse::{ops, replay, InsertFormat, Params, Warehouse};
 use sightline_query::execute::{self, Storage};
 use sightline_query::model::parse_query;
 use sightline_query::Limits;
@@ -216,11 +217,56 @@ fn queries(site: &str) -> Vec<Value> {
     out
 }
 
-/// Every query on the events path, the quarter-hour tier and (where it can) the daily tier.
-async fn assert_tiers_agree(wh: &dyn Warehouse, tenant: &Tenant) {
-    let mut daily_answers = 0;
+/// Queries over several months, whole and partial, across Berlin's DST change (October) and
+/// month ends: totals and month buckets (what the monthly tier answers), every dimension
+/// alone and by month, and days, weeks and other zones (what it must leave to the others).
+fn long_queries(site: &str) -> Vec<Value> {
+    let range = json!(["2026-09-25", "2026-12-03"]);
+    let base = json!({"site_id": site, "metrics": ALL, "date_range": range});
+    let mut out = vec![
+        base.clone(),
+        with(&base, json!({"dimensions": ["time:month"]})),
+        with(&base, json!({"dimensions": ["time:day"]})),
+        with(&base, json!({"dimensions": ["time:week"]})),
+        with(&base, json!({"date_range": ["2026-10-01", "2026-11-30"]})),
+        with(
+            &base,
+            json!({"date_range": ["2026-10-01", "2026-11-30"], "dimensions": ["time:month"]}),
+        ),
+        with(
+            &base,
+            json!({"date_range": ["2026-09-30", "2026-11-01"], "dimensions": ["time:month"]}),
+        ),
+    ];
+    for (dim, _, session) in schema::DIMENSIONS {
+        let metrics: Vec<&str> = if *session {
+            ALL.to_vec()
+        } else {
+            vec!["visitors", "pageviews", "events"]
+        };
+        out.push(json!({"site_id": site, "metrics": metrics, "date_range": range, "dimensions": [dim]}));
+        out.push(json!({"site_id": site, "metrics": metrics, "date_range": range, "dimensions": [dim, "time:month"]}));
+    }
+    for zone in ["UTC", "Asia/Kolkata", "Europe/Berlin"] {
+        out.push(with(&base, json!({"timezone": zone, "dimensions": ["time:month"]})));
+    }
+    out
+}
+
+/// How many queries each tier answered when the planner chose.
+#[derive(Debug, Default)]
+struct Chosen {
+    daily: usize,
+    monthly: usize,
+}
+
+/// Every query on the events path, the quarter-hour tier and as the planner chooses (the
+/// daily or monthly tier where they can); where it chose the monthly tier, the daily tier
+/// forced too. Every answer must be the events path's.
+async fn assert_tiers_agree(wh: &dyn Warehouse, tenant: &Tenant) -> Chosen {
+    let mut chosen = Chosen::default();
     for site in ["berlin.example", "kolkata.example"] {
-        for q in queries(site) {
+        for q in queries(site).into_iter().chain(long_queries(site)) {
             let (events, _) = answer(wh, tenant, &with(&q, json!({"path": "events"}))).await;
             assert!(!events.is_empty(), "{q}: no rows");
             let (quarter, tier) =
@@ -229,15 +275,46 @@ async fn assert_tiers_agree(wh: &dyn Warehouse, tenant: &Tenant) {
             assert_eq!(quarter, events, "quarter-hour tier != events path for {q}");
             let (auto, tier) = answer(wh, tenant, &q).await;
             assert_eq!(auto, events, "the planner's choice ({tier}) != events path for {q}");
-            if tier == "daily" {
-                daily_answers += 1;
+            match tier.as_str() {
+                "daily" => chosen.daily += 1,
+                "monthly" => {
+                    chosen.monthly += 1;
+                    let (daily, tier) = answer(wh, tenant, &with(&q, json!({"tier": "daily"}))).await;
+                    assert_eq!(tier, "daily");
+                    assert_eq!(daily, events, "daily tier != events path for {q}");
+                }
+                _ => {}
             }
         }
     }
-    assert!(
-        daily_answers > 20,
-        "the daily tier answered only {daily_answers} queries"
-    );
+    assert!(chosen.daily > 20, "the daily tier answered only {chosen:?}");
+    chosen
+}
+
+/// The monthly tier's per-site rows: (site, month) -> (pageviews, events).
+async fn month_rows(wh: &dyn Warehouse, db: &str) -> BTreeMap<(String, String), (i64, i64)> {
+    let rows = wh
+        .select(
+            &format!(
+                "SELECT site_id, toString(month) AS month, sum(pageviews) AS pageviews, sum(events) AS events \
+                 FROM {db}.{} GROUP BY site_id, month",
+                Tier::Monthly.table(false)
+            ),
+            &Params::new(),
+        )
+        .await
+        .unwrap();
+    rows.iter()
+        .map(|r| {
+            (
+                (
+                    r["site_id"].as_str().unwrap().to_string(),
+                    r["month"].as_str().unwrap().to_string(),
+                ),
+                (r["pageviews"].as_i64().unwrap(), r["events"].as_i64().unwrap()),
+            )
+        })
+        .collect()
 }
 
 /// A checksum of a tier's rows in a unit of swap, aggregated by key first (parts may not
@@ -262,6 +339,32 @@ async fn checksum(wh: &dyn Warehouse, db: &str, tier: Tier, dims: bool, unit: &s
     rows[0]["n"].as_u64().unwrap()
 }
 
+fn day(y: i32, m: u32, d: u32) -> NaiveDate {
+    NaiveDate::from_ymd_opt(y, m, d).unwrap()
+}
+
+/// A pageview of `site` at `ts` from a browser, as the collector stores it.
+fn pageview(site: &str, ts: DateTime<Utc>, visitor_id: u64, n: u64) -> RawEvent {
+    RawEvent {
+        event_id: Uuid::from_u64_pair(0x5eed, n),
+        site_id: site.into(),
+        received_at: ts,
+        ts,
+        name: "pageview".into(),
+        url: format!("https://{site}/replayed"),
+        referrer: String::new(),
+        user_agent: AGENTS[0].into(),
+        props: BTreeMap::new(),
+        revenue_amount: String::new(),
+        revenue_currency: String::new(),
+        visitor_id,
+        country: "DE".into(),
+        ingest_source: "web".into(),
+        prev_day_visitor_id: 0,
+        interactive: true,
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn every_tier_answers_what_the_events_path_answers_and_rebuilds_are_identical() {
     let dir = tempfile::tempdir().unwrap();
@@ -269,19 +372,19 @@ async fn every_tier_answers_what_the_events_path_answers_and_rebuilds_are_identi
     let tenant = tenant();
     let db = tenant.database();
     ops::apply_schema(&wh, &tenant).await.unwrap();
-    let (first, last) = (
-        NaiveDate::from_ymd_opt(2026, 10, 18).unwrap(),
-        NaiveDate::from_ymd_opt(2026, 11, 7).unwrap(),
-    );
+    // Late September to early December: October (Berlin's DST change) and November whole.
+    let (first, last) = (day(2026, 9, 24), day(2026, 12, 4));
     let (raws, events) = dataset(first, last);
     store(&wh, &tenant, &raws, &events).await;
-    // Long after: every day is sealed, the database moves onto the tiers at once.
-    let now: DateTime<Utc> = Utc.with_ymd_and_hms(2026, 12, 31, 0, 0, 0).unwrap();
+    // On 2026-11-24 every day through 2026-11-19 is sealed: the database moves onto the
+    // tiers at once, the daily tier through the 19th, the monthly tier through October.
+    let now: DateTime<Utc> = Utc.with_ymd_and_hms(2026, 11, 24, 12, 0, 0).unwrap();
     tiers::migrate_recent_days(&wh, &tenant, now).await.unwrap();
     tiers::backfill(&wh, &tenant, now).await.unwrap();
     let state = tiers::read_state(&wh, &db).await.unwrap();
     assert_eq!(state.layout, Layout::Tiers);
-    assert!(state.daily_through.unwrap() >= last);
+    assert_eq!(state.daily_through, Some(day(2026, 11, 19)));
+    assert_eq!(state.monthly_through, Some(day(2026, 10, 31)));
     // The hourly tables go at the next writer-free start, not beside running inserts.
     assert!(tiers::hourly_layout_live(&wh, &db).await.unwrap());
     tiers::migrate_recent_days(&wh, &tenant, now).await.unwrap();
@@ -290,42 +393,175 @@ async fn every_tier_answers_what_the_events_path_answers_and_rebuilds_are_identi
         "the hourly tables retired"
     );
 
-    assert_tiers_agree(&wh, &tenant).await;
+    // Long ranges read September's days and November's sealed ones from the daily tier,
+    // October from the monthly tier, and the days after the 19th from the quarter-hour tier.
+    let chosen = assert_tiers_agree(&wh, &tenant).await;
+    assert!(chosen.monthly >= 40, "the monthly tier answered only {chosen:?}");
+
+    // A month later, November is sealed whole too.
+    let now: DateTime<Utc> = Utc.with_ymd_and_hms(2026, 12, 31, 0, 0, 0).unwrap();
+    assert_eq!(tiers::seal(&wh, &tenant, now).await.unwrap(), Some(day(2026, 12, 25)));
+    let state = tiers::read_state(&wh, &db).await.unwrap();
+    assert_eq!(state.monthly_through, Some(day(2026, 11, 30)));
+    let months = month_rows(&wh, &db).await;
+    for site in ["berlin.example", "kolkata.example"] {
+        for month in ["2026-09-01", "2026-10-01", "2026-11-01"] {
+            assert!(
+                months.contains_key(&(site.to_string(), month.to_string())),
+                "{site} {month}"
+            );
+        }
+        assert!(
+            !months.contains_key(&(site.to_string(), "2026-12-01".to_string())),
+            "December is not whole"
+        );
+    }
+    let chosen = assert_tiers_agree(&wh, &tenant).await;
+    assert!(chosen.monthly >= 40, "the monthly tier answered only {chosen:?}");
 
     // Rebuilding any unit of swap of any tier gives the same rows.
-    let mut day = first;
-    while day <= last {
-        let unit = day.format("%Y%m%d").to_string();
+    let mut d = first;
+    while d <= last {
+        let unit = d.format("%Y%m%d").to_string();
         let before = [
             checksum(&wh, &db, Tier::QuarterHour, false, &unit).await,
             checksum(&wh, &db, Tier::QuarterHour, true, &unit).await,
         ];
-        assert_ne!(before, [0, 0], "{day} has rows");
-        tiers::rebuild_quarter_hour_day(&wh, &tenant, day).await.unwrap();
+        assert_ne!(before, [0, 0], "{d} has rows");
+        tiers::rebuild_quarter_hour_day(&wh, &tenant, d).await.unwrap();
         let after = [
             checksum(&wh, &db, Tier::QuarterHour, false, &unit).await,
             checksum(&wh, &db, Tier::QuarterHour, true, &unit).await,
         ];
-        assert_eq!(before, after, "quarter-hour tier, {day}");
-        day = day.succ_opt().unwrap();
+        assert_eq!(before, after, "quarter-hour tier, {d}");
+        d = d.succ_opt().unwrap();
     }
-    for month in ["202610", "202611"] {
-        let before = [
-            checksum(&wh, &db, Tier::Daily, false, month).await,
-            checksum(&wh, &db, Tier::Daily, true, month).await,
-        ];
+    let through = state.daily_through.unwrap();
+    for month in ["202609", "202610", "202611", "202612"] {
         let first_of = NaiveDate::parse_from_str(&format!("{month}01"), "%Y%m%d").unwrap();
-        tiers::rebuild_daily_month(&wh, &tenant, first_of, state.daily_through.unwrap())
-            .await
+        let mut rebuilt = vec![Tier::Daily];
+        if first_of < day(2026, 12, 1) {
+            rebuilt.push(Tier::Monthly);
+        }
+        for tier in rebuilt {
+            let before = [
+                checksum(&wh, &db, tier, false, month).await,
+                checksum(&wh, &db, tier, true, month).await,
+            ];
+            assert!(before[0] != 0 && before[1] != 0, "{tier:?} {month} has rows");
+            match tier {
+                Tier::Daily => tiers::rebuild_daily_month(&wh, &tenant, first_of, through).await,
+                _ => tiers::rebuild_monthly_month(&wh, &tenant, first_of, through).await,
+            }
             .unwrap();
-        let after = [
-            checksum(&wh, &db, Tier::Daily, false, month).await,
-            checksum(&wh, &db, Tier::Daily, true, month).await,
-        ];
-        assert_eq!(before, after, "daily tier, {month}");
+            let after = [
+                checksum(&wh, &db, tier, false, month).await,
+                checksum(&wh, &db, tier, true, month).await,
+            ];
+            assert_eq!(before, after, "{tier:?} tier, {month}");
+        }
     }
+    // A month row is a whole month or nothing.
+    assert!(tiers::rebuild_monthly_month(&wh, &tenant, day(2026, 12, 1), through)
+        .await
+        .is_err());
     // The rebuilt tiers still answer like the events path.
     assert_tiers_agree(&wh, &tenant).await;
+
+    // A replay of UTC day 2026-10-31 with three more pageviews: one at noon (October in both
+    // zones), one at 20:00 UTC (November 1st in Kolkata, still October in Berlin) and one at
+    // 23:30 UTC (November 1st in both). The months they fall in change, and still answer
+    // like the events path.
+    let replayed = day(2026, 10, 31);
+    let at = |h, m| Utc.with_ymd_and_hms(2026, 10, 31, h, m, 0).unwrap();
+    let more = [
+        pageview("berlin.example", at(12, 0), 900_001, 1),
+        pageview("kolkata.example", at(20, 0), 900_002, 2),
+        pageview("berlin.example", at(23, 30), 900_003, 3),
+    ];
+    ops::insert_raw_and_events(&wh, &db, &more, &[]).await.unwrap();
+    let before = month_rows(&wh, &db).await;
+    replay::replay_day(&wh, &tenant, replayed).await.unwrap();
+    let after = month_rows(&wh, &db).await;
+    let change = |site: &str, month: &str| {
+        let key = (site.to_string(), month.to_string());
+        (after[&key].0 - before[&key].0, after[&key].1 - before[&key].1)
+    };
+    assert_eq!(change("berlin.example", "2026-10-01"), (1, 1));
+    assert_eq!(change("berlin.example", "2026-11-01"), (1, 1));
+    assert_eq!(change("kolkata.example", "2026-10-01"), (0, 0));
+    assert_eq!(change("kolkata.example", "2026-11-01"), (1, 1));
+    assert_eq!(change("berlin.example", "2026-09-01"), (0, 0));
+    let chosen = assert_tiers_agree(&wh, &tenant).await;
+    assert!(chosen.monthly >= 40, "the monthly tier answered only {chosen:?}");
+}
+
+/// A database a release without the monthly tier sealed (schema 6, the daily tier and its
+/// state, no monthly tier) gains the tier's whole months at its next seal, which the writing
+/// roles run at start and every 15 minutes: no manual step.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_database_sealed_before_the_monthly_tier_gains_it_at_its_next_seal() {
+    let dir = tempfile::tempdir().unwrap();
+    let wh = Embedded::open(&dir.path().join("engine"), 2).unwrap();
+    let tenant = tenant();
+    let db = tenant.database();
+    ops::apply_schema_to(&wh, &tenant, 6).await.unwrap();
+    let (first, last) = (day(2026, 9, 24), day(2026, 11, 7));
+    let (raws, events) = dataset(first, last);
+    store(&wh, &tenant, &raws, &events).await;
+    // What that release's seal left, on 2026-11-24: the daily tier through 2026-11-19 and
+    // the state saying so (its views fed the quarter-hour tier as the rows came in).
+    let now = Utc.with_ymd_and_hms(2026, 11, 24, 12, 0, 0).unwrap();
+    let through = tiers::daily_limit(now);
+    for month in [day(2026, 9, 1), day(2026, 10, 1), day(2026, 11, 1)] {
+        tiers::rebuild_daily_month(&wh, &tenant, month, through).await.unwrap();
+    }
+    for (n, (key, value)) in [
+        ("layout_recent_migrated", "1".to_string()),
+        ("layout", "tiers".to_string()),
+        ("daily_timezones", tiers::timezone_fingerprint(&tenant)),
+        ("daily_through", through.to_string()),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        wh.execute(
+            &format!("INSERT INTO {db}.storage_state (key, value, version) VALUES ({{k:String}}, {{v:String}}, {{n:UInt64}})"),
+            &Params::new().bind("k", key).bind("v", value).bind("n", n as u64 + 1),
+        )
+        .await
+        .unwrap();
+    }
+    let state = tiers::read_state(&wh, &db).await.unwrap();
+    assert_eq!((state.daily_through, state.monthly_through), (Some(through), None));
+    let long = json!({"site_id": "berlin.example", "metrics": ALL, "date_range": ["2026-09-24", "2026-11-07"], "dimensions": ["time:month"]});
+    let (_, tier) = answer(&wh, &tenant, &long).await;
+    assert_eq!(tier, "daily", "no monthly tier yet");
+
+    // This release starts: migration 7, then the maintenance's seal.
+    assert_eq!(ops::apply_schema(&wh, &tenant).await.unwrap().to, 7);
+    assert_eq!(tiers::seal(&wh, &tenant, now).await.unwrap(), Some(through));
+    let state = tiers::read_state(&wh, &db).await.unwrap();
+    assert_eq!(state.daily_through, Some(through), "the daily tier as it was");
+    assert_eq!(state.monthly_through, Some(day(2026, 10, 31)));
+    for site in ["berlin.example", "kolkata.example"] {
+        for dimensions in [json!(["time:month"]), json!(["source"]), json!(["page", "time:month"])] {
+            let q = with(&long, json!({"site_id": site, "dimensions": dimensions}));
+            let q = if dimensions.to_string().contains("page") {
+                with(&q, json!({"metrics": ["visitors", "pageviews", "events"]}))
+            } else {
+                q
+            };
+            let (events_path, _) = answer(&wh, &tenant, &with(&q, json!({"path": "events"}))).await;
+            let (rows, tier) = answer(&wh, &tenant, &q).await;
+            assert_eq!(tier, "monthly", "{q}");
+            assert_eq!(rows, events_path, "{q}");
+        }
+    }
+    // The next seal has nothing to add.
+    let months = month_rows(&wh, &db).await;
+    tiers::seal(&wh, &tenant, now).await.unwrap();
+    assert_eq!(month_rows(&wh, &db).await, months);
 }
 
 /// Rows of `events_raw` and `events` as the release before the tiers wrote them (schema 3:
