@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use serde_json::{json, Value};
 use sightline_bench::percentile;
+use sightline_core::processor::{identity, ProcessorConfig, PIPELINE_VERSION};
 use sightline_core::registry::Registry;
 use sightline_core::schema::Tier;
 use sightline_core::secret::MasterSecret;
@@ -24,6 +25,8 @@ use sightline_core::token::{self, Claims, Scope};
 use sightline_core::warehouse::embedded::Embedded;
 use sightline_core::warehouse::{ops, tiers, Params, Warehouse};
 use sightline_core::watermark::Watermarks;
+use sightline_query::execute::{self, Storage};
+use sightline_query::model::parse_query;
 use sightline_query::{QueryConfig, QueryState};
 use sightline_tests::{CHROME_MAC, FIREFOX_WIN, SAFARI_IPHONE};
 
@@ -75,10 +78,12 @@ fn generate_sql(db: &str, site: &str, events: u64, offset: u64) -> String {
             ts AS session_start, toInt8(number % 5 = 0) AS visit_delta, toInt8(number % 5 = 0) - toInt8(number % 5 = 1) AS bounce_delta,
             toInt64(if(number % 5 = 0, 0, 60)) AS duration_delta, pathname AS entry_page, referrer_source AS session_source,
             referrer_medium AS session_medium, '' AS session_utm_source, '' AS session_utm_medium, '' AS session_utm_campaign,
-            map('plan', ['free', 'pro', 'team'][number % 3 + 1]) AS props, '' AS revenue_amount, '' AS revenue_currency, 3 AS pipeline_version,
-            1 AS interactive
+            map('plan', ['free', 'pro', 'team'][number % 3 + 1]) AS props, '' AS revenue_amount, '' AS revenue_currency, {version} AS pipeline_version,
+            1 AS interactive, 1 AS sign, '{processing}' AS processing
         FROM numbers({events})
-        SETTINGS max_partitions_per_insert_block = 1000"
+        SETTINGS max_partitions_per_insert_block = 1000",
+        version = PIPELINE_VERSION,
+        processing = identity(PIPELINE_VERSION, ProcessorConfig { bot_filtering: true }),
     )
 }
 
@@ -177,6 +182,10 @@ async fn load(engine: &Embedded, tenant: &sightline_core::spec::Tenant, args: &A
         .expect("recent days");
     let recent = t.elapsed().as_secs_f64();
     tiers::backfill(engine, tenant, now).await.expect("backfill");
+    // The next start of a writing role retires the hourly tables (before it writes).
+    tiers::migrate_recent_days(engine, tenant, now)
+        .await
+        .expect("hourly tables retired");
     let state = tiers::read_state(engine, &db).await.expect("state");
     eprintln!(
         "moved onto the tiers in {:.0} s (open days {recent:.1} s); daily tier through {:?}, monthly tier through {:?}",
@@ -220,6 +229,7 @@ async fn query_latency(engine: Arc<Embedded>, tenant: sightline_core::spec::Tena
         .with_timezone(&chrono_tz::Europe::Berlin)
         .date_naive();
     let ninety_days = json!([(today - chrono::Days::new(89)).to_string(), today.to_string()]);
+    // (name, request path, POST body or none for a GET shortcut).
     let queries: Vec<(&str, &str, Option<Value>)> = vec![
         (
             "30-day daily series",
@@ -299,6 +309,19 @@ async fn query_latency(engine: Arc<Embedded>, tenant: sightline_core::spec::Tena
         );
     }
 
+    // The /v1/query bodies the three GET shortcuts stand for, for the statement breakdown.
+    let shortcuts = [
+        json!({"site_id": SITE, "metrics": ["visitors", "pageviews", "bounce_rate"], "date_range": "30d", "dimensions": ["time:day"]}),
+        json!({"site_id": SITE, "metrics": ["visitors", "pageviews"], "date_range": "30d", "dimensions": ["page"], "pagination": {"limit": 10}}),
+        json!({"site_id": SITE, "metrics": ["visitors", "pageviews"], "date_range": "12mo", "dimensions": ["time:month"]}),
+    ];
+    let planned: Vec<(&str, Value)> = queries
+        .iter()
+        .enumerate()
+        .map(|(i, (name, _, body))| (*name, body.clone().unwrap_or_else(|| shortcuts[i].clone())))
+        .collect();
+    statements(engine.as_ref(), &tenant, &planned, args.samples).await;
+
     for cold in [false, true] {
         let count = Arc::new(AtomicU64::new(0));
         let deadline = Instant::now() + Duration::from_secs(args.seconds);
@@ -351,6 +374,73 @@ async fn query_latency(engine: Arc<Embedded>, tenant: sightline_core::spec::Tena
     }
 }
 
+/// Where each query's time goes: its main statement as the query service plans it, run
+/// straight on the engine (no HTTP, no cache, no storage-state read), and what the engine
+/// estimates it reads (`EXPLAIN ESTIMATE`: parts, marks and rows per table); with
+/// `SIGHTLINE_BENCH_EXPLAIN=1`, also the statement and its `EXPLAIN indexes = 1`.
+async fn statements(
+    engine: &Embedded,
+    tenant: &sightline_core::spec::Tenant,
+    queries: &[(&str, Value)],
+    samples: usize,
+) {
+    let db = tenant.database();
+    let state = tiers::read_state(engine, &db).await.expect("state");
+    let storage = Storage::new(tenant, state);
+    let explain = std::env::var("SIGHTLINE_BENCH_EXPLAIN").is_ok_and(|v| v == "1");
+    println!("\nThe main statement of each query on the engine alone, and what it reads:\n");
+    println!("| query | tier | statement p50 ms | statement p99 ms | parts | marks | rows | per table (parts/rows) |");
+    println!("| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |");
+    for (name, body) in queries {
+        let query = parse_query(body, &tenant.spec, chrono::Utc::now()).expect("query");
+        let (source, sql, params) = execute::main_statement(tenant, &storage, &query).expect("plan");
+        let mut times = Vec::new();
+        for _ in 0..samples {
+            let t = Instant::now();
+            engine.select(&sql, &params).await.expect(&sql);
+            times.push(t.elapsed().as_secs_f64() * 1000.0);
+        }
+        times.sort_by(|a, b| a.total_cmp(b));
+        let estimate = engine
+            .select(&format!("EXPLAIN ESTIMATE {sql}"), &params)
+            .await
+            .expect("explain estimate");
+        let total = |k: &str| estimate.iter().map(|r| r[k].as_u64().unwrap_or(0)).sum::<u64>();
+        let per_table: Vec<String> = estimate
+            .iter()
+            .map(|r| {
+                format!(
+                    "{} {}/{}",
+                    r["table"].as_str().unwrap_or_default(),
+                    r["parts"],
+                    r["rows"]
+                )
+            })
+            .collect();
+        println!(
+            "| {name} | {} | {:.1} | {:.1} | {} | {} | {} | {} |",
+            source.tier().unwrap_or("events"),
+            percentile(&times, 0.5),
+            percentile(&times, 0.99),
+            total("parts"),
+            total("marks"),
+            total("rows"),
+            per_table.join(", ")
+        );
+        if explain {
+            let plan = engine
+                .select(&format!("EXPLAIN indexes = 1 {sql}"), &params)
+                .await
+                .expect("explain");
+            eprintln!("-- {name}\n{sql}\n{params:?}");
+            for line in plan {
+                eprintln!("{}", line["explain"].as_str().unwrap_or_default());
+            }
+        }
+    }
+    println!();
+}
+
 /// The visitor-counting functions side by side on the big site: for each, the site's
 /// monthly, daily and quarter-hour states built from `events` (per site, and per page,
 /// ordered like the tiers: by kind of row, then time), then the time to merge them for the
@@ -363,7 +453,34 @@ async fn visitor_functions(engine: &Embedded, db: &str) {
         ("uniqCombined", "(14)"),
         ("uniqCombined", ""),
         ("uniqHLL12", ""),
+        ("uniqTheta", ""),
     ];
+    // Not every engine build has every function (uniqTheta needs the DataSketches library):
+    // each is probed once, and one the engine lacks is reported with its error and left out.
+    let mut available = Vec::new();
+    for (f, params) in functions {
+        match engine
+            .select(
+                &format!("SELECT {f}{params}(number) AS n FROM numbers(10)"),
+                &Params::new(),
+            )
+            .await
+        {
+            Ok(_) => available.push((f, params)),
+            Err(e) => {
+                let reason = e.to_string();
+                let reason = reason
+                    .lines()
+                    .last()
+                    .unwrap_or_default()
+                    .chars()
+                    .take(200)
+                    .collect::<String>();
+                println!("{f}{params}: not available in this engine ({reason})\n");
+            }
+        }
+    }
+    let functions = available;
     println!("Visitor counting (big site, merged per range; error against uniqExact of the same rows):\n");
     println!("| function | tier | range | states merged | MB read | merge p50 ms | merge p99 ms | error |");
     println!("| --- | --- | --- | ---: | ---: | ---: | ---: | ---: |");
@@ -372,7 +489,7 @@ async fn visitor_functions(engine: &Embedded, db: &str) {
         let rows = engine.select(&sql, &Params::new()).await.expect(&sql);
         (t.elapsed().as_secs_f64() * 1000.0, rows)
     };
-    for (f, params) in functions {
+    for (f, params) in &functions {
         let label = format!("{f}{params}");
         for (tier, key) in [
             ("monthly", "toDateTime(toStartOfMonth(toDate(ts, 'Europe/Berlin')))"),
@@ -485,9 +602,11 @@ async fn visitor_functions(engine: &Embedded, db: &str) {
     println!("Visitor counting error over 1,000 random sets of each size (absolute error against the true size):\n");
     println!("| function | distinct ids | median | p95 | p99 | worst |");
     println!("| --- | ---: | ---: | ---: | ---: | ---: |");
-    for (f, params) in functions {
+    for (f, params) in &functions {
         // One size per statement: a thousand states of one size alive at a time.
-        for n in [1_000u64, 2_000, 20_000, 100_000] {
+        // uniqCombined(14) keeps up to 2^10 = 1,024 distinct 32-bit hashes in a hash table
+        // (exact) before it turns into HyperLogLog: 1,024 and 1,025 are either side of that.
+        for n in [100u64, 1_024, 1_025, 2_000, 20_000, 100_000] {
             let rows = engine
                 .select(
                     &format!(

@@ -233,6 +233,39 @@ pub async fn run(
     Ok(answer)
 }
 
+/// The plan of `query` over `range` from `source`, and its main statement (the grouped rows,
+/// ordered, paginated when `paginate` and not a time series) with its bound parameters.
+fn rows_statement(
+    tenant: &Tenant,
+    query: &Query,
+    source: Source,
+    range: &DateRange,
+    paginate: bool,
+) -> Result<(Plan, String, Params), QueryError> {
+    let plan = Plan::new(&tenant.database(), query, range, &tenant.spec.goals, source)?;
+    let order = if query.order_by.is_empty() {
+        default_order(query)
+    } else {
+        query.order_by.clone()
+    };
+    let limit = (paginate && !only_time(query)).then_some((query.limit, query.offset));
+    let (sql, params) = plan.rows_sql(&order, limit);
+    Ok((plan, sql, params))
+}
+
+/// What `run` would choose and execute first for `query`: the source (table and tier) and
+/// the main statement with its parameters, for EXPLAIN and timing outside the HTTP service
+/// (query-bench). The statement is the one `run` sends, without the `Limits` settings.
+pub fn main_statement(
+    tenant: &Tenant,
+    storage: &Storage,
+    query: &Query,
+) -> Result<(Source, String, Params), QueryError> {
+    let source = storage.source(tenant, query)?;
+    let (_, sql, params) = rows_statement(tenant, query, source, &query.range, true)?;
+    Ok((source, sql, params))
+}
+
 async fn run_range(
     st: Statements<'_>,
     tenant: &Tenant,
@@ -242,17 +275,8 @@ async fn run_range(
     range: &DateRange,
     paginate: bool,
 ) -> Result<(Vec<Row>, u64), QueryError> {
-    let db = tenant.database();
-    let goals = &tenant.spec.goals;
-    let plan = Plan::new(&db, query, range, goals, source)?;
-    let order = if query.order_by.is_empty() {
-        default_order(query)
-    } else {
-        query.order_by.clone()
-    };
+    let (plan, sql, params) = rows_statement(tenant, query, source, range, paginate)?;
     let time_only = only_time(query);
-    let limit = (paginate && !time_only).then_some((query.limit, query.offset));
-    let (sql, params) = plan.rows_sql(&order, limit);
     let raw_rows = st.select(&sql, &params).await?;
 
     // Denominators: all visitors under the same filters (percentage), or under the filters
