@@ -49,7 +49,8 @@ pub struct QueryRequest {
     /// auto (default), quarter_hour, daily or monthly: which rollup tier answers. auto takes
     /// the coarsest that answers exactly; forcing daily or monthly where that tier cannot
     /// (hours, another timezone than the site's, days or months not sealed yet; for monthly
-    /// also day or week buckets, or no whole month in the range) is a 400.
+    /// also day or week buckets, or no month in the range it holds, whole or, reaching the
+    /// last sealed day, to date) is a 400.
     pub tier: Option<String>,
 }
 
@@ -96,8 +97,9 @@ pub struct Meta {
     pub total_rows: u64,
     /// rollup or events.
     pub path: String,
-    /// On the rollup path, the coarsest tier read: monthly (whole local months, with the
-    /// range's other days from the daily and quarter-hour tiers), daily (sealed local days,
+    /// On the rollup path, the coarsest tier read: monthly (local months, whole or the month
+    /// in progress to its last sealed day, with the range's other days from the daily and
+    /// quarter-hour tiers), daily (sealed local days,
     /// the days after from the quarter-hour tier), quarter_hour, or hourly (a database still
     /// moving from the layout of earlier releases). Absent on the events path.
     pub tier: Option<String>,

@@ -7,9 +7,10 @@
 //! tier holds each site's sealed local days in the site's timezone, so it answers day, week
 //! and month buckets and totals asked in that timezone; the days after it holds come from
 //! the quarter-hour tier in the same statement. The monthly tier holds whole sealed local
-//! months, so for totals and month buckets it answers the range's whole months, the daily
-//! tier the range's other sealed days, and the quarter-hour tier the rest, again in one
-//! statement. Hours, other timezones, and days the daily tier does not hold yet come from
+//! months and the month in progress to the daily tier's last day, so for totals and month
+//! buckets it answers the range's months it holds (whole, or to date when the range reaches
+//! that day), the daily tier the range's other sealed days, and the quarter-hour tier the
+//! rest, again in one statement. Hours, other timezones, and days the daily tier does not hold yet come from
 //! the quarter-hour tier, whose 15-minute buckets tile every IANA zone's hours and days
 //! exactly. Databases still on the hourly layout of earlier releases answer from it until
 //! their move to the tiers is through.
@@ -35,9 +36,10 @@ pub enum RollupTier {
     Daily {
         through: NaiveDate,
     },
-    /// The monthly tier for the range's whole local months `months` (the first days of the
-    /// first and the last month), the daily tier for its other days through `through`, the
-    /// quarter-hour tier after.
+    /// The monthly tier for the range's local months `months` (the first days of the first
+    /// and the last month; the last may be the month in progress, read to date, through
+    /// `through`), the daily tier for its other days through `through`, the quarter-hour
+    /// tier after.
     Monthly {
         months: (NaiveDate, NaiveDate),
         through: NaiveDate,
@@ -159,20 +161,35 @@ fn rollup_column(query: &Query) -> Result<Option<&'static str>, ()> {
     }
 }
 
-/// The whole months of local days `[first, last]` that end by `months_through`: the first
-/// days of the first and the last of them, if there is one.
-fn whole_months(first: NaiveDate, last: NaiveDate, months_through: NaiveDate) -> Option<(NaiveDate, NaiveDate)> {
+fn last_of_month(first: NaiveDate) -> NaiveDate {
+    first + Months::new(1) - Days::new(1)
+}
+
+/// The months of local days `[first, last]` the monthly tier answers, as the first days of
+/// the first and the last of them: a run of months that lie wholly in the range, each held
+/// whole (ending by `whole_through`) or, for the month after those, to date (its days
+/// through `daily_through`, which the range must reach: its rows cover exactly those).
+fn month_rows(
+    first: NaiveDate,
+    last: NaiveDate,
+    whole_through: NaiveDate,
+    daily_through: NaiveDate,
+) -> Option<(NaiveDate, NaiveDate)> {
     let start = first.with_day(1)?;
     let start = if start == first { start } else { start + Months::new(1) };
-    let end = last.min(months_through);
-    // The month of `end`, unless it ends after `end`; then the one before.
-    let end_month = end.with_day(1)?;
-    let end_month = if end_month + Months::new(1) - Days::new(1) == end {
-        end_month
-    } else {
-        end_month - Months::new(1)
+    let held = |month: NaiveDate| {
+        let end = last_of_month(month);
+        let whole = end <= whole_through.min(daily_through);
+        let to_date = month == whole_through + Days::new(1) && daily_through >= month && daily_through < end;
+        (whole || to_date) && end.min(daily_through) <= last
     };
-    (start <= end_month).then_some((start, end_month))
+    let mut end = None;
+    let mut month = start;
+    while held(month) {
+        end = Some(month);
+        month = month + Months::new(1);
+    }
+    end.map(|end| (start, end))
 }
 
 /// Chooses the table: the rollups when they hold what the query needs, else `events`; among
@@ -216,8 +233,8 @@ pub fn choose_source(
     };
     // A month row answers totals and month buckets, not days or weeks within it.
     let monthly = match (daily, storage.monthly_through) {
-        (Some(RollupTier::Daily { through }), Some(months_through)) if matches!(time, None | Some(Interval::Month)) => {
-            whole_months(query.range.first_day, query.range.last_day, months_through.min(through))
+        (Some(RollupTier::Daily { through }), Some(whole_through)) if matches!(time, None | Some(Interval::Month)) => {
+            month_rows(query.range.first_day, query.range.last_day, whole_through, through)
                 .map(|months| RollupTier::Monthly { months, through })
         }
         _ => None,
@@ -242,9 +259,9 @@ pub fn choose_source(
         (Layout::Tiers, TierHint::Monthly) => monthly.ok_or_else(|| {
             QueryError::bad(
                 "tier",
-                "the monthly tier answers totals and month buckets in the site's timezone over whole \
-                 local months it holds; this query needs hours, days or weeks, another timezone, or \
-                 covers no whole sealed month",
+                "the monthly tier answers totals and month buckets in the site's timezone over the \
+                 local months it holds (whole, or the month in progress to its last sealed day); this \
+                 query needs hours, days or weeks, another timezone, or covers no such month",
             )
         })?,
     };
@@ -341,8 +358,9 @@ impl Plan {
 
     /// The rows of the sealed tiers with the local `day` of the range's timezone, which is
     /// the site's (the planner chose these tiers only then), as one `UNION ALL`: the monthly
-    /// tier's rows of the whole months `months` (first days of the first and last; `day` is
-    /// the month's first day, which only month buckets and totals read), the daily tier's rows
+    /// tier's rows of the months `months` (first days of the first and last; each row through
+    /// its month's last day or, for the month in progress, through `through`; `day` is the
+    /// month's first day, which only month buckets and totals read), the daily tier's rows
     /// of the range's other days it holds (through `through`), then the quarter-hour tier's
     /// rows of the days after.
     fn sealed_union(
@@ -364,14 +382,18 @@ impl Plan {
         match months {
             None => days.push(("first_day", range.first_day, "daily_last", daily_last)),
             Some((first_month, last_month)) => {
+                // Each month's row through its last day, or through the daily tier's last
+                // day for the month in progress: the version this storage state names.
                 self.params.push("first_month", first_month.format("%Y-%m-%d"));
                 self.params.push("last_month", last_month.format("%Y-%m-%d"));
+                self.params.push("months_through", through.format("%Y-%m-%d"));
                 branches.push(format!(
                     "SELECT site_id, {keys}month AS day, {columns} FROM {db}.{} \
-                     WHERE {scope} AND month >= {{first_month:Date}} AND month <= {{last_month:Date}}",
+                     WHERE {scope} AND month >= {{first_month:Date}} AND month <= {{last_month:Date}} \
+                       AND through = least(toLastDayOfMonth(month), {{months_through:Date}})",
                     Tier::Monthly.table(dims)
                 ));
-                let after_months = last_month + Months::new(1);
+                let after_months = last_of_month(last_month).min(through) + Days::new(1);
                 days.push(("first_day", range.first_day, "head_last", first_month - Days::new(1)));
                 days.push(("daily_first", after_months, "daily_last", daily_last));
             }
@@ -829,31 +851,56 @@ mod tests {
     }
 
     #[test]
-    fn whole_months_of_a_range() {
-        let through = day(2026, 10, 31);
-        // Whole months only: a range starting on the 2nd or ending on the 30th leaves them.
+    fn months_of_a_range_the_monthly_tier_holds() {
+        let (whole, to_date) = (day(2026, 10, 31), day(2026, 11, 17));
+        // Whole months, then November to date (its rows cover the 1st to the 17th).
         assert_eq!(
-            whole_months(day(2025, 12, 1), day(2026, 11, 21), through),
-            Some((day(2025, 12, 1), day(2026, 10, 1)))
+            month_rows(day(2025, 12, 1), day(2026, 11, 21), whole, to_date),
+            Some((day(2025, 12, 1), day(2026, 11, 1)))
         );
+        // A range starting on the 2nd leaves its month out; ending on the 30th, October.
         assert_eq!(
-            whole_months(day(2026, 8, 2), day(2026, 10, 30), through),
+            month_rows(day(2026, 8, 2), day(2026, 10, 30), whole, to_date),
             Some((day(2026, 9, 1), day(2026, 9, 1)))
         );
-        assert_eq!(whole_months(day(2026, 9, 2), day(2026, 10, 30), through), None);
-        // Not past what the monthly tier holds.
+        assert_eq!(month_rows(day(2026, 9, 2), day(2026, 10, 30), whole, to_date), None);
+        // November to date only when the range reaches the 17th.
         assert_eq!(
-            whole_months(day(2026, 10, 1), day(2026, 11, 30), day(2026, 11, 29)),
+            month_rows(day(2026, 11, 1), day(2026, 11, 17), whole, to_date),
+            Some((day(2026, 11, 1), day(2026, 11, 1)))
+        );
+        assert_eq!(month_rows(day(2026, 11, 1), day(2026, 11, 16), whole, to_date), None);
+        assert_eq!(
+            month_rows(day(2026, 10, 1), day(2026, 11, 16), whole, to_date),
             Some((day(2026, 10, 1), day(2026, 10, 1)))
         );
+        // A month whose last day the daily tier holds is whole: no month to date after it.
         assert_eq!(
-            whole_months(day(2026, 11, 1), day(2026, 11, 30), day(2026, 11, 29)),
+            month_rows(
+                day(2026, 11, 1),
+                day(2026, 12, 10),
+                day(2026, 11, 30),
+                day(2026, 11, 30)
+            ),
+            Some((day(2026, 11, 1), day(2026, 11, 1)))
+        );
+        // A state between two writes of a seal (the daily tier into December, the monthly
+        // tier still through October): November is neither whole nor to date, and the months
+        // stop before it.
+        assert_eq!(
+            month_rows(day(2026, 10, 1), day(2026, 12, 5), whole, day(2026, 12, 1)),
+            Some((day(2026, 10, 1), day(2026, 10, 1)))
+        );
+        // Never past the daily tier, whatever the monthly state says.
+        assert_eq!(
+            month_rows(day(2026, 11, 1), day(2026, 11, 30), day(2026, 12, 31), to_date),
             None
         );
         // February of a leap year ends on the 29th.
-        assert_eq!(whole_months(day(2028, 2, 1), day(2028, 2, 28), day(2028, 12, 31)), None);
+        let (whole, to_date) = (day(2028, 12, 31), day(2029, 1, 20));
+        assert_eq!(month_rows(day(2028, 2, 1), day(2028, 2, 28), whole, to_date), None);
         assert_eq!(
-            whole_months(day(2028, 2, 1), day(2028, 2, 29), day(2028, 12, 31)),
+            month_rows(day(2028, 2, 1), day(2028, 2, 29), whole, to_date),
             Some((day(2028, 2, 1), day(2028, 2, 1)))
         );
     }
@@ -874,8 +921,8 @@ mod tests {
             b
         };
         // "12mo" on 2026-11-21 is 2025-12-01 to 2026-11-21: December to October are sealed
-        // whole, November is not.
-        let sealed_year = months(day(2025, 12, 1), day(2026, 10, 1));
+        // whole, November to date (through the 17th).
+        let sealed_year = months(day(2025, 12, 1), day(2026, 11, 1));
         assert_eq!(source(year.clone()).unwrap(), rollup(None, sealed_year));
         assert_eq!(
             source(with(json!({"dimensions": ["time:month"]}))).unwrap(),
@@ -905,20 +952,30 @@ mod tests {
             .unwrap(),
             rollup(None, RollupTier::QuarterHour)
         );
-        // A range from the 2nd: the months after; no whole sealed month in the range, another
-        // timezone, or no monthly tier yet: none.
+        // A range from the 2nd: the months after; November to date once the range reaches
+        // the 17th; no month starting in the range, another timezone, or no monthly tier
+        // yet: none.
         assert_eq!(
             source(with(json!({"date_range": ["2026-09-02", "2026-10-31"]}))).unwrap(),
             rollup(None, months(day(2026, 10, 1), day(2026, 10, 1)))
         );
         assert_eq!(
             source(with(json!({"date_range": ["2026-10-02", "2026-11-17"]}))).unwrap(),
-            rollup(None, daily)
+            rollup(None, months(day(2026, 11, 1), day(2026, 11, 1)))
         );
         assert_eq!(
             source(with(json!({"date_range": "month"}))).unwrap(),
+            rollup(None, months(day(2026, 11, 1), day(2026, 11, 1))),
+            "this month to date"
+        );
+        assert_eq!(
+            source(with(json!({"date_range": ["2026-10-02", "2026-11-16"]}))).unwrap(),
             rollup(None, daily),
-            "November is not sealed whole"
+            "November's rows run to the 17th"
+        );
+        assert_eq!(
+            source(with(json!({"date_range": ["2026-10-02", "2026-11-21"]}))).unwrap(),
+            rollup(None, months(day(2026, 11, 1), day(2026, 11, 1)))
         );
         assert_eq!(
             source(with(json!({"timezone": "Asia/Kolkata"}))).unwrap(),
@@ -945,7 +1002,10 @@ mod tests {
         );
         let refused = source(with(json!({"tier": "monthly", "dimensions": ["time:day"]}))).unwrap_err();
         assert!(format!("{refused:?}").contains("monthly"), "{refused:?}");
-        assert!(source(with(json!({"tier": "monthly", "date_range": "30d"}))).is_err());
+        assert!(source(with(
+            json!({"tier": "monthly", "date_range": ["2026-11-02", "2026-11-21"]})
+        ))
+        .is_err());
         assert!(choose_source(&q(with(json!({"tier": "monthly"}))), chrono_tz::UTC, &no_months, true).is_err());
     }
 
@@ -1002,6 +1062,30 @@ mod tests {
         );
         assert_eq!(param(&params, "head_last"), None);
         assert_eq!(param(&params, "daily_last"), None);
+        // The last month to date: its rows through the 17th (the version this state names),
+        // no daily days after them, the quarter-hour tier from the 18th.
+        let query = q(
+            json!({"site_id": "s", "metrics": ["visitors"], "date_range": ["2026-08-20", "2026-11-21"], "dimensions": ["page"]}),
+        );
+        let tier = RollupTier::Monthly {
+            months: (day(2026, 9, 1), day(2026, 11, 1)),
+            through,
+        };
+        let plan = Plan::new("db", &query, &query.range, &[], rollup(Some("page"), tier)).unwrap();
+        let (sql, params) = plan.rows_sql(&[], None);
+        assert!(
+            sql.contains("through = least(toLastDayOfMonth(month), {months_through:Date})"),
+            "{sql}"
+        );
+        for (name, value) in [
+            ("last_month", Some("2026-11-01")),
+            ("months_through", Some("2026-11-17")),
+            ("head_last", Some("2026-08-31")),
+            ("daily_first", None),
+            ("tail_start", Some("2026-11-18 00:00:00.000")),
+        ] {
+            assert_eq!(param(&params, name).as_deref(), value, "{name}");
+        }
     }
 
     #[test]

@@ -16,7 +16,7 @@ use sightline_core::processor::{process, ProcessorConfig};
 use sightline_core::schema::{self, Tier};
 use sightline_core::spec::{parse_tenants, Tenant};
 use sightline_core::warehouse::embedded::Embedded;
-use sightline_core::warehouse::tiers::{self, Backfill, Layout};
+use sightline_core::warehouse::tiers::{self, Backfill, Layout, StorageState};
 use sightline_core::warehouse::{ops, replay, InsertFormat, Params, Warehouse};
 use sightline_query::execute::{self, Storage};
 use sightline_query::model::parse_query;
@@ -150,9 +150,19 @@ async fn store(wh: &dyn Warehouse, tenant: &Tenant, raws: &[RawEvent], events: &
 
 /// The answer rows of a query body for the site, on the path and tier given in `body`.
 async fn answer(wh: &dyn Warehouse, tenant: &Tenant, body: &Value) -> (Vec<(Vec<Value>, Vec<Value>)>, String) {
+    let state = tiers::read_state(wh, &tenant.database()).await.unwrap();
+    answer_with(wh, tenant, body, state).await
+}
+
+/// The same, planned with a given storage state (as a reader that read it a moment ago).
+async fn answer_with(
+    wh: &dyn Warehouse,
+    tenant: &Tenant,
+    body: &Value,
+    state: StorageState,
+) -> (Vec<(Vec<Value>, Vec<Value>)>, String) {
     let now = Utc.with_ymd_and_hms(2026, 12, 31, 0, 0, 0).unwrap();
     let query = parse_query(body, &tenant.spec, now).unwrap_or_else(|e| panic!("{body}: {e:?}"));
-    let state = tiers::read_state(wh, &tenant.database()).await.unwrap();
     let storage = Storage::new(tenant, state);
     let hold: execute::Hold = std::sync::Arc::new(());
     let answer = execute::run(wh, tenant, &storage, &query, &Limits::default(), &hold)
@@ -291,13 +301,13 @@ async fn assert_tiers_agree(wh: &dyn Warehouse, tenant: &Tenant) -> Chosen {
     chosen
 }
 
-/// The monthly tier's per-site rows: (site, month) -> (pageviews, events).
-async fn month_rows(wh: &dyn Warehouse, db: &str) -> BTreeMap<(String, String), (i64, i64)> {
+/// The monthly tier's per-site rows: (site, month, through) -> (pageviews, events).
+async fn month_rows(wh: &dyn Warehouse, db: &str) -> BTreeMap<(String, String, String), (i64, i64)> {
     let rows = wh
         .select(
             &format!(
-                "SELECT site_id, toString(month) AS month, sum(pageviews) AS pageviews, sum(events) AS events \
-                 FROM {db}.{} GROUP BY site_id, month",
+                "SELECT site_id, toString(month) AS month, toString(through) AS through, sum(pageviews) AS pageviews, \
+                 sum(events) AS events FROM {db}.{} GROUP BY site_id, month, through",
                 Tier::Monthly.table(false)
             ),
             &Params::new(),
@@ -306,21 +316,40 @@ async fn month_rows(wh: &dyn Warehouse, db: &str) -> BTreeMap<(String, String), 
         .unwrap();
     rows.iter()
         .map(|r| {
+            let text = |k: &str| r[k].as_str().unwrap().to_string();
             (
-                (
-                    r["site_id"].as_str().unwrap().to_string(),
-                    r["month"].as_str().unwrap().to_string(),
-                ),
+                (text("site_id"), text("month"), text("through")),
                 (r["pageviews"].as_i64().unwrap(), r["events"].as_i64().unwrap()),
             )
         })
         .collect()
 }
 
+/// The `through` versions the monthly tier holds for each site's months.
+fn versions(rows: &BTreeMap<(String, String, String), (i64, i64)>, site: &str) -> BTreeMap<String, Vec<String>> {
+    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (s, month, through) in rows.keys() {
+        if s == site {
+            out.entry(month.clone()).or_default().push(through.clone());
+        }
+    }
+    out
+}
+
+fn strings(pairs: &[(&str, &[&str])]) -> BTreeMap<String, Vec<String>> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.iter().map(|s| s.to_string()).collect()))
+        .collect()
+}
+
 /// A checksum of a tier's rows in a unit of swap, aggregated by key first (parts may not
 /// have merged).
 async fn checksum(wh: &dyn Warehouse, db: &str, tier: Tier, dims: bool, unit: &str) -> u64 {
-    let time = tier.time_column();
+    let time = match tier {
+        Tier::Monthly => "month, through",
+        _ => tier.time_column(),
+    };
     let keys = if dims {
         format!("site_id, dimension, value, {time}")
     } else {
@@ -393,29 +422,50 @@ async fn every_tier_answers_what_the_events_path_answers_and_rebuilds_are_identi
         "the hourly tables retired"
     );
 
-    // Long ranges read September's days and November's sealed ones from the daily tier,
-    // October from the monthly tier, and the days after the 19th from the quarter-hour tier.
+    // September and October whole, November to date (the 1st to the 19th).
+    let months = month_rows(&wh, &db).await;
+    let expected = strings(&[
+        ("2026-09-01", &["2026-09-30"]),
+        ("2026-10-01", &["2026-10-31"]),
+        ("2026-11-01", &["2026-11-19"]),
+    ]);
+    for site in ["berlin.example", "kolkata.example"] {
+        assert_eq!(versions(&months, site), expected, "{site}");
+    }
+
+    // Long ranges read September's days from the daily tier, October whole and November to
+    // the 19th from the monthly tier, and the days after the 19th from the quarter-hour tier.
     let chosen = assert_tiers_agree(&wh, &tenant).await;
     assert!(chosen.monthly >= 40, "the monthly tier answered only {chosen:?}");
 
-    // A month later, November is sealed whole too.
+    // A month later, November is sealed whole, and December to the 25th. November keeps its
+    // rows to the 19th beside the whole month: a reader that planned with the state of a
+    // moment before the seal still finds the rows that state names, and answers exactly.
+    let before_seal = tiers::read_state(&wh, &db).await.unwrap();
     let now: DateTime<Utc> = Utc.with_ymd_and_hms(2026, 12, 31, 0, 0, 0).unwrap();
     assert_eq!(tiers::seal(&wh, &tenant, now).await.unwrap(), Some(day(2026, 12, 25)));
     let state = tiers::read_state(&wh, &db).await.unwrap();
     assert_eq!(state.monthly_through, Some(day(2026, 11, 30)));
     let months = month_rows(&wh, &db).await;
+    let expected = strings(&[
+        ("2026-09-01", &["2026-09-30"]),
+        ("2026-10-01", &["2026-10-31"]),
+        ("2026-11-01", &["2026-11-19", "2026-11-30"]),
+        ("2026-12-01", &["2026-12-25"]),
+    ]);
     for site in ["berlin.example", "kolkata.example"] {
-        for month in ["2026-09-01", "2026-10-01", "2026-11-01"] {
-            assert!(
-                months.contains_key(&(site.to_string(), month.to_string())),
-                "{site} {month}"
-            );
-        }
-        assert!(
-            !months.contains_key(&(site.to_string(), "2026-12-01".to_string())),
-            "December is not whole"
-        );
+        assert_eq!(versions(&months, site), expected, "{site}");
     }
+    let mut stale_monthly = 0;
+    for site in ["berlin.example", "kolkata.example"] {
+        for q in long_queries(site) {
+            let (events, _) = answer(&wh, &tenant, &with(&q, json!({"path": "events"}))).await;
+            let (rows, tier) = answer_with(&wh, &tenant, &q, before_seal.clone()).await;
+            assert_eq!(rows, events, "planned with the state before the seal ({tier}): {q}");
+            stale_monthly += usize::from(tier == "monthly");
+        }
+    }
+    assert!(stale_monthly >= 20, "only {stale_monthly} read November to date");
     let chosen = assert_tiers_agree(&wh, &tenant).await;
     assert!(chosen.monthly >= 40, "the monthly tier answered only {chosen:?}");
 
@@ -439,11 +489,7 @@ async fn every_tier_answers_what_the_events_path_answers_and_rebuilds_are_identi
     let through = state.daily_through.unwrap();
     for month in ["202609", "202610", "202611", "202612"] {
         let first_of = NaiveDate::parse_from_str(&format!("{month}01"), "%Y%m%d").unwrap();
-        let mut rebuilt = vec![Tier::Daily];
-        if first_of < day(2026, 12, 1) {
-            rebuilt.push(Tier::Monthly);
-        }
-        for tier in rebuilt {
+        for tier in [Tier::Daily, Tier::Monthly] {
             let before = [
                 checksum(&wh, &db, tier, false, month).await,
                 checksum(&wh, &db, tier, true, month).await,
@@ -461,8 +507,9 @@ async fn every_tier_answers_what_the_events_path_answers_and_rebuilds_are_identi
             assert_eq!(before, after, "{tier:?} tier, {month}");
         }
     }
-    // A month row is a whole month or nothing.
-    assert!(tiers::rebuild_monthly_month(&wh, &tenant, day(2026, 12, 1), through)
+    assert_eq!(month_rows(&wh, &db).await, months, "the same versions, the same sums");
+    // A month none of whose days the daily tier holds has no monthly rows.
+    assert!(tiers::rebuild_monthly_month(&wh, &tenant, day(2027, 1, 1), through)
         .await
         .is_err());
     // The rebuilt tiers still answer like the events path.
@@ -483,15 +530,19 @@ async fn every_tier_answers_what_the_events_path_answers_and_rebuilds_are_identi
     let before = month_rows(&wh, &db).await;
     replay::replay_day(&wh, &tenant, replayed).await.unwrap();
     let after = month_rows(&wh, &db).await;
-    let change = |site: &str, month: &str| {
-        let key = (site.to_string(), month.to_string());
+    let change = |site: &str, month: &str, through: &str| {
+        let key = (site.to_string(), month.to_string(), through.to_string());
         (after[&key].0 - before[&key].0, after[&key].1 - before[&key].1)
     };
-    assert_eq!(change("berlin.example", "2026-10-01"), (1, 1));
-    assert_eq!(change("berlin.example", "2026-11-01"), (1, 1));
-    assert_eq!(change("kolkata.example", "2026-10-01"), (0, 0));
-    assert_eq!(change("kolkata.example", "2026-11-01"), (1, 1));
-    assert_eq!(change("berlin.example", "2026-09-01"), (0, 0));
+    assert_eq!(change("berlin.example", "2026-10-01", "2026-10-31"), (1, 1));
+    assert_eq!(change("berlin.example", "2026-11-01", "2026-11-30"), (1, 1));
+    assert_eq!(change("berlin.example", "2026-11-01", "2026-11-19"), (1, 1));
+    assert_eq!(change("kolkata.example", "2026-10-01", "2026-10-31"), (0, 0));
+    assert_eq!(change("kolkata.example", "2026-11-01", "2026-11-30"), (1, 1));
+    assert_eq!(change("kolkata.example", "2026-11-01", "2026-11-19"), (1, 1));
+    assert_eq!(change("berlin.example", "2026-09-01", "2026-09-30"), (0, 0));
+    assert_eq!(change("berlin.example", "2026-12-01", "2026-12-25"), (0, 0));
+    assert_eq!(after.len(), before.len(), "no version gained or lost");
     let chosen = assert_tiers_agree(&wh, &tenant).await;
     assert!(chosen.monthly >= 40, "the monthly tier answered only {chosen:?}");
 }
@@ -544,6 +595,15 @@ async fn a_database_sealed_before_the_monthly_tier_gains_it_at_its_next_seal() {
     let state = tiers::read_state(&wh, &db).await.unwrap();
     assert_eq!(state.daily_through, Some(through), "the daily tier as it was");
     assert_eq!(state.monthly_through, Some(day(2026, 10, 31)));
+    let expected = strings(&[
+        ("2026-09-01", &["2026-09-30"]),
+        ("2026-10-01", &["2026-10-31"]),
+        ("2026-11-01", &["2026-11-19"]),
+    ]);
+    let months = month_rows(&wh, &db).await;
+    for site in ["berlin.example", "kolkata.example"] {
+        assert_eq!(versions(&months, site), expected, "{site}");
+    }
     for site in ["berlin.example", "kolkata.example"] {
         for dimensions in [json!(["time:month"]), json!(["source"]), json!(["page", "time:month"])] {
             let q = with(&long, json!({"site_id": site, "dimensions": dimensions}));
@@ -653,6 +713,15 @@ async fn a_database_of_the_hourly_layout_moves_onto_the_tiers_while_queries_answ
                     &base,
                     json!({"dimensions": ["page"], "metrics": ["visitors", "pageviews"]}),
                 ),
+                // October whole (the monthly tier's, once the move is through) and November's days.
+                with(
+                    &base,
+                    json!({"date_range": ["2026-10-01", "2026-11-07"], "dimensions": ["time:month"]}),
+                ),
+                with(
+                    &base,
+                    json!({"date_range": ["2026-10-01", "2026-11-07"], "dimensions": ["page"], "metrics": ["visitors", "pageviews"]}),
+                ),
             ]
         })
         .collect();
@@ -685,7 +754,24 @@ async fn a_database_of_the_hourly_layout_moves_onto_the_tiers_while_queries_answ
     }
     assert_eq!(moved.first().copied(), Some(first));
     assert_eq!(moved.len() + recent.len(), (last - first).num_days() as usize + 1);
-    assert_eq!(tiers::read_state(&wh, &db).await.unwrap().layout, Layout::Tiers);
+    // The move sealed the daily tier and, from it, the monthly tier: October whole (the data
+    // starts on the 18th), November to the 5th.
+    let state = tiers::read_state(&wh, &db).await.unwrap();
+    assert_eq!(state.layout, Layout::Tiers);
+    assert_eq!(state.daily_through, Some(day(2026, 11, 5)));
+    assert_eq!(state.monthly_through, Some(day(2026, 10, 31)));
+    let months = month_rows(&wh, &db).await;
+    let want_months = strings(&[("2026-10-01", &["2026-10-31"]), ("2026-11-01", &["2026-11-05"])]);
+    for site in ["berlin.example", "kolkata.example"] {
+        assert_eq!(versions(&months, site), want_months, "{site}");
+    }
+    for (p, want) in probes.iter().zip(&expected) {
+        let (rows, tier) = answer(&wh, &tenant, p).await;
+        assert_eq!(&rows, want, "{p} ({tier})");
+        if p["date_range"][0] == "2026-10-01" {
+            assert_eq!(tier, "monthly", "{p}");
+        }
+    }
     // The next start (nothing writes yet) retires the hourly tables.
     assert_eq!(tiers::migrate_recent_days(&wh, &tenant, now).await.unwrap(), vec![]);
     assert!(!tiers::hourly_layout_live(&wh, &db).await.unwrap());

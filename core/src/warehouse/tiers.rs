@@ -11,8 +11,9 @@
 //!   it up to `StorageState::daily_through` and the quarter-hour tier after that. A rebuild
 //!   merges the quarter-hour states of each site's local days, one statement per timezone.
 //! - Monthly tier: unit of swap, one local month. It holds months whose every day is in the
-//!   daily tier (through `StorageState::monthly_through`), built from that month's daily
-//!   rows, and is rebuilt after the daily tier's month whenever that is.
+//!   daily tier (through `StorageState::monthly_through`) and the month in progress to the
+//!   daily tier's last day, built from that month's daily rows and keyed by the last day
+//!   they cover, and is rebuilt after the daily tier's month whenever that is.
 //!
 //! Every rebuild is deterministic, so running one twice, or in two processes at once,
 //! leaves the same rows.
@@ -44,9 +45,11 @@ pub struct StorageState {
     /// The timezones the daily and monthly tiers were built with (`timezone_fingerprint`):
     /// they answer only while the spec still says the same.
     pub daily_timezones: String,
-    /// The last day of the last local month the monthly tier holds for every site (a month
-    /// is there once all its days are in the daily tier); `None` before the first such month
-    /// (or in a database sealed by a release without the monthly tier, until its next seal).
+    /// The last day of the last whole local month the monthly tier holds for every site (a
+    /// month is there whole once all its days are in the daily tier; the month after it is
+    /// there to date, through `daily_through`, with `through = daily_through`); `None`
+    /// before the monthly tier's first seal (a database sealed by a release without it,
+    /// until its next seal).
     pub monthly_through: Option<NaiveDate>,
 }
 
@@ -324,10 +327,17 @@ pub async fn rebuild_daily_month(
     Ok(())
 }
 
-/// Rebuilds the monthly tier's row(s) of the local month that holds `month` (any day of it)
-/// from the daily tier's rows of its days, and swaps the month in. Every day of the month
-/// must be in the daily tier already (`daily_through` at or after its last day): a month
-/// row is always a whole month.
+/// How many `through` versions a month in progress keeps: the newest, and the one a reader
+/// whose storage state is a seal old plans with (states are read at most a second old,
+/// seals run minutes apart).
+const MONTH_VERSIONS: usize = 2;
+
+/// Rebuilds the monthly tier's partition of the local month that holds `month` (any day of
+/// it) from the daily tier's rows of its days, and swaps it in. It holds a row per
+/// `through` (the last day a row covers): the month's last day once the daily tier holds
+/// it whole, else `daily_through` (month to date), plus the versions the partition held
+/// before, newest first, `MONTH_VERSIONS` in all. Rebuilding a month again gives the same
+/// rows. `daily_through` must reach into the month.
 pub async fn rebuild_monthly_month(
     wh: &dyn Warehouse,
     tenant: &Tenant,
@@ -337,20 +347,23 @@ pub async fn rebuild_monthly_month(
     let db = tenant.database();
     let none = Params::new();
     let (first, last) = (first_of_month(month), last_of_month(month));
-    if last > daily_through {
+    if daily_through < first {
         return Err(Error::Query {
             sql: "monthly rebuild".into(),
             message: format!(
-                "month {} of tenant {} is not wholly in the daily tier (through {daily_through})",
+                "month {} of tenant {} has no day in the daily tier yet (through {daily_through})",
                 first.format("%Y-%m"),
                 tenant.name
             ),
         });
     }
     let partition = first.format("%Y%m").to_string();
-    let params = Params::new()
-        .bind("first", first.format("%Y-%m-%d"))
-        .bind("last", last.format("%Y-%m-%d"));
+    let mut versions = month_versions(wh, &db, first).await?;
+    versions.push(last.min(daily_through));
+    versions.retain(|d| *d <= daily_through);
+    versions.sort_unstable_by(|a, b| b.cmp(a));
+    versions.dedup();
+    versions.truncate(MONTH_VERSIONS);
     for dims in [false, true] {
         let table = Tier::Monthly.table(dims);
         let staged = staging_name(table, &partition);
@@ -360,11 +373,16 @@ pub async fn rebuild_monthly_month(
         )
         .await?;
         let swapped = async {
-            wh.execute(
-                &format!("INSERT INTO {db}.{staged} {}", schema::monthly_select(&db, dims)),
-                &params,
-            )
-            .await?;
+            for through in &versions {
+                let params = Params::new()
+                    .bind("first", first.format("%Y-%m-%d"))
+                    .bind("through", through.format("%Y-%m-%d"));
+                wh.execute(
+                    &format!("INSERT INTO {db}.{staged} {}", schema::monthly_select(&db, dims)),
+                    &params,
+                )
+                .await?;
+            }
             ops::swap_partition(wh, &db, table, &staged, &partition).await
         }
         .await;
@@ -373,6 +391,20 @@ pub async fn rebuild_monthly_month(
         swapped?;
     }
     Ok(())
+}
+
+/// The `through` versions the monthly tier holds for the month starting on `first`.
+async fn month_versions(wh: &dyn Warehouse, db: &str, first: NaiveDate) -> Result<Vec<NaiveDate>> {
+    let rows = wh
+        .select(
+            &format!(
+                "SELECT DISTINCT toString(through) AS day FROM {db}.{} WHERE month = {{first:Date}}",
+                Tier::Monthly.table(false)
+            ),
+            &Params::new().bind("first", first.format("%Y-%m-%d")),
+        )
+        .await?;
+    parse_days(&rows)
 }
 
 /// The first day of each month that local days `[from, to]` fall in.
@@ -397,12 +429,12 @@ pub async fn days_with_events(wh: &dyn Warehouse, db: &str) -> Result<Vec<NaiveD
     parse_days(&rows)
 }
 
-/// Brings the daily tier up to the days sealed by `now`, and the monthly tier up to the
-/// last month the daily tier then holds whole: the months of newly sealed local days are
-/// rebuilt (every month, when the spec's timezones changed since the last seal), then the
-/// monthly tier's newly whole months (every whole month after a change of timezones, and
-/// those of a database the monthly tier has not reached yet: one sealed by an earlier
-/// release gains it here). Returns the local day the daily tier now holds through, if any.
+/// Brings the daily tier up to the days sealed by `now`, and the monthly tier up to it: the
+/// months of newly sealed local days are rebuilt (every month, when the spec's timezones
+/// changed since the last seal), then the monthly tier's newly whole months (every whole
+/// month after a change of timezones, and those of a database the monthly tier has not
+/// reached yet: one sealed by an earlier release gains it here) and the month in progress
+/// to the new limit. Returns the local day the daily tier now holds through, if any.
 /// Nothing is sealed while the tenant is still on the hourly layout: the quarter-hour tier
 /// holds every day only once the backfill is through (which seals at its end).
 pub async fn seal(wh: &dyn Warehouse, tenant: &Tenant, now: DateTime<Utc>) -> Result<Option<NaiveDate>> {
@@ -451,12 +483,18 @@ async fn seal_from(
         Some(through) if zones_unchanged => through + Days::new(1),
         _ => oldest,
     };
-    // Daily months first, then the months built from them, then the state that says so: a
-    // reader that sees a new limit or timezones finds the rows built with them.
+    // Daily months first, then the months built from them (the newly whole ones, and the
+    // month in progress to the new limit), then the state that says so: a reader that sees
+    // a new limit or timezones finds the rows built with them.
     if monthly_from <= monthly_to {
         for month in months(monthly_from.max(oldest), monthly_to.min(newest)) {
             rebuild_monthly_month(wh, tenant, month, daily_through).await?;
         }
+    }
+    let in_progress = first_of_month(daily_through);
+    let moved = from <= limit || state.monthly_through.is_none();
+    if moved && daily_through < last_of_month(daily_through) && in_progress <= newest {
+        rebuild_monthly_month(wh, tenant, in_progress, daily_through).await?;
     }
     if from <= limit {
         // The timezones first: a reader that sees the new limit sees the zones it was built with.
@@ -464,7 +502,7 @@ async fn seal_from(
         write_state(wh, &db, DAILY_THROUGH, &limit.format("%Y-%m-%d").to_string()).await?;
         tracing::info!(tenant = %tenant.name, through = %limit, "daily tier sealed");
     }
-    if monthly_from <= monthly_to {
+    if monthly_from <= monthly_to || moved {
         write_state(wh, &db, MONTHLY_THROUGH, &monthly_to.format("%Y-%m-%d").to_string()).await?;
         tracing::info!(tenant = %tenant.name, through = %monthly_to, "monthly tier sealed");
     }
@@ -473,7 +511,7 @@ async fn seal_from(
 
 /// After days `replayed` changed in `events` and the quarter-hour tier: the daily tier's
 /// months that hold their local days (one either side), where sealed, then the monthly
-/// tier's rows of those months, where it holds them. Each month is swapped in the daily
+/// tier's rows of those months (whole, or to date), once that tier is live. Each month is swapped in the daily
 /// tier before it is rebuilt from it in the monthly tier, so a reader sees every unit
 /// (a month of days, a month row) wholly old or wholly new.
 pub async fn refresh_daily(wh: &dyn Warehouse, tenant: &Tenant, replayed: &[NaiveDate]) -> Result<()> {
@@ -492,7 +530,9 @@ pub async fn refresh_daily(wh: &dyn Warehouse, tenant: &Tenant, replayed: &[Naiv
     touched.dedup();
     for month in touched {
         rebuild_daily_month(wh, tenant, month, through).await?;
-        if state.monthly_through.is_some_and(|m| last_of_month(month) <= m) {
+        // Every month with sealed days has monthly rows once the tier is live: whole, or
+        // to date for the month in progress.
+        if state.monthly_through.is_some() {
             rebuild_monthly_month(wh, tenant, month, through).await?;
         }
     }
