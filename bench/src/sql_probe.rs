@@ -5,6 +5,7 @@
 //!
 //!     cargo build --release --bin sql-probe
 //!     ./target/release/sql-probe --engine-dir /work/bench-engine/q10m-monthly --runs 30 bench/sql/top-pages-90d.sql
+//!     ./target/release/sql-probe --engine-dir /tmp/any-dir --runs 0 --show bench/sql/uniqcombined14-error.sql
 
 use std::time::Instant;
 
@@ -21,6 +22,9 @@ struct Args {
     /// Timed runs per statement (after one untimed run).
     #[arg(long, default_value_t = 30)]
     runs: usize,
+    /// Also print each statement's result rows (JSON, one a line) after the table.
+    #[arg(long)]
+    show: bool,
     /// The statements.
     file: std::path::PathBuf,
 }
@@ -32,6 +36,7 @@ async fn main() {
     let engine = Embedded::open(&args.engine_dir, 2).expect("engine");
     println!("| statement | rows | min ms | p50 ms | p99 ms |");
     println!("| --- | ---: | ---: | ---: | ---: |");
+    let mut results = Vec::new();
     for block in text.split("\n;;\n").map(str::trim).filter(|b| !b.is_empty()) {
         let mut params = Params::new();
         let mut name = String::new();
@@ -60,12 +65,29 @@ async fn main() {
             times.push(t.elapsed().as_secs_f64() * 1000.0);
         }
         times.sort_by(|a, b| a.total_cmp(b));
+        // No timed run (`--runs 0`): the results only.
+        let ms = |v: f64| {
+            if times.is_empty() {
+                "-".to_string()
+            } else {
+                format!("{v:.1}")
+            }
+        };
         println!(
-            "| {name} | {} | {:.1} | {:.1} | {:.1} |",
+            "| {name} | {} | {} | {} | {} |",
             rows.len(),
-            times.first().copied().unwrap_or(f64::NAN),
-            percentile(&times, 0.5),
-            percentile(&times, 0.99)
+            ms(times.first().copied().unwrap_or(f64::NAN)),
+            ms(percentile(&times, 0.5)),
+            ms(percentile(&times, 0.99))
         );
+        if args.show {
+            results.push((name, rows));
+        }
+    }
+    for (name, rows) in results {
+        println!("\n{name}:");
+        for row in rows {
+            println!("{row}");
+        }
     }
 }
