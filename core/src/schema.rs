@@ -57,8 +57,8 @@ pub const ROLLUP_GRANULARITY: u32 = 512;
 
 /// Rows per granule of the monthly tier. Its states are mostly whole HyperLogLog sketches
 /// (12 KB, ~0.1 ms each to decode and merge), and a dimension's values of neighbouring
-/// months share granules: at 512 rows, reading one month of a site's ~100 pages decoded ~5
-/// months of them (33 ms instead of 15 ms at 10M events, BENCHMARKS.md).
+/// months share granules: at 512 rows, reading one month of a site's ~100 pages decoded
+/// about five months of them.
 pub const MONTHLY_GRANULARITY: u32 = 64;
 
 /// One numbered step. Every statement is idempotent on its own, so a step interrupted
