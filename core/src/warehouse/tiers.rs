@@ -546,7 +546,8 @@ pub async fn refresh_daily(wh: &dyn Warehouse, tenant: &Tenant, replayed: &[Naiv
 /// while other local days of its month still wait for theirs.
 pub async fn refresh_daily_days(wh: &dyn Warehouse, tenant: &Tenant, days: &[NaiveDate]) -> Result<()> {
     let db = tenant.database();
-    let Some(through) = read_state(wh, &db).await?.daily_through else {
+    let state = read_state(wh, &db).await?;
+    let Some(through) = state.daily_through else {
         return Ok(());
     };
     let mut by_month: std::collections::BTreeMap<NaiveDate, Vec<NaiveDate>> = std::collections::BTreeMap::new();
@@ -600,6 +601,13 @@ pub async fn refresh_daily_days(wh: &dyn Warehouse, tenant: &Tenant, days: &[Nai
             wh.execute(&format!("DROP TABLE IF EXISTS {db}.{staged}"), &none)
                 .await?;
             swapped?;
+        }
+        // The monthly tier's row of this month, from the daily tier just swapped (once that
+        // tier is live). Until a replay has refreshed every local day of the month, the row
+        // holds the days refreshed so far: a replay of a range that ends inside a month
+        // leaves its other days as they were, which is what they are.
+        if state.monthly_through.is_some() {
+            rebuild_monthly_month(wh, tenant, first, through).await?;
         }
     }
     Ok(())

@@ -360,12 +360,19 @@ mod tests {
         for table in [
             "events_raw",
             "events",
-            "rollup_site_hourly",
-            "rollup_site_hourly_mv",
+            "rollup_site_15m",
+            "rollup_site_15m_mv",
             "schema_migrations",
         ] {
             assert!(c.ddl.objects.contains(&table.to_string()), "{:?}", c.ddl.objects);
         }
+        // The hourly layout retires once a tenant is on the tiers: drift repair must not
+        // expect it.
+        assert!(
+            !c.ddl.objects.iter().any(|o| o.contains("hourly")),
+            "{:?}",
+            c.ddl.objects
+        );
         assert!(c
             .ddl
             .steps
