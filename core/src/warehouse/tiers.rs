@@ -304,18 +304,7 @@ pub async fn rebuild_daily_month(
         .await?;
         let swapped = async {
             if first <= last {
-                for (zone, sites, except) in timezone_groups(tenant) {
-                    let params = Params::new()
-                        .bind("first", first.format("%Y-%m-%d"))
-                        .bind("last", last.format("%Y-%m-%d"))
-                        .bind("tz", &zone)
-                        .bind("sites", Params::array_of_strings(&sites));
-                    wh.execute(
-                        &format!("INSERT INTO {db}.{staged} {}", schema::daily_select(&db, dims, except)),
-                        &params,
-                    )
-                    .await?;
-                }
+                insert_daily_rows(wh, tenant, &staged, dims, first, last).await?;
             }
             ops::swap_partition(wh, &db, table, &staged, &partition).await
         }
@@ -323,6 +312,32 @@ pub async fn rebuild_daily_month(
         wh.execute(&format!("DROP TABLE IF EXISTS {db}.{staged}"), &none)
             .await?;
         swapped?;
+    }
+    Ok(())
+}
+
+/// Inserts into `staged` the daily tier's rows of the local days `first..=last`, built from
+/// the quarter-hour tier, one statement per timezone group of the tenant's sites.
+async fn insert_daily_rows(
+    wh: &dyn Warehouse,
+    tenant: &Tenant,
+    staged: &str,
+    dims: bool,
+    first: NaiveDate,
+    last: NaiveDate,
+) -> Result<()> {
+    let db = tenant.database();
+    for (zone, sites, except) in timezone_groups(tenant) {
+        let params = Params::new()
+            .bind("first", first.format("%Y-%m-%d"))
+            .bind("last", last.format("%Y-%m-%d"))
+            .bind("tz", &zone)
+            .bind("sites", Params::array_of_strings(&sites));
+        wh.execute(
+            &format!("INSERT INTO {db}.{staged} {}", schema::daily_select(&db, dims, except)),
+            &params,
+        )
+        .await?;
     }
     Ok(())
 }
@@ -582,18 +597,7 @@ pub async fn refresh_daily_days(wh: &dyn Warehouse, tenant: &Tenant, days: &[Nai
                 )
                 .await?;
                 for day in &fresh {
-                    for (zone, sites, except) in timezone_groups(tenant) {
-                        let params = Params::new()
-                            .bind("first", day.format("%Y-%m-%d"))
-                            .bind("last", day.format("%Y-%m-%d"))
-                            .bind("tz", &zone)
-                            .bind("sites", Params::array_of_strings(&sites));
-                        wh.execute(
-                            &format!("INSERT INTO {db}.{staged} {}", schema::daily_select(&db, dims, except)),
-                            &params,
-                        )
-                        .await?;
-                    }
+                    insert_daily_rows(wh, tenant, &staged, dims, *day, *day).await?;
                 }
                 ops::swap_partition(wh, &db, table, &staged, &partition).await
             }
