@@ -330,7 +330,7 @@ mod tests {
     fn the_secret_is_generated_by_the_caller_and_the_configmap_is_a_tenants_file() {
         let (v, c) = children(SPEC);
         let data = c.secret.data.as_ref().unwrap();
-        assert_eq!(data[pod::SECRET_KEY].0.len(), 43, "32 bytes, base64url");
+        assert_eq!(data[pod::SECRET_KEY].0.len(), 44, "32 bytes, standard base64 with padding");
         let without = secret::build(&v, None);
         assert!(without.data.is_none(), "render shows no key");
         let yaml = &c.config_map.data.as_ref().unwrap()[config_map::FILE];

@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::ByteString;
@@ -16,7 +16,8 @@ use super::meta::meta;
 use super::pod::SECRET_KEY;
 use crate::validate::Validated;
 
-/// A fresh signing key: 32 random bytes, base64url (what `SIGHTLINE_SECRET` holds).
+/// A fresh signing key: 32 random bytes in standard base64, padded (what `SIGHTLINE_SECRET`
+/// holds and core's `MasterSecret::from_base64` reads).
 #[derive(Clone)]
 pub struct SigningKey(String);
 
@@ -24,7 +25,7 @@ impl SigningKey {
     pub fn generate() -> Self {
         let mut bytes = [0u8; 32];
         rand::rng().fill_bytes(&mut bytes);
-        Self(URL_SAFE_NO_PAD.encode(bytes))
+        Self(STANDARD.encode(bytes))
     }
 
     pub fn as_str(&self) -> &str {
@@ -46,5 +47,21 @@ pub fn build(v: &Validated, key: Option<&SigningKey>) -> Secret {
         type_: Some("Opaque".into()),
         data: key.map(|k| BTreeMap::from([(SECRET_KEY.to_string(), ByteString(k.as_str().as_bytes().to_vec()))])),
         ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_generated_key_is_a_secret_the_roles_accept() {
+        // The collector and query pods read SIGHTLINE_SECRET with core's MasterSecret; a key
+        // they refused would stop every tenant's pods at start.
+        for _ in 0..64 {
+            let key = SigningKey::generate();
+            sightline_core::secret::MasterSecret::from_base64(key.as_str(), "SIGHTLINE_SECRET")
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
     }
 }
