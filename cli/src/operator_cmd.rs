@@ -1,11 +1,12 @@
 //! `sightline operator`: runs the AnalyticsTenant operator (in a cluster, or against the
 //! kubeconfig's cluster); `sightline operator render` prints what it would apply; `sightline
-//! crdgen` writes the CRD to crds/.
+//! crdgen` writes the CRDs to crds/ and the chart's crds/.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args as ClapArgs, Subcommand};
+use ipnet::IpNet;
 use sightline_core::spec::CredentialsSecretRef;
 use sightline_ingest::kafka::Security;
 use sightline_operator::leader::LeaseConfig;
@@ -53,6 +54,11 @@ struct WorkloadArgs {
     /// for tenants that do not name one.
     #[arg(long)]
     clickhouse_credentials_secret: Option<String>,
+    /// A proxy network in front of every tenant's collector, e.g. the ingress controller's
+    /// pods at 10.0.0.0/8 (repeatable): collectors trust its X-Forwarded-For for the
+    /// visitor's address (their --trusted-proxy).
+    #[arg(long = "collector-trusted-proxy")]
+    collector_trusted_proxies: Vec<IpNet>,
 }
 
 impl WorkloadArgs {
@@ -72,6 +78,7 @@ impl WorkloadArgs {
                     user_key: "username".into(),
                     password_key: "password".into(),
                 }),
+            collector_trusted_proxies: self.collector_trusted_proxies.iter().map(IpNet::to_string).collect(),
         }
     }
 }
@@ -164,18 +171,25 @@ async fn operate(args: RunArgs) -> Result<(), String> {
     Ok(())
 }
 
-/// `sightline crdgen`: writes the CRD to `<out>/analyticstenants.sightline.dev.yaml`.
+/// `sightline crdgen`: writes the CRDs (`analyticstenants.sightline.dev.yaml`) to crds/ and
+/// to the Helm chart's crds/, so the chart installs exactly the generated files (a test fails
+/// when the two directories differ).
 #[derive(ClapArgs)]
 pub struct CrdgenArgs {
-    /// Directory the CRD files go to.
-    #[arg(long, default_value = "crds")]
-    out: PathBuf,
+    /// Directories the CRD files go to (repeatable).
+    #[arg(long, default_values = ["crds", "charts/sightline/crds"])]
+    out: Vec<PathBuf>,
 }
 
 pub fn crdgen(args: CrdgenArgs) -> Result<(), String> {
-    std::fs::create_dir_all(&args.out).map_err(|e| format!("{}: {e}", args.out.display()))?;
-    let path = args.out.join(sightline_operator::crd::CRD_FILE);
-    std::fs::write(&path, sightline_operator::crd::crd_yaml()).map_err(|e| format!("{}: {e}", path.display()))?;
-    println!("wrote {}", path.display());
+    let crds = [(sightline_operator::crd::CRD_FILE, sightline_operator::crd::crd_yaml())];
+    for dir in &args.out {
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        for (file, yaml) in &crds {
+            let path = dir.join(file);
+            std::fs::write(&path, yaml).map_err(|e| format!("{}: {e}", path.display()))?;
+            println!("wrote {}", path.display());
+        }
+    }
     Ok(())
 }

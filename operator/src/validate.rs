@@ -30,6 +30,10 @@ pub struct OperatorConfig {
     /// A Secret (in the workloads' namespace) with ClickHouse credentials, unless the spec
     /// names one.
     pub clickhouse_credentials: Option<CredentialsSecretRef>,
+    /// Networks (CIDR, already parsed) of the proxies in front of every collector, such as
+    /// an ingress controller's pods: each collector trusts their forwarding header for the
+    /// visitor's address (`--trusted-proxy`). Empty: collectors trust no proxy.
+    pub collector_trusted_proxies: Vec<String>,
 }
 
 impl OperatorConfig {
@@ -43,6 +47,7 @@ impl OperatorConfig {
             kafka_credentials_secret: None,
             clickhouse_url: Some("http://clickhouse:8123".into()),
             clickhouse_credentials: None,
+            collector_trusted_proxies: Vec::new(),
         }
     }
 }
@@ -109,6 +114,8 @@ pub struct Validated {
     pub clickhouse: ClickHouseTarget,
     pub collector: Workload,
     pub collector_scaling: Scaling,
+    /// The collector's `--trusted-proxy` networks (the operator's setting).
+    pub collector_trusted_proxies: Vec<String>,
     pub loader: Workload,
     pub query: Workload,
     pub deletion_policy: DeletionPolicy,
@@ -190,6 +197,7 @@ pub fn validate(obj: &AnalyticsTenant, config: &OperatorConfig) -> Result<Valida
             resources: Resources::resolve(&ingest.collector.resources, "250m", "256Mi", "512Mi"),
         },
         collector_scaling,
+        collector_trusted_proxies: config.collector_trusted_proxies.clone(),
         loader: Workload {
             replicas: ingest.loader.replicas as i32,
             resources: Resources::resolve(&ingest.loader.resources, "500m", "512Mi", "1Gi"),

@@ -23,6 +23,13 @@ pub fn deployment(v: &Validated) -> Deployment {
     let mut env = pod::kafka_env(v);
     env.push(pod::signing_secret_env(v));
     env.extend(pod::log_env());
+    // Behind an ingress every request comes from the controller's pods: without trusting
+    // them, every visitor would get the controller's address (and one visitor id per UA).
+    let args = v
+        .collector_trusted_proxies
+        .iter()
+        .flat_map(|net| ["--trusted-proxy".to_string(), net.clone()])
+        .collect();
     Deployment {
         metadata: meta(v, v.names.workload(ROLE), Some(ROLE)),
         spec: Some(DeploymentSpec {
@@ -40,7 +47,7 @@ pub fn deployment(v: &Validated) -> Deployment {
                     max_surge: Some(IntOrString::Int(1)),
                 }),
             }),
-            template: pod::template(v, ROLE, &v.collector, Vec::new(), env),
+            template: pod::template(v, ROLE, &v.collector, args, env),
             ..Default::default()
         }),
         ..Default::default()

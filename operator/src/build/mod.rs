@@ -289,6 +289,40 @@ mod tests {
     }
 
     #[test]
+    fn collectors_trust_the_operators_proxies_and_no_other_role_does() {
+        let (_, plain) = children(SPEC);
+        let args = |c: &Children| {
+            (
+                container(&c.collector.spec.as_ref().unwrap().template)
+                    .args
+                    .clone()
+                    .unwrap(),
+                container(&c.query.spec.as_ref().unwrap().template)
+                    .args
+                    .clone()
+                    .unwrap(),
+            )
+        };
+        let (collector, _) = args(&plain);
+        assert!(!collector.iter().any(|a| a == "--trusted-proxy"), "{collector:?}");
+        let config = OperatorConfig {
+            collector_trusted_proxies: vec!["10.0.0.0/8".into(), "fd00::/8".into()],
+            ..OperatorConfig::example("analytics")
+        };
+        let v = validate(&object("acme", SPEC), &config).unwrap();
+        let (collector, query) = args(&build(&v, None).unwrap());
+        let trusted: Vec<&[String]> = collector.windows(2).filter(|w| w[0] == "--trusted-proxy").collect();
+        assert_eq!(
+            trusted,
+            [
+                &["--trusted-proxy".to_string(), "10.0.0.0/8".to_string()][..],
+                &["--trusted-proxy".to_string(), "fd00::/8".to_string()][..]
+            ]
+        );
+        assert!(!query.iter().any(|a| a == "--trusted-proxy"), "{query:?}");
+    }
+
+    #[test]
     fn autoscaling_gives_an_hpa_and_leaves_replicas_to_it() {
         let (_, fixed) = children(SPEC);
         assert!(fixed.collector_autoscaler.is_none());
@@ -330,7 +364,11 @@ mod tests {
     fn the_secret_is_generated_by_the_caller_and_the_configmap_is_a_tenants_file() {
         let (v, c) = children(SPEC);
         let data = c.secret.data.as_ref().unwrap();
-        assert_eq!(data[pod::SECRET_KEY].0.len(), 44, "32 bytes, standard base64 with padding");
+        assert_eq!(
+            data[pod::SECRET_KEY].0.len(),
+            44,
+            "32 bytes, standard base64 with padding"
+        );
         let without = secret::build(&v, None);
         assert!(without.data.is_none(), "render shows no key");
         let yaml = &c.config_map.data.as_ref().unwrap()[config_map::FILE];
