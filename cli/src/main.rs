@@ -39,7 +39,8 @@ enum Command {
     Provision(provision_cmd::Args),
     /// The AnalyticsTenant operator (`render` prints what it would apply).
     Operator(operator_cmd::Args),
-    /// Write the AnalyticsTenant CRD to crds/ (a test fails when crds/ drifts from the code).
+    /// Write the CRDs to crds/ and charts/sightline/crds/ (tests fail when either drifts from
+    /// the code).
     Crdgen(operator_cmd::CrdgenArgs),
     /// Print the query API's OpenAPI 3 document (docs/openapi.json is this output).
     Openapi,
