@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every check and test on a fresh machine: installs what is missing, then format,
-# lint, build, the Rust test suite on the real engine (libchdb), and the tracker's tests in
-# headless Chromium. Used by .ci/run.
+# lint, build, the operator's manifests and the Helm chart through kubernetes-validate, the
+# Rust test suite on the real engine (libchdb), and the tracker's tests in headless
+# Chromium. Used by .ci/run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,6 +24,8 @@ for tenant in manifests/examples/tenant.yaml manifests/examples/cluster/*.yaml; 
 done
 kubernetes-validate --strict --quiet -k 1.33.0 crds/*.yaml
 rm -rf "$rendered"
+echo "== the Helm chart: lint --strict, rendered through kubernetes-validate --strict, NOTES; manifests/install.yaml matches it"
+./scripts/check-chart.sh
 echo "== tests"
 profile=default
 [ "${CI:-}" = "true" ] && profile=ci

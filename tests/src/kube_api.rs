@@ -2,7 +2,8 @@
 //! and controller-rs's fixtures: the operator's `kube::Client` talks to a tower-test mock
 //! service, and the test plays the API server's side, call by call, asserting each request
 //! (method, path, field manager, body) and answering it. Kafka and ClickHouse behind the
-//! reconciler are real (the test broker and the ClickHouse HTTP front over libchdb).
+//! reconciler are real (the test broker and the ClickHouse HTTP front over libchdb). Every
+//! request must also be one the operator's installed RBAC allows (`crate::rbac`).
 
 use std::time::Duration;
 
@@ -62,7 +63,8 @@ pub fn not_found(name: &str) -> Value {
 }
 
 impl ApiServer {
-    /// The next request and the means to answer it; panics when none comes within 30 s.
+    /// The next request and the means to answer it; panics when none comes within 30 s, or
+    /// when the operator's RBAC (manifests/install.yaml) would refuse it.
     pub async fn next(&mut self) -> (Received, Reply) {
         let (request, reply) = tokio::time::timeout(Duration::from_secs(30), self.handle.next_request())
             .await
@@ -71,6 +73,12 @@ impl ApiServer {
         let method = request.method().clone();
         let path = request.uri().path().to_string();
         let query = request.uri().query().unwrap_or_default().to_string();
+        if let Err(missing) = crate::rbac::Rbac::installed().check(&method, &path, &query) {
+            panic!(
+                "the operator made {method} {path}?{query}, which its RBAC does not allow ({missing}): \
+                 add the rule to charts/sightline/templates/rbac.yaml and run scripts/render-manifests.sh"
+            );
+        }
         let bytes = request.into_body().collect_bytes().await.expect("request body");
         let body = if bytes.is_empty() {
             Value::Null

@@ -5,6 +5,7 @@ pub mod clickhouse_front;
 pub mod known_events;
 pub mod kube_api;
 pub mod pipeline;
+pub mod rbac;
 pub mod replay_support;
 
 use std::io::{BufRead, BufReader};
