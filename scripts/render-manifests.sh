@@ -3,7 +3,7 @@
 # values, release and namespace `sightline`, Kubernetes 1.33 (the oldest API the operator
 # speaks), the CRDs included, the `helm test` Pod left out, a Namespace first.
 #   scripts/render-manifests.sh          rewrite manifests/install.yaml (commit the result)
-#   scripts/render-manifests.sh FILE     write FILE instead (scripts/check-chart.sh compares)
+#   scripts/render-manifests.sh FILE     write FILE instead (scripts/check-packaging.sh compares)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/tools-path.sh

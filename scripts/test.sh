@@ -24,8 +24,8 @@ for tenant in manifests/examples/tenant.yaml manifests/examples/cluster/*.yaml; 
 done
 kubernetes-validate --strict --quiet -k 1.33.0 crds/*.yaml
 rm -rf "$rendered"
-echo "== the Helm chart: lint --strict, rendered through kubernetes-validate --strict, NOTES; manifests/install.yaml matches it"
-./scripts/check-chart.sh
+echo "== packaging: the Helm chart (lint --strict, rendered through kubernetes-validate --strict, NOTES), manifests/install.yaml matches it, hadolint"
+./scripts/check-packaging.sh
 echo "== tests"
 profile=default
 [ "${CI:-}" = "true" ] && profile=ci

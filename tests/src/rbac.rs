@@ -1,5 +1,5 @@
 //! The operator's RBAC as installed, and whether it allows a request. The rules come from
-//! `manifests/install.yaml` (the chart rendered with its defaults; scripts/check-chart.sh
+//! `manifests/install.yaml` (the chart rendered with its defaults; scripts/check-packaging.sh
 //! fails when the two differ). `kube_api::ApiServer` checks every request the operator makes
 //! in the mocked-API tests against them, so an API call added without its rule in
 //! `charts/sightline/templates/rbac.yaml` fails there rather than in a cluster.

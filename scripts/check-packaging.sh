@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
-# The Helm chart's checks (scripts/test.sh runs them; they need helm and kubernetes-validate
-# from ./scripts/install-deps.sh --tests):
+# The packaging checks (scripts/test.sh runs them; they need helm, kubernetes-validate and
+# hadolint from ./scripts/install-deps.sh --tests):
 #   - helm lint --strict, with the default values and with ci/all-values.yaml (every
 #     optional part on), which also checks both against values.schema.json;
 #   - helm template with each, through kubernetes-validate --strict against Kubernetes 1.33
 #     (the oldest API the operator speaks; CRD-typed objects have no schema there, so they
 #     are reported and skipped: tests/tests/packaging.rs reads the examples instead);
 #   - NOTES.txt renders with each;
-#   - manifests/install.yaml is what scripts/render-manifests.sh writes now.
+#   - manifests/install.yaml is what scripts/render-manifests.sh writes now;
+#   - hadolint finds nothing in the Dockerfile (at any level, info included).
 # (The chart's crds/ against crds/ and the code: tests/tests/packaging.rs and the operator's
 # drift test.)
 set -euo pipefail
@@ -44,3 +45,6 @@ if ! diff -u manifests/install.yaml "$work/install.yaml"; then
   echo "manifests/install.yaml drifted from charts/sightline: run scripts/render-manifests.sh and commit the result" >&2
   exit 1
 fi
+
+echo "-- hadolint Dockerfile"
+hadolint --failure-threshold info Dockerfile
