@@ -1,25 +1,135 @@
 #!/usr/bin/env bash
-# Runs the cluster tests (e2e/tests) against a throwaway kind cluster. Needs docker and kind
-# (https://kind.sigs.k8s.io); not part of ./scripts/test.sh, which has no cluster.
+# Runs the cluster tests (e2e/tests) against a throwaway kind cluster. Not part of
+# ./scripts/test.sh: CI machines have no container engine. Needs docker, kind
+# (https://kind.sigs.k8s.io) and kubectl; helm, node, Chromium and web/'s packages come from
+# ./scripts/install-deps.sh --tests.
+#
 #   e2e/run.sh          the API server's admission of AnalyticsTenants (CRD schema, CEL)
-#   e2e/run.sh --full   also a tenant reconciled to Ready: the operator runs here against the
-#                       cluster; SIGHTLINE_KAFKA_BROKERS and SIGHTLINE_CLICKHOUSE_URL must name
-#                       a Kafka and a ClickHouse the cluster's pods and this machine reach.
+#   e2e/run.sh --full   Sightline installed as a platform team would, end to end:
+#     1. a real Kafka (one Redpanda broker) and a real ClickHouse (one server) in the
+#        cluster (e2e/cluster/deps.yaml);
+#     2. the image built from ./Dockerfile and loaded into kind; the chart installed with
+#        helm (e2e/cluster/values.yaml), waiting for the operator;
+#     3. the admission test, and a tenant reconciled to Ready and collected with its
+#        children (e2e/tests/cluster.rs) by the operator in the cluster;
+#     4. a tenant applied with kubectl (e2e/cluster/tenant.yaml) until Ready; `helm test`
+#        (the operator, and that tenant's query API);
+#     5. tokens issued from the tenant's signing Secret with `sightline token issue` (as
+#        the chart's NOTES.txt says); a pageview sent by the tracker in Chromium and one by
+#        curl with a browser's User-Agent (curl's own is a bot's, stored but not counted);
+#        both counted through the query API (e2e/tests/installed.rs);
+#     6. a dry-run Reprocess of today, then a forced one, each waited for with
+#        `kubectl wait --for=condition=Complete`; the same counts afterwards.
+# SIGHTLINE_E2E_KEEP=1 keeps the cluster afterwards; E2E_REDPANDA_IMAGE and
+# E2E_CLICKHOUSE_IMAGE replace the pinned images of Kafka and ClickHouse.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/tools-path.sh
 cluster=sightline-e2e
-command -v kind >/dev/null || { echo "kind is required" >&2; exit 1; }
+full=false
+[ "${1:-}" = "--full" ] && full=true
+need() {
+  for tool in "$@"; do
+    command -v "$tool" >/dev/null || { echo "e2e/run.sh needs $tool" >&2; exit 1; }
+  done
+}
+need kind kubectl
+$full && need docker helm node curl
+
+cleanup=()
+finish() {
+  for step in "${cleanup[@]}"; do eval "$step" || true; done
+  if [ "${SIGHTLINE_E2E_KEEP:-}" != 1 ]; then kind delete cluster --name "$cluster"; fi
+}
+trap finish EXIT
 kind get clusters | grep -qx "$cluster" || kind create cluster --name "$cluster" --wait 120s
-trap 'kind delete cluster --name "$cluster"' EXIT
 export KUBECONFIG
 KUBECONFIG=$(mktemp)
 kind get kubeconfig --name "$cluster" > "$KUBECONFIG"
-if [ "${1:-}" = "--full" ]; then
-  cargo build --locked --bin sightline
-  ./target/debug/sightline operator --namespace default --listen 127.0.0.1:0 &
-  operator=$!
-  trap 'kill $operator; kind delete cluster --name "$cluster"' EXIT
-  cargo test --locked -p sightline-e2e -- --ignored --test-threads 1
-else
+
+if ! $full; then
   cargo test --locked -p sightline-e2e -- --ignored --test-threads 1 the_api_server_refuses_what_the_operator_would
+  exit 0
 fi
+
+ns=sightline
+tenant=e2e-helm
+site=e2e.example.com
+step() { printf '\n== %s\n' "$*"; }
+
+step "Kafka (Redpanda) and ClickHouse in namespace e2e-deps"
+sed -e "s|REDPANDA_IMAGE|${E2E_REDPANDA_IMAGE:-docker.redpanda.com/redpandadata/redpanda:v24.2.7}|" \
+    -e "s|CLICKHOUSE_IMAGE|${E2E_CLICKHOUSE_IMAGE:-clickhouse/clickhouse-server:25.8}|" \
+    e2e/cluster/deps.yaml | kubectl apply -f -
+kubectl -n e2e-deps rollout status deployment/redpanda deployment/clickhouse --timeout=5m
+
+step "the image (Dockerfile, target cluster), loaded into kind; the host binary for tokens"
+docker build --target cluster -t sightline:e2e .
+kind load docker-image sightline:e2e --name "$cluster"
+cargo build --locked --bin sightline
+sightline=${CARGO_TARGET_DIR:-target}/debug/sightline
+
+step "helm install (the operator, its RBAC, the CRDs)"
+helm upgrade --install sightline charts/sightline --namespace "$ns" --create-namespace \
+  --values e2e/cluster/values.yaml --wait --timeout 5m
+kubectl -n "$ns" get deployment,pods
+
+step "the cluster tests: admission, and a tenant reconciled by the installed operator"
+cargo test --locked -p sightline-e2e --test cluster -- --ignored --test-threads 1
+
+step "a tenant, applied with kubectl, until Ready; helm test"
+kubectl apply -f e2e/cluster/tenant.yaml
+kubectl wait --for=condition=Ready "analyticstenant/$tenant" --timeout=10m
+kubectl get tenants
+helm test sightline --namespace "$ns" --logs
+
+step "events through the collector: the tracker in Chromium, and curl"
+kubectl -n "$ns" port-forward "svc/$tenant-collector" 18080:8080 >/dev/null &
+cleanup+=("kill $!")
+kubectl -n "$ns" port-forward "svc/$tenant-query" 18081:8081 >/dev/null &
+cleanup+=("kill $!")
+collector=http://127.0.0.1:18080
+query=http://127.0.0.1:18081
+for _ in $(seq 30); do
+  curl -fsS -o /dev/null "$query/v1/openapi.json" && curl -fsS -o /dev/null "$collector/js/sightline.js" && break
+  sleep 1
+done
+# The chart's NOTES.txt: tokens from the tenant's signing Secret.
+SIGHTLINE_SECRET=$(kubectl -n "$ns" get secret "$tenant-signing-key" -o jsonpath='{.data.secret}' | base64 -d)
+export SIGHTLINE_SECRET
+write_token=$("$sightline" token issue --tenant "$tenant" --site "$site" --scope write --ttl 1h)
+read_token=$("$sightline" token issue --tenant "$tenant" --site "$site" --scope read --ttl 1h)
+unset SIGHTLINE_SECRET
+node e2e/cluster/tracker.mjs "$collector" "$write_token" "$site"
+curl -fsS "$collector/v1/collect" -H "Authorization: Bearer $write_token" -H 'Content-Type: application/json' \
+  -A 'Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:133.0) Gecko/20100101 Firefox/133.0' \
+  -d "{\"url\": \"https://$site/curl\", \"referrer\": \"https://www.google.com/\"}"
+echo
+# Two user agents from one address (the port-forward's): two visitors, two pageviews.
+export SIGHTLINE_E2E_QUERY_URL=$query SIGHTLINE_E2E_READ_TOKEN=$read_token SIGHTLINE_E2E_SITE=$site
+export SIGHTLINE_E2E_VISITORS=2 SIGHTLINE_E2E_PAGEVIEWS=2
+cargo test --locked -p sightline-e2e --test installed -- --ignored
+
+step "Reprocess today's day: a dry run, then the replay (forced: the day still takes events)"
+from=$(date -u +%F)
+to=$(date -u -d tomorrow +%F)
+for run in e2e-replay-dry-run:true e2e-replay:false; do
+  name=${run%%:*}
+  kubectl -n "$ns" apply -f - <<YAML
+apiVersion: sightline.dev/v1alpha1
+kind: Reprocess
+metadata:
+  name: $name
+spec:
+  tenantRef: $tenant
+  from: "$from"
+  to: "$to"
+  dryRun: ${run##*:}
+  force: true
+YAML
+  kubectl -n "$ns" wait --for=condition=Complete "reprocess/$name" --timeout=10m
+  kubectl -n "$ns" get reprocess "$name"
+done
+# A replay reproduces what live loading stored.
+cargo test --locked -p sightline-e2e --test installed -- --ignored
+step "done"
