@@ -20,8 +20,8 @@
 #        both counted through the query API (e2e/tests/installed.rs);
 #     6. a dry-run Reprocess of today, then a forced one, each waited for with
 #        `kubectl wait --for=condition=Complete`; the same counts afterwards.
-# SIGHTLINE_E2E_KEEP=1 keeps the cluster afterwards; E2E_REDPANDA_IMAGE and
-# E2E_CLICKHOUSE_IMAGE replace the pinned images of Kafka and ClickHouse.
+# SIGHTLINE_E2E_KEEP=1 keeps the cluster afterwards; E2E_KIND_IMAGE, E2E_REDPANDA_IMAGE and
+# E2E_CLICKHOUSE_IMAGE replace the pinned images of the node, Kafka and ClickHouse.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/tools-path.sh
@@ -42,7 +42,9 @@ finish() {
   if [ "${SIGHTLINE_E2E_KEEP:-}" != 1 ]; then kind delete cluster --name "$cluster"; fi
 }
 trap finish EXIT
-kind get clusters | grep -qx "$cluster" || kind create cluster --name "$cluster" --wait 120s
+# Kubernetes 1.33: the oldest the operator speaks and the chart's kubeVersion.
+kind get clusters | grep -qx "$cluster" \
+  || kind create cluster --name "$cluster" --image "${E2E_KIND_IMAGE:-kindest/node:v1.33.1}" --wait 120s
 export KUBECONFIG
 KUBECONFIG=$(mktemp)
 kind get kubeconfig --name "$cluster" > "$KUBECONFIG"

@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # The packaging checks (scripts/test.sh runs them; they need helm, kubernetes-validate and
 # hadolint from ./scripts/install-deps.sh --tests):
-#   - helm lint --strict, with the default values and with ci/all-values.yaml (every
-#     optional part on), which also checks both against values.schema.json;
+#   - helm lint --strict, with the default values, with ci/all-values.yaml (every optional
+#     part on) and with the e2e cluster's values, which also checks each against
+#     values.schema.json;
 #   - helm template with each, through kubernetes-validate --strict against Kubernetes 1.33
 #     (the oldest API the operator speaks; CRD-typed objects have no schema there, so they
 #     are reported and skipped: tests/tests/packaging.rs reads the examples instead);
 #   - NOTES.txt renders with each;
+#   - the e2e cluster's Kafka and ClickHouse manifests pass kubernetes-validate too;
 #   - manifests/install.yaml is what scripts/render-manifests.sh writes now;
 #   - hadolint finds nothing in the Dockerfile (at any level, info included).
 # (The chart's crds/ against crds/ and the code: tests/tests/packaging.rs and the operator's
@@ -19,7 +21,7 @@ kube_version=1.33.0
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
-for values in default "$chart/ci/all-values.yaml"; do
+for values in default "$chart/ci/all-values.yaml" e2e/cluster/values.yaml; do
   args=()
   [ "$values" = default ] || args=(--values "$values")
   echo "-- values: $values"
@@ -38,6 +40,9 @@ for values in default "$chart/ci/all-values.yaml"; do
 notes = yaml.safe_load(open(sys.argv[1]))["notes"]
 assert "kubectl apply" in notes and "<no value>" not in notes, notes' "$work/notes.yaml"
 done
+
+echo "-- e2e/cluster/deps.yaml"
+kubernetes-validate --strict --quiet -k "$kube_version" e2e/cluster/deps.yaml
 
 echo "-- manifests/install.yaml is the chart rendered now"
 ./scripts/render-manifests.sh "$work/install.yaml" >/dev/null

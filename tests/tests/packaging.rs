@@ -129,6 +129,8 @@ fn every_example_is_a_resource_the_operator_and_the_cli_accept() {
     let mut files = Vec::new();
     yaml_files(&repo().join("manifests/examples"), &mut files);
     files.sort();
+    // The tenant e2e/run.sh --full applies, held to the same rules.
+    files.push(repo().join("e2e/cluster/tenant.yaml"));
     let mut tenants: Vec<Tenant> = Vec::new();
     let mut reprocesses = Vec::new();
     for file in &files {
