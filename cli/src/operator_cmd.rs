@@ -90,9 +90,14 @@ struct RunArgs {
     /// Address of /metrics, /healthz and /readyz.
     #[arg(long, default_value = "0.0.0.0:8080")]
     listen: std::net::SocketAddr,
-    /// Seconds between reconciles of a healthy tenant (drift repair).
+    /// Seconds between reconciles of a healthy tenant (drift in topics and tables, which no
+    /// watch sees), from 10 to 300.
     #[arg(long, default_value_t = 300)]
     resync_secs: u64,
+    /// Apply the CRDs this operator embeds at start (server-side apply; skipped when the
+    /// cluster's were applied by a newer operator, logged and skipped without permission).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    manage_crds: bool,
     /// Seconds a Kafka admin request may take.
     #[arg(long, default_value_t = 15)]
     kafka_timeout_secs: u64,
@@ -153,7 +158,8 @@ async fn operate(args: RunArgs) -> Result<(), String> {
             duration_secs: args.lease_duration_secs.max(3),
             grace_secs: (args.lease_duration_secs.max(3) / 3).max(1),
         },
-        resync: Duration::from_secs(args.resync_secs.max(10)),
+        resync: Duration::from_secs(args.resync_secs.clamp(10, 300)),
+        manage_crds: args.manage_crds,
         kafka_timeout: Duration::from_secs(args.kafka_timeout_secs.max(1)),
     };
     let listener = tokio::net::TcpListener::bind(args.listen)
@@ -171,8 +177,8 @@ async fn operate(args: RunArgs) -> Result<(), String> {
     Ok(())
 }
 
-/// `sightline crdgen`: writes the CRDs (`analyticstenants.sightline.dev.yaml`) to crds/ and
-/// to the Helm chart's crds/, so the chart installs exactly the generated files (a test fails
+/// `sightline crdgen`: writes every CRD the operator embeds (one file each) to crds/ and to
+/// the Helm chart's crds/, so the chart installs exactly the generated files (a test fails
 /// when the two directories differ).
 #[derive(ClapArgs)]
 pub struct CrdgenArgs {
@@ -182,12 +188,12 @@ pub struct CrdgenArgs {
 }
 
 pub fn crdgen(args: CrdgenArgs) -> Result<(), String> {
-    let crds = [(sightline_operator::crd::CRD_FILE, sightline_operator::crd::crd_yaml())];
     for dir in &args.out {
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-        for (file, yaml) in &crds {
+        for (file, crd) in sightline_operator::crds::embedded() {
             let path = dir.join(file);
-            std::fs::write(&path, yaml).map_err(|e| format!("{}: {e}", path.display()))?;
+            std::fs::write(&path, sightline_operator::crds::to_yaml(&crd))
+                .map_err(|e| format!("{}: {e}", path.display()))?;
             println!("wrote {}", path.display());
         }
     }

@@ -44,6 +44,7 @@ pub struct TenantSpec {
     /// Which merchant sites may send events. Merchants are rows keyed by site id.
     #[serde(default)]
     pub sites: SitePolicy,
+    /// How long the tenant's events and rollups are kept.
     #[serde(default)]
     pub retention: Retention,
     /// IANA timezone used for sites that do not name their own.
@@ -52,6 +53,7 @@ pub struct TenantSpec {
     /// When on, events from known bots are stored in `events_raw` but never reach rollups.
     #[serde(default = "default_true")]
     pub bot_filtering: bool,
+    /// Per-request and per-site limits the collector enforces.
     #[serde(default)]
     pub limits: Limits,
     /// GA4 Measurement Protocol streams: `POST /mp/collect?measurement_id=…` is stored for
@@ -75,6 +77,10 @@ pub struct TenantSpec {
     /// What deleting the `AnalyticsTenant` does to its topics and database.
     #[serde(default)]
     pub deletion_policy: DeletionPolicy,
+    /// What the operator does when it finds its Kubernetes objects, topics or tables
+    /// changed behind its back: `Repair` (put them back) or `Report` (only say so).
+    #[serde(default, skip_serializing_if = "DriftPolicy::is_default")]
+    pub drift_policy: DriftPolicy,
 }
 
 /// Where the tenant's tables are. `database` and `cluster` cannot change once set (a CEL
@@ -82,13 +88,15 @@ pub struct TenantSpec {
 #[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct ClickHouseSpec {
-    /// The database, instead of `sightline_<tenant>` (dashes as underscores).
+    /// The database, instead of `sightline_<tenant>` (dashes as underscores). Cannot change
+    /// once set (a CEL rule): the tenant's data lives there.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 63), pattern(r"^[a-z_][a-z0-9_]*$"))]
     pub database: Option<String>,
     /// A ClickHouse cluster name (in the servers' `remote_servers`): every statement of the
     /// DDL then runs ON CLUSTER, tables with a site are Replicated*MergeTree `<table>_local`
     /// tables on each shard behind Distributed tables sharded by site (docs/storage.md).
+    /// Cannot change once set (a CEL rule): the tables were created on it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 63), pattern(r"^[A-Za-z_][A-Za-z0-9_-]*$"))]
     pub cluster: Option<String>,
@@ -105,11 +113,14 @@ pub struct ClickHouseSpec {
 #[derive(Clone, Debug, Serialize, Deserialize, JsonSchema, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct CredentialsSecretRef {
+    /// The Secret's name.
     #[schemars(length(min = 1, max = 253), pattern(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"))]
     pub name: String,
+    /// The key holding the user name.
     #[serde(default = "default_user_key")]
     #[schemars(length(min = 1, max = 253))]
     pub user_key: String,
+    /// The key holding the password.
     #[serde(default = "default_password_key")]
     #[schemars(length(min = 1, max = 253))]
     pub password_key: String,
@@ -135,10 +146,13 @@ pub struct IngestSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 512))]
     pub image: Option<String>,
+    /// The collector Deployment.
     #[serde(default)]
     pub collector: CollectorSpec,
+    /// The loader StatefulSet.
     #[serde(default)]
     pub loader: LoaderSpec,
+    /// The query Deployment.
     #[serde(default)]
     pub query: QuerySpec,
 }
@@ -157,6 +171,7 @@ pub struct CollectorSpec {
     #[serde(default = "default_two")]
     #[schemars(range(min = 1, max = 1000))]
     pub replicas: u32,
+    /// Container resources of each collector pod.
     #[serde(default)]
     pub resources: ResourcesSpec,
     /// When present, an HPA scales the collector between these bounds on CPU.
@@ -167,8 +182,10 @@ pub struct CollectorSpec {
 #[derive(Clone, Debug, Serialize, Deserialize, JsonSchema, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct AutoscalingSpec {
+    /// The fewest collector pods the HPA keeps.
     #[schemars(range(min = 1, max = 1000))]
     pub min_replicas: u32,
+    /// The most collector pods the HPA starts.
     #[schemars(range(min = 1, max = 1000))]
     pub max_replicas: u32,
     /// Average CPU utilisation the HPA aims for, in percent of the request.
@@ -185,9 +202,11 @@ fn default_target_cpu() -> u32 {
 #[derive(Clone, Debug, Serialize, Deserialize, JsonSchema, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct LoaderSpec {
+    /// Loader pods; at most `kafka.partitions` (a loader without a partition would idle).
     #[serde(default = "default_one")]
     #[schemars(range(min = 1, max = 1000))]
     pub replicas: u32,
+    /// Container resources of each loader pod.
     #[serde(default)]
     pub resources: ResourcesSpec,
 }
@@ -196,9 +215,11 @@ pub struct LoaderSpec {
 #[derive(Clone, Debug, Serialize, Deserialize, JsonSchema, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct QuerySpec {
+    /// Query pods.
     #[serde(default = "default_two")]
     #[schemars(range(min = 1, max = 1000))]
     pub replicas: u32,
+    /// Container resources of each query pod.
     #[serde(default)]
     pub resources: ResourcesSpec,
 }
@@ -242,8 +263,10 @@ impl Default for QuerySpec {
 #[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct ResourcesSpec {
+    /// What the scheduler reserves for the container.
     #[serde(default)]
     pub requests: Quantities,
+    /// The most the container may use (no CPU limit unless given).
     #[serde(default)]
     pub limits: Quantities,
 }
@@ -252,9 +275,11 @@ pub struct ResourcesSpec {
 #[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct Quantities {
+    /// CPU in cores or millicores, e.g. `500m`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(pattern(r"^[0-9]+(\.[0-9]+)?m?$"))]
     pub cpu: Option<String>,
+    /// Memory in bytes with an optional suffix, e.g. `512Mi`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(pattern(r"^[0-9]+(\.[0-9]+)?(k|M|G|T|Ki|Mi|Gi|Ti)?$"))]
     pub memory: Option<String>,
@@ -267,6 +292,22 @@ pub enum DeletionPolicy {
     #[default]
     Retain,
     Delete,
+}
+
+/// What the operator does with drift: `Repair` (the default) puts what it owns back as the
+/// spec says, with an Event per repair; `Report` only lists it in the `InSync` condition.
+/// A repair that would destroy data (a table to drop and recreate) is only ever reported.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
+pub enum DriftPolicy {
+    #[default]
+    Repair,
+    Report,
+}
+
+impl DriftPolicy {
+    pub fn is_default(&self) -> bool {
+        *self == DriftPolicy::Repair
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, JsonSchema, PartialEq)]
@@ -318,11 +359,14 @@ impl Default for KafkaSpec {
     }
 ]))]
 pub struct Goal {
+    /// The goal's name, as the `goal` dimension shows it.
     #[schemars(length(min = 1, max = 120))]
     pub name: String,
+    /// An event name that completes the goal.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 256))]
     pub event: Option<String>,
+    /// A page path pattern that completes the goal (`*` within a segment, `**` across).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 2048), pattern(r"^/"))]
     pub page: Option<String>,
@@ -390,6 +434,7 @@ pub struct SitePolicy {
 #[derive(Clone, Debug, Serialize, Deserialize, JsonSchema, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct SiteSpec {
+    /// The site id tokens and events name, e.g. `shop.example.com`.
     #[schemars(length(min = 1, max = 128), pattern(r"^[A-Za-z0-9._-]+$"))]
     pub id: String,
     /// IANA timezone for this site's reports; the tenant default when absent.
@@ -414,9 +459,11 @@ pub struct Retention {
 #[derive(Clone, Debug, Serialize, Deserialize, JsonSchema, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct Limits {
+    /// Events one request may carry.
     #[serde(default = "default_events_per_request")]
     #[schemars(range(min = 1))]
     pub events_per_request: u32,
+    /// Bytes of one request body.
     #[serde(default = "default_body_bytes")]
     #[schemars(range(min = 1))]
     pub body_bytes: u32,
@@ -437,11 +484,14 @@ pub struct Limits {
     #[serde(default = "default_burst_bytes")]
     #[schemars(range(min = 1))]
     pub burst_bytes_per_site: u32,
+    /// Custom properties an event may carry.
     #[serde(default = "default_max_props")]
     pub max_props: u32,
+    /// Bytes of one property's name.
     #[serde(default = "default_max_prop_key_bytes")]
     #[schemars(range(min = 1))]
     pub max_prop_key_bytes: u32,
+    /// Bytes of one property's value.
     #[serde(default = "default_max_prop_value_bytes")]
     #[schemars(range(min = 1))]
     pub max_prop_value_bytes: u32,

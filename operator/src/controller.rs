@@ -1,13 +1,18 @@
 //! The controller: a kube-rs `Controller` over `AnalyticsTenant` that also watches the
-//! children it owns. Each reconcile hands the tenant to kube's `finalizer()`, whose two arms
-//! are `apply_tenant` (validate -> build -> apply -> status) and `cleanup` (policy `Delete`
-//! drops the topics and the database; `Retain` keeps them and says so in an Event).
+//! children it owns (and the signing Secrets), so a change to any of them reconciles its
+//! tenant at once; and every tenant is reconciled again at least every `resync` (at most 5
+//! minutes) to find drift in what no watch sees (topics, tables).
 //!
-//! A reconcile that succeeds is repeated every `resync` (drift: a topic, table, view or
-//! child deleted by hand is recreated; hand edits are reverted by server-side apply). One
-//! that fails is retried with exponential backoff when waiting can help (Kafka or ClickHouse
-//! away), else at the resync pace (the spec must change first). Outages never end the
-//! process.
+//! One reconcile: a tenant being deleted goes to `delete`; otherwise the finalizer is put
+//! in place for `deletionPolicy: Delete` (and taken away for `Retain`, so deleting such a
+//! tenant, or anything around it, never waits for the operator), then `apply_tenant`:
+//! validate -> build -> apply (topics, schema, signing Secret, children; see `apply`) ->
+//! status. The pause annotation turns every write into a read: the status is still
+//! refreshed, nothing else is written.
+//!
+//! A reconcile that fails is retried with exponential backoff when waiting can help (Kafka
+//! or ClickHouse away), else at the resync pace (the spec must change first). Outages never
+//! end the process.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -17,30 +22,38 @@ use chrono::Utc;
 use futures_util::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
-use kube::runtime::finalizer::{finalizer, Event};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Api, Client, Resource, ResourceExt};
+use serde_json::json;
 use sightline_core::processor::PIPELINE_VERSION;
+use sightline_core::spec::{DeletionPolicy, DriftPolicy};
 use sightline_ingest::kafka::provision::Provisioner;
 use tracing::Instrument;
 
-use crate::apply;
-use crate::build::{self, secret::SigningKey};
-use crate::crd::{AnalyticsTenant, FINALIZER};
+use crate::apply::{self, schema::References, Policy};
+use crate::build;
+use crate::crd::{AnalyticsTenant, FINALIZER, PAUSE_ANNOTATION};
+use crate::drift::{Found, Outcome};
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::names::Role;
-use crate::status::{self, Report, Step};
-use crate::validate::{validate, OperatorConfig};
+use crate::status::{self, Report, Step, IN_SYNC};
+use crate::validate::{validate, OperatorConfig, Validated};
 use crate::FIELD_MANAGER;
 
+/// The longest a healthy tenant waits for its next reconcile: drift in what no watch sees
+/// (topics, tables) is found within this.
+pub const MAX_RESYNC: Duration = Duration::from_secs(300);
+
 /// What every reconcile shares: the API client, the operator's settings, the tenants seen
-/// (for conflict checks), the Kafka admin client, the event recorder and the metrics.
+/// (for conflict checks), the Kafka admin client, the event recorder, the metrics and the
+/// reference schemas built so far.
 pub struct Context {
     pub client: Client,
     pub config: OperatorConfig,
@@ -48,8 +61,9 @@ pub struct Context {
     pub kafka: Arc<Provisioner>,
     pub recorder: Recorder,
     pub metrics: Metrics,
-    /// How often a healthy tenant is reconciled again (drift repair).
+    /// How often a healthy tenant is reconciled again (drift), at most `MAX_RESYNC`.
     pub resync: Duration,
+    pub references: References,
     failures: Mutex<HashMap<String, u32>>,
 }
 
@@ -73,13 +87,27 @@ impl Context {
             tenants,
             kafka,
             metrics,
-            resync,
+            resync: resync.min(MAX_RESYNC),
+            references: References::default(),
             failures: Mutex::new(HashMap::new()),
         }
     }
 
     fn failures(&self) -> std::sync::MutexGuard<'_, HashMap<String, u32>> {
         self.failures.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    async fn event(&self, obj: &AnalyticsTenant, type_: EventType, reason: &str, action: &str, note: String) {
+        let event = KubeEvent {
+            type_,
+            reason: reason.into(),
+            note: Some(note.chars().take(1000).collect()),
+            action: action.into(),
+            secondary: None,
+        };
+        if let Err(e) = self.recorder.publish(&event, &obj.object_ref(&())).await {
+            tracing::warn!(error = %e, "event not recorded");
+        }
     }
 }
 
@@ -97,14 +125,15 @@ pub async fn reconcile(obj: Arc<AnalyticsTenant>, ctx: Arc<Context>) -> Result<A
     async move {
         let started = Instant::now();
         let api: Api<AnalyticsTenant> = Api::all(ctx.client.clone());
-        let result = finalizer(&api, FINALIZER, obj, |event| async {
-            match event {
-                Event::Apply(tenant) => apply_tenant(&tenant, &ctx, &api).await,
-                Event::Cleanup(tenant) => cleanup(&tenant, &ctx).await,
+        let result = if obj.metadata.deletion_timestamp.is_some() {
+            delete(&obj, &ctx, &api).await
+        } else {
+            match finalizer(&obj, &api).await {
+                Ok(true) => Ok(Action::await_change()),
+                Ok(false) => apply_tenant(&obj, &ctx, &api).await,
+                Err(e) => Err(e),
             }
-        })
-        .await
-        .map_err(|e| Error::Finalizer(Box::new(e)));
+        };
         ctx.metrics.reconciled(
             started.elapsed().as_secs_f64(),
             result.as_ref().err().map(Error::reason),
@@ -137,13 +166,157 @@ pub fn error_policy(obj: Arc<AnalyticsTenant>, error: &Error, ctx: Arc<Context>)
     }
 }
 
+/// The finalizer as the deletion policy wants it: present for `Delete` (the topics and
+/// database are dropped before the tenant goes), absent for `Retain` (nothing to wait for:
+/// a tenant, or its namespace, is deleted at once, operator or not). Returns true when it
+/// added one (the patch brings a new reconcile, as kube's `finalizer` does). A paused
+/// tenant's finalizers are left as they are.
+async fn finalizer(obj: &AnalyticsTenant, api: &Api<AnalyticsTenant>) -> Result<bool> {
+    if obj.annotated(PAUSE_ANNOTATION) {
+        return Ok(false);
+    }
+    let has = obj.finalizers().iter().any(|f| f == FINALIZER);
+    match (obj.spec.tenant.deletion_policy, has) {
+        (DeletionPolicy::Delete, false) => {
+            let mut finalizers = obj.finalizers().to_vec();
+            finalizers.push(FINALIZER.into());
+            set_finalizers(api, obj, finalizers).await?;
+            Ok(true)
+        }
+        (DeletionPolicy::Retain, true) => {
+            // From an operator that put it on every tenant, or a policy changed to Retain.
+            let finalizers = obj.finalizers().iter().filter(|f| *f != FINALIZER).cloned().collect();
+            set_finalizers(api, obj, finalizers).await?;
+            Ok(false)
+        }
+        _ => Ok(false),
+    }
+}
+
+/// Replaces the finalizers by a merge patch carrying the resourceVersion read, so a
+/// concurrent change fails (409) and is retried instead of lost.
+async fn set_finalizers(api: &Api<AnalyticsTenant>, obj: &AnalyticsTenant, finalizers: Vec<String>) -> Result<()> {
+    let patch = json!({"metadata": {"finalizers": finalizers, "resourceVersion": obj.resource_version()}});
+    api.patch(&obj.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+        .await?;
+    Ok(())
+}
+
+/// A tenant being deleted. Only a tenant carrying the finalizer gets here with work to do
+/// (`Delete`): its topics and database are dropped, then the finalizer removed. When that
+/// cannot finish, `DeletionBlocked` says what is left and why (and a Warning Event), and it
+/// is retried. A paused tenant is left as it is (`DeletionBlocked`, reason
+/// `ReconciliationPaused`). A policy turned to `Retain` meanwhile keeps everything.
+async fn delete(obj: &AnalyticsTenant, ctx: &Context, api: &Api<AnalyticsTenant>) -> Result<Action> {
+    if !obj.finalizers().iter().any(|f| f == FINALIZER) {
+        return Ok(Action::await_change());
+    }
+    let blocked = |reason: &str, message: &str| {
+        status::deleting(
+            obj.status.as_ref(),
+            obj.metadata.generation,
+            Some((reason, message)),
+            Utc::now(),
+        )
+    };
+    if obj.annotated(PAUSE_ANNOTATION) {
+        let s = blocked(
+            "ReconciliationPaused",
+            &format!("the tenant is paused ({PAUSE_ANNOTATION}): nothing is dropped and the finalizer stays until the annotation is removed"),
+        );
+        status::publish(api, &ctx.recorder, obj, &s).await?;
+        return Ok(Action::await_change());
+    }
+    let (reason, text) = match validate(obj, &ctx.config) {
+        Err(e) => (
+            "NothingToClean",
+            format!("the tenant was never valid ({e}); nothing outside Kubernetes to delete"),
+        ),
+        Ok(v) => match (
+            apply::check_conflicts(&v, obj, &ctx.tenants, &ctx.config),
+            v.deletion_policy,
+        ) {
+            (Err(e), _) => ("NothingToClean", format!("nothing deleted: {e}")),
+            (Ok(()), DeletionPolicy::Retain) => (
+                "Retained",
+                format!(
+                    "deletionPolicy Retain: topics {} and database {} are kept",
+                    v.names.topics.join(", "),
+                    v.names.database
+                ),
+            ),
+            (Ok(()), DeletionPolicy::Delete) => {
+                let cleanup = apply::drop_external(&ctx.kafka, &ctx.client, &v).await;
+                if !cleanup.done() {
+                    let (_, first) = &cleanup.left[0];
+                    let reason = first.reason();
+                    let transient = cleanup.left.iter().all(|(_, e)| e.is_transient());
+                    let message = format!(
+                        "left: {}{}",
+                        cleanup.describe_left(),
+                        if cleanup.dropped.is_empty() {
+                            String::new()
+                        } else {
+                            format!("; dropped: {}", cleanup.dropped.join(", "))
+                        }
+                    );
+                    let s = blocked(reason, &message);
+                    status::publish(api, &ctx.recorder, obj, &s).await?;
+                    return Err(Error::Cleanup { message, transient });
+                }
+                (
+                    "Deleted",
+                    format!("deletionPolicy Delete: dropped {}", cleanup.dropped.join(", ")),
+                )
+            }
+        },
+    };
+    tracing::info!(reason, "{text}");
+    ctx.event(obj, EventType::Normal, reason, "Cleanup", text).await;
+    let finalizers = obj.finalizers().iter().filter(|f| *f != FINALIZER).cloned().collect();
+    set_finalizers(api, obj, finalizers).await?;
+    Ok(Action::await_change())
+}
+
 /// Validate, build, apply, then write the status whatever happened.
 async fn apply_tenant(obj: &AnalyticsTenant, ctx: &Context, api: &Api<AnalyticsTenant>) -> Result<Action> {
-    let mut report = Report::default();
+    let mut report = Report {
+        paused: obj.annotated(PAUSE_ANNOTATION),
+        ..Report::default()
+    };
     let outcome = steps(obj, ctx, &mut report).await;
     let status = status::compute(obj.status.as_ref(), obj.metadata.generation, &report, Utc::now());
+    count_drift(obj, ctx, &report).await;
     status::publish(api, &ctx.recorder, obj, &status).await?;
     outcome.map(|()| Action::requeue(ctx.resync))
+}
+
+/// The drift metric and an Event per repair. A reported drift is counted once: when the
+/// last status did not already list it.
+async fn count_drift(obj: &AnalyticsTenant, ctx: &Context, report: &Report) {
+    let listed = obj
+        .status
+        .as_ref()
+        .and_then(|s| s.condition(IN_SYNC))
+        .map(|c| c.message.clone())
+        .unwrap_or_default();
+    for found in report.drift.iter().flatten() {
+        match found.outcome {
+            Outcome::Repaired => {
+                ctx.metrics.drift_found(found.kind);
+                ctx.event(
+                    obj,
+                    EventType::Normal,
+                    "DriftRepaired",
+                    "RepairDrift",
+                    format!("{}; put back as the spec says", found.describe()),
+                )
+                .await;
+            }
+            Outcome::Reported if !listed.contains(&found.describe()) => ctx.metrics.drift_found(found.kind),
+            Outcome::Reported => {}
+        }
+    }
 }
 
 /// The reconcile proper; fills `report` as each step ends.
@@ -160,65 +333,161 @@ async fn steps(obj: &AnalyticsTenant, ctx: &Context, report: &mut Report) -> Res
     if let Err(e) = apply::check_conflicts(&v, obj, &ctx.tenants, &ctx.config) {
         return refuse(report, e);
     }
-    let children = build::build(&v, Some(&SigningKey::generate()))?;
-
-    let fail = |step: &mut Step, e: Error| {
-        *step = Step::Failed {
-            reason: e.reason(),
-            message: e.to_string(),
-        };
-        Err(e)
+    let children = build::build(&v, None)?;
+    let policy = Policy {
+        write: !report.paused,
+        repair: v.tenant.spec.drift_policy == DriftPolicy::Repair,
     };
-    match apply::topics(&ctx.kafka, &children).await {
-        Ok(changes) => {
-            report.topics = Step::Done {
-                reason: "Provisioned",
-                message: format!(
-                    "{} with {} partitions{}",
-                    v.names.topics.join(" and "),
-                    v.tenant.spec.kafka.partitions,
-                    if changes.is_empty() {
-                        String::new()
-                    } else {
-                        format!(" ({} changed)", changes.len())
-                    }
-                ),
-            }
-        }
-        Err(e) => return fail(&mut report.topics, e),
-    }
+    let previous = obj.status.as_ref();
+    let mut drift: Vec<Found> = Vec::new();
+    let mut unchecked = Vec::new();
 
+    // Topics.
+    let recorded = previous.and_then(|s| s.applied_topics_digest.as_deref());
+    let topics = match apply::topics::reconcile(&ctx.kafka, &children.topics, recorded, policy).await {
+        Ok(t) => t,
+        Err(e) => {
+            report.topics = Step::failed(&e);
+            return Err(e);
+        }
+    };
+    drift.extend(topics.drift.iter().cloned());
+    report.applied_topics_digest = topics.applied_digest.clone();
+    report.topics = if !topics.missing.is_empty() && policy.write {
+        Step::Failed {
+            reason: "Missing",
+            message: format!(
+                "deleted and left so (driftPolicy Report): {}",
+                topics.missing.join(", ")
+            ),
+            transient: false,
+        }
+    } else if !topics.pending.is_empty() && !policy.write {
+        Step::Pending {
+            message: format!("not applied while paused: {}", topics.pending.join("; ")),
+        }
+    } else {
+        Step::Done {
+            reason: "Provisioned",
+            message: format!(
+                "{} with {} partitions{}",
+                v.names.topics.join(" and "),
+                v.tenant.spec.kafka.partitions,
+                if topics.changed.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({} changed)", topics.changed.len())
+                }
+            ),
+        }
+    };
+    report.loader_lag = loader_lag(&v).await;
+
+    // Schema.
     let schema = async {
         let wh = apply::warehouse(&ctx.client, &v).await?;
-        apply::schema(wh.as_ref(), &v, &children.ddl).await
+        let recorded = previous.and_then(|s| s.applied_schema_digest.as_deref());
+        apply::schema::reconcile(wh.as_ref(), &v, &children.ddl, recorded, policy, &ctx.references).await
     };
-    match schema.await {
-        Ok(version) => {
-            report.schema_version = Some(version);
-            report.schema = Step::Done {
-                reason: "Migrated",
-                message: format!("database {} at schema version {version}", v.names.database),
-            };
+    let schema = match schema.await {
+        Ok(s) => s,
+        Err(e) => {
+            report.schema = Step::failed(&e);
+            report.drift = Some(drift);
+            return Err(e);
         }
-        Err(e) => return fail(&mut report.schema, e),
+    };
+    drift.extend(schema.drift.iter().cloned());
+    unchecked.extend(schema.unchecked.clone());
+    report.applied_schema_digest = schema.applied_digest.clone();
+    report.schema_version = schema.version;
+    report.schema = match (&schema.version, schema.missing.is_empty()) {
+        (Some(version), true) if *version == schema.target => Step::Done {
+            reason: "Migrated",
+            message: format!("database {} at schema version {version}", v.names.database),
+        },
+        _ if !policy.write => Step::Pending {
+            message: format!(
+                "database {} at version {} of {}, {} objects missing: not changed while paused",
+                v.names.database,
+                schema.version.map(|v| v.to_string()).unwrap_or_else(|| "none".into()),
+                schema.target,
+                schema.missing.len()
+            ),
+        },
+        _ => Step::Failed {
+            reason: "Missing",
+            message: format!(
+                "database {} at version {} of {}; missing and left so (driftPolicy Report): {}",
+                v.names.database,
+                schema.version.map(|v| v.to_string()).unwrap_or_else(|| "none".into()),
+                schema.target,
+                schema.missing.join(", ")
+            ),
+            transient: false,
+        },
+    };
+
+    // The signing Secret (a missing one stops nothing else: the workloads stay as they are).
+    let secret = apply::secret::reconcile(&ctx.client, obj, &v, &children.secret, policy).await;
+    let secret = match secret {
+        Ok(s) => s,
+        Err(e) => {
+            report.signing_secret = Step::failed(&e);
+            report.drift = Some(drift);
+            return Err(e);
+        }
+    };
+    report.signing_secret = secret.step.clone();
+    report.signing_key_fingerprint = secret.fingerprint.clone();
+    drift.extend(secret.drift.clone());
+    if secret.regenerated {
+        ctx.event(
+            obj,
+            EventType::Warning,
+            "SigningSecretRegenerated",
+            "RegenerateSigningSecret",
+            format!(
+                "a new signing key was made on request ({}): tokens issued before no longer verify and visitor ids change",
+                crate::crd::REGENERATE_SECRET_ANNOTATION
+            ),
+        )
+        .await;
     }
 
-    let workloads = async {
-        apply::signing_secret(&ctx.client, &v.names, &children.secret).await?;
-        apply::children(&ctx.client, &v, &children).await
-    };
-    match workloads.await {
-        Ok(w) if w.serving() => {
-            report.ingest = Step::Done {
-                reason: "Available",
-                message: w.describe(),
+    // The workloads.
+    let reconciled_before = previous.is_some_and(|s| s.observed_generation.is_some());
+    let spec_changed = obj
+        .metadata
+        .generation
+        .filter(|g| previous.and_then(|s| s.observed_generation) != Some(*g) && reconciled_before);
+    let applied =
+        match apply::children::reconcile(&ctx.client, &v, &children, policy, reconciled_before, spec_changed).await {
+            Ok(c) => c,
+            Err(e) => {
+                report.collector = Step::failed(&e);
+                report.drift = Some(drift);
+                return Err(e);
             }
-        }
-        Ok(w) => {
-            report.ingest = Step::Progressing { message: w.describe() };
-        }
-        Err(e) => return fail(&mut report.ingest, e),
+        };
+    for started in &applied.rollouts_started {
+        ctx.event(obj, EventType::Normal, "RolloutStarted", "Rollout", started.clone())
+            .await;
     }
+    report.collector = applied.step(Role::Collector, policy);
+    report.loader = applied.step(Role::Loader, policy);
+    report.query = applied.step(Role::Query, policy);
+    let mut rolling = applied.rolling();
+    for started in &applied.rollouts_started {
+        let role = started.split(':').next().unwrap_or_default();
+        if !rolling.iter().any(|r| r.starts_with(role)) {
+            rolling.push(started.clone());
+        }
+    }
+    report.rollout = Some(rolling);
+    drift.extend(applied.drift.iter().cloned());
+    report.drift = Some(drift);
+    report.unchecked = unchecked;
     report.collector_endpoint = Some(v.names.endpoint(Role::Collector));
     report.query_endpoint = Some(v.names.endpoint(Role::Query));
     // The processor version is known for the operator's own image; an override may differ.
@@ -226,57 +495,24 @@ async fn steps(obj: &AnalyticsTenant, ctx: &Context, report: &mut Report) -> Res
     Ok(())
 }
 
-/// On delete: policy `Delete` drops the topics and the database; `Retain` keeps them and
-/// says so in an Event. A tenant that never owned them (invalid, or in conflict) drops
-/// nothing. Children in Kubernetes go with their owner reference.
-async fn cleanup(obj: &AnalyticsTenant, ctx: &Context) -> Result<Action> {
-    let reference = obj.object_ref(&());
-    let note = |text: String| KubeEvent {
-        type_: EventType::Normal,
-        reason: String::new(),
-        note: Some(text),
-        action: "Cleanup".into(),
-        secondary: None,
-    };
-    let (reason, text) = match validate(obj, &ctx.config) {
-        Err(e) => (
-            "NothingToClean",
-            format!("the tenant was never valid ({e}); nothing outside Kubernetes to delete"),
-        ),
-        Ok(v) => {
-            if let Err(e) = apply::check_conflicts(&v, obj, &ctx.tenants, &ctx.config) {
-                ("NothingToClean", format!("nothing deleted: {e}"))
-            } else {
-                match v.deletion_policy {
-                    sightline_core::spec::DeletionPolicy::Delete => {
-                        let wh = apply::warehouse(&ctx.client, &v).await?;
-                        let dropped = apply::drop_external(&ctx.kafka, wh.as_ref(), &v).await?;
-                        (
-                            "Deleted",
-                            format!("deletionPolicy Delete: dropped {}", dropped.join(", ")),
-                        )
-                    }
-                    sightline_core::spec::DeletionPolicy::Retain => (
-                        "Retained",
-                        format!(
-                            "deletionPolicy Retain: topics {} and database {} are kept",
-                            v.names.topics.join(", "),
-                            v.names.database
-                        ),
-                    ),
-                }
-            }
+/// The loaders' lag, when Kafka answers (a status field, never a reason to fail).
+async fn loader_lag(v: &Validated) -> Option<i64> {
+    let lag = sightline_ingest::kafka::lag::group_lag(
+        &v.brokers,
+        &v.kafka_security,
+        &v.names.consumer_group,
+        &v.names.topics[0],
+        v.tenant.spec.kafka.partitions,
+        Duration::from_secs(5),
+    )
+    .await;
+    match lag {
+        Ok(lag) => Some(lag),
+        Err(e) => {
+            tracing::debug!(error = %e, "loader lag not read");
+            None
         }
-    };
-    tracing::info!(reason, "{text}");
-    let event = KubeEvent {
-        reason: reason.into(),
-        ..note(text)
-    };
-    if let Err(e) = ctx.recorder.publish(&event, &reference).await {
-        tracing::warn!(error = %e, "event not recorded");
     }
-    Ok(Action::await_change())
 }
 
 /// Maps a child to the tenant that owns it. (kube's `owns` looks the owner up in the
@@ -316,7 +552,13 @@ pub async fn run(
             children.clone(),
             owner_of,
         )
-        .watches(Api::<HorizontalPodAutoscaler>::all(client.clone()), children, owner_of)
+        .watches(
+            Api::<HorizontalPodAutoscaler>::all(client.clone()),
+            children.clone(),
+            owner_of,
+        )
+        // A deleted signing Secret is reported at once, not at the next resync.
+        .watches(Api::<Secret>::all(client.clone()), children, owner_of)
         .graceful_shutdown_on(stop)
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {

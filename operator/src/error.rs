@@ -34,9 +34,10 @@ pub enum Error {
     /// The Kubernetes API refused or failed a request.
     #[error("Kubernetes API: {0}")]
     Kube(#[from] kube::Error),
-    /// Adding or removing the finalizer failed, or cleanup did.
-    #[error("finalizer: {0}")]
-    Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
+    /// A `Delete` cleanup could not finish (what is left and why); `transient` when every
+    /// cause is an outage.
+    #[error("cleanup cannot finish: {message}")]
+    Cleanup { message: String, transient: bool },
     /// An object could not be serialized for the API.
     #[error("serialize: {0}")]
     Serialize(#[from] serde_json::Error),
@@ -57,11 +58,7 @@ impl Error {
             Error::ClickHouse(_) => "ClickHouseError",
             Error::SecretMissing(_) => "SecretMissing",
             Error::Kube(_) => "KubernetesError",
-            Error::Finalizer(e) => match e.as_ref() {
-                kube::runtime::finalizer::Error::ApplyFailed(inner)
-                | kube::runtime::finalizer::Error::CleanupFailed(inner) => inner.reason(),
-                _ => "FinalizerError",
-            },
+            Error::Cleanup { .. } => "DeletionBlocked",
             Error::Serialize(_) => "Internal",
         }
     }
@@ -73,11 +70,7 @@ impl Error {
             Error::KafkaUnavailable(_) | Error::ClickHouseUnavailable(_) | Error::Kube(_) | Error::SecretMissing(_) => {
                 true
             }
-            Error::Finalizer(e) => match e.as_ref() {
-                kube::runtime::finalizer::Error::ApplyFailed(inner)
-                | kube::runtime::finalizer::Error::CleanupFailed(inner) => inner.is_transient(),
-                _ => true,
-            },
+            Error::Cleanup { transient, .. } => *transient,
             _ => false,
         }
     }

@@ -8,8 +8,11 @@
 
 pub mod apply;
 pub mod build;
+pub mod conditions;
 pub mod controller;
 pub mod crd;
+pub mod crds;
+pub mod drift;
 pub mod error;
 pub mod leader;
 pub mod metrics;

@@ -1,5 +1,6 @@
-//! The operator's Prometheus metrics: reconciles by outcome, errors by reason, and how long
-//! a reconcile takes. Labels are bounded: outcomes and reasons are fixed words.
+//! The operator's Prometheus metrics: reconciles by outcome, errors by reason, how long a
+//! reconcile takes, and drift found by kind. Labels are bounded: outcomes, reasons and
+//! drift kinds are fixed words.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -20,8 +21,17 @@ pub struct ReasonLabels {
     pub reason: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DriftLabels {
+    /// `drift::Kind::label`: kubernetes_object, topic, topic_partitions, topic_config,
+    /// table_missing, table_definition, signing_secret.
+    pub kind: String,
+}
+
 #[derive(Clone)]
 pub struct Metrics {
+    /// Drift found, by kind: each repair, and a reported drift once (until it changes).
+    pub drift: Family<DriftLabels, Counter>,
     pub reconciles: Family<OutcomeLabels, Counter>,
     pub errors: Family<ReasonLabels, Counter>,
     pub duration: Histogram,
@@ -32,6 +42,7 @@ pub struct Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Self {
+            drift: Family::default(),
             reconciles: Family::default(),
             errors: Family::default(),
             // 10 ms .. ~160 s: a reconcile waits on Kafka and ClickHouse.
@@ -59,6 +70,11 @@ impl Metrics {
             self.duration.clone(),
         );
         registry.register(
+            "sightline_operator_drift",
+            "Drift found in what the operator owns, by kind (repaired or reported)",
+            self.drift.clone(),
+        );
+        registry.register(
             "sightline_operator_leader",
             "1 while this replica holds the leader lease",
             self.leader.clone(),
@@ -76,5 +92,34 @@ impl Metrics {
         if let Some(reason) = error {
             self.errors.get_or_create(&ReasonLabels { reason: reason.into() }).inc();
         }
+    }
+
+    /// Counts one drift of `kind`.
+    pub fn drift_found(&self, kind: crate::drift::Kind) {
+        self.drift
+            .get_or_create(&DriftLabels {
+                kind: kind.label().into(),
+            })
+            .inc();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn drift_is_counted_by_kind_under_its_name() {
+        let metrics = Metrics::default();
+        let mut registry = Registry::default();
+        metrics.register(&mut registry);
+        metrics.drift_found(crate::drift::Kind::Topic);
+        metrics.drift_found(crate::drift::Kind::Topic);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        assert!(
+            text.contains("sightline_operator_drift_total{kind=\"topic\"} 2"),
+            "{text}"
+        );
     }
 }

@@ -28,6 +28,8 @@ pub struct RunConfig {
     pub resync: Duration,
     /// How long a Kafka admin request may take.
     pub kafka_timeout: Duration,
+    /// Apply the embedded CRDs at start (`crate::crds::ensure`).
+    pub manage_crds: bool,
 }
 
 /// `/metrics` (Prometheus text), `/healthz` (the process runs) and `/readyz` (it runs its
@@ -98,6 +100,9 @@ pub async fn run(
             .await
     });
     ready.store(true, Ordering::Relaxed);
+    if config.manage_crds {
+        crate::crds::ensure(&client).await;
+    }
     let outcome = run_while_leader(client.clone(), config.lease.clone(), metrics.clone(), stop, |until| {
         let client = client.clone();
         let kafka = kafka.clone();

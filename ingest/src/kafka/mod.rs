@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+pub mod lag;
 pub mod provision;
 pub mod sink;
 

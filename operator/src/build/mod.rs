@@ -94,6 +94,35 @@ impl Children {
     }
 }
 
+/// What the operator applies of a built object: the object with `drift::DIGEST_ANNOTATION`
+/// (the digest of the object without it), and on a workload `TEMPLATE_DIGEST_ANNOTATION`
+/// (the digest of its pod template), so a later reconcile tells drift from a change to make
+/// and a template change (pods replaced) from any other.
+pub fn stamped(mut object: serde_json::Value) -> serde_json::Value {
+    let digest = crate::drift::digest(&object);
+    let template = object
+        .pointer("/spec/template")
+        .filter(|_| matches!(object["kind"].as_str(), Some("Deployment" | "StatefulSet")))
+        .map(crate::drift::digest);
+    let metadata = &mut object["metadata"];
+    if !metadata["annotations"].is_object() {
+        metadata["annotations"] = serde_json::json!({});
+    }
+    let annotations = &mut metadata["annotations"];
+    annotations[crate::drift::DIGEST_ANNOTATION] = digest.into();
+    if let Some(template) = template {
+        annotations[TEMPLATE_DIGEST_ANNOTATION] = template.into();
+        annotations[OPERATOR_VERSION_ANNOTATION] = env!("CARGO_PKG_VERSION").into();
+    }
+    object
+}
+
+/// On a Deployment or StatefulSet: the digest of the pod template the operator applied.
+pub const TEMPLATE_DIGEST_ANNOTATION: &str = "sightline.dev/template-digest";
+/// On a Deployment or StatefulSet: the operator version that applied it (names an operator
+/// upgrade as the cause of a rollout).
+pub const OPERATOR_VERSION_ANNOTATION: &str = "sightline.dev/operator-version";
+
 /// An object as JSON with its `apiVersion` and `kind` (k8s-openapi leaves them to the
 /// serializer of each type; they are set here explicitly so every value is complete).
 pub fn typed<K>(object: &K) -> Result<serde_json::Value>
@@ -364,11 +393,10 @@ mod tests {
     fn the_secret_is_generated_by_the_caller_and_the_configmap_is_a_tenants_file() {
         let (v, c) = children(SPEC);
         let data = c.secret.data.as_ref().unwrap();
-        assert_eq!(
-            data[pod::SECRET_KEY].0.len(),
-            44,
-            "32 bytes, standard base64 with padding"
-        );
+        assert_eq!(data[pod::SECRET_KEY].0.len(), 44, "32 bytes, padded base64");
+        // The roles read it: the one encoding of SIGHTLINE_SECRET.
+        let text = String::from_utf8(data[pod::SECRET_KEY].0.clone()).unwrap();
+        sightline_core::secret::MasterSecret::from_base64(&text, "the generated key").unwrap();
         let without = secret::build(&v, None);
         assert!(without.data.is_none(), "render shows no key");
         let yaml = &c.config_map.data.as_ref().unwrap()[config_map::FILE];

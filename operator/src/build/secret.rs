@@ -16,14 +16,14 @@ use super::meta::meta;
 use super::pod::SECRET_KEY;
 use crate::validate::Validated;
 
-/// A fresh signing key: 32 random bytes in standard base64, padded (what `SIGHTLINE_SECRET`
-/// holds and core's `MasterSecret::from_base64` reads).
+/// A fresh signing key: 32 random bytes in standard, padded base64, the one encoding
+/// `SIGHTLINE_SECRET` is read in (`core::secret::MasterSecret::from_base64`).
 #[derive(Clone)]
 pub struct SigningKey(String);
 
 impl SigningKey {
     pub fn generate() -> Self {
-        let mut bytes = [0u8; 32];
+        let mut bytes = [0u8; sightline_core::secret::MIN_SECRET_BYTES];
         rand::rng().fill_bytes(&mut bytes);
         Self(STANDARD.encode(bytes))
     }
@@ -31,6 +31,18 @@ impl SigningKey {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The status's `signingKeyFingerprint` of this key.
+    pub fn fingerprint(&self) -> String {
+        fingerprint(self.0.as_bytes())
+    }
+}
+
+/// The first 16 hex digits of the SHA-256 of a key's text as the Secret holds it: tells one
+/// key from another, and reveals nothing usable about either.
+pub fn fingerprint(key: &[u8]) -> String {
+    use sha2::Digest;
+    crate::drift::hex16(&sha2::Sha256::digest(key))
 }
 
 impl std::fmt::Debug for SigningKey {
