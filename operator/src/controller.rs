@@ -97,6 +97,36 @@ impl Context {
         self.failures.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// An Event of its own, never folded into a series with an earlier one of the same
+    /// reason (as kube's `Recorder` does within minutes): one per repair, one per rollout.
+    async fn distinct_event(&self, obj: &AnalyticsTenant, type_: EventType, reason: &str, action: &str, note: String) {
+        let now = k8s_openapi::jiff::Timestamp::now();
+        let event = k8s_openapi::api::events::v1::Event {
+            metadata: kube::api::ObjectMeta {
+                name: Some(format!("{}.{:x}", obj.name_any(), now.as_nanosecond())),
+                namespace: Some("default".into()),
+                ..Default::default()
+            },
+            action: Some(action.into()),
+            reason: Some(reason.into()),
+            note: Some(note.chars().take(1000).collect()),
+            event_time: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(now)),
+            regarding: Some(obj.object_ref(&())),
+            reporting_controller: Some(FIELD_MANAGER.into()),
+            reporting_instance: Some(std::env::var("POD_NAME").unwrap_or_else(|_| FIELD_MANAGER.into())),
+            type_: Some(match type_ {
+                EventType::Normal => "Normal".into(),
+                EventType::Warning => "Warning".into(),
+            }),
+            ..Default::default()
+        };
+        // A cluster-scoped object's Events go to `default`, as the Recorder puts them.
+        let api: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(self.client.clone(), "default");
+        if let Err(e) = api.create(&kube::api::PostParams::default(), &event).await {
+            tracing::warn!(error = %e, "event not recorded");
+        }
+    }
+
     async fn event(&self, obj: &AnalyticsTenant, type_: EventType, reason: &str, action: &str, note: String) {
         let event = KubeEvent {
             type_,
@@ -304,7 +334,7 @@ async fn count_drift(obj: &AnalyticsTenant, ctx: &Context, report: &Report) {
         match found.outcome {
             Outcome::Repaired => {
                 ctx.metrics.drift_found(found.kind);
-                ctx.event(
+                ctx.distinct_event(
                     obj,
                     EventType::Normal,
                     "DriftRepaired",
@@ -471,7 +501,7 @@ async fn steps(obj: &AnalyticsTenant, ctx: &Context, report: &mut Report) -> Res
             }
         };
     for started in &applied.rollouts_started {
-        ctx.event(obj, EventType::Normal, "RolloutStarted", "Rollout", started.clone())
+        ctx.distinct_event(obj, EventType::Normal, "RolloutStarted", "Rollout", started.clone())
             .await;
     }
     report.collector = applied.step(Role::Collector, policy);

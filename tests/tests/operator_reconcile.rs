@@ -1,6 +1,7 @@
 //! The operator's reconciler against a mocked Kubernetes API server (kube-rs's tower-test
-//! pattern: each test is "given this tenant, expect these API calls"), with the real Kafka
-//! broker and the real ClickHouse engine (the HTTP front over libchdb) behind it.
+//! pattern), with the real Kafka broker and the real ClickHouse engine (the HTTP front over
+//! libchdb) behind it. Short scenarios script the API server call by call; longer ones use
+//! the stateful `FakeApi` and assert the calls it logged.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,12 +15,13 @@ use sightline_core::warehouse::http::{Http, HttpConfig};
 use sightline_core::warehouse::{ops, tiers, Params, Warehouse};
 use sightline_ingest::kafka::provision::{topic_specs, Provisioner};
 use sightline_ingest::kafka::topics;
+use sightline_operator::conditions::{health, Health};
 use sightline_operator::controller::{error_policy, reconcile, Context};
 use sightline_operator::crd::{AnalyticsTenant, AnalyticsTenantSpec, TenantStatus, FINALIZER};
-use sightline_operator::metrics::Metrics;
+use sightline_operator::metrics::{DriftLabels, Metrics};
 use sightline_operator::validate::OperatorConfig;
 use sightline_tests::clickhouse_front::ClickHouseFront;
-use sightline_tests::kube_api::{mock_client, not_found, ApiServer, Received};
+use sightline_tests::kube_api::{mock_client, FakeApi, Received};
 use sightline_tests::{count, Broker};
 
 const NS: &str = "analytics";
@@ -110,109 +112,77 @@ fn tenant_path(name: &str) -> String {
     format!("/apis/sightline.dev/v1alpha1/analyticstenants/{name}")
 }
 
-/// The status patch: asserts it is a forced server-side apply and answers with the tenant
-/// carrying it. Returns the status.
-async fn expect_status(api: &mut ApiServer, t: &AnalyticsTenant) -> TenantStatus {
-    let echo = serde_json::to_value(t).unwrap();
-    let received = api
-        .expect(
-            Method::PATCH,
-            &format!("{}/status", tenant_path(&t.metadata.name.clone().unwrap())),
-            |r| {
-                let mut object = echo.clone();
-                object["status"] = r.body["status"].clone();
-                (200, object)
-            },
-        )
-        .await;
-    received.assert_applied_by_the_operator();
-    assert_eq!(received.body["kind"], "AnalyticsTenant");
-    serde_json::from_value(received.body["status"].clone()).unwrap()
+fn secret_path(name: &str) -> String {
+    format!("/api/v1/namespaces/{NS}/secrets/{name}-signing-key")
 }
 
-/// Everything after Kafka and ClickHouse in an apply: the signing Secret (created when
-/// absent), the ConfigMap and workloads by server-side apply (answered as ready), the HPA
-/// removal, the status and `events` Events. Returns the applied bodies, the status and the
-/// events' reasons.
-async fn serve_apply(
-    api: &mut ApiServer,
-    t: &AnalyticsTenant,
-    secret_exists: bool,
-    events: usize,
-) -> (Vec<Received>, TenantStatus, Vec<String>) {
-    let name = t.metadata.name.clone().unwrap();
-    let core = format!("/api/v1/namespaces/{NS}");
-    let apps = format!("/apis/apps/v1/namespaces/{NS}");
-    let secret_path = format!("{core}/secrets/{name}-signing-key");
-    let mut applied = Vec::new();
-    api.expect(Method::GET, &secret_path, |_| {
-        if secret_exists {
-            (200, json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": format!("{name}-signing-key")}, "data": {"secret": "a2VlcA=="}}))
-        } else {
-            (404, not_found("secret"))
+fn deployment_path(name: &str) -> String {
+    format!("/apis/apps/v1/namespaces/{NS}/deployments/{name}")
+}
+
+fn service_path(name: &str) -> String {
+    format!("/api/v1/namespaces/{NS}/services/{name}")
+}
+
+/// The engines, the fake API server and a context on it, with `tenants` stored.
+struct Harness {
+    engines: Engines,
+    fake: FakeApi,
+    ctx: Arc<Context>,
+}
+
+impl Harness {
+    async fn start(tenants: &[&AnalyticsTenant]) -> Harness {
+        let engines = Engines::start().await;
+        let (client, api) = mock_client();
+        let ctx = context(client, &engines, tenants);
+        let fake = FakeApi::start(api);
+        for t in tenants {
+            fake.put(&tenant_path(&name(t)), serde_json::to_value(t).unwrap());
         }
-    })
-    .await;
-    if !secret_exists {
-        applied.push(
-            api.expect(Method::POST, &format!("{core}/secrets"), |r| (201, r.body.clone()))
-                .await,
-        );
+        Harness { engines, fake, ctx }
     }
-    applied.push(
-        api.expect_apply(&format!("{core}/configmaps/{name}-tenant"), None)
-            .await,
-    );
-    applied.push(
-        api.expect_apply(
-            &format!("{apps}/deployments/{name}-collector"),
-            Some(json!({"replicas": 2, "availableReplicas": 2})),
-        )
-        .await,
-    );
-    applied.push(
-        api.expect_apply(&format!("{core}/services/{name}-collector"), None)
-            .await,
-    );
-    api.expect(
-        Method::DELETE,
-        &format!("/apis/autoscaling/v2/namespaces/{NS}/horizontalpodautoscalers/{name}-collector"),
-        |_| (404, not_found("hpa")),
-    )
-    .await;
-    applied.push(
-        api.expect_apply(
-            &format!("/apis/policy/v1/namespaces/{NS}/poddisruptionbudgets/{name}-collector"),
-            None,
-        )
-        .await,
-    );
-    applied.push(api.expect_apply(&format!("{core}/services/{name}-loader"), None).await);
-    applied.push(
-        api.expect_apply(
-            &format!("{apps}/statefulsets/{name}-loader"),
-            Some(json!({"replicas": 2, "readyReplicas": 2})),
-        )
-        .await,
-    );
-    applied.push(
-        api.expect_apply(
-            &format!("{apps}/deployments/{name}-query"),
-            Some(json!({"replicas": 2, "availableReplicas": 1})),
-        )
-        .await,
-    );
-    applied.push(api.expect_apply(&format!("{core}/services/{name}-query"), None).await);
-    applied.push(
-        api.expect_apply(
-            &format!("/apis/policy/v1/namespaces/{NS}/poddisruptionbudgets/{name}-query"),
-            None,
-        )
-        .await,
-    );
-    let status = expect_status(api, t).await;
-    let reasons = api.expect_events("default", events).await;
-    (applied, status, reasons)
+
+    /// The tenant as the API holds it now.
+    fn tenant(&self, name: &str) -> AnalyticsTenant {
+        serde_json::from_value(self.fake.get(&tenant_path(name)).expect("the tenant exists")).unwrap()
+    }
+
+    /// Changes the stored tenant (a person's edit); a spec change bumps the generation.
+    fn edit_tenant(&self, name: &str, change: impl FnOnce(&mut AnalyticsTenant)) {
+        let mut t = self.tenant(name);
+        let spec = t.spec.clone();
+        change(&mut t);
+        if t.spec != spec {
+            t.metadata.generation = Some(t.metadata.generation.unwrap_or(1) + 1);
+        }
+        self.fake.put(&tenant_path(name), serde_json::to_value(&t).unwrap());
+    }
+
+    /// One reconcile of the tenant as stored; the calls it made and the Events it recorded.
+    async fn reconcile(&self, name: &str) -> (Result<Action, sightline_operator::Error>, Vec<Received>, Vec<Value>) {
+        let t = self.tenant(name);
+        let result = tokio::time::timeout(Duration::from_secs(120), reconcile(Arc::new(t), self.ctx.clone()))
+            .await
+            .expect("reconcile finished within 120 s");
+        (result, self.fake.take_calls(), self.fake.take_events())
+    }
+
+    fn status(&self, name: &str) -> TenantStatus {
+        self.tenant(name).status.expect("a status")
+    }
+
+    fn drift_counted(&self, kind: &str) -> u64 {
+        self.ctx
+            .metrics
+            .drift
+            .get_or_create(&DriftLabels { kind: kind.into() })
+            .get()
+    }
+}
+
+fn name(t: &AnalyticsTenant) -> String {
+    t.metadata.name.clone().unwrap()
 }
 
 fn condition<'a>(status: &'a TenantStatus, type_: &str) -> (&'a str, &'a str) {
@@ -222,165 +192,33 @@ fn condition<'a>(status: &'a TenantStatus, type_: &str) -> (&'a str, &'a str) {
     (c.status.as_str(), c.reason.as_str())
 }
 
-/// Runs one reconcile while `serve` plays the API server; returns the reconcile's result
-/// and what `serve` returned.
-async fn reconcile_with<T: Send + 'static>(
-    ctx: &Arc<Context>,
-    t: &AnalyticsTenant,
-    api: ApiServer,
-    serve: impl FnOnce(ApiServer) -> futures_util::future::BoxFuture<'static, (ApiServer, T)>,
-) -> (Result<Action, sightline_operator::Error>, ApiServer, T) {
-    let verifier = tokio::spawn(serve(api));
-    let result = tokio::time::timeout(Duration::from_secs(90), reconcile(Arc::new(t.clone()), ctx.clone()))
-        .await
-        .expect("reconcile finished within 90 s");
-    let (api, out) = tokio::time::timeout(Duration::from_secs(30), verifier)
-        .await
-        .expect("the scenario completed")
-        .expect("the scenario did not panic");
-    (result, api, out)
+fn message<'a>(status: &'a TenantStatus, type_: &str) -> &'a str {
+    &status.condition(type_).unwrap().message
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn the_first_reconcile_adds_the_finalizer_and_nothing_else() {
-    let engines = Engines::start().await;
-    let t = tenant("acme", SPEC, false, 0);
-    let (client, api) = mock_client();
-    let ctx = context(client, &engines, &[&t]);
-    let echo = serde_json::to_value(tenant("acme", SPEC, true, 0)).unwrap();
-    let (result, mut api, patch) = reconcile_with(&ctx, &t, api, move |mut api| {
-        Box::pin(async move {
-            let r = api.expect(Method::PATCH, &tenant_path("acme"), |_| (200, echo)).await;
-            (api, r)
-        })
-    })
-    .await;
-    assert_eq!(result.unwrap(), Action::await_change());
-    assert_eq!(
-        patch.body,
-        json!([
-            {"op": "test", "path": "/metadata/finalizers", "value": null},
-            {"op": "add", "path": "/metadata/finalizers", "value": [FINALIZER]}
-        ])
-    );
-    api.expect_silence(Duration::from_millis(300)).await;
-    // Nothing outside Kubernetes was touched yet.
-    assert!(engines.kafka().describe(&topics("acme")[0]).await.unwrap().is_none());
+/// The writes of a reconcile as `METHOD path` (reads left out).
+fn writes(calls: &[Received]) -> Vec<String> {
+    calls
+        .iter()
+        .filter(|c| c.is_write())
+        .map(|c| format!("{} {}", c.method, c.path))
+        .collect()
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn reconcile_applies_children_and_status_then_topics_and_tables_work_and_drift_is_repaired() {
-    let engines = Engines::start().await;
-    let t = tenant("acme", SPEC, true, 0);
-    let (client, api) = mock_client();
-    let ctx = context(client, &engines, &[&t]);
-    let t2 = t.clone();
-    let (result, api, (applied, status, reasons)) = reconcile_with(&ctx, &t, api, move |mut api| {
-        Box::pin(async move {
-            let out = serve_apply(&mut api, &t2, false, 4).await;
-            (api, out)
-        })
-    })
-    .await;
-    assert_eq!(result.unwrap(), Action::requeue(Duration::from_secs(300)));
+fn reasons(events: &[Value]) -> Vec<String> {
+    events
+        .iter()
+        .map(|e| e["reason"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
 
-    // The Secret was created with a generated key; every child is owned by the tenant.
-    let secret = &applied[0];
-    assert_eq!(secret.method, Method::POST);
-    assert_eq!(
-        secret.body["data"]["secret"].as_str().map(str::len),
-        Some(60),
-        "{secret:?}"
-    );
-    for r in &applied {
-        assert_eq!(r.body["metadata"]["ownerReferences"][0]["uid"], "uid-acme", "{r:?}");
-    }
-    let configmap: Value = serde_yaml::from_str(applied[1].body["data"]["tenant.yaml"].as_str().unwrap()).unwrap();
-    assert_eq!(configmap["metadata"]["name"], "acme");
-
-    // Status: every condition True, with the generation, version and endpoints.
-    assert_eq!(condition(&status, "Ready"), ("True", "Reconciled"));
-    assert_eq!(condition(&status, "TopicsReady"), ("True", "Provisioned"));
-    assert_eq!(condition(&status, "SchemaReady"), ("True", "Migrated"));
-    assert_eq!(condition(&status, "IngestReady"), ("True", "Available"));
-    assert_eq!(status.observed_generation, Some(1));
-    assert!(status.conditions.iter().all(|c| c.observed_generation == Some(1)));
-    let latest =
-        sightline_operator::build::ddl::build(&sightline_operator::validate::validate(&t, &engines.config()).unwrap())
-            .unwrap()
-            .target_version;
-    assert_eq!(status.schema_version, Some(latest));
-    assert_eq!(status.sites, Some(1));
-    assert_eq!(
-        status.collector_endpoint.as_deref(),
-        Some("http://acme-collector.analytics.svc:8080")
-    );
-    assert_eq!(reasons, ["Reconciled", "Provisioned", "Migrated", "Available"]);
-
-    // The topics exist with the spec's partitions; the tables and views take an insert.
-    let kafka = engines.kafka();
-    for topic in topics("acme") {
-        let state = kafka.describe(&topic).await.unwrap().expect("topic created");
-        assert_eq!(state.partitions, 3);
-    }
-    let wh = engines.warehouse();
-    insert_one(&wh, "sightline_acme").await;
-    assert_eq!(count(&wh, "SELECT count() AS n FROM sightline_acme.events").await, 1);
-    assert_eq!(
-        count(&wh, "SELECT count() AS n FROM sightline_acme.rollup_site_hourly").await,
-        1,
-        "the view fed the rollup"
-    );
-
-    // A loader's first start moves the new database onto the tiers, and the hourly layout
-    // retires (writer-free); drift repair must not bring it back.
-    let tenant = sightline_operator::validate::validate(&t, &engines.config())
-        .unwrap()
-        .tenant;
-    let now = chrono::Utc::now();
-    tiers::migrate_recent_days(&wh, &tenant, now).await.unwrap();
-    tiers::backfill(&wh, &tenant, now).await.unwrap();
-    tiers::migrate_recent_days(&wh, &tenant, now).await.unwrap();
-    let hourly = "SELECT count() AS n FROM system.tables WHERE database = 'sightline_acme' AND name LIKE '%hourly%'";
-    assert_eq!(count(&wh, hourly).await, 0, "the hourly layout retired");
-
-    // Drift: a view dropped and a topic deleted by hand are back after the next reconcile,
-    // which changes no condition (so records no Event) and keeps the Secret.
-    wh.execute("DROP TABLE sightline_acme.rollup_dims_15m_mv", &Params::new())
-        .await
-        .unwrap();
-    let [_, dlq] = topics("acme");
-    kafka.delete(std::slice::from_ref(&dlq)).await.unwrap();
+/// Polls `f` until it holds (Kafka deletes topics asynchronously).
+async fn eventually<F: std::future::Future<Output = bool>>(what: &str, mut f: impl FnMut() -> F) {
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while kafka.describe(&dlq).await.unwrap().is_some() {
-        assert!(std::time::Instant::now() < deadline, "{dlq} not deleted");
+    while !f().await {
+        assert!(std::time::Instant::now() < deadline, "{what}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let mut again = t.clone();
-    again.status = Some(status);
-    let again2 = again.clone();
-    let (result, _api, (applied, status, reasons)) = reconcile_with(&ctx, &again, api, move |mut api| {
-        Box::pin(async move {
-            let out = serve_apply(&mut api, &again2, true, 0).await;
-            (api, out)
-        })
-    })
-    .await;
-    result.unwrap();
-    assert!(
-        applied.iter().all(|r| r.method == Method::PATCH),
-        "the Secret is never rewritten"
-    );
-    assert!(reasons.is_empty());
-    assert_eq!(condition(&status, "Ready"), ("True", "Reconciled"));
-    assert!(kafka.describe(&dlq).await.unwrap().is_some(), "topic recreated");
-    let views = count(
-        &wh,
-        "SELECT count() AS n FROM system.tables WHERE database = 'sightline_acme' AND name = 'rollup_dims_15m_mv'",
-    )
-    .await;
-    assert_eq!(views, 1, "view recreated");
-    assert_eq!(count(&wh, hourly).await, 0, "the retired hourly layout stays retired");
 }
 
 /// One processed event through the events table (its views fill the rollups).
@@ -409,7 +247,7 @@ async fn insert_one(wh: &dyn Warehouse, db: &str) {
 /// reconcile would have.
 async fn provisioned(engines: &Engines, t: &AnalyticsTenant) {
     let tenant = sightline_core::spec::Tenant {
-        name: t.metadata.name.clone().unwrap(),
+        name: name(t),
         spec: t.spec.tenant.clone(),
     };
     let kafka = engines.kafka();
@@ -420,54 +258,673 @@ async fn provisioned(engines: &Engines, t: &AnalyticsTenant) {
     ops::apply_schema(&engines.warehouse(), &tenant).await.unwrap();
 }
 
-fn deleting(mut t: AnalyticsTenant) -> AnalyticsTenant {
-    t.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
-        k8s_openapi::jiff::Timestamp::from_second(1_900_000_000).unwrap(),
-    ));
-    t
-}
-
-/// Cleanup: one Event, then the finalizer's removal.
-async fn serve_cleanup(api: &mut ApiServer, name: &str) -> String {
-    let reason = api.expect_events("default", 1).await.remove(0);
-    let removal = api
-        .expect(Method::PATCH, &tenant_path(name), |_| {
-            (200, serde_json::to_value(tenant(name, SPEC, false, 0)).unwrap())
-        })
-        .await;
+#[tokio::test(flavor = "multi_thread")]
+async fn a_delete_policy_tenant_gets_the_finalizer_first_and_nothing_else() {
+    let engines = Engines::start().await;
+    let t = tenant("acme", &format!("{SPEC}\ndeletionPolicy: Delete"), false, 0);
+    let (client, mut api) = mock_client();
+    let ctx = context(client, &engines, &[&t]);
+    let echo = serde_json::to_value(tenant("acme", SPEC, true, 0)).unwrap();
+    let run = tokio::spawn(reconcile(Arc::new(t.clone()), ctx));
+    let patch = api.expect(Method::PATCH, &tenant_path("acme"), |_| (200, echo)).await;
+    assert_eq!(run.await.unwrap().unwrap(), Action::await_change());
+    assert!(patch.content_type.contains("merge-patch"), "{patch:?}");
     assert_eq!(
-        removal.body[1],
-        json!({"op": "remove", "path": "/metadata/finalizers/0"})
+        patch.body,
+        json!({"metadata": {"finalizers": [FINALIZER], "resourceVersion": "1"}}),
+        "a merge patch that fails if the tenant changed meanwhile"
     );
-    reason
+    api.expect_silence(Duration::from_millis(300)).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn delete_with_policy_delete_drops_the_topics_and_the_database() {
-    let engines = Engines::start().await;
-    let t = deleting(tenant("acme", &format!("{SPEC}\ndeletionPolicy: Delete"), true, 0));
-    provisioned(&engines, &t).await;
-    let (client, api) = mock_client();
-    let ctx = context(client, &engines, &[&t]);
-    let (result, _, reason) = reconcile_with(&ctx, &t, api, |mut api| {
-        Box::pin(async move {
-            let reason = serve_cleanup(&mut api, "acme").await;
-            (api, reason)
-        })
+async fn a_tenant_is_reconciled_to_ready_and_drift_is_repaired_with_an_event_each() {
+    let t = tenant("acme", SPEC, false, 0);
+    let h = Harness::start(&[&t]).await;
+    let (result, calls, events) = h.reconcile("acme").await;
+    assert_eq!(result.unwrap(), Action::requeue(Duration::from_secs(300)));
+
+    // Given a new tenant: the Secret, then each child read and applied, then the status.
+    let apps = format!("/apis/apps/v1/namespaces/{NS}");
+    let policy = format!("/apis/policy/v1/namespaces/{NS}/poddisruptionbudgets");
+    assert_eq!(
+        writes(&calls),
+        [
+            format!("POST /api/v1/namespaces/{NS}/secrets"),
+            format!("PATCH /api/v1/namespaces/{NS}/configmaps/acme-tenant"),
+            format!("PATCH {apps}/deployments/acme-collector"),
+            format!("PATCH {}", service_path("acme-collector")),
+            format!("PATCH {policy}/acme-collector"),
+            format!("PATCH {}", service_path("acme-loader")),
+            format!("PATCH {apps}/statefulsets/acme-loader"),
+            format!("PATCH {apps}/deployments/acme-query"),
+            format!("PATCH {}", service_path("acme-query")),
+            format!("PATCH {policy}/acme-query"),
+            format!("PATCH {}/status", tenant_path("acme")),
+        ]
+        .into_iter()
+        .chain(std::iter::repeat_n(
+            format!("POST /apis/events.k8s.io/v1/namespaces/default/events"),
+            events.len()
+        ))
+        .collect::<Vec<_>>()
+    );
+    for c in calls
+        .iter()
+        .filter(|c| c.method == Method::PATCH && !c.is_status_or_event())
+    {
+        c.assert_applied_by_the_operator();
+        assert_eq!(c.body["metadata"]["ownerReferences"][0]["uid"], "uid-acme", "{c:?}");
+        assert!(c.body["metadata"]["annotations"]["sightline.dev/applied-digest"].is_string());
+    }
+    assert!(
+        !calls
+            .iter()
+            .any(|c| c.path == tenant_path("acme") && c.method == Method::PATCH),
+        "Retain: no finalizer"
+    );
+    let secret = h.fake.get(&secret_path("acme")).unwrap();
+    assert_eq!(secret["data"]["secret"].as_str().map(str::len), Some(60), "{secret}");
+
+    // Status: every condition with the generation; kstatus reads Current.
+    let status = h.status("acme");
+    for (type_, expected) in [
+        ("Ready", ("True", "Reconciled")),
+        ("Reconciling", ("False", "Reconciled")),
+        ("Stalled", ("False", "NotStalled")),
+        ("TopicsReady", ("True", "Provisioned")),
+        ("SchemaReady", ("True", "Migrated")),
+        ("SigningSecretReady", ("True", "Created")),
+        ("CollectorAvailable", ("True", "Available")),
+        ("LoaderAvailable", ("True", "Available")),
+        ("QueryAvailable", ("True", "Available")),
+        ("InSync", ("True", "NoDrift")),
+        ("ReconciliationPaused", ("False", "NotPaused")),
+        ("RolloutPending", ("False", "UpToDate")),
+    ] {
+        assert_eq!(condition(&status, type_), expected, "{type_}");
+    }
+    assert_eq!(status.observed_generation, Some(1));
+    assert!(status.conditions.iter().all(|c| c.observed_generation == Some(1)));
+    assert_eq!(
+        health(false, Some(1), status.observed_generation, &status.conditions),
+        Health::Current
+    );
+    let latest = sightline_operator::build::ddl::build(
+        &sightline_operator::validate::validate(&t, &h.engines.config()).unwrap(),
+    )
+    .unwrap()
+    .target_version;
+    assert_eq!(status.schema_version, Some(latest));
+    assert_eq!(status.sites, Some(1));
+    assert_eq!(status.loader_lag, Some(0), "nothing produced yet");
+    assert_eq!(status.signing_key_fingerprint.as_deref().map(str::len), Some(16));
+    assert!(status.applied_topics_digest.is_some() && status.applied_schema_digest.is_some());
+    assert_eq!(
+        status.collector_endpoint.as_deref(),
+        Some("http://acme-collector.analytics.svc:8080")
+    );
+    assert!(reasons(&events).contains(&"Reconciled".to_string()));
+
+    // The topics exist with the spec's partitions; the tables and views take an insert.
+    let kafka = h.engines.kafka();
+    for topic in topics("acme") {
+        assert_eq!(
+            kafka.describe(&topic).await.unwrap().expect("topic created").partitions,
+            3
+        );
+    }
+    let wh = h.engines.warehouse();
+    insert_one(&wh, "sightline_acme").await;
+    assert_eq!(count(&wh, "SELECT count() AS n FROM sightline_acme.events").await, 1);
+
+    // A loader's first start moves the new database onto the tiers, and the hourly layout
+    // retires (writer-free): that is not drift.
+    let tenant = sightline_operator::validate::validate(&t, &h.engines.config())
+        .unwrap()
+        .tenant;
+    let now = chrono::Utc::now();
+    tiers::migrate_recent_days(&wh, &tenant, now).await.unwrap();
+    tiers::backfill(&wh, &tenant, now).await.unwrap();
+    tiers::migrate_recent_days(&wh, &tenant, now).await.unwrap();
+    let hourly = "SELECT count() AS n FROM system.tables WHERE database = 'sightline_acme' AND name LIKE '%hourly%'";
+    assert_eq!(count(&wh, hourly).await, 0, "the hourly layout retired");
+
+    // Nothing changed: the next reconcile reads everything and writes only the status.
+    let (result, calls, events) = h.reconcile("acme").await;
+    result.unwrap();
+    assert_eq!(writes(&calls), [format!("PATCH {}/status", tenant_path("acme"))]);
+    assert!(events.is_empty(), "{events:?}");
+    assert_eq!(condition(&h.status("acme"), "InSync"), ("True", "NoDrift"));
+
+    // Drift of every kind: a view dropped, a column dropped, a TTL changed, a topic deleted,
+    // its retention changed, a Service deleted, replicas and an image edited by hand.
+    wh.execute("DROP TABLE sightline_acme.rollup_dims_15m_mv", &Params::new())
+        .await
+        .unwrap();
+    wh.execute(
+        "ALTER TABLE sightline_acme.events_raw DROP COLUMN ingest_source",
+        &Params::new(),
+    )
+    .await
+    .unwrap();
+    wh.execute(
+        "ALTER TABLE sightline_acme.events MODIFY TTL toDateTime(ts) + INTERVAL 3 DAY",
+        &Params::new(),
+    )
+    .await
+    .unwrap();
+    let [events_topic, dlq] = topics("acme");
+    kafka.delete(std::slice::from_ref(&dlq)).await.unwrap();
+    eventually(&format!("{dlq} deleted"), || async {
+        kafka.describe(&dlq).await.unwrap().is_none()
     })
     .await;
+    kafka
+        .apply(&[sightline_ingest::kafka::provision::Action::Configure {
+            topic: events_topic.clone(),
+            changed: [("retention.ms".to_string(), "60000".to_string())].into(),
+            all: [("retention.ms".to_string(), "60000".to_string())].into(),
+        }])
+        .await
+        .unwrap();
+    h.fake.remove(&service_path("acme-query"));
+    h.fake.edit(&deployment_path("acme-collector"), |d| {
+        d["spec"]["replicas"] = json!(7);
+        d["spec"]["template"]["spec"]["containers"][0]["image"] = json!("evil/sightline:1");
+    });
+    let (result, calls, events) = h.reconcile("acme").await;
     result.unwrap();
-    assert_eq!(reason, "Deleted");
-    let kafka = engines.kafka();
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    for topic in topics("acme") {
-        while kafka.describe(&topic).await.unwrap().is_some() {
-            assert!(std::time::Instant::now() < deadline, "{topic} still exists");
-            tokio::time::sleep(Duration::from_millis(100)).await;
+    let status = h.status("acme");
+    assert_eq!(
+        condition(&status, "InSync"),
+        ("True", "Repaired"),
+        "{}",
+        message(&status, "InSync")
+    );
+    let repaired = message(&status, "InSync");
+    for what in [
+        "topic sightline.acme.events.dlq: deleted",
+        "topic config sightline.acme.events: retention.ms is 60000 where the spec says 86400000",
+        "table sightline_acme.rollup_dims_15m_mv: dropped",
+        "table definition sightline_acme.events_raw: differed",
+        "table definition sightline_acme.events: differed",
+        "object Service analytics/acme-query: deleted",
+        "object Deployment analytics/acme-collector: changed at .spec.replicas, .spec.template.spec.containers[collector].image",
+    ] {
+        assert!(repaired.contains(what), "{what} not in {repaired}");
+    }
+    let repairs = reasons(&events).iter().filter(|r| *r == "DriftRepaired").count();
+    assert_eq!(repairs, 7, "one Event per repair: {events:?}");
+    for (kind, n) in [
+        ("topic", 1),
+        ("topic_config", 1),
+        ("table_missing", 1),
+        ("table_definition", 2),
+        ("kubernetes_object", 2),
+    ] {
+        assert_eq!(h.drift_counted(kind), n, "{kind}");
+    }
+    // Only what drifted was written back.
+    let written: Vec<String> = writes(&calls)
+        .into_iter()
+        .filter(|w| !w.contains("/events") && !w.ends_with("/status"))
+        .collect();
+    assert_eq!(
+        written,
+        [
+            format!("PATCH {}", deployment_path("acme-collector")),
+            format!("PATCH {}", service_path("acme-query")),
+        ]
+    );
+    assert_eq!(
+        h.fake.get(&deployment_path("acme-collector")).unwrap()["spec"]["replicas"],
+        2
+    );
+    assert!(kafka.describe(&dlq).await.unwrap().is_some(), "topic recreated");
+    assert_eq!(
+        kafka.describe(&events_topic).await.unwrap().unwrap().retention_ms(),
+        Some(24 * 3_600_000)
+    );
+    let present = |table: &'static str| {
+        let wh = &wh;
+        async move {
+            count(
+                wh,
+                &format!(
+                    "SELECT count() AS n FROM system.tables WHERE database = 'sightline_acme' AND name = '{table}'"
+                ),
+            )
+            .await
         }
+    };
+    assert_eq!(present("rollup_dims_15m_mv").await, 1, "view recreated");
+    assert_eq!(
+        count(
+            &wh,
+            "SELECT count() AS n FROM system.columns WHERE database = 'sightline_acme' AND table = 'events_raw' AND name = 'ingest_source'"
+        )
+        .await,
+        1,
+        "column re-added"
+    );
+    assert_eq!(count(&wh, hourly).await, 0, "the retired hourly layout stays retired");
+
+    // A change no idempotent statement undoes is reported, never "repaired" by a drop.
+    wh.execute(
+        "ALTER TABLE sightline_acme.storage_state ADD COLUMN note String DEFAULT ''",
+        &Params::new(),
+    )
+    .await
+    .unwrap();
+    let (result, _, _) = h.reconcile("acme").await;
+    result.unwrap();
+    let status = h.status("acme");
+    assert_eq!(condition(&status, "InSync"), ("False", "DriftDetected"));
+    assert!(message(&status, "InSync").contains("table definition sightline_acme.storage_state: differs from the plan's definition; putting it back would drop or rewrite data"));
+    assert_eq!(
+        condition(&status, "Ready").0,
+        "True",
+        "drift alone does not make it unready"
+    );
+    assert_eq!(
+        count(
+            &wh,
+            "SELECT count() AS n FROM system.columns WHERE database = 'sightline_acme' AND table = 'storage_state' AND name = 'note'"
+        )
+        .await,
+        1,
+        "nothing dropped"
+    );
+    // Reported once: the next reconcile finds the same and does not count it again.
+    let counted = h.drift_counted("table_definition");
+    h.reconcile("acme").await.0.unwrap();
+    assert_eq!(h.drift_counted("table_definition"), counted);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn drift_policy_report_lists_drift_and_leaves_it() {
+    let t = tenant("acme", &format!("{SPEC}\ndriftPolicy: Report"), false, 0);
+    let h = Harness::start(&[&t]).await;
+    h.reconcile("acme").await.0.unwrap();
+    let wh = h.engines.warehouse();
+    wh.execute("DROP TABLE sightline_acme.rollup_dims_15m_mv", &Params::new())
+        .await
+        .unwrap();
+    h.fake
+        .edit(&deployment_path("acme-query"), |d| d["spec"]["replicas"] = json!(5));
+    let (result, calls, events) = h.reconcile("acme").await;
+    result.unwrap();
+    let status = h.status("acme");
+    assert_eq!(condition(&status, "InSync"), ("False", "DriftDetected"));
+    let listed = message(&status, "InSync");
+    assert!(
+        listed.contains("table sightline_acme.rollup_dims_15m_mv: missing"),
+        "{listed}"
+    );
+    assert!(
+        listed.contains("object Deployment analytics/acme-query: changed at .spec.replicas"),
+        "{listed}"
+    );
+    assert!(!reasons(&events).contains(&"DriftRepaired".to_string()));
+    assert_eq!(
+        writes(&calls)
+            .iter()
+            .filter(|w| !w.contains("/events") && !w.ends_with("/status"))
+            .count(),
+        0
+    );
+    assert_eq!(
+        h.fake.get(&deployment_path("acme-query")).unwrap()["spec"]["replicas"],
+        5
+    );
+    assert_eq!(
+        count(
+            &wh,
+            "SELECT count() AS n FROM system.tables WHERE database = 'sightline_acme' AND name = 'rollup_dims_15m_mv'"
+        )
+        .await,
+        0,
+        "left as found"
+    );
+    // The missing view makes the schema not ready: someone must act.
+    assert_eq!(condition(&status, "SchemaReady"), ("False", "Missing"));
+    assert_eq!(condition(&status, "Stalled"), ("True", "Missing"));
+    assert_eq!(h.drift_counted("table_missing"), 1);
+    assert_eq!(h.drift_counted("kubernetes_object"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn observed_generation_lags_after_a_spec_edit_until_the_reconcile() {
+    let t = tenant("acme", SPEC, false, 0);
+    let h = Harness::start(&[&t]).await;
+    h.reconcile("acme").await.0.unwrap();
+    assert_eq!(h.status("acme").observed_generation, Some(1));
+
+    // A spec edit: generation 2, the status still says 1 until a reconcile of 2 finishes.
+    h.edit_tenant("acme", |t| t.spec.tenant.kafka.partitions = 4);
+    let edited = h.tenant("acme");
+    assert_eq!(edited.metadata.generation, Some(2));
+    let status = edited.status.clone().unwrap();
+    assert_eq!(
+        health(
+            false,
+            edited.metadata.generation,
+            status.observed_generation,
+            &status.conditions
+        )
+        .word(),
+        "InProgress"
+    );
+    // Kafka is down: the reconcile of 2 cannot finish, so 2 is not observed.
+    h.engines.broker.stop();
+    let (result, _, _) = h.reconcile("acme").await;
+    let error = result.unwrap_err();
+    assert_eq!(error.reason(), "KafkaUnavailable");
+    let status = h.status("acme");
+    assert_eq!(status.observed_generation, Some(1));
+    assert_eq!(condition(&status, "Ready"), ("False", "KafkaUnavailable"));
+    assert_eq!(condition(&status, "Reconciling"), ("True", "KafkaUnavailable"));
+    assert_eq!(condition(&status, "TopicsReady"), ("False", "KafkaUnavailable"));
+    assert_eq!(status.condition("TopicsReady").unwrap().observed_generation, Some(2));
+    assert_eq!(
+        health(false, Some(2), status.observed_generation, &status.conditions).word(),
+        "InProgress"
+    );
+    // Retried with backoff (5 s, then 10 s), not at the slow resync pace.
+    let obj = Arc::new(h.tenant("acme"));
+    assert_eq!(
+        error_policy(obj.clone(), &error, h.ctx.clone()),
+        Action::requeue(Duration::from_secs(5))
+    );
+    assert_eq!(
+        error_policy(obj, &error, h.ctx.clone()),
+        Action::requeue(Duration::from_secs(10))
+    );
+
+    // Kafka is back: generation 2 is applied (grown, not drift) and observed.
+    h.engines.broker.resume();
+    let (result, _, events) = h.reconcile("acme").await;
+    result.unwrap();
+    let status = h.status("acme");
+    assert_eq!(status.observed_generation, Some(2));
+    assert_eq!(condition(&status, "Ready"), ("True", "Reconciled"));
+    assert_eq!(condition(&status, "InSync"), ("True", "NoDrift"));
+    assert!(!reasons(&events).contains(&"DriftRepaired".to_string()));
+    assert_eq!(
+        h.engines
+            .kafka()
+            .describe(&topics("acme")[0])
+            .await
+            .unwrap()
+            .unwrap()
+            .partitions,
+        4
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_paused_tenant_writes_nothing_and_its_status_is_refreshed() {
+    let t = tenant("acme", SPEC, false, 0);
+    let h = Harness::start(&[&t]).await;
+    h.reconcile("acme").await.0.unwrap();
+    // Paused, then a spec edit and drift of every place: none of it is acted on.
+    h.edit_tenant("acme", |t| {
+        t.metadata.annotations = Some([("sightline.dev/pause-reconciliation".to_string(), "true".to_string())].into());
+    });
+    h.edit_tenant("acme", |t| {
+        t.spec.tenant.kafka.partitions = 5;
+        t.spec.tenant.deletion_policy = sightline_core::spec::DeletionPolicy::Delete;
+    });
+    let wh = h.engines.warehouse();
+    wh.execute("DROP TABLE sightline_acme.rollup_dims_15m_mv", &Params::new())
+        .await
+        .unwrap();
+    h.fake.remove(&service_path("acme-query"));
+    h.fake.remove(&secret_path("acme"));
+    let (result, calls, events) = h.reconcile("acme").await;
+    result.unwrap();
+    let other_writes: Vec<&Received> = calls
+        .iter()
+        .filter(|c| c.is_write() && !c.is_status_or_event())
+        .collect();
+    assert!(other_writes.is_empty(), "a paused tenant wrote: {other_writes:?}");
+    assert!(
+        calls.iter().any(|c| c.path.ends_with("/status")),
+        "the status is refreshed"
+    );
+    let status = h.status("acme");
+    assert_eq!(condition(&status, "ReconciliationPaused"), ("True", "Paused"));
+    assert_eq!(condition(&status, "Reconciling"), ("False", "Paused"));
+    assert_eq!(condition(&status, "TopicsReady"), ("False", "ChangesPending"));
+    assert_eq!(condition(&status, "SigningSecretReady"), ("False", "SecretMissing"));
+    assert_eq!(condition(&status, "InSync"), ("False", "DriftDetected"));
+    assert!(message(&status, "InSync").contains("object Service analytics/acme-query: deleted"));
+    assert_eq!(
+        status.observed_generation,
+        Some(1),
+        "generation 2 is not applied while paused"
+    );
+    assert!(reasons(&events).contains(&"Paused".to_string()));
+    // Nothing changed in Kafka, ClickHouse or Kubernetes.
+    assert_eq!(
+        h.engines
+            .kafka()
+            .describe(&topics("acme")[0])
+            .await
+            .unwrap()
+            .unwrap()
+            .partitions,
+        3
+    );
+    assert_eq!(
+        count(
+            &wh,
+            "SELECT count() AS n FROM system.tables WHERE database = 'sightline_acme' AND name = 'rollup_dims_15m_mv'"
+        )
+        .await,
+        0
+    );
+    assert!(h.fake.get(&service_path("acme-query")).is_none());
+    assert!(
+        h.tenant("acme").metadata.finalizers.is_none(),
+        "no finalizer while paused"
+    );
+
+    // Unpaused: everything is applied (the Secret stays missing: never regenerated silently).
+    h.edit_tenant("acme", |t| t.metadata.annotations = None);
+    let (result, _, _) = h.reconcile("acme").await;
+    assert_eq!(result.unwrap(), Action::await_change(), "the finalizer goes on first");
+    h.reconcile("acme").await.0.unwrap();
+    let status = h.status("acme");
+    assert_eq!(condition(&status, "ReconciliationPaused"), ("False", "NotPaused"));
+    assert_eq!(status.observed_generation, Some(2));
+    assert_eq!(
+        h.engines
+            .kafka()
+            .describe(&topics("acme")[0])
+            .await
+            .unwrap()
+            .unwrap()
+            .partitions,
+        5
+    );
+    assert!(h.fake.get(&service_path("acme-query")).is_some());
+    assert_eq!(condition(&status, "SigningSecretReady"), ("False", "SecretMissing"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_deleted_signing_secret_is_reported_and_regenerated_only_on_request() {
+    let t = tenant("acme", SPEC, false, 0);
+    let h = Harness::start(&[&t]).await;
+    h.reconcile("acme").await.0.unwrap();
+    let first = h.status("acme").signing_key_fingerprint.unwrap();
+
+    h.fake.remove(&secret_path("acme"));
+    let (result, calls, events) = h.reconcile("acme").await;
+    result.unwrap();
+    assert!(
+        !calls
+            .iter()
+            .any(|c| c.method == Method::POST && c.path.contains("/secrets")),
+        "not recreated"
+    );
+    let status = h.status("acme");
+    assert_eq!(condition(&status, "SigningSecretReady"), ("False", "SecretMissing"));
+    assert!(message(&status, "SigningSecretReady").contains("sightline.dev/regenerate-signing-secret=true"));
+    assert_eq!(condition(&status, "Ready"), ("False", "SecretMissing"));
+    assert_eq!(condition(&status, "Stalled"), ("True", "SecretMissing"));
+    assert!(reasons(&events).contains(&"SecretMissing".to_string()));
+    assert_eq!(h.drift_counted("signing_secret"), 1);
+    // Again: still reported, still not made.
+    h.reconcile("acme").await.0.unwrap();
+    assert!(h.fake.get(&secret_path("acme")).is_none());
+
+    // Asked for: a new key, the annotation removed, the pods that read it restarted.
+    h.edit_tenant("acme", |t| {
+        t.metadata.annotations = Some(
+            [(
+                "sightline.dev/regenerate-signing-secret".to_string(),
+                "true".to_string(),
+            )]
+            .into(),
+        );
+    });
+    let (result, calls, events) = h.reconcile("acme").await;
+    result.unwrap();
+    let status = h.status("acme");
+    assert_eq!(condition(&status, "SigningSecretReady"), ("True", "Regenerated"));
+    assert_ne!(status.signing_key_fingerprint.as_deref(), Some(first.as_str()));
+    assert!(h.fake.get(&secret_path("acme")).is_some());
+    assert!(
+        h.tenant("acme").metadata.annotations.unwrap_or_default().is_empty(),
+        "the request is honoured once"
+    );
+    assert!(reasons(&events).contains(&"SigningSecretRegenerated".to_string()));
+    for role in ["acme-collector", "acme-query"] {
+        let restart = calls
+            .iter()
+            .find(|c| c.path == deployment_path(role) && c.query.contains("sightline-operator-restart"))
+            .unwrap_or_else(|| panic!("{role} not restarted"));
+        assert!(restart.body["spec"]["template"]["metadata"]["annotations"]["sightline.dev/restarted-at"].is_string());
+    }
+
+    // Deleted again with the annotation back (a GitOps tool re-applying it): reported, not
+    // regenerated, since the request is honoured only after a report.
+    h.fake.remove(&secret_path("acme"));
+    h.edit_tenant("acme", |t| {
+        t.metadata.annotations = Some(
+            [(
+                "sightline.dev/regenerate-signing-secret".to_string(),
+                "true".to_string(),
+            )]
+            .into(),
+        );
+    });
+    h.reconcile("acme").await.0.unwrap();
+    assert_eq!(
+        condition(&h.status("acme"), "SigningSecretReady"),
+        ("False", "SecretMissing")
+    );
+    assert!(h.fake.get(&secret_path("acme")).is_none());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unchanged_template_is_never_reapplied_and_a_changed_one_is_announced() {
+    let t = tenant("acme", SPEC, false, 0);
+    let h = Harness::start(&[&t]).await;
+    h.reconcile("acme").await.0.unwrap();
+    // Reconciled again (as by an upgraded operator that builds the same objects): nothing
+    // is written but the status, so no pod restarts.
+    let (result, calls, _) = h.reconcile("acme").await;
+    result.unwrap();
+    assert_eq!(writes(&calls), [format!("PATCH {}/status", tenant_path("acme"))]);
+
+    // The collector as an older operator left it: another template, another version.
+    h.fake.edit(&deployment_path("acme-collector"), |d| {
+        let a = &mut d["metadata"]["annotations"];
+        a["sightline.dev/applied-digest"] = json!("0000000000000000");
+        a["sightline.dev/template-digest"] = json!("0000000000000000");
+        a["sightline.dev/operator-version"] = json!("0.0.9");
+        d["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] = json!(30);
+    });
+    h.fake.set_rolling(true);
+    let (result, calls, events) = h.reconcile("acme").await;
+    result.unwrap();
+    assert!(calls
+        .iter()
+        .any(|c| c.method == Method::PATCH && c.path == deployment_path("acme-collector")));
+    let started: Vec<&Value> = events.iter().filter(|e| e["reason"] == "RolloutStarted").collect();
+    assert_eq!(started.len(), 1, "{events:?}");
+    let note = started[0]["note"].as_str().unwrap();
+    assert!(
+        note.contains("collector: the pod template changed (operator upgrade 0.0.9 -> "),
+        "{note}"
+    );
+    let status = h.status("acme");
+    assert_eq!(condition(&status, "RolloutPending"), ("True", "RolloutInProgress"));
+    assert!(message(&status, "RolloutPending").contains("collector: 0 of 2 pods on the current template"));
+    assert_eq!(
+        condition(&status, "InSync"),
+        ("True", "NoDrift"),
+        "a change to make is not drift"
+    );
+    // The rollout finishes.
+    h.fake.set_rolling(false);
+    h.reconcile("acme").await.0.unwrap();
+    assert_eq!(condition(&h.status("acme"), "RolloutPending"), ("False", "UpToDate"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn delete_with_policy_delete_drops_everything_or_says_what_is_left() {
+    let t = tenant("acme", &format!("{SPEC}\ndeletionPolicy: Delete"), true, 0);
+    let h = Harness::start(&[&t]).await;
+    provisioned(&h.engines, &t).await;
+    h.fake.edit(&tenant_path("acme"), |o| {
+        o["metadata"]["deletionTimestamp"] = json!("2030-01-01T00:00:00Z")
+    });
+
+    // ClickHouse away: the topics go, the database stays, and the status says so.
+    h.engines.front.set_down(true);
+    let (result, _, events) = h.reconcile("acme").await;
+    let error = result.unwrap_err();
+    assert_eq!(error.reason(), "DeletionBlocked");
+    assert!(error.is_transient());
+    let status = h.status("acme");
+    assert_eq!(condition(&status, "DeletionBlocked"), ("True", "ClickHouseUnavailable"));
+    let left = message(&status, "DeletionBlocked");
+    assert!(
+        left.starts_with("left: database sightline_acme (ClickHouse is unavailable"),
+        "{left}"
+    );
+    assert!(left.contains("dropped: topic sightline.acme.events"), "{left}");
+    assert_eq!(condition(&status, "Ready"), ("False", "Deleting"));
+    let warning = events
+        .iter()
+        .find(|e| e["reason"] == "ClickHouseUnavailable")
+        .expect("a Warning Event");
+    assert_eq!(warning["type"], "Warning");
+    assert!(warning["note"]
+        .as_str()
+        .unwrap()
+        .starts_with("DeletionBlocked is True: left: database"));
+    assert_eq!(h.tenant("acme").metadata.finalizers, Some(vec![FINALIZER.to_string()]));
+
+    // Back: the database goes, then the finalizer (and with it the tenant).
+    h.engines.front.set_down(false);
+    let (result, _, events) = h.reconcile("acme").await;
+    result.unwrap();
+    assert!(reasons(&events).contains(&"Deleted".to_string()));
+    assert!(h.fake.get(&tenant_path("acme")).is_none(), "the API server let it go");
+    let kafka = h.engines.kafka();
+    for topic in topics("acme") {
+        eventually(&format!("{topic} deleted"), || async {
+            kafka.describe(&topic).await.unwrap().is_none()
+        })
+        .await;
     }
     let dbs = count(
-        &engines.warehouse(),
+        &h.engines.warehouse(),
         "SELECT count() AS n FROM system.databases WHERE name = 'sightline_acme'",
     )
     .await;
@@ -475,29 +932,42 @@ async fn delete_with_policy_delete_drops_the_topics_and_the_database() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn delete_with_policy_retain_keeps_them_and_says_so() {
-    let engines = Engines::start().await;
-    let t = deleting(tenant("acme", SPEC, true, 0));
-    provisioned(&engines, &t).await;
-    let (client, api) = mock_client();
-    let ctx = context(client, &engines, &[&t]);
-    let (result, _, reason) = reconcile_with(&ctx, &t, api, |mut api| {
-        Box::pin(async move {
-            let reason = serve_cleanup(&mut api, "acme").await;
-            (api, reason)
-        })
-    })
-    .await;
+async fn deleting_a_retain_tenant_never_waits_for_the_operator() {
+    let t = tenant("acme", SPEC, false, 0);
+    let h = Harness::start(&[&t]).await;
+    h.reconcile("acme").await.0.unwrap();
+    assert!(
+        h.tenant("acme").metadata.finalizers.is_none(),
+        "Retain: nothing guards the tenant"
+    );
+    // A tenant left with the finalizer by an earlier operator loses it at the next reconcile.
+    h.edit_tenant("acme", |t| t.metadata.finalizers = Some(vec![FINALIZER.into()]));
+    let (result, calls, _) = h.reconcile("acme").await;
     result.unwrap();
-    assert_eq!(reason, "Retained");
+    let removal = calls
+        .iter()
+        .find(|c| c.path == tenant_path("acme") && c.method == Method::PATCH)
+        .unwrap();
+    assert_eq!(removal.body["metadata"]["finalizers"], json!([]));
+    assert!(h.tenant("acme").metadata.finalizers.unwrap_or_default().is_empty());
+
+    // No operator runs any more (nothing reconciles): the tenant is deleted, and the API
+    // server lets it go at once, as nothing holds it.
+    let api: kube::Api<AnalyticsTenant> = kube::Api::all(h.ctx.client.clone());
+    api.delete("acme", &Default::default()).await.unwrap();
+    assert!(
+        api.get_opt("acme").await.unwrap().is_none(),
+        "nothing blocks the deletion"
+    );
+    // Topics and database remain.
     for topic in topics("acme") {
         assert!(
-            engines.kafka().describe(&topic).await.unwrap().is_some(),
+            h.engines.kafka().describe(&topic).await.unwrap().is_some(),
             "{topic} kept"
         );
     }
     let tables = count(
-        &engines.warehouse(),
+        &h.engines.warehouse(),
         "SELECT count() AS n FROM system.tables WHERE database = 'sightline_acme' AND name = 'events_raw'",
     )
     .await;
@@ -505,119 +975,54 @@ async fn delete_with_policy_retain_keeps_them_and_says_so() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn kafka_down_gives_kafka_unavailable_and_a_requeue_then_recovers() {
-    let engines = Engines::start().await;
-    let t = tenant("acme", SPEC, true, 0);
-    let (client, api) = mock_client();
-    let ctx = context(client, &engines, &[&t]);
-    engines.broker.stop();
-    let t2 = t.clone();
-    let (result, api, (status, reasons)) = reconcile_with(&ctx, &t, api, move |mut api| {
-        Box::pin(async move {
-            let status = expect_status(&mut api, &t2).await;
-            let reasons = api.expect_events("default", 2).await;
-            (api, (status, reasons))
-        })
-    })
-    .await;
-    let error = result.unwrap_err();
-    assert_eq!(error.reason(), "KafkaUnavailable", "{error}");
-    assert_eq!(condition(&status, "Ready"), ("False", "KafkaUnavailable"));
-    assert_eq!(condition(&status, "TopicsReady"), ("False", "KafkaUnavailable"));
-    assert_eq!(condition(&status, "SchemaReady").0, "Unknown");
-    assert_eq!(reasons, ["KafkaUnavailable", "KafkaUnavailable"]);
-    // Retried with backoff (5 s, then 10 s), not at the slow resync pace.
-    let obj = Arc::new(t.clone());
-    assert_eq!(
-        error_policy(obj.clone(), &error, ctx.clone()),
-        Action::requeue(Duration::from_secs(5))
-    );
-    assert_eq!(
-        error_policy(obj, &error, ctx.clone()),
-        Action::requeue(Duration::from_secs(10))
-    );
-
-    // Kafka is back: the next reconcile gets everything ready.
-    engines.broker.resume();
-    let mut again = t.clone();
-    again.status = Some(status);
-    let again2 = again.clone();
-    let (result, _, (_, status, _)) = reconcile_with(&ctx, &again, api, move |mut api| {
-        Box::pin(async move {
-            let out = serve_apply(&mut api, &again2, false, 4).await;
-            (api, out)
-        })
-    })
-    .await;
-    result.unwrap();
-    assert_eq!(condition(&status, "Ready"), ("True", "Reconciled"));
-}
-
-#[tokio::test(flavor = "multi_thread")]
 async fn clickhouse_down_gives_clickhouse_unavailable() {
-    let engines = Engines::start().await;
-    let t = tenant("acme", SPEC, true, 0);
-    let (client, api) = mock_client();
-    let ctx = context(client, &engines, &[&t]);
-    engines.front.set_down(true);
-    let t2 = t.clone();
-    let (result, _, (status, reasons)) = reconcile_with(&ctx, &t, api, move |mut api| {
-        Box::pin(async move {
-            let status = expect_status(&mut api, &t2).await;
-            let reasons = api.expect_events("default", 3).await;
-            (api, (status, reasons))
-        })
-    })
-    .await;
+    let t = tenant("acme", SPEC, false, 0);
+    let h = Harness::start(&[&t]).await;
+    h.engines.front.set_down(true);
+    let (result, _, events) = h.reconcile("acme").await;
     let error = result.unwrap_err();
     assert!(error.is_transient(), "{error}");
+    let status = h.status("acme");
     assert_eq!(condition(&status, "Ready"), ("False", "ClickHouseUnavailable"));
     assert_eq!(condition(&status, "TopicsReady"), ("True", "Provisioned"));
     assert_eq!(condition(&status, "SchemaReady"), ("False", "ClickHouseUnavailable"));
-    assert_eq!(
-        reasons,
-        ["ClickHouseUnavailable", "Provisioned", "ClickHouseUnavailable"]
+    assert_eq!(condition(&status, "Reconciling"), ("True", "ClickHouseUnavailable"));
+    assert_eq!(status.observed_generation, None);
+    let r = reasons(&events);
+    assert!(
+        r.contains(&"ClickHouseUnavailable".to_string()) && r.contains(&"Provisioned".to_string()),
+        "{r:?}"
     );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_tenant_claiming_another_tenants_database_gets_conflict_and_touches_nothing() {
-    let engines = Engines::start().await;
-    let owner = tenant("acme", SPEC, true, 0);
+    let owner = tenant("acme", SPEC, false, 0);
     // Created later, claiming acme's database through the override.
     let intruder = tenant(
         "intruder",
         &format!("{SPEC}\nclickhouse: {{ database: sightline_acme }}"),
-        true,
+        false,
         10,
     );
-    let (client, api) = mock_client();
-    let ctx = context(client, &engines, &[&owner, &intruder]);
-    let i2 = intruder.clone();
-    let (result, mut api, (status, reasons)) = reconcile_with(&ctx, &intruder, api, move |mut api| {
-        Box::pin(async move {
-            let status = expect_status(&mut api, &i2).await;
-            let reasons = api.expect_events("default", 1).await;
-            (api, (status, reasons))
-        })
-    })
-    .await;
-    let error = result.unwrap_err();
-    assert_eq!(error.reason(), "Conflict");
+    let h = Harness::start(&[&owner, &intruder]).await;
+    let (result, calls, events) = h.reconcile("intruder").await;
+    assert_eq!(result.unwrap_err().reason(), "Conflict");
+    assert_eq!(
+        writes(&calls).iter().filter(|w| !w.contains("/events")).count(),
+        1,
+        "{calls:?}"
+    );
+    let status = h.status("intruder");
     assert_eq!(condition(&status, "Ready"), ("False", "Conflict"));
-    assert!(status
-        .condition("Ready")
-        .unwrap()
-        .message
-        .contains("belongs to tenant acme"));
-    assert_eq!(reasons, ["Conflict"]);
-    api.expect_silence(Duration::from_millis(300)).await;
-    // Nothing was created for it: no topics, no database.
+    assert_eq!(condition(&status, "Stalled"), ("True", "Conflict"));
+    assert!(message(&status, "Ready").contains("belongs to tenant acme"));
+    assert!(reasons(&events).contains(&"Conflict".to_string()));
     for topic in topics("intruder") {
-        assert!(engines.kafka().describe(&topic).await.unwrap().is_none());
+        assert!(h.engines.kafka().describe(&topic).await.unwrap().is_none());
     }
     let dbs = count(
-        &engines.warehouse(),
+        &h.engines.warehouse(),
         "SELECT count() AS n FROM system.databases WHERE name = 'sightline_acme'",
     )
     .await;
@@ -626,31 +1031,18 @@ async fn a_tenant_claiming_another_tenants_database_gets_conflict_and_touches_no
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_partition_decrease_gets_not_supported_and_changes_nothing() {
-    let engines = Engines::start().await;
-    let bigger = tenant("acme", &SPEC.replace("partitions: 3", "partitions: 6"), true, 0);
-    provisioned(&engines, &bigger).await;
-    let t = tenant("acme", SPEC, true, 0);
-    let (client, api) = mock_client();
-    let ctx = context(client, &engines, &[&t]);
-    let t2 = t.clone();
-    let (result, _, (status, reasons)) = reconcile_with(&ctx, &t, api, move |mut api| {
-        Box::pin(async move {
-            let status = expect_status(&mut api, &t2).await;
-            let reasons = api.expect_events("default", 2).await;
-            (api, (status, reasons))
-        })
-    })
-    .await;
+    let bigger = tenant("acme", &SPEC.replace("partitions: 3", "partitions: 6"), false, 0);
+    let t = tenant("acme", SPEC, false, 0);
+    let h = Harness::start(&[&t]).await;
+    provisioned(&h.engines, &bigger).await;
+    let (result, _, _) = h.reconcile("acme").await;
     assert_eq!(result.unwrap_err().reason(), "NotSupported");
+    let status = h.status("acme");
     assert_eq!(condition(&status, "Ready"), ("False", "NotSupported"));
-    assert!(status
-        .condition("TopicsReady")
-        .unwrap()
-        .message
-        .contains("never shrink"));
-    assert_eq!(reasons, ["NotSupported", "NotSupported"]);
+    assert_eq!(condition(&status, "Stalled"), ("True", "NotSupported"));
+    assert!(message(&status, "TopicsReady").contains("never shrink"));
     assert_eq!(
-        engines
+        h.engines
             .kafka()
             .describe(&topics("acme")[0])
             .await

@@ -133,18 +133,23 @@ pub async fn reconcile(
             s.sync(hpa, None).await?;
         }
         // Autoscaling turned off: an HPA left from before would fight the replicas.
-        None if policy.write => {
+        None => {
             let api: Api<HorizontalPodAutoscaler> = Api::namespaced(client.clone(), s.ns);
-            match api
-                .delete(&v.names.workload(Role::Collector), &DeleteParams::default())
-                .await
-            {
-                Ok(_) => tracing::info!(tenant = %v.names.tenant, "collector autoscaler removed"),
-                Err(kube::Error::Api(e)) if e.code == 404 => {}
-                Err(e) => return Err(e.into()),
+            let name = v.names.workload(Role::Collector);
+            if api.get_opt(&name).await?.is_some() {
+                if policy.write {
+                    match api.delete(&name, &DeleteParams::default()).await {
+                        Ok(_) => tracing::info!(tenant = %v.names.tenant, "collector autoscaler removed"),
+                        Err(kube::Error::Api(e)) if e.code == 404 => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                } else {
+                    s.out
+                        .pending
+                        .push(format!("delete HorizontalPodAutoscaler {}/{name}", s.ns));
+                }
             }
         }
-        None => {}
     }
     s.sync(&children.collector_budget, None).await?;
     s.sync(&children.loader_service, None).await?;

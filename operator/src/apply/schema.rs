@@ -96,7 +96,7 @@ pub async fn reconcile(
         if !applied.ttl_changed.is_empty() {
             tracing::info!(tenant = %v.names.tenant, tables = ?applied.ttl_changed, "retention applied");
         }
-        if !before.missing.is_empty() {
+        if !before.missing.is_empty() || !before.differs.is_empty() {
             recreate(wh, plan, &before.missing_names()).await?;
         }
     }
@@ -230,8 +230,10 @@ fn definitions_query(cluster: Option<&str>) -> String {
     }
 }
 
-/// A definition with the database's name as `{db}`, any `UUID '…'` clause removed and
-/// whitespace runs as one space.
+/// A definition with the database's name as `{db}`, any `UUID '…'` clause removed,
+/// whitespace runs as one space, and the column list in name order: a column re-added by
+/// `ADD COLUMN IF NOT EXISTS` comes last, and the order is nothing a query of ours relies
+/// on (every insert names its columns).
 pub fn normalise(create: &str, database: &str) -> String {
     let word = |c: char| c.is_ascii_alphanumeric() || c == '_';
     let mut text = String::with_capacity(create.len());
@@ -249,9 +251,48 @@ pub fn normalise(create: &str, database: &str) -> String {
         rest = after;
     }
     text.push_str(rest);
-    let mut text = strip_uuid(&text);
-    text = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    text
+    let text = strip_uuid(&text);
+    let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    sort_elements(&text)
+}
+
+/// The first parenthesised list (the columns and indexes of a table or view) with its
+/// top-level elements sorted. Quotes and nested parentheses are respected.
+fn sort_elements(text: &str) -> String {
+    let Some(open) = text.find('(') else {
+        return text.to_string();
+    };
+    let (mut depth, mut quote, mut close) = (0usize, None::<char>, None);
+    let mut splits = Vec::new();
+    for (i, c) in text[open..].char_indices() {
+        let at = open + i;
+        match (quote, c) {
+            (Some(q), c) if c == q => quote = None,
+            (Some(_), _) => {}
+            (None, '\'' | '`' | '"') => quote = Some(c),
+            (None, '(') => depth += 1,
+            (None, ')') => {
+                depth -= 1;
+                if depth == 0 {
+                    close = Some(at);
+                    break;
+                }
+            }
+            (None, ',') if depth == 1 => splits.push(at),
+            _ => {}
+        }
+    }
+    let Some(close) = close else {
+        return text.to_string();
+    };
+    let mut elements = Vec::new();
+    let mut start = open + 1;
+    for at in splits.into_iter().chain([close]) {
+        elements.push(text[start..at].trim());
+        start = at + 1;
+    }
+    elements.sort_unstable();
+    format!("{}({}){}", &text[..open], elements.join(", "), &text[close + 1..])
 }
 
 fn strip_uuid(text: &str) -> String {
@@ -427,6 +468,11 @@ mod tests {
         assert_eq!(
             normalise(create, "sightline_acme"),
             "CREATE MATERIALIZED VIEW {db}.v TO {db}.t (`x` UInt8) AS SELECT x FROM {db}.events WHERE sightline_acme_x = 1 AND y = '{db}'"
+        );
+        // Columns in any order are the same table; a nested type's commas stay put.
+        assert_eq!(
+            normalise("CREATE TABLE d.t (`b` Map(String, String), `a` UInt8 DEFAULT 'x,y') ENGINE = MergeTree ORDER BY (a, b)", "d"),
+            "CREATE TABLE {db}.t (`a` UInt8 DEFAULT 'x,y', `b` Map(String, String)) ENGINE = MergeTree ORDER BY (a, b)"
         );
         // An engine path names the database too.
         assert_eq!(
