@@ -450,3 +450,62 @@ mod tests {
         assert!(other.ddl.steps[0].statements[0].contains("shop_analytics.events_raw"));
     }
 }
+
+/// Golden pod templates: an operator upgrade must not restart a tenant's pods unless a
+/// template change is intended. These snapshots (build/snapshots/, committed) fail on any
+/// change to what the workloads run; when the change is meant, review and accept it
+/// (`cargo insta review`, or `INSTA_UPDATE=always` and read the diff), and a running tenant
+/// then announces it (`RolloutPending` and a `RolloutStarted` Event).
+#[cfg(test)]
+mod golden {
+    use super::*;
+    use crate::validate::tests::object;
+    use crate::validate::{validate, OperatorConfig};
+
+    /// A tenant that sets what the templates read: resources, credentials, autoscaling.
+    const SPEC: &str = "sites: { allowed: [{ id: shop.example.com }] }\n\
+        kafka: { partitions: 4, replicationFactor: 3 }\n\
+        clickhouse: { credentialsSecret: { name: ch-credentials } }\n\
+        ingest:\n  collector: { autoscaling: { minReplicas: 2, maxReplicas: 6 }, resources: { limits: { cpu: '2' } } }\n  \
+        loader: { replicas: 2, resources: { requests: { memory: 1Gi } } }\n  query: { replicas: 3 }";
+
+    fn templates() -> Children {
+        let mut config = OperatorConfig::example("analytics");
+        config.image = "registry.example/sightline:1.2.3".into();
+        config.kafka_credentials_secret = Some("kafka-credentials".into());
+        config.kafka_security.protocol = Some("SASL_SSL".into());
+        config.kafka_security.sasl_mechanism = Some("SCRAM-SHA-512".into());
+        let v = validate(&object("acme", SPEC), &config).unwrap();
+        build(&v, None).unwrap()
+    }
+
+    fn yaml(template: &k8s_openapi::api::core::v1::PodTemplateSpec) -> String {
+        serde_yaml::to_string(template).unwrap()
+    }
+
+    #[test]
+    fn collector_pod_template() {
+        insta::assert_snapshot!(yaml(&templates().collector.spec.unwrap().template));
+    }
+
+    #[test]
+    fn loader_pod_template() {
+        insta::assert_snapshot!(yaml(&templates().loader.spec.unwrap().template));
+    }
+
+    #[test]
+    fn query_pod_template() {
+        insta::assert_snapshot!(yaml(&templates().query.spec.unwrap().template));
+    }
+
+    #[test]
+    fn templates_do_not_depend_on_the_operator_version_or_the_run() {
+        // Built twice (a new key each time, as a reconcile does): byte-identical.
+        assert_eq!(
+            yaml(&templates().collector.spec.unwrap().template),
+            yaml(&templates().collector.spec.unwrap().template)
+        );
+        let text = yaml(&templates().query.spec.unwrap().template);
+        assert!(!text.contains(env!("CARGO_PKG_VERSION")), "{text}");
+    }
+}
