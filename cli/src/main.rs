@@ -3,6 +3,7 @@
 mod admin;
 mod collector_cmd;
 mod common;
+mod kubectl_cmd;
 mod loader_cmd;
 mod logging;
 mod operator_cmd;
@@ -48,6 +49,8 @@ enum Command {
     /// against a data directory, against a ClickHouse URL, or through a running standalone
     /// server's admin endpoint.
     Reprocess(reprocess_cmd::Args),
+    /// `kubectl sightline` (status, token, report) without the symlink.
+    Kubectl(kubectl_cmd::PluginCli),
     /// Issue tokens for merchants' sites.
     Token {
         #[command(subcommand)]
@@ -56,6 +59,11 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // Installed as `kubectl-sightline`, the binary is the kubectl plugin.
+    if kubectl_cmd::invoked_as_plugin() {
+        logging::init();
+        return exit(kubectl_cmd::run(kubectl_cmd::PluginCli::parse()));
+    }
     let cli = Cli::parse();
     if matches!(cli.command, Command::Operator(_)) {
         // The operator logs JSON lines, each reconcile's span (tenant, generation) included.
@@ -73,11 +81,16 @@ fn main() -> ExitCode {
         Command::Operator(args) => operator_cmd::run(args),
         Command::Crdgen(args) => operator_cmd::crdgen(args),
         Command::Reprocess(args) => reprocess_cmd::run(args),
+        Command::Kubectl(cli) => kubectl_cmd::run(cli),
         Command::Openapi => {
             print!("{}", sightline_query::openapi::document());
             Ok(())
         }
     };
+    exit(outcome)
+}
+
+fn exit(outcome: Result<(), String>) -> ExitCode {
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

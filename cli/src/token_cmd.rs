@@ -48,53 +48,60 @@ pub fn run(command: TokenCommand) -> Result<(), String> {
             data,
             tenants,
         } => {
-            let scope: Scope = scope.parse().map_err(|e| format!("--scope: {e}"))?;
-            if !valid_tenant_name(&tenant) {
-                return Err(format!("--tenant {tenant:?}: use lowercase letters, digits and '-'"));
-            }
-            let site = match (scope, site) {
-                (Scope::Admin, None) => token::ALL_SITES.to_string(),
-                (Scope::Admin, Some(site)) if site == token::ALL_SITES => site,
-                (Scope::Admin, Some(site)) => {
-                    return Err(format!(
-                        "--site {site:?}: admin tokens are for the whole tenant; leave --site out"
-                    ))
-                }
-                (_, None) => return Err("--site is required for write and read tokens".into()),
-                (_, Some(site)) => site,
-            };
-            if scope != Scope::Admin && !valid_site_id(&site) {
-                return Err(format!("--site {site:?}: use 1-128 letters, digits, '.', '-' or '_'"));
-            }
-            if let Some(path) = tenants {
-                let all = load_tenants(&path).map_err(|e| e.to_string())?;
+            let claims = claims(&tenant, site, &scope, ttl)?;
+            if let Some(path) = &tenants {
+                let all = load_tenants(path).map_err(|e| e.to_string())?;
                 let t = all
                     .iter()
                     .find(|t| t.name == tenant)
                     .ok_or_else(|| format!("--tenant {tenant:?} is not in {}", path.display()))?;
-                if scope != Scope::Admin && t.spec.site(&site).is_none() {
-                    return Err(format!("--site {site:?} is not allowed by tenant {tenant:?}"));
+                if claims.scope != Scope::Admin && t.spec.site(&claims.site).is_none() {
+                    return Err(format!("--site {:?} is not allowed by tenant {tenant:?}", claims.site));
                 }
             }
-            if ttl > MAX_TTL {
-                return Err(format!(
-                    "--ttl {}: at most 10 years (issue a new token before it expires)",
-                    humantime::format_duration(ttl)
-                ));
-            }
-            let ttl_secs = i64::try_from(ttl.as_secs()).map_err(|_| "--ttl is too long".to_string())?;
-            if ttl_secs == 0 {
-                return Err("--ttl must be at least one second".into());
-            }
             let secret = MasterSecret::load_or_create(&data).map_err(|e| e.to_string())?;
-            let claims = Claims {
-                tenant: tenant.clone(),
-                site,
-                scope,
-                expires: Utc::now().timestamp() + ttl_secs,
-            };
             println!("{}", token::issue(&secret.tenant_key(&tenant), &claims));
             Ok(())
         }
     }
+}
+
+/// The claims of a token from the command line's words, checked: the scope, a tenant name,
+/// a site for read and write tokens (none for admin ones), a TTL of 1 s to 10 years. Shared
+/// by `sightline token issue` and `kubectl sightline token issue`.
+pub fn claims(tenant: &str, site: Option<String>, scope: &str, ttl: Duration) -> Result<Claims, String> {
+    let scope: Scope = scope.parse().map_err(|e| format!("--scope: {e}"))?;
+    if !valid_tenant_name(tenant) {
+        return Err(format!("--tenant {tenant:?}: use lowercase letters, digits and '-'"));
+    }
+    let site = match (scope, site) {
+        (Scope::Admin, None) => token::ALL_SITES.to_string(),
+        (Scope::Admin, Some(site)) if site == token::ALL_SITES => site,
+        (Scope::Admin, Some(site)) => {
+            return Err(format!(
+                "--site {site:?}: admin tokens are for the whole tenant; leave --site out"
+            ))
+        }
+        (_, None) => return Err("--site is required for write and read tokens".into()),
+        (_, Some(site)) => site,
+    };
+    if scope != Scope::Admin && !valid_site_id(&site) {
+        return Err(format!("--site {site:?}: use 1-128 letters, digits, '.', '-' or '_'"));
+    }
+    if ttl > MAX_TTL {
+        return Err(format!(
+            "--ttl {}: at most 10 years (issue a new token before it expires)",
+            humantime::format_duration(ttl)
+        ));
+    }
+    let ttl_secs = i64::try_from(ttl.as_secs()).map_err(|_| "--ttl is too long".to_string())?;
+    if ttl_secs == 0 {
+        return Err("--ttl must be at least one second".into());
+    }
+    Ok(Claims {
+        tenant: tenant.to_string(),
+        site,
+        scope,
+        expires: Utc::now().timestamp() + ttl_secs,
+    })
 }

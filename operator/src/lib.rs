@@ -4,7 +4,8 @@
 //! (topics and DDL through the shared ingest and core code, then server-side apply) ->
 //! `status` (conditions by server-side apply on `/status`, Events on transitions).
 //! `controller` runs it for every tenant, `leader` makes two replicas safe, `http` serves
-//! `/metrics`, `/healthz` and `/readyz`, `render` prints what would be applied.
+//! `/metrics`, `/healthz` and `/readyz`, `render` prints what would be applied, `plugin` is
+//! `kubectl sightline` (status, token, report), `crds` the CRDs it serves and applies.
 
 pub mod apply;
 pub mod build;
@@ -17,6 +18,7 @@ pub mod error;
 pub mod leader;
 pub mod metrics;
 pub mod names;
+pub mod plugin;
 pub mod render;
 pub mod serve;
 pub mod status;

@@ -231,7 +231,16 @@ impl FakeApi {
                     }
                 }
                 let (status, body) = shared.lock().unwrap().answer(&received);
-                respond(reply, status, &body);
+                match (&body, received.path.ends_with("/log")) {
+                    // Logs are plain text.
+                    (Value::String(text), true) => reply.send_response(
+                        Response::builder()
+                            .status(status)
+                            .body(Body::from(text.clone().into_bytes()))
+                            .expect("response"),
+                    ),
+                    _ => respond(reply, status, &body),
+                }
             }
         });
         FakeApi { state, task }
@@ -267,7 +276,9 @@ impl FakeApi {
         let mut s = self.state.lock().unwrap();
         s.resource_version += 1;
         let mut object = object;
-        object["metadata"]["resourceVersion"] = json!(s.resource_version.to_string());
+        if object.is_object() {
+            object["metadata"]["resourceVersion"] = json!(s.resource_version.to_string());
+        }
         s.objects.insert(path.to_string(), object);
     }
 
@@ -327,6 +338,7 @@ impl FakeState {
         match r.method.clone() {
             Method::GET => match self.objects.get(&r.path) {
                 Some(o) => (200, o.clone()),
+                None if is_collection(&r.path) => (200, self.list(&r.path, &r.query)),
                 None => (404, not_found(&r.path)),
             },
             Method::POST if r.path.ends_with("/events") => {
@@ -400,6 +412,38 @@ impl FakeState {
         }
     }
 
+    /// The objects right under a collection path, filtered by the `labelSelector` of the
+    /// query (`k=v` terms, comma-separated).
+    fn list(&self, collection: &str, query: &str) -> Value {
+        let selector: Vec<(String, String)> = query
+            .split('&')
+            .filter_map(|kv| kv.strip_prefix("labelSelector="))
+            .flat_map(|s| {
+                percent_encoding::percent_decode_str(s)
+                    .decode_utf8_lossy()
+                    .split(',')
+                    .filter_map(|t| t.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        let items: Vec<Value> = self
+            .objects
+            .iter()
+            .filter(|(path, _)| {
+                path.strip_prefix(collection)
+                    .and_then(|rest| rest.strip_prefix('/'))
+                    .is_some_and(|name| !name.contains('/'))
+            })
+            .map(|(_, o)| o.clone())
+            .filter(|o| {
+                selector
+                    .iter()
+                    .all(|(k, v)| o["metadata"]["labels"][k.as_str()].as_str() == Some(v.as_str()))
+            })
+            .collect();
+        json!({"apiVersion": "v1", "kind": "List", "metadata": {"resourceVersion": self.resource_version.to_string()}, "items": items})
+    }
+
     /// Stores an object with a uid and a new resourceVersion, and the status its
     /// controller would give it.
     fn store(&mut self, path: &str, mut object: Value) -> Value {
@@ -451,4 +495,14 @@ fn merge_apply(object: &mut Value, applied: &Value) {
 pub fn conflict(name: &str) -> Value {
     json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
            "message": format!("{name}: the object has been modified or already exists"), "reason": "Conflict", "code": 409})
+}
+
+/// Whether a path names a collection (`…/namespaces/ns/kind`, `/apis/g/v/kind`).
+fn is_collection(path: &str) -> bool {
+    let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+    match parts.as_slice() {
+        ["api", _, "namespaces", _, _] | ["apis", _, _, "namespaces", _, _] => true,
+        ["api", _, kind] | ["apis", _, _, kind] => *kind != "namespaces",
+        _ => false,
+    }
 }

@@ -1,0 +1,227 @@
+//! `kubectl sightline` (status, token issue, report) against a mocked API server: what each
+//! command prints for the objects the API holds, and that it only reads.
+
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use sightline_core::secret::MasterSecret;
+use sightline_core::token::{self, Claims, Scope};
+use sightline_operator::plugin::{self, report, PluginError};
+use sightline_tests::kube_api::{mock_client, FakeApi};
+
+const NS: &str = "analytics";
+/// A signing key as the operator makes them (32 random bytes, padded base64).
+const KEY: &str = "DW7PMJHyU7QVdtc4mfpbvB1+30ChAmPEJYbnSKkKa8w=";
+
+fn now() -> DateTime<Utc> {
+    DateTime::from_timestamp(1_800_000_600, 0).unwrap()
+}
+
+fn tenant(status: Value) -> Value {
+    json!({
+        "apiVersion": "sightline.dev/v1alpha1", "kind": "AnalyticsTenant",
+        "metadata": {"name": "acme", "uid": "uid-acme", "generation": 2},
+        "spec": {"sites": {"allowed": [{"id": "shop.example.com"}]}},
+        "status": status,
+    })
+}
+
+fn condition(type_: &str, status: &str, reason: &str, message: &str) -> Value {
+    json!({"type": type_, "status": status, "reason": reason, "message": message,
+           "lastTransitionTime": "2027-01-15T08:00:00Z", "observedGeneration": 2})
+}
+
+fn status() -> Value {
+    json!({
+        "observedGeneration": 1,
+        "conditions": [
+            condition("Ready", "False", "KafkaUnavailable", "TopicsReady: Kafka is unavailable: all brokers down"),
+            condition("Reconciling", "True", "KafkaUnavailable", "TopicsReady: Kafka is unavailable"),
+            condition("InSync", "True", "NoDrift", "Kubernetes objects, topics, tables and views match the spec"),
+        ],
+        "schemaVersion": 8, "pipelineVersion": 3, "sites": 1, "loaderLag": 12,
+        "collectorEndpoint": "http://acme-collector.analytics.svc:8080",
+        "queryEndpoint": "http://acme-query.analytics.svc:8081",
+    })
+}
+
+fn tenant_path() -> &'static str {
+    "/apis/sightline.dev/v1alpha1/analyticstenants/acme"
+}
+
+fn secret() -> Value {
+    json!({"apiVersion": "v1", "kind": "Secret",
+           "metadata": {"name": "acme-signing-key", "namespace": NS,
+                        "labels": {"app.kubernetes.io/managed-by": "sightline-operator", "app.kubernetes.io/instance": "acme"},
+                        "annotations": {"kubectl.kubernetes.io/last-applied-configuration": format!("{{\"data\":{{\"secret\":\"{KEY}\"}}}}")}},
+           "data": {"secret": base64_of(KEY)}})
+}
+
+fn base64_of(text: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(text)
+}
+
+#[tokio::test]
+async fn status_is_one_screen_of_health_conditions_endpoints_versions_and_lag() {
+    let (client, api) = mock_client();
+    let fake = FakeApi::start(api);
+    fake.put(tenant_path(), tenant(status()));
+    let screen = plugin::status::status(&client, "acme", now()).await.unwrap();
+    let lines: Vec<&str> = screen.lines().collect();
+    assert_eq!(
+        lines[0],
+        "AnalyticsTenant acme  generation 2 (observed 1)  health InProgress: generation is 2, but latest observed generation is 1"
+    );
+    assert_eq!(lines[1], "collector  http://acme-collector.analytics.svc:8080");
+    assert_eq!(lines[2], "query      http://acme-query.analytics.svc:8081");
+    assert_eq!(
+        lines[3],
+        "schema version 8  pipeline version 3  sites 1  loader lag 12 events"
+    );
+    assert_eq!(lines[4], "CONDITION    STATUS  REASON            AGE  MESSAGE");
+    assert_eq!(
+        lines[5],
+        "Ready        False   KafkaUnavailable  10m  TopicsReady: Kafka is unavailable: all brokers down"
+    );
+    assert_eq!(lines.len(), 8, "{screen}");
+    assert!(fake.take_calls().iter().all(|c| !c.is_write()));
+
+    let e = plugin::status::status(&client, "nobody", now()).await.unwrap_err();
+    assert!(matches!(e, PluginError::NotFound(_)), "{e}");
+    assert!(
+        e.to_string().contains("AnalyticsTenant \"nobody\" does not exist"),
+        "{e}"
+    );
+}
+
+fn claims(site: &str, scope: Scope) -> Claims {
+    Claims {
+        tenant: "acme".into(),
+        site: site.into(),
+        scope,
+        expires: 4_000_000_000,
+    }
+}
+
+#[tokio::test]
+async fn token_issue_signs_with_the_tenants_secret_read_through_the_api() {
+    let (client, api) = mock_client();
+    let fake = FakeApi::start(api);
+    fake.put(tenant_path(), tenant(status()));
+    fake.put(&format!("/api/v1/namespaces/{NS}/secrets/acme-signing-key"), secret());
+    let issued = plugin::token::issue(&client, &claims("shop.example.com", Scope::Read), None)
+        .await
+        .unwrap();
+    // The same token `sightline token issue` makes from the same key, and it verifies.
+    let key = MasterSecret::from_base64(KEY, "test").unwrap().tenant_key("acme");
+    assert_eq!(issued, token::issue(&key, &claims("shop.example.com", Scope::Read)));
+    let verified = token::verify(&issued, 1_800_000_000, Scope::Read, |t| {
+        (t == "acme").then(|| key.clone())
+    })
+    .unwrap();
+    assert_eq!(verified.site, "shop.example.com");
+    let calls = fake.take_calls();
+    assert!(calls.iter().all(|c| !c.is_write()), "{calls:?}");
+    assert!(calls
+        .iter()
+        .any(|c| c.path == format!("/api/v1/namespaces/{NS}/secrets/acme-signing-key")));
+
+    // A site the tenant does not allow, a missing Secret: refused with what to do.
+    let e = plugin::token::issue(&client, &claims("other.example.com", Scope::Write), None)
+        .await
+        .unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("site \"other.example.com\" is not allowed by tenant \"acme\""),
+        "{e}"
+    );
+    fake.remove(&format!("/api/v1/namespaces/{NS}/secrets/acme-signing-key"));
+    let e = plugin::token::issue(&client, &claims("shop.example.com", Scope::Read), None)
+        .await
+        .unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("Secret analytics/acme-signing-key does not exist"),
+        "{e}"
+    );
+    assert!(e.to_string().contains("kubectl sightline status acme"), "{e}");
+    // Without a status or a namespace in the spec, the namespace must be given.
+    fake.put(tenant_path(), tenant(json!({})));
+    let e = plugin::token::issue(&client, &claims("shop.example.com", Scope::Read), None)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("pass --namespace"), "{e}");
+}
+
+#[tokio::test]
+async fn report_bundles_objects_events_and_logs_and_never_a_secret() {
+    let (client, api) = mock_client();
+    let fake = FakeApi::start(api);
+    fake.put(tenant_path(), tenant(status()));
+    fake.put(&format!("/api/v1/namespaces/{NS}/secrets/acme-signing-key"), secret());
+    fake.put(
+        &format!("/apis/apps/v1/namespaces/{NS}/deployments/acme-collector"),
+        json!({"apiVersion": "apps/v1", "kind": "Deployment",
+               "metadata": {"name": "acme-collector", "namespace": NS, "labels": {"app.kubernetes.io/instance": "acme"},
+                            "managedFields": [{"manager": "sightline-operator"}]},
+               "spec": {"selector": {}, "template": {}}}),
+    );
+    fake.put(
+        &format!("/apis/apps/v1/namespaces/{NS}/deployments/other-collector"),
+        json!({"apiVersion": "apps/v1", "kind": "Deployment",
+               "metadata": {"name": "other-collector", "namespace": NS, "labels": {"app.kubernetes.io/instance": "other"}},
+               "spec": {"selector": {}, "template": {}}}),
+    );
+    fake.put(
+        "/apis/events.k8s.io/v1/namespaces/default/events/acme.1",
+        json!({"apiVersion": "events.k8s.io/v1", "kind": "Event", "metadata": {"name": "acme.1", "namespace": "default"},
+               "eventTime": "2027-01-15T08:00:00.000000Z", "reason": "DriftRepaired", "note": "topic sightline.acme.events.dlq: deleted",
+               "regarding": {"kind": "AnalyticsTenant", "name": "acme"}}),
+    );
+    fake.put(
+        "/api/v1/namespaces/sightline-system/pods/sightline-operator-0",
+        json!({"apiVersion": "v1", "kind": "Pod",
+               "metadata": {"name": "sightline-operator-0", "namespace": "sightline-system",
+                            "labels": {"app.kubernetes.io/name": "sightline-operator"}}}),
+    );
+    fake.put(
+        "/api/v1/namespaces/sightline-system/pods/sightline-operator-0/log",
+        Value::String("{\"level\":\"INFO\",\"message\":\"reconciled\",\"tenant\":\"acme\"}\n".into()),
+    );
+    let scope = report::Scope {
+        tenant: "acme".into(),
+        operator_namespace: "sightline-system".into(),
+        operator_selector: "app.kubernetes.io/name=sightline-operator".into(),
+        log_lines: 100,
+        namespace: None,
+    };
+    let bundle = report::report(&client, &scope, "2027-01-15T08:10:00Z").await.unwrap();
+    let docs: Vec<Value> = serde_yaml::Deserializer::from_str(&bundle)
+        .map(|d| Value::deserialize(d).unwrap())
+        .collect();
+    let kinds: Vec<&str> = docs.iter().filter_map(|d| d["kind"].as_str()).collect();
+    for kind in [
+        "SightlineSupportBundle",
+        "AnalyticsTenant",
+        "Deployment",
+        "Secret",
+        "Event",
+        "OperatorLog",
+    ] {
+        assert!(kinds.contains(&kind), "{kind} missing from {kinds:?}");
+    }
+    assert!(bundle.contains("acme-collector") && !bundle.contains("other-collector"));
+    assert!(bundle.contains("topic sightline.acme.events.dlq: deleted"));
+    assert!(bundle.contains("\"message\":\"reconciled\""));
+    // No secret in any form: not its value, not its base64, not kubectl's copy of it.
+    for secret in [KEY.to_string(), base64_of(KEY)] {
+        assert!(!bundle.contains(&secret), "the bundle holds the secret");
+    }
+    assert!(!bundle.contains("last-applied-configuration"));
+    assert!(!bundle.contains("managedFields"));
+    let secret_doc = docs.iter().find(|d| d["kind"] == "Secret").unwrap();
+    assert_eq!(secret_doc["metadata"]["name"], "acme-signing-key");
+    assert!(secret_doc.get("data").is_none());
+    assert!(fake.take_calls().iter().all(|c| !c.is_write()), "a report only reads");
+}
