@@ -5,11 +5,12 @@
 //! second test by name on that broker.)
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, AlterConfig, ResourceSpecifier};
 use rdkafka::client::DefaultClientContext;
 use sightline_core::spec::parse_tenants;
-use sightline_ingest::kafka::provision::{Change, ErrorClass, Provisioner};
+use sightline_ingest::kafka::provision::{Change, ErrorClass, Provisioner, TopicSpec};
 use sightline_ingest::kafka::topics;
 use sightline_tests::Broker;
 
@@ -150,4 +151,55 @@ async fn an_absent_broker_is_unavailable() {
         .with_timeout(std::time::Duration::from_secs(2));
     let err = p.provision(&tenant(1, 1)).await.unwrap_err();
     assert_eq!(err.class, ErrorClass::Unavailable, "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_loaders_lag_is_what_their_group_has_not_committed() {
+    use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    use sightline_ingest::kafka::lag::group_lag;
+
+    let broker = Broker::start();
+    let topic = "sightline.lagging.events";
+    let provisioner = Provisioner::new(&broker.bootstrap, &Default::default()).unwrap();
+    let spec = TopicSpec {
+        name: topic.into(),
+        partitions: 2,
+        replication_factor: 1,
+        configs: Default::default(),
+    };
+    provisioner
+        .apply(&provisioner.plan(&[spec]).await.unwrap())
+        .await
+        .unwrap();
+    let producer: FutureProducer = sightline_ingest::kafka::client_config(&broker.bootstrap)
+        .create()
+        .unwrap();
+    for i in 0..5 {
+        producer
+            .send(
+                FutureRecord::<str, str>::to(topic).payload("e").partition(i % 2),
+                Duration::from_secs(10),
+            )
+            .await
+            .unwrap();
+    }
+    let security = Default::default();
+    let lag = |group: &'static str| group_lag(&broker.bootstrap, &security, group, topic, 2, Duration::from_secs(10));
+    assert_eq!(
+        lag("nobody-read").await.unwrap(),
+        5,
+        "a group that committed nothing lags by everything"
+    );
+    // A group that stored partition 0 up to its end lags by partition 1's events only.
+    let consumer: BaseConsumer = sightline_ingest::kafka::client_config(&broker.bootstrap)
+        .set("group.id", "half-read")
+        .create()
+        .unwrap();
+    let mut offsets = rdkafka::TopicPartitionList::new();
+    offsets
+        .add_partition_offset(topic, 0, rdkafka::Offset::Offset(3))
+        .unwrap();
+    consumer.commit(&offsets, CommitMode::Sync).unwrap();
+    assert_eq!(lag("half-read").await.unwrap(), 2);
 }

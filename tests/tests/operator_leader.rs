@@ -131,3 +131,53 @@ async fn a_replica_that_loses_the_lease_stops_reconciling() {
         .unwrap();
     server.abort();
 }
+
+const CRD_PATH: &str = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/analyticstenants.sightline.dev";
+
+#[tokio::test]
+async fn at_start_the_operator_applies_its_crds_unless_newer_or_forbidden() {
+    use sightline_operator::crds::{ensure, Outcome};
+    use sightline_tests::kube_api::FakeApi;
+
+    // Absent or older: applied by server-side apply under the operator's field manager,
+    // stamped with its version.
+    let (client, api) = mock_client();
+    let fake = FakeApi::start(api);
+    let outcome = ensure(&client).await;
+    assert_eq!(
+        outcome,
+        [("analyticstenants.sightline.dev".to_string(), Outcome::Applied)]
+    );
+    let calls = fake.take_calls();
+    let apply = calls.iter().find(|c| c.method == Method::PATCH).expect("applied");
+    assert_eq!(apply.path, CRD_PATH);
+    apply.assert_applied_by_the_operator();
+    let applied = fake.get(CRD_PATH).unwrap();
+    assert_eq!(
+        applied["metadata"]["annotations"]["sightline.dev/operator-version"],
+        env!("CARGO_PKG_VERSION")
+    );
+    assert_eq!(applied["spec"]["names"]["kind"], "AnalyticsTenant");
+
+    // Applied by a newer operator (a rolling upgrade's new replica): left alone.
+    fake.edit(CRD_PATH, |c| {
+        c["metadata"]["annotations"]["sightline.dev/operator-version"] = json!("999.0.0")
+    });
+    let outcome = ensure(&client).await;
+    assert_eq!(outcome[0].1, Outcome::KeptNewer("999.0.0".into()));
+    assert!(fake.take_calls().iter().all(|c| !c.is_write()));
+
+    // No permission: said, and the operator goes on.
+    let (client, mut api) = mock_client();
+    let run = tokio::spawn(async move { ensure(&client).await });
+    api.expect(Method::GET, CRD_PATH, |_| (404, not_found("crd"))).await;
+    api.expect(Method::PATCH, CRD_PATH, |_| {
+        (
+            403,
+            json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Forbidden", "code": 403,
+                   "message": "customresourcedefinitions is forbidden", "metadata": {}}),
+        )
+    })
+    .await;
+    assert_eq!(run.await.unwrap()[0].1, Outcome::Forbidden);
+}
