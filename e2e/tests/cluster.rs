@@ -121,3 +121,91 @@ async fn a_tenant_becomes_ready_and_is_collected_with_its_children() {
     assert!(ready, "e2e-shop did not become Ready within 5 minutes");
     api.delete("e2e-shop", &DeleteParams::default()).await.expect("deleted");
 }
+
+/// Waits until the tenant's condition `type_` has `status` (10 minutes at most).
+async fn wait_condition(api: &Api<AnalyticsTenant>, name: &str, type_: &str, status: &str) -> AnalyticsTenant {
+    for _ in 0..600 {
+        let t = api.get(name).await.expect("tenant read");
+        if t.status
+            .as_ref()
+            .and_then(|s| s.condition(type_))
+            .is_some_and(|c| c.status == status)
+        {
+            return t;
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
+    panic!("{name}: {type_} did not become {status} within 10 minutes");
+}
+
+#[tokio::test]
+#[ignore = "needs a Kubernetes cluster with the operator, Kafka and ClickHouse: run e2e/run.sh --full"]
+async fn status_is_kstatus_shaped_pause_writes_nothing_and_a_retain_tenant_is_deleted_at_once() {
+    use sightline_operator::conditions::{health, Health};
+
+    let client = sightline_e2e::client().await;
+    sightline_e2e::install_crd(&client).await;
+    let api: Api<AnalyticsTenant> = Api::all(client.clone());
+    let _ = api.delete("e2e-ops", &DeleteParams::default()).await;
+    api.create(
+        &PostParams::default(),
+        &tenant(
+            "e2e-ops",
+            json!({
+                "sites": {"allowed": [{"id": "shop.example.com"}]},
+                "kafka": {"partitions": 2, "replicationFactor": 1, "retentionHours": 1},
+                "ingest": {"collector": {"replicas": 1}, "query": {"replicas": 1}}
+            }),
+        ),
+    )
+    .await
+    .expect("tenant created");
+    let t = wait_condition(&api, "e2e-ops", "Ready", "True").await;
+    let status = t.status.clone().unwrap();
+    assert_eq!(
+        health(
+            false,
+            t.metadata.generation,
+            status.observed_generation,
+            &status.conditions
+        ),
+        Health::Current
+    );
+    for type_ in [
+        "TopicsReady",
+        "SchemaReady",
+        "SigningSecretReady",
+        "CollectorAvailable",
+        "LoaderAvailable",
+        "QueryAvailable",
+        "InSync",
+    ] {
+        assert_eq!(
+            status.condition(type_).map(|c| c.status.as_str()),
+            Some("True"),
+            "{type_}"
+        );
+    }
+    assert!(
+        t.metadata.finalizers.unwrap_or_default().is_empty(),
+        "Retain: no finalizer"
+    );
+
+    // Paused: the condition says so and a spec edit is not observed.
+    let pause = json!({"metadata": {"annotations": {"sightline.dev/pause-reconciliation": "true"}}, "spec": {"kafka": {"partitions": 3}}});
+    api.patch("e2e-ops", &PatchParams::default(), &Patch::Merge(&pause))
+        .await
+        .expect("paused");
+    let t = wait_condition(&api, "e2e-ops", "ReconciliationPaused", "True").await;
+    assert_eq!(t.status.unwrap().observed_generation, Some(1));
+
+    // Deleted: nothing holds it, operator or not.
+    api.delete("e2e-ops", &DeleteParams::default()).await.expect("deleted");
+    for _ in 0..20 {
+        if api.get_opt("e2e-ops").await.expect("read").is_none() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+    panic!("a Retain tenant was still there 10 s after its deletion");
+}
