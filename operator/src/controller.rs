@@ -1,7 +1,8 @@
 //! The controller: a kube-rs `Controller` over `AnalyticsTenant` that also watches the
-//! children it owns (and the signing Secrets), so a change to any of them reconciles its
-//! tenant at once; and every tenant is reconciled again at least every `resync` (at most 5
-//! minutes) to find drift in what no watch sees (topics, tables).
+//! children it owns, so a change to any of them reconciles its tenant at once; and every
+//! tenant is reconciled again at least every `resync` (at most 5 minutes) to find drift in
+//! what no watch sees (topics, tables, and the signing Secret: the operator's RBAC never
+//! lists or watches Secrets).
 //!
 //! One reconcile: a tenant being deleted goes to `delete`; otherwise the finalizer is put
 //! in place for `deletionPolicy: Delete` (and taken away for `Retain`, so deleting such a
@@ -22,7 +23,7 @@ use chrono::Utc;
 use futures_util::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
@@ -582,13 +583,7 @@ pub async fn run(
             children.clone(),
             owner_of,
         )
-        .watches(
-            Api::<HorizontalPodAutoscaler>::all(client.clone()),
-            children.clone(),
-            owner_of,
-        )
-        // A deleted signing Secret is reported at once, not at the next resync.
-        .watches(Api::<Secret>::all(client.clone()), children, owner_of)
+        .watches(Api::<HorizontalPodAutoscaler>::all(client.clone()), children, owner_of)
         .graceful_shutdown_on(stop)
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {

@@ -2,17 +2,17 @@
 //! test fails on drift), and what the operator applies at start so a cluster always serves
 //! the CRDs of the operator that runs (Helm installs CRDs once and never upgrades them).
 //!
-//! At start each embedded CRD is applied by server-side apply under the operator's field
-//! manager, unless the cluster's copy was applied by a newer operator (its
-//! `OPERATOR_VERSION_ANNOTATION` is greater): during a rolling upgrade the old replica must
-//! not take the new schema back. Without permission (403), or on any other error, the
-//! operator logs it and goes on with the CRDs the cluster has.
+//! At start each embedded CRD the cluster has is brought to the operator's (a merge patch
+//! of its spec and the `OPERATOR_VERSION_ANNOTATION`: the RBAC can then name the two CRDs
+//! and grant no create), unless the cluster's copy was applied by a newer operator: during
+//! a rolling upgrade the old replica must not take the new schema back. A CRD the cluster
+//! does not have is left to the installer (Helm's crds/, or `kubectl apply -f crds/`).
+//! Without permission (403), or on any other error, the operator logs it and goes on with
+//! the CRDs the cluster has.
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Patch, PatchParams};
 use kube::{Api, Client};
-
-use crate::FIELD_MANAGER;
 
 /// On an applied CRD: the version of the operator that applied it.
 pub const OPERATOR_VERSION_ANNOTATION: &str = "sightline.dev/operator-version";
@@ -34,13 +34,15 @@ pub enum Outcome {
     Applied,
     /// The cluster's copy is from a newer operator (its version).
     KeptNewer(String),
+    /// The cluster has no such CRD (the installer applies it).
+    Absent,
     /// Not allowed (the operator's RBAC has no `customresourcedefinitions` patch).
     Forbidden,
     /// Any other failure (the message).
     Failed(String),
 }
 
-/// Applies every embedded CRD; returns (name, outcome) per CRD. Never fails: the operator
+/// Updates every embedded CRD the cluster has; returns (name, outcome) per CRD. Never fails: the operator
 /// runs on with the cluster's CRDs, and says so in its log.
 pub async fn ensure(client: &Client) -> Vec<(String, Outcome)> {
     let api: Api<CustomResourceDefinition> = Api::all(client.clone());
@@ -59,7 +61,7 @@ pub async fn ensure(client: &Client) -> Vec<(String, Outcome)> {
                 Some(theirs) => Outcome::KeptNewer(theirs.clone()),
                 None => apply(&api, &mut crd, ours).await,
             },
-            Ok(None) => apply(&api, &mut crd, ours).await,
+            Ok(None) => Outcome::Absent,
             Err(kube::Error::Api(e)) if e.code == 403 => Outcome::Forbidden,
             Err(e) => Outcome::Failed(e.to_string()),
         };
@@ -68,6 +70,10 @@ pub async fn ensure(client: &Client) -> Vec<(String, Outcome)> {
             Outcome::KeptNewer(theirs) => {
                 tracing::info!(crd = %name, theirs = %theirs, ours, "CRD kept: applied by a newer operator")
             }
+            Outcome::Absent => tracing::warn!(
+                crd = %name,
+                "CRD not installed: apply crds/ (or install the chart); the operator only updates it"
+            ),
             Outcome::Forbidden => tracing::warn!(
                 crd = %name,
                 "CRD not applied: no permission to patch customresourcedefinitions (grant it, or run with --manage-crds=false and apply crds/ yourself)"
@@ -91,12 +97,12 @@ async fn apply(api: &Api<CustomResourceDefinition>, crd: &mut CustomResourceDefi
         Ok(b) => b,
         Err(e) => return Outcome::Failed(e.to_string()),
     };
-    body["apiVersion"] = "apiextensions.k8s.io/v1".into();
-    body["kind"] = "CustomResourceDefinition".into();
-    match api
-        .patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&body))
-        .await
-    {
+    // The spec whole (its lists are replaced), the annotation added; status left alone.
+    let patch = serde_json::json!({
+        "metadata": {"annotations": body["metadata"]["annotations"].take()},
+        "spec": body["spec"].take(),
+    });
+    match api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await {
         Ok(_) => Outcome::Applied,
         Err(kube::Error::Api(e)) if e.code == 403 => Outcome::Forbidden,
         Err(e) => Outcome::Failed(e.to_string()),

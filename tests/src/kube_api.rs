@@ -291,6 +291,22 @@ impl FakeApi {
         self.state.lock().unwrap().objects.remove(path)
     }
 
+    /// A person's DELETE, as the API server answers it: the object is gone at once when no
+    /// finalizer holds it (true), else it gets a deletion timestamp and stays (false).
+    pub fn delete(&self, path: &str) -> bool {
+        let mut s = self.state.lock().unwrap();
+        let held = s
+            .objects
+            .get(path)
+            .is_some_and(|o| o["metadata"]["finalizers"].as_array().is_some_and(|f| !f.is_empty()));
+        if held {
+            s.objects.get_mut(path).unwrap()["metadata"]["deletionTimestamp"] = json!("2030-01-01T00:00:00Z");
+            false
+        } else {
+            s.objects.remove(path).is_some()
+        }
+    }
+
     /// Changes an object in place (a hand edit).
     pub fn edit(&self, path: &str, change: impl FnOnce(&mut Value)) {
         let mut s = self.state.lock().unwrap();

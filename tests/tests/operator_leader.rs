@@ -135,29 +135,39 @@ async fn a_replica_that_loses_the_lease_stops_reconciling() {
 const CRD_PATH: &str = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/analyticstenants.sightline.dev";
 
 #[tokio::test]
-async fn at_start_the_operator_applies_its_crds_unless_newer_or_forbidden() {
+async fn at_start_the_operator_updates_its_crds_unless_newer_absent_or_forbidden() {
     use sightline_operator::crds::{ensure, Outcome};
     use sightline_tests::kube_api::FakeApi;
 
-    // Absent or older: applied by server-side apply under the operator's field manager,
-    // stamped with its version.
+    // Installed by an older chart: brought to this operator's schema, stamped with its
+    // version, by a merge patch (the RBAC names the CRDs and grants no create).
     let (client, api) = mock_client();
     let fake = FakeApi::start(api);
+    fake.put(
+        CRD_PATH,
+        json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+               "metadata": {"name": "analyticstenants.sightline.dev", "annotations": {"sightline.dev/operator-version": "0.0.1"}},
+               "spec": {"group": "sightline.dev", "names": {"kind": "AnalyticsTenant", "plural": "analyticstenants"},
+                        "scope": "Cluster", "versions": []}}),
+    );
     let outcome = ensure(&client).await;
     assert_eq!(
         outcome,
         [("analyticstenants.sightline.dev".to_string(), Outcome::Applied)]
     );
     let calls = fake.take_calls();
-    let apply = calls.iter().find(|c| c.method == Method::PATCH).expect("applied");
-    assert_eq!(apply.path, CRD_PATH);
-    apply.assert_applied_by_the_operator();
+    let patch = calls.iter().find(|c| c.method == Method::PATCH).expect("updated");
+    assert_eq!(patch.path, CRD_PATH);
+    assert!(patch.content_type.contains("merge-patch"), "{patch:?}");
     let applied = fake.get(CRD_PATH).unwrap();
     assert_eq!(
         applied["metadata"]["annotations"]["sightline.dev/operator-version"],
         env!("CARGO_PKG_VERSION")
     );
-    assert_eq!(applied["spec"]["names"]["kind"], "AnalyticsTenant");
+    assert_eq!(
+        applied["spec"],
+        serde_json::to_value(sightline_operator::crd::crd()).unwrap()["spec"]
+    );
 
     // Applied by a newer operator (a rolling upgrade's new replica): left alone.
     fake.edit(CRD_PATH, |c| {
@@ -167,11 +177,15 @@ async fn at_start_the_operator_applies_its_crds_unless_newer_or_forbidden() {
     assert_eq!(outcome[0].1, Outcome::KeptNewer("999.0.0".into()));
     assert!(fake.take_calls().iter().all(|c| !c.is_write()));
 
+    // Not installed: left to the installer.
+    fake.remove(CRD_PATH);
+    assert_eq!(ensure(&client).await[0].1, Outcome::Absent);
+    assert!(fake.take_calls().iter().all(|c| !c.is_write()));
+
     // No permission: said, and the operator goes on.
     let (client, mut api) = mock_client();
     let run = tokio::spawn(async move { ensure(&client).await });
-    api.expect(Method::GET, CRD_PATH, |_| (404, not_found("crd"))).await;
-    api.expect(Method::PATCH, CRD_PATH, |_| {
+    api.expect(Method::GET, CRD_PATH, |_| {
         (
             403,
             json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Forbidden", "code": 403,

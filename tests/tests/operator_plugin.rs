@@ -65,7 +65,7 @@ fn base64_of(text: &str) -> String {
 #[tokio::test]
 async fn status_is_one_screen_of_health_conditions_endpoints_versions_and_lag() {
     let (client, api) = mock_client();
-    let fake = FakeApi::start(api);
+    let fake = FakeApi::start_for_a_person(api);
     fake.put(tenant_path(), tenant(status()));
     let screen = plugin::status::status(&client, "acme", now()).await.unwrap();
     let lines: Vec<&str> = screen.lines().collect();
@@ -107,7 +107,7 @@ fn claims(site: &str, scope: Scope) -> Claims {
 #[tokio::test]
 async fn token_issue_signs_with_the_tenants_secret_read_through_the_api() {
     let (client, api) = mock_client();
-    let fake = FakeApi::start(api);
+    let fake = FakeApi::start_for_a_person(api);
     fake.put(tenant_path(), tenant(status()));
     fake.put(&format!("/api/v1/namespaces/{NS}/secrets/acme-signing-key"), secret());
     let issued = plugin::token::issue(&client, &claims("shop.example.com", Scope::Read), None)
@@ -157,7 +157,7 @@ async fn token_issue_signs_with_the_tenants_secret_read_through_the_api() {
 #[tokio::test]
 async fn report_bundles_objects_events_and_logs_and_never_a_secret() {
     let (client, api) = mock_client();
-    let fake = FakeApi::start(api);
+    let fake = FakeApi::start_for_a_person(api);
     fake.put(tenant_path(), tenant(status()));
     fake.put(&format!("/api/v1/namespaces/{NS}/secrets/acme-signing-key"), secret());
     fake.put(

@@ -953,12 +953,8 @@ async fn deleting_a_retain_tenant_never_waits_for_the_operator() {
 
     // No operator runs any more (nothing reconciles): the tenant is deleted, and the API
     // server lets it go at once, as nothing holds it.
-    let api: kube::Api<AnalyticsTenant> = kube::Api::all(h.ctx.client.clone());
-    api.delete("acme", &Default::default()).await.unwrap();
-    assert!(
-        api.get_opt("acme").await.unwrap().is_none(),
-        "nothing blocks the deletion"
-    );
+    assert!(h.fake.delete(&tenant_path("acme")), "nothing blocks the deletion");
+    assert!(h.fake.get(&tenant_path("acme")).is_none());
     // Topics and database remain.
     for topic in topics("acme") {
         assert!(
