@@ -304,7 +304,7 @@ async fn a_tenant_is_reconciled_to_ready_and_drift_is_repaired_with_an_event_eac
         ]
         .into_iter()
         .chain(std::iter::repeat_n(
-            format!("POST /apis/events.k8s.io/v1/namespaces/default/events"),
+            "POST /apis/events.k8s.io/v1/namespaces/default/events".to_string(),
             events.len()
         ))
         .collect::<Vec<_>>()
