@@ -12,7 +12,7 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use chrono::{DateTime, Duration, TimeZone, Utc};
+use chrono::{DateTime, Duration, SubsecRound, TimeZone, Utc};
 use hmac::{Hmac, Mac};
 use serde::Serialize;
 use serde_json::Value;
@@ -193,26 +193,30 @@ pub fn validate_event(index: usize, value: &Value, ctx: &RequestContext<'_>) -> 
         }
     };
 
+    // Instants as storage keeps them (`DateTime64(3)`): whole milliseconds. Processing reads
+    // the event as `events_raw` holds it, so a replay of the stored event gives what live
+    // processing gave (a session 29:59.9999 long must not become 30:00.000 on replay).
+    let received_at = ctx.received_at.trunc_subsecs(3);
     let ts = match obj.get("ts") {
-        None | Some(Value::Null) => ctx.received_at,
+        None | Some(Value::Null) => received_at,
         Some(v) => match parse_ts(v) {
             Err(why) => {
                 note("ts", format!("{why}; the time of receipt is used"));
-                ctx.received_at
+                received_at
             }
-            Ok(ts) if ts > ctx.received_at + MAX_FUTURE => {
+            Ok(ts) if ts.trunc_subsecs(3) > received_at + MAX_FUTURE => {
                 note(
                     "ts",
                     "more than 5 minutes ahead of the server's clock; the time of receipt is used".into(),
                 );
-                ctx.received_at
+                received_at
             }
             // An event older than the window may belong to a day already sealed: it cannot be
             // placed without rewriting that day, so it is refused, not moved.
-            Ok(ts) if ts < ctx.received_at - MAX_AGE => {
+            Ok(ts) if ts.trunc_subsecs(3) < received_at - MAX_AGE => {
                 return Err(reject("ts", "older than 72 hours".into()));
             }
-            Ok(ts) => ts,
+            Ok(ts) => ts.trunc_subsecs(3),
         },
     };
 
@@ -251,7 +255,7 @@ pub fn validate_event(index: usize, value: &Value, ctx: &RequestContext<'_>) -> 
         event: RawEvent {
             event_id,
             site_id: ctx.site_id.to_string(),
-            received_at: ctx.received_at,
+            received_at,
             ts,
             name,
             url,
@@ -793,6 +797,33 @@ mod tests {
         )
         .unwrap();
         assert_eq!(a.event.revenue_amount, "54.99");
+    }
+
+    #[test]
+    fn instants_are_kept_to_the_millisecond_storage_holds() {
+        // Found by the collector_body fuzz target: the server's clock and RFC 3339 text carry
+        // nanoseconds, `events_raw` keeps milliseconds, so a replay saw other instants than
+        // live processing (a visit 29:59.9999 long is one session, 30:00.000 may be two).
+        let limits = Limits::default();
+        let c = RequestContext {
+            received_at: Utc.with_ymd_and_hms(2026, 11, 21, 12, 0, 0).unwrap() + Duration::nanoseconds(123_456_789),
+            ..ctx(&limits)
+        };
+        let a = validate_event(0, &json!({"url":"https://a.example/"}), &c).unwrap();
+        assert_eq!(a.event.received_at.timestamp_subsec_nanos(), 123_000_000);
+        assert_eq!(a.event.ts, a.event.received_at);
+        let a = validate_event(
+            0,
+            &json!({"url":"https://a.example/","ts":"2026-11-21T11:00:00.999999999Z"}),
+            &c,
+        )
+        .unwrap();
+        assert_eq!(
+            a.event.ts,
+            Utc.with_ymd_and_hms(2026, 11, 21, 11, 0, 0).unwrap() + Duration::milliseconds(999)
+        );
+        let stored: RawEvent = serde_json::from_slice(&serde_json::to_vec(&a.event).unwrap()).unwrap();
+        assert_eq!(stored, a.event, "what the log and events_raw keep is the event");
     }
 
     #[test]
