@@ -82,7 +82,7 @@ async fn the_bug_story_dry_run_then_replay_equals_a_clean_ingest() {
     for d in &dry.days {
         assert!(!d.swapped);
         assert_eq!(d.processing_before.keys().collect::<Vec<_>>(), vec!["v2"]);
-        assert_eq!(d.processing_after, "v3");
+        assert_eq!(d.processing_after, "v4");
         let c = d.comparison.as_ref().unwrap();
         let pageviews = c.metrics.iter().find(|m| m.metric == "pageviews").unwrap();
         assert!(
@@ -127,7 +127,7 @@ async fn the_bug_story_dry_run_then_replay_equals_a_clean_ingest() {
     )
     .await
     .unwrap();
-    assert!(fixed.days.iter().all(|d| d.swapped && d.processing_after == "v3"));
+    assert!(fixed.days.iter().all(|d| d.swapped && d.processing_after == "v4"));
     assert_eq!(checksums(&wh, "sightline_buggy").await, clean);
 
     // A sealed, unchanged day replayed changes nothing.
@@ -135,7 +135,7 @@ async fn the_bug_story_dry_run_then_replay_equals_a_clean_ingest() {
         let again = replay::run(&wh, request(name), None, &NoHooks, &CancellationToken::new())
             .await
             .unwrap();
-        assert!(again.days.iter().all(|d| d.processing_before.keys().eq(["v3"].iter())));
+        assert!(again.days.iter().all(|d| d.processing_before.keys().eq(["v4"].iter())));
         assert_eq!(
             checksums(&wh, &format!("sightline_{name}")).await,
             clean,
@@ -703,7 +703,7 @@ mod binary {
         // A checkpoint of another run is refused, naming it.
         std::fs::write(
             &checkpoint,
-            r#"{"tenant":"acme","firstDay":"2026-01-01","lastDay":"2026-01-02","sites":[],"processing":"v3","dryRun":false,"done":["2026-01-01"]}"#,
+            r#"{"tenant":"acme","firstDay":"2026-01-01","lastDay":"2026-01-02","sites":[],"processing":"v4","dryRun":false,"done":["2026-01-01"]}"#,
         )
         .unwrap();
         refused(&reprocess(&base, &[]), "checkpoint is of another run");

@@ -9,7 +9,6 @@
 //! the fragment (`/#/landing`) keep the route as part of the page, in the same normal form;
 //! the route's own query is not part of the page but its UTM parameters count.
 
-use percent_encoding::percent_decode_str;
 use unicode_normalization::UnicodeNormalization;
 
 /// The parts of the page URL the processor uses.
@@ -80,9 +79,11 @@ pub fn parse_page_url(url: &str) -> PageUrl {
 
 /// The normal form of a path as anyone writes it (a stored page, a filter value, a goal):
 /// the path part in normal form, then a hash route in normal form if the text has one.
-/// `/caf%c3%a9/` -> `/café`; `/#/landing/` -> `/#/landing`; `` -> `/`.
+/// `/caf%c3%a9/` -> `/café`; `/#/landing/` -> `/#/landing`; `` -> `/`; ` /a ` -> `/a `.
 pub fn normalize_path(text: &str) -> String {
-    let text = text.trim();
+    // Only leading whitespace goes: a stored page may end in whitespace (`/a%20` is `/a `),
+    // and its normal form must be itself, or a filter naming it would not find it.
+    let text = text.trim_start();
     let (path, route) = match text.split_once('#') {
         Some((path, fragment)) if crate::intake::is_hash_route(fragment) => (path, Some(fragment)),
         Some((path, _)) => (path, None),
@@ -126,35 +127,61 @@ pub fn normalize_text(text: &str) -> String {
 }
 
 /// Decodes a segment's escapes except those the module doc keeps, then NFC.
+///
+/// A `%` that starts no escape is text. When decoding puts two hex digits right after one
+/// (`%C%62` is `%`, `C`, `b`), it is written `%25`: left bare, the result would read as an
+/// escape the next time (`%Cb`), and the normal form must be its own normal form.
 fn decode_segment(segment: &str) -> String {
     if !segment.contains('%') && segment.is_ascii() {
         return segment.to_string();
     }
-    // Escapes to keep are marked first, so decoding cannot turn them into structure.
-    let mut protected = String::with_capacity(segment.len());
     let bytes = segment.as_bytes();
+    let mut decoded: Vec<u8> = Vec::with_capacity(bytes.len());
+    // Where in `decoded` the `%` signs that are text stand.
+    let mut literal_percents = Vec::new();
     let mut i = 0;
     while i < bytes.len() {
-        if bytes[i] == b'%' && i + 3 <= bytes.len() && segment.is_char_boundary(i + 3) {
-            let hex = &segment[i + 1..i + 3];
-            if let Ok(b) = u8::from_str_radix(hex, 16) {
+        if bytes[i] == b'%' {
+            if let Some(b) = hex_byte(&bytes[i + 1..]) {
                 if matches!(b, b'/' | b'?' | b'#' | b'%') || b < 0x20 || b == 0x7f {
-                    protected.push_str("%25");
-                    protected.push_str(&hex.to_ascii_uppercase());
-                    i += 3;
-                    continue;
+                    // Kept escaped, in upper case, so both spellings still meet.
+                    decoded.push(b'%');
+                    decoded.extend(bytes[i + 1..i + 3].iter().map(u8::to_ascii_uppercase));
+                } else {
+                    decoded.push(b);
                 }
+                i += 3;
+                continue;
             }
+            literal_percents.push(decoded.len());
         }
-        let c = segment[i..].chars().next().expect("i is a char boundary");
-        protected.push(c);
-        i += c.len_utf8();
+        decoded.push(bytes[i]);
+        i += 1;
     }
-    match percent_decode_str(&protected).decode_utf8() {
-        Ok(decoded) => decoded.nfc().collect(),
+    let Ok(decoded) = String::from_utf8(decoded) else {
         // Not UTF-8 once decoded: keep the escapes, upper-case, so both spellings still meet.
-        Err(_) => upper_hex(segment).nfc().collect(),
+        return upper_hex(segment).nfc().collect();
+    };
+    let mut text = String::with_capacity(decoded.len() + 2 * literal_percents.len());
+    let mut from = 0;
+    for at in literal_percents {
+        if hex_byte(&decoded.as_bytes()[at + 1..]).is_some() {
+            text.push_str(&decoded[from..=at]);
+            text.push_str("25");
+            from = at + 1;
+        }
     }
+    text.push_str(&decoded[from..]);
+    text.nfc().collect()
+}
+
+/// The byte two hex digits at the start of `rest` spell, if they do.
+fn hex_byte(rest: &[u8]) -> Option<u8> {
+    let digits = rest.get(..2)?;
+    if !digits.iter().all(u8::is_ascii_hexdigit) {
+        return None;
+    }
+    u8::from_str_radix(std::str::from_utf8(digits).ok()?, 16).ok()
 }
 
 fn upper_hex(segment: &str) -> String {
@@ -236,6 +263,14 @@ mod tests {
         assert_eq!(parse_page_url("https://s.example/%ff%FE").pathname, "/%FF%FE");
         assert_eq!(parse_page_url("https://s.example/%E6%97%A5%E6%9C%AC").pathname, "/日本");
         assert_eq!(parse_page_url("https://s.example/#/caf%C3%A9/").pathname, "/#/café");
+        // A `%` that is text stays text, however the escapes after it decode (found by the
+        // `normalise` fuzz target: `%C%62` decoded to `%Cb`, which read as an escape next).
+        assert_eq!(parse_page_url("https://s.example/%C%62").pathname, "/%25Cb");
+        assert_eq!(parse_page_url("https://s.example/%%34%31").pathname, "/%2541");
+        assert_eq!(parse_page_url("https://s.example/100%").pathname, "/100%");
+        assert_eq!(parse_page_url("https://s.example/5%off").pathname, "/5%off");
+        assert_eq!(normalize_text("khac%C%62uR"), "khac%25CbuR");
+        assert_eq!(normalize_text("khac%25CbuR"), "khac%25CbuR");
     }
 
     #[test]
@@ -253,12 +288,20 @@ mod tests {
             ("/app#!/inbox", "/app#!/inbox"),
             ("/docs#install", "/docs"),
             ("/p?x=1", "/p"),
+            ("  /pricing", "/pricing"),
+            // Trailing whitespace is part of a page (`/a%20` is stored as `/a `); trimming
+            // it made `t\x0b?` normalise to `/t\x0b` and that to `/t` (the `normalise` fuzz
+            // target), and a filter naming such a page never found it.
+            ("/a ", "/a "),
+            ("t\x0b?", "/t\x0b"),
         ] {
             assert_eq!(normalize_path(written), stored, "{written}");
         }
         for url in [
             "https://s.example/caf%C3%A9/",
             "https://s.example/#/landing?utm_source=x",
+            "https://s.example/a%20",
+            "https://s.example/a%E3%80%80",
         ] {
             let stored = parse_page_url(url).pathname;
             assert_eq!(normalize_path(&stored), stored, "the normal form is a fixed point");
