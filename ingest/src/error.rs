@@ -52,7 +52,7 @@ pub enum Error {
 }
 
 impl Error {
-    fn status_code_field(&self) -> (StatusCode, &'static str, &str) {
+    pub(crate) fn status_code_field(&self) -> (StatusCode, &'static str, &str) {
         match self {
             Error::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized", "token"),
             Error::SiteNotAllowed(_) => (StatusCode::FORBIDDEN, "site_not_allowed", "token"),

@@ -49,11 +49,9 @@ pub use error::QueryError;
 use error::Refusal;
 use execute::Answer;
 pub use execute::Limits;
-use model::{Dimension, PathHint, Query, TierHint};
+use model::{Dimension, Query};
 use realtime::{Snapshots, Streams};
-use request::{
-    parse_dimension, parse_filters, parse_interval, parse_metrics, parse_pagination, parse_range, DateRange, RawParams,
-};
+use request::{parse_dimension, parse_interval, parse_pagination, DateRange, RawParams};
 
 #[derive(Clone, Debug)]
 pub struct QueryConfig {
@@ -285,20 +283,13 @@ fn get_query(
     site: &str,
     dimensions: Vec<Dimension>,
 ) -> Result<Query, QueryError> {
-    let query = Query {
-        site_id: site.to_string(),
-        metrics: parse_metrics(params)?,
-        range: parse_range(params, entry.tenant.spec.site_timezone(site), Utc::now())?,
+    model::parse_get_query(
+        params,
+        site,
+        entry.tenant.spec.site_timezone(site),
         dimensions,
-        filter: parse_filters(params)?,
-        order_by: Vec::new(),
-        limit: model::MAX_LIMIT,
-        offset: 0,
-        compare: None,
-        path: PathHint::Auto,
-        tier: TierHint::Auto,
-    };
-    Ok(query)
+        Utc::now(),
+    )
 }
 
 /// The answer to a query, from the cache when the site has seen no commit since; else

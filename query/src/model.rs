@@ -9,7 +9,7 @@ use sightline_core::schema;
 use sightline_core::spec::TenantSpec;
 
 use crate::error::QueryError;
-use crate::request::{parse_range, DateRange, Interval, RawParams, MAX_RANGE_DAYS};
+use crate::request::{parse_filters, parse_metrics, parse_range, DateRange, Interval, RawParams, MAX_RANGE_DAYS};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Metric {
@@ -508,6 +508,33 @@ pub fn parse_query(body: &Value, spec: &TenantSpec, now: DateTime<Utc>) -> Resul
     };
     check(&query, spec)?;
     Ok(query)
+}
+
+/// The query the GET endpoints share (`aggregate`, `timeseries`, `breakdown`): `metrics`,
+/// the range (`period` or `from`/`to`, `timezone`; in `site_tz` by default) and `filters`
+/// (`dim==value;dim!=value;dim~text`) from the query-string `params`, grouped by
+/// `dimensions` (the endpoint's), every row, the planner's choice of table. Refusals name
+/// their parameter. [`check`] is for the caller, after it sets pagination.
+pub fn parse_get_query(
+    params: &RawParams,
+    site: &str,
+    site_tz: Tz,
+    dimensions: Vec<Dimension>,
+    now: DateTime<Utc>,
+) -> Result<Query, QueryError> {
+    Ok(Query {
+        site_id: site.to_string(),
+        metrics: parse_metrics(params)?,
+        range: parse_range(params, site_tz, now)?,
+        dimensions,
+        filter: parse_filters(params)?,
+        order_by: Vec::new(),
+        limit: MAX_LIMIT,
+        offset: 0,
+        compare: None,
+        path: PathHint::Auto,
+        tier: TierHint::Auto,
+    })
 }
 
 /// The rules every query obeys, however it was written (JSON or GET parameters).

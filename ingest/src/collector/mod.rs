@@ -158,6 +158,11 @@ fn check_content_type(headers: &HeaderMap) -> Result<(), Error> {
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
+    content_type_allowed(ct)
+}
+
+/// `application/json`, or `text/plain` (what sendBeacon sends), parameters ignored.
+fn content_type_allowed(ct: &str) -> Result<(), Error> {
     let essence = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
     // text/plain: navigator.sendBeacon sends strings with it, and it avoids a CORS preflight.
     if essence == "application/json" || essence == "text/plain" {
@@ -235,7 +240,7 @@ async fn intake(state: &CollectorState, parts: &Parts, body: Option<Body>, store
             let bytes = read_body(&parts.headers, body, limits.body_bytes).await?;
             events_of(&bytes)?
         }
-        None => vec![pixel_event(parts)?],
+        None => vec![pixel_event(parts.uri.query().unwrap_or(""))?],
     };
     let origin = origin(state, parts);
     let submission = Submission {
@@ -318,12 +323,11 @@ const PIXEL_GIF: &[u8] = &[
 
 /// One event from the query string: `url`, `referrer`, `name`, `ts`, `id`, and `props` as a
 /// JSON object text.
-fn pixel_event(parts: &Parts) -> Result<Value, Error> {
-    let pairs: Vec<(String, String)> =
-        serde_urlencoded::from_str(parts.uri.query().unwrap_or("")).map_err(|e| Error::BadRequest {
-            field: "query".into(),
-            message: format!("bad query string: {e}"),
-        })?;
+fn pixel_event(query: &str) -> Result<Value, Error> {
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query).map_err(|e| Error::BadRequest {
+        field: "query".into(),
+        message: format!("bad query string: {e}"),
+    })?;
     let mut event = serde_json::Map::new();
     for (key, value) in pairs {
         let value = match key.as_str() {
@@ -340,6 +344,31 @@ fn pixel_event(parts: &Parts) -> Result<Value, Error> {
         event.insert(key, value);
     }
     Ok(Value::Object(event))
+}
+
+/// The collector's body and query-string parsers without HTTP around them, for the fuzz
+/// targets (`fuzz/`): what a request's bytes become before intake sees them.
+#[doc(hidden)]
+pub mod fuzzing {
+    use super::*;
+
+    /// The events of a `POST /v1/collect` body sent with `content_type` (`application/json`,
+    /// or `text/plain` from sendBeacon): one event object or `{"events": [...]}`; the
+    /// collector's refusal (415, 400) otherwise.
+    pub fn body_events(content_type: &str, body: &[u8]) -> Result<Vec<Value>, Error> {
+        content_type_allowed(content_type)?;
+        events_of(body)
+    }
+
+    /// The one event of a `GET /v1/collect?...` pixel request's query string (without `?`).
+    pub fn pixel_query_event(query: &str) -> Result<Value, Error> {
+        pixel_event(query)
+    }
+
+    /// The status a refusal is answered with.
+    pub fn status(e: &Error) -> StatusCode {
+        e.status_code_field().0
+    }
 }
 
 #[tracing::instrument(skip_all)]
