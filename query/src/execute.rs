@@ -58,6 +58,19 @@ fn default_order(query: &Query) -> Vec<(OrderKey, bool)> {
     order
 }
 
+/// `order` followed by every dimension it does not order by yet (ascending): rows are
+/// unique by their dimensions, so rows that tie on the client's keys still come in one
+/// order, the same on every path and tier and on every run, and so does every page of them
+/// (the differential fuzz target found pages of one query differing between tiers).
+fn with_ties_broken(query: &Query, mut order: Vec<(OrderKey, bool)>) -> Vec<(OrderKey, bool)> {
+    for i in 0..query.dimensions.len() {
+        if !order.iter().any(|(k, _)| *k == OrderKey::Dimension(i)) {
+            order.push((OrderKey::Dimension(i), false));
+        }
+    }
+    order
+}
+
 /// The period a query compares with: the same number of days just before, or the same dates
 /// a year earlier; refused (naming `compare`) when that leaves the date domain.
 pub fn comparison_range(range: &DateRange, compare: Compare) -> Result<DateRange, QueryError> {
@@ -246,7 +259,7 @@ fn rows_statement(
     let order = if query.order_by.is_empty() {
         default_order(query)
     } else {
-        query.order_by.clone()
+        with_ties_broken(query, query.order_by.clone())
     };
     let limit = (paginate && !only_time(query)).then_some((query.limit, query.offset));
     let (sql, params) = plan.rows_sql(&order, limit);
