@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# Runs every fuzz target of fuzz/ for SECONDS each (default 600), one after another, and
+# prints per target its executions and findings; exits 1 when any target found something.
+#
+#   ./scripts/fuzz.sh [SECONDS] [TARGET...]
+#
+# FUZZ_RUNS=N also stops a target after N executions (a campaign's goal, e.g. 10000000);
+# FUZZ_BUILD=0 skips the build (a campaign on binaries built before, outside any lock).
+#
+# Each run starts from the committed corpus (fuzz/corpus/TARGET: small, minimised inputs;
+# replaying them is the first thing a run does) and writes what it discovers to a working
+# corpus (fuzz/corpus-work/TARGET, or $FUZZ_WORK_DIR/TARGET; not committed). A crash or a
+# disagreement is written to fuzz/artifacts/TARGET/. scripts/test.sh runs it with a short
+# time (the smoke); long campaigns run it with hours, under `nice -n 19` on shared cores.
+#
+# Needs the nightly toolchain and cargo-fuzz (scripts/install-deps.sh --tests installs the
+# pinned cargo-fuzz). The build goes to fuzz/target, apart from the workspace's.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+seconds="${1:-600}"
+shift || true
+[[ "$seconds" =~ ^[0-9]+$ ]] || { echo "usage: $0 [SECONDS] [TARGET...]" >&2; exit 2; }
+
+# Release with debug assertions and overflow checks (-a), no sanitizer: the code under test
+# is safe Rust, and ASan would only slow every execution (and interpose on libchdb's
+# allocator in the differential target).
+if [ "${FUZZ_BUILD:-1}" != 0 ]; then
+  (cd fuzz && env -u CARGO_TARGET_DIR cargo +nightly fuzz build -O -a -s none --codegen-units 16 --target-dir target)
+fi
+mapfile -t all < <(cd fuzz && cargo +nightly fuzz list)
+targets=("$@")
+[ ${#targets[@]} -eq 0 ] && targets=("${all[@]}")
+
+bin=fuzz/target/x86_64-unknown-linux-gnu/release
+work="${FUZZ_WORK_DIR:-fuzz/corpus-work}"
+# The dictionary each target's inputs are written in (libFuzzer -dict), where one helps.
+dict_of() {
+  case "$1" in
+    collector_body | pixel_query | normalise) echo fuzz/dicts/collector.dict ;;
+    ga4_body) echo fuzz/dicts/ga4.dict ;;
+    query_json | query_get) echo fuzz/dicts/query.dict ;;
+    *) echo "" ;;
+  esac
+}
+
+failed=0
+report=()
+for t in "${targets[@]}"; do
+  mkdir -p "$work/$t" "fuzz/corpus/$t" "fuzz/artifacts/$t"
+  before=$(find "fuzz/artifacts/$t" -type f | wc -l)
+  log=$(mktemp)
+  args=("$work/$t" "fuzz/corpus/$t" -max_total_time="$seconds" -timeout=60 -rss_limit_mb=4096
+        -artifact_prefix="fuzz/artifacts/$t/" -print_final_stats=1)
+  [ -n "${FUZZ_RUNS:-}" ] && args+=(-runs="$FUZZ_RUNS")
+  dict=$(dict_of "$t")
+  [ -n "$dict" ] && args+=(-dict="$dict")
+  echo "== fuzz $t for ${seconds}s"
+  set +e
+  "$bin/$t" "${args[@]}" >"$log" 2>&1
+  status=$?
+  set -e
+  executions=$(awk '/stat::number_of_executed_units/ {print $2}' "$log" | tail -1)
+  rate=$(awk '/stat::average_exec_per_sec/ {print $2}' "$log" | tail -1)
+  after=$(find "fuzz/artifacts/$t" -type f | wc -l)
+  findings=$((after - before))
+  if [ "$status" -ne 0 ] || [ "$findings" -gt 0 ]; then
+    failed=1
+    # What the target said about its finding: the panic and the input's file.
+    grep -E "panicked at|assertion|disagrees|Test unit written|ERROR:" -A2 "$log" | head -40 >&2 || tail -40 "$log" >&2
+  fi
+  report+=("$(printf '%-16s %8ss %14s exec %8s exec/s %4s findings (exit %s)' \
+    "$t" "$seconds" "${executions:-?}" "${rate:-?}" "$findings" "$status")")
+  rm -f "$log"
+done
+echo "== fuzz summary"
+printf '%s\n' "${report[@]}"
+exit "$failed"
