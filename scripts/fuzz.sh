@@ -13,8 +13,9 @@
 # disagreement is written to fuzz/artifacts/TARGET/. scripts/test.sh runs it with a short
 # time (the smoke); long campaigns run it with hours, under `nice -n 19` on shared cores.
 #
-# Needs the nightly toolchain and cargo-fuzz (scripts/install-deps.sh --tests installs the
-# pinned cargo-fuzz). The build goes to fuzz/target, apart from the workspace's.
+# Needs cargo-fuzz (scripts/install-deps.sh --tests installs the pinned one); without a
+# sanitizer it builds on the stable toolchain. The build goes to fuzz/target, apart from
+# the workspace's.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds="${1:-600}"
@@ -25,9 +26,9 @@ shift || true
 # is safe Rust, and ASan would only slow every execution (and interpose on libchdb's
 # allocator in the differential target).
 if [ "${FUZZ_BUILD:-1}" != 0 ]; then
-  (cd fuzz && env -u CARGO_TARGET_DIR cargo +nightly fuzz build -O -a -s none --codegen-units 16 --target-dir target)
+  (cd fuzz && env -u CARGO_TARGET_DIR cargo fuzz build -O -a -s none --codegen-units 16 --target-dir target)
 fi
-mapfile -t all < <(cd fuzz && cargo +nightly fuzz list)
+mapfile -t all < <(cd fuzz && cargo fuzz list)
 targets=("$@")
 [ ${#targets[@]} -eq 0 ] && targets=("${all[@]}")
 

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs everything Sightline needs to build and run on a fresh machine (libchdb, the
 # user-agent data the build embeds); with --tests, also what the test suite needs
-# (cargo-nextest, Chromium, the noida-db and Tansu Kafka brokers, kubernetes-validate, Helm,
-# hadolint, the npm packages of web/); --no-libchdb leaves libchdb out (the Dockerfile's build stage).
+# (cargo-nextest, cargo-fuzz, Chromium, the noida-db and Tansu Kafka brokers,
+# kubernetes-validate, Helm, hadolint, the npm packages of web/); --no-libchdb leaves
+# libchdb out (the Dockerfile's build stage).
 # Idempotent: each step checks first. Used by the README's two commands, .ci/run and the
 # Dockerfile.
 set -euo pipefail
@@ -87,6 +88,15 @@ install_rust_tools() {
   if ! cargo nextest --version >/dev/null 2>&1; then
     log "installing cargo-nextest"
     cargo install --locked cargo-nextest
+  fi
+  # cargo-fuzz builds and runs the fuzz targets of fuzz/ (scripts/fuzz.sh), pinned. Without a
+  # sanitizer it needs no nightly toolchain.
+  local fuzz_version=0.13.1
+  if [ "$(cargo fuzz --version 2>/dev/null | awk '{print $2}')" = "$fuzz_version" ]; then
+    log "cargo-fuzz $fuzz_version already installed"
+  else
+    log "installing cargo-fuzz $fuzz_version (the fuzz targets)"
+    cargo install --locked cargo-fuzz --version "$fuzz_version"
   fi
 }
 

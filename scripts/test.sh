@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Runs every check and test on a fresh machine: installs what is missing, then format,
 # lint, build, the operator's manifests and the Helm chart through kubernetes-validate, the
-# Rust test suite on the real engine (libchdb), and the tracker's tests in headless
-# Chromium. Used by .ci/run.
+# Rust test suite on the real engine (libchdb), a smoke of every fuzz target, and the
+# tracker's tests in headless Chromium. Used by .ci/run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -39,5 +39,12 @@ echo "== the Kafka suite again, on the Tansu broker (memory storage)"
 SIGHTLINE_TEST_BROKER=tansu cargo nextest run --locked --profile "$profile" -p sightline-tests \
   -E '(binary(kafka_collector) | binary(kafka_provision) | binary(kafka_crash) | binary(kafka_dlq) | binary(distributed_e2e))
       - test(broker_restart_loses_and_doubles_nothing) - test(partitions_grow_retention_follows_and_shrinking_is_refused)'
+echo "== fuzz targets: the committed corpus replayed, then a short smoke each"
+# Each target replays fuzz/corpus/TARGET (past findings among it) and fuzzes for the rest of
+# FUZZ_SMOKE_SECONDS; new inputs go to a temporary directory, crashes to fuzz/artifacts.
+# Long campaigns are ./scripts/fuzz.sh with hours (BENCHMARKS.md, Robustness).
+fuzz_work=$(mktemp -d)
+FUZZ_WORK_DIR="$fuzz_work" ./scripts/fuzz.sh "${FUZZ_SMOKE_SECONDS:-30}"
+rm -rf "$fuzz_work"
 echo "== web/: sightline.js build drift and size; tracker and dashboard in a real browser"
 (cd web && npm test)
