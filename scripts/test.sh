@@ -12,6 +12,9 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== the fuzz crate (its own workspace): fmt and clippy"
+cargo fmt --manifest-path fuzz/Cargo.toml -- --check
+cargo clippy --manifest-path fuzz/Cargo.toml --all-targets --locked --target-dir fuzz/target -- -D warnings
 echo "== build the sightline binary the integration tests drive"
 cargo build --locked --bin sightline
 echo "== the operator's rendered manifests and the CRD pass kubernetes-validate --strict"

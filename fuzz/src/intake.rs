@@ -149,7 +149,7 @@ fn check_accepted(e: &RawEvent, ctx: &RequestContext<'_>) {
 
 /// The whole millisecond storage keeps of an instant (`DateTime64(3)`).
 fn stored_instant(t: DateTime<Utc>) -> bool {
-    t.timestamp_subsec_nanos() % 1_000_000 == 0
+    t.timestamp_subsec_nanos().is_multiple_of(1_000_000)
 }
 
 /// Processes accepted events as a loader does, and checks what the warehouse gets.

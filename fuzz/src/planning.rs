@@ -4,7 +4,7 @@
 //! are quoted so that no value leaves its quotes, and the rest of planning (the comparison
 //! period, the totals, the time buckets) takes whatever the parser let through.
 
-use chrono::NaiveDate;
+use chrono::{Datelike, NaiveDate};
 use sightline_core::spec::{Tenant, TenantSpec};
 use sightline_core::warehouse::tiers::{Layout, StorageState};
 use sightline_core::warehouse::Params;
@@ -46,7 +46,7 @@ pub fn storage(tenant: &Tenant, byte: u8) -> Storage {
     }
     let daily_through = (byte & 0x1f != 0x1f).then(|| now - chrono::Days::new(u64::from(byte & 0x1f) * 7));
     let monthly_through = daily_through.filter(|_| byte & 0x20 != 0).map(|through| {
-        let first = NaiveDate::from_ymd_opt(through.year_ce().1 as i32, through.month0() + 1, 1).expect("a month");
+        let first = NaiveDate::from_ymd_opt(through.year(), through.month(), 1).expect("a month");
         first - chrono::Days::new(1)
     });
     let state = StorageState {
@@ -59,8 +59,6 @@ pub fn storage(tenant: &Tenant, byte: u8) -> Storage {
     storage.daily_zones_current = byte & 0x40 == 0;
     storage
 }
-
-use chrono::Datelike;
 
 /// Plans `query` as `execute::run` would (main statement, count, totals, comparison, time
 /// buckets), checks every statement, and checks that the same query with other literal
