@@ -330,7 +330,21 @@ fn page_url(text: &str) -> Result<(String, Option<String>), String> {
         "{} bytes: cut to at most {MAX_URL_BYTES} (query parameters other than utm_* and click ids dropped)",
         text.len()
     );
-    Ok((cut(reduced.as_str(), MAX_URL_BYTES), Some(why)))
+    Ok((cut_after_origin(&reduced, MAX_URL_BYTES)?, Some(why)))
+}
+
+/// At most `max` bytes of `url`, cut in its path, query or fragment, never in its scheme,
+/// host or port: what is kept is still the URL of the same host. `Err` when those alone
+/// pass `max` (a host far longer than any name DNS can hold).
+fn cut_after_origin(url: &url::Url, max: usize) -> Result<String, String> {
+    let origin = &url[..url::Position::BeforePath];
+    if origin.len() >= max {
+        return Err(format!(
+            "its scheme and host are {} bytes, more than the {max} a URL may keep",
+            origin.len()
+        ));
+    }
+    Ok(cut(url.as_str(), max))
 }
 
 /// A fragment that single-page apps use as their route (`#/settings`, `#!/inbox`).
@@ -369,7 +383,7 @@ fn referrer_url(text: &str) -> Result<(String, Option<String>), String> {
     reduced.set_query(None);
     reduced.set_fragment(None);
     Ok((
-        cut(reduced.as_str(), MAX_REFERRER_BYTES),
+        cut_after_origin(&reduced, MAX_REFERRER_BYTES)?,
         Some(format!(
             "{} bytes: cut to at most {MAX_REFERRER_BYTES} (query and fragment dropped)",
             text.len()
@@ -754,6 +768,28 @@ mod tests {
         let referrer = format!("https://www.google.com/search?q={}", "z".repeat(3000));
         let a = validate_event(0, &json!({"url":"https://a.example/","referrer":referrer}), &c).unwrap();
         assert_eq!(a.event.referrer, "https://www.google.com/search");
+        // Cut in the path, never in the host (found by the collector_body fuzz target: a
+        // host of 2,000 bytes was cut, and the stored URL no longer parsed). A URL whose
+        // host alone passes the limit is refused; such a referrer is dropped.
+        let host = format!("{}.example", "h".repeat(2030));
+        let a = validate_event(0, &json!({"url": format!("https://{host}/{}", "p".repeat(100))}), &c).unwrap();
+        assert_eq!(
+            a.event.url,
+            format!("https://{host}/{}", "p".repeat(2048 - host.len() - 9))
+        );
+        assert!(url::Url::parse(&a.event.url).is_ok_and(|u| u.host_str() == Some(host.as_str())));
+        let huge = format!("{}.example", "h".repeat(2100));
+        let r = validate_event(0, &json!({"url": format!("https://{huge}/")}), &c).unwrap_err();
+        assert_eq!(r.field, "url");
+        assert!(r.reason.contains("scheme and host"), "{}", r.reason);
+        let a = validate_event(
+            0,
+            &json!({"url":"https://a.example/","referrer":format!("https://{huge}/")}),
+            &c,
+        )
+        .unwrap();
+        assert_eq!(a.event.referrer, "");
+        assert_eq!(a.adjustments[0].field, "referrer");
     }
 
     #[test]
