@@ -369,11 +369,21 @@ fn http_url(text: &str) -> Result<url::Url, String> {
 fn referrer_url(text: &str) -> Result<(String, Option<String>), String> {
     let text = text.trim();
     if let Some(app) = crate::processor::referrer::app_package(text) {
-        return if app.len() <= 255 {
-            Ok((text.to_string(), None))
-        } else {
-            Err("an app referrer with a package name over 255 bytes".into())
-        };
+        if app.len() > 255 {
+            return Err("an app referrer with a package name over 255 bytes".into());
+        }
+        if text.len() <= MAX_REFERRER_BYTES {
+            return Ok((text.to_string(), None));
+        }
+        // Only the app is read: `android-app://<package>/` is kept of a long one.
+        let scheme = text.split_once("://").map_or("", |(scheme, _)| scheme);
+        return Ok((
+            format!("{scheme}://{app}/"),
+            Some(format!(
+                "{} bytes: cut to the app (at most {MAX_REFERRER_BYTES} bytes are kept)",
+                text.len()
+            )),
+        ));
     }
     let parsed = http_url(text).map_err(|_| "not an http(s) or app URL".to_string())?;
     if text.len() <= MAX_REFERRER_BYTES {
@@ -778,6 +788,12 @@ mod tests {
             format!("https://{host}/{}", "p".repeat(2048 - host.len() - 9))
         );
         assert!(url::Url::parse(&a.event.url).is_ok_and(|u| u.host_str() == Some(host.as_str())));
+        // An app referrer over the limit keeps its app (found by the collector_body fuzz
+        // target: app referrers were kept whole, whatever their length).
+        let app = format!("android-app://com.google.android.gm/{}", "x".repeat(3000));
+        let a = validate_event(0, &json!({"url":"https://a.example/","referrer":app}), &c).unwrap();
+        assert_eq!(a.event.referrer, "android-app://com.google.android.gm/");
+        assert_eq!(a.adjustments[0].field, "referrer");
         let huge = format!("{}.example", "h".repeat(2100));
         let r = validate_event(0, &json!({"url": format!("https://{huge}/")}), &c).unwrap_err();
         assert_eq!(r.field, "url");
