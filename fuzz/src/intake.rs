@@ -210,7 +210,10 @@ fn check_processed(raw: &RawEvent, e: &Event) {
     assert!(e.duration_delta >= 0, "duration_delta {}", e.duration_delta);
     // A session's start is when the event that opened it happened; an event that arrives
     // after a later one of its visit joins that session and may lie before its start.
-    assert!(e.session_start - e.ts <= SESSION_TIMEOUT, "a session opened after its events");
+    assert!(
+        e.session_start - e.ts <= SESSION_TIMEOUT,
+        "a session opened after its events"
+    );
     let channels: BTreeSet<&str> = referrer::CHANNELS.iter().copied().collect();
     assert!(
         channels.contains(e.referrer_medium.as_str()),
