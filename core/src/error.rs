@@ -8,6 +8,10 @@ pub enum Error {
     /// The embedded engine could not be loaded or opened.
     #[error("embedded engine: {0}")]
     Engine(String),
+    /// Another process holds the embedded engine's directory (its `status` file is locked):
+    /// the engine belongs to one process at a time.
+    #[error("the embedded engine at {path} is in use by another process ({holder}): it belongs to one process at a time; stop that process, or give the distributed roles a ClickHouse server (--clickhouse-url)")]
+    EngineInUse { path: String, holder: String },
     /// The warehouse server could not be reached (network, timeout): worth retrying.
     #[error("warehouse unreachable: {0}")]
     Unreachable(String),

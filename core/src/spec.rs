@@ -894,6 +894,11 @@ pub fn parse_tenants(text: &str, source_name: &str) -> Result<Vec<Tenant>> {
 }
 
 /// Reads tenants from a YAML file or from every `*.yaml`/`*.yml` file of a directory.
+///
+/// A directory is read one level deep, as Kubernetes mounts a ConfigMap: its subdirectories
+/// are not searched (a mounted ConfigMap holds `..data` and timestamped copies of every
+/// file, and a manifests tree holds examples for other setups). When a directory holds no
+/// tenant but a subdirectory does, the error names the subdirectories to point at.
 pub fn load_tenants(path: &Path) -> Result<Vec<Tenant>> {
     let mut files = Vec::new();
     if path.is_dir() {
@@ -934,12 +939,57 @@ pub fn load_tenants(path: &Path) -> Result<Vec<Tenant>> {
         }
     }
     if tenants.is_empty() {
+        let nested = if path.is_dir() {
+            yaml_subdirectories(path)
+        } else {
+            Vec::new()
+        };
+        let message = if nested.is_empty() {
+            format!("no {KIND} documents found")
+        } else {
+            format!(
+                "no {KIND} documents found (subdirectories are not searched; these hold YAML files: {}; point --tenants at one of them)",
+                nested.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+            )
+        };
         return Err(Error::Spec {
             source_name: path.display().to_string(),
-            message: format!("no {KIND} documents found"),
+            message,
         });
     }
     Ok(tenants)
+}
+
+/// The subdirectories of `dir` (not hidden, any depth) that hold YAML files.
+fn yaml_subdirectories(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(current) = pending.pop() {
+        let Ok(entries) = std::fs::read_dir(&current) else {
+            continue;
+        };
+        let mut has_yaml = false;
+        for entry in entries.flatten() {
+            let p = entry.path();
+            let hidden = p
+                .file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with('.'));
+            if hidden {
+                continue;
+            }
+            if p.is_dir() {
+                pending.push(p);
+            } else if matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")) {
+                has_yaml = true;
+            }
+        }
+        if has_yaml && current != dir {
+            found.push(current);
+        }
+    }
+    found.sort();
+    found
 }
 
 #[cfg(test)]
@@ -959,6 +1009,28 @@ spec:
   defaultTimezone: America/New_York
   limits: { eventsPerRequest: 50 }
 "#;
+
+    #[test]
+    fn a_directory_is_read_one_level_deep_and_says_where_tenants_are() {
+        let dir = tempfile::tempdir().unwrap();
+        let examples = dir.path().join("examples");
+        std::fs::create_dir_all(examples.join("cluster")).unwrap();
+        std::fs::write(examples.join("tenant.yaml"), DOC).unwrap();
+        // A ConfigMap mount's copies are hidden directories: never read, never suggested.
+        std::fs::create_dir_all(dir.path().join("..data")).unwrap();
+        std::fs::write(dir.path().join("..data/tenant.yaml"), DOC).unwrap();
+        let e = load_tenants(dir.path()).unwrap_err().to_string();
+        assert!(
+            e.contains("subdirectories are not searched") && e.contains(&examples.display().to_string()),
+            "{e}"
+        );
+        assert!(!e.contains("..data"), "{e}");
+        assert_eq!(load_tenants(&examples).unwrap()[0].name, "acme");
+        // The bare error without anything nested.
+        let empty = tempfile::tempdir().unwrap();
+        let e = load_tenants(empty.path()).unwrap_err().to_string();
+        assert!(e.ends_with("no AnalyticsTenant documents found"), "{e}");
+    }
 
     #[test]
     fn parses_defaults_and_site_settings() {

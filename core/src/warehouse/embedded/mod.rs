@@ -34,12 +34,42 @@ struct Inner {
     control: Mutex<Conn>,
 }
 
+/// Refuses an engine directory another process holds. The engine locks its `status` file
+/// (flock) while it runs and removes it when it stops; opening a held directory fails inside
+/// the engine with "Cannot lock file", which names neither the holder nor what to do.
+fn refuse_if_in_use(path: &Path) -> Result<()> {
+    let status = path.join("status");
+    let file = match std::fs::File::open(&status) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
+    match file.try_lock() {
+        // Released when `file` is dropped, before the engine takes it.
+        Ok(()) => Ok(()),
+        Err(std::fs::TryLockError::WouldBlock) => {
+            // The engine writes "PID: n" on the status file's first line.
+            let holder = std::fs::read_to_string(&status)
+                .ok()
+                .and_then(|text| text.lines().next().map(|l| l.trim().replace("PID: ", "PID ")))
+                .filter(|l| !l.is_empty())
+                .unwrap_or_else(|| "unknown PID".into());
+            Err(Error::EngineInUse {
+                path: path.display().to_string(),
+                holder,
+            })
+        }
+        Err(std::fs::TryLockError::Error(e)) => Err(e.into()),
+    }
+}
+
 impl Embedded {
     /// Opens the engine with its data under `path` (created 0700), with `readers` reading
     /// connections.
     pub fn open(path: &Path, readers: usize) -> Result<Self> {
         crate::secret::create_private_dir(path)?;
         let path = path.canonicalize()?;
+        refuse_if_in_use(&path)?;
         let writer = Mutex::new(Conn::open(&path)?);
         let control = Mutex::new(Conn::open(&path)?);
         let readers = (0..readers.max(1))
@@ -259,5 +289,29 @@ impl Warehouse for Embedded {
 
     fn backend(&self) -> &'static str {
         "embedded"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_directory_another_process_holds_is_refused_naming_the_holder() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(refuse_if_in_use(dir.path()).is_ok(), "no status file: free");
+        let status = dir.path().join("status");
+        std::fs::write(&status, "PID: 4242\nStarted at: 2026-12-01 07:15:13\n").unwrap();
+        assert!(refuse_if_in_use(dir.path()).is_ok(), "a status file nobody locks: free");
+        // flock locks belong to an open file: a second open sees this one's lock.
+        let holder = std::fs::File::open(&status).unwrap();
+        holder.lock().unwrap();
+        let e = refuse_if_in_use(dir.path()).unwrap_err().to_string();
+        assert!(
+            e.contains("PID 4242") && e.contains("one process") && e.contains("--clickhouse-url"),
+            "{e}"
+        );
+        drop(holder);
+        assert!(refuse_if_in_use(dir.path()).is_ok());
     }
 }
