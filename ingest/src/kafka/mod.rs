@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 pub mod lag;
+pub mod membership;
 pub mod provision;
 pub mod sink;
 
