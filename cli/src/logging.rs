@@ -14,7 +14,9 @@ use std::time::Instant;
 
 use axum::http::{Request, Uri};
 use tower_http::classify::{ServerErrorsAsFailures, SharedClassifier};
-use tower_http::trace::{MakeSpan, TraceLayer};
+use tower_http::trace::{
+    DefaultOnBodyChunk, DefaultOnEos, DefaultOnFailure, DefaultOnRequest, DefaultOnResponse, MakeSpan, TraceLayer,
+};
 use tracing::callsite::Identifier;
 use tracing::Metadata;
 use tracing_subscriber::field::MakeExt;
@@ -30,9 +32,16 @@ pub const PER_SECOND: f64 = 5.0;
 /// Query parameters whose values are credentials: never logged.
 const SECRET_PARAMS: &[&str] = &["token", "api_secret"];
 
-/// Sets up the process's logger (stderr, `RUST_LOG`, default `info`).
+/// Sets up the process's logger (stderr, `RUST_LOG`, default `info`). Colours only for a
+/// person at a terminal: never when stderr is a file or a pipe (collected logs), nor when
+/// `NO_COLOR` is set (no-color.org).
 pub fn init() {
     let fields = tracing_subscriber::fmt::format::debug_fn(|writer, field, value| {
+        // Where a `log` record (a library logging through the `log` crate) came from in
+        // the source: noise for the people reading the logs.
+        if field.name().starts_with("log.") {
+            return Ok(());
+        }
         let mut text = String::new();
         let _ = write!(text, "{value:?}");
         let shown = cut(&text, MAX_FIELD_CHARS);
@@ -45,11 +54,15 @@ pub fn init() {
     .delimited(" ");
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
-        // Colours only for a person at a terminal, not in collected logs.
-        .with_ansi(std::io::stderr().is_terminal())
+        .with_ansi(colours())
         .fmt_fields(fields)
         .with_writer(RateLimitedStderr::default())
         .init();
+}
+
+/// Whether log lines are coloured: stderr is a terminal and `NO_COLOR` is unset or empty.
+fn colours() -> bool {
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
 /// Sets up the operator's logger: JSON lines on stderr with the current span (a reconcile's
@@ -198,9 +211,21 @@ impl<B> MakeSpan<B> for RedactedSpan {
     }
 }
 
-/// The request tracing every role's router wears.
-pub fn trace_layer() -> TraceLayer<SharedClassifier<ServerErrorsAsFailures>, RedactedSpan> {
-    TraceLayer::new_for_http().make_span_with(RedactedSpan)
+/// The request tracing every role's router wears. A 5xx answer is logged at DEBUG here: the
+/// handler that chose it logs why (a 503 of `/readyz` is an answer, not a failure, and at
+/// ERROR a probe every few seconds would fill the logs while a role is not ready).
+pub fn trace_layer() -> TraceLayer<
+    SharedClassifier<ServerErrorsAsFailures>,
+    RedactedSpan,
+    DefaultOnRequest,
+    DefaultOnResponse,
+    DefaultOnBodyChunk,
+    DefaultOnEos,
+    DefaultOnFailure,
+> {
+    TraceLayer::new_for_http()
+        .make_span_with(RedactedSpan)
+        .on_failure(DefaultOnFailure::new().level(tracing::Level::DEBUG))
 }
 
 #[cfg(test)]

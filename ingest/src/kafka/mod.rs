@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+pub mod context;
 pub mod lag;
 pub mod membership;
 pub mod provision;

@@ -3,9 +3,17 @@
 //! one visitor's events stay in order on one partition. `append` returns only when the
 //! broker acknowledged every message (acks=all, idempotent producer): the collector's 202
 //! means "on the log".
+//!
+//! A request waits for the broker at most `delivery_timeout` (plus [`DELIVERY_GRACE`]), and
+//! not at all while the producer knows the brokers are unreachable (librdkafka reported
+//! that all are down and none has answered since: `BrokerHealth`): it gets 503 at once.
+//! While they are down, `watch_brokers` asks them for metadata every second, so the first
+//! answer brings the collector back.
 
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
+
+use futures_util::future::join_all;
 
 use async_trait::async_trait;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -14,6 +22,7 @@ use rdkafka::util::Timeout;
 use sightline_core::event::RawEvent;
 use uuid::Uuid;
 
+use super::context::{BrokerHealth, KafkaContext};
 use super::{client_config, topics, Envelope};
 use crate::error::Error;
 use crate::sink::EventSink;
@@ -23,31 +32,80 @@ pub struct KafkaSinkConfig {
     pub brokers: String,
     /// How long an event may wait for the broker before the request fails with 503.
     pub delivery_timeout: Duration,
-    /// Requests (messages) buffered in the producer before new requests get 503 at once.
+    /// Messages buffered in the producer before new requests get 503 at once: one message
+    /// per request (per visitor of a request, see `split_by_visitor`), whatever its events.
     pub queue_max_messages: u32,
 }
+
+/// How long past `delivery_timeout` a request waits for librdkafka's own verdict (its timeout
+/// is checked about once a second) before it is answered 503 anyway.
+pub const DELIVERY_GRACE: Duration = Duration::from_millis(500);
+
+/// How often brokers that are down are asked for metadata (and how long an answer may take).
+pub const BROKER_PROBE_EVERY: Duration = Duration::from_secs(1);
+
+type CollectorProducer = FutureProducer<KafkaContext>;
 
 /// The largest message the collector produces (uncompressed).
 pub const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
 
 pub struct KafkaSink {
     config: KafkaSinkConfig,
-    producer: RwLock<Arc<FutureProducer>>,
+    producer: RwLock<Arc<CollectorProducer>>,
     /// When a delivery last succeeded, and when the producer was last replaced.
     health: Mutex<(Instant, Instant)>,
+    /// The producers' logging context and what it knows of the brokers (shared by every
+    /// producer this sink makes).
+    context: KafkaContext,
 }
 
 impl KafkaSink {
     pub fn new(config: &KafkaSinkConfig) -> Result<Self, KafkaError> {
-        let producer = Self::producer(config)?;
+        let context = KafkaContext::new("collector", Arc::new(BrokerHealth::not_contacted()));
+        let producer = Self::producer(config, &context)?;
         Ok(Self {
             config: config.clone(),
             producer: RwLock::new(Arc::new(producer)),
             health: Mutex::new((Instant::now(), Instant::now())),
+            context,
         })
     }
 
-    fn producer(config: &KafkaSinkConfig) -> Result<FutureProducer, KafkaError> {
+    /// Whether the brokers answer, as far as the producer knows.
+    pub fn brokers(&self) -> &Arc<BrokerHealth> {
+        self.context.health()
+    }
+
+    /// Until `stop`: while the brokers are down, asks them for metadata every
+    /// [`BROKER_PROBE_EVERY`]; the first answer marks them up (librdkafka reports when they
+    /// go, not when they come back).
+    pub fn watch_brokers(
+        self: &Arc<Self>,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) -> tokio::task::JoinHandle<()> {
+        let sink = self.clone();
+        tokio::spawn(async move {
+            loop {
+                if !sink.brokers().reachable() {
+                    let producer = sink.current();
+                    // All topics: asking for one by name lets brokers that auto-create topics
+                    // create it. Only while the brokers are down, so its size does not matter.
+                    let probe =
+                        tokio::task::spawn_blocking(move || producer.client().fetch_metadata(None, BROKER_PROBE_EVERY))
+                            .await;
+                    if let Ok(Ok(_)) = probe {
+                        sink.context.answered();
+                    }
+                }
+                tokio::select! {
+                    _ = stop.wait_for(|s| *s) => return,
+                    _ = tokio::time::sleep(BROKER_PROBE_EVERY) => {}
+                }
+            }
+        })
+    }
+
+    fn producer(config: &KafkaSinkConfig, context: &KafkaContext) -> Result<CollectorProducer, KafkaError> {
         client_config(&config.brokers)
             .set("acks", "all")
             .set("enable.idempotence", "true")
@@ -58,10 +116,13 @@ impl KafkaSink {
             // A message is a whole request (up to the spec's body limit, as raw events with
             // their user agents): allow it uncompressed; on the wire it is LZ4 batches.
             .set("message.max.bytes", MAX_MESSAGE_BYTES.to_string())
-            .create()
+            // Reconnect at least once a second during an outage (librdkafka's default backs
+            // off to 10 s), so that requests are taken again soon after the broker returns.
+            .set("reconnect.backoff.max.ms", "1000")
+            .create_with_context(context.clone())
     }
 
-    fn current(&self) -> Arc<FutureProducer> {
+    fn current(&self) -> Arc<CollectorProducer> {
         self.producer.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
@@ -76,7 +137,7 @@ impl KafkaSink {
         if health.0.elapsed() < stale || health.1.elapsed() < stale {
             return;
         }
-        match Self::producer(&self.config) {
+        match Self::producer(&self.config, &self.context) {
             Ok(fresh) => {
                 tracing::warn!("no delivery for {stale:?}: replacing the Kafka producer");
                 *self.producer.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(fresh);
@@ -88,6 +149,7 @@ impl KafkaSink {
 
     fn delivered(&self) {
         self.health.lock().unwrap_or_else(|p| p.into_inner()).0 = Instant::now();
+        self.context.answered();
     }
 
     /// The partitioning key: a visitor's events land on one partition, in order.
@@ -200,6 +262,14 @@ impl EventSink for KafkaSink {
         if events.is_empty() {
             return Ok(());
         }
+        if let Some(down_for) = self.brokers().down_for() {
+            // Waiting would only end in the delivery timeout: answer now, the client retries.
+            return Err(Error::Unavailable(format!(
+                "the Kafka brokers have been unreachable for {} s ({})",
+                down_for.as_secs(),
+                self.brokers().reason().unwrap_or_default()
+            )));
+        }
         let [topic, _] = topics(tenant);
         let producer = self.current();
         let mut deliveries = Vec::new();
@@ -219,9 +289,19 @@ impl EventSink for KafkaSink {
                 Err((e, _)) => return Err(Error::Unavailable(e.to_string())),
             }
         }
+        let bound = self.config.delivery_timeout + DELIVERY_GRACE;
+        let Ok(answers) = tokio::time::timeout(bound, join_all(deliveries)).await else {
+            // librdkafka's verdict is late; what was queued may still be delivered, and the
+            // client's retry is deduplicated like any other.
+            self.failed();
+            return Err(Error::Unavailable(format!(
+                "the broker did not acknowledge within {} ms",
+                bound.as_millis()
+            )));
+        };
         let mut outcome = Ok(());
-        for delivery in deliveries {
-            match delivery.await {
+        for answer in answers {
+            match answer {
                 Ok(Ok(_)) => self.delivered(),
                 Ok(Err((e, _))) => {
                     self.failed();
