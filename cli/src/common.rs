@@ -168,6 +168,8 @@ pub struct OpsArgs {
 
 /// The operations listener of a running role.
 pub struct Ops {
+    /// Where it listens.
+    pub addr: SocketAddr,
     /// What `/metrics` serves; a role registers its metrics here.
     pub metrics: MetricsRegistry,
     /// What `/readyz` answers (not ready until the role sets it).
@@ -195,6 +197,7 @@ impl OpsArgs {
             let _ = std::io::stdout().flush();
         }
         Ok(Ops {
+            addr,
             metrics,
             readiness,
             server,
@@ -322,6 +325,33 @@ pub async fn schema_version(warehouse: &dyn Warehouse, tenant: &Tenant) -> Resul
 }
 
 impl WarehouseArgs {
+    /// A distributed role (loader, query) needs a ClickHouse server that every role shares:
+    /// the embedded engine belongs to one process (a loader and a query role cannot open one
+    /// data directory together, and two loaders on two directories write two warehouses).
+    /// Without `--clickhouse-url` it refuses to start, unless `--embedded-engine` says that
+    /// this process is the only one using its data directory.
+    pub fn require_server(&self, role: &str, embedded_engine: bool) -> Result<(), String> {
+        if self.clickhouse_url.is_some() || embedded_engine {
+            return Ok(());
+        }
+        Err(format!(
+            "{role}: no --clickhouse-url (or SIGHTLINE_CLICKHOUSE_URL). The distributed roles share one \
+             ClickHouse server; the embedded engine under --data belongs to one process (a loader and a \
+             query role cannot open it together, and two loaders on two data directories write two \
+             warehouses). Run `sightline standalone` for one process, give a ClickHouse server \
+             (README: \"Trying the distributed path on one machine\"), or pass --embedded-engine if this \
+             {role} is the only process using --data"
+        ))
+    }
+
+    /// Where this role's warehouse is, for people: the URL or the engine's directory.
+    pub fn describe_target(&self, data: &Path) -> String {
+        match &self.clickhouse_url {
+            Some(url) => url.clone(),
+            None => format!("embedded engine at {}", data.join("engine").display()),
+        }
+    }
+
     pub async fn open(&self, data: &Path) -> Result<Arc<dyn Warehouse>, String> {
         self.connect(data).await.map_err(|e| self.describe(e))
     }

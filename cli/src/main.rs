@@ -34,6 +34,9 @@ enum Command {
     Collector(collector_cmd::Args),
     /// Each tenant's event topic into the warehouse, exactly once (commits after inserts).
     Loader(loader_cmd::Args),
+    /// Remove a loader that stopped for good (its --instance-id) from its tenants' consumer
+    /// groups, so its partitions move to the loaders still running at once.
+    RemoveLoader(loader_cmd::RemoveArgs),
     /// The query API (and dashboard) over a warehouse written by loaders.
     Query(query_cmd::Args),
     /// Create or update every tenant's Kafka topics to its spec (idempotent).
@@ -77,6 +80,7 @@ fn main() -> ExitCode {
         Command::Provision(args) => provision_cmd::run(args),
         Command::Collector(args) => collector_cmd::run(args),
         Command::Loader(args) => loader_cmd::run(args),
+        Command::RemoveLoader(args) => loader_cmd::remove(args),
         Command::Query(args) => query_cmd::run(args),
         Command::Operator(args) => operator_cmd::run(args),
         Command::Crdgen(args) => operator_cmd::crdgen(args),

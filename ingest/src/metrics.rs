@@ -5,7 +5,7 @@
 //! client's field name in a label could forge metric lines and would make a new series per
 //! request).
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use axum::extract::{MatchedPath, Request, State};
@@ -161,22 +161,32 @@ pub async fn count_requests(State(metrics): State<CollectorMetrics>, request: Re
 /// The loader's metrics.
 #[derive(Clone)]
 pub struct LoaderMetrics {
-    pub messages: Family<LoadedLabels, Counter>,
+    /// Events by outcome (a message of the log holds a request's events).
+    pub events: Family<LoadedLabels, Counter>,
     pub batch_events: Family<TenantLabels, Histogram, fn() -> Histogram>,
     pub insert_seconds: Family<TenantLabels, Histogram, fn() -> Histogram>,
     pub insert_failures: Family<TenantLabels, Counter>,
+    /// Per partition of the tenant's topic (every one, not only this loader's): messages
+    /// between the group's committed offset and the log end.
     pub consumer_lag: Family<PartitionLabels, Gauge>,
+    /// Per partition: seconds since any loader of the group last consumed it while messages
+    /// waited on it (0 while a loader consumes it or nothing waits).
+    pub unowned_seconds: Family<PartitionLabels, Gauge<f64, AtomicU64>>,
+    /// Partitions of the tenant's topic this loader holds.
+    pub partitions_owned: Family<TenantLabels, Gauge>,
     pub dlq: Family<TenantLabels, Counter>,
 }
 
 impl Default for LoaderMetrics {
     fn default() -> Self {
         Self {
-            messages: Family::default(),
+            events: Family::default(),
             batch_events: Family::new_with_constructor(batch_histogram),
             insert_seconds: Family::new_with_constructor(latency_histogram),
             insert_failures: Family::default(),
             consumer_lag: Family::default(),
+            unowned_seconds: Family::default(),
+            partitions_owned: Family::default(),
             dlq: Family::default(),
         }
     }
@@ -185,9 +195,9 @@ impl Default for LoaderMetrics {
 impl LoaderMetrics {
     pub fn register(&self, registry: &mut Registry) {
         registry.register(
-            "sightline_loader_messages",
-            "Log messages by outcome",
-            self.messages.clone(),
+            "sightline_loader_events",
+            "Events by outcome: stored (new rows), duplicate (stored before: a redelivery), dlq (sent to the dead-letter topic; a message that does not decode counts one)",
+            self.events.clone(),
         );
         registry.register(
             "sightline_loader_batch_events",
@@ -206,19 +216,30 @@ impl LoaderMetrics {
         );
         registry.register(
             "sightline_loader_consumer_lag",
-            "Messages behind the partition's end, per partition",
+            "Messages between the group's committed offset and the log end, for every partition of the tenant's topic",
             self.consumer_lag.clone(),
         );
         registry.register(
+            "sightline_loader_partition_unowned_seconds",
+            "Seconds since any loader of the group last consumed the partition while messages waited on it (0 while one does or nothing waits)",
+            self.unowned_seconds.clone(),
+        );
+        registry.register(
+            "sightline_loader_partitions_owned",
+            "Partitions of the tenant's topic this loader holds",
+            self.partitions_owned.clone(),
+        );
+        registry.register(
             "sightline_loader_dlq",
-            "Messages sent to the dead-letter topic",
+            "Records sent to the dead-letter topic (an undecodable message, or one bad event of a message)",
             self.dlq.clone(),
         );
     }
 
+    /// Counts `n` events of `tenant` under `outcome` (stored, duplicate, dlq).
     pub fn loaded(&self, tenant: &str, outcome: &str, n: u64) {
         if n > 0 {
-            self.messages
+            self.events
                 .get_or_create(&LoadedLabels {
                     tenant: tenant.to_string(),
                     outcome: outcome.to_string(),

@@ -97,7 +97,7 @@ async fn collector_kafka_loader_clickhouse_query_give_the_exact_numbers() {
     assert_eq!(status, 200);
     assert!(
         metrics.contains(&format!(
-            "sightline_loader_messages_total{{tenant=\"acme\",outcome=\"stored\"}} {stored}"
+            "sightline_loader_events_total{{tenant=\"acme\",outcome=\"stored\"}} {stored}"
         )),
         "{metrics}"
     );

@@ -98,7 +98,7 @@ async fn a_warehouse_outage_with_a_loader_restart_in_it_loses_and_doubles_nothin
     steady(&load, 150).await;
     let mut second = p.start_another_loader("loader-1");
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while metric(&second, "sightline_loader_messages_total").await.unwrap_or(0.0) < 1.0 {
+    while metric(&second, "sightline_loader_events_total").await.unwrap_or(0.0) < 1.0 {
         assert!(
             std::time::Instant::now() < deadline,
             "the second loader never stored anything"

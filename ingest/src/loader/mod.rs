@@ -9,6 +9,7 @@
 //! one; its `Gate` keeps the rule that no batch is stored across a revocation.
 
 pub mod decode;
+mod lag;
 mod reader;
 pub mod store;
 
@@ -32,8 +33,9 @@ use tokio::sync::{mpsc, watch, Semaphore};
 use tracing::Instrument;
 
 use crate::error::Error;
+use crate::kafka::context::{BrokerHealth, KafkaContext};
 use crate::kafka::{client_config, topics};
-use crate::metrics::{LoaderMetrics, Readiness, TenantLabels};
+use crate::metrics::{LoaderMetrics, TenantLabels};
 use reader::{Batch, Gate, LoaderContext, Origin, Reader};
 
 #[derive(Clone, Debug)]
@@ -50,8 +52,8 @@ pub struct LoaderConfig {
     /// static membership, and a restarted loader takes its partitions back at once instead
     /// of waiting for the broker to expire its previous incarnation.
     pub instance_id: Option<String>,
-    /// How often librdkafka reports statistics (consumer lag).
-    pub stats_interval: Duration,
+    /// How often the lag of every partition (and how long each went unconsumed) is read.
+    pub lag_interval: Duration,
 }
 
 impl Default for LoaderConfig {
@@ -62,7 +64,7 @@ impl Default for LoaderConfig {
             max_wait: Duration::from_millis(250),
             session_timeout: Duration::from_secs(10),
             instance_id: None,
-            stats_interval: Duration::from_secs(5),
+            lag_interval: Duration::from_secs(5),
         }
     }
 }
@@ -81,7 +83,11 @@ pub struct Loader {
     warehouse: Arc<dyn Warehouse>,
     consumer: Arc<reader::Consumer>,
     gate: Arc<Gate>,
-    dlq: FutureProducer,
+    dlq: FutureProducer<KafkaContext>,
+    /// librdkafka's logs and errors, and what they say of the brokers (consumer and DLQ
+    /// producer share it).
+    kafka: KafkaContext,
+    status: Arc<LoaderStatus>,
     processor: Arc<dyn Processor>,
     /// Made at the first take-over (reading what is stored needs the warehouse).
     sessions: Option<LiveSessions>,
@@ -91,13 +97,32 @@ pub struct Loader {
     /// Per partition, the last offset this loader's intents cover.
     intended: BTreeMap<i32, i64>,
     metrics: LoaderMetrics,
-    readiness: Readiness,
     config: LoaderConfig,
     /// The days replays hold (docs/replay.md, "Replays beside live writers").
     leases: HeldDays,
     /// A replay of a day this loader writes ended: its sessions are read again before the
     /// next store.
     replayed: bool,
+}
+
+/// Whether a loader does its work: its last store succeeded and its brokers answer.
+pub struct LoaderStatus {
+    stores_ok: AtomicBool,
+    brokers: Arc<BrokerHealth>,
+}
+
+impl LoaderStatus {
+    pub fn ready(&self) -> bool {
+        self.stores_ok.load(Ordering::Relaxed) && self.brokers.reachable()
+    }
+
+    /// Why it is not ready (`None` when it is).
+    pub fn why_not(&self) -> Option<String> {
+        if let Some(reason) = self.brokers.reason() {
+            return Some(format!("Kafka brokers unreachable: {reason}"));
+        }
+        (!self.stores_ok.load(Ordering::Relaxed)).then(|| "the last store failed".to_string())
+    }
 }
 
 /// How often a batch held back by a replay's lease checks the lease again.
@@ -108,21 +133,28 @@ pub fn group_id(tenant: &str) -> String {
     format!("sightline.{tenant}.loader")
 }
 
+/// The `group.instance.id` of the loader started with `--instance-id instance` in `tenant`'s
+/// group (a loader runs one consumer per tenant, so the tenant is part of it).
+pub fn member_instance(instance: &str, tenant: &str) -> String {
+    format!("{instance}.{tenant}")
+}
+
 impl Loader {
     pub fn new(
         tenant: LiveTenant,
         warehouse: Arc<dyn Warehouse>,
         metrics: LoaderMetrics,
-        readiness: Readiness,
         config: LoaderConfig,
     ) -> Result<Self, Error> {
         let name = tenant.load().name.clone();
         let [topic, dlq_topic] = topics(&name);
         let gate = Arc::new(Gate::default());
+        // Down until the first read of the group's offsets answers.
+        let kafka = KafkaContext::new(format!("loader {name}"), Arc::new(BrokerHealth::not_contacted()));
         let context = LoaderContext {
             tenant: name.clone(),
-            metrics: metrics.clone(),
             gate: gate.clone(),
+            kafka: kafka.clone(),
         };
         let mut consumer_config = client_config(&config.brokers);
         consumer_config
@@ -131,7 +163,6 @@ impl Loader {
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
             .set("session.timeout.ms", config.session_timeout.as_millis().to_string())
-            .set("statistics.interval.ms", config.stats_interval.as_millis().to_string())
             // Bounded prefetch: a message is a whole request (tens of KB), so librdkafka's
             // defaults (100,000 messages per partition) would buffer gigabytes. The reading
             // thread polls while a batch is stored, so a small prefetch keeps it fed.
@@ -147,10 +178,14 @@ impl Loader {
             consumer_config.set("group.instance.id", id);
         }
         let consumer: reader::Consumer = consumer_config.create_with_context(context)?;
-        let dlq: FutureProducer = client_config(&config.brokers)
+        let dlq: FutureProducer<KafkaContext> = client_config(&config.brokers)
             .set("acks", "all")
             .set("enable.idempotence", "true")
-            .create()?;
+            .create_with_context(kafka.clone())?;
+        let status = Arc::new(LoaderStatus {
+            stores_ok: AtomicBool::new(true),
+            brokers: kafka.health().clone(),
+        });
         Ok(Self {
             leases: HeldDays::new(&sightline_core::spec::database_name(&name)),
             replayed: false,
@@ -162,14 +197,20 @@ impl Loader {
             consumer: Arc::new(consumer),
             gate,
             dlq,
+            kafka,
+            status,
             processor: Arc::new(Current),
             sessions: None,
             redelivery_window: BTreeMap::new(),
             intended: BTreeMap::new(),
             metrics,
-            readiness,
             config,
         })
+    }
+
+    /// Whether this loader does its work (for the role's `/readyz`).
+    pub fn status(&self) -> Arc<LoaderStatus> {
+        self.status.clone()
     }
 
     /// Loads until `shutdown` turns true, then stores what it has read, commits and returns.
@@ -178,8 +219,16 @@ impl Loader {
         // Sessions and the redelivery window are read when partitions are assigned, which
         // happens inside the first reads.
         self.consumer.subscribe(&[&self.topic])?;
-        self.readiness.set(true);
         tracing::info!(tenant = %self.name, topic = %self.topic, group = %group_id(&self.name), "loading");
+        let lag = lag::LagWatch {
+            tenant: self.name.clone(),
+            topic: self.topic.clone(),
+            consumer: self.consumer.clone(),
+            context: self.kafka.clone(),
+            metrics: self.metrics.clone(),
+            interval: self.config.lag_interval,
+        }
+        .spawn(shutdown.clone());
         let (batches, mut received) = mpsc::channel(1);
         let stop = Arc::new(AtomicBool::new(false));
         let reader = Reader {
@@ -192,6 +241,7 @@ impl Loader {
             batches,
             read_ahead: Arc::new(Semaphore::new(1)),
             runtime: tokio::runtime::Handle::current(),
+            kafka: self.kafka.clone(),
         };
         let reading = std::thread::Builder::new()
             .name(format!("read-{}", self.name))
@@ -224,6 +274,7 @@ impl Loader {
             .await
             .map_err(|e| Error::Reader(e.to_string()))?;
         joined.map_err(|_| Error::Reader("panicked".into()))?;
+        lag.abort();
         // Everything stored is committed already; this makes sure the last commit is sent.
         match self.consumer.commit_consumer_state(CommitMode::Sync) {
             // Nothing stored since the last commit.
@@ -339,12 +390,12 @@ impl Loader {
                     self.metrics.loaded(&self.name, "stored", stored.raw as u64);
                     self.metrics.loaded(&self.name, "duplicate", stored.duplicates as u64);
                     self.metrics.loaded(&self.name, "dlq", batch.poison.len() as u64);
-                    self.readiness.set(true);
+                    self.status.stores_ok.store(true, Ordering::Relaxed);
                     return true;
                 }
                 Err(e) => {
                     self.metrics.insert_failures.get_or_create(&labels).inc();
-                    self.readiness.set(false);
+                    self.status.stores_ok.store(false, Ordering::Relaxed);
                     if *shutdown.borrow() {
                         // Stopping: the batch is not committed, the log redelivers it.
                         tracing::warn!(error = %e, "batch not stored at shutdown; it will be redelivered");

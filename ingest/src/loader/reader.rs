@@ -17,15 +17,16 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use rdkafka::client::ClientContext;
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance};
+use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
-use rdkafka::statistics::Statistics;
 use sightline_core::event::RawEvent;
 use sightline_core::spec::LiveTenant;
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
 use super::decode;
-use crate::metrics::{LoaderMetrics, PartitionLabels};
+use crate::kafka::context::KafkaContext;
 
 /// Where a poison message (or event) came from, for its dead letter.
 pub(super) struct Origin {
@@ -212,29 +213,21 @@ impl Gate {
     }
 }
 
-/// Consumer callbacks, run on the reading thread inside `poll`: lag from statistics, and the
-/// gate's revocations and assignments.
+/// Consumer callbacks, run on the reading thread inside `poll`: the gate's revocations and
+/// assignments, and librdkafka's logs and errors (`KafkaContext`).
 pub(super) struct LoaderContext {
     pub tenant: String,
-    pub metrics: LoaderMetrics,
     pub gate: Arc<Gate>,
+    pub kafka: KafkaContext,
 }
 
 impl ClientContext for LoaderContext {
-    fn stats(&self, statistics: Statistics) {
-        for topic in statistics.topics.values() {
-            for (partition, p) in &topic.partitions {
-                if *partition >= 0 && p.consumer_lag >= 0 {
-                    self.metrics
-                        .consumer_lag
-                        .get_or_create(&PartitionLabels {
-                            tenant: self.tenant.clone(),
-                            partition: *partition,
-                        })
-                        .set(p.consumer_lag);
-                }
-            }
-        }
+    fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
+        self.kafka.log(level, facility, message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.kafka.report(&error, reason);
     }
 }
 
@@ -276,6 +269,8 @@ pub(super) struct Reader {
     /// One permit per batch that may be read ahead of the one being stored.
     pub read_ahead: Arc<Semaphore>,
     pub runtime: tokio::runtime::Handle,
+    /// Where a poll's errors are logged (once, not at every poll of an outage).
+    pub kafka: KafkaContext,
 }
 
 impl Reader {
@@ -331,7 +326,7 @@ impl Reader {
                 }
                 Some(Err(e)) => {
                     // The broker is away or the group is rebalancing: librdkafka retries.
-                    tracing::warn!(error = %e, "consume error");
+                    self.kafka.report(&e, &e.to_string());
                     std::thread::sleep(Duration::from_millis(200));
                 }
             }
