@@ -505,6 +505,7 @@ async fn steps(obj: &AnalyticsTenant, ctx: &Context, report: &mut Report) -> Res
         ctx.distinct_event(obj, EventType::Normal, "RolloutStarted", "Rollout", started.clone())
             .await;
     }
+    apply::loaders::retire(&v, applied.loader_pods, policy).await;
     report.collector = applied.step(Role::Collector, policy);
     report.loader = applied.step(Role::Loader, policy);
     report.query = applied.step(Role::Query, policy);

@@ -55,6 +55,8 @@ pub struct ChildrenOutcome {
     pub pending: Vec<String>,
     /// Template changes applied now (pods about to be replaced), with their cause.
     pub rollouts_started: Vec<String>,
+    /// The loader pods that exist (the StatefulSet's `status.replicas`), when the API said.
+    pub loader_pods: Option<i32>,
 }
 
 impl ChildrenOutcome {
@@ -158,6 +160,7 @@ pub async fn reconcile(
     s.sync(&children.query_service, None).await?;
     s.sync(&children.query_budget, None).await?;
     let mut out = s.out;
+    out.loader_pods = loader.as_ref().and_then(|l| l.status.as_ref()).map(|st| st.replicas);
     out.roles = vec![
         RoleState {
             role: Role::Collector,

@@ -12,11 +12,14 @@
 //! 5. The ConfigMap, then the workloads (`children`), by server-side apply under one field
 //!    manager with force, each only when it differs from what the operator applies.
 //!
+//! 6. After a loader scale-down, the departed pods' static group memberships (`loaders`).
+//!
 //! Steps 2 and 3 come before 5, so a spec change that needs new topics or schema has them
 //! before the new configuration reaches the pods. Every step takes a `Policy`: a paused
 //! tenant writes nothing, and `driftPolicy: Report` leaves drift where it is.
 
 pub mod children;
+pub mod loaders;
 pub mod schema;
 pub mod secret;
 pub mod topics;
