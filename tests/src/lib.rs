@@ -6,6 +6,7 @@ pub mod known_events;
 pub mod kube_api;
 pub mod pipeline;
 pub mod rbac;
+pub mod readme;
 pub mod replay_support;
 
 use std::io::{BufRead, BufReader};

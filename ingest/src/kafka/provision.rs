@@ -250,6 +250,29 @@ pub fn plan(desired: &[TopicSpec], current: &BTreeMap<String, TopicState>) -> Re
     Ok(actions)
 }
 
+/// A refused topic creation, naming the spec field behind the refused value when there is
+/// one (a one-broker cluster refuses the default replication factor of 3).
+fn refused_creation(topic: &str, spec: &TopicSpec, code: RDKafkaErrorCode) -> ProvisionError {
+    let field = match code {
+        RDKafkaErrorCode::InvalidReplicationFactor => Some(format!(
+            "spec.kafka.replicationFactor is {}: the broker refused it (it cannot be more than the brokers the cluster has; a single broker takes 1, as in `kafka: {{ partitions: 3, replicationFactor: 1 }}`)",
+            spec.replication_factor
+        )),
+        RDKafkaErrorCode::InvalidPartitions => Some(format!(
+            "spec.kafka.partitions is {}: the broker refused it",
+            spec.partitions
+        )),
+        _ => None,
+    };
+    match field {
+        Some(message) => ProvisionError {
+            message,
+            ..ProvisionError::from_code(Some(topic), code)
+        },
+        None => ProvisionError::from_code(Some(topic), code),
+    }
+}
+
 pub struct Provisioner {
     admin: Arc<AdminClient<DefaultClientContext>>,
     timeout: Duration,
@@ -320,7 +343,7 @@ impl Provisioner {
                         match result {
                             // Created by a concurrent run between describe and create: fine.
                             Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-                            Err((name, code)) => return Err(ProvisionError::from_code(Some(&name), code)),
+                            Err((name, code)) => return Err(refused_creation(&name, spec, code)),
                         }
                     }
                     changes.push((
