@@ -12,7 +12,7 @@ use sightline_ingest::collector::{self, CollectorState};
 use sightline_ingest::kafka::sink::{KafkaSink, KafkaSinkConfig};
 use sightline_ingest::metrics::Readiness;
 
-use crate::common::{announce, block_on, shutdown_signal, ClientArgs, ServeArgs};
+use crate::common::{announce, block_on, ClientArgs, ServeArgs};
 
 #[derive(ClapArgs)]
 pub struct Args {
@@ -50,6 +50,7 @@ async fn serve(args: Args) -> Result<(), String> {
     );
     let registry = Arc::new(Registry::new(tenants, &secret));
     let (_, stopped) = crate::common::stop_on_signal();
+    let mut shutdown = stopped.clone();
     let reloader = args.serve.reload_into(registry.clone(), stopped.clone());
     let broker_watch = sink.watch_brokers(stopped.clone());
     let state = Arc::new(CollectorState::new(
@@ -67,7 +68,7 @@ async fn serve(args: Args) -> Result<(), String> {
     let readiness = ops.readiness.clone();
     args.serve
         .serve(listener, app, async move {
-            shutdown_signal().await;
+            let _ = shutdown.wait_for(|stop| *stop).await;
             readiness.set(false);
         })
         .await?;
@@ -103,6 +104,9 @@ fn watch_readiness(
             if last != Some(reachable) {
                 if reachable {
                     tracing::info!("ready: the Kafka brokers answer");
+                } else if last.is_none() {
+                    // Starting: not news yet.
+                    tracing::info!(why = %sink.brokers().reason().unwrap_or_default(), "not ready yet: the Kafka brokers have not answered");
                 } else {
                     tracing::warn!(why = %sink.brokers().reason().unwrap_or_default(), "not ready: the Kafka brokers do not answer");
                 }

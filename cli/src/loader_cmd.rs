@@ -182,6 +182,9 @@ async fn serve(args: Args) -> Result<(), String> {
                 if last != Some(ready) {
                     if ready {
                         tracing::info!("ready");
+                    } else if last.is_none() {
+                        // Starting: not news yet.
+                        tracing::info!(why = %why_not.join("; "), "not ready yet");
                     } else if !*stopped.borrow() {
                         tracing::warn!(why = %why_not.join("; "), "not ready");
                     }

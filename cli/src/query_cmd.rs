@@ -126,6 +126,7 @@ fn watch_readiness(
             if last.as_ref() != Some(&now) {
                 match &now {
                     Ok(()) => tracing::info!("ready: the warehouse answers for every tenant"),
+                    Err(why) if last.is_none() => tracing::info!(why = %why, "not ready yet"),
                     Err(why) => tracing::warn!(why = %why, "not ready"),
                 }
                 last = Some(now);

@@ -60,6 +60,11 @@ impl BrokerHealth {
     pub fn mark_down(&self, client: &str, why: &str) {
         let mut down = self.lock();
         match down.as_mut() {
+            // Down since the start, and now for a reason: that is news once.
+            Some((_, last)) if last == NOT_CONTACTED => {
+                tracing::warn!(client, reason = why, "Kafka brokers unreachable");
+                *last = why.to_string();
+            }
             Some((_, last)) => *last = why.to_string(),
             None => {
                 tracing::warn!(client, reason = why, "Kafka brokers unreachable");
