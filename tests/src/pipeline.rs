@@ -36,28 +36,35 @@ struct LoaderArgs {
 }
 
 impl LoaderArgs {
-    fn start(&self, data: &std::path::Path, tenants: &std::path::Path, instance: &str) -> Server {
+    fn start(&self, data: &std::path::Path, tenants: &std::path::Path, instance: &str, extra: &[&str]) -> Server {
         let (batch_wait, session_timeout) = (self.batch_wait_ms.to_string(), self.session_timeout_ms.to_string());
         Server::start_role(
             "loader",
             data,
             tenants,
             &[
-                "--clickhouse-url",
-                &self.url,
-                "--clickhouse-user",
-                USER,
-                "--clickhouse-password",
-                PASSWORD,
-                "--brokers",
-                &self.bootstrap,
-                "--instance-id",
-                instance,
-                "--batch-max-wait-ms",
-                &batch_wait,
-                "--session-timeout-ms",
-                &session_timeout,
-            ],
+                &[
+                    "--clickhouse-url",
+                    &self.url,
+                    "--clickhouse-user",
+                    USER,
+                    "--clickhouse-password",
+                    PASSWORD,
+                    "--brokers",
+                    &self.bootstrap,
+                    "--instance-id",
+                    instance,
+                    "--batch-max-wait-ms",
+                    &batch_wait,
+                    "--session-timeout-ms",
+                    &session_timeout,
+                    // Lag and unowned partitions are read every second (5 s by default).
+                    "--lag-interval-ms",
+                    "1000",
+                ][..],
+                extra,
+            ]
+            .concat(),
         )
     }
 }
@@ -76,7 +83,7 @@ impl Pipeline {
             batch_wait_ms,
             session_timeout_ms: broker.kind.session_timeout_ms(),
         };
-        let loader = loader_args.start(&data, &tenants, "loader-0");
+        let loader = loader_args.start(&data, &tenants, "loader-0", &[]);
         let collector = Server::start_role(
             "collector",
             &data,
@@ -97,7 +104,12 @@ impl Pipeline {
 
     /// Another loader of the same tenants (its own instance id): the group rebalances.
     pub fn start_another_loader(&self, instance: &str) -> Server {
-        self.loader_args.start(&self.data, &self.tenants, instance)
+        self.loader_args.start(&self.data, &self.tenants, instance, &[])
+    }
+
+    /// Like `start_another_loader`, with more flags.
+    pub fn start_loader_with(&self, instance: &str, extra: &[&str]) -> Server {
+        self.loader_args.start(&self.data, &self.tenants, instance, extra)
     }
 
     pub fn warehouse(&self) -> Http {

@@ -203,3 +203,23 @@ async fn the_loaders_lag_is_what_their_group_has_not_committed() {
     consumer.commit(&offsets, CommitMode::Sync).unwrap();
     assert_eq!(lag("half-read").await.unwrap(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replication_factor_over_the_brokers_is_refused_naming_the_spec_field() {
+    // The example tenant as it ships (no kafka block: replication factor 3) on one broker.
+    let broker = Broker::start();
+    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../manifests/examples/tenant.yaml");
+    let out = std::process::Command::new(sightline_tests::binary())
+        .args(["provision", "--brokers", &broker.bootstrap, "--tenants"])
+        .arg(&example)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "replication factor 3 accepted by one broker");
+    assert!(
+        stderr.contains("tenant demo")
+            && stderr.contains("spec.kafka.replicationFactor is 3")
+            && stderr.contains("replicationFactor: 1"),
+        "{stderr}"
+    );
+}
