@@ -51,6 +51,15 @@ impl BrokerHealth {
         self.lock().as_ref().map(|(since, _)| since.elapsed())
     }
 
+    /// How long the brokers are known to have been unreachable: like `down_for`, but `None`
+    /// too before the client tried them (a request then tries; it is not refused).
+    pub fn known_down_for(&self) -> Option<Duration> {
+        self.lock()
+            .as_ref()
+            .filter(|(_, why)| why != NOT_CONTACTED)
+            .map(|(since, _)| since.elapsed())
+    }
+
     /// Why they are unreachable, while they are.
     pub fn reason(&self) -> Option<String> {
         self.lock().as_ref().map(|(_, why)| why.clone())
@@ -255,14 +264,18 @@ mod tests {
 
     #[test]
     fn all_brokers_down_marks_them_down_and_an_answer_up() {
-        let health = Arc::new(BrokerHealth::default());
+        let health = Arc::new(BrokerHealth::not_contacted());
         let context = KafkaContext::new("test", health.clone());
-        assert!(health.reachable());
+        // Before any attempt: not reachable (not ready), yet not known to be down (a request
+        // tries rather than being refused).
+        assert!(!health.reachable());
+        assert_eq!(health.known_down_for(), None);
         context.error(
             KafkaError::Global(RDKafkaErrorCode::AllBrokersDown),
             "1/1 brokers are down",
         );
         assert!(!health.reachable());
+        assert!(health.known_down_for().is_some());
         assert_eq!(health.reason().as_deref(), Some("1/1 brokers are down"));
         context.answered();
         assert!(health.reachable());

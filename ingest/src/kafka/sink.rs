@@ -262,7 +262,7 @@ impl EventSink for KafkaSink {
         if events.is_empty() {
             return Ok(());
         }
-        if let Some(down_for) = self.brokers().down_for() {
+        if let Some(down_for) = self.brokers().known_down_for() {
             // Waiting would only end in the delivery timeout: answer now, the client retries.
             return Err(Error::Unavailable(format!(
                 "the Kafka brokers have been unreachable for {} s ({})",
