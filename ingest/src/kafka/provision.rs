@@ -19,11 +19,11 @@ use std::time::Duration;
 use rdkafka::admin::{
     AdminClient, AdminOptions, AlterConfig, ConfigSource, NewPartitions, NewTopic, ResourceSpecifier, TopicReplication,
 };
-use rdkafka::client::DefaultClientContext;
 use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaErrorCode;
 use sightline_core::spec::Tenant;
 
+use super::context::{BrokerHealth, KafkaContext};
 use super::{client_config_with, topics, Security};
 
 /// The topic setting the spec owns.
@@ -274,15 +274,17 @@ fn refused_creation(topic: &str, spec: &TopicSpec, code: RDKafkaErrorCode) -> Pr
 }
 
 pub struct Provisioner {
-    admin: Arc<AdminClient<DefaultClientContext>>,
+    admin: Arc<AdminClient<KafkaContext>>,
     timeout: Duration,
 }
 
 impl Provisioner {
     /// `brokers`: the bootstrap address list; `security`: TLS/SASL settings.
     pub fn new(brokers: &str, security: &Security) -> Result<Self, ProvisionError> {
+        // librdkafka's errors logged once each (`KafkaContext`).
+        let context = KafkaContext::new("provision", Arc::new(BrokerHealth::not_contacted()));
         let admin = client_config_with(brokers, security)
-            .create()
+            .create_with_context(context)
             .map_err(|e| ProvisionError {
                 class: ErrorClass::Invalid,
                 topic: None,
