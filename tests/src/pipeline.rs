@@ -58,9 +58,6 @@ impl LoaderArgs {
                     &batch_wait,
                     "--session-timeout-ms",
                     &session_timeout,
-                    // Lag and unowned partitions are read every second (5 s by default).
-                    "--lag-interval-ms",
-                    "1000",
                 ][..],
                 extra,
             ]
@@ -73,6 +70,11 @@ impl Pipeline {
     /// Provisions the fixture tenants' topics and starts both roles; the loader closes a
     /// batch `batch_wait_ms` after its first message.
     pub async fn start(batch_wait_ms: u64) -> Pipeline {
+        Self::start_with(batch_wait_ms, &[]).await
+    }
+
+    /// Like `start`, with more flags for the first loader.
+    pub async fn start_with(batch_wait_ms: u64, loader_flags: &[&str]) -> Pipeline {
         let broker = Broker::start();
         let (dir, data, tenants) = kafka_fixture();
         provision(&tenants, &broker.bootstrap);
@@ -83,7 +85,7 @@ impl Pipeline {
             batch_wait_ms,
             session_timeout_ms: broker.kind.session_timeout_ms(),
         };
-        let loader = loader_args.start(&data, &tenants, "loader-0", &[]);
+        let loader = loader_args.start(&data, &tenants, "loader-0", loader_flags);
         let collector = Server::start_role(
             "collector",
             &data,

@@ -20,6 +20,8 @@ use sightline_tests::*;
 const OWNED: &str = "sightline_loader_partitions_owned{tenant=\"acme\"}";
 const UNOWNED: &str = "sightline_loader_partition_unowned_seconds{tenant=\"acme\"";
 const LAG: &str = "sightline_loader_consumer_lag{tenant=\"acme\"";
+/// Lag and unowned partitions read every second (5 s by default).
+const FAST_LAG: &[&str] = &["--lag-interval-ms", "1000"];
 /// acme's partitions (`TEST_KAFKA_SPEC`).
 const PARTITIONS: f64 = 3.0;
 
@@ -83,11 +85,11 @@ async fn taken_over(staying: &Server, since: Instant) -> Duration {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_departed_static_loader_is_removed_and_its_partitions_move_at_once() {
-    let p = Pipeline::start(100).await;
+    let p = Pipeline::start_with(100, FAST_LAG).await;
     let load = Load::start(&p.collector, 2);
 
     // 1. `sightline remove-loader` after a loader stopped (by hand, or a pod scaled away).
-    let mut second = p.start_another_loader("loader-1");
+    let mut second = p.start_loader_with("loader-1", FAST_LAG);
     shared(&p.loader, &second).await;
     // Every loader exports every partition's lag, not only the ones it holds.
     eventually(
@@ -140,7 +142,7 @@ async fn a_departed_static_loader_is_removed_and_its_partitions_move_at_once() {
     );
 
     // 2. A loader stopped for good with --leave-on-stop removes itself on SIGTERM.
-    let mut third = p.start_loader_with("loader-2", &["--leave-on-stop"]);
+    let mut third = p.start_loader_with("loader-2", &[FAST_LAG, &["--leave-on-stop"]].concat());
     shared(&p.loader, &third).await;
     let stopped = Instant::now();
     third.stop();
@@ -149,7 +151,7 @@ async fn a_departed_static_loader_is_removed_and_its_partitions_move_at_once() {
 
     // 3. The operator, once a loader StatefulSet's scale-down from 2 to 1 is done: the pod
     // of ordinal 1 is gone, its membership is removed.
-    let mut pod = p.start_another_loader("acme-loader-1");
+    let mut pod = p.start_loader_with("acme-loader-1", FAST_LAG);
     shared(&p.loader, &pod).await;
     departs_and_stalls(&p.loader, &mut pod).await;
     let tenant: AnalyticsTenant = serde_yaml::from_str(
