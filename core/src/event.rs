@@ -155,7 +155,7 @@ pub struct Event {
     /// when a late event changed its session (docs/replay.md). Every metric sums rows
     /// weighted by it.
     pub sign: i8,
-    /// The processing identity that made the row (`processor::identity`): `v4`, `v4+bots`.
+    /// The processing identity that made the row (`processor::identity`): `v5`, `v5+bots`.
     pub processing: String,
 }
 

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use chrono::{Days, NaiveDate};
-use sightline_core::processor::Current;
+use sightline_core::processor::{Current, PIPELINE_VERSION};
 use sightline_core::warehouse::embedded::Embedded;
 use sightline_core::warehouse::replay::{
     self, seal, CancellationToken, Checkpoint, NoHooks, ReplayHooks, ReplayRequest,
@@ -82,7 +82,7 @@ async fn the_bug_story_dry_run_then_replay_equals_a_clean_ingest() {
     for d in &dry.days {
         assert!(!d.swapped);
         assert_eq!(d.processing_before.keys().collect::<Vec<_>>(), vec!["v2"]);
-        assert_eq!(d.processing_after, "v4");
+        assert_eq!(d.processing_after, current_identity());
         let c = d.comparison.as_ref().unwrap();
         let pageviews = c.metrics.iter().find(|m| m.metric == "pageviews").unwrap();
         assert!(
@@ -127,7 +127,10 @@ async fn the_bug_story_dry_run_then_replay_equals_a_clean_ingest() {
     )
     .await
     .unwrap();
-    assert!(fixed.days.iter().all(|d| d.swapped && d.processing_after == "v4"));
+    assert!(fixed
+        .days
+        .iter()
+        .all(|d| d.swapped && d.processing_after == current_identity()));
     assert_eq!(checksums(&wh, "sightline_buggy").await, clean);
 
     // A sealed, unchanged day replayed changes nothing.
@@ -135,7 +138,10 @@ async fn the_bug_story_dry_run_then_replay_equals_a_clean_ingest() {
         let again = replay::run(&wh, request(name), None, &NoHooks, &CancellationToken::new())
             .await
             .unwrap();
-        assert!(again.days.iter().all(|d| d.processing_before.keys().eq(["v4"].iter())));
+        assert!(again
+            .days
+            .iter()
+            .all(|d| d.processing_before.keys().eq([current_identity()].iter())));
         assert_eq!(
             checksums(&wh, &format!("sightline_{name}")).await,
             clean,
@@ -703,7 +709,10 @@ mod binary {
         // A checkpoint of another run is refused, naming it.
         std::fs::write(
             &checkpoint,
-            r#"{"tenant":"acme","firstDay":"2026-01-01","lastDay":"2026-01-02","sites":[],"processing":"v4","dryRun":false,"done":["2026-01-01"]}"#,
+            format!(
+                r#"{{"tenant":"acme","firstDay":"2026-01-01","lastDay":"2026-01-02","sites":[],"processing":"v{}","dryRun":false,"done":["2026-01-01"]}}"#,
+                sightline_core::processor::PIPELINE_VERSION
+            ),
         )
         .unwrap();
         refused(&reprocess(&base, &[]), "checkpoint is of another run");
@@ -857,4 +866,10 @@ mod binary {
         pipeline.drained(report.acked_ids()).await;
         exactly_once(&pipeline.warehouse(), &report).await;
     }
+}
+
+/// The processing identity this build's processor stamps with bot filtering on (the
+/// datasets' setting): `v5` for PIPELINE_VERSION 5.
+fn current_identity() -> String {
+    format!("v{PIPELINE_VERSION}")
 }
