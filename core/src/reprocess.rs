@@ -33,19 +33,28 @@ pub const KIND: &str = "Reprocess";
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ReprocessSpec {
     /// The tenant (`AnalyticsTenant` name) whose days are replayed.
+    #[schemars(length(min = 1, max = 40), pattern(r"^[a-z]([a-z0-9-]*[a-z0-9])?$"))]
     pub tenant_ref: String,
     /// Start of the range: a UTC date (`2026-11-01`, its midnight) or an RFC 3339 time.
+    #[schemars(pattern(
+        r"^[0-9]{4}-[0-9]{2}-[0-9]{2}(T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?(Z|[+-][0-9]{2}:[0-9]{2}))?$"
+    ))]
     pub from: String,
     /// End of the range, exclusive, in the same forms.
+    #[schemars(pattern(
+        r"^[0-9]{4}-[0-9]{2}-[0-9]{2}(T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?(Z|[+-][0-9]{2}:[0-9]{2}))?$"
+    ))]
     pub to: String,
     /// Sites replayed; every site when empty. Other sites' rows stay as they are.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 1000), inner(length(min = 1, max = 128), pattern(r"^[A-Za-z0-9._-]+$")))]
     pub sites: Vec<String>,
     /// Compare only: per day, the numbers now and as the replay would make them.
     #[serde(default)]
     pub dry_run: bool,
     /// Days replayed at once (1 to 16).
     #[serde(default = "one")]
+    #[schemars(range(min = 1, max = 16))]
     pub parallelism: usize,
     /// Replay days that are not sealed yet (they may still receive events).
     #[serde(default)]

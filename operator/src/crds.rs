@@ -19,7 +19,10 @@ pub const OPERATOR_VERSION_ANNOTATION: &str = "sightline.dev/operator-version";
 
 /// Every CRD the operator serves, with the file crds/ holds it in.
 pub fn embedded() -> Vec<(&'static str, CustomResourceDefinition)> {
-    vec![(crate::crd::CRD_FILE, crate::crd::crd())]
+    vec![
+        (crate::crd::CRD_FILE, crate::crd::crd()),
+        (crate::reprocess::crd::CRD_FILE, crate::reprocess::crd::crd()),
+    ]
 }
 
 /// A CRD as crds/ holds it: YAML under a header naming the command that writes it.

@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod names;
 pub mod plugin;
 pub mod render;
+pub mod reprocess;
 pub mod serve;
 pub mod status;
 pub mod validate;
