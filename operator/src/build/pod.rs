@@ -170,7 +170,7 @@ pub fn template(
     }
 }
 
-fn resources(r: &Resources) -> ResourceRequirements {
+pub fn resources(r: &Resources) -> ResourceRequirements {
     let mut limits = BTreeMap::from([("memory".to_string(), Quantity(r.limit_memory.clone()))]);
     if let Some(cpu) = &r.limit_cpu {
         limits.insert("cpu".into(), Quantity(cpu.clone()));
