@@ -1,6 +1,10 @@
 //! The `Reprocess` resource (issue 15): `kubectl apply` a range of a tenant's days, the
 //! operator replays it in a Job it owns, `kubectl wait --for=condition=Complete`.
-//! `crd` is the resource, `build` the Job and its narrow RBAC (pure).
+//! `crd` is the resource, `build` the Job and its narrow RBAC (pure), `queue` which of two
+//! overlapping runs of a tenant waits for which, `status` the transitions of its status
+//! (pure; the operator's and the Job pod's).
 
 pub mod build;
 pub mod crd;
+pub mod queue;
+pub mod status;
