@@ -10,6 +10,7 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
+use futures_util::FutureExt;
 use kube::Client;
 use sightline_ingest::kafka::provision::Provisioner;
 use tokio::sync::watch;
@@ -17,7 +18,11 @@ use tokio::sync::watch;
 use crate::controller::{self, Context};
 use crate::leader::{run_while_leader, LeaseConfig};
 use crate::metrics::Metrics;
+use crate::reprocess::controller::{self as reprocess_controller, ReprocessContext};
 use crate::validate::OperatorConfig;
+
+/// How often a queued or running Reprocess is looked at again besides its Job's events.
+const REPROCESS_POLL: Duration = Duration::from_secs(30);
 
 /// Everything the operator process needs besides the API client.
 #[derive(Clone, Debug)]
@@ -108,20 +113,42 @@ pub async fn run(
         let kafka = kafka.clone();
         let metrics = metrics.clone();
         let config = config.clone();
-        controller::run(
+        // Both controllers stop when the lease is lost.
+        let until = until.shared();
+        let tenants = controller::run(
+            client.clone(),
+            {
+                let client = client.clone();
+                let config = config.clone();
+                move |store| {
+                    Arc::new(Context::new(
+                        client,
+                        config.operator.clone(),
+                        store,
+                        kafka,
+                        metrics,
+                        config.resync,
+                    ))
+                }
+            },
+            until.clone(),
+        );
+        let reprocesses = reprocess_controller::run(
             client.clone(),
             move |store| {
-                Arc::new(Context::new(
+                Arc::new(ReprocessContext {
                     client,
-                    config.operator.clone(),
-                    store,
-                    kafka,
-                    metrics,
-                    config.resync,
-                ))
+                    config: config.operator.clone(),
+                    reprocesses: store,
+                    now: Arc::new(chrono::Utc::now),
+                    poll: REPROCESS_POLL,
+                })
             },
             until,
-        )
+        );
+        async move {
+            futures_util::future::join(tenants, reprocesses).await;
+        }
     })
     .await;
     ready.store(false, Ordering::Relaxed);

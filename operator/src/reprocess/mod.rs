@@ -5,6 +5,7 @@
 //! (pure; the operator's and the Job pod's).
 
 pub mod build;
+pub mod controller;
 pub mod crd;
 pub mod queue;
 pub mod status;
