@@ -1,0 +1,454 @@
+//! The Reprocess reconciler against a mocked Kubernetes API server (the tower-test pattern
+//! of operator_reconcile.rs: "given this Reprocess and tenant, expect these API calls").
+//! The reconciler itself touches neither Kafka nor ClickHouse (the Job's pod runs the
+//! engine), so no engine runs here. The clock is fixed: nothing depends on today's date.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use http::Method;
+use kube::runtime::controller::Action;
+use kube::runtime::reflector;
+use kube::runtime::watcher;
+use serde_json::{json, Value};
+use sightline_operator::crd::{AnalyticsTenant, AnalyticsTenantSpec};
+use sightline_operator::reprocess::controller::{reconcile, ReprocessContext};
+use sightline_operator::reprocess::crd::{Phase, Reprocess, ReprocessResourceSpec, ReprocessStatus};
+use sightline_operator::validate::OperatorConfig;
+use sightline_tests::kube_api::{mock_client, not_found, ApiServer, Received};
+
+const NS: &str = "analytics";
+const POLL: Duration = Duration::from_secs(30);
+
+/// 2026-11-20T12:00:00Z: days up to the middle of November are sealed.
+fn now() -> DateTime<Utc> {
+    "2026-11-20T12:00:00Z".parse().unwrap()
+}
+
+fn tenant() -> AnalyticsTenant {
+    let mut t = AnalyticsTenant::new(
+        "acme",
+        AnalyticsTenantSpec {
+            tenant: serde_yaml::from_str(
+                "sites: { allowed: [{ id: shop.example.com }] }\ningest: { image: registry.example/sightline:fix-7 }",
+            )
+            .unwrap(),
+        },
+    );
+    t.metadata.uid = Some("uid-acme".into());
+    t.metadata.generation = Some(1);
+    t
+}
+
+/// A Reprocess as the API hands it over; `age` orders creation (smaller is older).
+fn reprocess(name: &str, spec: &str, age: i64, status: Option<ReprocessStatus>) -> Reprocess {
+    let mut rp = Reprocess::new(
+        name,
+        ReprocessResourceSpec {
+            reprocess: serde_yaml::from_str(spec).unwrap(),
+        },
+    );
+    rp.metadata.namespace = Some(NS.into());
+    rp.metadata.uid = Some(format!("uid-{name}"));
+    rp.metadata.generation = Some(1);
+    rp.metadata.resource_version = Some("7".into());
+    rp.metadata.creation_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+        k8s_openapi::jiff::Timestamp::from_second(1_800_000_000 + age).unwrap(),
+    ));
+    rp.status = status;
+    rp
+}
+
+const WEEK: &str = "tenantRef: acme\nfrom: 2026-11-01\nto: 2026-11-08\n";
+
+fn context(client: kube::Client, known: &[&Reprocess]) -> Arc<ReprocessContext> {
+    let (store, mut writer) = reflector::store::<Reprocess>();
+    writer.apply_watcher_event(&watcher::Event::Init);
+    for rp in known {
+        writer.apply_watcher_event(&watcher::Event::InitApply((*rp).clone()));
+    }
+    writer.apply_watcher_event(&watcher::Event::InitDone);
+    Arc::new(ReprocessContext {
+        client,
+        config: OperatorConfig::example(NS),
+        reprocesses: store,
+        now: Arc::new(now),
+        poll: POLL,
+    })
+}
+
+/// Runs one reconcile while `serve` plays the API server.
+async fn reconcile_with<T: Send + 'static>(
+    ctx: &Arc<ReprocessContext>,
+    rp: &Reprocess,
+    api: ApiServer,
+    serve: impl FnOnce(ApiServer) -> futures_util::future::BoxFuture<'static, (ApiServer, T)>,
+) -> (Result<Action, sightline_operator::Error>, ApiServer, T) {
+    let verifier = tokio::spawn(serve(api));
+    let result = tokio::time::timeout(Duration::from_secs(30), reconcile(Arc::new(rp.clone()), ctx.clone()))
+        .await
+        .expect("reconcile finished within 30 s");
+    let (api, out) = tokio::time::timeout(Duration::from_secs(30), verifier)
+        .await
+        .expect("the scenario completed")
+        .expect("the scenario did not panic");
+    (result, api, out)
+}
+
+async fn expect_tenant(api: &mut ApiServer, found: bool) {
+    api.expect(
+        Method::GET,
+        "/apis/sightline.dev/v1alpha1/analyticstenants/acme",
+        |_| {
+            if found {
+                (200, serde_json::to_value(tenant()).unwrap())
+            } else {
+                (404, not_found("analyticstenants.sightline.dev \"acme\""))
+            }
+        },
+    )
+    .await;
+}
+
+/// The ServiceAccount, Role and RoleBinding, each a forced server-side apply.
+async fn expect_rbac(api: &mut ApiServer, child: &str) -> Vec<Received> {
+    let mut applied = Vec::new();
+    for path in [
+        format!("/api/v1/namespaces/{NS}/serviceaccounts/{child}"),
+        format!("/apis/rbac.authorization.k8s.io/v1/namespaces/{NS}/roles/{child}"),
+        format!("/apis/rbac.authorization.k8s.io/v1/namespaces/{NS}/rolebindings/{child}"),
+    ] {
+        applied.push(api.expect_apply(&path, None).await);
+    }
+    applied
+}
+
+fn job_path(child: &str) -> String {
+    format!("/apis/batch/v1/namespaces/{NS}/jobs/{child}")
+}
+
+/// The status write: a merge patch carrying the resourceVersion read. Returns the status.
+async fn expect_status(api: &mut ApiServer, name: &str, code: u16) -> ReprocessStatus {
+    let received = api
+        .expect(
+            Method::PATCH,
+            &format!("/apis/sightline.dev/v1alpha1/namespaces/{NS}/reprocesses/{name}/status"),
+            |r| {
+                if code == 409 {
+                    (409, json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Conflict", "code": 409, "message": "the object has been modified"}))
+                } else {
+                    let mut echo = serde_json::to_value(reprocess(name, WEEK, 0, None)).unwrap();
+                    echo["status"] = r.body["status"].clone();
+                    (200, echo)
+                }
+            },
+        )
+        .await;
+    assert_eq!(
+        received.body["metadata"]["resourceVersion"], "7",
+        "the write carries the version it was based on: {:?}",
+        received.body
+    );
+    serde_json::from_value(received.body["status"].clone()).unwrap()
+}
+
+fn condition(s: &ReprocessStatus, type_: &str) -> (String, String, String) {
+    let c = s
+        .condition(type_)
+        .unwrap_or_else(|| panic!("no {type_} condition: {s:?}"));
+    (c.status.clone(), c.reason.clone(), c.message.clone())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_first_reconcile_creates_the_owned_job_with_its_own_narrow_service_account() {
+    let (client, api) = mock_client();
+    let rp = reprocess("fix", WEEK, 0, None);
+    let ctx = context(client, &[&rp]);
+    let (result, _, (rbac, job, status)) = reconcile_with(&ctx, &rp, api, |mut api| {
+        Box::pin(async move {
+            expect_tenant(&mut api, true).await;
+            let rbac = expect_rbac(&mut api, "fix-replay").await;
+            api.expect(Method::GET, &job_path("fix-replay"), |_| {
+                (404, not_found("jobs.batch \"fix-replay\""))
+            })
+            .await;
+            let job = api.expect_apply(&job_path("fix-replay"), None).await;
+            let status = expect_status(&mut api, "fix", 200).await;
+            (api, (rbac, job, status))
+        })
+    })
+    .await;
+    assert_eq!(result.unwrap(), Action::requeue(POLL));
+    let owner = &job.body["metadata"]["ownerReferences"][0];
+    assert_eq!(
+        (
+            owner["kind"].as_str(),
+            owner["name"].as_str(),
+            owner["uid"].as_str(),
+            owner["controller"].as_bool()
+        ),
+        (Some("Reprocess"), Some("fix"), Some("uid-fix"), Some(true))
+    );
+    let pod = &job.body["spec"]["template"]["spec"];
+    assert_eq!(pod["serviceAccountName"], "fix-replay");
+    assert_eq!(pod["containers"][0]["image"], "registry.example/sightline:fix-7");
+    assert_eq!(
+        pod["containers"][0]["args"].as_array().unwrap()[0..3],
+        [json!("reprocess"), json!("--resource"), json!("analytics/fix")]
+    );
+    for r in &rbac {
+        assert_eq!(r.body["metadata"]["ownerReferences"][0]["name"], "fix");
+    }
+    let rules = &rbac[1].body["rules"];
+    assert_eq!(
+        rules,
+        &json!([
+            {"apiGroups": ["sightline.dev"], "resources": ["reprocesses"], "resourceNames": ["fix"], "verbs": ["get"]},
+            {"apiGroups": ["sightline.dev"], "resources": ["reprocesses/status"], "resourceNames": ["fix"], "verbs": ["patch"]},
+        ])
+    );
+    assert_eq!(rbac[2].body["subjects"][0]["name"], "fix-replay");
+    assert_eq!(status.phase, Phase::Pending);
+    assert_eq!(condition(&status, "Complete").0, "False");
+    assert_eq!(condition(&status, "Complete").1, "JobStarting");
+    assert_eq!(status.job_name.as_deref(), Some("fix-replay"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_overlapping_later_reprocess_is_queued_naming_the_one_it_waits_for() {
+    let (client, api) = mock_client();
+    let running = ReprocessStatus {
+        phase: Phase::Running,
+        ..Default::default()
+    };
+    let first = reprocess("first", WEEK, 0, Some(running));
+    let second = reprocess(
+        "second",
+        "tenantRef: acme\nfrom: 2026-11-05\nto: 2026-11-10\n",
+        60,
+        None,
+    );
+    let ctx = context(client, &[&first, &second]);
+    let (result, mut api, status) = reconcile_with(&ctx, &second, api, |mut api| {
+        Box::pin(async move {
+            expect_tenant(&mut api, true).await;
+            // No Job, no RBAC: straight to the status.
+            let status = expect_status(&mut api, "second", 200).await;
+            (api, status)
+        })
+    })
+    .await;
+    assert_eq!(result.unwrap(), Action::requeue(POLL));
+    assert_eq!(status.phase, Phase::Pending);
+    let (complete, reason, message) = condition(&status, "Complete");
+    assert_eq!((complete.as_str(), reason.as_str()), ("False", "Queued"));
+    assert!(message.contains("waits for Reprocess analytics/first"), "{message}");
+    assert_eq!(status.message.as_deref(), Some(message.as_str()));
+    api.expect_silence(Duration::from_millis(200)).await;
+
+    // Once the first finished, the second gets its Job.
+    let (client, api) = mock_client();
+    let done = ReprocessStatus {
+        phase: Phase::Succeeded,
+        ..Default::default()
+    };
+    let first = reprocess("first", WEEK, 0, Some(done));
+    let ctx = context(client, &[&first, &second]);
+    let (result, _, job) = reconcile_with(&ctx, &second, api, |mut api| {
+        Box::pin(async move {
+            expect_tenant(&mut api, true).await;
+            expect_rbac(&mut api, "second-replay").await;
+            api.expect(Method::GET, &job_path("second-replay"), |_| (404, not_found("job")))
+                .await;
+            let job = api.expect_apply(&job_path("second-replay"), None).await;
+            expect_status(&mut api, "second", 200).await;
+            (api, job)
+        })
+    })
+    .await;
+    assert_eq!(result.unwrap(), Action::requeue(POLL));
+    assert_eq!(job.body["metadata"]["ownerReferences"][0]["name"], "second");
+}
+
+/// The Job as the API answers a GET, with `status`.
+fn job_with(rp: &Reprocess, status: Value) -> Value {
+    let children = sightline_operator::reprocess::build::build(
+        &sightline_operator::reprocess::build::Owner::of(rp).unwrap(),
+        &sightline_operator::validate::validate(&tenant(), &OperatorConfig::example(NS)).unwrap(),
+    );
+    let mut job = sightline_operator::build::typed(&children.job).unwrap();
+    job["status"] = status;
+    job
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_running_job_makes_it_running_and_a_failed_job_makes_it_failed_with_the_reason() {
+    let (client, api) = mock_client();
+    let rp = reprocess("fix", WEEK, 0, None);
+    let ctx = context(client, &[&rp]);
+    let active = job_with(&rp, json!({"active": 1}));
+    let (result, _, status) = reconcile_with(&ctx, &rp, api, |mut api| {
+        Box::pin(async move {
+            expect_tenant(&mut api, true).await;
+            expect_rbac(&mut api, "fix-replay").await;
+            api.expect(Method::GET, &job_path("fix-replay"), |_| (200, active))
+                .await;
+            let status = expect_status(&mut api, "fix", 200).await;
+            (api, status)
+        })
+    })
+    .await;
+    assert_eq!(result.unwrap(), Action::requeue(POLL));
+    assert_eq!(status.phase, Phase::Running);
+    assert!(status.started_at.is_some());
+
+    let (client, api) = mock_client();
+    let ctx = context(client, &[&rp]);
+    let failed = job_with(
+        &rp,
+        json!({"failed": 4, "conditions": [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded",
+                                             "message": "Job has reached the specified backoff limit"}]}),
+    );
+    let (result, _, status) = reconcile_with(&ctx, &rp, api, |mut api| {
+        Box::pin(async move {
+            expect_tenant(&mut api, true).await;
+            expect_rbac(&mut api, "fix-replay").await;
+            api.expect(Method::GET, &job_path("fix-replay"), |_| (200, failed))
+                .await;
+            let status = expect_status(&mut api, "fix", 200).await;
+            (api, status)
+        })
+    })
+    .await;
+    assert_eq!(result.unwrap(), Action::await_change());
+    assert_eq!(status.phase, Phase::Failed);
+    let (failed, reason, message) = condition(&status, "Failed");
+    assert_eq!((failed.as_str(), reason.as_str()), ("True", "JobFailed"));
+    assert!(message.contains("BackoffLimitExceeded"), "{message}");
+    assert_eq!(condition(&status, "Complete").0, "False");
+    assert!(status.finished_at.is_some());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn refusals_are_failed_with_a_reason_that_says_which() {
+    let cases = [
+        (
+            "tenantRef: nope\nfrom: 2026-11-01\nto: 2026-11-08\n",
+            "UnknownTenant",
+            "nope",
+        ),
+        (
+            "tenantRef: acme\nfrom: 2026-12-01\nto: 2026-12-02\n",
+            "RangeInFuture",
+            "2026-12-01",
+        ),
+        (
+            "tenantRef: acme\nfrom: 2026-11-18\nto: 2026-11-20\n",
+            "NotSealed",
+            "spec.force",
+        ),
+        (
+            "tenantRef: acme\nfrom: 2026-11-01\nto: 2026-11-08\nsites: [other.example.com]\n",
+            "Invalid",
+            "other.example.com",
+        ),
+    ];
+    for (spec, want_reason, want_in_message) in cases {
+        let (client, api) = mock_client();
+        let rp = reprocess("fix", spec, 0, None);
+        let ctx = context(client, &[&rp]);
+        let known = !spec.contains("nope");
+        let (result, mut api, status) = reconcile_with(&ctx, &rp, api, move |mut api| {
+            Box::pin(async move {
+                if known {
+                    expect_tenant(&mut api, true).await;
+                } else {
+                    api.expect(
+                        Method::GET,
+                        "/apis/sightline.dev/v1alpha1/analyticstenants/nope",
+                        |_| (404, not_found("analyticstenants.sightline.dev \"nope\"")),
+                    )
+                    .await;
+                }
+                let status = expect_status(&mut api, "fix", 200).await;
+                (api, status)
+            })
+        })
+        .await;
+        assert_eq!(result.unwrap(), Action::await_change(), "{want_reason}");
+        assert_eq!(status.phase, Phase::Failed, "{want_reason}");
+        let (failed, reason, message) = condition(&status, "Failed");
+        assert_eq!((failed.as_str(), reason.as_str()), ("True", want_reason), "{message}");
+        assert!(message.contains(want_in_message), "{want_reason}: {message}");
+        // Nothing was created for a refused Reprocess.
+        api.expect_silence(Duration::from_millis(100)).await;
+    }
+
+    // Outside the tenant's namespace.
+    let (client, api) = mock_client();
+    let mut rp = reprocess("fix", WEEK, 0, None);
+    rp.metadata.namespace = Some("default".into());
+    let ctx = context(client, &[&rp]);
+    let echo = serde_json::to_value(&rp).unwrap();
+    let (result, _, received) = reconcile_with(&ctx, &rp, api, |mut api| {
+        Box::pin(async move {
+            expect_tenant(&mut api, true).await;
+            let r = api
+                .expect(
+                    Method::PATCH,
+                    "/apis/sightline.dev/v1alpha1/namespaces/default/reprocesses/fix/status",
+                    |r| {
+                        let mut echo = echo;
+                        echo["status"] = r.body["status"].clone();
+                        (200, echo)
+                    },
+                )
+                .await;
+            (api, r)
+        })
+    })
+    .await;
+    assert_eq!(result.unwrap(), Action::await_change());
+    let status: ReprocessStatus = serde_json::from_value(received.body["status"].clone()).unwrap();
+    let (_, reason, message) = condition(&status, "Failed");
+    assert_eq!(reason, "WrongNamespace");
+    assert!(message.contains("must be in namespace analytics"), "{message}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_write_that_lost_the_race_with_the_pod_is_retried_and_a_final_one_is_left_alone() {
+    let (client, api) = mock_client();
+    let rp = reprocess("fix", WEEK, 0, None);
+    let ctx = context(client, &[&rp]);
+    let active = job_with(&rp, json!({"active": 1}));
+    let (result, _, _) = reconcile_with(&ctx, &rp, api, |mut api| {
+        Box::pin(async move {
+            expect_tenant(&mut api, true).await;
+            expect_rbac(&mut api, "fix-replay").await;
+            api.expect(Method::GET, &job_path("fix-replay"), |_| (200, active))
+                .await;
+            expect_status(&mut api, "fix", 409).await;
+            (api, ())
+        })
+    })
+    .await;
+    assert_eq!(result.unwrap(), Action::requeue(Duration::from_secs(1)));
+
+    for phase in [Phase::Succeeded, Phase::Failed, Phase::Cancelled] {
+        let (client, mut api) = mock_client();
+        let done = reprocess(
+            "fix",
+            WEEK,
+            0,
+            Some(ReprocessStatus {
+                phase,
+                ..Default::default()
+            }),
+        );
+        let ctx = context(client, &[&done]);
+        let result = reconcile(Arc::new(done), ctx).await;
+        assert_eq!(result.unwrap(), Action::await_change());
+        api.expect_silence(Duration::from_millis(100)).await;
+    }
+}
