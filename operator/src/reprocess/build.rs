@@ -381,7 +381,9 @@ mod tests {
             "fix-referrers"
         );
         let rules = c.role.rules.as_ref().unwrap();
-        let granted: Vec<(Vec<String>, Vec<String>, Vec<String>, Vec<String>)> = rules
+        // (api groups, resources, resource names, verbs) of each rule.
+        type Grant = (Vec<String>, Vec<String>, Vec<String>, Vec<String>);
+        let granted: Vec<Grant> = rules
             .iter()
             .map(|r| {
                 (
