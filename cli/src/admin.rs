@@ -23,7 +23,9 @@ use sightline_core::processor::Current;
 use sightline_core::registry::Registry;
 use sightline_core::reprocess::ReprocessSpec;
 use sightline_core::token::{Scope, TokenError};
-use sightline_core::warehouse::replay::{self, CancellationToken, Checkpoint, Progress, ReplayHooks, ReplayReport};
+use sightline_core::warehouse::replay::{
+    self, CancellationToken, Checkpoint, DayReport, Progress, ReplayHooks, ReplayReport,
+};
 use sightline_core::warehouse::Warehouse;
 use tokio::sync::mpsc;
 
@@ -154,11 +156,12 @@ impl StreamHooks {
     }
 }
 
+#[async_trait::async_trait]
 impl ReplayHooks for StreamHooks {
     fn progress(&self, progress: &Progress) {
         self.send(Line::Progress(*progress));
     }
-    fn checkpoint(&self, checkpoint: &Checkpoint) -> sightline_core::Result<()> {
+    async fn day_done(&self, _day: &DayReport, checkpoint: &Checkpoint) -> sightline_core::Result<()> {
         self.send(Line::Checkpoint(checkpoint.clone()));
         Ok(())
     }

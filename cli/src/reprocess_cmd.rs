@@ -16,7 +16,9 @@ use indicatif::{ProgressBar, ProgressStyle};
 use sightline_core::processor::Current;
 use sightline_core::reprocess::{parse_reprocess, ReprocessSpec};
 use sightline_core::spec::load_tenants;
-use sightline_core::warehouse::replay::{self, CancellationToken, Checkpoint, Progress, ReplayHooks, ReplayReport};
+use sightline_core::warehouse::replay::{
+    self, CancellationToken, Checkpoint, DayReport, Progress, ReplayHooks, ReplayReport,
+};
 
 use crate::admin::{Line, ReprocessCall, REPROCESS_PATH};
 use crate::common::{block_on, WarehouseArgs};
@@ -156,6 +158,7 @@ impl CliHooks {
     }
 }
 
+#[async_trait::async_trait]
 impl ReplayHooks for CliHooks {
     fn progress(&self, p: &Progress) {
         let rate = p.rows_read as f64 / self.started.elapsed().as_secs_f64().max(0.001);
@@ -173,7 +176,14 @@ impl ReplayHooks for CliHooks {
         }
     }
 
-    fn checkpoint(&self, checkpoint: &Checkpoint) -> sightline_core::Result<()> {
+    async fn day_done(&self, _day: &DayReport, checkpoint: &Checkpoint) -> sightline_core::Result<()> {
+        self.save(checkpoint)
+    }
+}
+
+impl CliHooks {
+    /// Keeps the checkpoint in the `--checkpoint` file, if one was given.
+    fn save(&self, checkpoint: &Checkpoint) -> sightline_core::Result<()> {
         if let Some(path) = &self.checkpoint {
             save_checkpoint(path, checkpoint)?;
         }
@@ -297,7 +307,7 @@ async fn through_server(
                 .map_err(|e| format!("--server {server}: an answer line is not understood: {e}"))?;
             match line {
                 Line::Progress(p) => hooks.progress(&p),
-                Line::Checkpoint(c) => hooks.checkpoint(&c).map_err(|e| e.to_string())?,
+                Line::Checkpoint(c) => hooks.save(&c).map_err(|e| e.to_string())?,
                 Line::Report(report) => return Ok(Ok(report)),
                 Line::Failed { error, report } => return Ok(Err((error.message, report))),
             }

@@ -157,8 +157,11 @@ struct StopAfter {
     saved: Mutex<Option<Checkpoint>>,
 }
 
+#[async_trait::async_trait]
 impl ReplayHooks for StopAfter {
-    fn checkpoint(&self, checkpoint: &Checkpoint) -> sightline_core::Result<()> {
+    async fn day_done(&self, day: &replay::DayReport, checkpoint: &Checkpoint) -> sightline_core::Result<()> {
+        // The hook hears each day with the checkpoint that already holds it.
+        assert!(day.swapped && checkpoint.done.contains(&day.day), "{day:?} {checkpoint:?}");
         if checkpoint.done.len() >= self.after {
             self.cancel.cancel();
         }

@@ -27,7 +27,7 @@ pub(super) async fn replay_day(shared: &Shared<'_>, day: NaiveDate) -> Result<Da
         } else {
             Some(Lease::acquire(shared.wh, &shared.db, day, &shared.run_id, &shared.request.purpose).await?)
         };
-        let work = work(shared, day);
+        let work = work(shared, day, started);
         tokio::pin!(work);
         let mut renew = tokio::time::interval(lease::RENEW_EVERY);
         renew.tick().await;
@@ -52,8 +52,7 @@ pub(super) async fn replay_day(shared: &Shared<'_>, day: NaiveDate) -> Result<Da
     }
     .await;
     match outcome {
-        Ok(mut report) => {
-            report.seconds = started.elapsed().as_secs_f64();
+        Ok(report) => {
             tracing::info!(run = %shared.run_id, %day, raw_rows = report.raw_rows, caught_up = report.caught_up,
                 seconds = report.seconds, "day replayed");
             Ok(report)
@@ -78,7 +77,7 @@ async fn count(wh: &dyn Warehouse, sql: &str, params: &Params) -> Result<u64> {
         .ok_or_else(|| Error::Decode(format!("no count from {sql}")))
 }
 
-async fn work(shared: &Shared<'_>, day: NaiveDate) -> Result<DayReport> {
+async fn work(shared: &Shared<'_>, day: NaiveDate, started: std::time::Instant) -> Result<DayReport> {
     let (wh, db) = (shared.wh, shared.db.as_str());
     let staged = format!(
         "{EVENTS_TABLE}_replay_{}_{}",
@@ -94,10 +93,11 @@ async fn work(shared: &Shared<'_>, day: NaiveDate) -> Result<DayReport> {
     let dropped = wh
         .execute(&format!("DROP TABLE IF EXISTS {db}.{staged}"), &Params::new())
         .await;
-    let report = built?;
+    let mut report = built?;
     dropped?;
+    report.seconds = started.elapsed().as_secs_f64();
     if report.swapped || shared.request.dry_run {
-        shared.finish(day).await?;
+        shared.finish(&report).await?;
     }
     Ok(report)
 }

@@ -219,11 +219,18 @@ pub struct Progress {
 }
 
 /// What a caller hears during a run: progress (after each page of rows and each day), and
-/// the checkpoint after each finished day, to keep where it can resume from (an error from
-/// it stops the run).
+/// each finished day with the checkpoint that now includes it, to keep where the run can
+/// resume from and what the day did.
+#[async_trait::async_trait]
 pub trait ReplayHooks: Sync {
     fn progress(&self, _progress: &Progress) {}
-    fn checkpoint(&self, _checkpoint: &Checkpoint) -> Result<()> {
+    /// After each finished day (swapped with its tiers refreshed, or compared in a dry run),
+    /// one day at a time and before its lease is released: `day` is its report and
+    /// `checkpoint` the run's, with the day among `done`. A caller that keeps the checkpoint
+    /// somewhere slow (a file, a Kubernetes status) does so here; an error stops the run
+    /// (the days under way finish first) and the day counts as failed, so a resume replays
+    /// it again from the same inputs.
+    async fn day_done(&self, _day: &DayReport, _checkpoint: &Checkpoint) -> Result<()> {
         Ok(())
     }
 }
@@ -511,10 +518,12 @@ impl Shared<'_> {
         }
     }
 
-    /// After `day` was swapped: the daily tier's local days that every UTC day they overlap
-    /// is final for (swapped by this run, or not part of it) are refreshed, then the day is
-    /// checkpointed. One day at a time, so refreshes never race.
-    async fn finish(&self, day: NaiveDate) -> Result<()> {
+    /// After a day was swapped (or compared, in a dry run): the daily tier's local days that
+    /// every UTC day they overlap is final for (swapped by this run, or not part of it) are
+    /// refreshed, then the day is checkpointed and handed to the hooks. One day at a time,
+    /// so refreshes never race and the hooks see the days in the order they finished.
+    async fn finish(&self, report: &DayReport) -> Result<()> {
+        let day = report.day;
         let mut state = self.state.lock().await;
         if !self.request.dry_run {
             state.finished.insert(day);
@@ -536,9 +545,8 @@ impl Shared<'_> {
             }
         }
         state.checkpoint.done.insert(day);
-        self.hooks.checkpoint(&state.checkpoint)?;
         self.progress.done.fetch_add(1, Ordering::Relaxed);
         self.report_progress(0, 0);
-        Ok(())
+        self.hooks.day_done(report, &state.checkpoint).await
     }
 }
