@@ -33,7 +33,6 @@ pub const REPROCESS_PATH: &str = "/v1/admin/reprocess";
 
 /// The request body.
 #[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct ReprocessCall {
     pub spec: ReprocessSpec,
     #[serde(default)]
@@ -167,6 +166,18 @@ impl ReplayHooks for StreamHooks {
     }
 }
 
+/// The body, held strictly: a field the call does not have is refused by name (a typo such
+/// as `dryrun` must not run a real replay).
+fn parse_call(body: &[u8]) -> Result<ReprocessCall, AdminError> {
+    let bad = |e: serde_json::Error| AdminError::BadBody(e.to_string());
+    let value: serde_json::Value = serde_json::from_slice(body).map_err(bad)?;
+    let (call, unknown): (ReprocessCall, _) = sightline_core::reprocess::unknown_fields(value, "").map_err(bad)?;
+    if !unknown.is_empty() {
+        return Err(AdminError::BadBody(format!("unknown field(s) {}", unknown.join(", "))));
+    }
+    Ok(call)
+}
+
 #[tracing::instrument(skip_all, name = "admin_reprocess")]
 async fn reprocess(State(state): State<AdminState>, headers: HeaderMap, body: Bytes) -> Result<Response, AdminError> {
     let token = sightline_core::token::from_authorization(
@@ -176,7 +187,7 @@ async fn reprocess(State(state): State<AdminState>, headers: HeaderMap, body: By
             .as_bytes(),
     )?;
     let (entry, claims) = state.registry.verify(token, Scope::Admin, Utc::now().timestamp())?;
-    let call: ReprocessCall = serde_json::from_slice(&body).map_err(|e| AdminError::BadBody(e.to_string()))?;
+    let call = parse_call(&body)?;
     if claims.tenant != call.spec.tenant_ref {
         return Err(AdminError::OtherTenant {
             token: claims.tenant,

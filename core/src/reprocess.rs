@@ -29,8 +29,12 @@ use crate::{Error, Result};
 
 pub const KIND: &str = "Reprocess";
 
+/// Unknown fields are ignored by the type itself, so an operator reads a `Reprocess` that a
+/// newer CRD gave more fields; files (`parse_reprocess`) and the admin endpoint hold their
+/// input strictly (`unknown_fields`), where a typo such as `dryrun` must not run a real
+/// replay.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct ReprocessSpec {
     /// The tenant (`AnalyticsTenant` name) whose days are replayed.
     #[schemars(length(min = 1, max = 40), pattern(r"^[a-z]([a-z0-9-]*[a-z0-9])?$"))]
@@ -109,17 +113,45 @@ impl ReprocessSpec {
     }
 }
 
+/// Deserializes `T` and lists the fields it ignored under `prefix` (paths such as
+/// `spec.dryrun`): what a strict reader refuses.
+pub fn unknown_fields<'de, T, D>(deserializer: D, prefix: &str) -> std::result::Result<(T, Vec<String>), D::Error>
+where
+    T: Deserialize<'de>,
+    D: serde::Deserializer<'de>,
+{
+    let mut unknown = Vec::new();
+    let value = serde_ignored::deserialize(deserializer, |path| {
+        let path = path.to_string();
+        if path.starts_with(prefix) {
+            unknown.push(path);
+        }
+    })?;
+    Ok((value, unknown))
+}
+
 /// Reads a `Reprocess` document (or a bare spec) from YAML; `source_name` names the file.
+/// Fields the spec does not have are refused by name.
 pub fn parse_reprocess(text: &str, source_name: &str) -> Result<ReprocessSpec> {
     let err = |message: String| Error::Spec {
         source_name: source_name.to_string(),
         message,
     };
+    let refuse_unknown = |unknown: Vec<String>| {
+        if unknown.is_empty() {
+            Ok(())
+        } else {
+            Err(err(format!("unknown field(s) {}", unknown.join(", "))))
+        }
+    };
     let value: serde_yaml::Value = serde_yaml::from_str(text).map_err(|e| err(e.to_string()))?;
     if value.get("kind").is_none() {
-        return serde_yaml::from_value(value).map_err(|e| err(e.to_string()));
+        let (spec, unknown): (ReprocessSpec, _) = unknown_fields(value, "").map_err(|e| err(e.to_string()))?;
+        refuse_unknown(unknown)?;
+        return Ok(spec);
     }
-    let doc: ReprocessDocument = serde_yaml::from_value(value).map_err(|e| err(e.to_string()))?;
+    let (doc, unknown): (ReprocessDocument, _) = unknown_fields(value, "spec").map_err(|e| err(e.to_string()))?;
+    refuse_unknown(unknown)?;
     if doc.kind != KIND {
         return Err(err(format!("kind {:?}: expected {KIND}", doc.kind)));
     }
@@ -146,7 +178,20 @@ mod tests {
         let bare = parse_reprocess("tenantRef: acme\nfrom: 2026-11-01\nto: 2026-11-02\ndryRun: true\n", "b").unwrap();
         assert!(bare.dry_run);
         let unknown = parse_reprocess("tenantRef: acme\nfrom: a\nto: b\nsite: [x]\n", "c.yaml").unwrap_err();
-        assert!(unknown.to_string().contains("site"), "{unknown}");
+        assert!(unknown.to_string().contains("unknown field(s) site"), "{unknown}");
+        let unknown = parse_reprocess(
+            "apiVersion: sightline.dev/v1alpha1\nkind: Reprocess\nmetadata: {name: fix, namespace: analytics}\n\
+             spec: {tenantRef: acme, from: 2026-11-01, to: 2026-11-02, dryrun: true}\n",
+            "d.yaml",
+        )
+        .unwrap_err();
+        assert!(unknown.to_string().contains("unknown field(s) spec.dryrun"), "{unknown}");
+        // The type alone (what the operator reads from the cluster) takes a newer field.
+        let newer: ReprocessSpec = serde_json::from_value(serde_json::json!({
+            "tenantRef": "acme", "from": "2026-11-01", "to": "2026-11-02", "approval": "Manual"
+        }))
+        .unwrap();
+        assert_eq!(newer.tenant_ref, "acme");
         assert!(parse_time("yesterday", "from")
             .unwrap_err()
             .to_string()

@@ -669,6 +669,21 @@ mod binary {
         let body: serde_json::Value = r.json().await.unwrap();
         assert_eq!(body["error"]["code"], "unauthorized");
         assert_eq!(body["error"]["field"], "token");
+        // A misspelt field is refused by name, not ignored (`dryrun` would swap the days).
+        let r = client()
+            .post(server.url("/v1/admin/reprocess"))
+            .bearer_auth(admin_token())
+            .json(&json!({"spec": {"tenantRef": "acme", "from": "2026-11-10", "to": "2026-11-11", "dryrun": true}}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400);
+        let body: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "bad_request");
+        assert!(
+            body["error"]["message"].as_str().unwrap().contains("unknown field(s) spec.dryrun"),
+            "{body}"
+        );
         server.stop();
     }
 
