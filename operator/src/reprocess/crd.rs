@@ -19,6 +19,12 @@ use sightline_core::reprocess::ReprocessSpec;
 pub const COMPLETE: &str = "Complete";
 /// True when the run ended without finishing its days (or was refused).
 pub const FAILED: &str = "Failed";
+/// The finalizer the operator sets while a Job may be replaying days: deleting the
+/// Reprocess then lets the pod stop after the days under way and leaves an Event with the
+/// finished days before the object (and its status) goes. Set when the Job is created,
+/// removed once the run is final, so a queued, refused or finished Reprocess is deleted at
+/// once, operator or not.
+pub const FINALIZER: &str = "sightline.dev/cancel";
 
 // The spec is exactly core's `ReprocessSpec`, flattened: the wrapper exists only because
 // the derive must sit on a type of this crate.
@@ -72,13 +78,14 @@ impl Phase {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ReprocessProgress {
-    /// Days finished (swapped, or compared in a dry run), by this run and earlier ones.
+    /// Days finished (swapped, or compared in a dry run), by any pod of this run.
     pub days_done: u32,
     /// Days of the range.
     pub days_total: u32,
-    /// Raw rows read and processed so far by the current pod.
+    /// Raw rows read and processed by the pods of this run (a day a stopped pod had begun
+    /// is read again by the next).
     pub rows_read: u64,
-    /// Rows written to the staging tables so far by the current pod.
+    /// Rows written to staging tables by the pods of this run (replayed and copied rows).
     pub rows_written: u64,
     /// `daysDone/daysTotal` for `kubectl get`.
     pub summary: String,
@@ -96,11 +103,11 @@ impl ReprocessProgress {
     }
 }
 
-/// A metric of a day now and as the replay makes it (dry runs).
+/// A metric of a day (or of the finished days summed) now and as the replay makes it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct MetricDelta {
-    /// visitors, visits, pageviews or bounce_rate (percent).
+    /// visitors, visits, pageviews or bounce_rate (percent; per day only).
     pub metric: String,
     pub current: f64,
     pub recomputed: f64,
@@ -130,26 +137,57 @@ pub struct DayResult {
     pub deltas: Vec<MetricDelta>,
 }
 
-/// Where a run can resume from: the run's identity and the days it finished. The Job's pod
-/// writes it after every day; a recreated pod starts from it (core's `replay::Checkpoint`,
-/// dates as `YYYY-MM-DD`).
+impl DayResult {
+    /// Whether the day is worth keeping in the bounded list: a dry run changes a metric,
+    /// the day had been made by another processing identity, or rows were caught up.
+    pub fn changed(&self) -> bool {
+        self.deltas.iter().any(|d| d.current != d.recomputed)
+            || self.processing_before.keys().any(|p| *p != self.processing_after)
+            || self.caught_up > 0
+    }
+}
+
+/// Every finished day summed, each counted once whichever pod finished it (the per-day
+/// list keeps only some days).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReprocessTotals {
+    /// Days finished.
+    pub days: u32,
+    /// Finished days that changed (see `days[]`: a dry-run metric differs, another
+    /// processing identity had made the day, or rows were caught up).
+    pub days_changed: u32,
+    pub raw_rows: u64,
+    pub copied_rows: u64,
+    pub caught_up: u64,
+    /// The identities that had made the finished days, with their rows.
+    #[serde(default)]
+    pub processing_before: BTreeMap<String, u64>,
+    /// Dry runs: visitors (a sum of daily visitors), visits and pageviews of the finished
+    /// days, now and recomputed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deltas: Vec<MetricDelta>,
+}
+
+/// Where a run resumes from: the processing identity its days are replayed with and the
+/// days it finished. The rest of the run's identity (tenant, range, sites, dry run) is the
+/// spec's, which cannot change. A pod of another processor refuses to resume (the days done
+/// would mix two processors).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct StatusCheckpoint {
-    pub tenant: String,
-    pub first_day: String,
-    pub last_day: String,
-    #[serde(default)]
-    pub sites: Vec<String>,
-    /// The processing identity the days are replayed with.
+    /// The processing identity the days are replayed with (`v3`, `v3+bots`).
     pub processing: String,
-    pub dry_run: bool,
-    /// Days finished, in order.
+    /// Days finished, as ordered, disjoint ranges: `YYYY-MM-DD` for one day,
+    /// `YYYY-MM-DD/YYYY-MM-DD` (ISO 8601, both ends included) for several. Ranges keep the
+    /// status small: a 10-year range in the worst order stays under 30 KiB.
     #[serde(default)]
     pub done: Vec<String>,
 }
 
-/// What the operator and the Job's pod last reported.
+/// What the operator and the Job's pod last reported. Bounded whatever the range: the
+/// checkpoint as day ranges, per-day details for at most `MAX_DAY_RESULTS` days, the rest
+/// in `totals`, messages cut at `MAX_MESSAGE` bytes.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ReprocessStatus {
@@ -164,7 +202,10 @@ pub struct ReprocessStatus {
     pub conditions: Vec<Condition>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub progress: Option<ReprocessProgress>,
-    /// Finished days, in day order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub totals: Option<ReprocessTotals>,
+    /// Finished days in day order, at most `MAX_DAY_RESULTS` (20): the days that changed
+    /// and the latest ones; `totals` counts them all.
     #[serde(default)]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["day"]))]
     pub days: Vec<DayResult>,
@@ -181,6 +222,11 @@ pub struct ReprocessStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checkpoint: Option<StatusCheckpoint>,
 }
+
+/// The most days `status.days` details.
+pub const MAX_DAY_RESULTS: usize = 20;
+/// The longest message (`status.message`, a condition's) in bytes.
+pub const MAX_MESSAGE: usize = 1024;
 
 impl ReprocessStatus {
     /// The condition of a type, if set.
@@ -291,7 +337,7 @@ mod tests {
             status["phase"]["enum"],
             serde_json::json!(["Pending", "Running", "Succeeded", "Failed", "Cancelled"])
         );
-        for field in ["progress", "startedAt", "finishedAt", "message", "checkpoint"] {
+        for field in ["progress", "totals", "startedAt", "finishedAt", "message", "checkpoint"] {
             assert!(status[field].is_object(), "status.{field} missing");
         }
     }
