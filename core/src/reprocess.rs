@@ -185,7 +185,10 @@ mod tests {
             "d.yaml",
         )
         .unwrap_err();
-        assert!(unknown.to_string().contains("unknown field(s) spec.dryrun"), "{unknown}");
+        assert!(
+            unknown.to_string().contains("unknown field(s) spec.dryrun"),
+            "{unknown}"
+        );
         // The type alone (what the operator reads from the cluster) takes a newer field.
         let newer: ReprocessSpec = serde_json::from_value(serde_json::json!({
             "tenantRef": "acme", "from": "2026-11-01", "to": "2026-11-02", "approval": "Manual"

@@ -161,7 +161,10 @@ struct StopAfter {
 impl ReplayHooks for StopAfter {
     async fn day_done(&self, day: &replay::DayReport, checkpoint: &Checkpoint) -> sightline_core::Result<()> {
         // The hook hears each day with the checkpoint that already holds it.
-        assert!(day.swapped && checkpoint.done.contains(&day.day), "{day:?} {checkpoint:?}");
+        assert!(
+            day.swapped && checkpoint.done.contains(&day.day),
+            "{day:?} {checkpoint:?}"
+        );
         if checkpoint.done.len() >= self.after {
             self.cancel.cancel();
         }
@@ -681,7 +684,10 @@ mod binary {
         let body: serde_json::Value = r.json().await.unwrap();
         assert_eq!(body["error"]["code"], "bad_request");
         assert!(
-            body["error"]["message"].as_str().unwrap().contains("unknown field(s) spec.dryrun"),
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("unknown field(s) spec.dryrun"),
             "{body}"
         );
         server.stop();
