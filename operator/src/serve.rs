@@ -136,13 +136,13 @@ pub async fn run(
         let reprocesses = reprocess_controller::run(
             client.clone(),
             move |store| {
-                Arc::new(ReprocessContext {
+                Arc::new(ReprocessContext::new(
                     client,
-                    config: config.operator.clone(),
-                    reprocesses: store,
-                    now: Arc::new(chrono::Utc::now),
-                    poll: REPROCESS_POLL,
-                })
+                    config.operator.clone(),
+                    store,
+                    Arc::new(chrono::Utc::now),
+                    REPROCESS_POLL,
+                ))
             },
             until,
         );

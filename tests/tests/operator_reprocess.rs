@@ -69,13 +69,13 @@ fn context(client: kube::Client, known: &[&Reprocess]) -> Arc<ReprocessContext> 
         writer.apply_watcher_event(&watcher::Event::InitApply((*rp).clone()));
     }
     writer.apply_watcher_event(&watcher::Event::InitDone);
-    Arc::new(ReprocessContext {
+    Arc::new(ReprocessContext::new(
         client,
-        config: OperatorConfig::example(NS),
-        reprocesses: store,
-        now: Arc::new(now),
-        poll: POLL,
-    })
+        OperatorConfig::example(NS),
+        store,
+        Arc::new(now),
+        POLL,
+    ))
 }
 
 /// Runs one reconcile while `serve` plays the API server.
@@ -128,8 +128,37 @@ fn job_path(child: &str) -> String {
     format!("/apis/batch/v1/namespaces/{NS}/jobs/{child}")
 }
 
-/// The status write: a merge patch carrying the resourceVersion read. Returns the status.
+/// The finalizer added by a merge patch carrying the resourceVersion read ("7"); the
+/// answer moves it to "8".
+async fn expect_finalizer_added(api: &mut ApiServer, name: &str) -> Received {
+    let received = api
+        .expect(
+            Method::PATCH,
+            &format!("/apis/sightline.dev/v1alpha1/namespaces/{NS}/reprocesses/{name}"),
+            |r| {
+                let mut echo = serde_json::to_value(reprocess(name, WEEK, 0, None)).unwrap();
+                echo["metadata"]["finalizers"] = r.body["metadata"]["finalizers"].clone();
+                echo["metadata"]["resourceVersion"] = json!("8");
+                (200, echo)
+            },
+        )
+        .await;
+    assert_eq!(
+        received.body["metadata"],
+        json!({"resourceVersion": "7", "finalizers": ["sightline.dev/cancel"]}),
+        "{:?}",
+        received.body
+    );
+    received
+}
+
+/// The status write: a merge patch carrying the resourceVersion read ("7", or "8" after
+/// the finalizer was added). Returns the status.
 async fn expect_status(api: &mut ApiServer, name: &str, code: u16) -> ReprocessStatus {
+    expect_status_at(api, name, code, "7").await
+}
+
+async fn expect_status_at(api: &mut ApiServer, name: &str, code: u16, version: &str) -> ReprocessStatus {
     let received = api
         .expect(
             Method::PATCH,
@@ -146,7 +175,7 @@ async fn expect_status(api: &mut ApiServer, name: &str, code: u16) -> ReprocessS
         )
         .await;
     assert_eq!(
-        received.body["metadata"]["resourceVersion"], "7",
+        received.body["metadata"]["resourceVersion"], version,
         "the write carries the version it was based on: {:?}",
         received.body
     );
@@ -168,13 +197,14 @@ async fn the_first_reconcile_creates_the_owned_job_with_its_own_narrow_service_a
     let (result, _, (rbac, job, status)) = reconcile_with(&ctx, &rp, api, |mut api| {
         Box::pin(async move {
             expect_tenant(&mut api, true).await;
+            expect_finalizer_added(&mut api, "fix").await;
             let rbac = expect_rbac(&mut api, "fix-replay").await;
             api.expect(Method::GET, &job_path("fix-replay"), |_| {
                 (404, not_found("jobs.batch \"fix-replay\""))
             })
             .await;
             let job = api.expect_apply(&job_path("fix-replay"), None).await;
-            let status = expect_status(&mut api, "fix", 200).await;
+            let status = expect_status_at(&mut api, "fix", 200, "8").await;
             (api, (rbac, job, status))
         })
     })
@@ -258,11 +288,12 @@ async fn an_overlapping_later_reprocess_is_queued_naming_the_one_it_waits_for() 
     let (result, _, job) = reconcile_with(&ctx, &second, api, |mut api| {
         Box::pin(async move {
             expect_tenant(&mut api, true).await;
+            expect_finalizer_added(&mut api, "second").await;
             expect_rbac(&mut api, "second-replay").await;
             api.expect(Method::GET, &job_path("second-replay"), |_| (404, not_found("job")))
                 .await;
             let job = api.expect_apply(&job_path("second-replay"), None).await;
-            expect_status(&mut api, "second", 200).await;
+            expect_status_at(&mut api, "second", 200, "8").await;
             (api, job)
         })
     })
@@ -291,10 +322,11 @@ async fn a_running_job_makes_it_running_and_a_failed_job_makes_it_failed_with_th
     let (result, _, status) = reconcile_with(&ctx, &rp, api, |mut api| {
         Box::pin(async move {
             expect_tenant(&mut api, true).await;
+            expect_finalizer_added(&mut api, "fix").await;
             expect_rbac(&mut api, "fix-replay").await;
             api.expect(Method::GET, &job_path("fix-replay"), |_| (200, active))
                 .await;
-            let status = expect_status(&mut api, "fix", 200).await;
+            let status = expect_status_at(&mut api, "fix", 200, "8").await;
             (api, status)
         })
     })
@@ -313,10 +345,11 @@ async fn a_running_job_makes_it_running_and_a_failed_job_makes_it_failed_with_th
     let (result, _, status) = reconcile_with(&ctx, &rp, api, |mut api| {
         Box::pin(async move {
             expect_tenant(&mut api, true).await;
+            expect_finalizer_added(&mut api, "fix").await;
             expect_rbac(&mut api, "fix-replay").await;
             api.expect(Method::GET, &job_path("fix-replay"), |_| (200, failed))
                 .await;
-            let status = expect_status(&mut api, "fix", 200).await;
+            let status = expect_status_at(&mut api, "fix", 200, "8").await;
             (api, status)
         })
     })
@@ -425,10 +458,11 @@ async fn a_write_that_lost_the_race_with_the_pod_is_retried_and_a_final_one_is_l
     let (result, _, _) = reconcile_with(&ctx, &rp, api, |mut api| {
         Box::pin(async move {
             expect_tenant(&mut api, true).await;
+            expect_finalizer_added(&mut api, "fix").await;
             expect_rbac(&mut api, "fix-replay").await;
             api.expect(Method::GET, &job_path("fix-replay"), |_| (200, active))
                 .await;
-            expect_status(&mut api, "fix", 409).await;
+            expect_status_at(&mut api, "fix", 409, "8").await;
             (api, ())
         })
     })
@@ -451,4 +485,127 @@ async fn a_write_that_lost_the_race_with_the_pod_is_retried_and_a_final_one_is_l
         assert_eq!(result.unwrap(), Action::await_change());
         api.expect_silence(Duration::from_millis(100)).await;
     }
+}
+
+/// A Reprocess with the finalizer, `phase`, and (when `deleted`) a deletion under way.
+fn guarded(phase: Phase, deleted: bool) -> Reprocess {
+    let mut rp = reprocess(
+        "fix",
+        WEEK,
+        0,
+        Some(ReprocessStatus {
+            phase,
+            ..Default::default()
+        }),
+    );
+    rp.metadata.finalizers = Some(vec!["sightline.dev/cancel".into()]);
+    if deleted {
+        rp.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            k8s_openapi::jiff::Timestamp::from_second(1_800_000_100).unwrap(),
+        ));
+    }
+    rp
+}
+
+/// The finalizer removed by a merge patch carrying the resourceVersion read.
+async fn expect_finalizer_removed(api: &mut ApiServer) {
+    let received = api
+        .expect(
+            Method::PATCH,
+            &format!("/apis/sightline.dev/v1alpha1/namespaces/{NS}/reprocesses/fix"),
+            |r| {
+                let mut echo = serde_json::to_value(reprocess("fix", WEEK, 0, None)).unwrap();
+                echo["metadata"]["finalizers"] = r.body["metadata"]["finalizers"].clone();
+                (200, echo)
+            },
+        )
+        .await;
+    assert_eq!(
+        received.body["metadata"],
+        json!({"resourceVersion": "7", "finalizers": []})
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_final_reprocess_loses_its_finalizer_so_nothing_waits_on_it() {
+    for phase in [Phase::Succeeded, Phase::Failed, Phase::Cancelled] {
+        let (client, api) = mock_client();
+        let rp = guarded(phase, false);
+        let ctx = context(client, &[&rp]);
+        let (result, mut api, ()) = reconcile_with(&ctx, &rp, api, |mut api| {
+            Box::pin(async move {
+                expect_finalizer_removed(&mut api).await;
+                (api, ())
+            })
+        })
+        .await;
+        assert_eq!(result.unwrap(), Action::await_change(), "{phase:?}");
+        api.expect_silence(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_deleted_reprocess_waits_for_its_running_pod_and_no_longer() {
+    // Its pod replays a day: the operator looks at the Job and waits, writing nothing.
+    let (client, api) = mock_client();
+    let rp = guarded(Phase::Running, true);
+    let ctx = context(client, &[&rp]);
+    let active = job_with(&rp, json!({"active": 1}));
+    let (result, mut api, ()) = reconcile_with(&ctx, &rp, api, |mut api| {
+        Box::pin(async move {
+            api.expect(Method::GET, &job_path("fix-replay"), |_| (200, active))
+                .await;
+            (api, ())
+        })
+    })
+    .await;
+    assert_eq!(result.unwrap(), Action::requeue(Duration::from_secs(5)));
+    api.expect_silence(Duration::from_millis(100)).await;
+
+    // Running, but its Job has no pod left (it failed, or its pod was killed): no one to
+    // wait for. Pending (no pod started a day) and final: at once, without looking.
+    for (phase, job) in [
+        (
+            Phase::Running,
+            Some(json!({"failed": 4, "conditions": [{"type": "Failed", "status": "True"}]})),
+        ),
+        (Phase::Running, None),
+        (Phase::Pending, None),
+        (Phase::Succeeded, None),
+    ] {
+        let (client, api) = mock_client();
+        let rp = guarded(phase, true);
+        let ctx = context(client, &[&rp]);
+        let job = job.map(|status| job_with(&rp, status));
+        let (result, _, reasons) = reconcile_with(&ctx, &rp, api, move |mut api| {
+            Box::pin(async move {
+                if phase == Phase::Running {
+                    api.expect(Method::GET, &job_path("fix-replay"), |_| match job {
+                        Some(job) => (200, job),
+                        None => (404, not_found("job")),
+                    })
+                    .await;
+                }
+                let reasons = api.expect_events(NS, 1).await;
+                expect_finalizer_removed(&mut api).await;
+                (api, reasons)
+            })
+        })
+        .await;
+        assert_eq!(result.unwrap(), Action::await_change(), "{phase:?}");
+        let want = if phase == Phase::Succeeded {
+            "Deleted"
+        } else {
+            "Cancelled"
+        };
+        assert_eq!(reasons, [want], "{phase:?}");
+    }
+
+    // Without the finalizer (queued, refused): nothing to do.
+    let (client, mut api) = mock_client();
+    let mut rp = guarded(Phase::Pending, true);
+    rp.metadata.finalizers = None;
+    let ctx = context(client, &[&rp]);
+    assert_eq!(reconcile(Arc::new(rp), ctx).await.unwrap(), Action::await_change());
+    api.expect_silence(Duration::from_millis(100)).await;
 }

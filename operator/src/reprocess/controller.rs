@@ -1,15 +1,25 @@
 //! The Reprocess reconciler: validate (the tenant exists and is valid, the Reprocess is in
 //! its namespace, the range is not in the future, its days are sealed or `force` is set)
-//! -> queue (an overlapping earlier Reprocess of the tenant runs first) -> build -> apply
-//! (ServiceAccount, Role, RoleBinding by server-side apply; the Job created when absent and
-//! never changed afterwards, so a run keeps the image it started with) -> status.
+//! -> queue (an overlapping earlier Reprocess of the tenant runs first) -> finalizer ->
+//! build -> apply (ServiceAccount, Role, RoleBinding by server-side apply; the Job created
+//! when absent and never changed afterwards, so a run keeps the image it started with) ->
+//! status.
 //!
 //! The status's checkpoint is the source of truth for resuming: a Job deleted mid-run, or
 //! one whose pod was killed, is recreated (or retried by Kubernetes) and its pod starts
-//! from the days the status says are done. A Reprocess in a final phase is left alone.
+//! from the days the status says are done. A Reprocess in a final phase is left alone
+//! (its finalizer removed).
 //!
-//! Status writes are JSON merge patches carrying the `resourceVersion` read (see
-//! `status`): a 409 means the pod wrote meanwhile, and the reconcile is repeated at once.
+//! Deletion: the finalizer (`crd::FINALIZER`) is set only once the Reprocess is admitted
+//! and about to get its Job. A deleted Reprocess whose pod reported `Running` and whose Job
+//! still has a pod waits: the pod sees the deletion at its next status write (after the
+//! day under way), writes `Cancelled` and exits. Then, or at once for one whose pod never
+//! started a day, the operator records the finished days in an Event (the status goes with
+//! the object), removes the finalizer and sets nothing else; the Job and its RBAC go with
+//! their owner reference.
+//!
+//! Status and finalizer writes are JSON merge patches carrying the `resourceVersion` read
+//! (see `status`): a 409 means the pod wrote meanwhile, and the reconcile is repeated.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,9 +30,10 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::NamespaceResourceScope;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
 use kube::runtime::reflector::Store;
 use kube::runtime::watcher;
-use kube::{Api, Client, ResourceExt};
+use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use sightline_core::processor::Current;
@@ -30,16 +41,19 @@ use sightline_core::warehouse::replay;
 use tracing::Instrument;
 
 use super::build::{self, Owner};
-use super::crd::{Reprocess, ReprocessStatus};
+use super::crd::{Phase, Reprocess, ReprocessStatus, FINALIZER};
 use super::queue;
 use super::status::{self, Decision};
 use crate::crd::AnalyticsTenant;
 use crate::error::{Error, Result};
-use crate::validate::{validate, OperatorConfig};
+use crate::validate::{validate, OperatorConfig, Validated};
 use crate::FIELD_MANAGER;
 
 /// A clock: the tests give a fixed one (nothing may depend on the date they run).
 pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
+
+/// How soon a write that lost a race (409) is tried again.
+const AFTER_CONFLICT: Duration = Duration::from_secs(1);
 
 /// What every reconcile of a Reprocess shares.
 pub struct ReprocessContext {
@@ -51,35 +65,166 @@ pub struct ReprocessContext {
     /// How often a waiting or running Reprocess is looked at again (besides the watches of
     /// its Job).
     pub poll: Duration,
+    /// Records the Event a deleted Reprocess leaves behind.
+    pub recorder: Recorder,
+}
+
+impl ReprocessContext {
+    pub fn new(
+        client: Client,
+        config: OperatorConfig,
+        reprocesses: Store<Reprocess>,
+        now: Clock,
+        poll: Duration,
+    ) -> Self {
+        let reporter = Reporter {
+            controller: FIELD_MANAGER.into(),
+            instance: std::env::var("POD_NAME").ok(),
+        };
+        Self {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            config,
+            reprocesses,
+            now,
+            poll,
+        }
+    }
+}
+
+fn conflict(e: &Error) -> bool {
+    matches!(e, Error::Kube(kube::Error::Api(s)) if s.code == 409)
 }
 
 /// One reconcile, in a span naming the Reprocess.
 pub async fn reconcile(rp: Arc<Reprocess>, ctx: Arc<ReprocessContext>) -> Result<Action> {
     let span = tracing::info_span!("reconcile_reprocess", namespace = rp.namespace().unwrap_or_default(), name = %rp.name_any());
     async move {
-        if rp.status.as_ref().is_some_and(|s| s.phase().is_final()) {
-            return Ok(Action::await_change());
-        }
-        let now = (ctx.now)();
-        let decision = decide(&rp, &ctx, now).await?;
-        tracing::debug!(?decision, "decided");
-        if let Some(new) = status::decide(rp.status.as_ref(), rp.metadata.generation, &decision, now) {
-            match write_status(&ctx.client, &rp, &new).await {
-                Ok(()) => {}
-                // The pod (or another write) changed the object since it was read.
-                Err(Error::Kube(kube::Error::Api(e))) if e.code == 409 => {
-                    return Ok(Action::requeue(Duration::from_secs(1)))
-                }
-                Err(e) => return Err(e),
+        let outcome = if rp.metadata.deletion_timestamp.is_some() {
+            on_delete(&rp, &ctx).await
+        } else if rp.status.as_ref().is_some_and(|s| s.phase().is_final()) {
+            // Nothing runs any more: nothing for a deletion to wait for.
+            if has_finalizer(&rp) {
+                remove_finalizer(&ctx.client, &rp).await?;
             }
+            Ok(Action::await_change())
+        } else {
+            admit_and_run(&rp, &ctx).await
+        };
+        match outcome {
+            // The pod (or another write) changed the object since it was read.
+            Err(e) if conflict(&e) => Ok(Action::requeue(AFTER_CONFLICT)),
+            other => other,
         }
-        Ok(match decision {
-            Decision::Refused { .. } | Decision::JobFailed { .. } => Action::await_change(),
-            Decision::Queued { .. } | Decision::Starting { .. } | Decision::Running { .. } => Action::requeue(ctx.poll),
-        })
     }
     .instrument(span)
     .await
+}
+
+/// A Reprocess that is not final and not deleted: decide, then write the status.
+async fn admit_and_run(rp: &Reprocess, ctx: &ReprocessContext) -> Result<Action> {
+    let now = (ctx.now)();
+    let (decision, rp) = decide(rp, ctx, now).await?;
+    tracing::debug!(?decision, "decided");
+    if let Some(new) = status::decide(rp.status.as_ref(), rp.metadata.generation, &decision, now) {
+        write_status(&ctx.client, &rp, &new).await?;
+    }
+    Ok(match decision {
+        Decision::Refused { .. } | Decision::JobFailed { .. } => Action::await_change(),
+        Decision::Queued { .. } | Decision::Starting { .. } | Decision::Running { .. } => Action::requeue(ctx.poll),
+    })
+}
+
+fn has_finalizer(rp: &Reprocess) -> bool {
+    rp.finalizers().iter().any(|f| f == FINALIZER)
+}
+
+/// Writes `finalizers` by merge patch with the `resourceVersion` read; the object written.
+async fn set_finalizers(client: &Client, rp: &Reprocess, finalizers: Vec<String>) -> Result<Reprocess> {
+    let api: Api<Reprocess> = Api::namespaced(client.clone(), &rp.namespace().unwrap_or_default());
+    let patch = serde_json::json!({
+        "metadata": {"resourceVersion": rp.resource_version(), "finalizers": finalizers},
+    });
+    Ok(api
+        .patch(&rp.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+        .await?)
+}
+
+/// The Reprocess with the finalizer (added if missing).
+async fn ensure_finalizer(client: &Client, rp: &Reprocess) -> Result<Reprocess> {
+    if has_finalizer(rp) {
+        return Ok(rp.clone());
+    }
+    let mut finalizers = rp.finalizers().to_vec();
+    finalizers.push(FINALIZER.into());
+    set_finalizers(client, rp, finalizers).await
+}
+
+async fn remove_finalizer(client: &Client, rp: &Reprocess) -> Result<()> {
+    let finalizers: Vec<String> = rp.finalizers().iter().filter(|f| *f != FINALIZER).cloned().collect();
+    match set_finalizers(client, rp, finalizers).await {
+        // Gone already.
+        Err(Error::Kube(kube::Error::Api(e))) if e.code == 404 => Ok(()),
+        other => other.map(|_| ()),
+    }
+}
+
+/// A deleted Reprocess: wait for a pod that is replaying to stop after its day, then
+/// leave the finished days in an Event and let the object go.
+async fn on_delete(rp: &Reprocess, ctx: &ReprocessContext) -> Result<Action> {
+    if !has_finalizer(rp) {
+        return Ok(Action::await_change());
+    }
+    let phase = rp.status.as_ref().map(ReprocessStatus::phase).unwrap_or_default();
+    // A pod writes Running before it touches a day and checks for the deletion at every
+    // write after that, so a Reprocess seen Pending after its deletion has no pod that
+    // will replay anything.
+    if phase == Phase::Running {
+        if let Ok(owner) = Owner::of(rp) {
+            let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &owner.namespace);
+            if jobs
+                .get_opt(&owner.child_name())
+                .await?
+                .as_ref()
+                .is_some_and(job_has_a_pod)
+            {
+                tracing::info!("deleted while its pod replays: waiting for it to stop after the days under way");
+                return Ok(Action::requeue(ctx.poll.min(Duration::from_secs(5))));
+            }
+        }
+    }
+    let note = status::finished_days_note(phase, rp.status.as_ref());
+    let reason = match phase {
+        Phase::Succeeded | Phase::Failed => "Deleted",
+        Phase::Pending | Phase::Running | Phase::Cancelled => "Cancelled",
+    };
+    tracing::info!(reason, "{note}");
+    let event = KubeEvent {
+        type_: EventType::Normal,
+        reason: reason.into(),
+        note: Some(note),
+        action: "Delete".into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&event, &rp.object_ref(&())).await {
+        // The Event is a courtesy; a deletion must not hang on it.
+        tracing::warn!(error = %e, "event not recorded");
+    }
+    remove_finalizer(&ctx.client, rp).await?;
+    Ok(Action::await_change())
+}
+
+/// Whether a Job still has a pod (pending or running) and has not finished.
+fn job_has_a_pod(job: &Job) -> bool {
+    let Some(status) = &job.status else {
+        return false;
+    };
+    let finished = status
+        .conditions
+        .iter()
+        .flatten()
+        .any(|c| (c.type_ == "Complete" || c.type_ == "Failed") && c.status == "True");
+    !finished && status.active.unwrap_or(0) > 0
 }
 
 /// Transient errors retry after 10 s; the rest wait for the resource to change.
@@ -92,68 +237,89 @@ pub fn error_policy(_rp: Arc<Reprocess>, error: &Error, _ctx: Arc<ReprocessConte
     }
 }
 
-fn refused(reason: &'static str, message: String) -> Decision {
-    Decision::Refused { reason, message }
+/// The checks, the queue, the finalizer and the Job; the decision and the Reprocess as
+/// last written (the finalizer patch moves its `resourceVersion`).
+async fn decide(rp: &Reprocess, ctx: &ReprocessContext, now: DateTime<Utc>) -> Result<(Decision, Reprocess)> {
+    let (owner, v) = match check(rp, ctx, now).await? {
+        Ok(admitted) => admitted,
+        Err(refused) => return Ok((refused, rp.clone())),
+    };
+    if let Some(blocker) = queue::waits_for(rp, &ctx.reprocesses.state()) {
+        let message = queue::queued_message(rp, &blocker);
+        return Ok((Decision::Queued { message }, rp.clone()));
+    }
+    let rp = ensure_finalizer(&ctx.client, rp).await?;
+    let decision = job(ctx, &owner, &v).await?;
+    Ok((decision, rp))
 }
 
-/// The checks, the queue and the Job.
-async fn decide(rp: &Reprocess, ctx: &ReprocessContext, now: DateTime<Utc>) -> Result<Decision> {
+fn refused<T>(reason: &'static str, message: String) -> Result<Result<T, Decision>> {
+    Ok(Err(Decision::Refused { reason, message }))
+}
+
+/// The refusals, in order; the Reprocess as its children name it and its tenant when it
+/// may run.
+async fn check(
+    rp: &Reprocess,
+    ctx: &ReprocessContext,
+    now: DateTime<Utc>,
+) -> Result<Result<(Owner, Validated), Decision>> {
     let spec = &rp.spec.reprocess;
     let tenants: Api<AnalyticsTenant> = Api::all(ctx.client.clone());
     let Some(tenant) = tenants.get_opt(&spec.tenant_ref).await? else {
-        return Ok(refused(
+        return refused(
             "UnknownTenant",
             format!(
                 "tenant {:?} does not exist (no AnalyticsTenant of that name)",
                 spec.tenant_ref
             ),
-        ));
+        );
     };
     let v = match validate(&tenant, &ctx.config) {
         Ok(v) => v,
-        Err(e) => return Ok(refused("TenantInvalid", format!("tenant {}: {e}", spec.tenant_ref))),
+        Err(e) => return refused("TenantInvalid", format!("tenant {}: {e}", spec.tenant_ref)),
     };
     let owner = match Owner::of(rp) {
         Ok(o) => o,
-        Err(e) => return Ok(refused("Invalid", e.to_string())),
+        Err(e) => return refused("Invalid", e.to_string()),
     };
     if let Err(e) = build::validate_namespace(&owner, &v) {
-        return Ok(refused("WrongNamespace", e.to_string()));
+        return refused("WrongNamespace", e.to_string());
     }
     let range = match queue::day_range(spec) {
         Ok(r) => r,
-        Err(e) => return Ok(refused("InvalidRange", e.to_string())),
+        Err(e) => return refused("InvalidRange", e.to_string()),
     };
     if range.first > now.date_naive() {
-        return Ok(refused(
+        return refused(
             "RangeInFuture",
             format!(
                 "the range starts on {} (UTC), after today ({}): there is nothing to replay",
                 range.first,
                 now.date_naive()
             ),
-        ));
+        );
     }
     // The engine's own checks (parallelism, sites of the tenant, sealed days), with the
     // operator's clock; the Job's pod makes them again with the processor it runs.
     let mut request = match spec.request(&v.tenant, Arc::new(Current)) {
         Ok(r) => r,
-        Err(e) => return Ok(refused("Invalid", e.to_string())),
+        Err(e) => return refused("Invalid", e.to_string()),
     };
     request.now = now;
     match replay::prepare(&request) {
         Ok(_) => {}
         Err(e @ sightline_core::Error::DayNotSealed { .. }) => {
-            return Ok(refused("NotSealed", format!("{e}; set spec.force to replay it anyway")))
+            return refused("NotSealed", format!("{e}; set spec.force to replay it anyway"))
         }
-        Err(e) => return Ok(refused("Invalid", e.to_string())),
+        Err(e) => return refused("Invalid", e.to_string()),
     }
-    if let Some(blocker) = queue::waits_for(rp, &ctx.reprocesses.state()) {
-        return Ok(Decision::Queued {
-            message: queue::queued_message(rp, &blocker),
-        });
-    }
-    let children = build::build(&owner, &v);
+    Ok(Ok((owner, v)))
+}
+
+/// The Job and its RBAC: applied (the Job only when absent), and what the Job says.
+async fn job(ctx: &ReprocessContext, owner: &Owner, v: &Validated) -> Result<Decision> {
+    let children = build::build(owner, v);
     let ns = owner.namespace.as_str();
     ssa(&ctx.client, ns, &children.service_account).await?;
     ssa(&ctx.client, ns, &children.role).await?;
