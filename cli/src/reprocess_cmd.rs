@@ -20,11 +20,21 @@ use sightline_core::warehouse::replay::{
     self, CancellationToken, Checkpoint, DayReport, Progress, ReplayHooks, ReplayReport,
 };
 
+use sightline_operator::reprocess::runner::{self, Runner};
+
 use crate::admin::{Line, ReprocessCall, REPROCESS_PATH};
 use crate::common::{block_on, WarehouseArgs};
 
 #[derive(ClapArgs)]
 pub struct Args {
+    /// In a Reprocess Job's pod: the Reprocess NAMESPACE/NAME, read through the Kubernetes
+    /// API (in-cluster config); the replay runs from its status's checkpoint and writes its
+    /// status after every day. Exits 0 once the status has an outcome, 1 when the Job's
+    /// next pod is to resume.
+    #[arg(long, value_name = "NAMESPACE/NAME", conflicts_with_all = [
+        "file", "tenant", "from", "to", "sites", "dry_run", "parallelism", "force", "checkpoint", "server"
+    ])]
+    resource: Option<String>,
     /// A Reprocess resource (or its bare spec) in YAML, instead of --tenant/--from/--to.
     #[arg(short = 'f', long = "file", conflicts_with_all = ["tenant", "from", "to"])]
     file: Option<PathBuf>,
@@ -71,7 +81,64 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<(), String> {
-    block_on(reprocess(args))
+    match args.resource.clone() {
+        Some(resource) => block_on(in_cluster(args, resource)),
+        None => block_on(reprocess(args)),
+    }
+}
+
+/// How often a pod looks again at a day an earlier pod of its run left leased.
+const LEASE_POLL: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// `--resource NS/NAME`: the Job pod's side of a Reprocess (`sightline_operator::reprocess::runner`).
+async fn in_cluster(args: Args, resource: String) -> Result<(), String> {
+    let (namespace, name) = resource
+        .split_once('/')
+        .filter(|(ns, name)| !ns.is_empty() && !name.is_empty() && !name.contains('/'))
+        .ok_or_else(|| format!("--resource {resource:?}: expected NAMESPACE/NAME"))?;
+    let tenants = load_tenants(&args.tenants).map_err(|e| e.to_string())?;
+    let (_stop, mut stopped) = crate::common::stop_on_signal();
+    // With --migrations check (the Job passes it) this waits until the operator migrated
+    // the tenant's schema, and waits out a ClickHouse outage.
+    let Some(warehouse) = args
+        .warehouse
+        .open_for_reading(&args.data, &tenants, &mut stopped)
+        .await?
+    else {
+        return Err("stopped before the warehouse was ready; the Job's next pod resumes".into());
+    };
+    let client = kube::Client::try_default()
+        .await
+        .map_err(|e| format!("Kubernetes API (in-cluster config): {e}"))?;
+    let interrupt = CancellationToken::new();
+    let on_signal = interrupt.clone();
+    tokio::spawn(async move {
+        let _ = stopped.wait_for(|s| *s).await;
+        tracing::info!("stopping after the days under way; the Job's next pod resumes");
+        on_signal.cancel();
+    });
+    let runner = Runner {
+        api: kube::Api::namespaced(client, namespace),
+        name: name.to_string(),
+        tenants,
+        processor: Arc::new(Current),
+        now: Arc::new(chrono::Utc::now),
+        interrupt,
+        lease_poll: LEASE_POLL,
+        lease_wait: (replay::lease::TTL + chrono::Duration::minutes(1))
+            .to_std()
+            .unwrap_or(LEASE_POLL),
+        retry_pause: std::time::Duration::from_secs(2),
+    };
+    let outcome = runner
+        .run(warehouse.as_ref())
+        .await
+        .map_err(|e| format!("Reprocess {resource}: {}", e.chain()))?;
+    tracing::info!(?outcome, "Reprocess {resource} done here");
+    match outcome {
+        runner::Outcome::Interrupted(why) => Err(format!("Reprocess {resource}: {why}")),
+        _ => Ok(()),
+    }
 }
 
 /// The spec from the file or the flags, with the flags given on top.

@@ -188,8 +188,9 @@ pub fn role_binding(owner: &Owner, v: &Validated) -> RoleBinding {
 }
 
 /// The Job: one pod at a time (`parallelism` 1, the engine runs days in parallel inside
-/// it), restarted as a new pod up to `BACKOFF_LIMIT` times; each pod resumes from the
-/// checkpoint in the status, so no finished day is replayed again.
+/// it; a replacement pod only once the last one stopped), restarted as a new pod up to
+/// `BACKOFF_LIMIT` times; each pod resumes from the checkpoint in the status, so no
+/// finished day is replayed again.
 pub fn job(owner: &Owner, v: &Validated) -> Job {
     let meta = owner.meta(v);
     let container = Container {
@@ -201,6 +202,9 @@ pub fn job(owner: &Owner, v: &Validated) -> Job {
             owner.resource_arg(),
             "--tenants".into(),
             TENANTS_DIR.into(),
+            // The operator migrates: the pod waits until the schema is current.
+            "--migrations".into(),
+            "check".into(),
         ]),
         env: Some({
             let mut env = pod::clickhouse_env(v);
@@ -241,6 +245,9 @@ pub fn job(owner: &Owner, v: &Validated) -> Job {
             backoff_limit: Some(BACKOFF_LIMIT),
             parallelism: Some(1),
             completions: Some(1),
+            // A new pod only once the last one has stopped (not while it still finishes
+            // its day after SIGTERM): one pod of a run at a time.
+            pod_replacement_policy: Some("Failed".into()),
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(pod_labels),
@@ -331,6 +338,7 @@ mod tests {
         assert_eq!(owners[0].controller, Some(true));
         let spec = job.spec.as_ref().unwrap();
         assert_eq!(spec.backoff_limit, Some(BACKOFF_LIMIT));
+        assert_eq!(spec.pod_replacement_policy.as_deref(), Some("Failed"));
         let pod = spec.template.spec.as_ref().unwrap();
         assert_eq!(pod.restart_policy.as_deref(), Some("Never"));
         assert_eq!(pod.service_account_name.as_deref(), Some("fix-referrers-replay"));
@@ -344,7 +352,9 @@ mod tests {
                 "--resource",
                 "analytics/fix-referrers",
                 "--tenants",
-                TENANTS_DIR
+                TENANTS_DIR,
+                "--migrations",
+                "check"
             ]
         );
         let r = k.resources.as_ref().unwrap();

@@ -1,0 +1,549 @@
+//! The Job pod's side of a Reprocess: `sightline reprocess --resource NS/NAME`. It reads
+//! its Reprocess through the Kubernetes API, runs core's replay engine (the one `sightline
+//! reprocess` runs offline and against a ClickHouse URL) from the checkpoint in the status,
+//! and writes the status: `Running` when it starts, progress, the day's result and the
+//! checkpoint after every day, then the outcome.
+//!
+//! - **Writes** are JSON merge patches of the status subresource carrying the
+//!   `resourceVersion` last seen (the object a write answered, or a fresh read after a
+//!   409), so they never overwrite what the operator wrote meanwhile; each write is
+//!   computed from that object's status.
+//! - **Resume**: the checkpoint holds the days done and the processing identity; a pod
+//!   replays only the other days, and refuses (`ProcessorChanged`) to continue a run whose
+//!   days another processor made. A day swapped but not yet recorded when its pod died is
+//!   replayed again from the same inputs (the raw rows and the visits open at its midnight
+//!   are what they were).
+//! - **Cancel**: a write whose answer shows `deletionTimestamp` (or a 404) stops the run
+//!   after the days under way; the pod writes `Cancelled` and exits 0, and the operator
+//!   records the finished days in an Event before it lets the object go.
+//! - **Stop** (SIGTERM, `interrupt`): the days under way finish and are recorded, the pod
+//!   exits non-zero and the Job's next pod resumes. A day an earlier pod of this run held
+//!   when it died (SIGKILL, OOM) stays leased until its lease expires (5 minutes): the pod
+//!   waits for it rather than fail.
+//!
+//! The pod's ServiceAccount may only `get` this Reprocess and `patch` its status.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use kube::api::{Patch, PatchParams};
+use kube::{Api, ResourceExt};
+use sightline_core::processor::Processor;
+use sightline_core::spec::Tenant;
+use sightline_core::warehouse::replay::{
+    self, CancellationToken, Checkpoint, DayReport, Progress, ReplayHooks, ReplayReport,
+};
+use sightline_core::warehouse::Warehouse;
+
+use super::controller::Clock;
+use super::crd::{Phase, Reprocess, ReprocessStatus};
+use super::status::{self, Final, ResumeError};
+use crate::error::Result;
+
+/// Conflicts (409) a status write retries after a fresh read before it gives up.
+const MAX_CONFLICTS: u32 = 10;
+/// Other failed status writes retried (an API server restarting, a 5xx, a timeout).
+const MAX_RETRIES: u32 = 5;
+
+/// What one pod needs.
+pub struct Runner {
+    /// Reprocesses of the pod's namespace.
+    pub api: Api<Reprocess>,
+    pub name: String,
+    /// The tenants the pod knows (its tenant's ConfigMap).
+    pub tenants: Vec<Tenant>,
+    /// The processor of this image.
+    pub processor: Arc<dyn Processor>,
+    pub now: Clock,
+    /// Cancelled when the pod is told to stop (SIGTERM).
+    pub interrupt: CancellationToken,
+    /// How often to look again at a day an earlier pod of this run left leased.
+    pub lease_poll: Duration,
+    /// How long to wait at most for such a lease (its TTL and a margin).
+    pub lease_wait: Duration,
+    /// Pause before retrying a failed status write.
+    pub retry_pause: Duration,
+}
+
+/// How the pod's work ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Every day done; `Succeeded` written.
+    Succeeded,
+    /// Refused or failed for good; `Failed` written with this reason.
+    Failed(&'static str),
+    /// The Reprocess was deleted; `Cancelled` written after the days under way.
+    Cancelled,
+    /// The Reprocess was final already: nothing to do.
+    AlreadyFinal(Phase),
+    /// The Reprocess no longer exists.
+    Gone,
+    /// Stopped without an outcome (a signal, an outage, a lease): the Job's next pod
+    /// resumes. The only outcome that exits non-zero.
+    Interrupted(String),
+}
+
+impl Outcome {
+    /// Whether the pod exits non-zero so that the Job makes another pod.
+    pub fn resumable(&self) -> bool {
+        matches!(self, Outcome::Interrupted(_))
+    }
+}
+
+impl Runner {
+    /// The purpose recorded with the run's day leases: names this Reprocess, so that a pod
+    /// recognises the leases an earlier pod of it left behind.
+    pub fn purpose(&self) -> String {
+        format!("reprocess {}/{}", self.api.namespace().unwrap_or_default(), self.name)
+    }
+
+    /// Runs (or resumes) the replay the Reprocess asks for. `Err` only for an API failure
+    /// outside a status write's retries (the pod then exits non-zero and is retried).
+    pub async fn run(&self, wh: &dyn Warehouse) -> Result<Outcome> {
+        let mut waiting_since: Option<Instant> = None;
+        loop {
+            match self.attempt(wh).await? {
+                Attempt::Done(outcome) => return Ok(outcome),
+                Attempt::LeasedByEarlierPod(message) => {
+                    let since = *waiting_since.get_or_insert_with(Instant::now);
+                    if since.elapsed() >= self.lease_wait {
+                        return Ok(Outcome::Interrupted(format!(
+                            "{message}; still leased after {:?}",
+                            self.lease_wait
+                        )));
+                    }
+                    tracing::info!(wait = ?self.lease_poll, "{message}");
+                    tokio::select! {
+                        _ = tokio::time::sleep(self.lease_poll) => {}
+                        _ = self.interrupt.cancelled() => {
+                            return Ok(Outcome::Interrupted("stopped while waiting for a lease".into()))
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    async fn attempt(&self, wh: &dyn Warehouse) -> Result<Attempt> {
+        let Some(rp) = self.api.get_opt(&self.name).await? else {
+            return Ok(Attempt::Done(Outcome::Gone));
+        };
+        let phase = rp.status.as_ref().map(ReprocessStatus::phase).unwrap_or_default();
+        if phase.is_final() {
+            tracing::info!(?phase, "the Reprocess is final already; nothing to do");
+            return Ok(Attempt::Done(Outcome::AlreadyFinal(phase)));
+        }
+        let writer = StatusWriter::new(self, rp.clone());
+        if rp.metadata.deletion_timestamp.is_some() {
+            return writer
+                .cancelled("before this pod replayed a day")
+                .await
+                .map(Attempt::Done);
+        }
+        let spec = &rp.spec.reprocess;
+        let Some(tenant) = self.tenants.iter().find(|t| t.name == spec.tenant_ref) else {
+            let message = format!(
+                "tenant {:?} is not in the pod's tenants directory (its ConfigMap)",
+                spec.tenant_ref
+            );
+            return writer.failed("UnknownTenant", message).await.map(Attempt::Done);
+        };
+        let mut request = match spec.request(tenant, self.processor.clone()) {
+            Ok(r) => r,
+            Err(e) => return writer.failed("Invalid", e.to_string()).await.map(Attempt::Done),
+        };
+        request.now = (self.now)();
+        request.purpose = self.purpose();
+        let fresh = match replay::prepare(&request) {
+            Ok((_, fresh)) => fresh,
+            Err(e @ sightline_core::Error::DayNotSealed { .. }) => {
+                let message = format!("{e}; set spec.force to replay it anyway");
+                return writer.failed("NotSealed", message).await.map(Attempt::Done);
+            }
+            Err(e) => return writer.failed("Invalid", e.to_string()).await.map(Attempt::Done),
+        };
+        let saved = rp.status.as_ref().and_then(|s| s.checkpoint.as_ref());
+        let resume = match status::resume_from(saved, fresh) {
+            Ok(c) => c,
+            Err(e @ ResumeError::OtherProcessor { .. }) => {
+                return writer
+                    .failed("ProcessorChanged", e.to_string())
+                    .await
+                    .map(Attempt::Done)
+            }
+            Err(e @ ResumeError::Unreadable(_)) => {
+                return writer
+                    .failed("CheckpointUnreadable", e.to_string())
+                    .await
+                    .map(Attempt::Done)
+            }
+        };
+        let total = status::days_total(&resume);
+        let done_before = resume.done.len();
+        let message = format!(
+            "replaying days {} to {} with processing {}{}",
+            resume.first_day,
+            resume.last_day,
+            resume.processing,
+            if done_before > 0 {
+                format!(", resuming after {done_before} of {total} days done")
+            } else {
+                String::new()
+            }
+        );
+        let now = self.now.clone();
+        match writer
+            .write(|rp| status::started(rp.status.as_ref(), rp.metadata.generation, &resume, &message, now()))
+            .await?
+        {
+            Written::Gone => return Ok(Attempt::Done(Outcome::Gone)),
+            Written::Final(phase) => return Ok(Attempt::Done(Outcome::AlreadyFinal(phase))),
+            Written::Ok { deleting: true } => {
+                return writer
+                    .cancelled("before this pod replayed a day")
+                    .await
+                    .map(Attempt::Done)
+            }
+            Written::Ok { deleting: false } => {}
+        }
+        tracing::info!(tenant = %tenant.name, done_before, total, "{message}");
+
+        let base = writer.rows_so_far();
+        let cancel = self.interrupt.child_token();
+        let hooks = StatusHooks {
+            writer: &writer,
+            base,
+            progress: Mutex::new(Progress::default()),
+            cancel: cancel.clone(),
+            deleted: AtomicBool::new(false),
+            over: AtomicBool::new(false),
+        };
+        let outcome = replay::run(wh, request, Some(resume), &hooks, &cancel).await;
+        if hooks.over.load(Ordering::SeqCst) {
+            let current = writer.current();
+            return Ok(Attempt::Done(
+                match current.status.as_ref().map(ReprocessStatus::phase) {
+                    Some(phase) if phase.is_final() => Outcome::AlreadyFinal(phase),
+                    _ => Outcome::Gone,
+                },
+            ));
+        }
+        let deleted = hooks.deleted.load(Ordering::SeqCst);
+        self.conclude(&writer, outcome, deleted).await
+    }
+
+    /// The status and outcome after the engine returned.
+    async fn conclude(
+        &self,
+        writer: &StatusWriter<'_>,
+        outcome: sightline_core::Result<ReplayReport>,
+        deleted: bool,
+    ) -> Result<Attempt> {
+        use sightline_core::Error as E;
+        let done = |w: &StatusWriter<'_>| w.progress_line();
+        match outcome {
+            Ok(report) => {
+                let verb = if report.dry_run { "compared" } else { "replayed" };
+                let message = format!(
+                    "{} days {verb} with processing {} ({} by this pod, {} by earlier ones)",
+                    report.days.len() + report.skipped.len(),
+                    report.processing,
+                    report.days.len(),
+                    report.skipped.len()
+                );
+                let reason = if report.dry_run { "Compared" } else { "Replayed" };
+                writer
+                    .finish(Final::Succeeded { reason, message }, Outcome::Succeeded)
+                    .await
+                    .map(Attempt::Done)
+            }
+            Err(E::ReplayStopped { .. }) if deleted => {
+                writer.cancelled("after the days under way").await.map(Attempt::Done)
+            }
+            Err(E::ReplayStopped { cause, day, .. }) => match *cause {
+                E::Cancelled => {
+                    let message = format!(
+                        "this pod was told to stop; it finished the days under way ({}) and the Job's next pod resumes",
+                        done(writer)
+                    );
+                    writer.interrupted(message).await.map(Attempt::Done)
+                }
+                E::DayLeased { day, holder, purpose } if purpose == self.purpose() => {
+                    let message = format!(
+                        "day {day} is leased by {holder}, an earlier pod of this Reprocess that stopped without \
+                         releasing it; waiting for the lease to expire ({} minutes at most)",
+                        replay::lease::TTL.num_minutes()
+                    );
+                    writer.note(&message).await?;
+                    Ok(Attempt::LeasedByEarlierPod(message))
+                }
+                cause @ (E::DayLeased { .. } | E::Unreachable(_)) => {
+                    let message = format!("day {day}: {cause}; the Job's next pod resumes ({})", done(writer));
+                    writer.interrupted(message).await.map(Attempt::Done)
+                }
+                cause if cause.is_transient() => {
+                    let message = format!("day {day}: {cause}; the Job's next pod resumes ({})", done(writer));
+                    writer.interrupted(message).await.map(Attempt::Done)
+                }
+                cause => {
+                    let message = format!("day {day}: {cause} ({})", done(writer));
+                    writer.failed("ReplayFailed", message).await.map(Attempt::Done)
+                }
+            },
+            Err(e) if e.is_transient() => {
+                let message = format!("{e}; the Job's next pod resumes ({})", done(writer));
+                writer.interrupted(message).await.map(Attempt::Done)
+            }
+            Err(e) => writer.failed("ReplayFailed", e.to_string()).await.map(Attempt::Done),
+        }
+    }
+}
+
+/// One pass over the run.
+enum Attempt {
+    Done(Outcome),
+    /// A day an earlier pod of this run left leased: look again after `lease_poll`.
+    LeasedByEarlierPod(String),
+}
+
+/// What a status write found.
+enum Written {
+    /// Written; whether the object is being deleted.
+    Ok { deleting: bool },
+    /// The Reprocess no longer exists.
+    Gone,
+    /// Not written: the status is final already (the operator refused the Reprocess or
+    /// gave its Job up meanwhile): this pod's run is over.
+    Final(Phase),
+}
+
+/// The pod's status writes, each based on the object last seen.
+struct StatusWriter<'a> {
+    runner: &'a Runner,
+    current: Mutex<Reprocess>,
+}
+
+impl<'a> StatusWriter<'a> {
+    fn new(runner: &'a Runner, rp: Reprocess) -> Self {
+        StatusWriter {
+            runner,
+            current: Mutex::new(rp),
+        }
+    }
+
+    fn current(&self) -> Reprocess {
+        self.current.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn set_current(&self, rp: Reprocess) {
+        *self.current.lock().unwrap_or_else(|p| p.into_inner()) = rp;
+    }
+
+    fn rows_so_far(&self) -> (u64, u64) {
+        self.current().status.as_ref().map_or((0, 0), status::rows_so_far)
+    }
+
+    /// `N of M days done`, from the status last written.
+    fn progress_line(&self) -> String {
+        let rp = self.current();
+        let (done, total) = rp
+            .status
+            .as_ref()
+            .and_then(|s| s.progress.as_ref())
+            .map_or((0, 0), |p| (p.days_done, p.days_total));
+        format!("{done} of {total} days done")
+    }
+
+    /// Writes the status `make` computes from the object last seen: a merge patch with its
+    /// `resourceVersion`; on a conflict the object is read again and the status computed
+    /// again.
+    async fn write(&self, make: impl Fn(&Reprocess) -> ReprocessStatus) -> Result<Written> {
+        let api = &self.runner.api;
+        let name = self.runner.name.as_str();
+        let (mut conflicts, mut failures) = (0, 0);
+        loop {
+            let current = self.current();
+            if let Some(phase) = current
+                .status
+                .as_ref()
+                .map(ReprocessStatus::phase)
+                .filter(|p| p.is_final())
+            {
+                return Ok(Written::Final(phase));
+            }
+            let patch = serde_json::json!({
+                "metadata": {"resourceVersion": current.resource_version()},
+                "status": make(&current),
+            });
+            match api
+                .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+            {
+                Ok(written) => {
+                    let deleting = written.metadata.deletion_timestamp.is_some();
+                    self.set_current(written);
+                    return Ok(Written::Ok { deleting });
+                }
+                Err(kube::Error::Api(e)) if e.code == 404 => return Ok(Written::Gone),
+                Err(kube::Error::Api(e)) if e.code == 409 && conflicts < MAX_CONFLICTS => {
+                    conflicts += 1;
+                    match api.get_opt(name).await? {
+                        Some(fresh) => self.set_current(fresh),
+                        None => return Ok(Written::Gone),
+                    }
+                }
+                Err(e) if failures < MAX_RETRIES && retryable(&e) => {
+                    failures += 1;
+                    tracing::warn!(error = %e, attempt = failures, "status write failed; retrying");
+                    tokio::time::sleep(self.runner.retry_pause).await;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        (self.runner.now)()
+    }
+
+    async fn finish(&self, outcome: Final, then: Outcome) -> Result<Outcome> {
+        tracing::info!(?outcome, "finished");
+        let now = self.now();
+        Ok(
+            match self
+                .write(|rp| status::finished(rp.status.as_ref(), rp.metadata.generation, &outcome, now))
+                .await?
+            {
+                Written::Gone => Outcome::Gone,
+                Written::Final(phase) => Outcome::AlreadyFinal(phase),
+                Written::Ok { .. } => then,
+            },
+        )
+    }
+
+    async fn failed(&self, reason: &'static str, message: String) -> Result<Outcome> {
+        self.finish(Final::Failed { reason, message }, Outcome::Failed(reason))
+            .await
+    }
+
+    async fn cancelled(&self, when: &str) -> Result<Outcome> {
+        let message = format!(
+            "cancelled: the Reprocess was deleted; this pod stopped {when} ({})",
+            self.progress_line()
+        );
+        self.finish(Final::Cancelled { message }, Outcome::Cancelled).await
+    }
+
+    async fn interrupted(&self, message: String) -> Result<Outcome> {
+        tracing::warn!("{message}");
+        self.note(&message).await?;
+        Ok(Outcome::Interrupted(message))
+    }
+
+    /// Says why the run waits or stopped, leaving the phase as it is.
+    async fn note(&self, message: &str) -> Result<()> {
+        let now = self.now();
+        self.write(|rp| status::interrupted(rp.status.as_ref(), rp.metadata.generation, message, now))
+            .await?;
+        Ok(())
+    }
+}
+
+/// Whether a failed API call may pass by itself (the server restarting or overloaded).
+fn retryable(e: &kube::Error) -> bool {
+    match e {
+        kube::Error::Api(s) => s.code == 429 || s.code >= 500,
+        kube::Error::HyperError(_) | kube::Error::Service(_) => true,
+        _ => false,
+    }
+}
+
+/// The engine's hooks: progress kept for the next status write, and each finished day
+/// written to the status.
+struct StatusHooks<'a> {
+    writer: &'a StatusWriter<'a>,
+    /// Rows read and written by the run's earlier pods.
+    base: (u64, u64),
+    progress: Mutex<Progress>,
+    /// The engine's token: cancelled when the Reprocess is being deleted.
+    cancel: CancellationToken,
+    deleted: AtomicBool,
+    /// The Reprocess is gone or final: nothing more is written.
+    over: AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl ReplayHooks for StatusHooks<'_> {
+    fn progress(&self, progress: &Progress) {
+        *self.progress.lock().unwrap_or_else(|p| p.into_inner()) = *progress;
+    }
+
+    async fn day_done(&self, day: &DayReport, checkpoint: &Checkpoint) -> sightline_core::Result<()> {
+        let p = *self.progress.lock().unwrap_or_else(|p| p.into_inner());
+        let rows = (
+            self.base.0.saturating_add(p.rows_read),
+            self.base.1.saturating_add(p.rows_written),
+        );
+        let now = self.writer.now();
+        let written = self
+            .writer
+            .write(|rp| status::record_day(rp.status.as_ref(), rp.metadata.generation, day, checkpoint, rows, now))
+            .await;
+        match written {
+            Ok(Written::Ok { deleting: false }) => Ok(()),
+            Ok(Written::Ok { deleting: true }) => {
+                tracing::info!(day = %day.day, "the Reprocess is being deleted: stopping after the days under way");
+                self.deleted.store(true, Ordering::SeqCst);
+                self.cancel.cancel();
+                Ok(())
+            }
+            Ok(Written::Gone) => {
+                tracing::info!(day = %day.day, "the Reprocess is gone: stopping after the days under way");
+                self.deleted.store(true, Ordering::SeqCst);
+                self.over.store(true, Ordering::SeqCst);
+                self.cancel.cancel();
+                Ok(())
+            }
+            Ok(Written::Final(phase)) => {
+                tracing::warn!(day = %day.day, ?phase, "the Reprocess was made final by another writer: stopping after the days under way");
+                self.over.store(true, Ordering::SeqCst);
+                self.cancel.cancel();
+                Ok(())
+            }
+            // The day is swapped but not recorded: the run stops, and the next pod replays
+            // the day again from the same inputs.
+            Err(e) => Err(sightline_core::Error::Unreachable(format!(
+                "the Kubernetes API did not take the status after day {}: {}",
+                day.day,
+                e.chain()
+            ))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_an_interruption_exits_non_zero() {
+        assert!(Outcome::Interrupted("signal".into()).resumable());
+        for done in [
+            Outcome::Succeeded,
+            Outcome::Failed("ReplayFailed"),
+            Outcome::Cancelled,
+            Outcome::AlreadyFinal(Phase::Succeeded),
+            Outcome::Gone,
+        ] {
+            assert!(!done.resumable(), "{done:?}");
+        }
+    }
+
+    #[test]
+    fn outages_are_retried_and_refusals_are_not() {
+        let api = |code: u16| kube::Error::Api(kube::core::Status::failure("x", "y").with_code(code).boxed());
+        assert!(retryable(&api(503)) && retryable(&api(429)));
+        assert!(!retryable(&api(403)) && !retryable(&api(422)));
+    }
+}
