@@ -784,7 +784,8 @@ mod tests {
         let ranges = serde_json::to_vec(&s.checkpoint).unwrap().len();
         let whole = serde_json::to_vec(&s).unwrap().len();
         assert!(ranges < 30 * 1024, "checkpoint: {ranges} bytes");
-        assert!(whole < 64 * 1024, "status: {whole} bytes");
+        // 64 KiB is issue 18's bound; the README says under 48 KiB (measured: 45,676 bytes).
+        assert!(whole < 48 * 1024, "status: {whole} bytes");
         assert_eq!(s.days.len(), MAX_DAY_RESULTS);
         assert_eq!(s.totals.as_ref().unwrap().days, 1827);
         assert!(s.message.as_ref().unwrap().len() <= MAX_MESSAGE);
