@@ -35,7 +35,7 @@ pub enum Decision {
     Queued { message: String },
     /// Its Job exists and has no running pod yet.
     Starting { job: String },
-    /// Its Job's pod runs (the pod reports the rest).
+    /// Its Job has a pod (pending or running; the pod reports the rest).
     Running { job: String },
     /// Its Job failed (`BACKOFF_LIMIT` pods) without the pod reporting an outcome.
     JobFailed { job: String, message: String },
@@ -117,14 +117,13 @@ pub fn decide(
             format!("Job {job} created; waiting for its pod"),
         ),
         Decision::Running { job } => {
-            // The pod writes Running with its progress; the operator only records the Job
-            // (and Running, if the pod has not reported yet).
+            // Only the pod writes Running, before it touches a day: a deletion waits for a
+            // pod that reported Running (it stops after its day), never for one still
+            // pulling its image. The operator records the Job and that it has a pod.
             s.job_name = Some(job.clone());
             if s.phase() == Phase::Pending {
-                s.phase = Phase::Running;
-                s.started_at.get_or_insert_with(|| time(now));
-                let message = format!("Job {job} is running");
-                conditions(&mut s, "False", "False", "Running", &message, generation, now);
+                let message = format!("Job {job} has a pod; waiting for it to start replaying");
+                conditions(&mut s, "False", "False", "PodStarting", &message, generation, now);
             }
             return (s != before).then_some(s);
         }
@@ -537,6 +536,19 @@ mod tests {
             starting.condition(COMPLETE).unwrap().last_transition_time,
             queued.condition(COMPLETE).unwrap().last_transition_time
         );
+        // The Job has a pod: still Pending until the pod itself reports.
+        let pod = decide(
+            Some(&starting),
+            Some(1),
+            &Decision::Running {
+                job: "fix-replay".into(),
+            },
+            t(70),
+        )
+        .unwrap();
+        assert_eq!(pod.phase(), Phase::Pending);
+        assert_eq!(cond(&pod, COMPLETE), ("False", "PodStarting"));
+        assert!(pod.started_at.is_none());
         // The pod starts: Running, with the checkpoint (identity recorded before any day).
         let running = started(Some(&starting), Some(1), &checkpoint(&[]), "replaying with v3", t(90));
         assert_eq!(running.phase(), Phase::Running);
