@@ -421,6 +421,31 @@ async fn refusals_are_failed_with_a_reason_that_says_which() {
         api.expect_silence(Duration::from_millis(100)).await;
     }
 
+    // A tenant on a ClickHouse cluster: no Job for a replay the engine cannot do there.
+    let (client, api) = mock_client();
+    let rp = reprocess("fix", WEEK, 0, None);
+    let ctx = context(client, &[&rp]);
+    let mut clustered = serde_json::to_value(tenant()).unwrap();
+    clustered["spec"]["clickhouse"] = json!({"cluster": "analytics"});
+    let (result, mut api, status) = reconcile_with(&ctx, &rp, api, |mut api| {
+        Box::pin(async move {
+            api.expect(
+                Method::GET,
+                "/apis/sightline.dev/v1alpha1/analyticstenants/acme",
+                |_| (200, clustered),
+            )
+            .await;
+            let status = expect_status(&mut api, "fix", 200).await;
+            (api, status)
+        })
+    })
+    .await;
+    assert_eq!(result.unwrap(), Action::await_change());
+    let (failed, reason, message) = condition(&status, "Failed");
+    assert_eq!((failed.as_str(), reason.as_str()), ("True", "NotSupported"));
+    assert!(message.contains("ClickHouse cluster analytics"), "{message}");
+    api.expect_silence(Duration::from_millis(100)).await;
+
     // Outside the tenant's namespace.
     let (client, api) = mock_client();
     let mut rp = reprocess("fix", WEEK, 0, None);

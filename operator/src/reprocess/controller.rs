@@ -286,6 +286,17 @@ async fn check(
     if let Err(e) = build::validate_namespace(&owner, &v) {
         return refused("WrongNamespace", e.to_string());
     }
+    if let Some(cluster) = &v.tenant.spec.clickhouse.cluster {
+        // The engine refuses too (REPLACE PARTITION swaps one server's tables); said here
+        // so that no Job is started for it.
+        return refused(
+            "NotSupported",
+            format!(
+                "tenant {} is on ClickHouse cluster {cluster}, where replays are not done yet (they swap partitions per shard)",
+                spec.tenant_ref
+            ),
+        );
+    }
     let range = match queue::day_range(spec) {
         Ok(r) => r,
         Err(e) => return refused("InvalidRange", e.to_string()),
