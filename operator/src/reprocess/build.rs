@@ -12,7 +12,9 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::batch::v1::{Job, JobSpec};
+use k8s_openapi::api::batch::v1::{
+    Job, JobSpec, PodFailurePolicy, PodFailurePolicyOnPodConditionsPattern, PodFailurePolicyRule,
+};
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMapVolumeSource, Container, EmptyDirVolumeSource, PodSecurityContext, PodSpec, PodTemplateSpec,
     SeccompProfile, SecurityContext, ServiceAccount, Volume, VolumeMount,
@@ -248,6 +250,18 @@ pub fn job(owner: &Owner, v: &Validated) -> Job {
             // A new pod only once the last one has stopped (not while it still finishes
             // its day after SIGTERM): one pod of a run at a time.
             pod_replacement_policy: Some("Failed".into()),
+            // A pod evicted, preempted or drained away (it finishes its day and exits 1 for
+            // the next pod to resume) does not count towards the backoff limit.
+            pod_failure_policy: Some(PodFailurePolicy {
+                rules: vec![PodFailurePolicyRule {
+                    action: "Ignore".into(),
+                    on_pod_conditions: Some(vec![PodFailurePolicyOnPodConditionsPattern {
+                        type_: "DisruptionTarget".into(),
+                        status: "True".into(),
+                    }]),
+                    on_exit_codes: None,
+                }],
+            }),
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(pod_labels),
@@ -339,6 +353,9 @@ mod tests {
         let spec = job.spec.as_ref().unwrap();
         assert_eq!(spec.backoff_limit, Some(BACKOFF_LIMIT));
         assert_eq!(spec.pod_replacement_policy.as_deref(), Some("Failed"));
+        let ignored = &spec.pod_failure_policy.as_ref().unwrap().rules[0];
+        assert_eq!(ignored.action, "Ignore");
+        assert_eq!(ignored.on_pod_conditions.as_ref().unwrap()[0].type_, "DisruptionTarget");
         let pod = spec.template.spec.as_ref().unwrap();
         assert_eq!(pod.restart_policy.as_deref(), Some("Never"));
         assert_eq!(pod.service_account_name.as_deref(), Some("fix-referrers-replay"));
