@@ -459,29 +459,6 @@ pub async fn publish(
     Ok(())
 }
 
-/// Sets a condition by its parts (`conditions::set`); what the Reprocess status uses.
-pub(crate) fn set(
-    conditions: &mut Vec<Condition>,
-    type_: &str,
-    status: &str,
-    reason: &str,
-    message: &str,
-    generation: Option<i64>,
-    now: DateTime<Utc>,
-) {
-    crate::conditions::set(
-        conditions,
-        crate::conditions::Update {
-            type_,
-            status,
-            reason,
-            message,
-            generation,
-        },
-        now,
-    );
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -109,7 +109,9 @@ impl ReprocessProgress {
 pub struct MetricDelta {
     /// visitors, visits, pageviews or bounce_rate (percent; per day only).
     pub metric: String,
+    /// The value the live tables give now.
     pub current: f64,
+    /// The value the replay gives.
     pub recomputed: f64,
 }
 
@@ -157,8 +159,11 @@ pub struct ReprocessTotals {
     /// Finished days that changed (see `days[]`: a dry-run metric differs, another
     /// processing identity had made the day, or rows were caught up).
     pub days_changed: u32,
+    /// Raw rows of the replayed sites read and processed.
     pub raw_rows: u64,
+    /// Rows of other sites copied unchanged.
     pub copied_rows: u64,
+    /// Raw rows writers stored during forced replays, processed after the swaps.
     pub caught_up: u64,
     /// The identities that had made the finished days, with their rows.
     #[serde(default)]
@@ -171,7 +176,7 @@ pub struct ReprocessTotals {
 
 /// Where a run resumes from: the processing identity its days are replayed with and the
 /// days it finished. The rest of the run's identity (tenant, range, sites, dry run) is the
-/// spec's, which cannot change. A pod of another processor refuses to resume (the days done
+/// spec's, fixed once admitted. A pod of another processor refuses to resume (the days done
 /// would mix two processors).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]

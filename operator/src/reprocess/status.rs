@@ -24,7 +24,7 @@ use super::crd::{
     DayResult, MetricDelta, Phase, ReprocessProgress, ReprocessStatus, ReprocessTotals, StatusCheckpoint, COMPLETE,
     FAILED, MAX_DAY_RESULTS, MAX_MESSAGE,
 };
-use crate::status::set;
+use crate::conditions::Update;
 
 /// What the operator found for a Reprocess that is not final yet.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -70,6 +70,26 @@ pub fn bounded(text: &str) -> String {
         end -= 1;
     }
     format!("{}…", &text[..end])
+}
+
+/// Sets one condition (its transition time moves only with its status).
+fn set(
+    conditions: &mut Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>,
+    type_: &str,
+    status: &str,
+    reason: &str,
+    message: &str,
+    generation: Option<i64>,
+    now: DateTime<Utc>,
+) {
+    let update = Update {
+        type_,
+        status,
+        reason,
+        message,
+        generation,
+    };
+    crate::conditions::set(conditions, update, now);
 }
 
 /// Sets both conditions and the message (bounded).
