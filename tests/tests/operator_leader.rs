@@ -151,9 +151,13 @@ async fn at_start_the_operator_updates_its_crds_unless_newer_absent_or_forbidden
                         "scope": "Cluster", "versions": []}}),
     );
     let outcome = ensure(&client).await;
+    // The Reprocess CRD is embedded too; this cluster has not installed it.
     assert_eq!(
         outcome,
-        [("analyticstenants.sightline.dev".to_string(), Outcome::Applied)]
+        [
+            ("analyticstenants.sightline.dev".to_string(), Outcome::Applied),
+            ("reprocesses.sightline.dev".to_string(), Outcome::Absent)
+        ]
     );
     let calls = fake.take_calls();
     let patch = calls.iter().find(|c| c.method == Method::PATCH).expect("updated");
@@ -185,13 +189,19 @@ async fn at_start_the_operator_updates_its_crds_unless_newer_absent_or_forbidden
     // No permission: said, and the operator goes on.
     let (client, mut api) = mock_client();
     let run = tokio::spawn(async move { ensure(&client).await });
-    api.expect(Method::GET, CRD_PATH, |_| {
-        (
-            403,
-            json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Forbidden", "code": 403,
-                   "message": "customresourcedefinitions is forbidden", "metadata": {}}),
-        )
-    })
-    .await;
-    assert_eq!(run.await.unwrap()[0].1, Outcome::Forbidden);
+    for path in [
+        CRD_PATH,
+        "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/reprocesses.sightline.dev",
+    ] {
+        api.expect(Method::GET, path, |_| {
+            (
+                403,
+                json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Forbidden", "code": 403,
+                       "message": "customresourcedefinitions is forbidden", "metadata": {}}),
+            )
+        })
+        .await;
+    }
+    let outcomes = run.await.unwrap();
+    assert!(outcomes.iter().all(|(_, o)| *o == Outcome::Forbidden), "{outcomes:?}");
 }
