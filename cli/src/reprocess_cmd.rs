@@ -3,6 +3,8 @@
 //! or through a running standalone server's admin endpoint (`--server`, admin token). A
 //! progress bar on a terminal (plain lines otherwise), a summary table at the end, a
 //! checkpoint file to resume from, and a non-zero exit with the reason on any error.
+//! `--resource NS/NAME` is a Reprocess Job's pod (`sightline_operator::reprocess::runner`):
+//! the same engine, with the resource's status as progress and checkpoint.
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};

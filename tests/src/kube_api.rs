@@ -184,53 +184,104 @@ impl ApiServer {
 /// would write it: all pods ready and on the current template, unless told otherwise.
 pub struct FakeApi {
     state: std::sync::Arc<std::sync::Mutex<FakeState>>,
-    task: tokio::task::JoinHandle<()>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
+/// Who makes the requests a client sends, and so which RBAC they are checked against.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Caller {
+    /// The operator: its installed RBAC.
+    Operator,
+    /// A person's commands: their own RBAC, not checked.
+    Person,
+    /// The Job's pod of the Reprocess of that name: the Role the operator made for it.
+    ReprocessPod(String),
+}
+
+/// What a hook does with a request (`FakeApi::on_request`).
+pub enum Hook {
+    /// Answer it as the server holds things.
+    Answer,
+    /// Never answer it (its client waits until it is dropped: a process killed mid-call).
+    Hold,
+}
+
+type HookFn = Box<dyn FnMut(&Received, &mut FakeState) -> Hook + Send>;
+
+/// The objects and what happened to them; a hook may change them before a request is
+/// answered (a deletion arriving in the middle of a run).
 #[derive(Default)]
-struct FakeState {
+pub struct FakeState {
     objects: std::collections::BTreeMap<String, Value>,
     calls: Vec<Received>,
     events: Vec<Value>,
+    /// Every status written (the object's path, the status after the write), in order.
+    status_writes: Vec<(String, Value)>,
     resource_version: u64,
     /// Workloads report no ready pod.
     pods_down: bool,
     /// Workloads report a rollout under way (no pod on the current template yet).
     rolling: bool,
+    hook: Option<HookFn>,
 }
 
 impl FakeApi {
     /// Serves `api` until dropped, as the operator's API server: every request must be one
     /// the operator's installed RBAC allows.
     pub fn start(api: ApiServer) -> FakeApi {
-        Self::serve(api, true)
+        Self::serve(api, Caller::Operator)
     }
 
     /// Serves `api` for a person's commands (`kubectl sightline`), whose RBAC is theirs.
     pub fn start_for_a_person(api: ApiServer) -> FakeApi {
-        Self::serve(api, false)
+        Self::serve(api, Caller::Person)
     }
 
-    fn serve(mut api: ApiServer, check_rbac: bool) -> FakeApi {
+    fn serve(api: ApiServer, caller: Caller) -> FakeApi {
         let state = std::sync::Arc::new(std::sync::Mutex::new(FakeState::default()));
-        let shared = state.clone();
-        let task = tokio::spawn(async move {
+        let task = Self::serve_into(state.clone(), api, caller);
+        FakeApi {
+            state,
+            tasks: vec![task],
+        }
+    }
+
+    /// A client for the Job's pod of Reprocess `name`, served by this same server: each of
+    /// its requests must be one the Role the operator made for that pod (`<name>-replay`,
+    /// in the request's namespace) allows.
+    pub fn client_for_reprocess_pod(&mut self, name: &str) -> kube::Client {
+        let (client, api) = mock_client();
+        let task = Self::serve_into(self.state.clone(), api, Caller::ReprocessPod(name.to_string()));
+        self.tasks.push(task);
+        client
+    }
+
+    fn serve_into(
+        shared: std::sync::Arc<std::sync::Mutex<FakeState>>,
+        mut api: ApiServer,
+        caller: Caller,
+    ) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            // Requests a hook holds: never answered while this server lives.
+            let mut held = Vec::new();
             loop {
                 let next = api.handle.next_request().await;
                 let Some((request, reply)) = next else { return };
                 let received = Self::received(request).await;
-                if check_rbac {
-                    if let Err(missing) =
-                        crate::rbac::Rbac::installed().check(&received.method, &received.path, &received.query)
-                    {
-                        panic!(
-                            "the operator made {} {}?{}, which its RBAC does not allow ({missing}): \
-                             add the rule to charts/sightline/templates/rbac.yaml and run scripts/render-manifests.sh",
-                            received.method, received.path, received.query
-                        );
-                    }
+                let mut state = shared.lock().unwrap();
+                state.check_rbac(&caller, &received);
+                let mut hook = state.hook.take();
+                let decision = hook.as_mut().map_or(Hook::Answer, |h| h(&received, &mut *state));
+                if state.hook.is_none() {
+                    state.hook = hook;
                 }
-                let (status, body) = shared.lock().unwrap().answer(&received);
+                if let Hook::Hold = decision {
+                    state.calls.push(received);
+                    held.push(reply);
+                    continue;
+                }
+                let (status, body) = state.answer(&received);
+                drop(state);
                 match (&body, received.path.ends_with("/log")) {
                     // Logs are plain text.
                     (Value::String(text), true) => reply.send_response(
@@ -242,8 +293,72 @@ impl FakeApi {
                     _ => respond(reply, status, &body),
                 }
             }
-        });
-        FakeApi { state, task }
+        })
+    }
+
+    /// Serves the same objects over HTTP on 127.0.0.1 (a free port), for a process that
+    /// reads a kubeconfig (the binary in a Job's pod); returns its URL. Hooks do not see
+    /// these requests, and RBAC is not checked (the pod's Role may not exist there).
+    pub async fn serve_http(&mut self) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("address"));
+        let shared = self.state.clone();
+        let app = axum::Router::new().fallback(
+            move |method: Method, uri: http::Uri, headers: http::HeaderMap, body: axum::body::Bytes| {
+                let shared = shared.clone();
+                async move {
+                    let received = Received {
+                        method,
+                        path: uri.path().to_string(),
+                        query: uri.query().unwrap_or_default().to_string(),
+                        content_type: headers
+                            .get(http::header::CONTENT_TYPE)
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or_default()
+                            .to_string(),
+                        body: if body.is_empty() {
+                            Value::Null
+                        } else {
+                            serde_json::from_slice(&body).unwrap_or(Value::Null)
+                        },
+                    };
+                    let (status, body) = shared.lock().unwrap().answer(&received);
+                    (
+                        http::StatusCode::from_u16(status).expect("a status code"),
+                        axum::Json(body),
+                    )
+                }
+            },
+        );
+        self.tasks.push(tokio::spawn(async move {
+            axum::serve(listener, app).await.expect("serve");
+        }));
+        url
+    }
+
+    /// Sets the hook that sees each request of the mocked clients before it is answered.
+    pub fn on_request(&self, hook: impl FnMut(&Received, &mut FakeState) -> Hook + Send + 'static) {
+        self.state.lock().unwrap().hook = Some(Box::new(hook));
+    }
+
+    /// Every object whose path starts with `prefix`.
+    pub fn objects_under(&self, prefix: &str) -> Vec<Value> {
+        let s = self.state.lock().unwrap();
+        s.objects
+            .iter()
+            .filter(|(p, _)| p.starts_with(prefix))
+            .map(|(_, o)| o.clone())
+            .collect()
+    }
+
+    /// Every status written so far: (the object's path, the status after the write).
+    pub fn status_writes(&self) -> Vec<(String, Value)> {
+        self.state.lock().unwrap().status_writes.clone()
+    }
+
+    /// Every Event recorded so far (`take_events` also forgets them).
+    pub fn events(&self) -> Vec<Value> {
+        self.state.lock().unwrap().events.clone()
     }
 
     async fn received(request: Request<Body>) -> Received {
@@ -294,17 +409,7 @@ impl FakeApi {
     /// A person's DELETE, as the API server answers it: the object is gone at once when no
     /// finalizer holds it (true), else it gets a deletion timestamp and stays (false).
     pub fn delete(&self, path: &str) -> bool {
-        let mut s = self.state.lock().unwrap();
-        let held = s
-            .objects
-            .get(path)
-            .is_some_and(|o| o["metadata"]["finalizers"].as_array().is_some_and(|f| !f.is_empty()));
-        if held {
-            s.objects.get_mut(path).unwrap()["metadata"]["deletionTimestamp"] = json!("2030-01-01T00:00:00Z");
-            false
-        } else {
-            s.objects.remove(path).is_some()
-        }
+        self.state.lock().unwrap().delete(path)
     }
 
     /// Changes an object in place (a hand edit).
@@ -343,11 +448,66 @@ impl FakeApi {
 
 impl Drop for FakeApi {
     fn drop(&mut self) {
-        self.task.abort();
+        for task in &self.tasks {
+            task.abort();
+        }
     }
 }
 
 impl FakeState {
+    pub fn get(&self, path: &str) -> Option<Value> {
+        self.objects.get(path).cloned()
+    }
+
+    /// A DELETE: gone at once without finalizers (true), else a deletion timestamp and a
+    /// new resourceVersion, as every change of an object gets (false).
+    pub fn delete(&mut self, path: &str) -> bool {
+        let held = self
+            .objects
+            .get(path)
+            .is_some_and(|o| o["metadata"]["finalizers"].as_array().is_some_and(|f| !f.is_empty()));
+        if held {
+            self.resource_version += 1;
+            let version = self.resource_version.to_string();
+            let object = self.objects.get_mut(path).unwrap();
+            object["metadata"]["deletionTimestamp"] = json!("2030-01-01T00:00:00Z");
+            object["metadata"]["resourceVersion"] = json!(version);
+            false
+        } else {
+            self.objects.remove(path).is_some()
+        }
+    }
+
+    /// Panics when `caller`'s RBAC would refuse `r`.
+    fn check_rbac(&self, caller: &Caller, r: &Received) {
+        let (rbac, whose) = match caller {
+            Caller::Person => return,
+            Caller::Operator => (
+                crate::rbac::Rbac::installed().clone(),
+                "the operator; add the rule to charts/sightline/templates/rbac.yaml and run scripts/render-manifests.sh".to_string(),
+            ),
+            Caller::ReprocessPod(name) => {
+                let namespace = crate::rbac::attributes(&r.method, &r.path, &r.query)
+                    .and_then(|a| a.first().and_then(|a| a.namespace.clone()))
+                    .unwrap_or_default();
+                let path = format!("/apis/rbac.authorization.k8s.io/v1/namespaces/{namespace}/roles/{name}-replay");
+                let role = self
+                    .objects
+                    .get(&path)
+                    .unwrap_or_else(|| panic!("the Job's pod of {name} called {} {} with no Role at {path}", r.method, r.path));
+                let yaml = serde_yaml::to_string(role).expect("a Role as YAML");
+                let rbac = crate::rbac::Rbac::from_bundle(&yaml).unwrap_or_else(|e| panic!("{path}: {e}"));
+                (rbac, format!("the Job's pod of {name} (its Role {path})"))
+            }
+        };
+        if let Err(missing) = rbac.check(&r.method, &r.path, &r.query) {
+            panic!(
+                "{} {}?{} is not allowed ({missing}) for {whose}",
+                r.method, r.path, r.query
+            );
+        }
+    }
+
     fn answer(&mut self, r: &Received) -> (u16, Value) {
         self.calls.push(r.clone());
         let status_of = r.path.strip_suffix("/status");
@@ -372,13 +532,22 @@ impl FakeState {
             }
             Method::PATCH if status_of.is_some() => {
                 let path = status_of.unwrap_or_default().to_string();
-                match self.objects.get_mut(&path) {
-                    Some(o) => {
-                        o["status"] = r.body["status"].clone();
-                        (200, o.clone())
-                    }
-                    None => (404, not_found(&path)),
+                let Some(mut object) = self.objects.get(&path).cloned() else {
+                    return (404, not_found(&path));
+                };
+                let wanted = &r.body["metadata"]["resourceVersion"];
+                if !wanted.is_null() && *wanted != object["metadata"]["resourceVersion"] {
+                    return (409, conflict(&path));
                 }
+                // A merge patch merges into the status; an apply here writes it whole.
+                if r.content_type.contains("merge-patch") {
+                    json_patch::merge(&mut object["status"], &r.body["status"]);
+                } else {
+                    object["status"] = r.body["status"].clone();
+                }
+                let object = self.store(&path, object);
+                self.status_writes.push((path, object["status"].clone()));
+                (200, object)
             }
             Method::PATCH if r.content_type.contains("apply-patch") => {
                 let mut object = self.objects.get(&r.path).cloned().unwrap_or_else(|| json!({}));
@@ -416,13 +585,12 @@ impl FakeState {
                 let object = self.store(&r.path, object);
                 (200, object)
             }
-            Method::DELETE => match self.objects.get_mut(&r.path) {
+            Method::DELETE => match self.objects.get(&r.path).cloned() {
                 None => (404, not_found(&r.path)),
-                Some(o) if o["metadata"]["finalizers"].as_array().is_some_and(|f| !f.is_empty()) => {
-                    o["metadata"]["deletionTimestamp"] = json!("2030-01-01T00:00:00Z");
-                    (200, o.clone())
-                }
-                Some(_) => (200, self.objects.remove(&r.path).unwrap_or_default()),
+                Some(before) => match self.delete(&r.path) {
+                    true => (200, before),
+                    false => (200, self.objects[&r.path].clone()),
+                },
             },
             other => panic!("the fake API server does not answer {other} {}", r.path),
         }

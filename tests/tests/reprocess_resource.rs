@@ -1,0 +1,790 @@
+//! The `Reprocess` resource end to end (issue 15): the operator's reconciler and the Job
+//! pod's side (`sightline reprocess --resource`, driven in-process) take turns on the fake
+//! API server that holds the objects (`kube_api::FakeApi`: every operator call checked
+//! against the installed RBAC, every pod call against the Role the operator made for it),
+//! while the pod runs the real replay engine on libchdb. The bug story through the resource (a dry run's deltas in the status,
+//! then a real run, then the query API answers what a clean ingest gives), queueing,
+//! cancel on delete after the day under way, and resume after a stopped and a killed pod.
+//! The clock is fixed (`later()`): nothing depends on today's date.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{Days, NaiveDate};
+use http::Method;
+use kube::runtime::controller::Action;
+use kube::runtime::{reflector, watcher};
+use serde_json::{json, Value};
+use sightline_core::processor::{Current, Processor};
+use sightline_core::token::Scope;
+use sightline_core::warehouse::embedded::Embedded;
+use sightline_core::warehouse::replay::CancellationToken;
+use sightline_core::warehouse::{Params, Warehouse};
+use sightline_operator::crd::{AnalyticsTenant, AnalyticsTenantSpec};
+use sightline_operator::reprocess::controller::{reconcile, ReprocessContext};
+use sightline_operator::reprocess::crd::{Phase, Reprocess, ReprocessStatus};
+use sightline_operator::reprocess::runner::{Outcome, Runner};
+use sightline_operator::validate::OperatorConfig;
+use sightline_tests::kube_api::{mock_client, FakeApi, Hook};
+use sightline_tests::replay_support::{checksums, dataset, days, ingest, later, prepare, tenant, Buggy};
+
+const NS: &str = "analytics";
+const POLL: Duration = Duration::from_secs(30);
+
+fn rp_path(name: &str) -> String {
+    format!("/apis/sightline.dev/v1alpha1/namespaces/{NS}/reprocesses/{name}")
+}
+
+fn job_path(name: &str) -> String {
+    format!("/apis/batch/v1/namespaces/{NS}/jobs/{name}-replay")
+}
+
+/// The dataset's three days as a spec's range.
+fn spec(extra: &str) -> Value {
+    let mut spec = json!({
+        "tenantRef": "buggy",
+        "from": days()[0].to_string(),
+        "to": (days()[2] + Days::new(1)).to_string(),
+    });
+    let extra: Value = serde_yaml::from_str(extra).unwrap();
+    if let Some(fields) = extra.as_object() {
+        for (k, v) in fields {
+            spec[k] = v.clone();
+        }
+    }
+    spec
+}
+
+/// The world: the tenant `buggy` (the replay tests' tenant) as an AnalyticsTenant.
+fn start() -> (kube::Client, FakeApi) {
+    let (client, api) = mock_client();
+    let api = FakeApi::start(api);
+    let mut t = AnalyticsTenant::new(
+        "buggy",
+        AnalyticsTenantSpec {
+            tenant: tenant("buggy").spec,
+        },
+    );
+    t.metadata.generation = Some(1);
+    t.metadata.uid = Some("uid-buggy".into());
+    api.put(
+        "/apis/sightline.dev/v1alpha1/analyticstenants/buggy",
+        serde_json::to_value(t).unwrap(),
+    );
+    (client, api)
+}
+
+/// Applies a Reprocess created `age` seconds after the first.
+fn create(api: &FakeApi, name: &str, spec: Value, age: i64) {
+    let created = chrono::DateTime::from_timestamp(1_800_000_000 + age, 0).unwrap();
+    api.put(
+        &rp_path(name),
+        json!({
+            "apiVersion": "sightline.dev/v1alpha1", "kind": "Reprocess",
+            "metadata": {"name": name, "namespace": NS, "generation": 1, "uid": format!("uid-{name}"),
+                         "creationTimestamp": created.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)},
+            "spec": spec,
+        }),
+    );
+}
+
+fn object(api: &FakeApi, name: &str) -> Option<Reprocess> {
+    api.get(&rp_path(name)).map(|o| serde_json::from_value(o).unwrap())
+}
+
+fn status(api: &FakeApi, name: &str) -> ReprocessStatus {
+    object(api, name).and_then(|o| o.status).unwrap_or_default()
+}
+
+/// One reconcile by an operator that has just started (its cache: the world's Reprocesses).
+async fn operator(client: &kube::Client, api: &FakeApi, name: &str) -> Action {
+    let all: Vec<Reprocess> = api
+        .objects_under(&format!("/apis/sightline.dev/v1alpha1/namespaces/{NS}/reprocesses/"))
+        .into_iter()
+        .map(|o| serde_json::from_value(o).unwrap())
+        .collect();
+    let (store, mut writer) = reflector::store::<Reprocess>();
+    writer.apply_watcher_event(&watcher::Event::Init);
+    for rp in &all {
+        writer.apply_watcher_event(&watcher::Event::InitApply(rp.clone()));
+    }
+    writer.apply_watcher_event(&watcher::Event::InitDone);
+    let ctx = ReprocessContext::new(
+        client.clone(),
+        OperatorConfig::example(NS),
+        store,
+        Arc::new(later),
+        POLL,
+    );
+    let rp = object(api, name).expect("the Reprocess exists");
+    tokio::time::timeout(Duration::from_secs(30), reconcile(Arc::new(rp), Arc::new(ctx)))
+        .await
+        .expect("a reconcile within 30 s")
+        .unwrap()
+}
+
+/// The Job's pod for `name`, as `sightline reprocess --resource analytics/NAME` runs it,
+/// with the fixed processor (its requests logged as `pod:NAME`'s).
+fn pod(api: &mut FakeApi, name: &str, interrupt: CancellationToken) -> Runner {
+    Runner {
+        api: kube::Api::namespaced(api.client_for_reprocess_pod(name), NS),
+        name: name.into(),
+        tenants: vec![tenant("buggy")],
+        processor: Arc::new(Current),
+        now: Arc::new(later),
+        interrupt,
+        lease_poll: Duration::from_millis(100),
+        lease_wait: Duration::from_secs(120),
+        retry_pause: Duration::from_millis(10),
+    }
+}
+
+/// `buggy` ingested with the buggy processor, `clean` with the fixed one, in one engine.
+async fn engine(seed: u64) -> (tempfile::TempDir, Arc<Embedded>) {
+    let dir = tempfile::tempdir().unwrap();
+    let wh = Arc::new(Embedded::open(&dir.path().join("engine"), 3).unwrap());
+    let events = dataset(seed);
+    for (name, processor) in [
+        ("buggy", Arc::new(Buggy) as Arc<dyn Processor>),
+        ("clean", Arc::new(Current)),
+    ] {
+        let t = tenant(name);
+        prepare(wh.as_ref(), &t).await;
+        ingest(wh.as_ref(), &t, processor, &events).await;
+    }
+    (dir, wh)
+}
+
+/// Per day, the processing identities of `buggy`'s events.
+async fn identities(wh: &dyn Warehouse) -> Vec<(String, String)> {
+    wh.select(
+        "SELECT toString(toDate(ts)) AS d, arrayStringConcat(arraySort(groupUniqArray(processing)), ',') AS p \
+         FROM sightline_buggy.events GROUP BY d ORDER BY d",
+        &Params::new(),
+    )
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| {
+        (
+            r["d"].as_str().unwrap().to_string(),
+            r["p"].as_str().unwrap().to_string(),
+        )
+    })
+    .collect()
+}
+
+/// A checksum of `buggy`'s events of one day (every column processing decides).
+async fn day_checksum(wh: &dyn Warehouse, day: NaiveDate) -> u64 {
+    let rows = wh
+        .select(
+            "SELECT sum(cityHash64(site_id, event_id, ts, visitor_id, session_id, session_start, visit_delta, \
+             bounce_delta, duration_delta, entry_page, session_source, referrer_source, is_bot, processing, sign)) AS h \
+             FROM sightline_buggy.events WHERE toDate(ts) = {d:Date}",
+            &Params::new().bind("d", day.to_string()),
+        )
+        .await
+        .unwrap();
+    rows[0]["h"].as_u64().unwrap()
+}
+
+fn condition(s: &ReprocessStatus, type_: &str) -> (String, String, Option<i64>) {
+    let c = s
+        .condition(type_)
+        .unwrap_or_else(|| panic!("no {type_} condition: {s:?}"));
+    (c.status.clone(), c.reason.clone(), c.observed_generation)
+}
+
+/// The phases of the statuses written to `name`, consecutive repeats folded.
+fn phases(api: &FakeApi, name: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for (path, s) in &api.status_writes() {
+        if *path == rp_path(name) {
+            let phase = s["phase"].as_str().unwrap_or_default().to_string();
+            if out.last() != Some(&phase) {
+                out.push(phase);
+            }
+        }
+    }
+    out
+}
+
+/// The query API over the engine, on 127.0.0.1 (a free port), reading both tenants.
+async fn query_api(wh: Arc<Embedded>) -> (String, tokio::task::JoinHandle<()>) {
+    let secret = sightline_tests::secret();
+    let registry = Arc::new(sightline_core::registry::Registry::new(
+        vec![tenant("buggy"), tenant("clean")],
+        &secret,
+    ));
+    let state = Arc::new(sightline_query::QueryState::new(
+        registry,
+        wh,
+        Arc::new(sightline_core::watermark::Watermarks::default()),
+        sightline_query::QueryConfig::default(),
+    ));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let server = tokio::spawn(async move {
+        axum::serve(listener, sightline_query::router(state)).await.unwrap();
+    });
+    (url, server)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_bug_story_through_the_resource_dry_run_deltas_then_a_replay_the_query_api_agrees_with() {
+    let (_dir, wh) = engine(21).await;
+    let buggy_before = checksums(wh.as_ref(), "sightline_buggy").await;
+    let clean = checksums(wh.as_ref(), "sightline_clean").await;
+    assert_ne!(buggy_before, clean, "the bugs show in the tables");
+    let (client, mut api) = start();
+    create(&api, "check", spec("{dryRun: true}"), 0);
+    create(&api, "fix", spec("{parallelism: 2}"), 10);
+
+    // The dry run is admitted: finalizer, its Job; the real one overlaps it and waits.
+    assert_eq!(operator(&client, &api, "check").await, Action::requeue(POLL));
+    let check = object(&api, "check").unwrap();
+    assert_eq!(
+        check.metadata.finalizers.as_deref(),
+        Some(&["sightline.dev/cancel".to_string()][..])
+    );
+    let job = api.get(&job_path("check")).expect("the Job was created");
+    assert_eq!(job["metadata"]["ownerReferences"][0]["name"], "check");
+    assert_eq!(
+        job["spec"]["template"]["spec"]["containers"][0]["args"]
+            .as_array()
+            .unwrap()[0..3],
+        [json!("reprocess"), json!("--resource"), json!("analytics/check")]
+    );
+    assert_eq!(operator(&client, &api, "fix").await, Action::requeue(POLL));
+    let fix = status(&api, "fix");
+    assert_eq!(fix.phase, Phase::Pending);
+    let (_, reason, _) = condition(&fix, "Complete");
+    assert_eq!(reason, "Queued");
+    assert!(
+        fix.message
+            .as_deref()
+            .unwrap()
+            .contains("waits for Reprocess analytics/check"),
+        "{fix:?}"
+    );
+    assert!(api.get(&job_path("fix")).is_none(), "a queued Reprocess has no Job");
+    assert!(
+        object(&api, "fix").unwrap().metadata.finalizers.is_none(),
+        "nor a finalizer"
+    );
+
+    // The dry run's pod: deltas per day and summed, and nothing swapped.
+    let outcome = pod(&mut api, "check", CancellationToken::new())
+        .run(wh.as_ref())
+        .await
+        .unwrap();
+    assert_eq!(outcome, Outcome::Succeeded);
+    assert_eq!(phases(&api, "check"), ["Pending", "Running", "Succeeded"]);
+    let dry = status(&api, "check");
+    assert_eq!(condition(&dry, "Complete"), ("True".into(), "Compared".into(), Some(1)));
+    assert_eq!(condition(&dry, "Failed").0, "False");
+    assert_eq!(dry.progress.as_ref().unwrap().summary, "3/3");
+    assert!(dry.started_at.is_some() && dry.finished_at.is_some());
+    assert_eq!(dry.checkpoint.as_ref().unwrap().done, ["2026-11-10/2026-11-12"]);
+    assert_eq!(
+        checksums(wh.as_ref(), "sightline_buggy").await,
+        buggy_before,
+        "a dry run swaps nothing"
+    );
+    let clean_pageviews = wh
+        .select(
+            "SELECT toString(toDate(ts)) AS d, toInt64(sum(sign * is_pageview)) AS n FROM sightline_clean.events \
+             WHERE is_bot = 0 GROUP BY d ORDER BY d",
+            &Params::new(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(dry.days.len(), 3);
+    let mut total = 0.0;
+    for (d, clean) in dry.days.iter().zip(&clean_pageviews) {
+        assert_eq!(d.day, clean["d"].as_str().unwrap());
+        assert!(!d.swapped);
+        assert_eq!(d.processing_before.keys().collect::<Vec<_>>(), ["v2"]);
+        assert_eq!(d.processing_after, "v3");
+        let pageviews = d.deltas.iter().find(|m| m.metric == "pageviews").unwrap();
+        assert_eq!(pageviews.recomputed, clean["n"].as_i64().unwrap() as f64, "{}", d.day);
+        assert!(
+            pageviews.recomputed < pageviews.current,
+            "bots no longer count: {pageviews:?}"
+        );
+        total += pageviews.recomputed;
+    }
+    let totals = dry.totals.as_ref().unwrap();
+    assert_eq!((totals.days, totals.days_changed), (3, 3));
+    let summed = totals.deltas.iter().find(|m| m.metric == "pageviews").unwrap();
+    assert_eq!(summed.recomputed, total);
+
+    // The query API shows the bugs before the fix (a fresh query process: no cache).
+    let (_, different) = compare_answers(wh.clone()).await;
+    assert!(
+        different.len() >= 4,
+        "the bugs show through the query API: {different:?}"
+    );
+
+    // Final: the operator lets go of the finalizer; the queued one starts.
+    assert_eq!(operator(&client, &api, "check").await, Action::await_change());
+    assert!(object(&api, "check")
+        .unwrap()
+        .metadata
+        .finalizers
+        .unwrap_or_default()
+        .is_empty());
+    assert_eq!(operator(&client, &api, "fix").await, Action::requeue(POLL));
+    assert!(api.get(&job_path("fix")).is_some());
+    let outcome = pod(&mut api, "fix", CancellationToken::new())
+        .run(wh.as_ref())
+        .await
+        .unwrap();
+    assert_eq!(outcome, Outcome::Succeeded);
+    assert_eq!(phases(&api, "fix"), ["Pending", "Running", "Succeeded"]);
+    let fixed = status(&api, "fix");
+    assert_eq!(
+        condition(&fixed, "Complete"),
+        ("True".into(), "Replayed".into(), Some(1))
+    );
+    assert!(fixed
+        .days
+        .iter()
+        .all(|d| d.swapped && d.processing_before.keys().eq(["v2"].iter()) && d.processing_after == "v3"));
+    assert_eq!(
+        checksums(wh.as_ref(), "sightline_buggy").await,
+        clean,
+        "every table as a clean ingest"
+    );
+
+    // The query API answers for the fixed tenant what it answers for the clean ingest.
+    let (same, different) = compare_answers(wh.clone()).await;
+    assert!(different.is_empty(), "answers differ after the fix: {different:?}");
+    assert_eq!(same, 6);
+}
+
+/// Asks the query API the same questions for `buggy` and `clean` (both sites, the dataset's
+/// days: totals, sources, days); returns how many answers were equal and which differed.
+async fn compare_answers(wh: Arc<Embedded>) -> (usize, Vec<String>) {
+    let (url, server) = query_api(wh).await;
+    let http = sightline_tests::client();
+    let (from, to) = (days()[0], days()[2]);
+    let (mut same, mut different) = (0, Vec::new());
+    for site in ["shop.example.com", "blog.example.com"] {
+        for path in [
+            format!("aggregate?period=custom&from={from}&to={to}&metrics=visitors,visits,pageviews,bounce_rate,visit_duration"),
+            format!("breakdown?period=custom&from={from}&to={to}&property=source&metrics=visitors,visits,pageviews"),
+            format!("timeseries?period=custom&from={from}&to={to}&interval=day&metrics=visitors,pageviews"),
+        ] {
+            let mut answers = Vec::new();
+            for t in ["buggy", "clean"] {
+                let token = sightline_tests::token_for(t, site, Scope::Read, 3600);
+                let r = http
+                    .get(format!("{url}/v1/sites/{site}/{path}"))
+                    .bearer_auth(token)
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), 200, "{t} {site} {path}");
+                let mut body: Value = r.json().await.unwrap();
+                assert!(!body["results"].is_null(), "{body}");
+                // Where the answer came from (tier, watermark) is not what is compared.
+                if let Some(o) = body.as_object_mut() {
+                    o.remove("meta");
+                }
+                answers.push(body);
+            }
+            if answers[0] == answers[1] {
+                same += 1;
+            } else {
+                different.push(format!("{site} {path}: {} vs {}", answers[0], answers[1]));
+            }
+        }
+    }
+    server.abort();
+    (same, different)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deleting_a_running_reprocess_cancels_it_after_the_day_under_way_and_leaves_an_event() {
+    let (_dir, wh) = engine(22).await;
+    let (client, mut api) = start();
+    create(&api, "fix", spec("{parallelism: 1}"), 0);
+    assert_eq!(operator(&client, &api, "fix").await, Action::requeue(POLL));
+
+    // Deleted while the pod writes its first day: the write meets the deletion (409), the
+    // pod reads the object again, records the day and stops there.
+    api.on_request(|r, world| {
+        if r.method == Method::PATCH
+            && r.path == format!("{}/status", rp_path("fix"))
+            && r.body["status"]["progress"]["daysDone"] == 1
+            && world.get(&rp_path("fix")).unwrap()["metadata"]["deletionTimestamp"].is_null()
+        {
+            world.delete(&rp_path("fix"));
+        }
+        Hook::Answer
+    });
+    let outcome = pod(&mut api, "fix", CancellationToken::new())
+        .run(wh.as_ref())
+        .await
+        .unwrap();
+    assert_eq!(outcome, Outcome::Cancelled);
+    let cancelled = status(&api, "fix");
+    assert_eq!(cancelled.phase, Phase::Cancelled);
+    assert_eq!(condition(&cancelled, "Complete").1, "Cancelled");
+    assert_eq!(cancelled.checkpoint.as_ref().unwrap().done, ["2026-11-10"]);
+    assert!(
+        cancelled.message.as_deref().unwrap().contains("1 of 3 days done"),
+        "{cancelled:?}"
+    );
+    // The first day is replayed; the others are as they were.
+    assert_eq!(
+        identities(wh.as_ref()).await,
+        [
+            ("2026-11-10".to_string(), "v3".to_string()),
+            ("2026-11-11".into(), "v2".into()),
+            ("2026-11-12".into(), "v2".into())
+        ]
+    );
+
+    // The operator records the finished days and lets the object go; it sets nothing else.
+    let writes_before = api.status_writes().len();
+    assert_eq!(operator(&client, &api, "fix").await, Action::await_change());
+    assert!(
+        object(&api, "fix").is_none(),
+        "the finalizer is removed and the object is gone"
+    );
+    assert_eq!(api.status_writes().len(), writes_before, "no status write on deletion");
+    let events = api.events();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0]["reason"], "Cancelled");
+    assert_eq!(events[0]["regarding"]["name"], "fix");
+    let note = events[0]["note"].as_str().unwrap();
+    assert!(
+        note.starts_with("deleted while Cancelled: 1 of 3 days finished with processing v3 (2026-11-10)"),
+        "{note}"
+    );
+    // The Job goes with its owner (Kubernetes' garbage collector): it names it.
+    let job = api.get(&job_path("fix")).unwrap();
+    assert_eq!(job["metadata"]["ownerReferences"][0]["uid"], "uid-fix");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reprocess_that_never_ran_is_deleted_at_once() {
+    let (client, api) = start();
+    // Queued and refused Reprocesses never get the finalizer: deleted without the operator.
+    create(&api, "first", spec("{}"), 0);
+    create(&api, "queued", spec("{}"), 10);
+    create(
+        &api,
+        "refused",
+        json!({"tenantRef": "nope", "from": "2026-11-01", "to": "2026-11-02"}),
+        20,
+    );
+    operator(&client, &api, "first").await;
+    operator(&client, &api, "queued").await;
+    operator(&client, &api, "refused").await;
+    assert_eq!(status(&api, "refused").phase, Phase::Failed);
+    for name in ["queued", "refused"] {
+        api.delete(&rp_path(name));
+        assert!(object(&api, name).is_none(), "{name} is gone at once");
+    }
+    // Admitted, its Job created, no pod yet: deleted without waiting.
+    assert_eq!(status(&api, "first").phase, Phase::Pending);
+    api.delete(&rp_path("first"));
+    assert!(object(&api, "first").is_some(), "the finalizer holds it");
+    assert_eq!(operator(&client, &api, "first").await, Action::await_change());
+    assert!(object(&api, "first").is_none());
+    let events = api.events();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0]["note"], "deleted while Pending: 0 of 0 days finished");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stopped_and_a_killed_pod_are_resumed_from_the_status_without_a_day_skipped_or_changed() {
+    let (_dir, wh) = engine(23).await;
+    let clean = checksums(wh.as_ref(), "sightline_clean").await;
+    let (client, mut api) = start();
+    create(&api, "fix", spec("{parallelism: 1}"), 0);
+    operator(&client, &api, "fix").await;
+
+    // Pod A is told to stop (SIGTERM) while it records its first day: it finishes that day
+    // and exits for the next pod.
+    let interrupt = CancellationToken::new();
+    let signal = interrupt.clone();
+    api.on_request(move |r, _| {
+        if r.method == Method::PATCH && r.body["status"]["progress"]["daysDone"] == 1 {
+            signal.cancel();
+        }
+        Hook::Answer
+    });
+    let outcome = pod(&mut api, "fix", interrupt).run(wh.as_ref()).await.unwrap();
+    assert!(
+        matches!(&outcome, Outcome::Interrupted(m) if m.contains("told to stop")),
+        "{outcome:?}"
+    );
+    let stopped = status(&api, "fix");
+    assert_eq!(stopped.phase, Phase::Running);
+    assert_eq!(condition(&stopped, "Complete").1, "Interrupted");
+    assert_eq!(stopped.checkpoint.as_ref().unwrap().done, ["2026-11-10"]);
+
+    // The operator restarts and the Job is gone: a new Job, and the status is kept.
+    api.remove(&job_path("fix"));
+    assert_eq!(operator(&client, &api, "fix").await, Action::requeue(POLL));
+    assert!(api.get(&job_path("fix")).is_some(), "the Job is created again");
+    let kept = status(&api, "fix");
+    assert_eq!(kept.phase, Phase::Running, "not moved back to Pending");
+    assert_eq!(kept.checkpoint, stopped.checkpoint);
+
+    // Pod B is killed (SIGKILL) after it swapped day 2, while it writes the day to the
+    // status: the day is swapped, not recorded, and its lease is left behind.
+    let (killed_tx, killed_rx) = tokio::sync::oneshot::channel();
+    let mut killed_tx = Some(killed_tx);
+    api.on_request(move |r, _| {
+        if r.method == Method::PATCH && r.body["status"]["progress"]["daysDone"] == 2 {
+            if let Some(tx) = killed_tx.take() {
+                let _ = tx.send(());
+            }
+            return Hook::Hold;
+        }
+        Hook::Answer
+    });
+    let b = {
+        let (runner, wh) = (pod(&mut api, "fix", CancellationToken::new()), wh.clone());
+        tokio::spawn(async move { runner.run(wh.as_ref()).await })
+    };
+    tokio::time::timeout(Duration::from_secs(120), killed_rx)
+        .await
+        .expect("pod B reached day 2")
+        .unwrap();
+    b.abort();
+    let _ = b.await;
+    let day2 = days()[1];
+    let swapped_by_b = day_checksum(wh.as_ref(), day2).await;
+    assert_eq!(
+        status(&api, "fix").checkpoint,
+        stopped.checkpoint,
+        "day 2 is not recorded"
+    );
+    let db = "sightline_buggy";
+    let live = format!(
+        "SELECT holder FROM {db}.day_leases WHERE day = {{d:Date}} GROUP BY holder \
+         HAVING argMax(released, version) = 0 AND argMax(expires_at, version) > now64(3)"
+    );
+    let held: Vec<String> = wh
+        .select(&live, &Params::new().bind("d", day2.to_string()))
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r["holder"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(held.len(), 1, "pod B's lease on day 2 outlives it: {held:?}");
+
+    // Pod C finds day 2 leased by an earlier pod of this Reprocess and waits; once that
+    // lease has expired it replays day 2 again (from the same inputs) and day 3.
+    let waiting = Arc::new(AtomicBool::new(false));
+    let seen = waiting.clone();
+    api.on_request(move |r, _| {
+        if r.body["status"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("an earlier pod of this Reprocess"))
+        {
+            seen.store(true, Ordering::SeqCst);
+        }
+        Hook::Answer
+    });
+    let c = {
+        let (runner, wh) = (pod(&mut api, "fix", CancellationToken::new()), wh.clone());
+        tokio::spawn(async move { runner.run(wh.as_ref()).await })
+    };
+    tokio::time::timeout(Duration::from_secs(60), async {
+        while !waiting.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("pod C says it waits for the lease");
+    assert!(!c.is_finished(), "pod C waits rather than fail");
+    // The lease expires (as it would 5 minutes after pod B's last renewal).
+    wh.execute(
+        &format!(
+            "INSERT INTO {db}.day_leases (day, holder, purpose, taken_at, expires_at, released, version) \
+             SELECT day, holder, argMax(purpose, version), min(taken_at), now64(3), 0, max(version) + 1 \
+             FROM {db}.day_leases WHERE day = {{d:Date}} AND holder = {{h:String}} GROUP BY day, holder"
+        ),
+        &Params::new().bind("d", day2.to_string()).bind("h", held[0].as_str()),
+    )
+    .await
+    .unwrap();
+    let outcome = tokio::time::timeout(Duration::from_secs(120), c)
+        .await
+        .expect("pod C finished")
+        .unwrap()
+        .unwrap();
+    assert_eq!(outcome, Outcome::Succeeded);
+    let done = status(&api, "fix");
+    assert_eq!(
+        condition(&done, "Complete"),
+        ("True".into(), "Replayed".into(), Some(1))
+    );
+    assert_eq!(done.checkpoint.as_ref().unwrap().done, ["2026-11-10/2026-11-12"]);
+    let totals = done.totals.as_ref().unwrap();
+    assert_eq!(totals.days, 3, "each day counted once");
+    // Day 1 (pod A) and day 3 were made by the buggy processor before; day 2 was already
+    // pod B's work when pod C replayed it, and came out the same.
+    let before: Vec<(&str, Vec<&String>)> = done
+        .days
+        .iter()
+        .map(|d| (d.day.as_str(), d.processing_before.keys().collect()))
+        .collect();
+    let (v2, v3) = ("v2".to_string(), "v3".to_string());
+    assert_eq!(
+        before,
+        [
+            ("2026-11-10", vec![&v2]),
+            ("2026-11-11", vec![&v3]),
+            ("2026-11-12", vec![&v2])
+        ]
+    );
+    assert_eq!(
+        day_checksum(wh.as_ref(), day2).await,
+        swapped_by_b,
+        "day 2 replayed from the same inputs"
+    );
+    assert_eq!(
+        checksums(wh.as_ref(), "sightline_buggy").await,
+        clean,
+        "no day skipped or changed"
+    );
+}
+
+// ---- The binary: `sightline reprocess --resource`, as the Job's pod runs it. ----
+
+mod binary {
+    use std::path::Path;
+    use std::process::{Command, Output};
+
+    use chrono::Utc;
+    use serde_json::json;
+    use sightline_operator::reprocess::crd::Phase;
+    use sightline_tests::{binary, client, fixture, write_token, Server, CHROME_MAC, TEST_SECRET};
+
+    use super::{condition, create, rp_path, start, status};
+
+    /// `sightline reprocess --resource RESOURCE` with a kubeconfig naming `api_url` (what
+    /// the in-cluster config gives a pod; the client loads either).
+    fn run(resource: &str, kubeconfig: &Path, data: &Path, tenants: &Path) -> Output {
+        Command::new(binary())
+            .args(["reprocess", "--resource", resource, "--data"])
+            .arg(data)
+            .arg("--tenants")
+            .arg(tenants)
+            .env("KUBECONFIG", kubeconfig)
+            .env_remove("KUBERNETES_SERVICE_HOST")
+            .env("SIGHTLINE_SECRET", TEST_SECRET)
+            .env("RUST_LOG", "warn")
+            .output()
+            .expect("run sightline reprocess --resource")
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn the_binary_replays_a_reprocess_through_the_api_and_exits_by_its_outcome() {
+        let (dir, data, tenants) = fixture();
+        let mut server = Server::start(&data, &tenants, &[]);
+        let c = client();
+        for i in 0..20 {
+            let r = c
+                .post(server.url("/v1/collect"))
+                .bearer_auth(write_token("acme", "shop.example.com"))
+                .header("User-Agent", CHROME_MAC)
+                .header("X-Forwarded-For", format!("198.51.100.{}", i + 1))
+                .json(&json!({"url": format!("https://shop.example.com/p{i}")}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 202);
+        }
+        server.stop();
+
+        let (_client, mut api) = start();
+        let today = Utc::now().date_naive();
+        // Today's day is not sealed: the run is forced (as a replay beside writers).
+        let spec = json!({"tenantRef": "acme", "from": today.to_string(),
+                          "to": (today + chrono::Days::new(1)).to_string(), "force": true});
+        create(&api, "fix", spec, 0);
+        let url = api.serve_http().await;
+        let kubeconfig = dir.path().join("kubeconfig");
+        std::fs::write(
+            &kubeconfig,
+            format!(
+                "apiVersion: v1\nkind: Config\nclusters: [{{name: fake, cluster: {{server: \"{url}\"}}}}]\n\
+                 users: [{{name: fake, user: {{token: pod-token}}}}]\n\
+                 contexts: [{{name: fake, context: {{cluster: fake, user: fake, namespace: analytics}}}}]\n\
+                 current-context: fake\n"
+            ),
+        )
+        .unwrap();
+
+        let out = run("analytics/fix", &kubeconfig, &data, &tenants);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let done = status(&api, "fix");
+        assert_eq!(done.phase, Phase::Succeeded, "{done:?}");
+        assert_eq!(condition(&done, "Complete").0, "True");
+        assert_eq!(done.progress.as_ref().unwrap().summary, "1/1");
+        assert_eq!(done.days[0].raw_rows, 20);
+
+        // Final already: nothing to do, nothing written, exit 0.
+        let writes = api.status_writes().len();
+        let again = run("analytics/fix", &kubeconfig, &data, &tenants);
+        assert!(again.status.success(), "{}", String::from_utf8_lossy(&again.stderr));
+        assert_eq!(api.status_writes().len(), writes);
+
+        // A pod that cannot finish (the tenant is not in its directory) says why in the
+        // status, as Failed: exit 0, for the Job not to retry what cannot work.
+        create(
+            &api,
+            "other",
+            json!({"tenantRef": "nope", "from": "2026-11-01", "to": "2026-11-02"}),
+            10,
+        );
+        let out = run("analytics/other", &kubeconfig, &data, &tenants);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let failed = status(&api, "other");
+        assert_eq!(condition(&failed, "Failed").1, "UnknownTenant");
+        assert!(api.get(&rp_path("other")).is_some());
+
+        // The API away: non-zero, so the Job makes another pod.
+        let closed = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let away = dir.path().join("kubeconfig-away");
+        let text = std::fs::read_to_string(&kubeconfig)
+            .unwrap()
+            .replace(&url, &format!("http://{closed}"));
+        std::fs::write(&away, text).unwrap();
+        let out = run("analytics/fix", &away, &data, &tenants);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && stderr.contains("Reprocess analytics/fix: Kubernetes API"),
+            "{stderr}"
+        );
+
+        // Bad input: named, non-zero.
+        for (resource, needle) in [
+            ("fix", "expected NAMESPACE/NAME"),
+            ("analytics/", "expected NAMESPACE/NAME"),
+        ] {
+            let out = run(resource, &kubeconfig, &data, &tenants);
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(!out.status.success() && stderr.contains(needle), "{resource}: {stderr}");
+        }
+        let out = Command::new(binary())
+            .args(["reprocess", "--resource", "analytics/fix", "--tenant", "acme"])
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        assert!(String::from_utf8_lossy(&out.stderr).contains("cannot be used with"));
+    }
+}
