@@ -271,7 +271,7 @@ impl FakeApi {
                 let mut state = shared.lock().unwrap();
                 state.check_rbac(&caller, &received);
                 let mut hook = state.hook.take();
-                let decision = hook.as_mut().map_or(Hook::Answer, |h| h(&received, &mut *state));
+                let decision = hook.as_mut().map_or(Hook::Answer, |h| h(&received, &mut state));
                 if state.hook.is_none() {
                     state.hook = hook;
                 }
