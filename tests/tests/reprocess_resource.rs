@@ -140,6 +140,16 @@ fn pod(api: &mut FakeApi, name: &str, interrupt: CancellationToken) -> Runner {
     }
 }
 
+/// The processing identity the fixed processor gives the tenant's days (`v4` today).
+fn fixed_identity() -> String {
+    sightline_core::processor::identity(
+        Current.version(),
+        sightline_core::processor::ProcessorConfig {
+            bot_filtering: tenant("buggy").spec.bot_filtering,
+        },
+    )
+}
+
 /// `buggy` ingested with the buggy processor, `clean` with the fixed one, in one engine.
 async fn engine(seed: u64) -> (tempfile::TempDir, Arc<Embedded>) {
     let dir = tempfile::tempdir().unwrap();
@@ -306,7 +316,7 @@ async fn the_bug_story_through_the_resource_dry_run_deltas_then_a_replay_the_que
         assert_eq!(d.day, clean["d"].as_str().unwrap());
         assert!(!d.swapped);
         assert_eq!(d.processing_before.keys().collect::<Vec<_>>(), ["v2"]);
-        assert_eq!(d.processing_after, "v3");
+        assert_eq!(d.processing_after, fixed_identity());
         let pageviews = d.deltas.iter().find(|m| m.metric == "pageviews").unwrap();
         assert_eq!(pageviews.recomputed, clean["n"].as_i64().unwrap() as f64, "{}", d.day);
         assert!(
@@ -351,7 +361,7 @@ async fn the_bug_story_through_the_resource_dry_run_deltas_then_a_replay_the_que
     assert!(fixed
         .days
         .iter()
-        .all(|d| d.swapped && d.processing_before.keys().eq(["v2"].iter()) && d.processing_after == "v3"));
+        .all(|d| d.swapped && d.processing_before.keys().eq(["v2"].iter()) && d.processing_after == fixed_identity()));
     assert_eq!(
         checksums(wh.as_ref(), "sightline_buggy").await,
         clean,
@@ -442,7 +452,7 @@ async fn deleting_a_running_reprocess_cancels_it_after_the_day_under_way_and_lea
     assert_eq!(
         identities(wh.as_ref()).await,
         [
-            ("2026-11-10".to_string(), "v3".to_string()),
+            ("2026-11-10".to_string(), fixed_identity()),
             ("2026-11-11".into(), "v2".into()),
             ("2026-11-12".into(), "v2".into())
         ]
@@ -462,7 +472,10 @@ async fn deleting_a_running_reprocess_cancels_it_after_the_day_under_way_and_lea
     assert_eq!(events[0]["regarding"]["name"], "fix");
     let note = events[0]["note"].as_str().unwrap();
     assert!(
-        note.starts_with("deleted while Cancelled: 1 of 3 days finished with processing v3 (2026-11-10)"),
+        note.starts_with(&format!(
+            "deleted while Cancelled: 1 of 3 days finished with processing {} (2026-11-10)",
+            fixed_identity()
+        )),
         "{note}"
     );
     // The Job goes with its owner (Kubernetes' garbage collector): it names it.
@@ -638,7 +651,7 @@ async fn a_stopped_and_a_killed_pod_are_resumed_from_the_status_without_a_day_sk
         .iter()
         .map(|d| (d.day.as_str(), d.processing_before.keys().collect()))
         .collect();
-    let (v2, v3) = ("v2".to_string(), "v3".to_string());
+    let (v2, v3) = ("v2".to_string(), fixed_identity());
     assert_eq!(
         before,
         [
