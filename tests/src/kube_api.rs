@@ -217,6 +217,8 @@ pub struct FakeState {
     events: Vec<Value>,
     /// Every status written (the object's path, the status after the write), in order.
     status_writes: Vec<(String, Value)>,
+    /// Requests over HTTP that the caller's RBAC refused (`serve_http`), with why.
+    forbidden: Vec<String>,
     resource_version: u64,
     /// Workloads report no ready pod.
     pods_down: bool,
@@ -269,7 +271,9 @@ impl FakeApi {
                 let Some((request, reply)) = next else { return };
                 let received = Self::received(request).await;
                 let mut state = shared.lock().unwrap();
-                state.check_rbac(&caller, &received);
+                if let Err(refused) = state.check_rbac(&caller, &received) {
+                    panic!("{refused}");
+                }
                 let mut hook = state.hook.take();
                 let decision = hook.as_mut().map_or(Hook::Answer, |h| h(&received, &mut state));
                 if state.hook.is_none() {
@@ -296,9 +300,13 @@ impl FakeApi {
         })
     }
 
-    /// Serves the same objects over HTTP on 127.0.0.1 (a free port), for a process that
-    /// reads a kubeconfig (the binary in a Job's pod); returns its URL. Hooks do not see
-    /// these requests, and RBAC is not checked (the pod's Role may not exist there).
+    /// Serves the same objects over HTTP on 127.0.0.1 (a free port), for the binary in a
+    /// Job's pod (it reads a kubeconfig); returns its URL. The bearer token says whose pod
+    /// calls (`reprocess_pod_token`), and each request is checked against the Role the
+    /// operator made for that pod (`<name>-replay`, in the request's namespace): one it does
+    /// not allow is answered 403 Forbidden, as the API server does, and kept for
+    /// `forbidden()`; a request without such a token is answered 401. Hooks do not see
+    /// these requests.
     pub async fn serve_http(&mut self) -> String {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let url = format!("http://{}", listener.local_addr().expect("address"));
@@ -322,7 +330,24 @@ impl FakeApi {
                             serde_json::from_slice(&body).unwrap_or(Value::Null)
                         },
                     };
-                    let (status, body) = shared.lock().unwrap().answer(&received);
+                    let caller = headers
+                        .get(http::header::AUTHORIZATION)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.strip_prefix("Bearer "))
+                        .and_then(|token| token.strip_prefix(REPROCESS_POD_TOKEN))
+                        .map(|name| Caller::ReprocessPod(name.to_string()));
+                    let mut state = shared.lock().unwrap();
+                    let (status, body) = match caller {
+                        None => (401, api_status(401, "Unauthorized", "no Job pod's token")),
+                        Some(caller) => match state.check_rbac(&caller, &received) {
+                            Ok(()) => state.answer(&received),
+                            Err(refused) => {
+                                state.calls.push(received);
+                                state.forbidden.push(refused.clone());
+                                (403, api_status(403, "Forbidden", &refused))
+                            }
+                        },
+                    };
                     (
                         http::StatusCode::from_u16(status).expect("a status code"),
                         axum::Json(body),
@@ -354,6 +379,11 @@ impl FakeApi {
     /// Every status written so far: (the object's path, the status after the write).
     pub fn status_writes(&self) -> Vec<(String, Value)> {
         self.state.lock().unwrap().status_writes.clone()
+    }
+
+    /// The requests over HTTP that their caller's RBAC refused so far, with why.
+    pub fn forbidden(&self) -> Vec<String> {
+        self.state.lock().unwrap().forbidden.clone()
     }
 
     /// Every Event recorded so far (`take_events` also forgets them).
@@ -478,10 +508,10 @@ impl FakeState {
         }
     }
 
-    /// Panics when `caller`'s RBAC would refuse `r`.
-    fn check_rbac(&self, caller: &Caller, r: &Received) {
+    /// Whether `caller`'s RBAC allows `r`; what is missing and whose RBAC it is when not.
+    fn check_rbac(&self, caller: &Caller, r: &Received) -> Result<(), String> {
         let (rbac, whose) = match caller {
-            Caller::Person => return,
+            Caller::Person => return Ok(()),
             Caller::Operator => (
                 crate::rbac::Rbac::installed().clone(),
                 "the operator; add the rule to charts/sightline/templates/rbac.yaml and run scripts/render-manifests.sh".to_string(),
@@ -491,21 +521,23 @@ impl FakeState {
                     .and_then(|a| a.first().and_then(|a| a.namespace.clone()))
                     .unwrap_or_default();
                 let path = format!("/apis/rbac.authorization.k8s.io/v1/namespaces/{namespace}/roles/{name}-replay");
-                let role = self
-                    .objects
-                    .get(&path)
-                    .unwrap_or_else(|| panic!("the Job's pod of {name} called {} {} with no Role at {path}", r.method, r.path));
+                let Some(role) = self.objects.get(&path) else {
+                    return Err(format!(
+                        "the Job's pod of {name} called {} {} with no Role at {path}",
+                        r.method, r.path
+                    ));
+                };
                 let yaml = serde_yaml::to_string(role).expect("a Role as YAML");
                 let rbac = crate::rbac::Rbac::from_bundle(&yaml).unwrap_or_else(|e| panic!("{path}: {e}"));
                 (rbac, format!("the Job's pod of {name} (its Role {path})"))
             }
         };
-        if let Err(missing) = rbac.check(&r.method, &r.path, &r.query) {
-            panic!(
+        rbac.check(&r.method, &r.path, &r.query).map_err(|missing| {
+            format!(
                 "{} {}?{} is not allowed ({missing}) for {whose}",
                 r.method, r.path, r.query
-            );
-        }
+            )
+        })
     }
 
     fn answer(&mut self, r: &Received) -> (u16, Value) {
@@ -676,6 +708,21 @@ fn merge_apply(object: &mut Value, applied: &Value) {
 }
 
 /// The API's 409.
+/// What the bearer token of the Job's pod of a Reprocess starts with, before its name
+/// (`serve_http`).
+const REPROCESS_POD_TOKEN: &str = "reprocess-pod:";
+
+/// The bearer token `serve_http` takes for the Job's pod of Reprocess `name`.
+pub fn reprocess_pod_token(name: &str) -> String {
+    format!("{REPROCESS_POD_TOKEN}{name}")
+}
+
+/// A `Status` failure as the API server answers it.
+fn api_status(code: u16, reason: &str, message: &str) -> Value {
+    json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+           "message": message, "reason": reason, "code": code})
+}
+
 pub fn conflict(name: &str) -> Value {
     json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
            "message": format!("{name}: the object has been modified or already exists"), "reason": "Conflict", "code": 409})

@@ -680,10 +680,57 @@ mod binary {
 
     use chrono::Utc;
     use serde_json::json;
+    use sightline_operator::crd::{AnalyticsTenant, AnalyticsTenantSpec};
+    use sightline_operator::reprocess::build::{self, Owner};
     use sightline_operator::reprocess::crd::Phase;
+    use sightline_operator::validate::{validate, OperatorConfig};
+    use sightline_tests::kube_api::{reprocess_pod_token, FakeApi};
+    use sightline_tests::replay_support::tenant;
     use sightline_tests::{binary, client, fixture, write_token, Server, CHROME_MAC, TEST_SECRET};
 
-    use super::{condition, create, rp_path, start, status};
+    use super::{condition, create, rp_path, start, status, NS};
+
+    /// The Role the operator makes for the Job's pod of Reprocess `name` (`get` on it,
+    /// `patch` on its status), put where the fake API looks it up for that pod's requests.
+    fn grant(api: &FakeApi, name: &str) {
+        let owner = Owner {
+            name: name.into(),
+            namespace: NS.into(),
+            uid: format!("uid-{name}"),
+        };
+        let mut tenant = AnalyticsTenant::new(
+            "acme",
+            AnalyticsTenantSpec {
+                tenant: tenant("acme").spec,
+            },
+        );
+        tenant.metadata.uid = Some("uid-acme".into());
+        let v = validate(&tenant, &OperatorConfig::example(NS)).unwrap();
+        api.put(
+            &format!(
+                "/apis/rbac.authorization.k8s.io/v1/namespaces/{NS}/roles/{}",
+                owner.child_name()
+            ),
+            serde_json::to_value(build::role(&owner, &v)).unwrap(),
+        );
+    }
+
+    /// A kubeconfig for the Job's pod of Reprocess `pod`, naming the API at `url`.
+    fn kubeconfig_for(dir: &Path, url: &str, pod: &str) -> std::path::PathBuf {
+        let path = dir.join(format!("kubeconfig-{pod}"));
+        std::fs::write(
+            &path,
+            format!(
+                "apiVersion: v1\nkind: Config\nclusters: [{{name: fake, cluster: {{server: \"{url}\"}}}}]\n\
+                 users: [{{name: fake, user: {{token: \"{token}\"}}}}]\n\
+                 contexts: [{{name: fake, context: {{cluster: fake, user: fake, namespace: {NS}}}}}]\n\
+                 current-context: fake\n",
+                token = reprocess_pod_token(pod),
+            ),
+        )
+        .unwrap();
+        path
+    }
 
     /// `sightline reprocess --resource RESOURCE` with a kubeconfig naming `api_url` (what
     /// the in-cluster config gives a pod; the client loads either).
@@ -726,21 +773,14 @@ mod binary {
         let spec = json!({"tenantRef": "acme", "from": today.to_string(),
                           "to": (today + chrono::Days::new(1)).to_string(), "force": true});
         create(&api, "fix", spec, 0);
+        grant(&api, "fix");
+        // Each request is checked against the Role of the pod whose token it carries.
         let url = api.serve_http().await;
-        let kubeconfig = dir.path().join("kubeconfig");
-        std::fs::write(
-            &kubeconfig,
-            format!(
-                "apiVersion: v1\nkind: Config\nclusters: [{{name: fake, cluster: {{server: \"{url}\"}}}}]\n\
-                 users: [{{name: fake, user: {{token: pod-token}}}}]\n\
-                 contexts: [{{name: fake, context: {{cluster: fake, user: fake, namespace: analytics}}}}]\n\
-                 current-context: fake\n"
-            ),
-        )
-        .unwrap();
+        let kubeconfig = kubeconfig_for(dir.path(), &url, "fix");
 
         let out = run("analytics/fix", &kubeconfig, &data, &tenants);
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(api.forbidden(), Vec::<String>::new(), "the pod needs only its Role");
         let done = status(&api, "fix");
         assert_eq!(done.phase, Phase::Succeeded, "{done:?}");
         assert_eq!(condition(&done, "Complete").0, "True");
@@ -761,11 +801,35 @@ mod binary {
             json!({"tenantRef": "nope", "from": "2026-11-01", "to": "2026-11-02"}),
             10,
         );
+        grant(&api, "other");
+        // The pod of another Reprocess may not read it, let alone write its status: the
+        // API refuses (403) and the pod exits non-zero without a write.
+        let writes = api.status_writes().len();
         let out = run("analytics/other", &kubeconfig, &data, &tenants);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && stderr.contains("Reprocess analytics/other"),
+            "{stderr}"
+        );
+        assert_eq!(api.status_writes().len(), writes);
+        let refused = api.forbidden();
+        assert!(
+            refused.len() == 1 && refused[0].starts_with("GET ") && refused[0].contains("reprocesses/other"),
+            "{refused:?}"
+        );
+        assert_eq!(status(&api, "other").phase, Phase::Pending);
+
+        let out = run(
+            "analytics/other",
+            &kubeconfig_for(dir.path(), &url, "other"),
+            &data,
+            &tenants,
+        );
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         let failed = status(&api, "other");
         assert_eq!(condition(&failed, "Failed").1, "UnknownTenant");
         assert!(api.get(&rp_path("other")).is_some());
+        assert_eq!(api.forbidden().len(), 1, "only the other pod's read was refused");
 
         // The API away: non-zero, so the Job makes another pod.
         let closed = std::net::TcpListener::bind("127.0.0.1:0")
