@@ -86,6 +86,17 @@ impl Pipeline {
             session_timeout_ms: broker.kind.session_timeout_ms(),
         };
         let loader = loader_args.start(&data, &tenants, "loader-0", loader_flags);
+        // The loader announces its operations listener at once and "listening" once it has
+        // migrated the tenants' schema; the tests count rows of that schema, so they start
+        // after it (on a loaded machine the collector acknowledged a load first, and the
+        // count found no events_raw table).
+        eventually(Duration::from_secs(90), "the loader says listening", || async {
+            loader
+                .stdout_lines()
+                .iter()
+                .any(|l| l.starts_with("sightline loader listening on"))
+        })
+        .await;
         let collector = Server::start_role(
             "collector",
             &data,
