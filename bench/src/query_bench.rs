@@ -202,7 +202,7 @@ async fn load(engine: &Embedded, tenant: &sightline_core::spec::Tenant, args: &A
 }
 
 async fn query_latency(engine: Arc<Embedded>, tenant: sightline_core::spec::Tenant, args: &Args) {
-    let secret = MasterSecret::from_bytes(b"query-bench-secret-0123456789ab".to_vec()).expect("secret");
+    let secret = MasterSecret::from_bytes(b"query-bench-secret-0123456789abc".to_vec()).expect("secret");
     let registry = Arc::new(Registry::new(vec![tenant.clone()], &secret));
     let watermarks = Arc::new(Watermarks::default());
     let config = QueryConfig {
