@@ -136,6 +136,39 @@ async fn limited_statements(wh: &dyn Warehouse) {
         .await
         .unwrap_err();
     assert!(too_many.to_string().contains("TOO_MANY_ROWS"), "{too_many}");
+    // An INSERT … SELECT a query asks for runs within the same limits.
+    wh.execute(
+        "CREATE TABLE IF NOT EXISTS default.limited_fill (n UInt64) ENGINE = MergeTree ORDER BY n",
+        &Params::new(),
+    )
+    .await
+    .unwrap();
+    wh.execute_within(
+        "INSERT INTO default.limited_fill SELECT number FROM numbers({n:UInt64})",
+        &Params::new().bind("n", 10),
+        &limits,
+        Box::new(()),
+    )
+    .await
+    .unwrap();
+    let too_many = wh
+        .execute_within(
+            "INSERT INTO default.limited_fill SELECT number FROM numbers(100000)",
+            &Params::new(),
+            &limits,
+            Box::new(()),
+        )
+        .await
+        .unwrap_err();
+    assert!(too_many.to_string().contains("TOO_MANY_ROWS"), "{too_many}");
+    let rows = wh
+        .select("SELECT count() AS n FROM default.limited_fill", &Params::new())
+        .await
+        .unwrap();
+    assert_eq!(rows[0]["n"], 10, "only the statement within its limits stored rows");
+    wh.execute("DROP TABLE default.limited_fill", &Params::new())
+        .await
+        .unwrap();
     let limits = SelectLimits {
         max_rows_to_read: u64::MAX / 2,
         ..limits
@@ -282,6 +315,16 @@ impl<W: Warehouse> Warehouse for Recorder<W> {
         hold: StatementHold,
     ) -> sightline_core::Result<Vec<serde_json::Value>> {
         self.inner.select_within(sql, params, limits, hold).await
+    }
+    async fn execute_within(
+        &self,
+        sql: &str,
+        params: &Params,
+        limits: &SelectLimits,
+        hold: StatementHold,
+    ) -> sightline_core::Result<()> {
+        self.executed.lock().unwrap().push(sql.to_string());
+        self.inner.execute_within(sql, params, limits, hold).await
     }
     async fn select_row_binary(&self, sql: &str, params: &Params) -> sightline_core::Result<Vec<u8>> {
         self.inner.select_row_binary(sql, params).await

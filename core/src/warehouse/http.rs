@@ -118,6 +118,24 @@ impl Warehouse for Http {
         }
     }
 
+    async fn execute_within(
+        &self,
+        sql: &str,
+        params: &Params,
+        limits: &SelectLimits,
+        hold: StatementHold,
+    ) -> Result<()> {
+        let _hold = hold;
+        let query = limits
+            .settings()
+            .into_iter()
+            .fold(self.query(sql, params), |q, (name, value)| q.with_setting(name, value));
+        match tokio::time::timeout(limits.deadline(), query.execute()).await {
+            Ok(done) => done.map_err(|e| failed(sql, e)),
+            Err(_) => Err(Error::DeadlineExceeded(limits.deadline())),
+        }
+    }
+
     async fn select_row_binary(&self, sql: &str, params: &Params) -> Result<Vec<u8>> {
         let mut cursor = self
             .query(sql, params)

@@ -42,6 +42,17 @@ pub trait Warehouse: Send + Sync + 'static {
         limits: &SelectLimits,
         hold: StatementHold,
     ) -> Result<Vec<Value>>;
+    /// Runs a statement whose output does not matter (an `INSERT … SELECT` a query asked
+    /// for: the query service's merged ranges) within `limits`, as [`Warehouse::select_within`]
+    /// runs a SELECT: on a reading connection of the embedded engine, so that it never waits
+    /// behind (or holds up) the writer's inserts.
+    async fn execute_within(
+        &self,
+        sql: &str,
+        params: &Params,
+        limits: &SelectLimits,
+        hold: StatementHold,
+    ) -> Result<()>;
     /// Runs a SELECT and returns its rows in ClickHouse's RowBinary format (the replay
     /// engine reads raw rows this way: no text to parse, `rowbinary::decode_raw_events`).
     async fn select_row_binary(&self, sql: &str, params: &Params) -> Result<Vec<u8>>;

@@ -130,6 +130,49 @@ impl Embedded {
     }
 }
 
+impl Embedded {
+    /// Runs a statement on a reader within `limits` (see `Warehouse::select_within`) and
+    /// returns its JSONEachRow output.
+    async fn run_within(
+        &self,
+        sql: &str,
+        params: &Params,
+        limits: &SelectLimits,
+        hold: StatementHold,
+    ) -> Result<Vec<u8>> {
+        // The engine's C API has no per-statement settings or id: the limits go into the
+        // statement, and a unique log_comment names it for KILL QUERY.
+        let tag = format!("sightline-{}", uuid::Uuid::new_v4());
+        let settings: Vec<String> = limits
+            .settings()
+            .into_iter()
+            .map(|(name, value)| match value.parse::<u64>() {
+                Ok(n) => format!("{name} = {n}"),
+                Err(_) => format!("{name} = '{value}'"),
+            })
+            .chain(std::iter::once(format!("log_comment = '{tag}'")))
+            .collect();
+        let sql = format!("{sql} SETTINGS {}", settings.join(", "));
+        let params = params.0.clone();
+        let mut cancel = CancelOnDrop {
+            inner: self.inner.clone(),
+            tag,
+            armed: true,
+        };
+        let run = self.with_reader(hold, move |c| c.query(&sql, "JSONEachRow", &params));
+        let outcome = tokio::time::timeout(limits.deadline(), run).await;
+        match outcome {
+            Ok(result) => {
+                cancel.armed = false;
+                result
+            }
+            // Dropping `cancel` (armed) cancels the statement; its reader and `hold` come
+            // back when the engine has stopped it.
+            Err(_) => Err(Error::DeadlineExceeded(limits.deadline())),
+        }
+    }
+}
+
 /// A reader taken from the pool, put back when dropped (also when the statement panicked).
 struct Reader<'a> {
     inner: &'a Inner,
@@ -243,36 +286,17 @@ impl Warehouse for Embedded {
         limits: &SelectLimits,
         hold: StatementHold,
     ) -> Result<Vec<Value>> {
-        // The engine's C API has no per-statement settings or id: the limits go into the
-        // statement, and a unique log_comment names it for KILL QUERY.
-        let tag = format!("sightline-{}", uuid::Uuid::new_v4());
-        let settings: Vec<String> = limits
-            .settings()
-            .into_iter()
-            .map(|(name, value)| match value.parse::<u64>() {
-                Ok(n) => format!("{name} = {n}"),
-                Err(_) => format!("{name} = '{value}'"),
-            })
-            .chain(std::iter::once(format!("log_comment = '{tag}'")))
-            .collect();
-        let sql = format!("{sql} SETTINGS {}", settings.join(", "));
-        let params = params.0.clone();
-        let mut cancel = CancelOnDrop {
-            inner: self.inner.clone(),
-            tag,
-            armed: true,
-        };
-        let run = self.with_reader(hold, move |c| c.query(&sql, "JSONEachRow", &params));
-        let outcome = tokio::time::timeout(limits.deadline(), run).await;
-        match outcome {
-            Ok(result) => {
-                cancel.armed = false;
-                parse_json_each_row(&result?)
-            }
-            // Dropping `cancel` (armed) cancels the statement; its reader and `hold` come
-            // back when the engine has stopped it.
-            Err(_) => Err(Error::DeadlineExceeded(limits.deadline())),
-        }
+        parse_json_each_row(&self.run_within(sql, params, limits, hold).await?)
+    }
+
+    async fn execute_within(
+        &self,
+        sql: &str,
+        params: &Params,
+        limits: &SelectLimits,
+        hold: StatementHold,
+    ) -> Result<()> {
+        self.run_within(sql, params, limits, hold).await.map(|_| ())
     }
 
     async fn select_row_binary(&self, sql: &str, params: &Params) -> Result<Vec<u8>> {
