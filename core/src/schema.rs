@@ -50,6 +50,11 @@ pub const INTENTS_TABLE: &str = "loader_intents";
 /// Leases on UTC days taken by replays (`warehouse::replay::lease`): writers hold back a
 /// leased day's events, and two replays never work on one day at once.
 pub const LEASES_TABLE: &str = "day_leases";
+/// Merged visitor states and sums of the sealed part of a range (its monthly and daily
+/// tiers' rows), one row per dimension value, kept between queries by the query service
+/// (`sightline_query::merges`; docs/storage.md, "Merged sealed ranges"). A cache: rows are
+/// found by their `fill` id only, and expire a day after they were written.
+pub const MERGES_TABLE: &str = "sealed_merges";
 
 /// Rows per granule of the rollups. Each row holds a `uniq` state of up to kilobytes, and a
 /// read decodes whole granules: the default 8192 made a 720-row read decode megabytes.
@@ -137,6 +142,12 @@ pub fn visitors_type() -> String {
 /// `expr`'s visitors as a state (rows of a tier from `events`).
 pub fn visitors_state(expr: &str) -> String {
     format!("{VISITORS_FN}State{VISITORS_PARAMS}({expr})")
+}
+
+/// The name of the aggregate function that makes a visitors state (`arrayReduce` takes it
+/// as text).
+pub fn visitors_state_name() -> String {
+    format!("{VISITORS_FN}State{VISITORS_PARAMS}")
 }
 
 /// States merged into a state (a coarser tier from a finer one).
@@ -621,12 +632,37 @@ ORDER BY (day, holder, version)
 TTL toDateTime(taken_at) + INTERVAL 30 DAY"
             )],
         },
+        Migration {
+            version: 9,
+            description: "sealed_merges: the query service keeps merged states of ranges' sealed parts between queries",
+            statements: vec![merges_table_ddl(&db)],
+        },
     ]
+}
+
+/// The `MERGES_TABLE`: per fill (a random id the query service remembers with the range it
+/// merged), one row per dimension value (`''` for site totals) with the rollup columns. A
+/// partition per day and whole parts dropped a day after their newest row: the service
+/// uses a fill for an hour at most, so no part it reads is dropped under it.
+pub fn merges_table_ddl(db: &str) -> String {
+    format!(
+        "CREATE TABLE IF NOT EXISTS {db}.{MERGES_TABLE} (
+    fill UInt64,
+    created DateTime('UTC') DEFAULT now(),
+    value String,
+    {}
+) ENGINE = MergeTree
+PARTITION BY toYYYYMMDD(created)
+ORDER BY (fill, value)
+TTL created + INTERVAL 1 DAY
+SETTINGS index_granularity = {MONTHLY_GRANULARITY}, ttl_only_drop_parts = 1",
+        rollup_columns_ddl()
+    )
 }
 
 /// The version `apply_schema` brings a tenant to: the last migration's.
 pub fn latest_version() -> u32 {
-    8
+    9
 }
 
 /// Statements run on every apply after the migrations, for the tables of schema `version`:
@@ -767,6 +803,7 @@ mod tests {
             (6, "d5bb24dbd3229c6f087307fb62a56c768b44696e168c4cfc2a69b11bc1da9faf"),
             (7, "b5f2fab36a2cc6ae6a311d7cb7178be57d4a610a8624419154650742c074e95d"),
             (8, "095865ee5a12fd49a3a2bf80c6185d802f4f930d47bd38e2f681b2c9b3e49235"),
+            (9, "b420dae84878adf8d7adaad5622080fc36f2913a8675dbdc3ecd2d25e9cd0748"),
         ];
         for m in migrations(&tenant()) {
             let mut h = Sha256::new();

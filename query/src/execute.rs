@@ -10,6 +10,7 @@ use sightline_core::warehouse::{Params, SelectLimits, Warehouse};
 
 use crate::buckets;
 use crate::error::QueryError;
+use crate::merges::SealedMerges;
 use crate::model::{Compare, Dimension, Metric, OrderKey, Query};
 use crate::plan::{choose_source, split_goal_filter, Plan, Source};
 use crate::request::{add_days, add_months, day_after, start_of_day, DateRange};
@@ -202,18 +203,58 @@ impl Storage {
 
 /// The warehouse, the limits and the hold every statement of one query runs with.
 #[derive(Clone, Copy)]
-struct Statements<'a> {
+pub(crate) struct Statements<'a> {
     wh: &'a dyn Warehouse,
     limits: &'a Limits,
     hold: &'a Hold,
+    /// The merged sealed ranges this process keeps, if it keeps them.
+    merges: Option<&'a SealedMerges>,
 }
 
 impl Statements<'_> {
-    async fn select(&self, sql: &str, params: &Params) -> Result<Vec<Value>, QueryError> {
+    pub(crate) async fn select(&self, sql: &str, params: &Params) -> Result<Vec<Value>, QueryError> {
         self.limits.select(self.wh, sql, params, self.hold).await
+    }
+
+    /// Runs an `INSERT … SELECT` within the same bounds as the query's SELECTs.
+    pub(crate) async fn execute(&self, sql: &str, params: &Params) -> Result<(), QueryError> {
+        self.wh
+            .execute_within(sql, params, &self.limits.select_limits(), Box::new(self.hold.clone()))
+            .await
+            .map_err(|e| engine_refusal(e, self.limits))
+    }
+
+    /// The grouped rows of `plan` (rendered by `render`), with its sealed part from a merged
+    /// fill where there is one (`merges`); returns the plan that answered. A fill whose rows
+    /// are gone is forgotten, and the plan runs as it is.
+    async fn plan_rows(
+        &self,
+        storage: &Storage,
+        plan: Plan,
+        render: impl Fn(&Plan) -> (String, Params),
+    ) -> Result<(Plan, Vec<Value>), QueryError> {
+        if let Some(merges) = self.merges {
+            if let Some((merged, key)) = merges.merged(*self, storage, &plan).await {
+                let (sql, params) = render(&merged);
+                match self.select(&sql, &params).await {
+                    Ok(rows) => return Ok((merged, rows)),
+                    Err(e) if SealedMerges::fill_missing(&e) => {
+                        tracing::warn!("a merged sealed range lost its rows; merging it again next time");
+                        merges.forget(&key).await;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        let (sql, params) = render(&plan);
+        let rows = self.select(&sql, &params).await?;
+        Ok((plan, rows))
     }
 }
 
+/// Answers `query` for `tenant`: planned with `storage`, every statement within `limits`
+/// and holding `hold`; with `merges`, the sealed parts of long ranges are merged once and
+/// kept (`crate::merges`), without, every statement reads the tiers.
 pub async fn run(
     wh: &dyn Warehouse,
     tenant: &Tenant,
@@ -221,8 +262,14 @@ pub async fn run(
     query: &Query,
     limits: &Limits,
     hold: &Hold,
+    merges: Option<&SealedMerges>,
 ) -> Result<Answer, QueryError> {
-    let st = Statements { wh, limits, hold };
+    let st = Statements {
+        wh,
+        limits,
+        hold,
+        merges,
+    };
     let source = storage.source(tenant, query)?;
     let (rows, total_rows) = run_range(st, tenant, storage, query, source, &query.range, true).await?;
     let mut answer = Answer {
@@ -246,15 +293,16 @@ pub async fn run(
     Ok(answer)
 }
 
-/// The plan of `query` over `range` from `source`, and its main statement (the grouped rows,
-/// ordered, paginated when `paginate` and not a time series) with its bound parameters.
-fn rows_statement(
+/// The plan of `query` over `range` from `source`, and how its main statement (the grouped
+/// rows) is ordered and paginated (when `paginate` and not a time series).
+#[allow(clippy::type_complexity)]
+fn rows_plan(
     tenant: &Tenant,
     query: &Query,
     source: Source,
     range: &DateRange,
     paginate: bool,
-) -> Result<(Plan, String, Params), QueryError> {
+) -> Result<(Plan, Vec<(OrderKey, bool)>, Option<(u32, u64)>), QueryError> {
     let plan = Plan::new(&tenant.database(), query, range, &tenant.spec.goals, source)?;
     let order = if query.order_by.is_empty() {
         default_order(query)
@@ -262,6 +310,18 @@ fn rows_statement(
         with_ties_broken(query, query.order_by.clone())
     };
     let limit = (paginate && !only_time(query)).then_some((query.limit, query.offset));
+    Ok((plan, order, limit))
+}
+
+/// The same plan and its main statement with its bound parameters.
+fn rows_statement(
+    tenant: &Tenant,
+    query: &Query,
+    source: Source,
+    range: &DateRange,
+    paginate: bool,
+) -> Result<(Plan, String, Params), QueryError> {
+    let (plan, order, limit) = rows_plan(tenant, query, source, range, paginate)?;
     let (sql, params) = plan.rows_sql(&order, limit);
     Ok((plan, sql, params))
 }
@@ -288,9 +348,9 @@ async fn run_range(
     range: &DateRange,
     paginate: bool,
 ) -> Result<(Vec<Row>, u64), QueryError> {
-    let (plan, sql, params) = rows_statement(tenant, query, source, range, paginate)?;
+    let (plan, order, limit) = rows_plan(tenant, query, source, range, paginate)?;
     let time_only = only_time(query);
-    let raw_rows = st.select(&sql, &params).await?;
+    let (plan, raw_rows) = st.plan_rows(storage, plan, |p| p.rows_sql(&order, limit)).await?;
 
     // Denominators: all visitors under the same filters (percentage), or under the filters
     // without their goal conditions (conversion rate).
@@ -385,13 +445,8 @@ async fn visitors_total(
     };
     let source = storage.source(tenant, &total_query)?;
     let plan = Plan::new(&tenant.database(), &total_query, range, &tenant.spec.goals, source)?;
-    let (sql, params) = plan.rows_sql(&[], None);
-    Ok(st
-        .select(&sql, &params)
-        .await?
-        .first()
-        .and_then(|r| r["visitors"].as_u64())
-        .unwrap_or(0))
+    let (_, rows) = st.plan_rows(storage, plan, |p| p.rows_sql(&[], None)).await?;
+    Ok(rows.first().and_then(|r| r["visitors"].as_u64()).unwrap_or(0))
 }
 
 fn share(part: i64, whole: u64) -> Value {

@@ -8,6 +8,7 @@ pub mod dashboard;
 pub mod error;
 pub mod execute;
 pub mod freshness;
+pub mod merges;
 pub mod model;
 pub mod openapi;
 pub mod output;
@@ -103,6 +104,7 @@ pub struct QueryState {
     pub config: QueryConfig,
     cache: AnswerCache,
     storage: storage::StorageStates,
+    merges: merges::SealedMerges,
     rate: RateLimiter,
     admission: Admission,
     snapshots: Snapshots,
@@ -124,6 +126,7 @@ impl QueryState {
             watermarks,
             cache: AnswerCache::new(config.cache_bytes),
             storage: storage::StorageStates::default(),
+            merges: merges::SealedMerges::default(),
             rate: RateLimiter::default(),
             admission: Admission::new(config.admission),
             snapshots: Snapshots::default(),
@@ -312,6 +315,7 @@ async fn answer(state: &QueryState, reader: &Reader, query: &Query) -> Result<(A
             query,
             &state.config.limits,
             &ticket,
+            Some(&state.merges),
         )
         .await?,
     );

@@ -126,8 +126,80 @@ pub struct Plan {
     dims: Vec<(Dimension, String)>,
     /// The table, or for the daily tier the union of its days and the quarter-hour tier's.
     from_sql: String,
+    /// For the daily and monthly tiers: the parts of the union in `from_sql`.
+    sealed: Option<Sealed>,
     where_sql: String,
     revenue: bool,
+}
+
+/// The branches of a daily or monthly plan's `UNION ALL`: the rows of the sealed tiers
+/// (monthly, then daily) and the quarter-hour tier's rows of the days after them. Each
+/// selects `site_id, [dimension, value,] day` and the rollup columns.
+#[derive(Clone, Debug)]
+struct Sealed {
+    dims: bool,
+    /// The monthly and daily tiers' branches (`None`: the range has no sealed day).
+    head: Option<String>,
+    /// How many local days the head covers.
+    head_days: i64,
+    tail: Option<String>,
+}
+
+/// The fewest sealed days worth merging once and keeping (`Plan::sealed_head`): below
+/// that, a query merges a few states per value anyway, and a fill would only add a part
+/// to the merges table.
+pub const MIN_MERGED_DAYS: i64 = 14;
+
+impl Sealed {
+    fn union(head: Option<&str>, tail: Option<&str>) -> String {
+        let branches: Vec<&str> = head.into_iter().chain(tail).collect();
+        format!("({})", branches.join(" UNION ALL "))
+    }
+}
+
+/// The sealed part of a plan's range as one merge (`Plan::sealed_head`): what the query
+/// service merges once and keeps (`crate::merges`).
+#[derive(Clone, Debug)]
+pub struct SealedHead {
+    /// What the merge depends on in this plan: the database, the head's SQL and the values
+    /// of the parameters it reads (site, dimension, days, months). The caller adds the
+    /// storage state's generation: the rows behind the same text change with every swap.
+    pub key: String,
+    /// `INSERT INTO <db>.sealed_merges … SELECT` the head's rows merged per value, for the
+    /// fill id bound as `{merge_fill:UInt64}`.
+    pub fill_sql: String,
+    /// The database's merges table (`<db>.sealed_merges`).
+    pub table: String,
+    pub params: Params,
+}
+
+/// A fill of the merges table as the query service remembers it: its id and row count.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MergedHead {
+    pub fill: u64,
+    pub rows: u64,
+}
+
+/// What the engine says when a statement reads a fill whose rows are not all there (the
+/// table was emptied behind the service's back): the caller forgets the fill and answers
+/// without it.
+pub const MERGED_HEAD_MISSING: &str = "merged sealed range missing";
+
+/// The names of the `{name:Type}` parameters `sql` reads, in order of appearance.
+fn param_names(sql: &str) -> Vec<&str> {
+    let mut names = Vec::new();
+    let mut rest = sql;
+    while let Some(open) = rest.find('{') {
+        rest = &rest[open + 1..];
+        if let Some(colon) = rest.find(':') {
+            let name = &rest[..colon];
+            if !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') && !names.contains(&name)
+            {
+                names.push(name);
+            }
+        }
+    }
+    names
 }
 
 fn rollup_column(query: &Query) -> Result<Option<&'static str>, ()> {
@@ -281,6 +353,7 @@ impl Plan {
             next_param: 0,
             dims: Vec::new(),
             from_sql: String::new(),
+            sealed: None,
             where_sql: String::new(),
             revenue: query.metrics.contains(&Metric::Revenue),
         };
@@ -328,11 +401,19 @@ impl Plan {
             Source::Rollup {
                 tier: RollupTier::Daily { through },
                 ..
-            } => plan.from_sql = plan.sealed_union(dim.is_some(), &scope, range, through, None),
+            } => {
+                let sealed = plan.sealed_union(dim.is_some(), &scope, range, through, None);
+                plan.from_sql = Sealed::union(sealed.head.as_deref(), sealed.tail.as_deref());
+                plan.sealed = Some(sealed);
+            }
             Source::Rollup {
                 tier: RollupTier::Monthly { months, through },
                 ..
-            } => plan.from_sql = plan.sealed_union(dim.is_some(), &scope, range, through, Some(months)),
+            } => {
+                let sealed = plan.sealed_union(dim.is_some(), &scope, range, through, Some(months));
+                plan.from_sql = Sealed::union(sealed.head.as_deref(), sealed.tail.as_deref());
+                plan.sealed = Some(sealed);
+            }
         }
         if let Some(filter) = &query.filter {
             let sql = plan.filter_sql(filter, goals)?;
@@ -370,7 +451,7 @@ impl Plan {
         range: &DateRange,
         through: NaiveDate,
         months: Option<(NaiveDate, NaiveDate)>,
-    ) -> String {
+    ) -> Sealed {
         let db = self.db.clone();
         let keys = if dims { "dimension, value, " } else { "" };
         let columns = "visitors, visits, pageviews, events, bounces, duration";
@@ -414,16 +495,100 @@ impl Plan {
                 spans.join(" OR ")
             ));
         }
-        if daily_last < range.last_day {
+        let tail = (daily_last < range.last_day).then(|| {
             let tail_start = start_of_day(range.tz, daily_last + Days::new(1));
             self.params.push("tail_start", ch_datetime::format(&tail_start));
-            branches.push(format!(
+            format!(
                 "SELECT site_id, {keys}toDate(bucket, {{tz:String}}) AS day, {columns} FROM {db}.{} \
                  WHERE {scope} AND bucket >= {{tail_start:DateTime64(3, 'UTC')}} AND bucket < {{end:DateTime64(3, 'UTC')}}",
                 Tier::QuarterHour.table(dims)
-            ));
+            )
+        });
+        Sealed {
+            dims,
+            head: (!branches.is_empty()).then(|| branches.join(" UNION ALL ")),
+            head_days: (daily_last - range.first_day).num_days() + 1,
+            tail,
         }
-        format!("({})", branches.join(" UNION ALL "))
+    }
+
+    /// The sealed part of this plan's range, when merging it once answers the query: a
+    /// daily or monthly plan with at least [`MIN_MERGED_DAYS`] sealed days in its range and
+    /// no time dimension (its rows are per dimension value, or one total, never per day),
+    /// so that the head's rows of a value can be merged into one before the query. Filters
+    /// on the dimension's value still apply: the merge keeps every value.
+    pub fn sealed_head(&self) -> Option<SealedHead> {
+        let sealed = self.sealed.as_ref()?;
+        let head = sealed.head.as_deref()?;
+        if sealed.head_days < MIN_MERGED_DAYS || self.dims.iter().any(|(d, _)| matches!(d, Dimension::Time(_))) {
+            return None;
+        }
+        let names = param_names(head);
+        let mut params = Params::new();
+        let mut key = format!("{}\u{0}{head}", self.db);
+        for name in names {
+            let value = self.params.0.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())?;
+            key.push_str(&format!("\u{0}{name}={value}"));
+            params.push(name, value);
+        }
+        let (value, group) = if sealed.dims {
+            ("value", " GROUP BY value")
+        } else {
+            ("''", "")
+        };
+        let table = format!("{}.{}", self.db, schema::MERGES_TABLE);
+        let fill_sql = format!(
+            "INSERT INTO {table} (fill, value, visitors, visits, pageviews, events, bounces, duration) \
+             SELECT {{merge_fill:UInt64}}, {value}, {} FROM ({head}){group}",
+            schema::merged_aggregates()
+        );
+        Some(SealedHead {
+            key,
+            fill_sql,
+            table,
+            params,
+        })
+    }
+
+    /// This plan with its sealed part read from the merges table's fill `merged` (one row
+    /// per value) instead of the tiers. The statement fails naming [`MERGED_HEAD_MISSING`]
+    /// when the fill does not hold the rows it was written with.
+    pub fn with_merged_head(&self, merged: MergedHead) -> Plan {
+        let Some(sealed) = &self.sealed else {
+            return self.clone();
+        };
+        let mut plan = self.clone();
+        plan.params.push("merge_fill", merged.fill);
+        plan.params.push("merge_rows", merged.rows);
+        let table = format!("{}.{}", self.db, schema::MERGES_TABLE);
+        let keys = if sealed.dims {
+            "{dim:String} AS dimension, value, "
+        } else {
+            ""
+        };
+        let head = format!(
+            "SELECT {{site:String}} AS site_id, {keys}toDate(0) AS day, visitors, visits, pageviews, events, bounces, duration \
+             FROM {table} WHERE fill = {{merge_fill:UInt64}}"
+        );
+        // One row that is never kept, so that the engine always evaluates the check (a
+        // condition on the fill's own rows would not be, once they are all gone).
+        let empty_keys = if sealed.dims {
+            "{dim:String} AS dimension, '' AS value, "
+        } else {
+            ""
+        };
+        let check = format!(
+            "SELECT {{site:String}} AS site_id, {empty_keys}toDate(0) AS day, \
+                    arrayReduce('{}', emptyArrayUInt64()) AS visitors, toInt64(0) AS visits, toInt64(0) AS pageviews, \
+                    toInt64(0) AS events, toInt64(0) AS bounces, toInt64(0) AS duration \
+             FROM system.one \
+             WHERE throwIf((SELECT count() FROM {table} WHERE fill = {{merge_fill:UInt64}}) != {{merge_rows:UInt64}}, \
+                           '{MERGED_HEAD_MISSING}') = 1",
+            schema::visitors_state_name()
+        );
+        let head = format!("{head} UNION ALL {check}");
+        plan.from_sql = Sealed::union(Some(&head), sealed.tail.as_deref());
+        plan
     }
 
     /// The column that holds each row's time: an instant, or a local day (daily tier).
@@ -757,6 +922,7 @@ mod tests {
             daily_through: Some(day(2026, 11, 17)),
             daily_timezones: String::new(),
             monthly_through: Some(day(2026, 10, 31)),
+            generation: String::new(),
         }
     }
 
@@ -1116,6 +1282,98 @@ mod tests {
         let old = q(json!({"site_id": "s", "metrics": ["visitors"], "date_range": ["2026-11-01", "2026-11-10"]}));
         let plan = Plan::new("db", &old, &old.range, &[], rollup(None, RollupTier::Daily { through })).unwrap();
         assert!(!plan.rows_sql(&[], None).0.contains("UNION ALL"));
+    }
+
+    #[test]
+    fn the_sealed_part_of_a_long_breakdown_or_total_is_merged_once_and_read_back() {
+        let through = day(2026, 11, 17);
+        let monthly = RollupTier::Monthly {
+            months: (day(2026, 9, 1), day(2026, 10, 1)),
+            through,
+        };
+        let evil = "x' OR 1=1; --";
+        let body = |dims: serde_json::Value, range: serde_json::Value| {
+            q(
+                json!({"site_id": evil, "metrics": ["visitors", "pageviews"], "date_range": range,
+                     "dimensions": dims, "filters": [["contains", "page", [evil]]]}),
+            )
+        };
+        let plan_of =
+            |query: &Query, tier| Plan::new("db", query, &query.range, &[], rollup(Some("page"), tier)).unwrap();
+
+        let pages = body(json!(["page"]), json!(["2026-08-25", "2026-11-21"]));
+        let plan = plan_of(&pages, monthly);
+        let head = plan.sealed_head().expect("a long breakdown merges its sealed part");
+        assert!(
+            head.fill_sql.starts_with("INSERT INTO db.sealed_merges "),
+            "{}",
+            head.fill_sql
+        );
+        assert!(
+            head.fill_sql.contains("FROM db.rollup_dims_monthly")
+                && head.fill_sql.contains("FROM db.rollup_dims_daily")
+        );
+        assert!(
+            head.fill_sql.ends_with("GROUP BY value"),
+            "every value, whatever the filter"
+        );
+        assert!(
+            !head.fill_sql.contains("rollup_dims_15m"),
+            "the days after the sealed ones stay live"
+        );
+        assert!(!head.fill_sql.contains(evil), "the site is a parameter");
+        // What the merge depends on: the site, the dimension, the months and the days.
+        for (name, value) in [
+            ("site", evil),
+            ("dim", "page"),
+            ("first_month", "2026-09-01"),
+            ("months_through", "2026-11-17"),
+        ] {
+            assert!(head.key.contains(&format!("{name}={value}")), "{name}: {}", head.key);
+            assert!(head.params.0.iter().any(|(n, v)| n == name && v == value), "{name}");
+        }
+        let other_site = body(json!(["page"]), json!(["2026-08-25", "2026-11-21"]));
+        let mut other_site = other_site;
+        other_site.site_id = "other".into();
+        assert_ne!(plan_of(&other_site, monthly).sealed_head().unwrap().key, head.key);
+
+        let merged = plan.with_merged_head(MergedHead { fill: 42, rows: 106 });
+        let (sql, params) = merged.rows_sql(&[], Some((10, 0)));
+        assert!(
+            sql.contains("FROM db.sealed_merges WHERE fill = {merge_fill:UInt64}"),
+            "{sql}"
+        );
+        assert!(
+            sql.contains(MERGED_HEAD_MISSING) && sql.contains("{merge_rows:UInt64}"),
+            "{sql}"
+        );
+        assert!(
+            !sql.contains("rollup_dims_daily") && !sql.contains("rollup_dims_monthly"),
+            "{sql}"
+        );
+        assert!(sql.contains("FROM db.rollup_dims_15m"), "the tail is read live: {sql}");
+        assert!(
+            sql.contains("multiSearchAnyCaseInsensitiveUTF8(value"),
+            "the filter still applies: {sql}"
+        );
+        assert!(!sql.contains(evil));
+        assert!(params.0.contains(&("merge_fill".to_string(), "42".to_string())));
+        assert!(params.0.contains(&("merge_rows".to_string(), "106".to_string())));
+
+        // Totals merge into one row; the site table.
+        let total = q(json!({"site_id": "s", "metrics": ["visitors"], "date_range": ["2026-08-25", "2026-11-21"]}));
+        let plan = Plan::new("db", &total, &total.range, &[], rollup(None, monthly)).unwrap();
+        let head = plan.sealed_head().unwrap();
+        assert!(head.fill_sql.contains("SELECT {merge_fill:UInt64}, ''") && !head.fill_sql.contains("GROUP BY"));
+
+        // Days and months are rows of their own; short ranges have little to merge.
+        let by_day = body(json!(["page", "time:day"]), json!(["2026-08-25", "2026-11-21"]));
+        assert!(plan_of(&by_day, RollupTier::Daily { through }).sealed_head().is_none());
+        let week = body(json!(["page"]), json!(["2026-11-09", "2026-11-21"]));
+        assert!(plan_of(&week, RollupTier::Daily { through }).sealed_head().is_none());
+        let weeks = body(json!(["page"]), json!(["2026-11-04", "2026-11-21"]));
+        assert!(plan_of(&weeks, RollupTier::Daily { through }).sealed_head().is_some());
+        assert!(plan_of(&weeks, RollupTier::QuarterHour).sealed_head().is_none());
     }
 
     #[test]

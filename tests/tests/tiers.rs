@@ -19,6 +19,7 @@ use sightline_core::warehouse::embedded::Embedded;
 use sightline_core::warehouse::tiers::{self, Backfill, Layout, StorageState};
 use sightline_core::warehouse::{ops, replay, InsertFormat, Params, Warehouse};
 use sightline_query::execute::{self, Storage};
+use sightline_query::merges::SealedMerges;
 use sightline_query::model::parse_query;
 use sightline_query::Limits;
 use uuid::Uuid;
@@ -151,7 +152,18 @@ async fn store(wh: &dyn Warehouse, tenant: &Tenant, raws: &[RawEvent], events: &
 /// The answer rows of a query body for the site, on the path and tier given in `body`.
 async fn answer(wh: &dyn Warehouse, tenant: &Tenant, body: &Value) -> (Vec<(Vec<Value>, Vec<Value>)>, String) {
     let state = tiers::read_state(wh, &tenant.database()).await.unwrap();
-    answer_with(wh, tenant, body, state).await
+    answer_with(wh, tenant, body, state, None).await
+}
+
+/// The same, with the sealed parts of ranges merged once and kept in `merges`.
+async fn answer_merged(
+    wh: &dyn Warehouse,
+    tenant: &Tenant,
+    body: &Value,
+    merges: &SealedMerges,
+) -> (Vec<(Vec<Value>, Vec<Value>)>, String) {
+    let state = tiers::read_state(wh, &tenant.database()).await.unwrap();
+    answer_with(wh, tenant, body, state, Some(merges)).await
 }
 
 /// The same, planned with a given storage state (as a reader that read it a moment ago).
@@ -160,12 +172,13 @@ async fn answer_with(
     tenant: &Tenant,
     body: &Value,
     state: StorageState,
+    merges: Option<&SealedMerges>,
 ) -> (Vec<(Vec<Value>, Vec<Value>)>, String) {
     let now = Utc.with_ymd_and_hms(2026, 12, 31, 0, 0, 0).unwrap();
     let query = parse_query(body, &tenant.spec, now).unwrap_or_else(|e| panic!("{body}: {e:?}"));
     let storage = Storage::new(tenant, state);
     let hold: execute::Hold = std::sync::Arc::new(());
-    let answer = execute::run(wh, tenant, &storage, &query, &Limits::default(), &hold)
+    let answer = execute::run(wh, tenant, &storage, &query, &Limits::default(), &hold, merges)
         .await
         .unwrap_or_else(|e| panic!("{body}: {e:?}"));
     let mut rows: Vec<(Vec<Value>, Vec<Value>)> = answer
@@ -272,8 +285,10 @@ struct Chosen {
 
 /// Every query on the events path, the quarter-hour tier and as the planner chooses (the
 /// daily or monthly tier where they can); where it chose the monthly tier, the daily tier
-/// forced too. Every answer must be the events path's.
-async fn assert_tiers_agree(wh: &dyn Warehouse, tenant: &Tenant) -> Chosen {
+/// forced too; and as the planner chooses with `merges` (twice: the first merges the
+/// range's sealed part, the second reads that merge, or one made before, when nothing
+/// swapped since). Every answer must be the events path's.
+async fn assert_tiers_agree(wh: &dyn Warehouse, tenant: &Tenant, merges: &SealedMerges) -> Chosen {
     let mut chosen = Chosen::default();
     for site in ["berlin.example", "kolkata.example"] {
         for q in queries(site).into_iter().chain(long_queries(site)) {
@@ -285,6 +300,14 @@ async fn assert_tiers_agree(wh: &dyn Warehouse, tenant: &Tenant) -> Chosen {
             assert_eq!(quarter, events, "quarter-hour tier != events path for {q}");
             let (auto, tier) = answer(wh, tenant, &q).await;
             assert_eq!(auto, events, "the planner's choice ({tier}) != events path for {q}");
+            for round in ["first", "second"] {
+                let (merged, merged_tier) = answer_merged(wh, tenant, &q, merges).await;
+                assert_eq!(merged_tier, tier);
+                assert_eq!(
+                    merged, events,
+                    "{tier} with merged sealed ranges ({round} query) != events path for {q}"
+                );
+            }
             match tier.as_str() {
                 "daily" => chosen.daily += 1,
                 "monthly" => {
@@ -435,7 +458,12 @@ async fn every_tier_answers_what_the_events_path_answers_and_rebuilds_are_identi
 
     // Long ranges read September's days from the daily tier, October whole and November to
     // the 19th from the monthly tier, and the days after the 19th from the quarter-hour tier.
-    let chosen = assert_tiers_agree(&wh, &tenant).await;
+    // The query service's merged sealed ranges are kept across everything below: seals,
+    // rebuilds and a replay must never let a merge made before them answer after them.
+    let merges = SealedMerges::default();
+    let chosen = assert_tiers_agree(&wh, &tenant, &merges).await;
+    let fills = merges.fills().await;
+    assert!(fills >= 40, "only {fills} sealed ranges merged");
     assert!(chosen.monthly >= 40, "the monthly tier answered only {chosen:?}");
 
     // A month later, November is sealed whole, and December to the 25th. November keeps its
@@ -460,14 +488,23 @@ async fn every_tier_answers_what_the_events_path_answers_and_rebuilds_are_identi
     for site in ["berlin.example", "kolkata.example"] {
         for q in long_queries(site) {
             let (events, _) = answer(&wh, &tenant, &with(&q, json!({"path": "events"}))).await;
-            let (rows, tier) = answer_with(&wh, &tenant, &q, before_seal.clone()).await;
+            let (rows, tier) = answer_with(&wh, &tenant, &q, before_seal.clone(), None).await;
             assert_eq!(rows, events, "planned with the state before the seal ({tier}): {q}");
+            let (rows, tier) = answer_with(&wh, &tenant, &q, before_seal.clone(), Some(&merges)).await;
+            assert_eq!(
+                rows, events,
+                "planned with the state before the seal ({tier}), merged: {q}"
+            );
             stale_monthly += usize::from(tier == "monthly");
         }
     }
     assert!(stale_monthly >= 20, "only {stale_monthly} read November to date");
-    let chosen = assert_tiers_agree(&wh, &tenant).await;
+    let chosen = assert_tiers_agree(&wh, &tenant, &merges).await;
     assert!(chosen.monthly >= 40, "the monthly tier answered only {chosen:?}");
+    assert!(
+        merges.fills().await > fills,
+        "the seal's new generation made new merges"
+    );
 
     // Rebuilding any unit of swap of any tier gives the same rows.
     let mut d = first;
@@ -513,7 +550,7 @@ async fn every_tier_answers_what_the_events_path_answers_and_rebuilds_are_identi
         .await
         .is_err());
     // The rebuilt tiers still answer like the events path.
-    assert_tiers_agree(&wh, &tenant).await;
+    assert_tiers_agree(&wh, &tenant, &merges).await;
 
     // A replay of UTC day 2026-10-31 with three more pageviews: one at noon (October in both
     // zones), one at 20:00 UTC (November 1st in Kolkata, still October in Berlin) and one at
@@ -543,8 +580,16 @@ async fn every_tier_answers_what_the_events_path_answers_and_rebuilds_are_identi
     assert_eq!(change("berlin.example", "2026-09-01", "2026-09-30"), (0, 0));
     assert_eq!(change("berlin.example", "2026-12-01", "2026-12-25"), (0, 0));
     assert_eq!(after.len(), before.len(), "no version gained or lost");
-    let chosen = assert_tiers_agree(&wh, &tenant).await;
+    let chosen = assert_tiers_agree(&wh, &tenant, &merges).await;
     assert!(chosen.monthly >= 40, "the monthly tier answered only {chosen:?}");
+
+    // Merges whose rows are gone (the table emptied behind the service's back) are not
+    // read as empty: the statement notices, the service forgets them and answers from the
+    // tiers, and merges again.
+    wh.execute(&format!("TRUNCATE TABLE {db}.{}", schema::MERGES_TABLE), &Params::new())
+        .await
+        .unwrap();
+    assert_tiers_agree(&wh, &tenant, &merges).await;
 }
 
 /// A database a release without the monthly tier sealed (schema 6, the daily tier and its

@@ -51,6 +51,11 @@ pub struct StorageState {
     /// before the monthly tier's first seal (a database sealed by a release without it,
     /// until its next seal).
     pub monthly_through: Option<NaiveDate>,
+    /// Changes after every swap into the daily or monthly tier (a seal, a replay's refresh,
+    /// a rebuild): whatever was computed from their rows before it may be stale. The query
+    /// service keys the merged states of sealed ranges it keeps by it
+    /// (`sightline_query::merges`). Empty before the first such swap.
+    pub generation: String,
 }
 
 impl Default for StorageState {
@@ -60,6 +65,7 @@ impl Default for StorageState {
             daily_through: None,
             daily_timezones: String::new(),
             monthly_through: None,
+            generation: String::new(),
         }
     }
 }
@@ -70,6 +76,7 @@ const MONTHLY_THROUGH: &str = "monthly_through";
 const DAILY_TIMEZONES: &str = "daily_timezones";
 const RECENT_MIGRATED: &str = "layout_recent_migrated";
 const BACKFILLED_THROUGH: &str = "layout_backfilled_through";
+const GENERATION: &str = "tiers_generation";
 
 /// How many times a quarter-hour day is rebuilt before giving up, when concurrent inserts
 /// keep slipping between the read and the swap.
@@ -104,7 +111,15 @@ pub async fn read_state(wh: &dyn Warehouse, db: &str) -> Result<StorageState> {
         daily_through: date(DAILY_THROUGH),
         daily_timezones: values.get(DAILY_TIMEZONES).cloned().unwrap_or_default(),
         monthly_through: date(MONTHLY_THROUGH),
+        generation: values.get(GENERATION).cloned().unwrap_or_default(),
     })
+}
+
+/// Records that rows of the daily or monthly tier changed (after a swap): a new
+/// `StorageState::generation`, unique whoever writes it.
+async fn tiers_changed(wh: &dyn Warehouse, db: &str) -> Result<()> {
+    let generation = uuid::Uuid::new_v4().to_string();
+    write_state(wh, db, GENERATION, &generation).await
 }
 
 pub(crate) async fn write_state(wh: &dyn Warehouse, db: &str, key: &str, value: &str) -> Result<()> {
@@ -313,7 +328,7 @@ pub async fn rebuild_daily_month(
             .await?;
         swapped?;
     }
-    Ok(())
+    tiers_changed(wh, &db).await
 }
 
 /// Inserts into `staged` the daily tier's rows of the local days `first..=last`, built from
@@ -405,7 +420,7 @@ pub async fn rebuild_monthly_month(
             .await?;
         swapped?;
     }
-    Ok(())
+    tiers_changed(wh, &db).await
 }
 
 /// The `through` versions the monthly tier holds for the month starting on `first`.
@@ -606,6 +621,7 @@ pub async fn refresh_daily_days(wh: &dyn Warehouse, tenant: &Tenant, days: &[Nai
                 .await?;
             swapped?;
         }
+        tiers_changed(wh, &db).await?;
         // The monthly tier's row of this month, from the daily tier just swapped (once that
         // tier is live). Until a replay has refreshed every local day of the month, the row
         // holds the days refreshed so far: a replay of a range that ends inside a month
