@@ -1,7 +1,9 @@
 //! The differential harness: one generated dataset on the real engine (libchdb), sealed so
 //! that every rollup tier holds part of it, and random queries answered by the events path
-//! and by every tier the planner can use (quarter-hour, daily, monthly, and its own choice).
-//! Any difference is a failure: the panic message holds the query.
+//! and by every tier the planner can use (quarter-hour, daily, monthly, and its own choice,
+//! also with the sealed parts of long ranges merged once and read back, as the query service
+//! answers: `sightline_query::merges`). Any difference is a failure: the panic message holds
+//! the query.
 //!
 //! The dataset: three sites in zones with whole-hour, half-hour and 30-minute-DST offsets
 //! (Berlin, Kolkata, Lord Howe), 2026-09-24 to 2026-12-04 (Berlin's and Lord Howe's DST
@@ -23,6 +25,7 @@ use sightline_core::spec::{parse_tenants, Tenant};
 use sightline_core::warehouse::embedded::Embedded;
 use sightline_core::warehouse::{ops, tiers};
 use sightline_query::execute::{self, Answer, Storage};
+use sightline_query::merges::SealedMerges;
 use sightline_query::model::{parse_query, PathHint, Query, TierHint};
 use sightline_query::{Limits, QueryError};
 use uuid::Uuid;
@@ -184,6 +187,8 @@ pub struct Harness {
     pub warehouse: Embedded,
     pub tenant: Tenant,
     pub storage: Storage,
+    /// The merged sealed ranges kept between inputs, as the query service keeps them.
+    pub merges: SealedMerges,
     _dir: tempfile::TempDir,
 }
 
@@ -244,6 +249,7 @@ pub fn harness() -> &'static Harness {
             warehouse,
             tenant,
             storage,
+            merges: SealedMerges::default(),
             _dir: dir,
         }
     })
@@ -529,8 +535,15 @@ fn first_difference(rollup: &Value, events: &Value) -> String {
     }
 }
 
-/// Runs a query on one path and tier.
-pub fn run(harness: &Harness, query: &Query, path: PathHint, tier: TierHint) -> Result<Answer, QueryError> {
+/// Runs a query on one path and tier, with the sealed parts of long ranges merged and kept
+/// in `merges` when given.
+pub fn run(
+    harness: &Harness,
+    query: &Query,
+    path: PathHint,
+    tier: TierHint,
+    merges: Option<&SealedMerges>,
+) -> Result<Answer, QueryError> {
     let query = Query {
         path,
         tier,
@@ -544,6 +557,7 @@ pub fn run(harness: &Harness, query: &Query, path: PathHint, tier: TierHint) -> 
         &query,
         &Limits::default(),
         &hold,
+        merges,
     ))
 }
 
@@ -554,7 +568,7 @@ pub fn check(body: &Value) -> Vec<&'static str> {
     let Ok(query) = parse_query(body, &harness.tenant.spec, query_now()) else {
         return Vec::new();
     };
-    let events = match run(harness, &query, PathHint::Events, TierHint::Auto) {
+    let events = match run(harness, &query, PathHint::Events, TierHint::Auto, None) {
         Ok(answer) => answer_text(&answer),
         Err(e) => panic!("the events path refused {body}: {e:?}"),
     };
@@ -565,7 +579,7 @@ pub fn check(body: &Value) -> Vec<&'static str> {
         TierHint::Daily,
         TierHint::Monthly,
     ] {
-        let answer = match run(harness, &query, PathHint::Rollup, tier) {
+        let answer = match run(harness, &query, PathHint::Rollup, tier, None) {
             Ok(answer) => answer,
             // A tier that cannot answer this query exactly says so (400 naming `tier`).
             Err(QueryError::BadParameter { parameter: "tier", .. }) if tier != TierHint::Auto => continue,
@@ -580,6 +594,23 @@ pub fn check(body: &Value) -> Vec<&'static str> {
             );
         }
         answered.push(name);
+    }
+    // As the query service answers: the planner's choice with the range's sealed part merged
+    // (the first time) and read back from that merge (the second, and any later input of
+    // the same sealed part).
+    for round in ["merging", "merged"] {
+        let answer = match run(harness, &query, PathHint::Rollup, TierHint::Auto, Some(&harness.merges)) {
+            Ok(answer) => answer,
+            Err(e) => panic!("the rollups ({round}) refused {body}: {e:?}"),
+        };
+        let name = answer.source.tier().unwrap_or("events");
+        let text = answer_text(&answer);
+        if text != events {
+            panic!(
+                "the {name} tier with sealed ranges {round} disagrees with the events path on {body}: {}",
+                first_difference(&text, &events)
+            );
+        }
     }
     if std::env::var_os("SIGHTLINE_FUZZ_SHOW").is_some() {
         // What each input asked and which tiers answered it, to see what a corpus covers.

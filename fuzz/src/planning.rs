@@ -11,7 +11,7 @@ use sightline_core::warehouse::Params;
 use sightline_query::buckets;
 use sightline_query::execute::{self, comparison_range, Storage};
 use sightline_query::model::{Dimension, Filter, Metric, Query};
-use sightline_query::plan::{choose_source, split_goal_filter, Plan, Source};
+use sightline_query::plan::{choose_source, split_goal_filter, MergedHead, Plan, Source};
 use sightline_query::QueryError;
 
 /// The tenant the query targets plan for: open sites in Berlin time, and goals of both kinds
@@ -54,6 +54,7 @@ pub fn storage(tenant: &Tenant, byte: u8) -> Storage {
         daily_through,
         daily_timezones: String::new(),
         monthly_through,
+        generation: None,
     };
     let mut storage = Storage::new(tenant, state);
     storage.daily_zones_current = byte & 0x40 == 0;
@@ -98,6 +99,17 @@ fn plan_all(tenant: &Tenant, storage: &Storage, query: &Query) -> Option<Vec<(St
     let db = tenant.database();
     let plan = Plan::new(&db, query, &query.range, &tenant.spec.goals, source).expect("a plan");
     out.push(plan.count_sql());
+    // The query service's merged sealed range (`sightline_query::merges`): the fill of the
+    // range's sealed part, and the main statement reading a fill instead of the tiers.
+    if let Some(head) = plan.sealed_head() {
+        let mut params = head.params.clone();
+        params.push("merge_fill", 1);
+        out.push((head.fill_sql, params));
+        out.push(
+            plan.with_merged_head(MergedHead { fill: 1, rows: 1 })
+                .rows_sql(&[], None),
+        );
+    }
     if query.metrics.contains(&Metric::Percentage) {
         out.push(totals(tenant, storage, query, query.filter.clone(), &query.range));
     }

@@ -3,9 +3,10 @@
 //!
 //! A breakdown or total over a long range spends its time merging visitor states, not
 //! reading rows (BENCHMARKS.md: 90 days of a busy site's pages, ~60 of ~65 ms). Most of
-//! those states are the sealed days' (the monthly and daily tiers), and they change only
-//! when a seal, a replay or a rebuild swaps rows of those tiers, after which the tenant's
-//! `StorageState::generation` changes. So the first query of a range merges its sealed
+//! those states are the sealed days' (the monthly and daily tiers), and whatever changes
+//! them (a seal, a replay, a rebuild, the retention TTL, a hand-made repair) gives those
+//! tables new parts, which changes `StorageState::generation` (a fingerprint of the tiers'
+//! parts read from the engine with the state). So the first query of a range merges its sealed
 //! part into the tenant's `sealed_merges` table (one row per value, under a random fill
 //! id), and every later query of the same sealed part with the same generation reads those
 //! rows instead: one state per value, plus the quarter-hour tier's days after the sealed
@@ -14,10 +15,10 @@
 //! add up alike.
 //!
 //! What this process remembers is only which fill holds which sealed part: the key is the
-//! head's SQL with its parameter values, the storage generation and the tiers' timezones.
-//! A fill is used for an hour at most (the table drops its rows a day after they were
-//! written), so that rows a swap did not announce (a release without generations, a
-//! retention TTL) are not read for longer than that.
+//! head's SQL with its parameter values, the tiers' fingerprint and their timezones; with
+//! no fingerprint (it could not be read), nothing is merged. A fill is used for an hour at
+//! most (the table drops its rows a day after they were written), which bounds how many
+//! this process remembers.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -65,13 +66,14 @@ impl SealedMerges {
     /// `plan` as it is).
     pub(crate) async fn merged(&self, run: Statements<'_>, storage: &Storage, plan: &Plan) -> Option<(Plan, String)> {
         let head = plan.sealed_head()?;
+        let generation = storage.state.generation.as_deref()?;
         let db = head.table.clone();
         if self.paused(&db) {
             return None;
         }
         let key = format!(
-            "{}\u{0}generation={}\u{0}zones={}",
-            head.key, storage.state.generation, storage.state.daily_timezones
+            "{}\u{0}generation={generation}\u{0}zones={}",
+            head.key, storage.state.daily_timezones
         );
         match self.fills.try_get_with(key.clone(), fill(run, &head)).await {
             Ok(merged) => Some((plan.with_merged_head(merged), key)),

@@ -163,7 +163,7 @@ impl Sealed {
 pub struct SealedHead {
     /// What the merge depends on in this plan: the database, the head's SQL and the values
     /// of the parameters it reads (site, dimension, days, months). The caller adds the
-    /// storage state's generation: the rows behind the same text change with every swap.
+    /// tiers' fingerprint (`StorageState::generation`): the rows behind the same text change.
     pub key: String,
     /// `INSERT INTO <db>.sealed_merges … SELECT` the head's rows merged per value, for the
     /// fill id bound as `{merge_fill:UInt64}`.
@@ -922,7 +922,7 @@ mod tests {
             daily_through: Some(day(2026, 11, 17)),
             daily_timezones: String::new(),
             monthly_through: Some(day(2026, 10, 31)),
-            generation: String::new(),
+            generation: None,
         }
     }
 

@@ -89,6 +89,7 @@ async fn rows(wh: &dyn Warehouse, tenant: &Tenant, body: &Value) -> Vec<(Vec<Val
         &query,
         &Limits::default(),
         &hold,
+        None,
     )
     .await
     .unwrap_or_else(|e| panic!("{body}: {e:?}"));

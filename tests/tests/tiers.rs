@@ -592,6 +592,105 @@ async fn every_tier_answers_what_the_events_path_answers_and_rebuilds_are_identi
     assert_tiers_agree(&wh, &tenant, &merges).await;
 }
 
+/// Long breakdowns and totals of both sites through the monthly tier (October), the daily
+/// tier (the September days before it) and the quarter-hour tier (after the 19th), each
+/// answered twice with `merges` (merging, then reading the merge): every answer must be
+/// what the tiers give without merges, and (`events`) what the events path gives.
+async fn assert_merged_answers_current(
+    wh: &dyn Warehouse,
+    tenant: &Tenant,
+    merges: &SealedMerges,
+    events: bool,
+    when: &str,
+) {
+    for site in ["berlin.example", "kolkata.example"] {
+        let range = json!(["2026-09-26", "2026-11-23"]);
+        let pages =
+            json!({"site_id": site, "metrics": ["visitors", "pageviews"], "date_range": range, "dimensions": ["page"]});
+        let totals = json!({"site_id": site, "metrics": ["visitors", "visits", "pageviews"], "date_range": range});
+        for q in [pages, totals] {
+            let (tiers, tier) = answer(wh, tenant, &q).await;
+            assert_eq!(tier, "monthly", "{q}");
+            if events {
+                let (events, _) = answer(wh, tenant, &with(&q, json!({"path": "events"}))).await;
+                assert_eq!(tiers, events, "{when}: the tiers != events path for {q}");
+            }
+            for round in ["merging", "merged"] {
+                let (merged, _) = answer_merged(wh, tenant, &q, merges).await;
+                assert_eq!(
+                    merged, tiers,
+                    "{when}: answered from a merge ({round}) != the tiers for {q}"
+                );
+            }
+        }
+    }
+}
+
+/// What a merge the query service keeps is keyed by (`StorageState::generation`) comes from
+/// the engine's own parts of the daily and monthly tiers, so no merge answers after their
+/// rows changed, whoever changed them and whatever the writers' clocks say: not after a
+/// replay by a writer whose clock is behind the last state writer's (state writes are
+/// ordered by their writers' clocks: the replay's would lose), nor after rows were dropped
+/// without any writer saying so (a release that does not announce its swaps, retention, a
+/// hand-made repair).
+#[tokio::test(flavor = "multi_thread")]
+async fn no_merged_sealed_range_answers_after_the_tiers_changed_whoever_changed_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let wh = Embedded::open(&dir.path().join("engine"), 2).unwrap();
+    let tenant = tenant();
+    let db = tenant.database();
+    ops::apply_schema(&wh, &tenant).await.unwrap();
+    let (raws, events) = dataset(day(2026, 9, 26), day(2026, 11, 24));
+    store(&wh, &tenant, &raws, &events).await;
+    let now: DateTime<Utc> = Utc.with_ymd_and_hms(2026, 11, 24, 12, 0, 0).unwrap();
+    tiers::migrate_recent_days(&wh, &tenant, now).await.unwrap();
+    tiers::backfill(&wh, &tenant, now).await.unwrap();
+    let merges = SealedMerges::default();
+    assert_merged_answers_current(&wh, &tenant, &merges, true, "sealed").await;
+    let fills = merges.fills().await;
+    assert!(fills >= 4, "only {fills} sealed ranges merged");
+
+    // Another process, whose clock runs a day ahead, states again what the state says:
+    // every key now carries a version a day ahead of this process's clock.
+    wh.execute(
+        &format!(
+            "INSERT INTO {db}.{table} (key, value, version) \
+             SELECT key, argMax(value, version), max(version) + 86400000000 FROM {db}.{table} GROUP BY key",
+            table = schema::STATE_TABLE
+        ),
+        &Params::new(),
+    )
+    .await
+    .unwrap();
+    assert_merged_answers_current(&wh, &tenant, &merges, true, "after the state was written a day ahead").await;
+    // Then this process replays UTC day 2026-10-31 with three more pageviews (October in
+    // both zones, November 1st in Kolkata): the months' rows change under the same state.
+    let at = |h, m| Utc.with_ymd_and_hms(2026, 10, 31, h, m, 0).unwrap();
+    let more = [
+        pageview("berlin.example", at(12, 0), 900_001, 1),
+        pageview("kolkata.example", at(20, 0), 900_002, 2),
+        pageview("berlin.example", at(23, 30), 900_003, 3),
+    ];
+    ops::insert_raw_and_events(&wh, &db, &more, &[]).await.unwrap();
+    replay::replay_day(&wh, &tenant, day(2026, 10, 31)).await.unwrap();
+    assert_merged_answers_current(&wh, &tenant, &merges, true, "after the replay").await;
+
+    // Rows dropped from the sealed tiers with no writer saying so: October's months and
+    // September's days. The tiers now answer without them (the events path still has
+    // them), and so must every merge.
+    for (tier, partition) in [(Tier::Monthly, "202610"), (Tier::Daily, "202609")] {
+        for dims in [false, true] {
+            wh.execute(
+                &format!("ALTER TABLE {db}.{} DROP PARTITION {partition}", tier.table(dims)),
+                &Params::new(),
+            )
+            .await
+            .unwrap();
+        }
+    }
+    assert_merged_answers_current(&wh, &tenant, &merges, false, "after rows were dropped by hand").await;
+}
+
 /// A database a release without the monthly tier sealed (schema 6, the daily tier and its
 /// state, no monthly tier) gains the tier's whole months at its next seal, which the writing
 /// roles run at start and every 15 minutes: no manual step.

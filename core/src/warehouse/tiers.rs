@@ -51,11 +51,15 @@ pub struct StorageState {
     /// before the monthly tier's first seal (a database sealed by a release without it,
     /// until its next seal).
     pub monthly_through: Option<NaiveDate>,
-    /// Changes after every swap into the daily or monthly tier (a seal, a replay's refresh,
-    /// a rebuild): whatever was computed from their rows before it may be stale. The query
-    /// service keys the merged states of sealed ranges it keeps by it
-    /// (`sightline_query::merges`). Empty before the first such swap.
-    pub generation: String,
+    /// A fingerprint of the daily and monthly tiers' rows as the engine holds them when the
+    /// state is read (`tiers_fingerprint`: their tables and active parts). Whatever changes
+    /// those rows (a seal, a replay's refresh, any rebuild, the retention TTL, a release
+    /// that knows nothing of it, a hand-made repair) changes it, whoever does it and
+    /// whatever the clocks say, so whatever was computed from the rows under one
+    /// fingerprint is current while it stays. The query service keys the merged states of
+    /// sealed ranges it keeps by it (`sightline_query::merges`). `None` when it could not be
+    /// read (then nothing is kept).
+    pub generation: Option<String>,
 }
 
 impl Default for StorageState {
@@ -65,7 +69,7 @@ impl Default for StorageState {
             daily_through: None,
             daily_timezones: String::new(),
             monthly_through: None,
-            generation: String::new(),
+            generation: None,
         }
     }
 }
@@ -76,7 +80,6 @@ const MONTHLY_THROUGH: &str = "monthly_through";
 const DAILY_TIMEZONES: &str = "daily_timezones";
 const RECENT_MIGRATED: &str = "layout_recent_migrated";
 const BACKFILLED_THROUGH: &str = "layout_backfilled_through";
-const GENERATION: &str = "tiers_generation";
 
 /// How many times a quarter-hour day is rebuilt before giving up, when concurrent inserts
 /// keep slipping between the read and the swap.
@@ -111,15 +114,48 @@ pub async fn read_state(wh: &dyn Warehouse, db: &str) -> Result<StorageState> {
         daily_through: date(DAILY_THROUGH),
         daily_timezones: values.get(DAILY_TIMEZONES).cloned().unwrap_or_default(),
         monthly_through: date(MONTHLY_THROUGH),
-        generation: values.get(GENERATION).cloned().unwrap_or_default(),
+        generation: match tiers_fingerprint(wh, db).await {
+            Ok(fingerprint) => Some(fingerprint),
+            Err(e) => {
+                tracing::debug!(%db, error = %e, "the sealed tiers' parts could not be read; nothing merged is kept");
+                None
+            }
+        },
     })
 }
 
-/// Records that rows of the daily or monthly tier changed (after a swap): a new
-/// `StorageState::generation`, unique whoever writes it.
-async fn tiers_changed(wh: &dyn Warehouse, db: &str) -> Result<()> {
-    let generation = uuid::Uuid::new_v4().to_string();
-    write_state(wh, db, GENERATION, &generation).await
+/// `StorageState::generation`: a hash of the daily and monthly tiers' tables (name and
+/// UUID: a table dropped and made again is another table) and of their active parts (name
+/// and modification time). The engine gives every change to a table's rows new parts
+/// (an insert, `REPLACE`/`DROP PARTITION`, a TTL or merge, a mutation), and block numbers
+/// only grow, so a set of parts never comes back once replaced: a fingerprint read after
+/// a change differs from every one read before it. Read from the engine itself, not from
+/// a value the writers keep, so that it holds for every process and every writer (one
+/// whose clock runs ahead, one that fails between its swap and a write, one of a release
+/// that does not write it). Background merges change it too (with no change to the rows):
+/// that only costs a merge made again.
+pub async fn tiers_fingerprint(wh: &dyn Warehouse, db: &str) -> Result<String> {
+    let tables: Vec<String> = [Tier::Daily, Tier::Monthly]
+        .into_iter()
+        .flat_map(|tier| [tier.table(false).to_string(), tier.table(true).to_string()])
+        .collect();
+    let rows = wh
+        .select(
+            "SELECT toString(cityHash64( \
+               (SELECT arraySort(groupArray(concat(name, '/', toString(uuid)))) FROM system.tables \
+                 WHERE database = {db:String} AND name IN {tables:Array(String)}), \
+               (SELECT arraySort(groupArray(concat(table, '/', name, '/', toString(modification_time)))) \
+                 FROM system.parts WHERE database = {db:String} AND table IN {tables:Array(String)} AND active) \
+             )) AS fingerprint",
+            &Params::new()
+                .bind("db", db)
+                .bind("tables", Params::array_of_strings(&tables)),
+        )
+        .await?;
+    rows.first()
+        .and_then(|r| r["fingerprint"].as_str())
+        .map(str::to_string)
+        .ok_or_else(|| Error::Decode(format!("no fingerprint of the tiers of {db}")))
 }
 
 pub(crate) async fn write_state(wh: &dyn Warehouse, db: &str, key: &str, value: &str) -> Result<()> {
@@ -328,7 +364,7 @@ pub async fn rebuild_daily_month(
             .await?;
         swapped?;
     }
-    tiers_changed(wh, &db).await
+    Ok(())
 }
 
 /// Inserts into `staged` the daily tier's rows of the local days `first..=last`, built from
@@ -420,7 +456,7 @@ pub async fn rebuild_monthly_month(
             .await?;
         swapped?;
     }
-    tiers_changed(wh, &db).await
+    Ok(())
 }
 
 /// The `through` versions the monthly tier holds for the month starting on `first`.
@@ -621,7 +657,6 @@ pub async fn refresh_daily_days(wh: &dyn Warehouse, tenant: &Tenant, days: &[Nai
                 .await?;
             swapped?;
         }
-        tiers_changed(wh, &db).await?;
         // The monthly tier's row of this month, from the daily tier just swapped (once that
         // tier is live). Until a replay has refreshed every local day of the month, the row
         // holds the days refreshed so far: a replay of a range that ends inside a month
