@@ -10,6 +10,7 @@ use clap::Args as ClapArgs;
 use sightline_core::registry::Registry;
 use sightline_ingest::collector::{self, CollectorState};
 use sightline_ingest::kafka::sink::{KafkaSink, KafkaSinkConfig};
+use sightline_ingest::kafka::Security;
 use sightline_ingest::metrics::Readiness;
 
 use crate::common::{announce, block_on, ClientArgs, ServeArgs};
@@ -40,9 +41,12 @@ pub fn run(args: Args) -> Result<(), String> {
 
 async fn serve(args: Args) -> Result<(), String> {
     let (tenants, secret) = args.serve.tenants_and_existing_secret()?;
+    // TLS and SASL: a bad setting stops the collector here, naming the variable.
+    let security = Security::from_env().map_err(|e| e.to_string())?;
     let sink = Arc::new(
         KafkaSink::new(&KafkaSinkConfig {
             brokers: args.brokers.clone(),
+            security,
             delivery_timeout: Duration::from_millis(args.delivery_timeout_ms.max(1)),
             queue_max_messages: args.queue_max_messages.max(1),
         })

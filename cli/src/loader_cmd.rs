@@ -79,6 +79,8 @@ pub fn run(args: Args) -> Result<(), String> {
 
 async fn serve(args: Args) -> Result<(), String> {
     args.warehouse.require_server("loader", args.embedded_engine)?;
+    // TLS and SASL: a bad setting stops the loader here, naming the variable.
+    let security = Security::from_env().map_err(|e| e.to_string())?;
     let mut tenants = load_tenants(&args.tenants).map_err(|e| e.to_string())?;
     if !args.only.is_empty() {
         for name in &args.only {
@@ -153,6 +155,7 @@ async fn serve(args: Args) -> Result<(), String> {
         let tenant_name = tenant.load().name.clone();
         let config = LoaderConfig {
             brokers: args.brokers.clone(),
+            security: security.clone(),
             max_events: args.batch_max_events.max(1),
             max_wait: Duration::from_millis(args.batch_max_wait_ms),
             session_timeout: Duration::from_millis(args.session_timeout_ms),
@@ -216,7 +219,7 @@ async fn serve(args: Args) -> Result<(), String> {
     if args.leave_on_stop {
         if let Some(instance) = &args.instance_id {
             // The consumers are closed: a member removed now cannot rejoin.
-            if let Err(e) = leave_groups(&args.brokers, instance, &tenants).await {
+            if let Err(e) = leave_groups(&args.brokers, &security, instance, &tenants).await {
                 failed.push(e);
             }
         }
@@ -238,15 +241,15 @@ const LEAVE_TIMEOUT: Duration = Duration::from_secs(15);
 /// of each on stdout.
 pub async fn leave_groups(
     brokers: &str,
+    security: &Security,
     instance: &str,
     tenants: &[sightline_core::spec::Tenant],
 ) -> Result<(), String> {
-    let security = Security::from_env();
     let mut failed = Vec::new();
     for tenant in tenants {
         let group = group_id(&tenant.name);
         let member = member_instance(instance, &tenant.name);
-        match remove_static_members(brokers, &security, &group, std::slice::from_ref(&member), LEAVE_TIMEOUT).await {
+        match remove_static_members(brokers, security, &group, std::slice::from_ref(&member), LEAVE_TIMEOUT).await {
             Ok(outcomes) => {
                 for (member, outcome) in outcomes {
                     let what = match outcome {
@@ -306,10 +309,11 @@ pub fn remove(args: RemoveArgs) -> Result<(), String> {
     if !args.only.is_empty() {
         tenants.retain(|t| args.only.contains(&t.name));
     }
+    let security = Security::from_env().map_err(|e| e.to_string())?;
     block_on(async {
         let mut failed = Vec::new();
         for instance in &args.instance_ids {
-            if let Err(e) = leave_groups(&args.brokers, instance, &tenants).await {
+            if let Err(e) = leave_groups(&args.brokers, &security, instance, &tenants).await {
                 failed.push(e);
             }
         }

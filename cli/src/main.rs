@@ -42,7 +42,7 @@ enum Command {
     /// Create or update every tenant's Kafka topics to its spec (idempotent).
     Provision(provision_cmd::Args),
     /// The AnalyticsTenant operator (`render` prints what it would apply).
-    Operator(operator_cmd::Args),
+    Operator(Box<operator_cmd::Args>),
     /// Write the CRDs to crds/ and charts/sightline/crds/ (tests fail when either drifts from
     /// the code).
     Crdgen(operator_cmd::CrdgenArgs),
@@ -82,7 +82,7 @@ fn main() -> ExitCode {
         Command::Loader(args) => loader_cmd::run(args),
         Command::RemoveLoader(args) => loader_cmd::remove(args),
         Command::Query(args) => query_cmd::run(args),
-        Command::Operator(args) => operator_cmd::run(args),
+        Command::Operator(args) => operator_cmd::run(*args),
         Command::Crdgen(args) => operator_cmd::crdgen(args),
         Command::Reprocess(args) => reprocess_cmd::run(args),
         Command::Kubectl(cli) => kubectl_cmd::run(cli),

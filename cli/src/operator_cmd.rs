@@ -11,7 +11,7 @@ use sightline_core::spec::CredentialsSecretRef;
 use sightline_ingest::kafka::Security;
 use sightline_operator::leader::LeaseConfig;
 use sightline_operator::serve::{self, RunConfig};
-use sightline_operator::validate::OperatorConfig;
+use sightline_operator::validate::{ClientCertificateSecret, OperatorConfig, SecretFile};
 
 use crate::common::{block_on, stop_on_signal};
 
@@ -44,9 +44,31 @@ struct WorkloadArgs {
     #[arg(long, env = "SIGHTLINE_KAFKA_BROKERS", default_value = "kafka:9092")]
     brokers: String,
     /// A Secret (in the workloads' namespace) with SASL `username` and `password` for the
-    /// workloads. The operator's own credentials come from SIGHTLINE_KAFKA_SASL_*.
+    /// workloads; required with a sasl_* protocol. The operator's own TLS and SASL settings
+    /// (and the workloads' protocol and mechanism) come from SIGHTLINE_KAFKA_*.
     #[arg(long)]
     kafka_credentials_secret: Option<String>,
+    /// A Secret (in the workloads' namespace) with the CA certificates (PEM) that sign the
+    /// brokers' certificates, mounted into the collector and loader pods (TLS only; without
+    /// it they trust the image's CA certificates). A Strimzi cluster's is
+    /// `<cluster>-cluster-ca-cert`.
+    #[arg(long)]
+    kafka_ca_secret: Option<String>,
+    /// The key of --kafka-ca-secret that holds the certificates.
+    #[arg(long, default_value = "ca.crt")]
+    kafka_ca_secret_certificate: String,
+    /// A Secret (in the workloads' namespace) with the workloads' client certificate and
+    /// unencrypted key (PEM), for brokers that authenticate clients by TLS (mTLS): a Strimzi
+    /// KafkaUser's Secret (`user.crt`, `user.key`) or a kubernetes.io/tls one (`tls.crt`,
+    /// `tls.key`: set the two keys below).
+    #[arg(long)]
+    kafka_client_secret: Option<String>,
+    /// The key of --kafka-client-secret that holds the certificate.
+    #[arg(long, default_value = "user.crt")]
+    kafka_client_secret_certificate: String,
+    /// The key of --kafka-client-secret that holds the private key.
+    #[arg(long, default_value = "user.key")]
+    kafka_client_secret_key: String,
     /// ClickHouse HTTP(S) endpoint of tenants that do not name one.
     #[arg(long, env = "SIGHTLINE_CLICKHOUSE_URL", default_value = "http://clickhouse:8123")]
     clickhouse_url: String,
@@ -62,13 +84,24 @@ struct WorkloadArgs {
 }
 
 impl WorkloadArgs {
-    fn config(&self, namespace: String) -> OperatorConfig {
-        OperatorConfig {
+    /// The operator's settings; its own TLS/SASL settings from the environment (a bad one,
+    /// or workload Secrets that do not fit the protocol, is an error naming it).
+    fn config(&self, namespace: String) -> Result<OperatorConfig, String> {
+        let config = OperatorConfig {
             namespace,
             image: self.image.clone(),
             brokers: self.brokers.clone(),
-            kafka_security: Security::from_env(),
+            kafka_security: Security::from_env().map_err(|e| e.to_string())?,
             kafka_credentials_secret: self.kafka_credentials_secret.clone(),
+            kafka_ca_secret: self.kafka_ca_secret.clone().map(|name| SecretFile {
+                name,
+                key: self.kafka_ca_secret_certificate.clone(),
+            }),
+            kafka_client_secret: self.kafka_client_secret.clone().map(|name| ClientCertificateSecret {
+                name,
+                certificate: self.kafka_client_secret_certificate.clone(),
+                key: self.kafka_client_secret_key.clone(),
+            }),
             clickhouse_url: Some(self.clickhouse_url.clone()),
             clickhouse_credentials: self
                 .clickhouse_credentials_secret
@@ -79,7 +112,9 @@ impl WorkloadArgs {
                     password_key: "password".into(),
                 }),
             collector_trusted_proxies: self.collector_trusted_proxies.iter().map(IpNet::to_string).collect(),
-        }
+        };
+        config.check_kafka()?;
+        Ok(config)
     }
 }
 
@@ -126,7 +161,7 @@ pub fn run(args: Args) -> Result<(), String> {
         Some(OperatorCommand::Render(render)) => {
             let text = std::fs::read_to_string(&render.file).map_err(|e| format!("{}: {e}", render.file.display()))?;
             let namespace = render.workloads.namespace.clone().unwrap_or_else(|| "default".into());
-            let config = render.workloads.config(namespace);
+            let config = render.workloads.config(namespace)?;
             print!(
                 "{}",
                 sightline_operator::render::render(&text, &render.file.display().to_string(), &config)?
@@ -150,7 +185,7 @@ async fn operate(args: RunArgs) -> Result<(), String> {
         std::env::var("HOSTNAME").unwrap_or_else(|_| format!("sightline-operator-{}", std::process::id()))
     });
     let config = RunConfig {
-        operator: args.workloads.config(namespace.clone()),
+        operator: args.workloads.config(namespace.clone())?,
         lease: LeaseConfig {
             name: args.lease_name.clone(),
             namespace,

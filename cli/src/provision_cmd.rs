@@ -20,8 +20,9 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<(), String> {
     let tenants = load_tenants(&args.tenants).map_err(|e| e.to_string())?;
+    let security = Security::from_env().map_err(|e| e.to_string())?;
     crate::common::block_on(async {
-        let provisioner = Provisioner::new(&args.brokers, &Security::from_env()).map_err(|e| e.to_string())?;
+        let provisioner = Provisioner::new(&args.brokers, &security).map_err(|e| e.to_string())?;
         for tenant in &tenants {
             let changes = provisioner
                 .provision(tenant)

@@ -25,6 +25,11 @@ pub struct OperatorConfig {
     /// A Secret in the workloads' namespace with the SASL `username` and `password` for the
     /// workloads.
     pub kafka_credentials_secret: Option<String>,
+    /// A Secret in the workloads' namespace with the CA certificates that sign the brokers'
+    /// certificates (TLS; without it the workloads trust the image's CA certificates).
+    pub kafka_ca_secret: Option<SecretFile>,
+    /// A Secret in the workloads' namespace with their client certificate and key (mTLS).
+    pub kafka_client_secret: Option<ClientCertificateSecret>,
     /// ClickHouse URL unless the spec names one.
     pub clickhouse_url: Option<String>,
     /// A Secret (in the workloads' namespace) with ClickHouse credentials, unless the spec
@@ -45,10 +50,73 @@ impl OperatorConfig {
             brokers: "kafka:9092".into(),
             kafka_security: Default::default(),
             kafka_credentials_secret: None,
+            kafka_ca_secret: None,
+            kafka_client_secret: None,
             clickhouse_url: Some("http://clickhouse:8123".into()),
             clickhouse_credentials: None,
             collector_trusted_proxies: Vec::new(),
         }
+    }
+}
+
+/// One key of a Secret: a file the workloads get mounted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SecretFile {
+    pub name: String,
+    /// The key that holds the file (a CA bundle in PEM).
+    pub key: String,
+}
+
+/// A Secret with a client certificate and its key, as Strimzi's `certificateAndKey` names
+/// one: a KafkaUser's Secret has them as `user.crt` and `user.key`, a cert-manager or
+/// `kubernetes.io/tls` Secret as `tls.crt` and `tls.key`. The key must not be encrypted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientCertificateSecret {
+    pub name: String,
+    /// The key holding the certificate (PEM, then any intermediates).
+    pub certificate: String,
+    /// The key holding its private key (PEM).
+    pub key: String,
+}
+
+impl OperatorConfig {
+    /// Checks that the workloads' Kafka settings can work with the operator's protocol:
+    /// SASL needs the credentials Secret (and only SASL takes it); the CA and client
+    /// certificate Secrets only go with TLS. The error names the flag.
+    pub fn check_kafka(&self) -> Result<(), String> {
+        let protocol = self.kafka_security.protocol;
+        let env = sightline_ingest::kafka::Security::PROTOCOL_ENV;
+        match (protocol.sasl(), &self.kafka_credentials_secret) {
+            (true, None) => {
+                return Err(format!(
+                    "--kafka-credentials-secret is required with {env}={}: the workloads authenticate with its username and password",
+                    protocol.as_str()
+                ))
+            }
+            (false, Some(_)) => {
+                return Err(format!(
+                    "--kafka-credentials-secret: {env}={} does not authenticate with SASL (sasl_plaintext or sasl_ssl does)",
+                    protocol.as_str()
+                ))
+            }
+            _ => {}
+        }
+        if !protocol.tls() {
+            let flag = if self.kafka_ca_secret.is_some() {
+                Some("--kafka-ca-secret")
+            } else if self.kafka_client_secret.is_some() {
+                Some("--kafka-client-secret")
+            } else {
+                None
+            };
+            if let Some(flag) = flag {
+                return Err(format!(
+                    "{flag}: {env}={} is not TLS (ssl or sasl_ssl is)",
+                    protocol.as_str()
+                ));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -111,6 +179,8 @@ pub struct Validated {
     pub brokers: String,
     pub kafka_security: sightline_ingest::kafka::Security,
     pub kafka_credentials_secret: Option<String>,
+    pub kafka_ca_secret: Option<SecretFile>,
+    pub kafka_client_secret: Option<ClientCertificateSecret>,
     pub clickhouse: ClickHouseTarget,
     pub collector: Workload,
     pub collector_scaling: Scaling,
@@ -184,6 +254,8 @@ pub fn validate(obj: &AnalyticsTenant, config: &OperatorConfig) -> Result<Valida
         brokers: config.brokers.clone(),
         kafka_security: config.kafka_security.clone(),
         kafka_credentials_secret: config.kafka_credentials_secret.clone(),
+        kafka_ca_secret: config.kafka_ca_secret.clone(),
+        kafka_client_secret: config.kafka_client_secret.clone(),
         clickhouse: ClickHouseTarget {
             url,
             credentials: spec
@@ -307,5 +379,46 @@ pub(crate) mod tests {
         .unwrap_err();
         assert!(e.to_string().contains("clickhouse.cluster"), "{e}");
         assert_eq!(e.reason(), "Invalid");
+    }
+
+    #[test]
+    fn the_workloads_kafka_secrets_must_fit_the_protocol_naming_the_flag() {
+        use sightline_ingest::kafka::{Mechanism, Protocol, Sasl, Security};
+        let mut config = OperatorConfig::example("analytics");
+        config.check_kafka().unwrap();
+        let sasl = Security {
+            protocol: Protocol::SaslSsl,
+            sasl: Some(Sasl {
+                mechanism: Mechanism::ScramSha256,
+                username: "u".into(),
+                password: "p".into(),
+            }),
+            ..Security::default()
+        };
+        config.kafka_security = sasl.clone();
+        let e = config.check_kafka().unwrap_err();
+        assert!(
+            e.starts_with("--kafka-credentials-secret is required with SIGHTLINE_KAFKA_SECURITY_PROTOCOL=sasl_ssl"),
+            "{e}"
+        );
+        config.kafka_credentials_secret = Some("kafka-credentials".into());
+        config.kafka_ca_secret = Some(SecretFile {
+            name: "ca".into(),
+            key: "ca.crt".into(),
+        });
+        config.check_kafka().unwrap();
+        // Plaintext: neither credentials nor certificates.
+        config.kafka_security = Security::default();
+        let e = config.check_kafka().unwrap_err();
+        assert!(
+            e.starts_with("--kafka-credentials-secret: SIGHTLINE_KAFKA_SECURITY_PROTOCOL=plaintext"),
+            "{e}"
+        );
+        config.kafka_credentials_secret = None;
+        let e = config.check_kafka().unwrap_err();
+        assert!(
+            e.starts_with("--kafka-ca-secret: SIGHTLINE_KAFKA_SECURITY_PROTOCOL=plaintext is not TLS"),
+            "{e}"
+        );
     }
 }

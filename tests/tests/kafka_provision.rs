@@ -172,7 +172,7 @@ async fn the_loaders_lag_is_what_their_group_has_not_committed() {
         .apply(&provisioner.plan(&[spec]).await.unwrap())
         .await
         .unwrap();
-    let producer: FutureProducer = sightline_ingest::kafka::client_config(&broker.bootstrap)
+    let producer: FutureProducer = sightline_ingest::kafka::client_config(&broker.bootstrap, &Default::default())
         .create()
         .unwrap();
     for i in 0..5 {
@@ -192,7 +192,7 @@ async fn the_loaders_lag_is_what_their_group_has_not_committed() {
         "a group that committed nothing lags by everything"
     );
     // A group that stored partition 0 up to its end lags by partition 1's events only.
-    let consumer: BaseConsumer = sightline_ingest::kafka::client_config(&broker.bootstrap)
+    let consumer: BaseConsumer = sightline_ingest::kafka::client_config(&broker.bootstrap, &Default::default())
         .set("group.id", "half-read")
         .create()
         .unwrap();

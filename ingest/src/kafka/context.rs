@@ -10,7 +10,9 @@
 //!
 //! `BrokerHealth` follows whether the brokers answer: librdkafka's AllBrokersDown error
 //! marks them down at once, and whoever sees an answer (a delivery, a probe, a fetch) marks
-//! them up. The collector answers 503 at once and is not ready while they are down; the
+//! them up. A broker that refuses the client's TLS or SASL (a certificate not accepted,
+//! wrong credentials) is down for that reason, which `reason` and the readiness log then
+//! give instead of librdkafka's bare "1/1 brokers are down". The collector answers 503 at once and is not ready while they are down; the
 //! loader is not ready.
 
 use std::collections::HashMap;
@@ -114,6 +116,8 @@ pub struct KafkaContext {
     client: Arc<str>,
     health: Arc<BrokerHealth>,
     repeats: Arc<Mutex<HashMap<String, Repeats>>>,
+    /// Why a broker last refused the connection (TLS or SASL), until one answers.
+    refused: Arc<Mutex<Option<String>>>,
 }
 
 impl KafkaContext {
@@ -122,6 +126,7 @@ impl KafkaContext {
             client: Arc::from(client.into()),
             health,
             repeats: Arc::default(),
+            refused: Arc::default(),
         }
     }
 
@@ -211,8 +216,19 @@ impl KafkaContext {
     /// comment says, and notes brokers that are all down.
     pub fn report(&self, error: &KafkaError, reason: &str) {
         let code = error.rdkafka_error_code();
-        if code == Some(RDKafkaErrorCode::AllBrokersDown) {
-            self.health.mark_down(&self.client, reason);
+        match code {
+            Some(RDKafkaErrorCode::SSL | RDKafkaErrorCode::Authentication) => {
+                *self.refused.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason.to_string());
+                self.health.mark_down(&self.client, reason);
+            }
+            Some(RDKafkaErrorCode::AllBrokersDown) => {
+                let refused = self.refused.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                match refused {
+                    Some(why) => self.health.mark_down(&self.client, &format!("{reason}: {why}")),
+                    None => self.health.mark_down(&self.client, reason),
+                }
+            }
+            _ => {}
         }
         let key = code.map(|c| format!("{c:?}")).unwrap_or_else(|| "other".into());
         let Some(repeated) = self.admit(format!("error:{key}")) else {
@@ -235,6 +251,7 @@ impl KafkaContext {
         if !self.health.reachable() {
             self.forget_repeats();
         }
+        *self.refused.lock().unwrap_or_else(|p| p.into_inner()) = None;
         self.health.mark_up(&self.client);
     }
 }
@@ -281,5 +298,28 @@ mod tests {
         assert!(health.reachable());
         // Its repeats are forgotten: the next outage is logged from its start.
         assert_eq!(context.admit("error:AllBrokersDown".into()), Some(0));
+    }
+
+    #[test]
+    fn a_refused_handshake_is_the_reason_the_brokers_are_down() {
+        let health = Arc::new(BrokerHealth::not_contacted());
+        let context = KafkaContext::new("test", health.clone());
+        let refused = "ssl://k:9093/bootstrap: SSL handshake failed: certificate verify failed";
+        context.error(KafkaError::Global(RDKafkaErrorCode::SSL), refused);
+        assert_eq!(health.reason().as_deref(), Some(refused));
+        assert!(health.known_down_for().is_some());
+        // librdkafka's AllBrokersDown that follows keeps the cause.
+        context.error(
+            KafkaError::Global(RDKafkaErrorCode::AllBrokersDown),
+            "1/1 brokers are down",
+        );
+        assert_eq!(health.reason().unwrap(), format!("1/1 brokers are down: {refused}"));
+        context.answered();
+        assert!(health.reachable());
+        context.error(
+            KafkaError::Global(RDKafkaErrorCode::AllBrokersDown),
+            "1/1 brokers are down",
+        );
+        assert_eq!(health.reason().as_deref(), Some("1/1 brokers are down"));
     }
 }

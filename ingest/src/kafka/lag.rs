@@ -12,7 +12,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::provision::{ErrorClass, ProvisionError};
-use super::{client_config_with, Security};
+use super::{client_config, Security};
 
 /// Events of `topic` (partitions `0..partitions`) not yet committed by `group`. Blocking
 /// librdkafka calls run on the blocking pool.
@@ -24,7 +24,7 @@ pub async fn group_lag(
     partitions: u32,
     timeout: Duration,
 ) -> Result<i64, ProvisionError> {
-    let consumer: BaseConsumer = client_config_with(brokers, security)
+    let consumer: BaseConsumer = client_config(brokers, security)
         .set("group.id", group)
         .set("enable.auto.commit", "false")
         .create()

@@ -9,11 +9,12 @@
 //! client removes such a member with a LeaveGroup request (v3+) that names its
 //! `group.instance.id` (`removeMembersFromConsumerGroup`); librdkafka has no such call, so
 //! this module sends it itself: ApiVersions, FindCoordinator, LeaveGroup, encoded by the
-//! `kafka-protocol` crate over a plain TCP connection.
+//! `kafka-protocol` crate.
 //!
-//! Only the `plaintext` security protocol is spoken here: with TLS or SASL configured
-//! (`SIGHTLINE_KAFKA_SECURITY_PROTOCOL`) removal is refused with that reason, and the
-//! member leaves when the broker's session timeout expires it.
+//! It connects as the librdkafka clients do (`Security`): over TLS with the OpenSSL they
+//! link (the same CA file, client certificate and key, broker host names verified), and
+//! authenticated by SASL (SaslHandshake v1 and SaslAuthenticate, KIP-152) with PLAIN or
+//! SCRAM-SHA-256/512 from the `rsasl` crate, before any other request.
 
 use std::time::Duration;
 
@@ -22,13 +23,15 @@ use kafka_protocol::messages::leave_group_request::MemberIdentity;
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, ApiVersionsResponse, DescribeGroupsRequest, DescribeGroupsResponse,
     FindCoordinatorRequest, FindCoordinatorResponse, GroupId, LeaveGroupRequest, LeaveGroupResponse, RequestHeader,
-    ResponseHeader,
+    ResponseHeader, SaslAuthenticateRequest, SaslAuthenticateResponse, SaslHandshakeRequest, SaslHandshakeResponse,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use openssl::ssl::SslConnector;
+use rsasl::prelude::{Mechname, MessageSent, SASLClient, SASLConfig, State};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::Security;
+use super::{Sasl, Security, SecurityError};
 
 /// Why removing members failed.
 #[derive(Debug, thiserror::Error)]
@@ -37,8 +40,12 @@ pub enum MembershipError {
     Unreachable { brokers: String, reason: String },
     #[error("the broker does not remove static members (it speaks LeaveGroup up to v{max}; v3, Kafka 2.4, is needed)")]
     Unsupported { max: i16 },
-    #[error("removing a member speaks plaintext only, and {protocol} is configured; the member leaves when the broker's session timeout expires it")]
-    Security { protocol: String },
+    #[error(transparent)]
+    Settings(#[from] SecurityError),
+    #[error("TLS with {broker} failed: {reason}")]
+    Tls { broker: String, reason: String },
+    #[error("SASL authentication with {broker} failed: {reason}")]
+    Authentication { broker: String, reason: String },
     #[error("{request}: the broker answered error {code} ({name})")]
     Broker {
         request: &'static str,
@@ -79,21 +86,13 @@ pub async fn remove_static_members(
     instance_ids: &[String],
     timeout: Duration,
 ) -> Result<Vec<(String, Removal)>, MembershipError> {
-    if let Some(protocol) = security
-        .protocol
-        .as_deref()
-        .filter(|p| !p.eq_ignore_ascii_case("plaintext"))
-    {
-        return Err(MembershipError::Security {
-            protocol: protocol.to_string(),
-        });
-    }
     if instance_ids.is_empty() {
         return Ok(Vec::new());
     }
+    let dialer = Dialer::new(security, timeout)?;
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
-        match try_remove(brokers, group, instance_ids, timeout).await {
+        match try_remove(&dialer, brokers, group, instance_ids).await {
             Err(MembershipError::Broker { code, .. })
                 if RETRIABLE.contains(&code) && tokio::time::Instant::now() < deadline =>
             {
@@ -104,21 +103,32 @@ pub async fn remove_static_members(
     }
 }
 
+/// Why the brokers refuse this client's TLS or SASL, if they do: what a connection to the
+/// bootstrap list, made as `remove_static_members` makes one, is refused with. `None` when
+/// one is accepted, or when none answers at all (that is no refusal). For errors of
+/// librdkafka clients that only say a request failed (the admin client gets no error
+/// events).
+pub async fn refusal(brokers: &str, security: &Security, timeout: Duration) -> Option<MembershipError> {
+    let dialer = Dialer::new(security, timeout).ok()?;
+    match dialer.to_any(brokers).await {
+        Err(e @ (MembershipError::Tls { .. } | MembershipError::Authentication { .. })) => Some(e),
+        _ => None,
+    }
+}
+
 async fn try_remove(
+    dialer: &Dialer,
     brokers: &str,
     group: &str,
     instance_ids: &[String],
-    timeout: Duration,
 ) -> Result<Vec<(String, Removal)>, MembershipError> {
-    let mut bootstrap = Connection::to_any(brokers, timeout).await?;
+    let mut bootstrap = dialer.to_any(brokers).await?;
     let leave_version = bootstrap.version(ApiKey::LeaveGroup, 3, 5)?;
     let coordinator = bootstrap.find_coordinator(group).await?;
     let mut coordinator = if coordinator == bootstrap.address {
         bootstrap
     } else {
-        let mut c = Connection::to(&coordinator, timeout).await?;
-        c.versions = bootstrap.versions.clone();
-        c
+        dialer.to(&coordinator).await?
     };
     // The members' ids, where the broker lists them: Kafka removes a static member named by
     // its instance id alone, other brokers (Tansu) only by instance and member id.
@@ -198,8 +208,11 @@ fn error_name(code: i16) -> &'static str {
         24 => "INVALID_GROUP_ID",
         25 => "UNKNOWN_MEMBER_ID",
         30 => "GROUP_AUTHORIZATION_FAILED",
+        33 => "UNSUPPORTED_SASL_MECHANISM",
+        34 => "ILLEGAL_SASL_STATE",
         35 => "UNSUPPORTED_VERSION",
         42 => "INVALID_REQUEST",
+        58 => "SASL_AUTHENTICATION_FAILED",
         69 => "GROUP_ID_NOT_FOUND",
         82 => "FENCED_INSTANCE_ID",
         _ => "see Kafka's protocol error codes",
@@ -214,10 +227,129 @@ fn instance_of(member_id: &str) -> Option<&str> {
     (uuid.len() == 36 && uuid::Uuid::parse_str(uuid).is_ok() && !instance.is_empty()).then_some(instance)
 }
 
+/// A byte stream to a broker: TCP, or TLS over TCP.
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+/// Opens connections to brokers as `Security` says: TLS, SASL, ApiVersions.
+struct Dialer {
+    tls: Option<SslConnector>,
+    sasl: Option<Sasl>,
+    timeout: Duration,
+}
+
+impl Dialer {
+    fn new(security: &Security, timeout: Duration) -> Result<Self, MembershipError> {
+        Ok(Self {
+            tls: match security.protocol.tls() {
+                true => Some(security.tls_connector()?),
+                false => None,
+            },
+            sasl: security.sasl.clone(),
+            timeout,
+        })
+    }
+
+    /// The first broker of the bootstrap list that answers ApiVersions (and accepts TLS and
+    /// SASL). When none does, a TLS or SASL failure is the error (it names the settings to
+    /// check); otherwise `Unreachable` with the last reason.
+    async fn to_any(&self, brokers: &str) -> Result<Connection, MembershipError> {
+        let mut last = None;
+        for address in brokers.split(',').map(str::trim).filter(|a| !a.is_empty()) {
+            match self.to(address).await {
+                Ok(c) => return Ok(c),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(match last {
+            Some(e @ (MembershipError::Tls { .. } | MembershipError::Authentication { .. })) => e,
+            Some(e) => MembershipError::Unreachable {
+                brokers: brokers.to_string(),
+                reason: e.to_string(),
+            },
+            None => MembershipError::Unreachable {
+                brokers: brokers.to_string(),
+                reason: "no address given".into(),
+            },
+        })
+    }
+
+    /// A connection to `address` (`host:port`), authenticated, with its API versions read.
+    async fn to(&self, address: &str) -> Result<Connection, MembershipError> {
+        let unreachable = |reason: String| MembershipError::Unreachable {
+            brokers: address.to_string(),
+            reason,
+        };
+        let timeout = self.timeout;
+        let tcp = tokio::time::timeout(timeout, TcpStream::connect(address))
+            .await
+            .map_err(|_| unreachable(format!("no connection within {timeout:?}")))?
+            .map_err(|e| unreachable(e.to_string()))?;
+        let _ = tcp.set_nodelay(true);
+        let stream: Box<dyn Io> = match &self.tls {
+            None => Box::new(tcp),
+            Some(connector) => Box::new(self.handshake(connector, address, tcp).await?),
+        };
+        let mut connection = Connection {
+            address: address.to_string(),
+            stream,
+            timeout,
+            correlation: 0,
+            versions: Vec::new(),
+        };
+        connection.api_versions().await?;
+        if let Some(sasl) = &self.sasl {
+            connection.authenticate(sasl).await?;
+        }
+        Ok(connection)
+    }
+
+    /// TLS over `tcp`, the broker's certificate checked against the CAs and `address`'s host.
+    async fn handshake(
+        &self,
+        connector: &SslConnector,
+        address: &str,
+        tcp: TcpStream,
+    ) -> Result<tokio_openssl::SslStream<TcpStream>, MembershipError> {
+        let failed = |reason: String| MembershipError::Tls {
+            broker: address.to_string(),
+            reason,
+        };
+        // `host:port`, `[v6]:port`: the host the certificate must name.
+        let host = address
+            .rsplit_once(':')
+            .map_or(address, |(host, _)| host)
+            .trim_start_matches('[')
+            .trim_end_matches(']');
+        let ssl = connector
+            .configure()
+            .and_then(|c| c.into_ssl(host))
+            .map_err(|e| failed(e.to_string()))?;
+        let mut stream = tokio_openssl::SslStream::new(ssl, tcp).map_err(|e| failed(e.to_string()))?;
+        let outcome = tokio::time::timeout(self.timeout, std::pin::Pin::new(&mut stream).connect()).await;
+        match outcome {
+            Err(_) => Err(failed(format!("no handshake within {:?}", self.timeout))),
+            Ok(Err(e)) => {
+                // OpenSSL's verdict on the certificate says more than the handshake's error.
+                let verify = stream.ssl().verify_result();
+                Err(failed(match verify.as_raw() {
+                    0 => e.to_string(),
+                    _ => format!(
+                        "the broker's certificate was not accepted: {} (check {})",
+                        verify.error_string(),
+                        Security::CA_FILE_ENV
+                    ),
+                }))
+            }
+            Ok(Ok(())) => Ok(stream),
+        }
+    }
+}
+
 /// One connection to one broker, with the API versions it speaks.
 struct Connection {
     address: String,
-    stream: TcpStream,
+    stream: Box<dyn Io>,
     timeout: Duration,
     correlation: i32,
     /// (api key, min, max) as the broker's ApiVersions answer lists them.
@@ -225,41 +357,78 @@ struct Connection {
 }
 
 impl Connection {
-    /// The first broker of the bootstrap list that answers ApiVersions.
-    async fn to_any(brokers: &str, timeout: Duration) -> Result<Self, MembershipError> {
-        let mut last = String::from("no address given");
-        for address in brokers.split(',').map(str::trim).filter(|a| !a.is_empty()) {
-            match Self::to(address, timeout).await {
-                Ok(mut c) => match c.api_versions().await {
-                    Ok(()) => return Ok(c),
-                    Err(e) => last = format!("{address}: {e}"),
-                },
-                Err(e) => last = e.to_string(),
-            }
-        }
-        Err(MembershipError::Unreachable {
-            brokers: brokers.to_string(),
-            reason: last,
-        })
-    }
-
-    async fn to(address: &str, timeout: Duration) -> Result<Self, MembershipError> {
-        let unreachable = |reason: String| MembershipError::Unreachable {
-            brokers: address.to_string(),
+    /// SASL (KIP-152): SaslHandshake v1 names the mechanism, then SaslAuthenticate carries
+    /// the mechanism's messages until it finished (PLAIN: one; SCRAM: two, and the server's
+    /// final message is verified).
+    async fn authenticate(&mut self, sasl: &Sasl) -> Result<(), MembershipError> {
+        let broker = self.address.clone();
+        let failed = |reason: String| MembershipError::Authentication {
+            broker: broker.clone(),
             reason,
         };
-        let stream = tokio::time::timeout(timeout, TcpStream::connect(address))
-            .await
-            .map_err(|_| unreachable(format!("no connection within {timeout:?}")))?
-            .map_err(|e| unreachable(e.to_string()))?;
-        let _ = stream.set_nodelay(true);
-        Ok(Self {
-            address: address.to_string(),
-            stream,
-            timeout,
-            correlation: 0,
-            versions: Vec::new(),
-        })
+        let mechanism = sasl.mechanism.as_str();
+        self.version(ApiKey::SaslHandshake, 1, 1)?;
+        let offered: SaslHandshakeResponse = self
+            .send(
+                ApiKey::SaslHandshake,
+                &SaslHandshakeRequest::default().with_mechanism(StrBytes::from_static_str(mechanism)),
+                1,
+                "SaslHandshake",
+            )
+            .await?;
+        if offered.error_code != 0 {
+            let offers: Vec<&str> = offered.mechanisms.iter().map(|m| m.as_str()).collect();
+            return Err(failed(format!(
+                "the broker does not offer {mechanism} ({}; it offers {offers:?})",
+                error_name(offered.error_code)
+            )));
+        }
+        let version = self.version(ApiKey::SaslAuthenticate, 0, 2)?;
+        let config = SASLConfig::with_credentials(None, sasl.username.clone(), sasl.password.clone())
+            .map_err(|e| failed(e.to_string()))?;
+        let name = Mechname::parse(mechanism.as_bytes()).map_err(|e| failed(e.to_string()))?;
+        let mut session = SASLClient::new(config)
+            .start_suggested(&[name])
+            .map_err(|e| failed(e.to_string()))?;
+        let mut input: Option<Bytes> = None;
+        loop {
+            let mut message = Vec::new();
+            let state = session
+                .step(input.as_deref(), &mut message)
+                // A SCRAM server says "unknown user" or "invalid proof" inside the exchange.
+                .map_err(|e| {
+                    failed(format!(
+                        "{mechanism}: {e} (check {} and {})",
+                        Security::SASL_USERNAME_ENV,
+                        Security::SASL_PASSWORD_ENV
+                    ))
+                })?;
+            if matches!(state, State::Finished(MessageSent::No)) {
+                return Ok(());
+            }
+            let answer: SaslAuthenticateResponse = self
+                .send(
+                    ApiKey::SaslAuthenticate,
+                    &SaslAuthenticateRequest::default().with_auth_bytes(Bytes::from(message)),
+                    version,
+                    "SaslAuthenticate",
+                )
+                .await?;
+            if answer.error_code != 0 {
+                let said = answer.error_message.as_ref().map(|m| m.to_string()).unwrap_or_default();
+                return Err(failed(format!(
+                    "{} ({}): {said} (check {} and {})",
+                    error_name(answer.error_code),
+                    answer.error_code,
+                    Security::SASL_USERNAME_ENV,
+                    Security::SASL_PASSWORD_ENV
+                )));
+            }
+            if matches!(state, State::Finished(_)) {
+                return Ok(());
+            }
+            input = Some(answer.auth_bytes);
+        }
     }
 
     async fn api_versions(&mut self) -> Result<(), MembershipError> {
@@ -422,19 +591,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn tls_and_sasl_are_refused_with_the_reason_and_nothing_is_sent() {
-        let security = Security {
-            protocol: Some("sasl_ssl".into()),
-            ..Security::default()
-        };
-        // An address nothing listens on: a refusal must come before any connection.
-        let e = remove_static_members("127.0.0.1:1", &security, "g", &["a".into()], Duration::from_secs(1))
-            .await
-            .unwrap_err();
-        assert!(
-            e.to_string().contains("sasl_ssl") && e.to_string().contains("session timeout"),
-            "{e}"
-        );
+    async fn an_absent_broker_is_unreachable_and_a_bad_tls_setting_stops_before_connecting() {
         let e = remove_static_members(
             "127.0.0.1:1",
             &Security::default(),
@@ -445,5 +602,20 @@ mod tests {
         .await
         .unwrap_err();
         assert!(matches!(e, MembershipError::Unreachable { .. }), "{e}");
+        // TLS with a CA file that is gone: refused before any connection, naming the variable.
+        let security = Security {
+            protocol: crate::kafka::Protocol::Ssl,
+            ca_file: Some("/nonexistent/ca.pem".into()),
+            ..Security::default()
+        };
+        let e = remove_static_members("127.0.0.1:1", &security, "g", &["a".into()], Duration::from_secs(1))
+            .await
+            .unwrap_err();
+        assert!(matches!(e, MembershipError::Settings(_)), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("SIGHTLINE_KAFKA_CA_FILE: /nonexistent/ca.pem"),
+            "{e}"
+        );
     }
 }

@@ -7,7 +7,10 @@ pub mod context;
 pub mod lag;
 pub mod membership;
 pub mod provision;
+pub mod security;
 pub mod sink;
+
+pub use security::{ClientCertificate, Mechanism, Protocol, Sasl, Security, SecurityError};
 
 /// The tenant's event topic and its dead-letter topic.
 pub fn topics(tenant: &str) -> [String; 2] {
@@ -17,64 +20,11 @@ pub fn topics(tenant: &str) -> [String; 2] {
     ]
 }
 
-/// How clients reach the brokers: TLS and SASL. Every role reads it from its environment
-/// (`Security::from_env`), so a cluster's pods get it the way they get the brokers.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Security {
-    /// librdkafka's `security.protocol`: `plaintext` (default), `ssl`, `sasl_plaintext`,
-    /// `sasl_ssl`. From `$SIGHTLINE_KAFKA_SECURITY_PROTOCOL`.
-    pub protocol: Option<String>,
-    /// `PLAIN`, `SCRAM-SHA-256` or `SCRAM-SHA-512` (`$SIGHTLINE_KAFKA_SASL_MECHANISM`).
-    pub sasl_mechanism: Option<String>,
-    /// `$SIGHTLINE_KAFKA_SASL_USERNAME` and `$SIGHTLINE_KAFKA_SASL_PASSWORD`.
-    pub sasl_username: Option<String>,
-    pub sasl_password: Option<String>,
-    /// A PEM file of CAs that sign the brokers' certificates (`$SIGHTLINE_KAFKA_CA_FILE`).
-    pub ca_file: Option<String>,
-}
-
-impl Security {
-    pub const PROTOCOL_ENV: &'static str = "SIGHTLINE_KAFKA_SECURITY_PROTOCOL";
-    pub const SASL_MECHANISM_ENV: &'static str = "SIGHTLINE_KAFKA_SASL_MECHANISM";
-    pub const SASL_USERNAME_ENV: &'static str = "SIGHTLINE_KAFKA_SASL_USERNAME";
-    pub const SASL_PASSWORD_ENV: &'static str = "SIGHTLINE_KAFKA_SASL_PASSWORD";
-    pub const CA_FILE_ENV: &'static str = "SIGHTLINE_KAFKA_CA_FILE";
-
-    pub fn from_env() -> Self {
-        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
-        Self {
-            protocol: var(Self::PROTOCOL_ENV),
-            sasl_mechanism: var(Self::SASL_MECHANISM_ENV),
-            sasl_username: var(Self::SASL_USERNAME_ENV),
-            sasl_password: var(Self::SASL_PASSWORD_ENV),
-            ca_file: var(Self::CA_FILE_ENV),
-        }
-    }
-
-    fn apply(&self, config: &mut rdkafka::ClientConfig) {
-        for (key, value) in [
-            ("security.protocol", &self.protocol),
-            ("sasl.mechanism", &self.sasl_mechanism),
-            ("sasl.username", &self.sasl_username),
-            ("sasl.password", &self.sasl_password),
-            ("ssl.ca.location", &self.ca_file),
-        ] {
-            if let Some(value) = value {
-                config.set(key, value);
-            }
-        }
-    }
-}
-
-/// A librdkafka client configuration with the bootstrap servers, the TLS/SASL settings of
-/// the environment (`Security::from_env`), and librdkafka's protocol debug contexts when
-/// `$SIGHTLINE_KAFKA_DEBUG` names some (e.g. `broker,protocol,eos`).
-pub fn client_config(brokers: &str) -> rdkafka::ClientConfig {
-    client_config_with(brokers, &Security::from_env())
-}
-
-/// Like `client_config`, with explicit TLS/SASL settings.
-pub fn client_config_with(brokers: &str, security: &Security) -> rdkafka::ClientConfig {
+/// A librdkafka client configuration with the bootstrap servers, the TLS/SASL settings
+/// (`Security`, which every role reads from its environment at start), and librdkafka's
+/// protocol debug contexts when `$SIGHTLINE_KAFKA_DEBUG` names some (e.g.
+/// `broker,protocol,security`).
+pub fn client_config(brokers: &str, security: &Security) -> rdkafka::ClientConfig {
     let mut config = rdkafka::ClientConfig::new();
     config.set("bootstrap.servers", brokers);
     security.apply(&mut config);
@@ -111,21 +61,42 @@ mod tests {
     #[test]
     fn security_settings_reach_the_client_configuration() {
         let security = Security {
-            protocol: Some("sasl_ssl".into()),
-            sasl_mechanism: Some("SCRAM-SHA-512".into()),
-            sasl_username: Some("sightline".into()),
-            sasl_password: Some("pw".into()),
+            protocol: Protocol::SaslSsl,
+            sasl: Some(Sasl {
+                mechanism: Mechanism::ScramSha512,
+                username: "sightline".into(),
+                password: "pw".into(),
+            }),
             ca_file: Some("/etc/kafka/ca.pem".into()),
+            client_certificate: Some(ClientCertificate {
+                cert_file: "/etc/kafka/user.crt".into(),
+                key_file: "/etc/kafka/user.key".into(),
+                key_password: Some("kpw".into()),
+            }),
         };
-        let config = client_config_with("k:9093", &security);
+        let config = client_config("k:9093", &security);
         assert_eq!(config.get("bootstrap.servers"), Some("k:9093"));
         assert_eq!(config.get("security.protocol"), Some("sasl_ssl"));
         assert_eq!(config.get("sasl.mechanism"), Some("SCRAM-SHA-512"));
         assert_eq!(config.get("sasl.username"), Some("sightline"));
+        assert_eq!(config.get("sasl.password"), Some("pw"));
         assert_eq!(config.get("ssl.ca.location"), Some("/etc/kafka/ca.pem"));
+        assert_eq!(config.get("ssl.certificate.location"), Some("/etc/kafka/user.crt"));
+        assert_eq!(config.get("ssl.key.location"), Some("/etc/kafka/user.key"));
+        assert_eq!(config.get("ssl.key.password"), Some("kpw"));
+        // TLS without a CA file: the system's CAs, wherever they are (not OpenSSL's
+        // compiled-in directory, which distroless lacks).
+        let public_ca = Security {
+            protocol: Protocol::Ssl,
+            ..Security::default()
+        };
         assert_eq!(
-            client_config_with("k:9092", &Security::default()).get("security.protocol"),
-            None
+            client_config("k:9093", &public_ca).get("ssl.ca.location"),
+            Some("probe")
         );
+        let plain = client_config("k:9092", &Security::default());
+        assert_eq!(plain.get("security.protocol"), Some("plaintext"));
+        assert_eq!(plain.get("ssl.ca.location"), None);
+        assert_eq!(plain.get("sasl.mechanism"), None);
     }
 }

@@ -24,7 +24,7 @@ use rdkafka::types::RDKafkaErrorCode;
 use sightline_core::spec::Tenant;
 
 use super::context::{BrokerHealth, KafkaContext};
-use super::{client_config_with, topics, Security};
+use super::{client_config, topics, Security};
 
 /// The topic setting the spec owns.
 pub const RETENTION_MS: &str = "retention.ms";
@@ -275,6 +275,9 @@ fn refused_creation(topic: &str, spec: &TopicSpec, code: RDKafkaErrorCode) -> Pr
 
 pub struct Provisioner {
     admin: Arc<AdminClient<KafkaContext>>,
+    /// Where and how it connects, to say why the brokers refuse it (`explained`).
+    brokers: String,
+    security: Security,
     timeout: Duration,
 }
 
@@ -283,7 +286,7 @@ impl Provisioner {
     pub fn new(brokers: &str, security: &Security) -> Result<Self, ProvisionError> {
         // librdkafka's errors logged once each (`KafkaContext`).
         let context = KafkaContext::new("provision", Arc::new(BrokerHealth::not_contacted()));
-        let admin = client_config_with(brokers, security)
+        let admin = client_config(brokers, security)
             .create_with_context(context)
             .map_err(|e| ProvisionError {
                 class: ErrorClass::Invalid,
@@ -293,6 +296,8 @@ impl Provisioner {
             })?;
         Ok(Self {
             admin: Arc::new(admin),
+            brokers: brokers.to_string(),
+            security: security.clone(),
             timeout: Duration::from_secs(15),
         })
     }
@@ -324,6 +329,25 @@ impl Provisioner {
 
     /// Carries out planned actions in order.
     pub async fn apply(&self, actions: &[Action]) -> Result<Vec<(String, Change)>, ProvisionError> {
+        match self.apply_unexplained(actions).await {
+            Err(e) => Err(self.explained(e).await),
+            ok => ok,
+        }
+    }
+
+    /// A broker that is unavailable because it refuses the connection (TLS, SASL): the
+    /// error says why, not only that a request failed (the admin client gets no error
+    /// events from librdkafka, so a connection like `membership`'s asks).
+    async fn explained(&self, mut e: ProvisionError) -> ProvisionError {
+        if e.class == ErrorClass::Unavailable {
+            if let Some(why) = super::membership::refusal(&self.brokers, &self.security, Duration::from_secs(5)).await {
+                e.message = format!("{}; the broker refused the connection: {why}", e.message);
+            }
+        }
+        e
+    }
+
+    async fn apply_unexplained(&self, actions: &[Action]) -> Result<Vec<(String, Change)>, ProvisionError> {
         let mut changes = Vec::new();
         for action in actions {
             match action {
@@ -398,7 +422,14 @@ impl Provisioner {
 
     /// Deletes the topics that exist of `names`; returns those it deleted.
     pub async fn delete(&self, names: &[String]) -> Result<Vec<(String, Change)>, ProvisionError> {
-        let existing = self.describe_all(names).await?;
+        match self.delete_unexplained(names).await {
+            Err(e) => Err(self.explained(e).await),
+            ok => ok,
+        }
+    }
+
+    async fn delete_unexplained(&self, names: &[String]) -> Result<Vec<(String, Change)>, ProvisionError> {
+        let existing = self.describe_all_unexplained(names).await?;
         let doomed: Vec<&str> = names
             .iter()
             .filter(|n| existing.contains_key(*n))
@@ -433,6 +464,13 @@ impl Provisioner {
 
     /// The states of those of `names` that exist.
     pub async fn describe_all(&self, names: &[String]) -> Result<BTreeMap<String, TopicState>, ProvisionError> {
+        match self.describe_all_unexplained(names).await {
+            Err(e) => Err(self.explained(e).await),
+            ok => ok,
+        }
+    }
+
+    async fn describe_all_unexplained(&self, names: &[String]) -> Result<BTreeMap<String, TopicState>, ProvisionError> {
         // Metadata for all topics: asking about one topic by name makes brokers with
         // auto-creation create it with their default partitions, behind our back.
         // librdkafka's metadata call blocks, so it runs on the blocking pool (block_in_place

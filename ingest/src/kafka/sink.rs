@@ -23,13 +23,15 @@ use sightline_core::event::RawEvent;
 use uuid::Uuid;
 
 use super::context::{BrokerHealth, KafkaContext};
-use super::{client_config, topics, Envelope};
+use super::{client_config, topics, Envelope, Security};
 use crate::error::Error;
 use crate::sink::EventSink;
 
 #[derive(Clone, Debug)]
 pub struct KafkaSinkConfig {
     pub brokers: String,
+    /// TLS and SASL (`Security::from_env`).
+    pub security: Security,
     /// How long an event may wait for the broker before the request fails with 503.
     pub delivery_timeout: Duration,
     /// Messages buffered in the producer before new requests get 503 at once: one message
@@ -106,7 +108,7 @@ impl KafkaSink {
     }
 
     fn producer(config: &KafkaSinkConfig, context: &KafkaContext) -> Result<CollectorProducer, KafkaError> {
-        client_config(&config.brokers)
+        client_config(&config.brokers, &config.security)
             .set("acks", "all")
             .set("enable.idempotence", "true")
             .set("compression.type", "lz4")

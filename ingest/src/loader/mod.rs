@@ -34,13 +34,15 @@ use tracing::Instrument;
 
 use crate::error::Error;
 use crate::kafka::context::{BrokerHealth, KafkaContext};
-use crate::kafka::{client_config, topics};
+use crate::kafka::{client_config, topics, Security};
 use crate::metrics::{LoaderMetrics, TenantLabels};
 use reader::{Batch, Gate, LoaderContext, Origin, Reader};
 
 #[derive(Clone, Debug)]
 pub struct LoaderConfig {
     pub brokers: String,
+    /// TLS and SASL (`Security::from_env`).
+    pub security: Security,
     /// A batch closes at this many events ...
     pub max_events: usize,
     /// ... or this long after its first message.
@@ -60,6 +62,7 @@ impl Default for LoaderConfig {
     fn default() -> Self {
         Self {
             brokers: String::new(),
+            security: Security::default(),
             max_events: 5_000,
             max_wait: Duration::from_millis(250),
             session_timeout: Duration::from_secs(10),
@@ -156,7 +159,7 @@ impl Loader {
             gate: gate.clone(),
             kafka: kafka.clone(),
         };
-        let mut consumer_config = client_config(&config.brokers);
+        let mut consumer_config = client_config(&config.brokers, &config.security);
         consumer_config
             .set("group.id", group_id(&name))
             .set("enable.auto.commit", "false")
@@ -178,7 +181,7 @@ impl Loader {
             consumer_config.set("group.instance.id", id);
         }
         let consumer: reader::Consumer = consumer_config.create_with_context(context)?;
-        let dlq: FutureProducer<KafkaContext> = client_config(&config.brokers)
+        let dlq: FutureProducer<KafkaContext> = client_config(&config.brokers, &config.security)
             .set("acks", "all")
             .set("enable.idempotence", "true")
             .create_with_context(kafka.clone())?;

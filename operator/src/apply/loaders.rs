@@ -32,15 +32,6 @@ pub async fn retire(v: &Validated, pods: Option<i32>, policy: Policy) {
     if pods > wanted || !policy.write {
         return;
     }
-    let plaintext = v
-        .kafka_security
-        .protocol
-        .as_deref()
-        .is_none_or(|p| p.eq_ignore_ascii_case("plaintext"));
-    if !plaintext {
-        tracing::debug!(tenant = %v.names.tenant, "loader memberships are left to the broker's session timeout (TLS/SASL)");
-        return;
-    }
     let tenant = v.tenant.name.as_str();
     let workload = v.names.workload(Role::Loader);
     let gone: Vec<String> = (wanted..v.tenant.spec.kafka.partitions as i32)

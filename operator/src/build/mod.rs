@@ -460,7 +460,8 @@ mod tests {
 mod golden {
     use super::*;
     use crate::validate::tests::object;
-    use crate::validate::{validate, OperatorConfig};
+    use crate::validate::{validate, ClientCertificateSecret, OperatorConfig, SecretFile};
+    use sightline_ingest::kafka::{Mechanism, Protocol, Sasl, Security};
 
     /// A tenant that sets what the templates read: resources, credentials, autoscaling.
     const SPEC: &str = "sites: { allowed: [{ id: shop.example.com }] }\n\
@@ -473,8 +474,26 @@ mod golden {
         let mut config = OperatorConfig::example("analytics");
         config.image = "registry.example/sightline:1.2.3".into();
         config.kafka_credentials_secret = Some("kafka-credentials".into());
-        config.kafka_security.protocol = Some("SASL_SSL".into());
-        config.kafka_security.sasl_mechanism = Some("SCRAM-SHA-512".into());
+        config.kafka_security = Security {
+            protocol: Protocol::SaslSsl,
+            sasl: Some(Sasl {
+                mechanism: Mechanism::ScramSha512,
+                username: "operator".into(),
+                password: "operator-password".into(),
+            }),
+            ..Security::default()
+        };
+        // A Strimzi cluster's CA Secret and KafkaUser Secret (mTLS).
+        config.kafka_ca_secret = Some(SecretFile {
+            name: "kafka-cluster-ca-cert".into(),
+            key: "ca.crt".into(),
+        });
+        config.kafka_client_secret = Some(ClientCertificateSecret {
+            name: "sightline-kafka-user".into(),
+            certificate: "user.crt".into(),
+            key: "user.key".into(),
+        });
+        config.check_kafka().unwrap();
         let v = validate(&object("acme", SPEC), &config).unwrap();
         build(&v, None).unwrap()
     }

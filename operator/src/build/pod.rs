@@ -11,13 +11,13 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource,
-    HTTPGetAction, ObjectFieldSelector, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements,
-    SeccompProfile, SecretKeySelector, SecurityContext, Volume, VolumeMount,
+    HTTPGetAction, KeyToPath, ObjectFieldSelector, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
+    ResourceRequirements, SeccompProfile, SecretKeySelector, SecretVolumeSource, SecurityContext, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use sightline_ingest::kafka::Security;
+use sightline_ingest::kafka::{Protocol, Security};
 
 use crate::names::{Role, OPS_PORT};
 use crate::validate::{Resources, Validated, Workload};
@@ -30,6 +30,10 @@ pub const DATA_DIR: &str = "/var/lib/sightline";
 pub const SECRET_KEY: &str = "secret";
 /// The uid the container runs as (the distroless "nonroot" user).
 pub const RUN_AS_USER: i64 = 65532;
+/// Where the Kafka CA Secret's certificate is mounted (`SIGHTLINE_KAFKA_CA_FILE`).
+pub const KAFKA_CA_DIR: &str = "/etc/sightline/kafka/ca";
+/// Where the Kafka client certificate Secret is mounted (`SIGHTLINE_KAFKA_CERT_FILE`, `_KEY_FILE`).
+pub const KAFKA_CLIENT_DIR: &str = "/etc/sightline/kafka/client";
 
 /// The pod template of a role: its container runs `sightline <role> <args>`.
 pub fn template(
@@ -83,6 +87,50 @@ pub fn template(
         );
     }
     all_args.extend(args);
+    let mut volume_mounts = vec![
+        VolumeMount {
+            name: "tenants".into(),
+            mount_path: TENANTS_DIR.into(),
+            read_only: Some(true),
+            ..Default::default()
+        },
+        VolumeMount {
+            name: "data".into(),
+            mount_path: DATA_DIR.into(),
+            ..Default::default()
+        },
+        VolumeMount {
+            name: "tmp".into(),
+            mount_path: "/tmp".into(),
+            ..Default::default()
+        },
+    ];
+    let mut volumes = vec![
+        Volume {
+            name: "tenants".into(),
+            config_map: Some(ConfigMapVolumeSource {
+                name: v.names.config_map(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+        Volume {
+            name: "data".into(),
+            empty_dir: Some(EmptyDirVolumeSource::default()),
+            ..Default::default()
+        },
+        Volume {
+            name: "tmp".into(),
+            empty_dir: Some(EmptyDirVolumeSource::default()),
+            ..Default::default()
+        },
+    ];
+    if matches!(role, Role::Collector | Role::Loader) {
+        for (volume, mount) in kafka_tls_volumes(v) {
+            volumes.push(volume);
+            volume_mounts.push(mount);
+        }
+    }
     let container = Container {
         name: role.as_str().to_string(),
         image: Some(v.image.clone()),
@@ -103,24 +151,7 @@ pub fn template(
             }),
             ..Default::default()
         }),
-        volume_mounts: Some(vec![
-            VolumeMount {
-                name: "tenants".into(),
-                mount_path: TENANTS_DIR.into(),
-                read_only: Some(true),
-                ..Default::default()
-            },
-            VolumeMount {
-                name: "data".into(),
-                mount_path: DATA_DIR.into(),
-                ..Default::default()
-            },
-            VolumeMount {
-                name: "tmp".into(),
-                mount_path: "/tmp".into(),
-                ..Default::default()
-            },
-        ]),
+        volume_mounts: Some(volume_mounts),
         ..Default::default()
     };
     PodTemplateSpec {
@@ -145,26 +176,7 @@ pub fn template(
             // A loader or collector finishing its batch on SIGTERM needs a moment.
             termination_grace_period_seconds: Some(60),
             automount_service_account_token: Some(false),
-            volumes: Some(vec![
-                Volume {
-                    name: "tenants".into(),
-                    config_map: Some(ConfigMapVolumeSource {
-                        name: v.names.config_map(),
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                },
-                Volume {
-                    name: "data".into(),
-                    empty_dir: Some(EmptyDirVolumeSource::default()),
-                    ..Default::default()
-                },
-                Volume {
-                    name: "tmp".into(),
-                    empty_dir: Some(EmptyDirVolumeSource::default()),
-                    ..Default::default()
-                },
-            ]),
+            volumes: Some(volumes),
             ..Default::default()
         }),
     }
@@ -234,23 +246,85 @@ pub fn signing_secret_env(v: &Validated) -> EnvVar {
     )
 }
 
-/// Brokers and TLS/SASL settings (collector and loader).
+/// Brokers and TLS/SASL settings (collector and loader): the operator's protocol and
+/// mechanism, the SASL credentials from their Secret, and the paths where
+/// `kafka_tls_volumes` mounts the CA and the client certificate.
 pub fn kafka_env(v: &Validated) -> Vec<EnvVar> {
     let mut vars = vec![env("SIGHTLINE_KAFKA_BROKERS", &v.brokers)];
     let s = &v.kafka_security;
-    for (name, value) in [
-        (Security::PROTOCOL_ENV, &s.protocol),
-        (Security::SASL_MECHANISM_ENV, &s.sasl_mechanism),
-    ] {
-        if let Some(value) = value {
-            vars.push(env(name, value));
-        }
+    if s.protocol != Protocol::Plaintext {
+        vars.push(env(Security::PROTOCOL_ENV, s.protocol.as_str()));
+    }
+    if let Some(sasl) = &s.sasl {
+        vars.push(env(Security::SASL_MECHANISM_ENV, sasl.mechanism.as_str()));
     }
     if let Some(secret) = &v.kafka_credentials_secret {
         vars.push(env_from_secret(Security::SASL_USERNAME_ENV, secret, "username"));
         vars.push(env_from_secret(Security::SASL_PASSWORD_ENV, secret, "password"));
     }
+    if v.kafka_ca_secret.is_some() {
+        vars.push(env(Security::CA_FILE_ENV, &format!("{KAFKA_CA_DIR}/ca.crt")));
+    }
+    if v.kafka_client_secret.is_some() {
+        vars.push(env(Security::CERT_FILE_ENV, &format!("{KAFKA_CLIENT_DIR}/tls.crt")));
+        vars.push(env(Security::KEY_FILE_ENV, &format!("{KAFKA_CLIENT_DIR}/tls.key")));
+    }
     vars
+}
+
+/// The Kafka CA and client certificate Secrets as read-only volumes (their keys under fixed
+/// file names, readable by the pod's group only: the key is a secret), with their mounts.
+fn kafka_tls_volumes(v: &Validated) -> Vec<(Volume, VolumeMount)> {
+    let secret_volume = |name: &str, secret: &str, items: Vec<(&str, &str)>, dir: &str| {
+        (
+            Volume {
+                name: name.into(),
+                secret: Some(SecretVolumeSource {
+                    secret_name: Some(secret.into()),
+                    items: Some(
+                        items
+                            .into_iter()
+                            .map(|(key, path)| KeyToPath {
+                                key: key.into(),
+                                path: path.into(),
+                                ..Default::default()
+                            })
+                            .collect(),
+                    ),
+                    default_mode: Some(0o440),
+                    optional: Some(false),
+                }),
+                ..Default::default()
+            },
+            VolumeMount {
+                name: name.into(),
+                mount_path: dir.into(),
+                read_only: Some(true),
+                ..Default::default()
+            },
+        )
+    };
+    let mut volumes = Vec::new();
+    if let Some(ca) = &v.kafka_ca_secret {
+        volumes.push(secret_volume(
+            "kafka-ca",
+            &ca.name,
+            vec![(ca.key.as_str(), "ca.crt")],
+            KAFKA_CA_DIR,
+        ));
+    }
+    if let Some(client) = &v.kafka_client_secret {
+        volumes.push(secret_volume(
+            "kafka-client",
+            &client.name,
+            vec![
+                (client.certificate.as_str(), "tls.crt"),
+                (client.key.as_str(), "tls.key"),
+            ],
+            KAFKA_CLIENT_DIR,
+        ));
+    }
+    volumes
 }
 
 /// The ClickHouse URL and credentials (loader and query).
