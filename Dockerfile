@@ -5,9 +5,10 @@
 #   docker build -t sightline:dev .                                   # target `cluster` (the default)
 #   docker build --target standalone -t sightline:dev-standalone .
 #
-# `cluster`: the binary on distroless cc (glibc, CA certificates; no shell, no package
-# manager), run as distroless's nonroot user 65532, the uid the operator's pods run as. The
-# roles in a cluster reach ClickHouse over HTTP and never load libchdb, so it is left out.
+# `cluster`: the binary on distroless cc (glibc, OpenSSL, CA certificates; no shell, no
+# package manager), run as distroless's nonroot user 65532, the uid the operator's pods run
+# as. The roles in a cluster reach ClickHouse over HTTP and never load libchdb, so it is
+# left out.
 # `standalone`: the same plus libchdb (the embedded engine, loaded at run time from
 # /usr/local/lib/sightline/libchdb.so), the example tenant and a data volume.
 #
@@ -23,14 +24,18 @@ FROM node:${NODE_VERSION}-bookworm-slim AS deps
 WORKDIR /src
 COPY scripts/install-deps.sh scripts/tools-path.sh scripts/
 ENV SIGHTLINE_LIB_DIR=/usr/local/lib/sightline
-RUN ["./scripts/install-deps.sh", "--no-libchdb"]
+RUN ["./scripts/install-deps.sh", "--no-libchdb", "--no-build-libs"]
 
 # libchdb, pinned in the same script; only the standalone image takes it.
 FROM deps AS libchdb
-RUN ["./scripts/install-deps.sh"]
+RUN ["./scripts/install-deps.sh", "--no-build-libs"]
 
 FROM rust:${RUST_VERSION}-bookworm AS build
 WORKDIR /src
+# The C toolchain and the OpenSSL 3 headers librdkafka's TLS and SCRAM build against, from
+# the same script (the rust image normally has them: then it only checks).
+COPY scripts/install-deps.sh scripts/tools-path.sh scripts/
+RUN ["./scripts/install-deps.sh", "--build-libs"]
 COPY --from=deps /usr/local/lib/sightline/ua /usr/local/lib/sightline/ua
 COPY . .
 # The registry and target directory are build caches, so the binary is copied out of them.
@@ -40,7 +45,9 @@ RUN --mount=type=cache,id=sightline-cargo-registry,target=/usr/local/cargo/regis
     && install -D -m 0755 target/release/sightline /out/bin/sightline \
     && install -d -m 0700 /out/data
 
-# Debian 12's glibc, as the build stage's bookworm.
+# Debian 12's glibc and OpenSSL 3.0 (libssl3), as the build stage's bookworm: distroless cc
+# is distroless base (glibc, libssl3, CA certificates) plus libgcc and libstdc++, which is
+# every library the binary links (tests/tests/packaging.rs checks its dynamic section).
 FROM gcr.io/distroless/cc-debian12:nonroot AS runtime
 LABEL org.opencontainers.image.title="sightline" \
       org.opencontainers.image.description="Sightline, an open analytics backend: one binary for every role" \

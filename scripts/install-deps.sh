@@ -1,22 +1,30 @@
 #!/usr/bin/env bash
-# Installs everything Sightline needs to build and run on a fresh machine (libchdb, the
-# user-agent data the build embeds); with --tests, also what the test suite needs
-# (cargo-nextest, cargo-fuzz, Chromium, curl, the noida-db and Tansu Kafka brokers,
-# kubernetes-validate, Helm, hadolint, the npm packages of web/); --no-libchdb leaves
-# libchdb out (the Dockerfile's build stage).
+# Installs everything Sightline needs to build and run on a fresh machine (the C toolchain
+# and OpenSSL headers the Kafka client's build links, libchdb, the user-agent data the
+# build embeds); with --tests, also what the test suite needs (cargo-nextest, cargo-fuzz,
+# Chromium, curl, the noida-db and Tansu Kafka brokers, kubernetes-validate, Helm,
+# hadolint, the npm packages of web/). For the Dockerfile's stages: --build-libs installs
+# only the C toolchain and libraries (the build stage); --no-build-libs leaves them out and
+# --no-libchdb leaves libchdb out (the stages that only fetch files).
 # Idempotent: each step checks first. Used by the README's two commands, .ci/run and the
 # Dockerfile.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 for_tests=false
 with_libchdb=true
+only_build_libs=false
+with_build_libs=true
 for arg in "$@"; do
   case "$arg" in
     --tests) for_tests=true ;;
-    # The image's build stage (Dockerfile): the user-agent data the build embeds, no
+    # The image's user-agent data stage (Dockerfile): the data the build embeds, no
     # libchdb (only the standalone variant carries it).
     --no-libchdb) with_libchdb=false ;;
-    *) echo "usage: $0 [--tests] [--no-libchdb]" >&2; exit 2 ;;
+    # The image's build stage (Dockerfile): only what cargo's C builds need.
+    --build-libs) only_build_libs=true ;;
+    # The image's stages that only fetch files (the user-agent data, libchdb).
+    --no-build-libs) with_build_libs=false ;;
+    *) echo "usage: $0 [--tests] [--no-libchdb] [--build-libs | --no-build-libs]" >&2; exit 2 ;;
   esac
 done
 SUDO=""
@@ -38,6 +46,25 @@ UA_DATA_DIR="${SIGHTLINE_UA_DATA:-$CHDB_DIR/ua}"
 . scripts/tools-path.sh
 
 log() { printf '[install-deps] %s\n' "$*" >&2; }
+
+install_build_libs() {
+  # rdkafka-sys compiles librdkafka (a C compiler, make) with TLS and SASL/SCRAM against
+  # the system OpenSSL 3 (libssl-dev, found through pkg-config by openssl-sys); the
+  # runtime needs only libssl3, which every Debian/Ubuntu and the distroless image have.
+  if command -v cc >/dev/null && command -v make >/dev/null && command -v pkg-config >/dev/null \
+     && pkg-config --exists 'openssl >= 3'; then
+    log "C toolchain, pkg-config and OpenSSL $(pkg-config --modversion openssl) headers already installed"
+    return
+  fi
+  command -v apt-get >/dev/null || {
+    log "a C compiler, make, pkg-config and the OpenSSL 3 headers (libssl-dev) are required; install them with your package manager"
+    exit 1
+  }
+  log "installing a C toolchain, pkg-config and libssl-dev (librdkafka's build, with TLS)"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
+    build-essential pkg-config libssl-dev >/dev/null
+}
 
 install_libchdb() {
   if [ -f "$CHDB_DIR/libchdb.so" ] && [ "$(cat "$CHDB_DIR/VERSION" 2>/dev/null)" = "$CHDB_VERSION" ]; then
@@ -194,6 +221,13 @@ install_tracker_deps() {
   (cd web && npm ci --no-audit --no-fund --silent)
 }
 
+if $with_build_libs; then
+  install_build_libs
+fi
+if $only_build_libs; then
+  log "done"
+  exit 0
+fi
 if $with_libchdb; then
   install_libchdb
 fi

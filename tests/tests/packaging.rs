@@ -475,9 +475,19 @@ fn the_dockerfile_builds_the_binary_and_takes_its_pins_from_the_install_script()
             "the Dockerfile repeats the pin {pin}{value}"
         );
     }
-    assert!(lines.contains(&r#"RUN ["./scripts/install-deps.sh", "--no-libchdb"]"#));
-    assert!(lines.contains(&r#"RUN ["./scripts/install-deps.sh"]"#));
+    assert!(lines.contains(&r#"RUN ["./scripts/install-deps.sh", "--no-libchdb", "--no-build-libs"]"#));
+    assert!(lines.contains(&r#"RUN ["./scripts/install-deps.sh", "--no-build-libs"]"#));
     assert!(install.contains("--no-libchdb) with_libchdb=false"));
+    // The build stage gets the C toolchain and OpenSSL headers from the same script, before
+    // the build.
+    let build_libs = lines
+        .iter()
+        .position(|l| *l == r#"RUN ["./scripts/install-deps.sh", "--build-libs"]"#)
+        .expect("the build stage runs install-deps.sh --build-libs");
+    let cargo = lines.iter().position(|l| l.contains("cargo build --release")).unwrap();
+    let build_from = lines.iter().position(|l| l.ends_with("AS build")).unwrap();
+    assert!(build_from < build_libs && build_libs < cargo);
+    assert!(install.contains("--build-libs) only_build_libs=true") && install.contains("libssl-dev"));
     assert!(install.contains(r#"CHDB_DIR="${SIGHTLINE_LIB_DIR:-/usr/local/lib/sightline}""#));
     assert!(lines.contains(&"ENV SIGHTLINE_LIB_DIR=/usr/local/lib/sightline"));
     assert!(dockerfile
@@ -533,6 +543,38 @@ fn the_dockerfile_builds_the_binary_and_takes_its_pins_from_the_install_script()
     assert!(version(rust) >= version(msrv), "rust {rust} < rust-version {msrv}");
     assert!(dockerfile.contains("FROM rust:${RUST_VERSION}-bookworm AS build"));
     assert!(dockerfile.contains("FROM gcr.io/distroless/cc-debian12:nonroot AS runtime"));
+    // The binary links only what distroless cc-debian12 has: glibc, libgcc and libstdc++ (the
+    // cc image) and OpenSSL 3 (libssl3, in the base it builds on; librdkafka's TLS). The
+    // build here is on the same Debian 12 as the image's build stage.
+    let ldd = Command::new("ldd").arg(binary()).output().expect("ldd");
+    assert!(ldd.status.success(), "ldd {}", binary().display());
+    let runtime = [
+        "linux-vdso.so.1",
+        "libc.so.6",
+        "libm.so.6",
+        "libdl.so.2",
+        "libpthread.so.0",
+        "librt.so.1",
+        "libgcc_s.so.1",
+        "libstdc++.so.6",
+        "libssl.so.3",
+        "libcrypto.so.3",
+    ];
+    let linked: Vec<String> = String::from_utf8_lossy(&ldd.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+        .filter(|lib| !lib.contains("ld-linux"))
+        .collect();
+    assert!(
+        linked.iter().any(|l| l == "libssl.so.3"),
+        "TLS links the system OpenSSL: {linked:?}"
+    );
+    for lib in &linked {
+        assert!(
+            runtime.contains(&lib.as_str()),
+            "{lib} is not in distroless cc-debian12: {linked:?}"
+        );
+    }
     // The default target (the last stage) is the cluster image, without libchdb.
     let last_from = lines.iter().rev().find(|l| l.starts_with("FROM ")).unwrap();
     assert_eq!(*last_from, "FROM runtime AS cluster");
