@@ -2,6 +2,7 @@
 //! fixture, mint tokens with a known secret, and stop or kill it.
 
 pub mod clickhouse_front;
+pub mod kafka_tls;
 pub mod known_events;
 pub mod kube_api;
 pub mod pipeline;
@@ -93,6 +94,8 @@ pub struct Server {
     log: Option<(PathBuf, String)>,
     /// Every line the process printed on stdout so far.
     stdout: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    /// More environment variables for the process (e.g. Kafka TLS settings).
+    env: Vec<(String, String)>,
 }
 
 impl Server {
@@ -126,6 +129,33 @@ impl Server {
             extra: extra.iter().map(|s| s.to_string()).collect(),
             log: log.map(|(path, level)| (path.to_path_buf(), level.to_string())),
             stdout: Default::default(),
+            env: Vec::new(),
+        };
+        server.spawn();
+        server
+    }
+
+    /// Like `start_logged`, with more environment variables for the process.
+    pub fn start_with_env(
+        role: &'static str,
+        data: &Path,
+        tenants: &Path,
+        extra: &[&str],
+        env: &[(String, String)],
+        log: Option<(&Path, &str)>,
+    ) -> Server {
+        let unbound: SocketAddr = "127.0.0.1:0".parse().expect("addr");
+        let mut server = Server {
+            child: None,
+            addr: unbound,
+            ops: unbound,
+            data: data.to_path_buf(),
+            tenants: tenants.to_path_buf(),
+            role,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            log: log.map(|(path, level)| (path.to_path_buf(), level.to_string())),
+            stdout: Default::default(),
+            env: env.to_vec(),
         };
         server.spawn();
         server
@@ -166,6 +196,7 @@ impl Server {
             .args(client_flags)
             .args(&self.extra)
             .env("SIGHTLINE_SECRET", TEST_SECRET)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .env(
                 "RUST_LOG",
                 match &self.log {
@@ -464,10 +495,31 @@ pub struct Broker {
     port: u16,
     data: tempfile::TempDir,
     tansu: std::sync::Mutex<Option<Child>>,
+    tansu_options: TansuOptions,
+}
+
+/// A Tansu broker's settings beyond the defaults (`Broker::start_tansu`).
+#[derive(Clone, Debug, Default)]
+pub struct TansuOptions {
+    /// The address the broker advertises in its metadata (`host:port` of a proxy in front
+    /// of it, `kafka_tls::TlsProxy`); its own by default.
+    pub advertised: Option<String>,
+    /// Clients must authenticate with SASL (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512; SCRAM users
+    /// from `kafka_tls::create_scram_user`).
+    pub authentication: bool,
 }
 
 impl Broker {
     pub fn start() -> Broker {
+        Self::start_kind(BrokerKind::from_env(), TansuOptions::default())
+    }
+
+    /// A Tansu broker whatever `$SIGHTLINE_TEST_BROKER` says, with `options`.
+    pub fn start_tansu(options: TansuOptions) -> Broker {
+        Self::start_kind(BrokerKind::Tansu, options)
+    }
+
+    fn start_kind(kind: BrokerKind, tansu_options: TansuOptions) -> Broker {
         let data = tempfile::tempdir().expect("tempdir");
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .expect("free port")
@@ -476,10 +528,11 @@ impl Broker {
             .port();
         let broker = Broker {
             bootstrap: format!("127.0.0.1:{port}"),
-            kind: BrokerKind::from_env(),
+            kind,
             port,
             data,
             tansu: std::sync::Mutex::new(None),
+            tansu_options,
         };
         broker.up();
         broker
@@ -490,8 +543,24 @@ impl Broker {
             BrokerKind::Noida => self.noida(&["up", "--only", "kafka", "--kafka-port", &self.port.to_string()]),
             BrokerKind::Tansu => {
                 let url = format!("tcp://127.0.0.1:{}", self.port);
+                let advertised = match &self.tansu_options.advertised {
+                    Some(address) => format!("tcp://{address}"),
+                    None => url.clone(),
+                };
+                let authentication: &[&str] = if self.tansu_options.authentication {
+                    &["--authentication"]
+                } else {
+                    &[]
+                };
                 let child = Command::new(tansu_binary())
-                    .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+                    .args([
+                        "broker",
+                        "--listener-url",
+                        &url,
+                        "--advertised-listener-url",
+                        &advertised,
+                    ])
+                    .args(authentication)
                     .args(["--storage-engine", "memory://tansu/"])
                     .stdout(Stdio::null())
                     .stderr(Stdio::null())
