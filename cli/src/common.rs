@@ -606,3 +606,59 @@ pub fn storage_maintenance(
         }
     })
 }
+
+/// How often the writing roles read which processing identities made each tenant's days.
+#[derive(ClapArgs, Clone)]
+pub struct ProcessingMetricsArgs {
+    /// How often /metrics' days per processing identity (`sightline_day_processing_identity`)
+    /// are brought up to date, in milliseconds (at least 100). Each refresh reads the parts
+    /// list and only the days whose parts changed since.
+    #[arg(long, default_value_t = 60_000)]
+    pub processing_metrics_interval_ms: u64,
+}
+
+/// In the background until `stop`: every `--processing-metrics-interval-ms`, each tenant's
+/// days per processing identity (`warehouse::processing`) into `metrics`. Tenants on a
+/// ClickHouse cluster are left out (their `events` is a `Distributed` table: the parts are
+/// on the shards). Failures are logged and tried again at the next round.
+pub fn processing_metrics(
+    warehouse: Arc<dyn Warehouse>,
+    tenants: Vec<Tenant>,
+    metrics: sightline_ingest::metrics::ProcessingMetrics,
+    args: &ProcessingMetricsArgs,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    let every = Duration::from_millis(args.processing_metrics_interval_ms.max(100));
+    let mut tenants: Vec<(Tenant, sightline_core::warehouse::processing::DayIdentities)> = tenants
+        .into_iter()
+        .filter(|t| {
+            let clustered = Form::for_backend(t, warehouse.backend()).is_ok_and(|f| f.cluster().is_some());
+            if clustered {
+                tracing::info!(tenant = %t.name, "ClickHouse cluster: days per processing identity are not shown on /metrics");
+            }
+            !clustered
+        })
+        .map(|t| (t, Default::default()))
+        .collect();
+    tokio::spawn(async move {
+        loop {
+            for (tenant, days) in &mut tenants {
+                let db = tenant.database();
+                let refreshed = tokio::select! {
+                    refreshed = days.refresh(warehouse.as_ref(), &db) => refreshed,
+                    _ = stop.changed() => return,
+                };
+                match refreshed {
+                    Ok(_) => metrics.record(&tenant.name, &days.summary()),
+                    Err(e) => {
+                        tracing::warn!(tenant = %tenant.name, error = %e, "days per processing identity not read; trying again later")
+                    }
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = stop.changed() => return,
+            }
+        }
+    })
+}

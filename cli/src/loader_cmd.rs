@@ -13,7 +13,9 @@ use sightline_ingest::kafka::Security;
 use sightline_ingest::loader::{group_id, member_instance, Loader, LoaderConfig};
 use sightline_ingest::metrics::LoaderMetrics;
 
-use crate::common::{block_on, stop_on_signal, storage_maintenance, OpsArgs, WarehouseArgs};
+use crate::common::{
+    block_on, processing_metrics, stop_on_signal, storage_maintenance, OpsArgs, ProcessingMetricsArgs, WarehouseArgs,
+};
 
 #[derive(ClapArgs)]
 pub struct Args {
@@ -69,6 +71,8 @@ pub struct Args {
     /// unconsumed, are read for /metrics (milliseconds).
     #[arg(long, default_value_t = 5000)]
     lag_interval_ms: u64,
+    #[command(flatten)]
+    processing_metrics: ProcessingMetricsArgs,
 }
 
 pub fn run(args: Args) -> Result<(), String> {
@@ -92,8 +96,12 @@ async fn serve(args: Args) -> Result<(), String> {
     }
     // Served from the start: /readyz says "not ready" while the warehouse is awaited.
     let metrics = LoaderMetrics::default();
+    let processing = sightline_ingest::metrics::ProcessingMetrics::default();
     let ops = args.ops.start("loader").await?;
-    ops.metrics.register_with(|r| metrics.register(r));
+    ops.metrics.register_with(|r| {
+        metrics.register(r);
+        processing.register(r);
+    });
     let readiness = ops.readiness.clone();
 
     let (stop, mut stopped) = stop_on_signal();
@@ -119,6 +127,13 @@ async fn serve(args: Args) -> Result<(), String> {
         let _ = std::io::stdout().flush();
     }
     let maintenance = storage_maintenance(warehouse.clone(), tenants.clone(), stopped.clone());
+    let identities = processing_metrics(
+        warehouse.clone(),
+        tenants.clone(),
+        processing,
+        &args.processing_metrics,
+        stopped.clone(),
+    );
     // Each loader reads its tenant's spec (sites, bot filtering) through a LiveTenant that a
     // reload of the tenants files replaces.
     let live: Vec<sightline_core::spec::LiveTenant> = tenants
@@ -214,6 +229,9 @@ async fn serve(args: Args) -> Result<(), String> {
     }
     readiness_watch.abort();
     if let Err(e) = maintenance.await {
+        failed.push(e.to_string());
+    }
+    if let Err(e) = identities.await {
         failed.push(e.to_string());
     }
     if args.leave_on_stop {

@@ -249,6 +249,65 @@ impl LoaderMetrics {
     }
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct IdentityLabels {
+    pub tenant: String,
+    /// A processing identity (`processor::identity`: `v4`, `v4+bots`), or `unrecorded` for
+    /// rows stored before rows carried one.
+    pub identity: String,
+}
+
+/// What made each tenant's days (`warehouse::processing`), for the writing roles
+/// (standalone, loader). One series per tenant and identity, never per day: the days are
+/// counted, so the series stay as few as the identities a deployment has used (a version
+/// bump or a bot-filtering change adds one; a replay onto the new one brings the old one's
+/// count to 0), however many days the warehouse holds.
+#[derive(Clone, Default)]
+pub struct ProcessingMetrics {
+    /// Per tenant and identity: UTC days of `events` holding net rows that identity made.
+    pub days: Family<IdentityLabels, Gauge>,
+    /// Per tenant: days holding rows of more than one identity.
+    pub mixed: Family<TenantLabels, Gauge>,
+    /// Identities shown per tenant, so one that no day holds any more shows 0.
+    shown: Arc<std::sync::Mutex<std::collections::BTreeMap<String, std::collections::BTreeSet<String>>>>,
+}
+
+impl ProcessingMetrics {
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "sightline_day_processing_identity",
+            "UTC days of events holding rows made by the processing identity (a day of two identities counts under both)",
+            self.days.clone(),
+        );
+        registry.register(
+            "sightline_day_processing_mixed",
+            "UTC days of events holding rows of more than one processing identity",
+            self.mixed.clone(),
+        );
+    }
+
+    /// Shows `tenant`'s days per identity; identities shown before and gone now show 0.
+    pub fn record(&self, tenant: &str, summary: &sightline_core::warehouse::processing::IdentityDays) {
+        let mut shown = self.shown.lock().unwrap_or_else(|p| p.into_inner());
+        let identities = shown.entry(tenant.to_string()).or_default();
+        identities.extend(summary.days.keys().cloned());
+        for identity in identities.iter() {
+            let days = summary.days.get(identity).copied().unwrap_or(0);
+            self.days
+                .get_or_create(&IdentityLabels {
+                    tenant: tenant.to_string(),
+                    identity: identity.clone(),
+                })
+                .set(i64::try_from(days).unwrap_or(i64::MAX));
+        }
+        self.mixed
+            .get_or_create(&TenantLabels {
+                tenant: tenant.to_string(),
+            })
+            .set(i64::try_from(summary.mixed).unwrap_or(i64::MAX));
+    }
+}
+
 /// Whether the process should get traffic (collector) or is doing its work (loader).
 #[derive(Clone, Default)]
 pub struct Readiness(Arc<AtomicBool>);
@@ -360,5 +419,44 @@ mod tests {
             "{text}"
         );
         assert_eq!(text.matches("# EOF").count(), 1);
+    }
+
+    #[test]
+    fn days_per_identity_are_one_series_per_identity_and_gone_ones_show_zero() {
+        use sightline_core::warehouse::processing::IdentityDays;
+        let metrics = ProcessingMetrics::default();
+        let registry = MetricsRegistry::default();
+        registry.register_with(|r| metrics.register(r));
+        metrics.record(
+            "acme",
+            &IdentityDays {
+                days: [("v3".to_string(), 400), ("v4".to_string(), 2)].into(),
+                mixed: 1,
+                total: 401,
+            },
+        );
+        metrics.record(
+            "acme",
+            &IdentityDays {
+                days: [("v4".to_string(), 401)].into(),
+                mixed: 0,
+                total: 401,
+            },
+        );
+        let text = registry.encode().unwrap();
+        let mut series: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("sightline_day_processing"))
+            .collect();
+        series.sort_unstable();
+        assert_eq!(
+            series,
+            [
+                "sightline_day_processing_identity{tenant=\"acme\",identity=\"v3\"} 0",
+                "sightline_day_processing_identity{tenant=\"acme\",identity=\"v4\"} 401",
+                "sightline_day_processing_mixed{tenant=\"acme\"} 0",
+            ],
+            "{text}"
+        );
     }
 }

@@ -5,8 +5,10 @@
 pub mod embedded;
 pub mod http;
 pub mod live;
+pub mod native;
 pub mod ops;
 pub mod params;
+pub mod processing;
 pub mod replay;
 pub mod rowbinary;
 pub mod tiers;
@@ -70,6 +72,8 @@ pub enum InsertFormat {
     RowBinary,
     /// One JSON object per line: for rows built as JSON.
     JsonEachRow,
+    /// ClickHouse's columnar format (`native`): what the replay engine sends.
+    Native,
 }
 
 impl InsertFormat {
@@ -77,6 +81,7 @@ impl InsertFormat {
         match self {
             InsertFormat::RowBinary => "RowBinary",
             InsertFormat::JsonEachRow => "JSONEachRow",
+            InsertFormat::Native => "Native",
         }
     }
 }
