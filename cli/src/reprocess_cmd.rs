@@ -315,6 +315,13 @@ async fn here(
     sightline_core::warehouse::ops::apply_schema(warehouse.as_ref(), tenant)
         .await
         .map_err(|e| format!("tenant {}: {e}", tenant.name))?;
+    if warehouse.backend() == "embedded" {
+        // This process holds the data directory alone: leases and staging tables in it are
+        // a stopped run's (killed mid-day), and would refuse the resumed run for minutes.
+        replay::clear_left_behind(warehouse.as_ref(), &tenant.database())
+            .await
+            .map_err(|e| format!("tenant {}: {e}", tenant.name))?;
+    }
     let cancel = CancellationToken::new();
     let on_signal = cancel.clone();
     tokio::spawn(async move {

@@ -22,7 +22,8 @@ use sightline_ingest::group_commit::{GroupCommit, GroupCommitConfig};
 use sightline_query::QueryState;
 
 use crate::common::{
-    apply_schemas, block_on, shutdown_signal, storage_maintenance, ClientArgs, QueryArgs, ServeArgs, WarehouseArgs,
+    apply_schemas, block_on, processing_metrics, shutdown_signal, storage_maintenance, ClientArgs,
+    ProcessingMetricsArgs, QueryArgs, ServeArgs, WarehouseArgs,
 };
 
 /// Days back from today that start-up checks for half-loaded days (the lateness window).
@@ -47,6 +48,8 @@ pub struct Args {
     warehouse: WarehouseArgs,
     #[command(flatten)]
     query: QueryArgs,
+    #[command(flatten)]
+    processing_metrics: ProcessingMetricsArgs,
 }
 
 pub fn run(args: Args) -> Result<(), String> {
@@ -67,6 +70,14 @@ async fn serve(args: Args) -> Result<(), String> {
     apply_schemas(warehouse.as_ref(), &tenants).await?;
     let mut sessions = BTreeMap::new();
     for tenant in &tenants {
+        // The embedded engine is this process's alone: day leases and staging tables in it
+        // are those of replays a crash stopped; a lease would hold its day's events back
+        // for minutes.
+        if warehouse.backend() == "embedded" {
+            replay::clear_left_behind(warehouse.as_ref(), &tenant.database())
+                .await
+                .map_err(|e| format!("tenant {}: {e}", tenant.name))?;
+        }
         // Before accepting traffic: a crash may have left a day with raw rows but no
         // processed ones; replaying replaces whole days, so it must run first.
         let repaired = replay::repair_recent_days(warehouse.as_ref(), tenant, now, REPAIR_DAYS)
@@ -119,10 +130,13 @@ async fn serve(args: Args) -> Result<(), String> {
         watermarks.clone(),
         query_config,
     ));
-    // One /metrics for the one process: the collector's and the query API's.
+    // One /metrics for the one process: the collector's, the query API's, and what made
+    // each day.
+    let processing = sightline_ingest::metrics::ProcessingMetrics::default();
     ops.metrics.register_with(|r| {
         collector_state.metrics.register(r);
         query_state.register_metrics(r);
+        processing.register(r);
     });
     let app = Router::new()
         .merge(collector::router(collector_state))
@@ -135,6 +149,13 @@ async fn serve(args: Args) -> Result<(), String> {
     let (listener, addr) = args.serve.bind().await?;
     print_banner(addr, &tenants[0], &secret);
     let (stop_maintenance, stopped) = tokio::sync::watch::channel(false);
+    let identities = processing_metrics(
+        warehouse.clone(),
+        tenants.clone(),
+        processing,
+        &args.processing_metrics,
+        stopped.clone(),
+    );
     let maintenance = storage_maintenance(warehouse.clone(), tenants.clone(), stopped);
 
     ops.readiness.set(true);
@@ -147,6 +168,7 @@ async fn serve(args: Args) -> Result<(), String> {
         .await?;
     stop_maintenance.send_replace(true);
     maintenance.await.map_err(|e| e.to_string())?;
+    identities.await.map_err(|e| e.to_string())?;
     // The server and every handle to the writer are gone: it commits what it holds, then ends.
     tracing::info!("draining the group-commit writer");
     writer.await.map_err(|e| e.to_string())?;

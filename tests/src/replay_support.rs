@@ -30,17 +30,18 @@ pub fn later() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 12, 20, 12, 0, 0).unwrap()
 }
 
-/// A tenant with a Berlin site and a UTC one.
-pub fn tenant(name: &str) -> Tenant {
-    parse_tenants(
-        &format!(
-            "apiVersion: sightline.dev/v1alpha1\nkind: AnalyticsTenant\nmetadata: {{name: {name}}}\n\
-             spec: {{sites: {{allowed: [{{id: shop.example.com, timezone: Europe/Berlin}}, {{id: blog.example.com}}]}}}}\n"
-        ),
-        "test",
+/// A tenant with a Berlin site and a UTC one, as an AnalyticsTenant document (for a tenants
+/// file the binary reads).
+pub fn tenant_yaml(name: &str) -> String {
+    format!(
+        "apiVersion: sightline.dev/v1alpha1\nkind: AnalyticsTenant\nmetadata: {{name: {name}}}\n\
+         spec: {{sites: {{allowed: [{{id: shop.example.com, timezone: Europe/Berlin}}, {{id: blog.example.com}}]}}}}\n"
     )
-    .unwrap()
-    .remove(0)
+}
+
+/// The tenant of `tenant_yaml`.
+pub fn tenant(name: &str) -> Tenant {
+    parse_tenants(&tenant_yaml(name), "test").unwrap().remove(0)
 }
 
 fn visitor_id(person: u64, day: NaiveDate) -> u64 {

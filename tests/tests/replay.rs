@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use chrono::{Days, NaiveDate};
 use sightline_core::processor::{Current, PIPELINE_VERSION};
 use sightline_core::warehouse::embedded::Embedded;
+use sightline_core::warehouse::processing::DayIdentities;
 use sightline_core::warehouse::replay::{
     self, seal, CancellationToken, Checkpoint, NoHooks, ReplayHooks, ReplayRequest,
 };
@@ -317,6 +318,66 @@ async fn sealing_replays_the_days_another_identity_made_once() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn days_per_identity_are_read_again_only_where_parts_changed() {
+    let (_dir, wh) = both(16).await;
+    let db = "sightline_buggy";
+    // One part per day, so no merge changes a day behind the test's back.
+    wh.execute(&format!("OPTIMIZE TABLE {db}.events FINAL"), &Params::new())
+        .await
+        .unwrap();
+    let mut identities = DayIdentities::default();
+    assert_eq!(identities.refresh(&wh, db).await.unwrap(), 3, "every day read once");
+    let summary = identities.summary();
+    assert_eq!(
+        (summary.days, summary.mixed, summary.total),
+        (BTreeMap::from([("v2".to_string(), 3)]), 0, 3)
+    );
+    assert_eq!(identities.refresh(&wh, db).await.unwrap(), 0, "nothing changed");
+
+    // One day replayed with the current processor: only its partition is read again.
+    let first = ReplayRequest {
+        to: midnight(days()[1]),
+        ..request("buggy")
+    };
+    replay::run(&wh, first, None, &NoHooks, &CancellationToken::new())
+        .await
+        .unwrap();
+    assert_eq!(identities.refresh(&wh, db).await.unwrap(), 1);
+    let summary = identities.summary();
+    assert_eq!(
+        summary.days,
+        BTreeMap::from([("v2".to_string(), 2), ("v4".to_string(), 1)])
+    );
+    assert_eq!((summary.mixed, summary.total), (0, 3));
+
+    // A live correction of another identity on a v4 day: the day mixes both.
+    wh.execute(
+        &format!(
+            "INSERT INTO {db}.events SELECT * REPLACE ('v9' AS processing) FROM {db}.events \
+             WHERE toDate(ts) = '{}' LIMIT 1",
+            days()[0]
+        ),
+        &Params::new(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(identities.refresh(&wh, db).await.unwrap(), 1);
+    let summary = identities.summary();
+    assert_eq!(summary.days.get("v9"), Some(&1));
+    assert_eq!((summary.mixed, summary.total), (1, 3));
+
+    // A day dropped (retention) leaves the record.
+    wh.execute(
+        &format!("ALTER TABLE {db}.events DROP PARTITION {}", days()[2].format("%Y%m%d")),
+        &Params::new(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(identities.refresh(&wh, db).await.unwrap(), 0);
+    assert_eq!(identities.summary().total, 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_site_filter_leaves_other_sites_exactly_as_they_were() {
     let (_dir, wh) = both(15).await;
     let blog_rows = |db: &'static str| {
@@ -509,6 +570,7 @@ async fn a_forced_replay_catches_up_with_what_a_writer_slipped_in() {
 // ---- The binary: `sightline reprocess`, and writers beside a forced replay. ----
 
 mod binary {
+    use std::collections::BTreeMap;
     use std::process::{Command, Output};
     use std::time::Duration;
 
@@ -517,7 +579,13 @@ mod binary {
     use sightline_core::token::{Scope, ALL_SITES};
     use sightline_core::warehouse::embedded::Embedded;
     use sightline_core::warehouse::{Params, Warehouse};
+    use std::sync::Arc;
+
+    use sightline_core::event::RawEvent;
+    use sightline_core::processor::Current;
+    use sightline_core::warehouse::replay::{lease, Checkpoint};
     use sightline_tests::pipeline::{Load, LoadReport, Pipeline, PASSWORD, USER};
+    use sightline_tests::replay_support::{checksums, dataset, days, ingest, prepare, tenant, tenant_yaml, Buggy};
     use sightline_tests::*;
 
     fn reprocess(args: &[&str], env: &[(&str, &str)]) -> Output {
@@ -745,6 +813,232 @@ mod binary {
         assert_eq!(count(&wh, "SELECT count() AS n FROM sightline_acme.events").await, 40);
     }
 
+    /// The days of `replay_support`'s dataset, as the CLI's `--from` and `--to`.
+    fn dataset_range() -> [String; 2] {
+        [days()[0].to_string(), (days()[2] + chrono::Days::new(1)).to_string()]
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_run_killed_mid_way_and_resumed_equals_an_uninterrupted_run() {
+        use std::io::{BufRead, BufReader};
+        use std::process::Stdio;
+
+        // Two tenants holding the same three days as the buggy processor stored them.
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let tenants = dir.path().join("tenants.yaml");
+        std::fs::write(&tenants, [tenant_yaml("whole"), tenant_yaml("killed")].join("---\n")).unwrap();
+        let events = dataset(41);
+        let stored = {
+            let wh = Embedded::open(&data.join("engine"), 2).unwrap();
+            for name in ["whole", "killed"] {
+                let t = tenant(name);
+                prepare(&wh, &t).await;
+                ingest(&wh, &t, Arc::new(Buggy), &events).await;
+            }
+            let stored = checksums(&wh, "sightline_whole").await;
+            assert_eq!(checksums(&wh, "sightline_killed").await, stored, "identical copies");
+            stored
+            // The engine closes with its last connection: the CLI can open the directory.
+        };
+        let [from, to] = dataset_range();
+        let checkpoint = dir.path().join("killed.checkpoint.json");
+        let args = |tenant: &str| -> Vec<String> {
+            [
+                "--data",
+                data.to_str().unwrap(),
+                "--tenants",
+                tenants.to_str().unwrap(),
+                "--tenant",
+                tenant,
+                "--from",
+                &from,
+                "--to",
+                &to,
+                "--checkpoint",
+                checkpoint.to_str().unwrap(),
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
+        };
+        let run = |tenant: &str| {
+            let args = args(tenant);
+            reprocess(&args.iter().map(String::as_str).collect::<Vec<_>>(), &[])
+        };
+        let whole = run("whole");
+        assert!(whole.status.success(), "{}", String::from_utf8_lossy(&whole.stderr));
+        assert!(!checkpoint.exists());
+
+        // SIGKILL once the first day is checkpointed (the CLI says so on stderr after it
+        // saved the file), while the next one is under way.
+        let mut child = Command::new(binary())
+            .arg("reprocess")
+            .args(args("killed"))
+            .env("SIGHTLINE_SECRET", TEST_SECRET)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut said = Vec::new();
+        for line in BufReader::new(child.stderr.take().unwrap()).lines() {
+            let line = line.unwrap();
+            let first_done = line.starts_with("1/3 days done");
+            said.push(line);
+            if first_done {
+                break;
+            }
+        }
+        child.kill().unwrap();
+        let status = child.wait().unwrap();
+        assert!(
+            said.last().is_some_and(|l| l.starts_with("1/3 days done")),
+            "the run never finished its first day: {said:?}"
+        );
+        assert!(!status.success(), "the run finished before the kill: {said:?}");
+        let saved: Checkpoint = serde_json::from_str(&std::fs::read_to_string(&checkpoint).unwrap()).unwrap();
+        let done = saved.done.len();
+        assert!((1..3).contains(&done), "killed mid-run: {saved:?}");
+
+        // The same command again: the days left, then nothing left behind.
+        let resumed = run("killed");
+        let stdout = String::from_utf8_lossy(&resumed.stdout);
+        assert!(
+            resumed.status.success(),
+            "the resumed run failed: {}",
+            String::from_utf8_lossy(&resumed.stderr)
+        );
+        assert!(
+            stdout.contains(&format!("{done} days were done by an earlier run")),
+            "{stdout}"
+        );
+        assert_eq!(stdout.matches("| yes").count(), 3 - done, "{stdout}");
+        assert!(!checkpoint.exists(), "a finished run leaves no checkpoint");
+
+        let wh = Embedded::open(&data.join("engine"), 1).unwrap();
+        let replayed = checksums(&wh, "sightline_whole").await;
+        assert_ne!(replayed, stored, "the replay changed the days");
+        assert_eq!(
+            checksums(&wh, "sightline_killed").await,
+            replayed,
+            "killed and resumed equals uninterrupted, in events and every tier"
+        );
+        let staging = count(
+            &wh,
+            "SELECT count() AS n FROM system.tables WHERE database = 'sightline_killed' \
+             AND (name LIKE 'events\\_replay\\_%' OR name LIKE '%\\_stage\\_%')",
+        )
+        .await;
+        assert_eq!(staging, 0, "the killed run's staging tables are gone");
+        let leased = lease::held_days(&wh, "sightline_killed", days()[0]).await.unwrap();
+        assert!(leased.is_empty(), "leases left: {leased:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn metrics_count_the_days_each_processing_identity_made_and_follow_a_reprocess() {
+        let (_dir, data, tenants) = fixture();
+        let expected = {
+            let wh = Embedded::open(&data.join("engine"), 2).unwrap();
+            let acme = tenant("acme");
+            prepare(&wh, &acme).await;
+            // The last day's blog rows by the current processor, the rest by the buggy one
+            // (the current one, continuing visits from the day before, corrects some of
+            // that day's rows too).
+            let (current, buggy): (Vec<RawEvent>, Vec<RawEvent>) = dataset(51)
+                .into_iter()
+                .partition(|e| e.ts.date_naive() == days()[2] && e.site_id == "blog.example.com");
+            ingest(&wh, &acme, Arc::new(Buggy), &buggy).await;
+            ingest(&wh, &acme, Arc::new(Current), &current).await;
+            // Sealing replays the days another identity made as they seal (docs/replay.md):
+            // marked checked, these days stay as stored whatever today's date is.
+            wh.execute(
+                "INSERT INTO sightline_acme.storage_state (key, value, version) \
+                 VALUES ('replay_checked_through', '2099-12-31', toUInt64(toUnixTimestamp64Micro(now64(6))))",
+                &Params::new(),
+            )
+            .await
+            .unwrap();
+            // What each day holds, read from its rows: the identities with net rows.
+            let rows = wh
+                .select(
+                    "SELECT toString(toDate(ts)) AS day, processing FROM sightline_acme.events \
+                     GROUP BY day, processing HAVING sum(sign) > 0",
+                    &Params::new(),
+                )
+                .await
+                .unwrap();
+            let mut per_day: BTreeMap<String, Vec<String>> = BTreeMap::new();
+            for r in &rows {
+                per_day
+                    .entry(r["day"].as_str().unwrap().to_string())
+                    .or_default()
+                    .push(r["processing"].as_str().unwrap().to_string());
+            }
+            let mut days: BTreeMap<String, f64> = BTreeMap::new();
+            for identity in per_day.values().flatten() {
+                *days
+                    .entry(format!("tenant=\"acme\",identity=\"{identity}\""))
+                    .or_default() += 1.0;
+            }
+            let mixed = per_day.values().filter(|ids| ids.len() > 1).count();
+            assert!(
+                mixed > 0 && days.len() == 2,
+                "a mixed day and two identities: {per_day:?}"
+            );
+            let mut expected: Vec<(String, f64)> = days.into_iter().collect();
+            expected.push(("tenant=\"acme\"".to_string(), mixed as f64));
+            expected.sort_by(|a, b| a.0.cmp(&b.0));
+            expected
+        };
+        let mut server = Server::start(&data, &tenants, &["--processing-metrics-interval-ms", "200"]);
+        // The acme series of both metrics (labels, value), once they equal `expected`.
+        async fn shown(server: &Server, expected: &[(String, f64)]) {
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            loop {
+                let mut got = metric_samples(server, "sightline_day_processing_identity").await;
+                got.extend(metric_samples(server, "sightline_day_processing_mixed").await);
+                got.retain(|(labels, _)| labels.starts_with("tenant=\"acme\""));
+                got.sort_by(|a, b| a.0.cmp(&b.0));
+                if got == expected {
+                    return;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "/metrics shows {got:?}, not {expected:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+        shown(&server, &expected).await;
+
+        let [from, to] = dataset_range();
+        let url = server.url("");
+        let out = reprocess(
+            &[
+                "--server",
+                &url,
+                "--token",
+                &admin_token(),
+                "--tenant",
+                "acme",
+                "--from",
+                &from,
+                "--to",
+                &to,
+            ],
+            &[],
+        );
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let after = [
+            ("tenant=\"acme\"", 0.0),
+            ("tenant=\"acme\",identity=\"v2\"", 0.0),
+            ("tenant=\"acme\",identity=\"v4\"", 3.0),
+        ];
+        shown(&server, &after.map(|(l, v)| (l.to_string(), v))).await;
+        server.stop();
+    }
+
     /// Every acknowledged id stored once in `events_raw`; every raw row with exactly one net
     /// row in `events` and counted once in the quarter-hour tier; failed requests whole or
     /// absent.
@@ -844,7 +1138,7 @@ mod binary {
 
     #[tokio::test(flavor = "multi_thread")]
     async fn loader_ingestion_during_a_forced_replay_loses_and_doubles_nothing() {
-        let pipeline = Pipeline::start(100).await;
+        let pipeline = Pipeline::start_with(100, &["--processing-metrics-interval-ms", "200"]).await;
         let load = Load::start(&pipeline.collector, 3);
         // The loader creates the schema when it starts: wait for its first rows.
         let wh = pipeline.warehouse();
@@ -889,6 +1183,28 @@ mod binary {
         let report = load.finish().await;
         pipeline.drained(report.acked_ids()).await;
         exactly_once(&pipeline.warehouse(), &report).await;
+        // The loader's /metrics: every day it stored was made by the current processor.
+        let days = count(
+            &pipeline.warehouse(),
+            "SELECT uniqExact(toDate(ts)) AS n FROM sightline_acme.events",
+        )
+        .await as f64;
+        let series = format!(
+            "sightline_day_processing_identity{{tenant=\"acme\",identity=\"{}\"}}",
+            sightline_core::processor::identity(
+                sightline_core::processor::PIPELINE_VERSION,
+                sightline_core::processor::ProcessorConfig { bot_filtering: true }
+            )
+        );
+        eventually(
+            Duration::from_secs(30),
+            "the loader shows the days per identity",
+            || async {
+                metric(&pipeline.loader, &series).await == Some(days)
+                    && metric(&pipeline.loader, "sightline_day_processing_mixed{tenant=\"acme\"}").await == Some(0.0)
+            },
+        )
+        .await;
     }
 }
 

@@ -219,3 +219,49 @@ impl HeldDays {
         }
     }
 }
+
+/// Releases every live claim of `db`, for a process that holds the warehouse alone (the
+/// embedded engine, which one process opens at a time): every claim in it was then left by
+/// a process that has stopped (a replay killed mid-day), and would hold its day for up to
+/// `TTL`, refusing a resumed run and holding writers' events of that day back. Returns the
+/// days whose claims were released. Never call it where another process may replay (a
+/// ClickHouse server): a live run's lease would be taken from under it.
+pub async fn release_left_behind(wh: &dyn Warehouse, db: &str) -> Result<Vec<NaiveDate>> {
+    let rows = wh
+        .select(
+            &format!(
+                "SELECT toString(day) AS day, holder, purpose, toString(last_version) AS last FROM ( \
+                   SELECT day, holder, argMax(purpose, version) AS purpose, max(version) AS last_version, \
+                          argMax(released, version) AS released, argMax(expires_at, version) AS expires \
+                   FROM {db}.{LEASES_TABLE} GROUP BY day, holder) \
+                 WHERE released = 0 AND expires > now64(3) ORDER BY day, holder"
+            ),
+            &Params::new(),
+        )
+        .await?;
+    let mut days = Vec::with_capacity(rows.len());
+    for r in &rows {
+        let field = |key: &str| {
+            r[key]
+                .as_str()
+                .map(str::to_string)
+                .ok_or_else(|| Error::Decode(format!("{key} in {r}")))
+        };
+        let day =
+            NaiveDate::parse_from_str(&field("day")?, "%Y-%m-%d").map_err(|e| Error::Decode(format!("day: {e}")))?;
+        let version: u64 = field("last")?
+            .parse()
+            .map_err(|e| Error::Decode(format!("version: {e}")))?;
+        let lease = Lease {
+            day,
+            holder: field("holder")?,
+            purpose: field("purpose")?,
+            db: db.to_string(),
+            version: AtomicU64::new(version),
+        };
+        // A version above the holder's last row, so that the release is its latest word.
+        lease.release(wh).await?;
+        days.push(day);
+    }
+    Ok(days)
+}

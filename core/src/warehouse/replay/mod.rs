@@ -21,6 +21,7 @@ pub mod checkpoint;
 mod compare;
 mod day;
 pub mod lease;
+mod left_behind;
 mod repair;
 pub mod seal;
 mod stream;
@@ -42,6 +43,7 @@ use crate::{Error, Result};
 
 pub use checkpoint::Checkpoint;
 pub use compare::{Comparison, MetricChange, ValueChange};
+pub use left_behind::{clear_left_behind, LeftBehind};
 pub use repair::{inconsistent_days, repair_recent_days, replay_day, replay_days, DayReplayed};
 
 /// The most days a run works on at once.
