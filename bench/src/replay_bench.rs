@@ -91,6 +91,14 @@ async fn count(wh: &dyn Warehouse, sql: &str) -> u64 {
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
     let args = Args::parse();
+    // The engine logs each day's phases at debug level (RUST_LOG overrides).
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "warn,sightline_core::warehouse::replay=debug".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     sightline_core::processor::agent::preload();
     let dir = tempfile::tempdir().expect("tempdir");
     let wh = Embedded::open(&dir.path().join("engine"), 3).expect("engine");

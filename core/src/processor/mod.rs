@@ -3,12 +3,12 @@
 
 pub mod agent;
 pub mod page;
+mod place;
 pub mod referrer;
 pub mod session;
 
 use crate::event::{Event, RawEvent};
 pub use page::{parse_page_url, PageUrl};
-use referrer::Signals;
 use session::{SessionEntry, SessionState, Visit};
 
 /// Bump whenever `process` can give a different answer for the same input, then reprocess.
@@ -75,15 +75,10 @@ pub fn by_version(version: u32) -> Option<std::sync::Arc<dyn Processor>> {
 
 /// Turns one raw event into a processed event. Deterministic given the session state.
 pub fn process(raw: &RawEvent, config: ProcessorConfig, sessions: &mut SessionState) -> Event {
-    let page = parse_page_url(&raw.url);
-    let origin = referrer::attribute(&Signals {
-        page_host: &page.hostname,
-        referrer: &raw.referrer,
-        utm_source: &page.utm_source,
-        utm_medium: &page.utm_medium,
-        utm_campaign: &page.utm_campaign,
-        params: &page.param_names,
-    });
+    // What the page URL and the referrer give depends on those two strings alone: most
+    // events repeat a pair seen before, so it is memoised per thread (`place`).
+    let place = place::of(&raw.url, &raw.referrer);
+    let (page, origin) = (&place.page, &place.origin);
     // Servers relaying events (GA4 Measurement Protocol) send their own user agent or none:
     // it says nothing about the visitor, so it is neither parsed nor judged a bot.
     let agent = if raw.ingest_source == crate::event::SOURCE_WEB || !raw.user_agent.is_empty() {
@@ -93,15 +88,8 @@ pub fn process(raw: &RawEvent, config: ProcessorConfig, sessions: &mut SessionSt
     };
     let is_pageview = raw.name == crate::intake::DEFAULT_EVENT_NAME;
 
-    let entry = SessionEntry {
-        page: page.pathname.clone(),
-        source: origin.source.clone(),
-        channel: origin.channel.to_string(),
-        utm_source: page.utm_source.clone(),
-        utm_medium: page.utm_medium.clone(),
-        utm_campaign: page.utm_campaign.clone(),
-    };
-    let observed = sessions.observe(
+    // The entry attributes are read only when the event opens a session.
+    let observed = sessions.observe_with(
         Visit {
             site_id: &raw.site_id,
             visitor_id: raw.visitor_id,
@@ -109,7 +97,14 @@ pub fn process(raw: &RawEvent, config: ProcessorConfig, sessions: &mut SessionSt
             ts: raw.ts,
             interactive: raw.interactive,
         },
-        entry,
+        || SessionEntry {
+            page: page.pathname.clone(),
+            source: origin.source.clone(),
+            channel: origin.channel.to_string(),
+            utm_source: page.utm_source.clone(),
+            utm_medium: page.utm_medium.clone(),
+            utm_campaign: page.utm_campaign.clone(),
+        },
     );
     let (delta, entry) = (observed.delta, observed.entry);
 
@@ -119,16 +114,16 @@ pub fn process(raw: &RawEvent, config: ProcessorConfig, sessions: &mut SessionSt
         ts: raw.ts,
         name: raw.name.clone(),
         is_pageview: u8::from(is_pageview),
-        hostname: page.hostname,
-        pathname: page.pathname,
-        referrer_host: origin.referrer_host,
-        referrer_source: origin.source,
+        hostname: page.hostname.clone(),
+        pathname: page.pathname.clone(),
+        referrer_host: origin.referrer_host.clone(),
+        referrer_source: origin.source.clone(),
         referrer_medium: origin.channel.to_string(),
-        utm_source: page.utm_source,
-        utm_medium: page.utm_medium,
-        utm_campaign: page.utm_campaign,
-        utm_content: page.utm_content,
-        utm_term: page.utm_term,
+        utm_source: page.utm_source.clone(),
+        utm_medium: page.utm_medium.clone(),
+        utm_campaign: page.utm_campaign.clone(),
+        utm_content: page.utm_content.clone(),
+        utm_term: page.utm_term.clone(),
         browser: agent.browser,
         browser_version: agent.browser_version,
         os: agent.os,

@@ -120,6 +120,11 @@ impl SessionState {
     /// session it had under the previous day's id) or starts a new one. `entry` is used only
     /// when a session starts.
     pub fn observe(&mut self, v: Visit<'_>, entry: SessionEntry) -> Observed {
+        self.observe_with(v, || entry)
+    }
+
+    /// `observe`, with the entry attributes made only when the event starts a session.
+    pub fn observe_with(&mut self, v: Visit<'_>, entry: impl FnOnce() -> SessionEntry) -> Observed {
         let own = (v.site_id.to_string(), v.visitor_id);
         let key = if self.open.get(&own).is_some_and(|s| s.reaches(v.ts)) {
             Some(own.clone())
@@ -167,6 +172,7 @@ impl SessionState {
                 visitor_id: key.1,
             };
         }
+        let entry = entry();
         let session = Session {
             id: session_id(v.site_id, v.visitor_id, v.ts),
             opened: v.ts,

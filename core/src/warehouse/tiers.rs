@@ -292,6 +292,7 @@ pub async fn rebuild_quarter_hour_day(wh: &dyn Warehouse, tenant: &Tenant, day: 
         ch_datetime::format(&end)
     );
     for attempt in 1..=REBUILD_ATTEMPTS {
+        let started = std::time::Instant::now();
         for dims in [false, true] {
             let table = Tier::QuarterHour.table(dims);
             let staged = staging_name(table, &day_number(day));
@@ -315,8 +316,11 @@ pub async fn rebuild_quarter_hour_day(wh: &dyn Warehouse, tenant: &Tenant, day: 
             wh.execute(&format!("DROP TABLE IF EXISTS {db}.{staged}"), &none)
                 .await?;
             swapped?;
+            tracing::debug!(%day, dims, seconds = started.elapsed().as_secs_f64(), "quarter-hour day built");
         }
-        if quarter_hour_mismatches(wh, &db, day, day).await?.is_empty() {
+        let consistent = quarter_hour_mismatches(wh, &db, day, day).await?.is_empty();
+        tracing::debug!(%day, seconds = started.elapsed().as_secs_f64(), "quarter-hour day checked");
+        if consistent {
             return Ok(());
         }
         tracing::warn!(tenant = %tenant.name, %day, attempt, "an insert into the day raced its rebuild; rebuilding again");

@@ -1,5 +1,6 @@
 //! One day of a run: lease, staging, stream, verify, swap, catch-up, tiers, checkpoint.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use chrono::{Days, NaiveDate};
@@ -10,12 +11,33 @@ use super::stream::Streamer;
 use super::{compare, midnight, DayReport, Seed, Shared};
 use crate::event::ch_datetime;
 use crate::processor::session::SessionState;
-use crate::schema::{self, EVENTS_TABLE, EVENT_COLUMNS, RAW_TABLE};
-use crate::warehouse::{live, ops, rowbinary, tiers, Params, Warehouse};
+use crate::schema::{self, Tier, EVENTS_TABLE, EVENT_COLUMNS, RAW_TABLE};
+use crate::warehouse::native::EventBlock;
+use crate::warehouse::{live, ops, rowbinary, tiers, InsertFormat, Params, Warehouse};
 use crate::{Error, Result};
 
 /// Raw rows read per page.
 const PAGE_ROWS: usize = 50_000;
+/// Processed rows per insert into staging: a part each (about 170 bytes a row in Native).
+const INSERT_ROWS: usize = 250_000;
+
+/// Seconds per phase of a day's replay, logged at debug level (`replay-bench` prints them;
+/// BENCHMARKS.md, "Replay throughput").
+#[derive(Default)]
+struct Phases(Vec<(&'static str, f64)>);
+
+impl Phases {
+    fn add(&mut self, phase: &'static str, since: std::time::Instant) -> std::time::Instant {
+        let now = std::time::Instant::now();
+        self.0.push((phase, (now - since).as_secs_f64()));
+        now
+    }
+
+    fn log(&self, day: NaiveDate) {
+        let phases: Vec<String> = self.0.iter().map(|(p, s)| format!("{p} {s:.2}s")).collect();
+        tracing::debug!(%day, phases = %phases.join(", "), "day's phases");
+    }
+}
 
 /// Replays `day` under its lease (none in a dry run: it changes nothing, and writers would
 /// hold the day's events back for nothing), renewing the lease while it works.
@@ -77,22 +99,78 @@ async fn count(wh: &dyn Warehouse, sql: &str, params: &Params) -> Result<u64> {
         .ok_or_else(|| Error::Decode(format!("no count from {sql}")))
 }
 
+/// A forced replay of a day that may still receive events (writers see the lease within
+/// their notice period, and commits already under way land meanwhile).
+fn live_day(shared: &Shared<'_>, day: NaiveDate) -> bool {
+    let request = &shared.request;
+    request.force && day > shared.sealed_through && request.beside_writers && !request.dry_run
+}
+
+/// A quarter-hour tier table's staging: a table like it, fed by a view over the day's
+/// staged events with the live view's own SQL, so the tier is built while the rows are
+/// inserted (the engine aggregates each inserted block as the processor makes the next).
+struct TierStage {
+    table: &'static str,
+    staged: String,
+    view: String,
+}
+
 async fn work(shared: &Shared<'_>, day: NaiveDate, started: std::time::Instant) -> Result<DayReport> {
     let (wh, db) = (shared.wh, shared.db.as_str());
-    let staged = format!(
-        "{EVENTS_TABLE}_replay_{}_{}",
-        shared.run_id.rsplit('-').next().unwrap_or_default(),
-        day_number(day)
-    );
+    let none = Params::new();
+    let run = shared.run_id.rsplit('-').next().unwrap_or_default();
+    let staged = format!("{EVENTS_TABLE}_replay_{run}_{}", day_number(day));
     wh.execute(
         &schema::events_table_ddl(db, &staged, shared.request.tenant.spec.retention.raw_days),
-        &Params::new(),
+        &none,
     )
     .await?;
-    let built = build(shared, day, &staged).await;
-    let dropped = wh
-        .execute(&format!("DROP TABLE IF EXISTS {db}.{staged}"), &Params::new())
-        .await;
+    // A dry run swaps nothing; on a live day the tier is rebuilt after the catch-up.
+    let tier_stages: Vec<TierStage> = if shared.request.dry_run || live_day(shared, day) {
+        Vec::new()
+    } else {
+        [false, true]
+            .into_iter()
+            .map(|dims| {
+                let table = Tier::QuarterHour.table(dims);
+                let staged = format!("{table}_stage_{}_{run}", day_number(day));
+                let view = format!("{staged}_mv");
+                TierStage { table, staged, view }
+            })
+            .collect()
+    };
+    let built = async {
+        for (dims, stage) in [false, true].into_iter().zip(&tier_stages) {
+            let rollup_days = shared.request.tenant.spec.retention.rollup_days;
+            wh.execute(
+                &schema::tier_table_ddl(db, &stage.staged, Tier::QuarterHour, dims, rollup_days),
+                &none,
+            )
+            .await?;
+            wh.execute(
+                &format!(
+                    "CREATE MATERIALIZED VIEW {db}.{} TO {db}.{} AS {}",
+                    stage.view,
+                    stage.staged,
+                    schema::quarter_hour_select_from(&format!("{db}.{staged}"), dims)
+                ),
+                &none,
+            )
+            .await?;
+        }
+        build(shared, day, &staged, &tier_stages).await
+    }
+    .await;
+    let mut dropped = Ok(());
+    for stage in &tier_stages {
+        for sql in [
+            format!("DROP VIEW IF EXISTS {db}.{}", stage.view),
+            format!("DROP TABLE IF EXISTS {db}.{}", stage.staged),
+        ] {
+            dropped = dropped.and(wh.execute(&sql, &none).await);
+        }
+    }
+    dropped = dropped.and(wh.execute(&format!("DROP TABLE IF EXISTS {db}.{staged}"), &none).await);
     let mut report = built?;
     dropped?;
     report.seconds = started.elapsed().as_secs_f64();
@@ -104,17 +182,20 @@ async fn work(shared: &Shared<'_>, day: NaiveDate, started: std::time::Instant) 
 
 /// Stages, verifies and (unless a dry run) swaps the day, then catches up and rebuilds its
 /// quarter-hour tier.
-async fn build(shared: &Shared<'_>, day: NaiveDate, staged: &str) -> Result<DayReport> {
+async fn build(shared: &Shared<'_>, day: NaiveDate, staged: &str, tier_stages: &[TierStage]) -> Result<DayReport> {
     let (wh, db, request) = (shared.wh, shared.db.as_str(), &shared.request);
     let number = day_number(day);
     let sites = &shared.sites;
     // A forced day may still receive events: writers see the lease within their notice
     // period, and commits already under way land meanwhile (they are then read below).
-    let live_day = request.force && day > shared.sealed_through && request.beside_writers && !request.dry_run;
+    let live_day = live_day(shared, day);
     if live_day {
         tokio::time::sleep(lease::WRITER_NOTICE * 2 + std::time::Duration::from_secs(1)).await;
     }
+    let mut phases = Phases::default();
+    let mut at = std::time::Instant::now();
     let processing_before = compare::identities(wh, db, number, sites).await?;
+    at = phases.add("identities", at);
 
     // Other sites' rows, as they are.
     let mut copied = 0;
@@ -136,7 +217,9 @@ async fn build(shared: &Shared<'_>, day: NaiveDate, staged: &str) -> Result<DayR
         shared.report_progress(0, copied);
     }
 
+    at = phases.add("copy other sites", at);
     let raw_rows = stream(shared, day, staged).await?;
+    at = phases.add("stream", at);
 
     // Verify: one staged row per raw row read, and events_raw still holds what was read.
     let condition = sites.condition();
@@ -192,17 +275,34 @@ async fn build(shared: &Shared<'_>, day: NaiveDate, staged: &str) -> Result<DayR
         comparison: None,
         seconds: 0.0,
     };
+    at = phases.add("verify", at);
     if request.dry_run {
         report.comparison = Some(compare::compare(wh, db, staged, number, sites).await?);
+        phases.add("compare", at);
+        phases.log(day);
         return Ok(report);
     }
 
     ops::swap_partition(wh, db, EVENTS_TABLE, staged, &number.to_string()).await?;
     report.swapped = true;
+    for stage in tier_stages {
+        ops::swap_partition(wh, db, stage.table, &stage.staged, &number.to_string()).await?;
+    }
+    at = phases.add("swap", at);
     if live_day {
         report.caught_up = catch_up(shared, day).await?;
+        at = phases.add("catch up", at);
     }
-    tiers::rebuild_quarter_hour_day(wh, &request.tenant, day).await?;
+    // Staged with events, the tier is checked against them; a live day's, or one that
+    // disagrees, is rebuilt from `events` (and checked again).
+    if tier_stages.is_empty() || !tiers::quarter_hour_mismatches(wh, db, day, day).await?.is_empty() {
+        if !tier_stages.is_empty() {
+            tracing::warn!(%day, "the staged quarter-hour tier disagrees with events; rebuilding it");
+        }
+        tiers::rebuild_quarter_hour_day(wh, &request.tenant, day).await?;
+    }
+    phases.add("quarter-hour tier", at);
+    phases.log(day);
     Ok(report)
 }
 
@@ -241,73 +341,118 @@ async fn catch_up(shared: &Shared<'_>, day: NaiveDate) -> Result<u64> {
     Ok(rows.len() as u64)
 }
 
+/// Seconds each stage of `stream` was busy (they overlap), for the debug log.
+#[derive(Default)]
+struct Busy {
+    fetch: AtomicU64,
+    process: AtomicU64,
+    insert: AtomicU64,
+}
+
+impl Busy {
+    fn add(counter: &AtomicU64, since: std::time::Instant) {
+        counter.fetch_add(since.elapsed().as_micros() as u64, Ordering::Relaxed);
+    }
+
+    fn seconds(counter: &AtomicU64) -> f64 {
+        counter.load(Ordering::Relaxed) as f64 / 1e6
+    }
+}
+
+/// Runs CPU-bound work off the async threads.
+async fn blocking<T: Send + 'static>(work: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| Error::Engine(format!("replay task failed: {e}")))?
+}
+
+/// A block's bytes and rows, leaving the block empty.
+fn take(block: &mut EventBlock) -> (Vec<u8>, u64) {
+    let rows = block.len() as u64;
+    (block.take(), rows)
+}
+
 /// Streams the replayed sites' raw rows of the day through the processor into `staged`;
 /// returns the rows read. Pages are ranges of visitor ids (so a visitor is never split, and
-/// each page is a range of the primary key); fetching the next page overlaps processing
-/// the current one.
+/// each page is a range of the primary key). Three loops run at once, joined by bounded
+/// queues: fetching pages, processing them (on a blocking thread) into Native blocks of
+/// `INSERT_ROWS` rows, and inserting the blocks; so the engine parses no rows (`native`)
+/// and writes few, large parts.
 async fn stream(shared: &Shared<'_>, day: NaiveDate, staged: &str) -> Result<u64> {
     let (wh, db, request) = (shared.wh, shared.db.as_str(), &shared.request);
     let table = format!("{db}.{staged}");
-    let mut streamer = Streamer::new(request.processor.clone(), request.config());
-    let mut read = 0u64;
     let ranges = pages(shared, day).await?;
-    let mut ranges = ranges.into_iter();
-    let mut page = match ranges.next() {
-        Some(range) => fetch(shared, day, range).await?,
-        None => Vec::new(),
+    let (page_tx, mut page_rx) = tokio::sync::mpsc::channel::<Vec<u8>>(2);
+    let (block_tx, mut block_rx) = tokio::sync::mpsc::channel::<(Vec<u8>, u64)>(1);
+    let busy = Busy::default();
+
+    let fetching = async {
+        for range in ranges {
+            let t = std::time::Instant::now();
+            let page = fetch(shared, day, range).await?;
+            Busy::add(&busy.fetch, t);
+            if page_tx.send(page).await.is_err() {
+                break; // processing stopped: its error is the run's
+            }
+        }
+        drop(page_tx);
+        Ok::<_, Error>(())
     };
-    // Three stages at once: fetching page i+1, processing page i, inserting page i-1's rows.
-    let mut to_insert: Vec<crate::event::Event> = Vec::new();
-    loop {
-        let next_range = ranges.next();
-        let processing = async {
-            tokio::task::spawn_blocking(move || {
+    let processing = async {
+        let mut streamer = Streamer::new(request.processor.clone(), request.config());
+        let mut block = EventBlock::default();
+        let mut read = 0u64;
+        while let Some(page) = page_rx.recv().await {
+            let t = std::time::Instant::now();
+            let full;
+            let n;
+            (streamer, block, full, n) = blocking(move || {
                 let raws = rowbinary::decode_raw_events(&page)?;
                 let n = raws.len() as u64;
-                let rows = streamer.feed(raws);
-                Ok::<_, Error>((streamer, rows, n))
+                streamer.feed(raws, &mut block);
+                let full = (block.len() >= INSERT_ROWS).then(|| take(&mut block));
+                Ok((streamer, block, full, n))
             })
-            .await
-            .map_err(|e| Error::Engine(format!("replay task failed: {e}")))?
-        };
-        let inserting = async {
-            ops::insert_rows(wh, &table, &to_insert).await?;
-            Ok::<_, Error>(to_insert.len() as u64)
-        };
-        let next = async {
-            match next_range {
-                Some(range) => fetch(shared, day, range).await.map(Some),
-                None => Ok(None),
+            .await?;
+            Busy::add(&busy.process, t);
+            read += n;
+            shared.report_progress(n, 0);
+            if let Some(full) = full {
+                if block_tx.send(full).await.is_err() {
+                    return Ok(read); // inserting stopped: its error is the run's
+                }
             }
-        };
-        let (processed, inserted, next) = tokio::join!(processing, inserting, next);
-        let (back, rows, n) = processed?;
-        let written = inserted?;
-        streamer = back;
-        to_insert = rows;
-        read += n;
-        shared.report_progress(n, written);
-        match next? {
-            Some(bytes) => page = bytes,
-            None => break,
         }
-    }
-    ops::insert_rows(wh, &table, &to_insert).await?;
-    shared.report_progress(0, to_insert.len() as u64);
-    let last = streamer.finish();
-    ops::insert_rows(wh, &table, &last).await?;
-    let deferred = streamer.deferred_events();
-    // Visitors continuing a visit from the day before: with the visits open at midnight.
-    let seed = shared.seed(day).await?;
-    let (_, rows) = tokio::task::spawn_blocking(move || {
-        let rows = streamer.process_deferred(&seed);
-        (streamer, rows)
-    })
-    .await
-    .map_err(|e| Error::Engine(format!("replay task failed: {e}")))?;
-    ops::insert_rows(wh, &table, &rows).await?;
-    shared.report_progress(0, (last.len() + rows.len()) as u64);
-    tracing::debug!(%day, read, deferred, "day staged");
+        // Visitors continuing a visit from the day before: with the visits open at midnight.
+        let deferred = streamer.deferred_events();
+        let seed = shared.seed(day).await?;
+        let t = std::time::Instant::now();
+        let last = blocking(move || {
+            streamer.finish(&mut block);
+            streamer.process_deferred(&seed, &mut block);
+            Ok(take(&mut block))
+        })
+        .await?;
+        Busy::add(&busy.process, t);
+        tracing::debug!(%day, read, deferred, "day processed");
+        let _ = block_tx.send(last).await;
+        drop(block_tx);
+        Ok::<_, Error>(read)
+    };
+    let inserting = async {
+        while let Some((bytes, rows)) = block_rx.recv().await {
+            let t = std::time::Instant::now();
+            if rows > 0 {
+                wh.insert(&table, EVENT_COLUMNS, InsertFormat::Native, bytes).await?;
+            }
+            Busy::add(&busy.insert, t);
+            shared.report_progress(0, rows);
+        }
+        Ok::<_, Error>(())
+    };
+    let ((), read, ()) = tokio::try_join!(fetching, processing, inserting)?;
+    tracing::debug!(%day, fetch = Busy::seconds(&busy.fetch), process = Busy::seconds(&busy.process),
+        insert = Busy::seconds(&busy.insert), "day staged (seconds each stage was busy; they overlap)");
     // The visits open at this day's end, for the next day of the run.
     if shared.seeds.contains_key(&day) {
         let mut open = SessionState::default();

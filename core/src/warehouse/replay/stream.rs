@@ -14,9 +14,10 @@
 
 use std::sync::Arc;
 
-use crate::event::{Event, RawEvent};
+use crate::event::RawEvent;
 use crate::processor::session::SessionState;
 use crate::processor::{Processor, ProcessorConfig};
+use crate::warehouse::native::EventBlock;
 
 pub(super) struct Streamer {
     processor: Arc<dyn Processor>,
@@ -37,28 +38,24 @@ impl Streamer {
         }
     }
 
-    /// Takes the next rows of the stream; returns the processed rows of every visitor they
-    /// complete.
-    pub(super) fn feed(&mut self, rows: Vec<RawEvent>) -> Vec<Event> {
-        let mut out = Vec::with_capacity(rows.len());
+    /// Takes the next rows of the stream; the processed rows of every visitor they complete
+    /// go into `out`.
+    pub(super) fn feed(&mut self, rows: Vec<RawEvent>, out: &mut EventBlock) {
         for raw in rows {
             if self
                 .visitor
                 .first()
                 .is_some_and(|v| v.visitor_id != raw.visitor_id || v.site_id != raw.site_id)
             {
-                self.flush(&mut out);
+                self.flush(out);
             }
             self.visitor.push(raw);
         }
-        out
     }
 
     /// The end of the stream: the last visitor.
-    pub(super) fn finish(&mut self) -> Vec<Event> {
-        let mut out = Vec::new();
-        self.flush(&mut out);
-        out
+    pub(super) fn finish(&mut self, out: &mut EventBlock) {
+        self.flush(out);
     }
 
     /// Events set aside for the seed.
@@ -66,27 +63,27 @@ impl Streamer {
         self.deferred.iter().map(Vec::len).sum()
     }
 
-    fn flush(&mut self, out: &mut Vec<Event>) {
-        let visitor = std::mem::take(&mut self.visitor);
-        if visitor.iter().any(|r| r.prev_day_visitor_id != 0) {
-            self.deferred.push(visitor);
+    fn flush(&mut self, out: &mut EventBlock) {
+        if self.visitor.is_empty() {
+            return;
+        }
+        if self.visitor.iter().any(|r| r.prev_day_visitor_id != 0) {
+            self.deferred.push(std::mem::take(&mut self.visitor));
         } else {
-            self.process_visitor(&visitor, None, out);
+            self.process_visitor(&self.visitor, None, out);
+            self.visitor.clear();
         }
     }
 
-    /// The visitors set aside, processed with `seed`: the sessions open at the day's first
-    /// midnight, keyed by the previous day's visitor ids.
-    pub(super) fn process_deferred(&mut self, seed: &SessionState) -> Vec<Event> {
-        let deferred = std::mem::take(&mut self.deferred);
-        let mut out = Vec::with_capacity(deferred.iter().map(Vec::len).sum());
-        for visitor in &deferred {
-            self.process_visitor(visitor, Some(seed), &mut out);
+    /// The visitors set aside, processed with `seed` (the sessions open at the day's first
+    /// midnight, keyed by the previous day's visitor ids) into `out`.
+    pub(super) fn process_deferred(&mut self, seed: &SessionState, out: &mut EventBlock) {
+        for visitor in std::mem::take(&mut self.deferred) {
+            self.process_visitor(&visitor, Some(seed), out);
         }
-        out
     }
 
-    fn process_visitor(&self, events: &[RawEvent], seed: Option<&SessionState>, out: &mut Vec<Event>) {
+    fn process_visitor(&self, events: &[RawEvent], seed: Option<&SessionState>, out: &mut EventBlock) {
         let mut sessions = SessionState::default();
         if let (Some(seed), Some(first)) = (seed, events.iter().find(|r| r.prev_day_visitor_id != 0)) {
             if let Some(open) = seed.get(&first.site_id, first.prev_day_visitor_id) {
@@ -94,7 +91,7 @@ impl Streamer {
             }
         }
         for raw in events {
-            out.push(self.processor.process(raw, self.config, &mut sessions));
+            out.push(&self.processor.process(raw, self.config, &mut sessions));
         }
     }
 }
