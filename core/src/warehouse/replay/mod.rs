@@ -214,6 +214,7 @@ pub struct DayReport {
 /// Where a run is, for progress bars.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Progress {
+    /// Days finished and checkpointed (`ReplayHooks::day_done` returned for each).
     pub days_done: usize,
     pub days_total: usize,
     pub rows_read: u64,
@@ -547,8 +548,12 @@ impl Shared<'_> {
             }
         }
         state.checkpoint.done.insert(day);
+        // Checkpointed before it is counted: a day reported done (the CLI's "1/3 days done",
+        // a resource's progress) is one a resumed run skips, even if the process dies
+        // right after saying so.
+        self.hooks.day_done(report, &state.checkpoint).await?;
         self.progress.done.fetch_add(1, Ordering::Relaxed);
         self.report_progress(0, 0);
-        self.hooks.day_done(report, &state.checkpoint).await
+        Ok(())
     }
 }
