@@ -227,6 +227,9 @@ pub struct Progress {
 #[async_trait::async_trait]
 pub trait ReplayHooks: Sync {
     fn progress(&self, _progress: &Progress) {}
+    /// When a day is launched (before its lease is taken): what a caller shows as the day
+    /// under way.
+    fn day_started(&self, _day: NaiveDate) {}
     /// After each finished day (swapped with its tiers refreshed, or compared in a dry run),
     /// one day at a time and before its lease is released: `day` is its report and
     /// `checkpoint` the run's, with the day among `done`. A caller that keeps the checkpoint
@@ -391,6 +394,7 @@ pub(crate) async fn run_days(
     loop {
         while running.len() < shared.request.parallelism && failure.is_none() && !cancel.is_cancelled() {
             let Some(day) = queue.next() else { break };
+            shared.hooks.day_started(day);
             let shared = &shared;
             running.push(async move { (day, day::replay_day(shared, day).await) });
         }
