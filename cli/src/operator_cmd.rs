@@ -145,6 +145,10 @@ struct RunArgs {
     /// Seconds the lease holds without renewal.
     #[arg(long, default_value_t = 15)]
     lease_duration_secs: u64,
+    /// Finished Reprocesses (Succeeded, Failed, Cancelled) kept per tenant; older ones are
+    /// deleted, the oldest first.
+    #[arg(long, default_value_t = sightline_operator::reprocess::history::DEFAULT_HISTORY_LIMIT)]
+    reprocess_history_limit: usize,
 }
 
 #[derive(ClapArgs)]
@@ -196,6 +200,7 @@ async fn operate(args: RunArgs) -> Result<(), String> {
         resync: Duration::from_secs(args.resync_secs.clamp(10, 300)),
         manage_crds: args.manage_crds,
         kafka_timeout: Duration::from_secs(args.kafka_timeout_secs.max(1)),
+        reprocess_history_limit: args.reprocess_history_limit,
     };
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await

@@ -131,6 +131,7 @@ async fn in_cluster(args: Args, resource: String) -> Result<(), String> {
             .to_std()
             .unwrap_or(LEASE_POLL),
         retry_pause: std::time::Duration::from_secs(2),
+        heartbeat: sightline_operator::reprocess::status::HEARTBEAT_INTERVAL,
     };
     let outcome = runner
         .run(warehouse.as_ref())

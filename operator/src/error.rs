@@ -38,6 +38,11 @@ pub enum Error {
     /// cause is an outage.
     #[error("cleanup cannot finish: {message}")]
     Cleanup { message: String, transient: bool },
+    /// The image a Reprocess's Job would run has no digest the operator can learn (a tag
+    /// other than the operator's own image, or no `POD_NAME`/`POD_NAMESPACE`); the message
+    /// says how to pin it.
+    #[error("{0}")]
+    ImageDigestUnknown(String),
     /// An object could not be serialized for the API.
     #[error("serialize: {0}")]
     Serialize(#[from] serde_json::Error),
@@ -59,6 +64,7 @@ impl Error {
             Error::SecretMissing(_) => "SecretMissing",
             Error::Kube(_) => "KubernetesError",
             Error::Cleanup { .. } => "DeletionBlocked",
+            Error::ImageDigestUnknown(_) => "ImageDigestUnknown",
             Error::Serialize(_) => "Internal",
         }
     }

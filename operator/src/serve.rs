@@ -35,6 +35,8 @@ pub struct RunConfig {
     pub kafka_timeout: Duration,
     /// Apply the embedded CRDs at start (`crate::crds::ensure`).
     pub manage_crds: bool,
+    /// Finished Reprocesses kept per tenant (`reprocess::history`).
+    pub reprocess_history_limit: usize,
 }
 
 /// `/metrics` (Prometheus text), `/healthz` (the process runs) and `/readyz` (it runs its
@@ -136,13 +138,16 @@ pub async fn run(
         let reprocesses = reprocess_controller::run(
             client.clone(),
             move |store| {
-                Arc::new(ReprocessContext::new(
-                    client,
-                    config.operator.clone(),
-                    store,
-                    Arc::new(chrono::Utc::now),
-                    REPROCESS_POLL,
-                ))
+                Arc::new(
+                    ReprocessContext::new(
+                        client,
+                        config.operator.clone(),
+                        store,
+                        Arc::new(chrono::Utc::now),
+                        REPROCESS_POLL,
+                    )
+                    .with_history_limit(config.reprocess_history_limit),
+                )
             },
             until,
         );

@@ -258,6 +258,15 @@ impl FakeApi {
         client
     }
 
+    /// A client for a person's commands (`kubectl sightline`) on this same server; their
+    /// RBAC is theirs, not checked.
+    pub fn client_for_a_person(&mut self) -> kube::Client {
+        let (client, api) = mock_client();
+        let task = Self::serve_into(self.state.clone(), api, Caller::Person);
+        self.tasks.push(task);
+        client
+    }
+
     fn serve_into(
         shared: std::sync::Arc<std::sync::Mutex<FakeState>>,
         mut api: ApiServer,
@@ -607,7 +616,13 @@ impl FakeState {
                         return (409, conflict(&r.path));
                     }
                 }
+                let spec_before = object["spec"].clone();
                 json_patch::merge(&mut object, &patch);
+                // A change of the spec is a new generation, as the API server counts them.
+                if object["spec"] != spec_before {
+                    let g = object["metadata"]["generation"].as_i64().unwrap_or(1);
+                    object["metadata"]["generation"] = json!(g + 1);
+                }
                 let gone = object["metadata"]["deletionTimestamp"].is_string()
                     && object["metadata"]["finalizers"].as_array().is_none_or(|f| f.is_empty());
                 if gone {

@@ -1,7 +1,8 @@
 //! The Reprocess reconciler against a mocked Kubernetes API server (the tower-test pattern
 //! of operator_reconcile.rs: "given this Reprocess and tenant, expect these API calls").
-//! The reconciler itself touches neither Kafka nor ClickHouse (the Job's pod runs the
-//! engine), so no engine runs here. The clock is fixed: nothing depends on today's date.
+//! The reconciler touches no Kafka; ClickHouse only for the plan's read-only queries
+//! (`system.parts` of the tenant's `events_raw`), answered here by the embedded engine with
+//! the tenant's schema. The clock is fixed: nothing depends on today's date.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,14 +13,32 @@ use kube::runtime::controller::Action;
 use kube::runtime::reflector;
 use kube::runtime::watcher;
 use serde_json::{json, Value};
+use sightline_core::warehouse::embedded::Embedded;
 use sightline_operator::crd::{AnalyticsTenant, AnalyticsTenantSpec};
 use sightline_operator::reprocess::controller::{reconcile, ReprocessContext};
 use sightline_operator::reprocess::crd::{Phase, Reprocess, ReprocessResourceSpec, ReprocessStatus};
+use sightline_operator::reprocess::plan::FixedWarehouse;
 use sightline_operator::validate::OperatorConfig;
 use sightline_tests::kube_api::{mock_client, not_found, ApiServer, Received};
 
 const NS: &str = "analytics";
 const POLL: Duration = Duration::from_secs(30);
+/// How often a Reprocess with a Job is looked at (`MAX_POLL_RUNNING`).
+const RUNNING_POLL: Duration = Duration::from_secs(20);
+
+/// The tenant's image, pinned by digest (so the plan needs no look at the operator's pod).
+fn pinned_image() -> String {
+    format!("registry.example/sightline@sha256:{}", "ab".repeat(32))
+}
+
+/// The embedded engine with `acme`'s schema (kept by the test, dropped at its end).
+async fn engine() -> (tempfile::TempDir, Arc<Embedded>) {
+    let dir = tempfile::tempdir().unwrap();
+    let wh = Arc::new(Embedded::open(&dir.path().join("engine"), 2).unwrap());
+    let core = sightline_tests::replay_support::tenant("acme");
+    sightline_tests::replay_support::prepare(wh.as_ref(), &core).await;
+    (dir, wh)
+}
 
 /// 2026-11-20T12:00:00Z: days up to the middle of November are sealed.
 fn now() -> DateTime<Utc> {
@@ -30,9 +49,10 @@ fn tenant() -> AnalyticsTenant {
     let mut t = AnalyticsTenant::new(
         "acme",
         AnalyticsTenantSpec {
-            tenant: serde_yaml::from_str(
-                "sites: { allowed: [{ id: shop.example.com }] }\ningest: { image: registry.example/sightline:fix-7 }",
-            )
+            tenant: serde_yaml::from_str(&format!(
+                "sites: {{ allowed: [{{ id: shop.example.com }}] }}\ningest: {{ image: {} }}",
+                pinned_image()
+            ))
             .unwrap(),
         },
     );
@@ -43,12 +63,7 @@ fn tenant() -> AnalyticsTenant {
 
 /// A Reprocess as the API hands it over; `age` orders creation (smaller is older).
 fn reprocess(name: &str, spec: &str, age: i64, status: Option<ReprocessStatus>) -> Reprocess {
-    let mut rp = Reprocess::new(
-        name,
-        ReprocessResourceSpec {
-            reprocess: serde_yaml::from_str(spec).unwrap(),
-        },
-    );
+    let mut rp = Reprocess::new(name, ReprocessResourceSpec::new(serde_yaml::from_str(spec).unwrap()));
     rp.metadata.namespace = Some(NS.into());
     rp.metadata.uid = Some(format!("uid-{name}"));
     rp.metadata.generation = Some(1);
@@ -62,20 +77,18 @@ fn reprocess(name: &str, spec: &str, age: i64, status: Option<ReprocessStatus>) 
 
 const WEEK: &str = "tenantRef: acme\nfrom: 2026-11-01\nto: 2026-11-08\n";
 
-fn context(client: kube::Client, known: &[&Reprocess]) -> Arc<ReprocessContext> {
+fn context(client: kube::Client, known: &[&Reprocess], wh: &Arc<Embedded>) -> Arc<ReprocessContext> {
     let (store, mut writer) = reflector::store::<Reprocess>();
     writer.apply_watcher_event(&watcher::Event::Init);
     for rp in known {
         writer.apply_watcher_event(&watcher::Event::InitApply((*rp).clone()));
     }
     writer.apply_watcher_event(&watcher::Event::InitDone);
-    Arc::new(ReprocessContext::new(
-        client,
-        OperatorConfig::example(NS),
-        store,
-        Arc::new(now),
-        POLL,
-    ))
+    Arc::new(
+        ReprocessContext::new(client, OperatorConfig::example(NS), store, Arc::new(now), POLL)
+            .with_warehouses(Arc::new(FixedWarehouse(wh.clone())))
+            .with_own_pod(None),
+    )
 }
 
 /// Runs one reconcile while `serve` plays the API server.
@@ -191,25 +204,26 @@ fn condition(s: &ReprocessStatus, type_: &str) -> (String, String, String) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_first_reconcile_creates_the_owned_job_with_its_own_narrow_service_account() {
+    let (_dir, wh) = engine().await;
     let (client, api) = mock_client();
     let rp = reprocess("fix", WEEK, 0, None);
-    let ctx = context(client, &[&rp]);
+    let ctx = context(client, &[&rp], &wh);
     let (result, _, (rbac, job, status)) = reconcile_with(&ctx, &rp, api, |mut api| {
         Box::pin(async move {
             expect_tenant(&mut api, true).await;
-            expect_finalizer_added(&mut api, "fix").await;
-            let rbac = expect_rbac(&mut api, "fix-replay").await;
             api.expect(Method::GET, &job_path("fix-replay"), |_| {
                 (404, not_found("jobs.batch \"fix-replay\""))
             })
             .await;
+            expect_finalizer_added(&mut api, "fix").await;
+            let rbac = expect_rbac(&mut api, "fix-replay").await;
             let job = api.expect_apply(&job_path("fix-replay"), None).await;
             let status = expect_status_at(&mut api, "fix", 200, "8").await;
             (api, (rbac, job, status))
         })
     })
     .await;
-    assert_eq!(result.unwrap(), Action::requeue(POLL));
+    assert_eq!(result.unwrap(), Action::requeue(RUNNING_POLL));
     let owner = &job.body["metadata"]["ownerReferences"][0];
     assert_eq!(
         (
@@ -222,7 +236,11 @@ async fn the_first_reconcile_creates_the_owned_job_with_its_own_narrow_service_a
     );
     let pod = &job.body["spec"]["template"]["spec"];
     assert_eq!(pod["serviceAccountName"], "fix-replay");
-    assert_eq!(pod["containers"][0]["image"], "registry.example/sightline:fix-7");
+    assert_eq!(
+        pod["containers"][0]["image"],
+        pinned_image(),
+        "the plan's image, by digest"
+    );
     assert_eq!(
         pod["containers"][0]["args"].as_array().unwrap()[0..3],
         [json!("reprocess"), json!("--resource"), json!("analytics/fix")]
@@ -243,10 +261,27 @@ async fn the_first_reconcile_creates_the_owned_job_with_its_own_narrow_service_a
     assert_eq!(condition(&status, "Complete").0, "False");
     assert_eq!(condition(&status, "Complete").1, "JobStarting");
     assert_eq!(status.job_name.as_deref(), Some("fix-replay"));
+    // The plan, read from the warehouse (no raw rows yet), approved at once (Automatic).
+    let plan = status.plan.as_ref().expect("a plan");
+    assert_eq!(plan.hash.len(), 64);
+    assert_eq!(
+        (plan.first_day.as_str(), plan.last_day.as_str(), plan.days),
+        ("2026-11-01", "2026-11-07", 7)
+    );
+    assert_eq!((plan.rows, plan.image.as_str()), (0, pinned_image().as_str()));
+    assert_eq!(condition(&status, "Approved").1, "AutomaticApproval");
+    assert_eq!(condition(&status, "Approved").0, "True");
+    assert_eq!(condition(&status, "Progressing").0, "True");
+    assert_eq!(condition(&status, "Stalled").0, "False");
+    for c in &status.conditions {
+        assert_eq!(c.observed_generation, Some(1), "{c:?}");
+    }
+    assert_eq!(status.observed_generation, Some(1));
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_overlapping_later_reprocess_is_queued_naming_the_one_it_waits_for() {
+    let (_dir, wh) = engine().await;
     let (client, api) = mock_client();
     let running = ReprocessStatus {
         phase: Phase::Running,
@@ -259,10 +294,12 @@ async fn an_overlapping_later_reprocess_is_queued_naming_the_one_it_waits_for() 
         60,
         None,
     );
-    let ctx = context(client, &[&first, &second]);
+    let ctx = context(client, &[&first, &second], &wh);
     let (result, mut api, status) = reconcile_with(&ctx, &second, api, |mut api| {
         Box::pin(async move {
             expect_tenant(&mut api, true).await;
+            api.expect(Method::GET, &job_path("second-replay"), |_| (404, not_found("job")))
+                .await;
             // No Job, no RBAC: straight to the status.
             let status = expect_status(&mut api, "second", 200).await;
             (api, status)
@@ -284,21 +321,21 @@ async fn an_overlapping_later_reprocess_is_queued_naming_the_one_it_waits_for() 
         ..Default::default()
     };
     let first = reprocess("first", WEEK, 0, Some(done));
-    let ctx = context(client, &[&first, &second]);
+    let ctx = context(client, &[&first, &second], &wh);
     let (result, _, job) = reconcile_with(&ctx, &second, api, |mut api| {
         Box::pin(async move {
             expect_tenant(&mut api, true).await;
-            expect_finalizer_added(&mut api, "second").await;
-            expect_rbac(&mut api, "second-replay").await;
             api.expect(Method::GET, &job_path("second-replay"), |_| (404, not_found("job")))
                 .await;
+            expect_finalizer_added(&mut api, "second").await;
+            expect_rbac(&mut api, "second-replay").await;
             let job = api.expect_apply(&job_path("second-replay"), None).await;
             expect_status_at(&mut api, "second", 200, "8").await;
             (api, job)
         })
     })
     .await;
-    assert_eq!(result.unwrap(), Action::requeue(POLL));
+    assert_eq!(result.unwrap(), Action::requeue(RUNNING_POLL));
     assert_eq!(job.body["metadata"]["ownerReferences"][0]["name"], "second");
 }
 
@@ -307,6 +344,7 @@ fn job_with(rp: &Reprocess, status: Value) -> Value {
     let children = sightline_operator::reprocess::build::build(
         &sightline_operator::reprocess::build::Owner::of(rp).unwrap(),
         &sightline_operator::validate::validate(&tenant(), &OperatorConfig::example(NS)).unwrap(),
+        &pinned_image(),
     );
     let mut job = sightline_operator::build::typed(&children.job).unwrap();
     job["status"] = status;
@@ -315,23 +353,24 @@ fn job_with(rp: &Reprocess, status: Value) -> Value {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_job_with_a_pod_leaves_running_to_the_pod_and_a_failed_job_makes_it_failed_with_the_reason() {
+    let (_dir, wh) = engine().await;
     let (client, api) = mock_client();
     let rp = reprocess("fix", WEEK, 0, None);
-    let ctx = context(client, &[&rp]);
+    let ctx = context(client, &[&rp], &wh);
     let active = job_with(&rp, json!({"active": 1}));
     let (result, _, status) = reconcile_with(&ctx, &rp, api, |mut api| {
         Box::pin(async move {
             expect_tenant(&mut api, true).await;
-            expect_finalizer_added(&mut api, "fix").await;
-            expect_rbac(&mut api, "fix-replay").await;
             api.expect(Method::GET, &job_path("fix-replay"), |_| (200, active))
                 .await;
+            expect_finalizer_added(&mut api, "fix").await;
+            expect_rbac(&mut api, "fix-replay").await;
             let status = expect_status_at(&mut api, "fix", 200, "8").await;
             (api, status)
         })
     })
     .await;
-    assert_eq!(result.unwrap(), Action::requeue(POLL));
+    assert_eq!(result.unwrap(), Action::requeue(RUNNING_POLL));
     // Only the pod says Running (a deletion then waits for it); the operator says it has one.
     assert_eq!(status.phase, Phase::Pending);
     assert_eq!(condition(&status, "Complete").1, "PodStarting");
@@ -339,7 +378,7 @@ async fn a_job_with_a_pod_leaves_running_to_the_pod_and_a_failed_job_makes_it_fa
     assert_eq!(status.job_name.as_deref(), Some("fix-replay"));
 
     let (client, api) = mock_client();
-    let ctx = context(client, &[&rp]);
+    let ctx = context(client, &[&rp], &wh);
     let failed = job_with(
         &rp,
         json!({"failed": 4, "conditions": [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded",
@@ -348,10 +387,10 @@ async fn a_job_with_a_pod_leaves_running_to_the_pod_and_a_failed_job_makes_it_fa
     let (result, _, status) = reconcile_with(&ctx, &rp, api, |mut api| {
         Box::pin(async move {
             expect_tenant(&mut api, true).await;
-            expect_finalizer_added(&mut api, "fix").await;
-            expect_rbac(&mut api, "fix-replay").await;
             api.expect(Method::GET, &job_path("fix-replay"), |_| (200, failed))
                 .await;
+            expect_finalizer_added(&mut api, "fix").await;
+            expect_rbac(&mut api, "fix-replay").await;
             let status = expect_status_at(&mut api, "fix", 200, "8").await;
             (api, status)
         })
@@ -368,6 +407,7 @@ async fn a_job_with_a_pod_leaves_running_to_the_pod_and_a_failed_job_makes_it_fa
 
 #[tokio::test(flavor = "multi_thread")]
 async fn refusals_are_failed_with_a_reason_that_says_which() {
+    let (_dir, wh) = engine().await;
     let cases = [
         (
             "tenantRef: nope\nfrom: 2026-11-01\nto: 2026-11-08\n",
@@ -393,7 +433,7 @@ async fn refusals_are_failed_with_a_reason_that_says_which() {
     for (spec, want_reason, want_in_message) in cases {
         let (client, api) = mock_client();
         let rp = reprocess("fix", spec, 0, None);
-        let ctx = context(client, &[&rp]);
+        let ctx = context(client, &[&rp], &wh);
         let known = !spec.contains("nope");
         let (result, mut api, status) = reconcile_with(&ctx, &rp, api, move |mut api| {
             Box::pin(async move {
@@ -424,7 +464,7 @@ async fn refusals_are_failed_with_a_reason_that_says_which() {
     // A tenant on a ClickHouse cluster: no Job for a replay the engine cannot do there.
     let (client, api) = mock_client();
     let rp = reprocess("fix", WEEK, 0, None);
-    let ctx = context(client, &[&rp]);
+    let ctx = context(client, &[&rp], &wh);
     let mut clustered = serde_json::to_value(tenant()).unwrap();
     clustered["spec"]["clickhouse"] = json!({"cluster": "analytics"});
     let (result, mut api, status) = reconcile_with(&ctx, &rp, api, |mut api| {
@@ -450,7 +490,7 @@ async fn refusals_are_failed_with_a_reason_that_says_which() {
     let (client, api) = mock_client();
     let mut rp = reprocess("fix", WEEK, 0, None);
     rp.metadata.namespace = Some("default".into());
-    let ctx = context(client, &[&rp]);
+    let ctx = context(client, &[&rp], &wh);
     let echo = serde_json::to_value(&rp).unwrap();
     let (result, _, received) = reconcile_with(&ctx, &rp, api, |mut api| {
         Box::pin(async move {
@@ -479,17 +519,18 @@ async fn refusals_are_failed_with_a_reason_that_says_which() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_write_that_lost_the_race_with_the_pod_is_retried_and_a_final_one_is_left_alone() {
+    let (_dir, wh) = engine().await;
     let (client, api) = mock_client();
     let rp = reprocess("fix", WEEK, 0, None);
-    let ctx = context(client, &[&rp]);
+    let ctx = context(client, &[&rp], &wh);
     let active = job_with(&rp, json!({"active": 1}));
     let (result, _, _) = reconcile_with(&ctx, &rp, api, |mut api| {
         Box::pin(async move {
             expect_tenant(&mut api, true).await;
-            expect_finalizer_added(&mut api, "fix").await;
-            expect_rbac(&mut api, "fix-replay").await;
             api.expect(Method::GET, &job_path("fix-replay"), |_| (200, active))
                 .await;
+            expect_finalizer_added(&mut api, "fix").await;
+            expect_rbac(&mut api, "fix-replay").await;
             expect_status_at(&mut api, "fix", 409, "8").await;
             (api, ())
         })
@@ -508,7 +549,7 @@ async fn a_write_that_lost_the_race_with_the_pod_is_retried_and_a_final_one_is_l
                 ..Default::default()
             }),
         );
-        let ctx = context(client, &[&done]);
+        let ctx = context(client, &[&done], &wh);
         let result = reconcile(Arc::new(done), ctx).await;
         assert_eq!(result.unwrap(), Action::await_change());
         api.expect_silence(Duration::from_millis(100)).await;
@@ -556,10 +597,11 @@ async fn expect_finalizer_removed(api: &mut ApiServer) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_final_reprocess_loses_its_finalizer_so_nothing_waits_on_it() {
+    let (_dir, wh) = engine().await;
     for phase in [Phase::Succeeded, Phase::Failed, Phase::Cancelled] {
         let (client, api) = mock_client();
         let rp = guarded(phase, false);
-        let ctx = context(client, &[&rp]);
+        let ctx = context(client, &[&rp], &wh);
         let (result, mut api, ()) = reconcile_with(&ctx, &rp, api, |mut api| {
             Box::pin(async move {
                 expect_finalizer_removed(&mut api).await;
@@ -574,10 +616,11 @@ async fn a_final_reprocess_loses_its_finalizer_so_nothing_waits_on_it() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_deleted_reprocess_waits_for_its_running_pod_and_no_longer() {
+    let (_dir, wh) = engine().await;
     // Its pod replays a day: the operator looks at the Job and waits, writing nothing.
     let (client, api) = mock_client();
     let rp = guarded(Phase::Running, true);
-    let ctx = context(client, &[&rp]);
+    let ctx = context(client, &[&rp], &wh);
     let active = job_with(&rp, json!({"active": 1}));
     let (result, mut api, ()) = reconcile_with(&ctx, &rp, api, |mut api| {
         Box::pin(async move {
@@ -603,7 +646,7 @@ async fn a_deleted_reprocess_waits_for_its_running_pod_and_no_longer() {
     ] {
         let (client, api) = mock_client();
         let rp = guarded(phase, true);
-        let ctx = context(client, &[&rp]);
+        let ctx = context(client, &[&rp], &wh);
         let job = job.map(|status| job_with(&rp, status));
         let (result, _, reasons) = reconcile_with(&ctx, &rp, api, move |mut api| {
             Box::pin(async move {
@@ -633,7 +676,7 @@ async fn a_deleted_reprocess_waits_for_its_running_pod_and_no_longer() {
     let (client, mut api) = mock_client();
     let mut rp = guarded(Phase::Pending, true);
     rp.metadata.finalizers = None;
-    let ctx = context(client, &[&rp]);
+    let ctx = context(client, &[&rp], &wh);
     assert_eq!(reconcile(Arc::new(rp), ctx).await.unwrap(), Action::await_change());
     api.expect_silence(Duration::from_millis(100)).await;
 }

@@ -24,6 +24,8 @@ use sightline_core::warehouse::{Params, Warehouse};
 use sightline_operator::crd::{AnalyticsTenant, AnalyticsTenantSpec};
 use sightline_operator::reprocess::controller::{reconcile, ReprocessContext};
 use sightline_operator::reprocess::crd::{Phase, Reprocess, ReprocessStatus};
+use sightline_operator::reprocess::history;
+use sightline_operator::reprocess::plan::{FixedWarehouse, OwnPod};
 use sightline_operator::reprocess::runner::{Outcome, Runner};
 use sightline_operator::validate::OperatorConfig;
 use sightline_tests::kube_api::{mock_client, FakeApi, Hook};
@@ -31,6 +33,16 @@ use sightline_tests::replay_support::{checksums, dataset, days, ingest, later, p
 
 const NS: &str = "analytics";
 const POLL: Duration = Duration::from_secs(30);
+/// How often a Reprocess with a Job is looked at (`MAX_POLL_RUNNING`).
+const RUNNING_POLL: Duration = Duration::from_secs(20);
+/// Where the operator's own pod is (`POD_NAMESPACE`/`POD_NAME`).
+const OPERATOR_NS: &str = "sightline";
+const OPERATOR_POD: &str = "sightline-operator-0";
+
+/// The digest the kubelet reports for the operator's image.
+fn operator_digest() -> String {
+    format!("sha256:{}", "5e".repeat(32))
+}
 
 fn rp_path(name: &str) -> String {
     format!("/apis/sightline.dev/v1alpha1/namespaces/{NS}/reprocesses/{name}")
@@ -72,6 +84,19 @@ fn start() -> (kube::Client, FakeApi) {
         "/apis/sightline.dev/v1alpha1/analyticstenants/buggy",
         serde_json::to_value(t).unwrap(),
     );
+    // The operator's own pod, as the kubelet reports it: its image (the operator's --image,
+    // which the tenant runs too) and that image's digest.
+    let image = OperatorConfig::example(NS).image;
+    api.put(
+        &format!("/api/v1/namespaces/{OPERATOR_NS}/pods/{OPERATOR_POD}"),
+        json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": OPERATOR_POD, "namespace": OPERATOR_NS},
+            "spec": {"containers": [{"name": "operator", "image": image}]},
+            "status": {"containerStatuses": [{"name": "operator", "image": image, "ready": true, "restartCount": 0,
+                       "imageID": format!("docker-pullable://ghcr.io/sightline/sightline@{}", operator_digest())}]},
+        }),
+    );
     (client, api)
 }
 
@@ -97,8 +122,21 @@ fn status(api: &FakeApi, name: &str) -> ReprocessStatus {
     object(api, name).and_then(|o| o.status).unwrap_or_default()
 }
 
-/// One reconcile by an operator that has just started (its cache: the world's Reprocesses).
-async fn operator(client: &kube::Client, api: &FakeApi, name: &str) -> Action {
+/// One reconcile by an operator that has just started (its cache: the world's Reprocesses),
+/// whose plans read `wh`.
+async fn operator(client: &kube::Client, api: &FakeApi, name: &str, wh: &Arc<Embedded>) -> Action {
+    operator_with(client, api, name, wh, Arc::new(later), history::DEFAULT_HISTORY_LIMIT).await
+}
+
+/// `operator` with a clock and a history limit.
+async fn operator_with(
+    client: &kube::Client,
+    api: &FakeApi,
+    name: &str,
+    wh: &Arc<Embedded>,
+    now: sightline_operator::reprocess::controller::Clock,
+    history_limit: usize,
+) -> Action {
     let all: Vec<Reprocess> = api
         .objects_under(&format!("/apis/sightline.dev/v1alpha1/namespaces/{NS}/reprocesses/"))
         .into_iter()
@@ -110,13 +148,13 @@ async fn operator(client: &kube::Client, api: &FakeApi, name: &str) -> Action {
         writer.apply_watcher_event(&watcher::Event::InitApply(rp.clone()));
     }
     writer.apply_watcher_event(&watcher::Event::InitDone);
-    let ctx = ReprocessContext::new(
-        client.clone(),
-        OperatorConfig::example(NS),
-        store,
-        Arc::new(later),
-        POLL,
-    );
+    let ctx = ReprocessContext::new(client.clone(), OperatorConfig::example(NS), store, now, POLL)
+        .with_warehouses(Arc::new(FixedWarehouse(wh.clone())))
+        .with_own_pod(Some(OwnPod {
+            namespace: OPERATOR_NS.into(),
+            name: OPERATOR_POD.into(),
+        }))
+        .with_history_limit(history_limit);
     let rp = object(api, name).expect("the Reprocess exists");
     tokio::time::timeout(Duration::from_secs(30), reconcile(Arc::new(rp), Arc::new(ctx)))
         .await
@@ -137,6 +175,7 @@ fn pod(api: &mut FakeApi, name: &str, interrupt: CancellationToken) -> Runner {
         lease_poll: Duration::from_millis(100),
         lease_wait: Duration::from_secs(120),
         retry_pause: Duration::from_millis(10),
+        heartbeat: Duration::from_millis(200),
     }
 }
 
@@ -163,6 +202,14 @@ async fn engine(seed: u64) -> (tempfile::TempDir, Arc<Embedded>) {
         prepare(wh.as_ref(), &t).await;
         ingest(wh.as_ref(), &t, processor, &events).await;
     }
+    (dir, wh)
+}
+
+/// The engine with `buggy`'s schema and no events.
+async fn bare_engine() -> (tempfile::TempDir, Arc<Embedded>) {
+    let dir = tempfile::tempdir().unwrap();
+    let wh = Arc::new(Embedded::open(&dir.path().join("engine"), 2).unwrap());
+    prepare(wh.as_ref(), &tenant("buggy")).await;
     (dir, wh)
 }
 
@@ -252,7 +299,10 @@ async fn the_bug_story_through_the_resource_dry_run_deltas_then_a_replay_the_que
     create(&api, "fix", spec("{parallelism: 2}"), 10);
 
     // The dry run is admitted: finalizer, its Job; the real one overlaps it and waits.
-    assert_eq!(operator(&client, &api, "check").await, Action::requeue(POLL));
+    assert_eq!(
+        operator(&client, &api, "check", &wh).await,
+        Action::requeue(RUNNING_POLL)
+    );
     let check = object(&api, "check").unwrap();
     assert_eq!(
         check.metadata.finalizers.as_deref(),
@@ -266,7 +316,7 @@ async fn the_bug_story_through_the_resource_dry_run_deltas_then_a_replay_the_que
             .unwrap()[0..3],
         [json!("reprocess"), json!("--resource"), json!("analytics/check")]
     );
-    assert_eq!(operator(&client, &api, "fix").await, Action::requeue(POLL));
+    assert_eq!(operator(&client, &api, "fix", &wh).await, Action::requeue(POLL));
     let fix = status(&api, "fix");
     assert_eq!(fix.phase, Phase::Pending);
     let (_, reason, _) = condition(&fix, "Complete");
@@ -296,7 +346,10 @@ async fn the_bug_story_through_the_resource_dry_run_deltas_then_a_replay_the_que
     assert_eq!(condition(&dry, "Failed").0, "False");
     assert_eq!(dry.progress.as_ref().unwrap().summary, "3/3");
     assert!(dry.started_at.is_some() && dry.finished_at.is_some());
-    assert_eq!(dry.checkpoint.as_ref().unwrap().done, ["2026-11-10/2026-11-12"]);
+    assert_eq!(
+        dry.checkpoint.as_ref().unwrap().done().unwrap(),
+        ["2026-11-10/2026-11-12"]
+    );
     assert_eq!(
         checksums(wh.as_ref(), "sightline_buggy").await,
         buggy_before,
@@ -338,14 +391,14 @@ async fn the_bug_story_through_the_resource_dry_run_deltas_then_a_replay_the_que
     );
 
     // Final: the operator lets go of the finalizer; the queued one starts.
-    assert_eq!(operator(&client, &api, "check").await, Action::await_change());
+    assert_eq!(operator(&client, &api, "check", &wh).await, Action::await_change());
     assert!(object(&api, "check")
         .unwrap()
         .metadata
         .finalizers
         .unwrap_or_default()
         .is_empty());
-    assert_eq!(operator(&client, &api, "fix").await, Action::requeue(POLL));
+    assert_eq!(operator(&client, &api, "fix", &wh).await, Action::requeue(RUNNING_POLL));
     assert!(api.get(&job_path("fix")).is_some());
     let outcome = pod(&mut api, "fix", CancellationToken::new())
         .run(wh.as_ref())
@@ -421,14 +474,14 @@ async fn deleting_a_running_reprocess_cancels_it_after_the_day_under_way_and_lea
     let (_dir, wh) = engine(22).await;
     let (client, mut api) = start();
     create(&api, "fix", spec("{parallelism: 1}"), 0);
-    assert_eq!(operator(&client, &api, "fix").await, Action::requeue(POLL));
+    assert_eq!(operator(&client, &api, "fix", &wh).await, Action::requeue(RUNNING_POLL));
 
     // Deleted while the pod writes its first day: the write meets the deletion (409), the
     // pod reads the object again, records the day and stops there.
     api.on_request(|r, world| {
         if r.method == Method::PATCH
             && r.path == format!("{}/status", rp_path("fix"))
-            && r.body["status"]["progress"]["daysDone"] == 1
+            && r.body["status"]["progress"]["daysSucceeded"] == 1
             && world.get(&rp_path("fix")).unwrap()["metadata"]["deletionTimestamp"].is_null()
         {
             world.delete(&rp_path("fix"));
@@ -443,7 +496,7 @@ async fn deleting_a_running_reprocess_cancels_it_after_the_day_under_way_and_lea
     let cancelled = status(&api, "fix");
     assert_eq!(cancelled.phase, Phase::Cancelled);
     assert_eq!(condition(&cancelled, "Complete").1, "Cancelled");
-    assert_eq!(cancelled.checkpoint.as_ref().unwrap().done, ["2026-11-10"]);
+    assert_eq!(cancelled.checkpoint.as_ref().unwrap().done().unwrap(), ["2026-11-10"]);
     assert!(
         cancelled.message.as_deref().unwrap().contains("1 of 3 days done"),
         "{cancelled:?}"
@@ -460,7 +513,7 @@ async fn deleting_a_running_reprocess_cancels_it_after_the_day_under_way_and_lea
 
     // The operator records the finished days and lets the object go; it sets nothing else.
     let writes_before = api.status_writes().len();
-    assert_eq!(operator(&client, &api, "fix").await, Action::await_change());
+    assert_eq!(operator(&client, &api, "fix", &wh).await, Action::await_change());
     assert!(
         object(&api, "fix").is_none(),
         "the finalizer is removed and the object is gone"
@@ -485,6 +538,7 @@ async fn deleting_a_running_reprocess_cancels_it_after_the_day_under_way_and_lea
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_reprocess_that_never_ran_is_deleted_at_once() {
+    let (_dir, wh) = bare_engine().await;
     let (client, api) = start();
     // Queued and refused Reprocesses never get the finalizer: deleted without the operator.
     create(&api, "first", spec("{}"), 0);
@@ -495,9 +549,9 @@ async fn a_reprocess_that_never_ran_is_deleted_at_once() {
         json!({"tenantRef": "nope", "from": "2026-11-01", "to": "2026-11-02"}),
         20,
     );
-    operator(&client, &api, "first").await;
-    operator(&client, &api, "queued").await;
-    operator(&client, &api, "refused").await;
+    operator(&client, &api, "first", &wh).await;
+    operator(&client, &api, "queued", &wh).await;
+    operator(&client, &api, "refused", &wh).await;
     assert_eq!(status(&api, "refused").phase, Phase::Failed);
     for name in ["queued", "refused"] {
         api.delete(&rp_path(name));
@@ -507,7 +561,7 @@ async fn a_reprocess_that_never_ran_is_deleted_at_once() {
     assert_eq!(status(&api, "first").phase, Phase::Pending);
     api.delete(&rp_path("first"));
     assert!(object(&api, "first").is_some(), "the finalizer holds it");
-    assert_eq!(operator(&client, &api, "first").await, Action::await_change());
+    assert_eq!(operator(&client, &api, "first", &wh).await, Action::await_change());
     assert!(object(&api, "first").is_none());
     let events = api.events();
     assert_eq!(events.len(), 1);
@@ -520,14 +574,14 @@ async fn a_stopped_and_a_killed_pod_are_resumed_from_the_status_without_a_day_sk
     let clean = checksums(wh.as_ref(), "sightline_clean").await;
     let (client, mut api) = start();
     create(&api, "fix", spec("{parallelism: 1}"), 0);
-    operator(&client, &api, "fix").await;
+    operator(&client, &api, "fix", &wh).await;
 
     // Pod A is told to stop (SIGTERM) while it records its first day: it finishes that day
     // and exits for the next pod.
     let interrupt = CancellationToken::new();
     let signal = interrupt.clone();
     api.on_request(move |r, _| {
-        if r.method == Method::PATCH && r.body["status"]["progress"]["daysDone"] == 1 {
+        if r.method == Method::PATCH && r.body["status"]["progress"]["daysSucceeded"] == 1 {
             signal.cancel();
         }
         Hook::Answer
@@ -540,11 +594,11 @@ async fn a_stopped_and_a_killed_pod_are_resumed_from_the_status_without_a_day_sk
     let stopped = status(&api, "fix");
     assert_eq!(stopped.phase, Phase::Running);
     assert_eq!(condition(&stopped, "Complete").1, "Interrupted");
-    assert_eq!(stopped.checkpoint.as_ref().unwrap().done, ["2026-11-10"]);
+    assert_eq!(stopped.checkpoint.as_ref().unwrap().done().unwrap(), ["2026-11-10"]);
 
     // The operator restarts and the Job is gone: a new Job, and the status is kept.
     api.remove(&job_path("fix"));
-    assert_eq!(operator(&client, &api, "fix").await, Action::requeue(POLL));
+    assert_eq!(operator(&client, &api, "fix", &wh).await, Action::requeue(RUNNING_POLL));
     assert!(api.get(&job_path("fix")).is_some(), "the Job is created again");
     let kept = status(&api, "fix");
     assert_eq!(kept.phase, Phase::Running, "not moved back to Pending");
@@ -555,7 +609,7 @@ async fn a_stopped_and_a_killed_pod_are_resumed_from_the_status_without_a_day_sk
     let (killed_tx, killed_rx) = tokio::sync::oneshot::channel();
     let mut killed_tx = Some(killed_tx);
     api.on_request(move |r, _| {
-        if r.method == Method::PATCH && r.body["status"]["progress"]["daysDone"] == 2 {
+        if r.method == Method::PATCH && r.body["status"]["progress"]["daysSucceeded"] == 2 {
             if let Some(tx) = killed_tx.take() {
                 let _ = tx.send(());
             }
@@ -641,7 +695,10 @@ async fn a_stopped_and_a_killed_pod_are_resumed_from_the_status_without_a_day_sk
         condition(&done, "Complete"),
         ("True".into(), "Replayed".into(), Some(1))
     );
-    assert_eq!(done.checkpoint.as_ref().unwrap().done, ["2026-11-10/2026-11-12"]);
+    assert_eq!(
+        done.checkpoint.as_ref().unwrap().done().unwrap(),
+        ["2026-11-10/2026-11-12"]
+    );
     let totals = done.totals.as_ref().unwrap();
     assert_eq!(totals.days, 3, "each day counted once");
     // Day 1 (pod A) and day 3 were made by the buggy processor before; day 2 was already

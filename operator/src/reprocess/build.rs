@@ -1,6 +1,6 @@
 //! Build: the objects one `Reprocess` needs, pure (nothing here reads the cluster or the
-//! clock). A Job whose pod runs `sightline reprocess --resource NS/NAME` with the tenant's
-//! image, its loader's resources (the role whose work a replay repeats: process raw rows,
+//! clock). A Job whose pod runs `sightline reprocess --resource NS/NAME` with the plan's
+//! image (the tenant's, by digest: `plan`), its loader's resources (the role whose work a replay repeats: process raw rows,
 //! write ClickHouse) and ClickHouse settings, and the tenant's ConfigMap as its tenants
 //! directory; and the pod's own ServiceAccount with a Role that allows exactly `get` on
 //! this Reprocess and `patch` on its status, bound by a RoleBinding. Every object is owned
@@ -134,12 +134,13 @@ pub struct ReprocessChildren {
     pub job: Job,
 }
 
-pub fn build(owner: &Owner, v: &Validated) -> ReprocessChildren {
+/// `image`: what the Job runs, the plan's (by digest).
+pub fn build(owner: &Owner, v: &Validated, image: &str) -> ReprocessChildren {
     ReprocessChildren {
         service_account: service_account(owner, v),
         role: role(owner, v),
         role_binding: role_binding(owner, v),
-        job: job(owner, v),
+        job: job(owner, v, image),
     }
 }
 
@@ -193,11 +194,11 @@ pub fn role_binding(owner: &Owner, v: &Validated) -> RoleBinding {
 /// it; a replacement pod only once the last one stopped), restarted as a new pod up to
 /// `BACKOFF_LIMIT` times; each pod resumes from the checkpoint in the status, so no
 /// finished day is replayed again.
-pub fn job(owner: &Owner, v: &Validated) -> Job {
+pub fn job(owner: &Owner, v: &Validated, image: &str) -> Job {
     let meta = owner.meta(v);
     let container = Container {
         name: "reprocess".into(),
-        image: Some(v.image.clone()),
+        image: Some(image.to_string()),
         args: Some(vec![
             "reprocess".into(),
             "--resource".into(),
@@ -334,7 +335,8 @@ mod tests {
     #[test]
     fn the_job_is_owned_runs_the_resource_with_the_tenants_image_and_resources() {
         let v = tenant();
-        let c = build(&owner("fix-referrers"), &v);
+        let pinned = format!("registry.example/sightline@sha256:{}", "a".repeat(64));
+        let c = build(&owner("fix-referrers"), &v, &pinned);
         let job = &c.job;
         assert_eq!(job.metadata.name.as_deref(), Some("fix-referrers-replay"));
         assert_eq!(job.metadata.namespace.as_deref(), Some("analytics"));
@@ -361,7 +363,7 @@ mod tests {
         assert_eq!(pod.service_account_name.as_deref(), Some("fix-referrers-replay"));
         assert_eq!(pod.automount_service_account_token, Some(true));
         let k = &pod.containers[0];
-        assert_eq!(k.image.as_deref(), Some("registry.example/sightline:fix-7"));
+        assert_eq!(k.image.as_deref(), Some(pinned.as_str()), "the plan's image, by digest");
         assert_eq!(
             k.args.as_ref().unwrap(),
             &[
@@ -401,7 +403,7 @@ mod tests {
     #[test]
     fn the_service_account_may_only_get_its_reprocess_and_patch_its_status() {
         let v = tenant();
-        let c = build(&owner("fix-referrers"), &v);
+        let c = build(&owner("fix-referrers"), &v, &v.image);
         assert_eq!(c.service_account.metadata.name.as_deref(), Some("fix-referrers-replay"));
         assert_eq!(
             c.service_account.metadata.owner_references.as_ref().unwrap()[0].name,
@@ -482,13 +484,10 @@ mod tests {
     fn an_object_without_uid_is_refused() {
         let rp = Reprocess::new(
             "fix",
-            super::super::crd::ReprocessResourceSpec {
-                reprocess: sightline_core::reprocess::parse_reprocess(
-                    "tenantRef: acme\nfrom: 2026-11-01\nto: 2026-11-02\n",
-                    "t",
-                )
-                .unwrap(),
-            },
+            super::super::crd::ReprocessResourceSpec::new(
+                sightline_core::reprocess::parse_reprocess("tenantRef: acme\nfrom: 2026-11-01\nto: 2026-11-02\n", "t")
+                    .unwrap(),
+            ),
         );
         assert!(Owner::of(&rp).unwrap_err().to_string().contains("metadata.namespace"));
     }

@@ -1,14 +1,20 @@
 //! The Reprocess reconciler: validate (the tenant exists and is valid, the Reprocess is in
 //! its namespace, the range is not in the future, its days are sealed or `force` is set)
-//! -> queue (an overlapping earlier Reprocess of the tenant runs first) -> finalizer ->
-//! build -> apply (ServiceAccount, Role, RoleBinding by server-side apply; the Job created
-//! when absent and never changed afterwards, so a run keeps the image it started with) ->
+//! -> plan (until the run starts: read-only queries on the warehouse and the image's
+//! digest, `plan`; a changed plan is recorded and, under `approval: Manual`, needs approving
+//! again) -> approve (`spec.approvedPlanHash` must name the plan under `Manual`) -> queue (an
+//! overlapping earlier Reprocess of the tenant runs first) -> finalizer -> build -> apply
+//! (ServiceAccount, Role, RoleBinding by server-side apply; the Job, running the plan's
+//! image by digest, created when absent and never changed afterwards) -> stall check ->
 //! status.
 //!
-//! The status's checkpoint is the source of truth for resuming: a Job deleted mid-run, or
-//! one whose pod was killed, is recreated (or retried by Kubernetes) and its pod starts
-//! from the days the status says are done. A Reprocess in a final phase is left alone
-//! (its finalizer removed).
+//! The status's ledger is the source of truth for resuming: a Job deleted mid-run, or one
+//! whose pod was killed, is recreated (or retried by Kubernetes) and its pod starts from
+//! the days the ledger holds. A running Reprocess is looked at every `poll_running` (20 s):
+//! with no heartbeat for 60 s, or no pod for 30 s, it is `Stalled` (a Warning Event), its
+//! Job is replaced, at most `spec.maxStallRestarts` times, then it is `Failed`
+//! (`StalledTooOften`). A Reprocess in a final phase is left alone (its finalizer removed),
+//! and the tenant's finished ones beyond the history limit are deleted (`history`).
 //!
 //! Deletion: the finalizer (`crd::FINALIZER`) is set only once the Reprocess is admitted
 //! and about to get its Job. A deleted Reprocess whose pod reported `Running` and whose Job
@@ -28,7 +34,7 @@ use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::NamespaceResourceScope;
-use kube::api::{Patch, PatchParams};
+use kube::api::{DeleteParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
 use kube::runtime::reflector::Store;
@@ -36,14 +42,15 @@ use kube::runtime::watcher;
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use sightline_core::processor::Current;
-use sightline_core::warehouse::replay;
+use sightline_core::processor::{Current, Processor, ProcessorConfig, PIPELINE_VERSION};
+use sightline_core::warehouse::{replay, tiers};
 use tracing::Instrument;
 
 use super::build::{self, Owner};
-use super::crd::{Phase, Reprocess, ReprocessStatus, FINALIZER};
-use super::queue;
-use super::status::{self, Decision};
+use super::crd::{Phase, Reprocess, ReprocessPlan, ReprocessStatus, FINALIZER};
+use super::plan::{self, ImageSource, OwnPod, PlanInputs, TenantWarehouse, Warehouses};
+use super::status::{self, Decision, JobState, PlanVerdict};
+use super::{history, queue};
 use crate::crd::AnalyticsTenant;
 use crate::error::{Error, Result};
 use crate::validate::{validate, OperatorConfig, Validated};
@@ -62,11 +69,19 @@ pub struct ReprocessContext {
     /// Every Reprocess the controller has seen (for the queue).
     pub reprocesses: Store<Reprocess>,
     pub now: Clock,
-    /// How often a waiting or running Reprocess is looked at again (besides the watches of
-    /// its Job).
+    /// How often a waiting Reprocess is looked at again (besides the watches of its Job).
     pub poll: Duration,
-    /// Records the Event a deleted Reprocess leaves behind.
+    /// How often a running one is (its heartbeat checked): at most 20 s, so a stall is
+    /// found within `HEARTBEAT_TIMEOUT` + 20 s < 90 s.
+    pub poll_running: Duration,
+    /// Records the Event a deleted Reprocess leaves behind, and stalls.
     pub recorder: Recorder,
+    /// Opens a tenant's warehouse for the plan's read-only queries.
+    pub warehouses: Arc<dyn Warehouses>,
+    /// Resolves the Job's image to a digest.
+    pub images: Arc<ImageSource>,
+    /// Finished Reprocesses kept per tenant (`history`).
+    pub history_limit: usize,
 }
 
 impl ReprocessContext {
@@ -83,14 +98,40 @@ impl ReprocessContext {
         };
         Self {
             recorder: Recorder::new(client.clone(), reporter),
+            images: Arc::new(ImageSource::new(config.image.clone(), OwnPod::from_env())),
             client,
             config,
             reprocesses,
             now,
             poll,
+            poll_running: poll.min(MAX_POLL_RUNNING),
+            warehouses: Arc::new(TenantWarehouse),
+            history_limit: history::DEFAULT_HISTORY_LIMIT,
         }
     }
+
+    /// The warehouses the plan reads (tests: the embedded engine).
+    pub fn with_warehouses(mut self, warehouses: Arc<dyn Warehouses>) -> Self {
+        self.warehouses = warehouses;
+        self
+    }
+
+    /// Where the operator's own pod is, to read its image's digest (instead of
+    /// `POD_NAMESPACE`/`POD_NAME`).
+    pub fn with_own_pod(mut self, own_pod: Option<OwnPod>) -> Self {
+        self.images = Arc::new(ImageSource::new(self.config.image.clone(), own_pod));
+        self
+    }
+
+    /// Finished Reprocesses kept per tenant.
+    pub fn with_history_limit(mut self, limit: usize) -> Self {
+        self.history_limit = limit;
+        self
+    }
 }
+
+/// The longest time between two looks at a running Reprocess.
+pub const MAX_POLL_RUNNING: Duration = Duration::from_secs(20);
 
 fn conflict(e: &Error) -> bool {
     matches!(e, Error::Kube(kube::Error::Api(s)) if s.code == 409)
@@ -107,6 +148,7 @@ pub async fn reconcile(rp: Arc<Reprocess>, ctx: Arc<ReprocessContext>) -> Result
             if has_finalizer(&rp) {
                 remove_finalizer(&ctx.client, &rp).await?;
             }
+            prune_history(&rp, &ctx).await?;
             Ok(Action::await_change())
         } else {
             admit_and_run(&rp, &ctx).await
@@ -124,15 +166,67 @@ pub async fn reconcile(rp: Arc<Reprocess>, ctx: Arc<ReprocessContext>) -> Result
 /// A Reprocess that is not final and not deleted: decide, then write the status.
 async fn admit_and_run(rp: &Reprocess, ctx: &ReprocessContext) -> Result<Action> {
     let now = (ctx.now)();
-    let (decision, rp) = decide(rp, ctx, now).await?;
+    let (decision, verdict, rp) = decide(rp, ctx, now).await?;
     tracing::debug!(?decision, "decided");
-    if let Some(new) = status::decide(rp.status.as_ref(), rp.metadata.generation, &decision, now) {
+    if let Some(new) = status::decide(
+        rp.status.as_ref(),
+        rp.metadata.generation,
+        &decision,
+        verdict.as_ref(),
+        now,
+    ) {
         write_status(&ctx.client, &rp, &new).await?;
     }
+    match &decision {
+        Decision::Stalled { reason, message } => warn(ctx, &rp, reason, message).await,
+        Decision::StalledTooOften { message } => warn(ctx, &rp, "StalledTooOften", message).await,
+        _ => {}
+    }
     Ok(match decision {
-        Decision::Refused { .. } | Decision::JobFailed { .. } => Action::await_change(),
-        Decision::Queued { .. } | Decision::Starting { .. } | Decision::Running { .. } => Action::requeue(ctx.poll),
+        Decision::Refused { .. } | Decision::JobFailed { .. } | Decision::StalledTooOften { .. } => {
+            Action::await_change()
+        }
+        Decision::PlanUnavailable { .. } | Decision::AwaitingApproval { .. } | Decision::Queued { .. } => {
+            Action::requeue(ctx.poll)
+        }
+        Decision::Starting { .. } | Decision::Running { .. } | Decision::Stalled { .. } => {
+            Action::requeue(ctx.poll_running)
+        }
     })
+}
+
+/// A Warning Event on the Reprocess (a courtesy: a failure is logged).
+async fn warn(ctx: &ReprocessContext, rp: &Reprocess, reason: &str, message: &str) {
+    tracing::warn!(reason, "{message}");
+    let event = KubeEvent {
+        type_: EventType::Warning,
+        reason: reason.into(),
+        note: Some(status::bounded(message).chars().take(1000).collect()),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&event, &rp.object_ref(&())).await {
+        tracing::warn!(error = %e, "event not recorded");
+    }
+}
+
+/// Deletes the tenant's finished Reprocesses beyond the history limit, oldest first.
+async fn prune_history(rp: &Reprocess, ctx: &ReprocessContext) -> Result<()> {
+    let doomed = history::beyond_limit(
+        &ctx.reprocesses.state(),
+        &rp.spec.reprocess.tenant_ref,
+        ctx.history_limit,
+    );
+    for (namespace, name) in doomed {
+        let api: Api<Reprocess> = Api::namespaced(ctx.client.clone(), &namespace);
+        tracing::info!(%namespace, %name, limit = ctx.history_limit, "deleting a finished Reprocess beyond the tenant's history limit");
+        match api.delete(&name, &DeleteParams::default()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 404 => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
 }
 
 fn has_finalizer(rp: &Reprocess) -> bool {
@@ -237,20 +331,121 @@ pub fn error_policy(_rp: Arc<Reprocess>, error: &Error, _ctx: Arc<ReprocessConte
     }
 }
 
-/// The checks, the queue, the finalizer and the Job; the decision and the Reprocess as
-/// last written (the finalizer patch moves its `resourceVersion`).
-async fn decide(rp: &Reprocess, ctx: &ReprocessContext, now: DateTime<Utc>) -> Result<(Decision, Reprocess)> {
+/// The checks, the plan and its approval, the queue, the finalizer and the Job; the
+/// decision, the plan's verdict (for a run not started) and the Reprocess as last written
+/// (the finalizer patch moves its `resourceVersion`).
+async fn decide(
+    rp: &Reprocess,
+    ctx: &ReprocessContext,
+    now: DateTime<Utc>,
+) -> Result<(Decision, Option<PlanVerdict>, Reprocess)> {
     let (owner, v) = match check(rp, ctx, now).await? {
         Ok(admitted) => admitted,
-        Err(refused) => return Ok((refused, rp.clone())),
+        Err(refused) => return Ok((refused, None, rp.clone())),
+    };
+    let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &owner.namespace);
+    let existing = jobs.get_opt(&owner.child_name()).await?;
+    let status = rp.status.clone().unwrap_or_default();
+    // Once a Job was made, the plan is the one it runs: never recomputed. (A Job whose
+    // plan was not recorded, its status write lost, gets the plan recorded now.)
+    let started = existing.is_some() || status.phase() == Phase::Running || status.job_name.is_some();
+    let verdict = if started && status.plan.is_some() {
+        None
+    } else {
+        match make_plan(rp, ctx, &v, now).await? {
+            Ok(plan) => {
+                let verdict = status::verdict(&rp.spec, status.plan.as_ref(), plan);
+                if !verdict.approved && !started {
+                    let decision = Decision::AwaitingApproval {
+                        reason: verdict.reason,
+                        message: verdict.message.clone(),
+                    };
+                    return Ok((decision, Some(verdict), rp.clone()));
+                }
+                Some(verdict)
+            }
+            Err(unavailable) if !started => return Ok((unavailable, None, rp.clone())),
+            // The Job runs whatever it was made with; its pod checks what it can.
+            Err(_) => None,
+        }
     };
     if let Some(blocker) = queue::waits_for(rp, &ctx.reprocesses.state()) {
         let message = queue::queued_message(rp, &blocker);
-        return Ok((Decision::Queued { message }, rp.clone()));
+        return Ok((Decision::Queued { message }, verdict, rp.clone()));
     }
+    let image = verdict
+        .as_ref()
+        .map(|v| v.plan.image.clone())
+        .or_else(|| status.plan.as_ref().map(|p| p.image.clone()))
+        .unwrap_or_else(|| v.image.clone());
     let rp = ensure_finalizer(&ctx.client, rp).await?;
-    let decision = job(ctx, &owner, &v).await?;
-    Ok((decision, rp))
+    let decision = job(ctx, &owner, &v, &image, existing, &status, &rp, now).await?;
+    Ok((decision, verdict, rp))
+}
+
+/// The plan of a run not started, or why none can be made (`PlanUnavailable`).
+async fn make_plan(
+    rp: &Reprocess,
+    ctx: &ReprocessContext,
+    v: &Validated,
+    now: DateTime<Utc>,
+) -> Result<Result<ReprocessPlan, Decision>> {
+    let unavailable = |reason: &'static str, message: String| Ok(Err(Decision::PlanUnavailable { reason, message }));
+    let image = match ctx.images.resolve(&ctx.client, &v.image).await {
+        Ok(image) => image,
+        Err(Error::ImageDigestUnknown(message)) => return unavailable("ImageDigestUnknown", message),
+        Err(e) => return Err(e),
+    };
+    let spec = &rp.spec.reprocess;
+    let range = match queue::day_range(spec) {
+        Ok(r) => r,
+        Err(e) => {
+            return Ok(Err(Decision::Refused {
+                reason: "InvalidRange",
+                message: e.to_string(),
+            }))
+        }
+    };
+    let wh = match ctx.warehouses.open(&ctx.client, v).await {
+        Ok(wh) => wh,
+        Err(e) => {
+            return unavailable(
+                "WarehouseUnavailable",
+                format!("the plan reads the tenant's warehouse: {}", e.chain()),
+            )
+        }
+    };
+    let days = match plan::read_days(
+        wh.as_ref(),
+        &v.tenant.database(),
+        range.first,
+        range.last,
+        tiers::sealed_through(now),
+    )
+    .await
+    {
+        Ok(days) => days,
+        Err(e) => {
+            return unavailable(
+                "WarehouseUnavailable",
+                format!("the plan's read of events_raw's partitions failed: {e}"),
+            )
+        }
+    };
+    let processing = sightline_core::processor::identity(
+        Current.version(),
+        ProcessorConfig {
+            bot_filtering: v.tenant.spec.bot_filtering,
+        },
+    );
+    let inputs = PlanInputs {
+        spec: spec.clone(),
+        processing,
+        pipeline_version: PIPELINE_VERSION,
+        image,
+        days,
+    };
+    Ok(Ok(plan::make(&inputs, now)))
 }
 
 fn refused<T>(reason: &'static str, message: String) -> Result<Result<T, Decision>> {
@@ -328,20 +523,57 @@ async fn check(
     Ok(Ok((owner, v)))
 }
 
-/// The Job and its RBAC: applied (the Job only when absent), and what the Job says.
-async fn job(ctx: &ReprocessContext, owner: &Owner, v: &Validated) -> Result<Decision> {
-    let children = build::build(owner, v);
+/// The Job and its RBAC: applied (the Job, running `image`, only when absent), what the
+/// Job says, and whether a running Reprocess stalled (its Job then deleted, to be made
+/// again on a later reconcile once gone).
+#[allow(clippy::too_many_arguments)]
+async fn job(
+    ctx: &ReprocessContext,
+    owner: &Owner,
+    v: &Validated,
+    image: &str,
+    existing: Option<Job>,
+    status: &ReprocessStatus,
+    rp: &Reprocess,
+    now: DateTime<Utc>,
+) -> Result<Decision> {
+    let children = build::build(owner, v, image);
     let ns = owner.namespace.as_str();
     ssa(&ctx.client, ns, &children.service_account).await?;
     ssa(&ctx.client, ns, &children.role).await?;
     ssa(&ctx.client, ns, &children.role_binding).await?;
     let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), ns);
     let name = owner.child_name();
-    let Some(job) = jobs.get_opt(&name).await? else {
+    let state = match &existing {
+        None => JobState::Absent,
+        Some(j) if j.metadata.deletion_timestamp.is_some() => JobState::Deleting,
+        Some(j) if job_has_a_pod(j) => JobState::HasPod,
+        Some(_) => JobState::NoPod,
+    };
+    if let Some((reason, message)) = status::stall(status, state, now) {
+        let limit = rp.spec.max_stall_restarts;
+        if state != JobState::Absent {
+            jobs.delete(&name, &DeleteParams::foreground()).await?;
+        }
+        if status.stall_restarts >= limit {
+            return Ok(Decision::StalledTooOften {
+                message: format!(
+                    "{message}; but the run has stalled {} times already (spec.maxStallRestarts {limit}): giving up;                      its ledger keeps the days done for another Reprocess",
+                    status.stall_restarts + 1
+                ),
+            });
+        }
+        return Ok(Decision::Stalled { reason, message });
+    }
+    let Some(job) = existing else {
         // First start, or the Job was deleted mid-run: its pod resumes from the status.
         ssa(&ctx.client, ns, &children.job).await?;
         return Ok(Decision::Starting { job: name });
     };
+    if state == JobState::Deleting {
+        // Replaced after a stall: made again once the old one and its pod are gone.
+        return Ok(Decision::Starting { job: name });
+    }
     let job_status = job.status.unwrap_or_default();
     let conditions = job_status.conditions.unwrap_or_default();
     let true_condition = |type_: &str| conditions.iter().find(|c| c.type_ == type_ && c.status == "True");
@@ -361,7 +593,7 @@ async fn job(ctx: &ReprocessContext, owner: &Owner, v: &Validated) -> Result<Dec
             message: "the Job completed but its pod did not report an outcome".into(),
         });
     }
-    if job_status.active.unwrap_or(0) > 0 {
+    if state == JobState::HasPod {
         return Ok(Decision::Running { job: name });
     }
     Ok(Decision::Starting { job: name })

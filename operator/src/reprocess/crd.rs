@@ -1,10 +1,12 @@
 //! The `Reprocess` custom resource: `sightline.dev/v1alpha1`, namespaced, short name `rp`,
 //! category `sightline`. Its spec is core's `ReprocessSpec` (one type for the resource,
 //! `sightline reprocess -f` and the standalone admin endpoint), flattened into `spec` and
-//! immutable once admitted (a CEL rule: a different range is a new resource). Its status is
-//! `ReprocessStatus`: phase, `Complete`/`Failed` conditions (so `kubectl wait
-//! --for=condition=Complete reprocess/NAME` works), progress, per-day results and the
-//! checkpoint a recreated Job resumes from.
+//! the resource's own fields beside it (`approval`, `approvedPlanHash`, `maxStallRestarts`).
+//! Everything but `approvedPlanHash` is immutable once admitted (a CEL rule: a different
+//! range is a new resource). Its status is `ReprocessStatus`: phase, `metav1.Condition`s
+//! each with its own `observedGeneration` (`Approved`, `Progressing`, `Stalled`, `Complete`,
+//! `Failed`: `kubectl wait --for=condition=Complete reprocess/NAME` works), the plan, the
+//! progress, per-day results and the ledger a recreated Job resumes from.
 
 use std::collections::BTreeMap;
 
@@ -19,6 +21,20 @@ use sightline_core::reprocess::ReprocessSpec;
 pub const COMPLETE: &str = "Complete";
 /// True when the run ended without finishing its days (or was refused).
 pub const FAILED: &str = "Failed";
+/// True once the current plan may run: at once under `approval: Automatic`, when
+/// `spec.approvedPlanHash` equals `status.plan.hash` under `Manual`. False with
+/// `AwaitingApproval`, `PlanChanged` or `HashMismatch`; Unknown while no plan can be made
+/// (`ImageDigestUnknown`, `WarehouseUnavailable`).
+pub const APPROVED: &str = "Approved";
+/// True while a Job works towards the outcome (reasons `JobStarting`, `PodStarting`,
+/// `Running`); False when nothing moves (`Queued`, `AwaitingApproval`, or the outcome).
+pub const PROGRESSING: &str = "Progressing";
+/// True when the run's pod stopped reporting (`NoHeartbeat`: no heartbeat for
+/// `HEARTBEAT_TIMEOUT`; `PodGone`: its Job has no pod); the operator replaces the Job and the
+/// next pod resumes. False (`Heartbeating`) while heartbeats arrive.
+pub const STALLED: &str = "Stalled";
+/// Every condition type, in the order the status lists them.
+pub const CONDITION_TYPES: [&str; 5] = [APPROVED, PROGRESSING, STALLED, COMPLETE, FAILED];
 /// The finalizer the operator sets while a Job may be replaying days: deleting the
 /// Reprocess then lets the pod stop after the days under way and leaves an Event with the
 /// finished days before the object (and its status) goes. Set when the Job is created,
@@ -47,12 +63,71 @@ pub const FINALIZER: &str = "sightline.dev/cancel";
     printcolumn(name = "From", type_ = "string", json_path = ".spec.from"),
     printcolumn(name = "To", type_ = "string", json_path = ".spec.to"),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(
+        name = "Approved",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Approved\")].status"
+    ),
     printcolumn(name = "Progress", type_ = "string", json_path = ".status.progress.summary"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
+#[serde(rename_all = "camelCase")]
 pub struct ReprocessResourceSpec {
     #[serde(flatten)]
     pub reprocess: ReprocessSpec,
+    /// `Automatic` (default): the plan runs as soon as it is computed. `Manual`: nothing
+    /// runs until `approvedPlanHash` equals `status.plan.hash` (`kubectl sightline
+    /// reprocess approve NAME`). Cannot change after creation.
+    #[serde(default)]
+    pub approval: Approval,
+    /// Under `approval: Manual`, the hash of the plan (`status.plan.hash`) that may run: 64
+    /// lowercase hex digits. The one field that can change after creation; a hash of an
+    /// earlier plan does not approve a recomputed one (`Approved=False`, `PlanChanged`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(r"^[0-9a-f]{64}$"))]
+    pub approved_plan_hash: Option<String>,
+    /// How many times a stalled run (no heartbeat for 60 s, or its Job without a pod) gets
+    /// its Job replaced before it fails with reason `StalledTooOften`; 0 to 10, default 3.
+    /// Cannot change after creation.
+    #[serde(default = "default_max_stall_restarts")]
+    #[schemars(range(min = 0, max = 10))]
+    pub max_stall_restarts: u32,
+}
+
+/// The default of `spec.maxStallRestarts`.
+pub const DEFAULT_MAX_STALL_RESTARTS: u32 = 3;
+
+fn default_max_stall_restarts() -> u32 {
+    DEFAULT_MAX_STALL_RESTARTS
+}
+
+impl ReprocessResourceSpec {
+    /// The resource spec for a core spec, with the defaults (Automatic, 3 restarts).
+    pub fn new(reprocess: ReprocessSpec) -> Self {
+        Self {
+            reprocess,
+            approval: Approval::Automatic,
+            approved_plan_hash: None,
+            max_stall_restarts: DEFAULT_MAX_STALL_RESTARTS,
+        }
+    }
+
+    /// Whether `hash` is the plan this spec approves (always under `Automatic`).
+    pub fn approves(&self, hash: &str) -> bool {
+        match self.approval {
+            Approval::Automatic => true,
+            Approval::Manual => self.approved_plan_hash.as_deref() == Some(hash),
+        }
+    }
+}
+
+/// Who approves a Reprocess's plan: `Automatic` (it runs as soon as it is computed) or
+/// `Manual` (it runs once `spec.approvedPlanHash` names it).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum Approval {
+    #[default]
+    Automatic,
+    Manual,
 }
 
 /// Where a Reprocess is in its life. Pending (admitted, queued or its Job starting) ->
@@ -74,33 +149,88 @@ impl Phase {
     }
 }
 
-/// How far the run is.
+/// How far the run is. Written by the Job's pod: at its start, at every heartbeat (at
+/// least every 15 s while a day runs) and after every day.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ReprocessProgress {
-    /// Days finished (swapped, or compared in a dry run), by any pod of this run.
-    pub days_done: u32,
     /// Days of the range.
     pub days_total: u32,
+    /// Days finished (swapped, or compared in a dry run), by any pod of this run.
+    pub days_succeeded: u32,
+    /// Days that failed (the run stops at the first: `Failed`, reason `ReplayFailed`).
+    #[serde(default)]
+    pub days_failed: u32,
+    /// Days neither finished nor failed.
+    #[serde(default)]
+    pub days_pending: u32,
+    /// The earliest day a pod is replaying now (`YYYY-MM-DD`), absent between days.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_day: Option<String>,
     /// Raw rows read and processed by the pods of this run (a day a stopped pod had begun
     /// is read again by the next).
     pub rows_read: u64,
     /// Rows written to staging tables by the pods of this run (replayed and copied rows).
     pub rows_written: u64,
-    /// `daysDone/daysTotal` for `kubectl get`.
+    /// Uncompressed bytes of `events_raw`'s partitions of the finished days (the plan's
+    /// per-day bytes).
+    #[serde(default)]
+    pub bytes_read: u64,
+    /// `daysSucceeded` of `daysTotal` in percent, rounded down (100 only when all are done).
+    #[serde(default)]
+    pub percent: u32,
+    /// When the run should end: from this run's measured rate (`etaBasis: MeasuredRate`,
+    /// the time since `startedAt` per finished day) once a day is done, before that the
+    /// plan's estimate (`PlanEstimate`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eta: Option<Time>,
+    /// What `eta` is based on: `MeasuredRate` or `PlanEstimate`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eta_basis: Option<String>,
+    /// When the first pod of this run started replaying.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<Time>,
+    /// The last sign of life of the run's pod; the operator sets `Stalled` when it is older
+    /// than 60 s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_heartbeat_time: Option<Time>,
+    /// `daysSucceeded/daysTotal` for `kubectl get`.
     pub summary: String,
 }
 
 impl ReprocessProgress {
-    pub fn new(days_done: u32, days_total: u32, rows_read: u64, rows_written: u64) -> Self {
+    /// Progress with the day counts and rows; the rest (current day, bytes, ETA, times)
+    /// left empty for the caller.
+    pub fn new(days_succeeded: u32, days_total: u32, rows_read: u64, rows_written: u64) -> Self {
         Self {
-            days_done,
             days_total,
+            days_succeeded,
+            days_pending: days_total.saturating_sub(days_succeeded),
             rows_read,
             rows_written,
-            summary: format!("{days_done}/{days_total}"),
+            percent: percent(days_succeeded, days_total),
+            summary: format!("{days_succeeded}/{days_total}"),
+            ..Default::default()
         }
     }
+
+    /// Sets the day counts (and what follows from them: pending, percent, summary).
+    pub fn set_days(&mut self, succeeded: u32, failed: u32, total: u32) {
+        self.days_total = total;
+        self.days_succeeded = succeeded;
+        self.days_failed = failed;
+        self.days_pending = total.saturating_sub(succeeded).saturating_sub(failed);
+        self.percent = percent(succeeded, total);
+        self.summary = format!("{succeeded}/{total}");
+    }
+}
+
+/// `done` of `total` in percent, rounded down: 100 only when every day is done.
+fn percent(done: u32, total: u32) -> u32 {
+    if total == 0 {
+        return 0;
+    }
+    u32::try_from(u64::from(done.min(total)) * 100 / u64::from(total)).unwrap_or(100)
 }
 
 /// A metric of a day (or of the finished days summed) now and as the replay makes it.
@@ -174,20 +304,123 @@ pub struct ReprocessTotals {
     pub deltas: Vec<MetricDelta>,
 }
 
-/// Where a run resumes from: the processing identity its days are replayed with and the
-/// days it finished. The rest of the run's identity (tenant, range, sites, dry run) is the
-/// spec's, fixed once admitted. A pod of another processor refuses to resume (the days done
-/// would mix two processors).
+/// Where a run resumes from, and the ledger of what it swapped: the processing identity its
+/// days are replayed with and the days it finished, grouped by the plan hash each was
+/// swapped (or compared) under. The rest of the run's identity (tenant, range, sites, dry
+/// run) is the spec's, fixed once admitted. A pod of another processor refuses to resume
+/// (the days done would mix two processors).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct StatusCheckpoint {
     /// The processing identity the days are replayed with (`v3`, `v3+bots`).
     pub processing: String,
-    /// Days finished, as ordered, disjoint ranges: `YYYY-MM-DD` for one day,
+    /// Days finished, per plan hash they were swapped under (a run has one plan once it
+    /// started, so one entry; an entry per plan keeps the ledger honest if that ever
+    /// changes).
+    #[serde(default)]
+    pub ledger: Vec<LedgerEntry>,
+}
+
+/// Days finished under one plan.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LedgerEntry {
+    /// `status.plan.hash` of the plan the days were swapped under.
+    pub plan_hash: String,
+    /// The days, as ordered, disjoint ranges: `YYYY-MM-DD` for one day,
     /// `YYYY-MM-DD/YYYY-MM-DD` (ISO 8601, both ends included) for several. Ranges keep the
     /// status small: a 10-year range in the worst order stays under 30 KiB.
+    pub days: Vec<String>,
+}
+
+impl StatusCheckpoint {
+    /// Every day of the ledger as ranges (the union of its entries); a range that does not
+    /// parse is an error naming it.
+    pub fn done(&self) -> Result<Vec<String>, String> {
+        let mut all = std::collections::BTreeSet::new();
+        for entry in &self.ledger {
+            all.extend(super::status::days_of_ranges(&entry.days)?);
+        }
+        Ok(super::status::day_ranges(&all))
+    }
+}
+
+/// What the operator computed before the run, with read-only queries on the warehouse; the
+/// Job runs exactly this (`hash`), and under `approval: Manual` only once approved.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReprocessPlan {
+    /// SHA-256 (hex) over the spec's replay fields (tenant, range, sites, dry run, force,
+    /// parallelism), every day with its `events_raw` rows and bytes (a day not sealed yet by
+    /// its day alone: it still receives events), the partitions replaced, the processing
+    /// identity, the pipeline version and the image (docs/replay.md, "The plan"). Not
+    /// covered: `computedAt`, the ETA, the approval fields.
+    pub hash: String,
+    /// When the plan was computed.
+    pub computed_at: Time,
+    /// The processing identity the days get (`v5`, `v5+bots`).
+    pub processing: String,
+    /// The processor's `PIPELINE_VERSION`.
+    pub pipeline_version: u32,
+    /// The image the Job runs, by digest (`repository@sha256:…`).
+    pub image: String,
+    /// The first and last UTC day (both included).
+    pub first_day: String,
+    /// The last UTC day of the range.
+    pub last_day: String,
+    /// Days of the range.
+    pub days: u32,
+    /// Days of the range not sealed yet (`spec.force`): their rows still change, so the
+    /// hash covers them by day only.
+    pub unsealed_days: u32,
+    /// Rows of `events_raw`'s partitions of the range (every site: a day's partition is
+    /// replaced whole, other sites' rows copied).
+    pub rows: u64,
+    /// Uncompressed bytes of those partitions (stable across merges).
+    pub bytes: u64,
+    /// `Day` (ranges of at most 62 days) or `Month`: the unit of `breakdown`.
+    pub breakdown_by: String,
+    /// Rows and bytes per day, or per month for longer ranges (the hash covers every day
+    /// either way); bounded so the status stays small.
+    pub breakdown: Vec<PlanPeriod>,
+    /// The partitions the run replaces, per table (none in a dry run).
     #[serde(default)]
-    pub done: Vec<String>,
+    pub partitions: Vec<PlanPartitions>,
+    /// The estimated run time in seconds: `rows` at the documented throughput
+    /// (`etaBasis`).
+    pub eta_seconds: u64,
+    /// What the estimate is based on: `DocumentedThroughput` (BENCHMARKS.md, "Replay
+    /// throughput": 68,000 raw rows/s for one pod).
+    pub eta_basis: String,
+}
+
+/// Rows and bytes of a day or a month of the plan.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PlanPeriod {
+    /// `YYYY-MM-DD` or `YYYY-MM`.
+    pub period: String,
+    /// Days of the range in the period.
+    pub days: u32,
+    /// Rows of `events_raw`'s partitions of those days.
+    pub rows: u64,
+    /// Their uncompressed bytes.
+    pub bytes: u64,
+}
+
+/// The partitions of one table the run replaces: every partition id from `first` to
+/// `last` (`toYYYYMMDD` days or `toYYYYMM` months), `count` of them.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PlanPartitions {
+    /// The table (`events`, a tier table).
+    pub table: String,
+    /// The first partition id replaced.
+    pub first: String,
+    /// The last partition id replaced.
+    pub last: String,
+    /// How many.
+    pub count: u32,
 }
 
 /// What the operator and the Job's pod last reported. Bounded whatever the range: the
@@ -199,14 +432,19 @@ pub struct ReprocessStatus {
     /// The generation the conditions describe.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    /// Pending (admitted, planned, awaiting approval, queued or its Job starting), Running,
+    /// then Succeeded, Failed or Cancelled.
     #[serde(default)]
     pub phase: Phase,
-    /// `Complete` and `Failed`, `metav1.Condition`s.
+    /// `Approved`, `Progressing`, `Stalled`, `Complete` and `Failed`, `metav1.Condition`s,
+    /// each with the generation it describes.
     #[serde(default)]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
+    /// How far the run is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub progress: Option<ReprocessProgress>,
+    /// Every finished day summed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub totals: Option<ReprocessTotals>,
     /// Finished days in day order, at most `MAX_DAY_RESULTS` (20): the days that changed
@@ -214,8 +452,10 @@ pub struct ReprocessStatus {
     #[serde(default)]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["day"]))]
     pub days: Vec<DayResult>,
+    /// When the first pod started replaying.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_at: Option<Time>,
+    /// When the outcome was written.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<Time>,
     /// What is happening or happened, in a sentence (the queue, the refusal, the outcome).
@@ -224,8 +464,16 @@ pub struct ReprocessStatus {
     /// The Job running the replay.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job_name: Option<String>,
+    /// Where the run resumes from, and the ledger of the days finished.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checkpoint: Option<StatusCheckpoint>,
+    /// The plan (computed on creation, recomputed while the run has not started).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<ReprocessPlan>,
+    /// How many times the operator replaced the Job of a stalled run (at most
+    /// `spec.maxStallRestarts`, then `Failed`, reason `StalledTooOften`).
+    #[serde(default)]
+    pub stall_restarts: u32,
 }
 
 /// The most days `status.days` details.
@@ -245,9 +493,12 @@ impl ReprocessStatus {
     }
 }
 
+/// The spec field that may change after creation: approving a plan is an edit of it.
+pub const MUTABLE_SPEC_FIELD: &str = "approvedPlanHash";
+
 /// The CRD as `kubectl apply` takes it: the derive's schema plus the immutability of the
-/// spec (CEL `self == oldSelf`): a Job replays what was admitted, and a changed range would
-/// make the status's checkpoint describe another run.
+/// spec but `approvedPlanHash` (a CEL transition rule on `spec`): a Job replays what was
+/// admitted, and a changed range would make the status's ledger describe another run.
 pub fn crd() -> CustomResourceDefinition {
     let mut crd = Reprocess::crd();
     for version in &mut crd.spec.versions {
@@ -257,15 +508,33 @@ pub fn crd() -> CustomResourceDefinition {
         let Some(spec) = schema.properties.as_mut().and_then(|p| p.get_mut("spec")) else {
             continue;
         };
+        let fields: Vec<String> = spec
+            .properties
+            .as_ref()
+            .map(|p| p.keys().filter(|k| *k != MUTABLE_SPEC_FIELD).cloned().collect())
+            .unwrap_or_default();
         spec.x_kubernetes_validations
             .get_or_insert_with(Vec::new)
             .push(ValidationRule {
-                rule: "self == oldSelf".into(),
-                message: Some("spec is immutable: delete this Reprocess and create another".into()),
+                rule: immutability_rule(&fields),
+                message: Some(format!(
+                    "spec is immutable but for {MUTABLE_SPEC_FIELD}: delete this Reprocess and create another"
+                )),
                 ..Default::default()
             });
     }
     crd
+}
+
+/// A CEL rule that holds when none of `fields` was added, removed or changed: for each,
+/// `has(self.f) == has(oldSelf.f) && (!has(self.f) || self.f == oldSelf.f)` (an optional
+/// field may be absent on either side, and `self.f` of an absent one is an error).
+pub fn immutability_rule(fields: &[String]) -> String {
+    fields
+        .iter()
+        .map(|f| format!("(has(self.{f}) == has(oldSelf.{f}) && (!has(self.{f}) || self.{f} == oldSelf.{f}))"))
+        .collect::<Vec<_>>()
+        .join(" && ")
 }
 
 /// The file crds/ holds the CRD in.
@@ -306,6 +575,7 @@ mod tests {
                 ("From", ".spec.from"),
                 ("To", ".spec.to"),
                 ("Phase", ".status.phase"),
+                ("Approved", ".status.conditions[?(@.type==\"Approved\")].status"),
                 ("Progress", ".status.progress.summary"),
                 ("Age", ".metadata.creationTimestamp")
             ]
@@ -317,9 +587,26 @@ mod tests {
         let s = schema();
         let spec = &s["properties"]["spec"];
         let props = &spec["properties"];
-        for field in ["tenantRef", "from", "to", "sites", "dryRun", "parallelism", "force"] {
+        for field in [
+            "tenantRef",
+            "from",
+            "to",
+            "sites",
+            "dryRun",
+            "parallelism",
+            "force",
+            "approval",
+            "approvedPlanHash",
+            "maxStallRestarts",
+        ] {
             assert!(props[field].is_object(), "spec.{field} missing: {spec}");
         }
+        assert_eq!(props["approval"]["enum"], serde_json::json!(["Automatic", "Manual"]));
+        assert_eq!(props["approval"]["default"], "Automatic");
+        assert_eq!(props["maxStallRestarts"]["default"], 3);
+        assert_eq!(props["maxStallRestarts"]["maximum"].as_f64(), Some(10.0));
+        let hash = regex_lite(props["approvedPlanHash"]["pattern"].as_str().unwrap());
+        assert!(hash(&"0a".repeat(32)) && !hash(&"0A".repeat(32)) && !hash("abc"));
         let required: Vec<&str> = spec["required"]
             .as_array()
             .unwrap()
@@ -334,7 +621,22 @@ mod tests {
         assert!(date("2026-11-01") && date("2026-11-01T06:00:00Z") && date("2026-11-01T06:00:00.5+01:00"));
         assert!(!date("yesterday") && !date("2026-11-01 06:00"));
         assert!(props["sites"]["items"]["pattern"].is_string());
-        assert_eq!(spec["x-kubernetes-validations"][0]["rule"], "self == oldSelf");
+        // Immutable but for approvedPlanHash: one term per other field of the spec.
+        let rule = spec["x-kubernetes-validations"][0]["rule"].as_str().unwrap();
+        let fields: Vec<&String> = props.as_object().unwrap().keys().collect();
+        assert_eq!(fields.len(), 10);
+        for field in fields {
+            let term = format!(
+                "(has(self.{field}) == has(oldSelf.{field}) && (!has(self.{field}) || self.{field} == oldSelf.{field}))"
+            );
+            assert_eq!(
+                rule.contains(&term),
+                field != MUTABLE_SPEC_FIELD,
+                "{field} in the rule: {rule}"
+            );
+        }
+        assert_eq!(rule.matches(" && (has(").count(), 8, "nine terms joined: {rule}");
+        assert!(!rule.contains("approvedPlanHash"), "{rule}");
         let status = &s["properties"]["status"]["properties"];
         assert_eq!(status["conditions"]["x-kubernetes-list-map-keys"][0], "type");
         assert_eq!(status["days"]["x-kubernetes-list-map-keys"][0], "day");
@@ -342,7 +644,17 @@ mod tests {
             status["phase"]["enum"],
             serde_json::json!(["Pending", "Running", "Succeeded", "Failed", "Cancelled"])
         );
-        for field in ["progress", "totals", "startedAt", "finishedAt", "message", "checkpoint"] {
+        for field in [
+            "progress",
+            "totals",
+            "startedAt",
+            "finishedAt",
+            "message",
+            "checkpoint",
+            "plan",
+            "stallRestarts",
+            "observedGeneration",
+        ] {
             assert!(status[field].is_object(), "status.{field} missing");
         }
     }
@@ -361,12 +673,21 @@ mod tests {
             "kind": "Reprocess",
             "metadata": {"name": "fix", "namespace": "analytics"},
             "spec": {"tenantRef": "acme", "from": "2026-11-01", "to": "2026-11-08", "dryRun": true},
-            "status": {"phase": "Running", "progress": {"daysDone": 2, "daysTotal": 7, "rowsRead": 10,
-                        "rowsWritten": 10, "summary": "2/7"}},
+            "status": {"phase": "Running", "progress": {"daysSucceeded": 2, "daysTotal": 7, "daysPending": 5,
+                        "percent": 28, "rowsRead": 10, "rowsWritten": 10, "summary": "2/7"}},
         }))
         .unwrap();
         assert!(obj.spec.reprocess.dry_run);
         assert_eq!(obj.spec.reprocess.parallelism, 1);
+        assert_eq!(obj.spec.approval, Approval::Automatic, "the default");
+        assert_eq!(obj.spec.max_stall_restarts, DEFAULT_MAX_STALL_RESTARTS);
+        assert!(obj.spec.approves("anything"), "Automatic approves every plan");
+        let manual = ReprocessResourceSpec {
+            approval: Approval::Manual,
+            approved_plan_hash: Some("h1".into()),
+            ..obj.spec.clone()
+        };
+        assert!(manual.approves("h1") && !manual.approves("h2"));
         let status = obj.status.unwrap();
         assert_eq!(status.phase(), Phase::Running);
         assert_eq!(status.progress, Some(ReprocessProgress::new(2, 7, 10, 10)));

@@ -73,7 +73,7 @@ mod tests {
     fn rp(name: &str, tenant: &str, from: &str, to: &str, created_secs: i64) -> Arc<Reprocess> {
         let spec: ReprocessSpec =
             serde_yaml::from_str(&format!("tenantRef: {tenant}\nfrom: '{from}'\nto: '{to}'\n")).unwrap();
-        let mut obj = Reprocess::new(name, ReprocessResourceSpec { reprocess: spec });
+        let mut obj = Reprocess::new(name, ReprocessResourceSpec::new(spec));
         obj.metadata.namespace = Some("analytics".into());
         obj.metadata.creation_timestamp = Some(Time(
             k8s_openapi::jiff::Timestamp::from_second(1_800_000_000 + created_secs).unwrap(),

@@ -1,9 +1,15 @@
 //! The Job pod's side of a Reprocess: `sightline reprocess --resource NS/NAME`. It reads
 //! its Reprocess through the Kubernetes API, runs core's replay engine (the one `sightline
 //! reprocess` runs offline and against a ClickHouse URL) from the checkpoint in the status,
-//! and writes the status: `Running` when it starts, progress, the day's result and the
-//! checkpoint after every day, then the outcome.
+//! and writes the status: `Running` when it starts, a heartbeat every `heartbeat` (10 s;
+//! the operator calls a run silent for 60 s stalled) whether a day ends or not, progress,
+//! the day's result and the ledger (each day under the plan's hash) after every day, then
+//! the outcome.
 //!
+//! - **The plan**: the pod runs only the plan the operator made (`status.plan`): its
+//!   processing identity must be this image's (`PlanMismatch` otherwise) and, under
+//!   `approval: Manual`, `spec.approvedPlanHash` must name it (`NotApproved`). A run an
+//!   operator admitted before plans existed has none and is recorded under an empty hash.
 //! - **Writes** are JSON merge patches of the status subresource carrying the
 //!   `resourceVersion` last seen (the object a write answered, or a fresh read after a
 //!   409), so they never overwrite what the operator wrote meanwhile; each write is
@@ -23,10 +29,12 @@
 //!
 //! The pod's ServiceAccount may only `get` this Reprocess and `patch` its status.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use chrono::NaiveDate;
 use kube::api::{Patch, PatchParams};
 use kube::{Api, ResourceExt};
 use sightline_core::processor::Processor;
@@ -37,8 +45,8 @@ use sightline_core::warehouse::replay::{
 use sightline_core::warehouse::Warehouse;
 
 use super::controller::Clock;
-use super::crd::{Phase, Reprocess, ReprocessStatus};
-use super::status::{self, Final, ResumeError};
+use super::crd::{Approval, Phase, Reprocess, ReprocessStatus};
+use super::status::{self, Final, Live, ResumeError};
 use crate::error::Result;
 
 /// Conflicts (409) a status write retries after a fresh read before it gives up.
@@ -64,6 +72,8 @@ pub struct Runner {
     pub lease_wait: Duration,
     /// Pause before retrying a failed status write.
     pub retry_pause: Duration,
+    /// Time between two heartbeats while days run (`status::HEARTBEAT_INTERVAL`).
+    pub heartbeat: Duration,
 }
 
 /// How the pod's work ended.
@@ -179,6 +189,27 @@ impl Runner {
                     .map(Attempt::Done)
             }
         };
+        if let Some(refusal) = plan_refusal(&rp, &resume.processing) {
+            let (reason, message) = refusal;
+            return writer.failed(reason, message).await.map(Attempt::Done);
+        }
+        // The bytes of each day, for `bytesRead` (the plan's figures, read again: the
+        // status keeps them per month for long ranges).
+        let bytes = match super::plan::read_days(
+            wh,
+            &tenant.database(),
+            resume.first_day,
+            resume.last_day,
+            sightline_core::warehouse::tiers::sealed_through(request.now),
+        )
+        .await
+        {
+            Ok(days) => days.into_iter().map(|d| (d.day, d.bytes)).collect::<BTreeMap<_, _>>(),
+            Err(e) => {
+                let message = format!("reading events_raw's partitions: {e}; the Job's next pod resumes");
+                return writer.interrupted(message).await.map(Attempt::Done);
+            }
+        };
         let total = status::days_total(&resume);
         let done_before = resume.done.len();
         let message = format!(
@@ -192,9 +223,34 @@ impl Runner {
                 String::new()
             }
         );
+        let base = writer.rows_so_far();
+        let cancel = self.interrupt.child_token();
+        let hooks = StatusHooks {
+            writer: &writer,
+            base,
+            live: Mutex::new(LiveState {
+                progress: Progress::default(),
+                running: BTreeSet::new(),
+                done: resume.done.clone(),
+                bytes,
+            }),
+            cancel: cancel.clone(),
+            deleted: AtomicBool::new(false),
+            over: AtomicBool::new(false),
+        };
         let now = self.now.clone();
+        let live = hooks.live();
         match writer
-            .write(|rp| status::started(rp.status.as_ref(), rp.metadata.generation, &resume, &message, now()))
+            .write(|rp| {
+                status::started(
+                    rp.status.as_ref(),
+                    rp.metadata.generation,
+                    &resume,
+                    &live,
+                    &message,
+                    now(),
+                )
+            })
             .await?
         {
             Written::Gone => return Ok(Attempt::Done(Outcome::Gone)),
@@ -209,17 +265,10 @@ impl Runner {
         }
         tracing::info!(tenant = %tenant.name, done_before, total, "{message}");
 
-        let base = writer.rows_so_far();
-        let cancel = self.interrupt.child_token();
-        let hooks = StatusHooks {
-            writer: &writer,
-            base,
-            progress: Mutex::new(Progress::default()),
-            cancel: cancel.clone(),
-            deleted: AtomicBool::new(false),
-            over: AtomicBool::new(false),
+        let outcome = tokio::select! {
+            outcome = replay::run(wh, request, Some(resume), &hooks, &cancel) => outcome,
+            never = self.heartbeats(&writer, &hooks) => match never {},
         };
-        let outcome = replay::run(wh, request, Some(resume), &hooks, &cancel).await;
         if hooks.over.load(Ordering::SeqCst) {
             let current = writer.current();
             return Ok(Attempt::Done(
@@ -231,6 +280,32 @@ impl Runner {
         }
         let deleted = hooks.deleted.load(Ordering::SeqCst);
         self.conclude(&writer, outcome, deleted).await
+    }
+
+    /// A heartbeat every `self.heartbeat` while the engine runs (days under way or not);
+    /// never returns (the engine's end ends it). A write that fails is logged: the next one
+    /// may pass, and a run silent for 60 s is the operator's to handle.
+    async fn heartbeats(&self, writer: &StatusWriter<'_>, hooks: &StatusHooks<'_>) -> std::convert::Infallible {
+        let mut ticks = tokio::time::interval(self.heartbeat);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The first tick is at once: `started` has just written a heartbeat.
+        ticks.tick().await;
+        loop {
+            ticks.tick().await;
+            if hooks.over.load(Ordering::SeqCst) {
+                continue;
+            }
+            let live = hooks.live();
+            let now = writer.now();
+            match writer
+                .write(|rp| status::heartbeat(rp.status.as_ref(), rp.metadata.generation, &live, now))
+                .await
+            {
+                Ok(Written::Ok { .. }) => tracing::debug!(?live, "heartbeat"),
+                Ok(Written::Gone | Written::Final(_)) => {}
+                Err(e) => tracing::warn!(error = %e.chain(), "heartbeat not written"),
+            }
+        }
     }
 
     /// The status and outcome after the engine returned.
@@ -288,7 +363,17 @@ impl Runner {
                 }
                 cause => {
                     let message = format!("day {day}: {cause} ({})", done(writer));
-                    writer.failed("ReplayFailed", message).await.map(Attempt::Done)
+                    writer
+                        .finish(
+                            Final::Failed {
+                                reason: "ReplayFailed",
+                                message,
+                                day: Some(day),
+                            },
+                            Outcome::Failed("ReplayFailed"),
+                        )
+                        .await
+                        .map(Attempt::Done)
                 }
             },
             Err(e) if e.is_transient() => {
@@ -351,7 +436,7 @@ impl<'a> StatusWriter<'a> {
             .status
             .as_ref()
             .and_then(|s| s.progress.as_ref())
-            .map_or((0, 0), |p| (p.days_done, p.days_total));
+            .map_or((0, 0), |p| (p.days_succeeded, p.days_total));
         format!("{done} of {total} days done")
     }
 
@@ -423,8 +508,15 @@ impl<'a> StatusWriter<'a> {
     }
 
     async fn failed(&self, reason: &'static str, message: String) -> Result<Outcome> {
-        self.finish(Final::Failed { reason, message }, Outcome::Failed(reason))
-            .await
+        self.finish(
+            Final::Failed {
+                reason,
+                message,
+                day: None,
+            },
+            Outcome::Failed(reason),
+        )
+        .await
     }
 
     async fn cancelled(&self, when: &str) -> Result<Outcome> {
@@ -459,13 +551,54 @@ fn retryable(e: &kube::Error) -> bool {
     }
 }
 
-/// The engine's hooks: progress kept for the next status write, and each finished day
-/// written to the status.
+/// Why the pod must not run its Reprocess's plan, if it must not: its processing identity
+/// is not the plan's (`PlanMismatch`), or under `approval: Manual` the plan is not approved
+/// (`NotApproved`, or `NoPlan` without one).
+fn plan_refusal(rp: &Reprocess, processing: &str) -> Option<(&'static str, String)> {
+    let plan = rp.status.as_ref().and_then(|s| s.plan.as_ref());
+    match plan {
+        None if rp.spec.approval == Approval::Manual => Some((
+            "NoPlan",
+            "approval is Manual and the status has no plan: nothing was approved".into(),
+        )),
+        None => None,
+        Some(plan) if plan.processing != processing => Some((
+            "PlanMismatch",
+            format!(
+                "the plan ({}) replays with processing {} (image {}); this pod's image processes as {processing}: \
+                 the Job must run the plan's image",
+                plan.hash, plan.processing, plan.image
+            ),
+        )),
+        Some(plan) if !rp.spec.approves(&plan.hash) => Some((
+            "NotApproved",
+            format!(
+                "spec.approvedPlanHash {:?} does not name the plan {}: nothing runs unapproved",
+                rp.spec.approved_plan_hash, plan.hash
+            ),
+        )),
+        Some(_) => None,
+    }
+}
+
+/// What the hooks know between status writes.
+struct LiveState {
+    progress: Progress,
+    /// Days launched and not finished.
+    running: BTreeSet<NaiveDate>,
+    /// Days finished (earlier pods' included).
+    done: BTreeSet<NaiveDate>,
+    /// `events_raw` bytes per day.
+    bytes: BTreeMap<NaiveDate, u64>,
+}
+
+/// The engine's hooks: progress kept for the next status write (heartbeats), and each
+/// finished day written to the status.
 struct StatusHooks<'a> {
     writer: &'a StatusWriter<'a>,
     /// Rows read and written by the run's earlier pods.
     base: (u64, u64),
-    progress: Mutex<Progress>,
+    live: Mutex<LiveState>,
     /// The engine's token: cancelled when the Reprocess is being deleted.
     cancel: CancellationToken,
     deleted: AtomicBool,
@@ -473,22 +606,45 @@ struct StatusHooks<'a> {
     over: AtomicBool,
 }
 
+impl StatusHooks<'_> {
+    fn live(&self) -> Live {
+        let l = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        Live {
+            rows: (
+                self.base.0.saturating_add(l.progress.rows_read),
+                self.base.1.saturating_add(l.progress.rows_written),
+            ),
+            bytes_read: l
+                .done
+                .iter()
+                .filter_map(|d| l.bytes.get(d))
+                .fold(0, |a, b| a.saturating_add(*b)),
+            current_day: l.running.iter().next().copied(),
+        }
+    }
+}
+
 #[async_trait::async_trait]
 impl ReplayHooks for StatusHooks<'_> {
     fn progress(&self, progress: &Progress) {
-        *self.progress.lock().unwrap_or_else(|p| p.into_inner()) = *progress;
+        self.live.lock().unwrap_or_else(|p| p.into_inner()).progress = *progress;
+    }
+
+    fn day_started(&self, day: NaiveDate) {
+        self.live.lock().unwrap_or_else(|p| p.into_inner()).running.insert(day);
     }
 
     async fn day_done(&self, day: &DayReport, checkpoint: &Checkpoint) -> sightline_core::Result<()> {
-        let p = *self.progress.lock().unwrap_or_else(|p| p.into_inner());
-        let rows = (
-            self.base.0.saturating_add(p.rows_read),
-            self.base.1.saturating_add(p.rows_written),
-        );
+        {
+            let mut l = self.live.lock().unwrap_or_else(|p| p.into_inner());
+            l.running.remove(&day.day);
+            l.done.insert(day.day);
+        }
+        let live = self.live();
         let now = self.writer.now();
         let written = self
             .writer
-            .write(|rp| status::record_day(rp.status.as_ref(), rp.metadata.generation, day, checkpoint, rows, now))
+            .write(|rp| status::record_day(rp.status.as_ref(), rp.metadata.generation, day, checkpoint, &live, now))
             .await;
         match written {
             Ok(Written::Ok { deleting: false }) => Ok(()),
