@@ -1,8 +1,7 @@
 //! `kubectl sightline …`: the `sightline` binary installed as `kubectl-sightline` (a
 //! symlink; kubectl runs plugins by that name), or `sightline kubectl …`. Each command is
 //! the operator crate's `plugin` function on the kubeconfig's cluster; this module only
-//! reads the command line and prints. The Reprocess commands (`reprocess plan|approve|
-//! cancel NAME`) are another variant of `PluginCommand`.
+//! reads the command line and prints.
 
 use std::time::Duration;
 
@@ -35,6 +34,11 @@ pub enum PluginCommand {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// Plan, approve or cancel a Reprocess.
+    Reprocess {
+        #[command(subcommand)]
+        command: ReprocessCommand,
+    },
     /// A redacted support bundle (YAML): the tenant, its objects, pods, Events, the names
     /// of its Secrets and the operator's logs; no Secret's data.
     Report {
@@ -54,6 +58,39 @@ pub enum PluginCommand {
         log_lines: i64,
         /// The workloads' namespace, when the tenant does not name one.
         #[arg(long)]
+        namespace: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum ReprocessCommand {
+    /// Print a Reprocess's plan: days, rows and bytes, partitions replaced, processing,
+    /// image digest, estimate, hash and approval.
+    Plan {
+        /// The Reprocess.
+        name: String,
+        /// Its namespace (default: the kubeconfig context's).
+        #[arg(long, short = 'n')]
+        namespace: Option<String>,
+    },
+    /// Approve a Manual Reprocess's current plan (sets spec.approvedPlanHash to its hash).
+    Approve {
+        /// The Reprocess.
+        name: String,
+        /// Approve only if the plan's hash is this one (what `plan` printed).
+        #[arg(long)]
+        hash: Option<String>,
+        /// Its namespace (default: the kubeconfig context's).
+        #[arg(long, short = 'n')]
+        namespace: Option<String>,
+    },
+    /// Cancel a Reprocess (delete it): a running one stops after the day under way and the
+    /// operator records the finished days in an Event.
+    Cancel {
+        /// The Reprocess.
+        name: String,
+        /// Its namespace (default: the kubeconfig context's).
+        #[arg(long, short = 'n')]
         namespace: Option<String>,
     },
 }
@@ -115,6 +152,21 @@ pub fn run(cli: PluginCli) -> Result<(), String> {
                     .await
                     .map_err(|e| e.to_string())?;
                 format!("{token}\n")
+            }
+            PluginCommand::Reprocess { command } => {
+                let ns = |n: Option<String>| n.unwrap_or_else(|| client.default_namespace().to_string());
+                match command {
+                    ReprocessCommand::Plan { name, namespace } => {
+                        plugin::reprocess::plan(&client, &ns(namespace), &name).await
+                    }
+                    ReprocessCommand::Approve { name, hash, namespace } => {
+                        plugin::reprocess::approve(&client, &ns(namespace), &name, hash.as_deref()).await
+                    }
+                    ReprocessCommand::Cancel { name, namespace } => {
+                        plugin::reprocess::cancel(&client, &ns(namespace), &name).await
+                    }
+                }
+                .map_err(|e| e.to_string())?
             }
             PluginCommand::Report {
                 tenant,

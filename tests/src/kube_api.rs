@@ -498,6 +498,18 @@ impl FakeState {
         self.objects.get(path).cloned()
     }
 
+    /// Changes an object in place with a new resourceVersion (another writer's change).
+    pub fn edit(&mut self, path: &str, change: impl FnOnce(&mut Value)) {
+        self.resource_version += 1;
+        let version = self.resource_version.to_string();
+        let object = self
+            .objects
+            .get_mut(path)
+            .unwrap_or_else(|| panic!("no object at {path}"));
+        change(object);
+        object["metadata"]["resourceVersion"] = json!(version);
+    }
+
     /// A DELETE: gone at once without finalizers (true), else a deletion timestamp and a
     /// new resourceVersion, as every change of an object gets (false).
     pub fn delete(&mut self, path: &str) -> bool {

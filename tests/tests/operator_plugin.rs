@@ -225,3 +225,203 @@ async fn report_bundles_objects_events_and_logs_and_never_a_secret() {
     assert!(secret_doc.get("data").is_none());
     assert!(fake.take_calls().iter().all(|c| !c.is_write()), "a report only reads");
 }
+
+// ---- `kubectl sightline reprocess plan|approve|cancel`. ----
+
+fn rp_path(name: &str) -> String {
+    format!("/apis/sightline.dev/v1alpha1/namespaces/{NS}/reprocesses/{name}")
+}
+
+fn hash(c: char) -> String {
+    c.to_string().repeat(64)
+}
+
+/// A Reprocess (approval `approval`) with a plan of hash `plan` (none: no plan yet).
+fn reprocess(name: &str, approval: &str, plan: Option<String>, phase: &str) -> Value {
+    let mut status = json!({"phase": phase, "conditions": [
+        condition("Approved", "False", "AwaitingApproval", "approval is Manual: review the plan")
+    ]});
+    if let Some(h) = plan {
+        status["plan"] = json!({
+            "hash": h, "computedAt": "2027-01-15T08:00:00Z", "processing": "v5", "pipelineVersion": 5,
+            "image": format!("ghcr.io/sightline/sightline@sha256:{}", "5e".repeat(32)),
+            "firstDay": "2026-11-10", "lastDay": "2026-11-12", "days": 3, "unsealedDays": 0,
+            "rows": 1500, "bytes": 3_250_000u64, "breakdownBy": "Day",
+            "breakdown": [
+                {"period": "2026-11-10", "days": 1, "rows": 500, "bytes": 1_000_000u64},
+                {"period": "2026-11-11", "days": 1, "rows": 600, "bytes": 1_250_000u64},
+                {"period": "2026-11-12", "days": 1, "rows": 400, "bytes": 1_000_000u64}],
+            "partitions": [{"table": "events", "first": "20261110", "last": "20261112", "count": 3}],
+            "etaSeconds": 1, "etaBasis": "DocumentedThroughput"});
+    }
+    json!({
+        "apiVersion": "sightline.dev/v1alpha1", "kind": "Reprocess",
+        "metadata": {"name": name, "namespace": NS, "uid": format!("uid-{name}"), "generation": 1},
+        "spec": {"tenantRef": "acme", "from": "2026-11-10", "to": "2026-11-13", "approval": approval},
+        "status": status,
+    })
+}
+
+#[tokio::test]
+async fn reprocess_plan_prints_the_plan_and_what_to_do_next() {
+    let (client, api) = mock_client();
+    let fake = FakeApi::start_for_a_person(api);
+    fake.put(&rp_path("fix"), reprocess("fix", "Manual", Some(hash('a')), "Pending"));
+    let text = plugin::reprocess::plan(&client, NS, "fix").await.unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], "Reprocess analytics/fix  tenant acme  replay  phase Pending");
+    assert_eq!(lines[1], format!("plan       {}", hash('a')));
+    assert_eq!(lines[2], "days       2026-11-10 to 2026-11-12 (3 days)");
+    assert_eq!(lines[3], "sites      all");
+    assert_eq!(lines[4], "input      1500 rows, 3.1 MiB of events_raw");
+    assert_eq!(lines[5], "processing v5 (pipeline version 5)");
+    assert_eq!(
+        lines[6],
+        format!("image      ghcr.io/sightline/sightline@sha256:{}", "5e".repeat(32))
+    );
+    assert_eq!(lines[7], "estimate   1s (DocumentedThroughput at 68,000 rows/s)");
+    assert_eq!(lines[8], "per day:");
+    assert_eq!(lines[10], "  2026-11-11    1 days           600 rows     1.2 MiB");
+    assert!(
+        text.contains("  events               partitions 20261110 to 20261112 (3)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("approval   Manual; approved False (AwaitingApproval)"),
+        "{text}"
+    );
+    assert!(
+        text.ends_with("to run it: kubectl sightline reprocess approve fix -n analytics\n"),
+        "{text}"
+    );
+
+    // No plan yet: the reason the status gives; no such Reprocess: named.
+    fake.put(&rp_path("new"), reprocess("new", "Manual", None, "Pending"));
+    let e = plugin::reprocess::plan(&client, NS, "new").await.unwrap_err();
+    assert!(e.to_string().contains("has no plan yet (AwaitingApproval"), "{e}");
+    let e = plugin::reprocess::plan(&client, NS, "nope").await.unwrap_err();
+    assert!(matches!(e, PluginError::NotFound(_)), "{e}");
+    assert!(e.to_string().contains("Reprocess analytics/nope does not exist"), "{e}");
+    assert!(fake.take_calls().iter().all(|c| !c.is_write()), "plan only reads");
+}
+
+#[tokio::test]
+async fn reprocess_approve_sets_the_plans_hash_and_refuses_what_it_cannot_approve() {
+    let (client, api) = mock_client();
+    let fake = FakeApi::start_for_a_person(api);
+    fake.put(&rp_path("fix"), reprocess("fix", "Manual", Some(hash('a')), "Pending"));
+    // Not the hash the person reviewed: refused, nothing written.
+    let e = plugin::reprocess::approve(&client, NS, "fix", Some(&hash('b')))
+        .await
+        .unwrap_err();
+    assert!(
+        e.to_string().contains(&format!("is {}, not {}", hash('a'), hash('b'))),
+        "{e}"
+    );
+    assert!(fake.get(&rp_path("fix")).unwrap()["spec"]["approvedPlanHash"].is_null());
+
+    let text = plugin::reprocess::approve(&client, NS, "fix", Some(&hash('a')))
+        .await
+        .unwrap();
+    assert!(
+        text.contains(&format!("approved plan {} (3 days, 1500 rows)", hash('a'))),
+        "{text}"
+    );
+    let object = fake.get(&rp_path("fix")).unwrap();
+    assert_eq!(object["spec"]["approvedPlanHash"], hash('a'));
+    assert_eq!(
+        object["spec"]["from"], "2026-11-10",
+        "the rest of the spec is untouched"
+    );
+    assert_eq!(object["metadata"]["generation"], 2, "an edit of the spec");
+    let patch = fake.take_calls().into_iter().find(|c| c.is_write()).unwrap();
+    assert!(patch.content_type.contains("merge-patch"), "{patch:?}");
+    assert!(
+        patch.body["metadata"]["resourceVersion"].is_string(),
+        "it carries the version read"
+    );
+    // Again: already approved, nothing written.
+    let again = plugin::reprocess::approve(&client, NS, "fix", None).await.unwrap();
+    assert!(again.contains("was approved already"), "{again}");
+    assert!(fake.take_calls().iter().all(|c| !c.is_write()));
+
+    // The plan recomputed between the read and the write: refused (409), not approved unseen.
+    fake.put(
+        &rp_path("raced"),
+        reprocess("raced", "Manual", Some(hash('c')), "Pending"),
+    );
+    fake.on_request(|r, world| {
+        if r.method == http::Method::PATCH {
+            world.edit(&rp_path("raced"), |o| o["status"]["plan"]["hash"] = json!(hash('d')));
+        }
+        sightline_tests::kube_api::Hook::Answer
+    });
+    let e = plugin::reprocess::approve(&client, NS, "raced", None)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("changed since it was read"), "{e}");
+    assert!(fake.get(&rp_path("raced")).unwrap()["spec"]["approvedPlanHash"].is_null());
+    fake.on_request(|_, _| sightline_tests::kube_api::Hook::Answer);
+
+    for (name, approval, plan, phase, needle) in [
+        (
+            "auto",
+            "Automatic",
+            Some(hash('a')),
+            "Pending",
+            "has approval Automatic",
+        ),
+        ("unplanned", "Manual", None, "Pending", "has no plan yet"),
+        (
+            "ran",
+            "Manual",
+            Some(hash('a')),
+            "Running",
+            "already ran or runs (phase Running",
+        ),
+        (
+            "over",
+            "Manual",
+            Some(hash('a')),
+            "Succeeded",
+            "already ran or runs (phase Succeeded",
+        ),
+    ] {
+        fake.put(&rp_path(name), reprocess(name, approval, plan, phase));
+        let e = plugin::reprocess::approve(&client, NS, name, None).await.unwrap_err();
+        assert!(matches!(e, PluginError::Refused(_)), "{name}: {e}");
+        assert!(e.to_string().contains(needle), "{name}: {e}");
+        assert!(
+            fake.get(&rp_path(name)).unwrap()["spec"]["approvedPlanHash"].is_null(),
+            "{name}"
+        );
+    }
+    let e = plugin::reprocess::approve(&client, NS, "nope", None).await.unwrap_err();
+    assert!(matches!(e, PluginError::NotFound(_)), "{e}");
+}
+
+#[tokio::test]
+async fn reprocess_cancel_deletes_it_and_says_a_running_one_finishes_its_day() {
+    let (client, api) = mock_client();
+    let fake = FakeApi::start_for_a_person(api);
+    let mut running = reprocess("fix", "Automatic", Some(hash('a')), "Running");
+    running["metadata"]["finalizers"] = json!(["sightline.dev/cancel"]);
+    fake.put(&rp_path("fix"), running);
+    let text = plugin::reprocess::cancel(&client, NS, "fix").await.unwrap();
+    assert!(
+        text.contains("its pod finishes the day under way") && text.contains("involvedObject.name=fix"),
+        "{text}"
+    );
+    // The finalizer holds it until the pod stopped and the operator recorded the days.
+    let held = fake.get(&rp_path("fix")).unwrap();
+    assert!(held["metadata"]["deletionTimestamp"].is_string());
+    fake.put(
+        &rp_path("done"),
+        reprocess("done", "Automatic", Some(hash('a')), "Succeeded"),
+    );
+    let text = plugin::reprocess::cancel(&client, NS, "done").await.unwrap();
+    assert!(text.contains("it had ended: Succeeded"), "{text}");
+    assert!(fake.get(&rp_path("done")).is_none());
+    let e = plugin::reprocess::cancel(&client, NS, "nope").await.unwrap_err();
+    assert!(e.to_string().contains("does not exist"), "{e}");
+}

@@ -2,10 +2,11 @@
 //! (the `sightline` binary installed as `kubectl-sightline`). Each command is a function
 //! of an API client that returns what it prints, so it is tested against a mocked API
 //! server. `status` (one screen per tenant), `token` (issue a token from the tenant's
-//! Secret, read through the API), `report` (a redacted support bundle). The Reprocess
-//! commands (`reprocess plan|approve|cancel`) belong beside these, in `plugin::reprocess`.
+//! Secret, read through the API), `report` (a redacted support bundle), `reprocess`
+//! (`plan`, `approve`, `cancel` of a Reprocess).
 
 pub mod report;
+pub mod reprocess;
 pub mod status;
 pub mod token;
 
