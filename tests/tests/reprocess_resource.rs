@@ -22,6 +22,7 @@ use sightline_core::warehouse::embedded::Embedded;
 use sightline_core::warehouse::replay::CancellationToken;
 use sightline_core::warehouse::{Params, Warehouse};
 use sightline_operator::crd::{AnalyticsTenant, AnalyticsTenantSpec};
+use sightline_operator::plugin;
 use sightline_operator::reprocess::controller::{reconcile, ReprocessContext};
 use sightline_operator::reprocess::crd::{Phase, Reprocess, ReprocessStatus};
 use sightline_operator::reprocess::history;
@@ -165,12 +166,22 @@ async fn operator_with(
 /// The Job's pod for `name`, as `sightline reprocess --resource analytics/NAME` runs it,
 /// with the fixed processor (its requests logged as `pod:NAME`'s).
 fn pod(api: &mut FakeApi, name: &str, interrupt: CancellationToken) -> Runner {
+    pod_at(api, name, interrupt, Arc::new(later))
+}
+
+/// `pod` with its own clock.
+fn pod_at(
+    api: &mut FakeApi,
+    name: &str,
+    interrupt: CancellationToken,
+    now: sightline_operator::reprocess::controller::Clock,
+) -> Runner {
     Runner {
         api: kube::Api::namespaced(api.client_for_reprocess_pod(name), NS),
         name: name.into(),
         tenants: vec![tenant("buggy")],
         processor: Arc::new(Current),
-        now: Arc::new(later),
+        now,
         interrupt,
         lease_poll: Duration::from_millis(100),
         lease_wait: Duration::from_secs(120),
@@ -727,6 +738,360 @@ async fn a_stopped_and_a_killed_pod_are_resumed_from_the_status_without_a_day_sk
         clean,
         "no day skipped or changed"
     );
+}
+
+/// `later()` plus `secs` seconds, as a clock.
+fn at(secs: i64) -> sightline_operator::reprocess::controller::Clock {
+    Arc::new(move || later() + chrono::Duration::seconds(secs))
+}
+
+/// Rows of `buggy`'s `events_raw` per day.
+async fn raw_rows(wh: &dyn Warehouse) -> Vec<u64> {
+    wh.select(
+        "SELECT toDate(ts) AS d, count() AS n FROM sightline_buggy.events_raw GROUP BY d ORDER BY d",
+        &Params::new(),
+    )
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| r["n"].as_u64().unwrap())
+    .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_manual_reprocess_runs_only_the_approved_plan_and_a_changed_plan_needs_approving_again() {
+    let (_dir, wh) = engine(24).await;
+    let (client, mut api) = start();
+    create(&api, "fix", spec("{approval: Manual}"), 0);
+
+    // The plan, from the warehouse; nothing runs.
+    assert_eq!(operator(&client, &api, "fix", &wh).await, Action::requeue(POLL));
+    let planned = status(&api, "fix");
+    assert_eq!(planned.phase, Phase::Pending);
+    assert_eq!(
+        condition(&planned, "Approved"),
+        ("False".into(), "AwaitingApproval".into(), Some(1))
+    );
+    assert_eq!(condition(&planned, "Progressing").0, "False");
+    assert!(api.get(&job_path("fix")).is_none(), "no Job before approval");
+    assert!(object(&api, "fix").unwrap().metadata.finalizers.is_none());
+    let plan = planned.plan.clone().expect("a plan");
+    let rows = raw_rows(wh.as_ref()).await;
+    assert_eq!(plan.breakdown.iter().map(|p| p.rows).collect::<Vec<_>>(), rows);
+    assert_eq!(plan.rows, rows.iter().sum::<u64>());
+    assert!(plan.breakdown.iter().all(|p| p.bytes > 0), "{plan:?}");
+    assert_eq!(plan.processing, fixed_identity());
+    assert_eq!(
+        plan.image,
+        format!("ghcr.io/sightline/sightline@{}", operator_digest()),
+        "the operator's image, pinned to the digest its pod reports"
+    );
+    assert_eq!(plan.partitions[0].table, "events");
+    // The same inputs: the same plan, nothing written.
+    let writes = api.status_writes().len();
+    operator(&client, &api, "fix", &wh).await;
+    assert_eq!(
+        api.status_writes().len(),
+        writes,
+        "a plan unchanged is not written again"
+    );
+
+    // A hash that is not the plan's approves nothing.
+    api.edit(&rp_path("fix"), |o| {
+        o["spec"]["approvedPlanHash"] = json!("0".repeat(64))
+    });
+    operator(&client, &api, "fix", &wh).await;
+    assert_eq!(condition(&status(&api, "fix"), "Approved").1, "HashMismatch");
+    assert!(api.get(&job_path("fix")).is_none());
+
+    // A person reviews the plan and approves it (generation 2)...
+    let person = api.client_for_a_person();
+    let shown = plugin::reprocess::plan(&person, NS, "fix").await.unwrap();
+    assert!(shown.contains(&plan.hash), "{shown}");
+    plugin::reprocess::approve(&person, NS, "fix", Some(&plan.hash))
+        .await
+        .unwrap();
+    assert_eq!(object(&api, "fix").unwrap().metadata.generation, Some(2));
+    // ... but before the start a late raw row lands in day 2: the plan changes and the
+    // approval no longer holds.
+    wh.execute(
+        "INSERT INTO sightline_buggy.events_raw SELECT * REPLACE (generateUUIDv4() AS event_id) \
+         FROM sightline_buggy.events_raw WHERE toDate(ts) = {d:Date} LIMIT 1",
+        &Params::new().bind("d", days()[1].to_string()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(operator(&client, &api, "fix", &wh).await, Action::requeue(POLL));
+    let changed = status(&api, "fix");
+    let new_plan = changed.plan.clone().unwrap();
+    assert_ne!(new_plan.hash, plan.hash);
+    assert_eq!(new_plan.breakdown[1].rows, plan.breakdown[1].rows + 1);
+    let (approved, reason, generation) = condition(&changed, "Approved");
+    assert_eq!(
+        (approved.as_str(), reason.as_str(), generation),
+        ("False", "PlanChanged", Some(2))
+    );
+    assert_eq!(changed.observed_generation, Some(2));
+    assert!(api.get(&job_path("fix")).is_none(), "the changed plan does not run");
+
+    // Approved again: the Job runs the plan's image by digest.
+    plugin::reprocess::approve(&person, NS, "fix", None).await.unwrap();
+    assert_eq!(operator(&client, &api, "fix", &wh).await, Action::requeue(RUNNING_POLL));
+    let approved = status(&api, "fix");
+    assert_eq!(
+        condition(&approved, "Approved"),
+        ("True".into(), "PlanApproved".into(), Some(3))
+    );
+    let job = api.get(&job_path("fix")).expect("the Job");
+    assert_eq!(
+        job["spec"]["template"]["spec"]["containers"][0]["image"],
+        json!(new_plan.image)
+    );
+    let outcome = pod(&mut api, "fix", CancellationToken::new())
+        .run(wh.as_ref())
+        .await
+        .unwrap();
+    assert_eq!(outcome, Outcome::Succeeded);
+    let done = status(&api, "fix");
+    assert_eq!(condition(&done, "Complete").0, "True");
+    let ledger = &done.checkpoint.as_ref().unwrap().ledger;
+    assert_eq!(ledger.len(), 1);
+    assert_eq!(
+        ledger[0].plan_hash, new_plan.hash,
+        "each day swapped under the approved plan"
+    );
+    assert_eq!(ledger[0].days, ["2026-11-10/2026-11-12"]);
+    let p = done.progress.as_ref().unwrap();
+    assert_eq!(
+        (p.days_succeeded, p.days_failed, p.days_pending, p.percent),
+        (3, 0, 0, 100)
+    );
+    assert_eq!(p.bytes_read, new_plan.bytes, "the bytes of every day's raw partition");
+    assert!(p.last_heartbeat_time.is_some() && p.started_at.is_some());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_pod_refuses_a_plan_of_another_processor_or_one_not_approved() {
+    let (_dir, wh) = bare_engine().await;
+    let (client, mut api) = start();
+    create(&api, "fix", spec("{approval: Manual}"), 0);
+    operator(&client, &api, "fix", &wh).await;
+    // A pod started without the approval (by hand, with the Role the operator would make):
+    // it replays nothing.
+    let owner = sightline_operator::reprocess::build::Owner::of(&object(&api, "fix").unwrap()).unwrap();
+    let tenant: AnalyticsTenant =
+        serde_json::from_value(api.get("/apis/sightline.dev/v1alpha1/analyticstenants/buggy").unwrap()).unwrap();
+    let v = sightline_operator::validate::validate(&tenant, &OperatorConfig::example(NS)).unwrap();
+    api.put(
+        &format!("/apis/rbac.authorization.k8s.io/v1/namespaces/{NS}/roles/fix-replay"),
+        serde_json::to_value(sightline_operator::reprocess::build::role(&owner, &v)).unwrap(),
+    );
+    let outcome = pod(&mut api, "fix", CancellationToken::new())
+        .run(wh.as_ref())
+        .await
+        .unwrap();
+    assert_eq!(outcome, Outcome::Failed("NotApproved"));
+    assert_eq!(condition(&status(&api, "fix"), "Failed").1, "NotApproved");
+
+    create(&api, "other", spec("{}"), 10);
+    operator(&client, &api, "other", &wh).await;
+    api.edit(&rp_path("other"), |o| o["status"]["plan"]["processing"] = json!("v1"));
+    let outcome = pod(&mut api, "other", CancellationToken::new())
+        .run(wh.as_ref())
+        .await
+        .unwrap();
+    assert_eq!(outcome, Outcome::Failed("PlanMismatch"));
+    let failed = status(&api, "other");
+    assert!(
+        failed.message.as_deref().unwrap().contains("processes as"),
+        "{failed:?}"
+    );
+    assert!(
+        failed.checkpoint.as_ref().is_none_or(|c| c.ledger.is_empty()),
+        "no day touched: {failed:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_silent_pod_is_stalled_within_90_s_its_job_replaced_and_the_next_pod_resumes() {
+    use sightline_operator::reprocess::controller::MAX_POLL_RUNNING;
+    use sightline_operator::reprocess::status::HEARTBEAT_TIMEOUT;
+    // A stall is seen within the timeout and one look at a running Reprocess.
+    assert!(HEARTBEAT_TIMEOUT.to_std().unwrap() + MAX_POLL_RUNNING <= Duration::from_secs(90));
+
+    let (_dir, wh) = engine(25).await;
+    let clean = checksums(wh.as_ref(), "sightline_clean").await;
+    let (client, mut api) = start();
+    create(&api, "fix", spec("{parallelism: 1}"), 0);
+    operator(&client, &api, "fix", &wh).await;
+
+    // Pod A replays day 1, then goes silent (its last status write is at `later`); its
+    // Job still counts the pod as active.
+    let interrupt = CancellationToken::new();
+    let signal = interrupt.clone();
+    api.on_request(move |r, _| {
+        if r.method == Method::PATCH && r.body["status"]["progress"]["daysSucceeded"] == 1 {
+            signal.cancel();
+        }
+        Hook::Answer
+    });
+    pod(&mut api, "fix", interrupt).run(wh.as_ref()).await.unwrap();
+    api.on_request(|_, _| Hook::Answer);
+    api.edit(&job_path("fix"), |j| j["status"] = json!({"active": 1}));
+    api.take_events();
+
+    // 59 s of silence: still fine.
+    let action = operator_with(&client, &api, "fix", &wh, at(59), 10).await;
+    assert_eq!(action, Action::requeue(RUNNING_POLL));
+    assert_eq!(condition(&status(&api, "fix"), "Stalled").0, "False");
+    assert!(api.get(&job_path("fix")).is_some());
+    // 61 s: stalled, a Warning Event, the Job deleted to be replaced.
+    operator_with(&client, &api, "fix", &wh, at(61), 10).await;
+    let stalled = status(&api, "fix");
+    let (s, reason, _) = condition(&stalled, "Stalled");
+    assert_eq!((s.as_str(), reason.as_str()), ("True", "NoHeartbeat"));
+    assert_eq!(stalled.phase, Phase::Running);
+    assert_eq!(stalled.stall_restarts, 1);
+    let events = api.take_events();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(
+        (events[0]["type"].as_str(), events[0]["reason"].as_str()),
+        (Some("Warning"), Some("NoHeartbeat"))
+    );
+    assert!(api.get(&job_path("fix")).is_none(), "the silent pod's Job is deleted");
+    // The next look makes a new Job; its pod resumes from the first day not swapped.
+    operator_with(&client, &api, "fix", &wh, at(62), 10).await;
+    assert!(api.get(&job_path("fix")).is_some(), "a new Job");
+    assert_eq!(status(&api, "fix").stall_restarts, 1, "counted once");
+    let heartbeats = Arc::new(std::sync::Mutex::new(0));
+    let seen = heartbeats.clone();
+    api.on_request(move |r, _| {
+        // A heartbeat: a write while a day is under way.
+        if r.method == Method::PATCH && r.body["status"]["progress"]["currentDay"].is_string() {
+            *seen.lock().unwrap() += 1;
+        }
+        Hook::Answer
+    });
+    let mut b = pod_at(&mut api, "fix", CancellationToken::new(), at(70));
+    b.heartbeat = Duration::from_millis(50);
+    assert_eq!(b.run(wh.as_ref()).await.unwrap(), Outcome::Succeeded);
+    assert!(*heartbeats.lock().unwrap() > 0, "heartbeats while days ran");
+    let done = status(&api, "fix");
+    assert_eq!(condition(&done, "Stalled").1, "Heartbeating");
+    assert_eq!(condition(&done, "Complete").0, "True");
+    assert_eq!(
+        done.checkpoint.as_ref().unwrap().done().unwrap(),
+        ["2026-11-10/2026-11-12"]
+    );
+    assert_eq!(done.totals.as_ref().unwrap().days, 3);
+    assert_eq!(
+        checksums(wh.as_ref(), "sightline_buggy").await,
+        clean,
+        "no day skipped or changed"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_run_whose_pod_is_gone_too_often_fails_with_stalled_too_often() {
+    let (_dir, wh) = bare_engine().await;
+    let (client, mut api) = start();
+    create(&api, "fix", spec("{maxStallRestarts: 0}"), 0);
+    operator(&client, &api, "fix", &wh).await;
+    // The pod reports Running, then stops before a day (its node went away).
+    let interrupt = CancellationToken::new();
+    interrupt.cancel();
+    pod(&mut api, "fix", interrupt).run(wh.as_ref()).await.unwrap();
+    assert_eq!(status(&api, "fix").phase, Phase::Running);
+    api.take_events();
+    // Its Job has no pod (30 s is allowed for a replacement pod).
+    operator_with(&client, &api, "fix", &wh, at(30), 10).await;
+    assert_eq!(status(&api, "fix").phase, Phase::Running);
+    assert_eq!(
+        operator_with(&client, &api, "fix", &wh, at(31), 10).await,
+        Action::await_change()
+    );
+    let failed = status(&api, "fix");
+    assert_eq!(failed.phase, Phase::Failed);
+    let (f, reason, _) = condition(&failed, "Failed");
+    assert_eq!((f.as_str(), reason.as_str()), ("True", "StalledTooOften"));
+    assert!(
+        failed.message.as_deref().unwrap().contains("spec.maxStallRestarts 0"),
+        "{failed:?}"
+    );
+    let events = api.take_events();
+    assert_eq!(events[0]["reason"], "StalledTooOften");
+    assert_eq!(events[0]["type"], "Warning");
+    assert!(api.get(&job_path("fix")).is_none(), "its Job is gone");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn finished_reprocesses_beyond_the_history_limit_are_deleted_oldest_first() {
+    let (_dir, wh) = bare_engine().await;
+    let (client, api) = start();
+    for (i, (name, phase)) in [
+        ("r1", "Succeeded"),
+        ("r2", "Failed"),
+        ("r3", "Cancelled"),
+        ("r4", "Succeeded"),
+        ("live", "Running"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        create(&api, name, spec("{}"), i as i64);
+        let finished = (later() + chrono::Duration::seconds(i as i64 * 10)).to_rfc3339();
+        api.edit(&rp_path(name), |o| {
+            o["status"] = json!({"phase": phase});
+            if phase != "Running" {
+                o["status"]["finishedAt"] = json!(finished);
+            }
+        });
+    }
+    let action = operator_with(&client, &api, "r4", &wh, Arc::new(later), 2).await;
+    assert_eq!(action, Action::await_change());
+    let left: Vec<bool> = ["r1", "r2", "r3", "r4", "live"]
+        .iter()
+        .map(|n| object(&api, n).is_some())
+        .collect();
+    assert_eq!(
+        left,
+        [false, false, true, true, true],
+        "the two oldest finished ones go"
+    );
+    // Within the limit: nothing more goes.
+    operator_with(&client, &api, "r3", &wh, Arc::new(later), 2).await;
+    assert!(object(&api, "r3").is_some() && object(&api, "r4").is_some());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_image_without_a_digest_the_operator_can_learn_is_not_planned_and_says_how_to_pin_it() {
+    let (_dir, wh) = bare_engine().await;
+    let (client, api) = start();
+    api.edit("/apis/sightline.dev/v1alpha1/analyticstenants/buggy", |t| {
+        t["spec"]["ingest"] = json!({"image": "registry.example/sightline:fix-7"});
+    });
+    create(&api, "fix", spec("{}"), 0);
+    assert_eq!(operator(&client, &api, "fix", &wh).await, Action::requeue(POLL));
+    let s = status(&api, "fix");
+    let (approved, reason, _) = condition(&s, "Approved");
+    assert_eq!((approved.as_str(), reason.as_str()), ("Unknown", "ImageDigestUnknown"));
+    assert!(
+        s.message
+            .as_deref()
+            .unwrap()
+            .contains("registry.example/sightline:fix-7@sha256:"),
+        "{s:?}"
+    );
+    assert_eq!(s.phase, Phase::Pending);
+    assert!(api.get(&job_path("fix")).is_none(), "no Job runs a tag");
+    // Pinned by digest: planned and run with it.
+    let pinned = format!("registry.example/sightline@sha256:{}", "7f".repeat(32));
+    api.edit("/apis/sightline.dev/v1alpha1/analyticstenants/buggy", |t| {
+        t["spec"]["ingest"] = json!({"image": pinned});
+    });
+    operator(&client, &api, "fix", &wh).await;
+    let job = api.get(&job_path("fix")).expect("a Job");
+    assert_eq!(job["spec"]["template"]["spec"]["containers"][0]["image"], json!(pinned));
 }
 
 // ---- The binary: `sightline reprocess --resource`, as the Job's pod runs it. ----

@@ -286,14 +286,9 @@ impl Runner {
     /// never returns (the engine's end ends it). A write that fails is logged: the next one
     /// may pass, and a run silent for 60 s is the operator's to handle.
     async fn heartbeats(&self, writer: &StatusWriter<'_>, hooks: &StatusHooks<'_>) -> std::convert::Infallible {
-        let mut ticks = tokio::time::interval(self.heartbeat);
-        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        // The first tick is at once: `started` has just written a heartbeat.
-        ticks.tick().await;
-        loop {
-            ticks.tick().await;
+        beat_every(self.heartbeat, || async {
             if hooks.over.load(Ordering::SeqCst) {
-                continue;
+                return;
             }
             let live = hooks.live();
             let now = writer.now();
@@ -305,7 +300,8 @@ impl Runner {
                 Ok(Written::Gone | Written::Final(_)) => {}
                 Err(e) => tracing::warn!(error = %e.chain(), "heartbeat not written"),
             }
-        }
+        })
+        .await
     }
 
     /// The status and outcome after the engine returned.
@@ -542,6 +538,23 @@ impl<'a> StatusWriter<'a> {
     }
 }
 
+/// Runs `beat` every `interval`, the first one interval from now, forever (a beat that
+/// takes longer delays the next rather than bunching them up).
+async fn beat_every<F, Fut>(interval: Duration, mut beat: F) -> std::convert::Infallible
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The first tick is at once: the caller has just written.
+    ticks.tick().await;
+    loop {
+        ticks.tick().await;
+        beat().await;
+    }
+}
+
 /// Whether a failed API call may pass by itself (the server restarting or overloaded).
 fn retryable(e: &kube::Error) -> bool {
     match e {
@@ -694,6 +707,26 @@ mod tests {
         ] {
             assert!(!done.resumable(), "{done:?}");
         }
+    }
+
+    /// The pod's heartbeat cadence, on tokio's paused clock: a beat every interval, whatever
+    /// the engine does meanwhile, so a day longer than 60 s never looks stalled.
+    #[tokio::test(start_paused = true)]
+    async fn heartbeats_come_every_interval_while_the_run_lasts() {
+        let beats = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let counted = beats.clone();
+        let run = tokio::time::sleep(Duration::from_secs(65));
+        tokio::select! {
+            _ = run => {}
+            never = beat_every(crate::reprocess::status::HEARTBEAT_INTERVAL, || {
+                let counted = counted.clone();
+                async move {
+                    counted.fetch_add(1, Ordering::SeqCst);
+                }
+            }) => match never {},
+        }
+        assert_eq!(beats.load(Ordering::SeqCst), 6, "at 10, 20, ... 60 s");
+        assert!(crate::reprocess::status::HEARTBEAT_INTERVAL <= Duration::from_secs(15));
     }
 
     #[test]
