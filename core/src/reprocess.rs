@@ -29,6 +29,11 @@ use crate::{Error, Result};
 
 pub const KIND: &str = "Reprocess";
 
+/// Fields of the `Reprocess` resource's spec that only the operator reads (its plan,
+/// approval and stall restarts, `sightline_operator::reprocess::crd`): a file or the admin
+/// endpoint runs at once, so they are refused there by name, with why.
+pub const RESOURCE_ONLY_FIELDS: [&str; 3] = ["approval", "approvedPlanHash", "maxStallRestarts"];
+
 /// Unknown fields are ignored by the type itself, so an operator reads a `Reprocess` that a
 /// newer CRD gave more fields; files (`parse_reprocess`) and the admin endpoint hold their
 /// input strictly (`unknown_fields`), where a typo such as `dryrun` must not run a real
@@ -138,6 +143,17 @@ pub fn parse_reprocess(text: &str, source_name: &str) -> Result<ReprocessSpec> {
         message,
     };
     let refuse_unknown = |unknown: Vec<String>| {
+        let operator_only: Vec<&String> = unknown
+            .iter()
+            .filter(|f| RESOURCE_ONLY_FIELDS.contains(&f.trim_start_matches("spec.")))
+            .collect();
+        if !operator_only.is_empty() {
+            return Err(err(format!(
+                "{} only the operator reads (the Reprocess resource's plan and approval); sightline reprocess runs the \
+                 replay at once: remove them, or kubectl apply the resource",
+                operator_only.iter().map(|f| f.as_str()).collect::<Vec<_>>().join(", ")
+            )));
+        }
         if unknown.is_empty() {
             Ok(())
         } else {
@@ -188,6 +204,16 @@ mod tests {
         assert!(
             unknown.to_string().contains("unknown field(s) spec.dryrun"),
             "{unknown}"
+        );
+        let manual = parse_reprocess(
+            "apiVersion: sightline.dev/v1alpha1\nkind: Reprocess\nmetadata: {name: fix}\n\
+             spec: {tenantRef: acme, from: 2026-11-01, to: 2026-11-02, approval: Manual}\n",
+            "m.yaml",
+        )
+        .unwrap_err();
+        assert!(
+            manual.to_string().contains("spec.approval only the operator reads"),
+            "{manual}"
         );
         // The type alone (what the operator reads from the cluster) takes a newer field.
         let newer: ReprocessSpec = serde_json::from_value(serde_json::json!({

@@ -14,7 +14,6 @@ use std::sync::Arc;
 use serde::Deserialize;
 use serde_json::Value as Json;
 use serde_yaml::Value;
-use sightline_core::reprocess::parse_reprocess;
 use sightline_core::spec::{parse_tenants, Tenant};
 use sightline_operator::build::pod::RUN_AS_USER;
 use sightline_operator::crd::AnalyticsTenant;
@@ -150,18 +149,27 @@ fn every_example_is_a_resource_the_operator_and_the_cli_accept() {
                     tenants.extend(parsed);
                 }
                 "Reprocess" => {
-                    let spec = parse_reprocess(&one, &name).unwrap_or_else(|e| panic!("{e}"));
-                    reprocesses.push((name.clone(), spec));
+                    // Strictly, as the resource (the core spec and the operator's fields).
+                    let resource = sightline_operator::reprocess::crd::parse_resource(&one, &name)
+                        .unwrap_or_else(|e| panic!("{e}"));
+                    reprocesses.push((name.clone(), resource));
                 }
                 other => panic!("{name}: a {other:?} document; the examples are AnalyticsTenants and Reprocesses"),
             }
         }
     }
     assert!(
-        reprocesses.iter().any(|(_, s)| s.dry_run) && reprocesses.iter().any(|(_, s)| !s.dry_run),
+        reprocesses.iter().any(|(_, s)| s.reprocess.dry_run) && reprocesses.iter().any(|(_, s)| !s.reprocess.dry_run),
         "a Reprocess and a dry-run Reprocess"
     );
-    for (name, spec) in reprocesses {
+    assert!(
+        reprocesses
+            .iter()
+            .any(|(_, s)| s.approval == sightline_operator::reprocess::crd::Approval::Manual),
+        "a Reprocess with Manual approval"
+    );
+    for (name, resource) in reprocesses {
+        let spec = resource.reprocess;
         let tenant = tenants
             .iter()
             .find(|t| t.name == spec.tenant_ref)

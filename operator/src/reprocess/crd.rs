@@ -537,6 +537,27 @@ pub fn immutability_rule(fields: &[String]) -> String {
         .join(" && ")
 }
 
+/// Reads a `Reprocess` document as `kubectl apply` would send it, strictly: the core spec's
+/// fields as `sightline reprocess -f` reads them (an unknown one is an error naming it) and
+/// the resource's own fields (`approval`, `approvedPlanHash`, `maxStallRestarts`).
+pub fn parse_resource(text: &str, source_name: &str) -> Result<ReprocessResourceSpec, String> {
+    let mut value: serde_yaml::Value = serde_yaml::from_str(text).map_err(|e| format!("{source_name}: {e}"))?;
+    let spec = value
+        .get("spec")
+        .cloned()
+        .ok_or_else(|| format!("{source_name}: no spec"))?;
+    let resource: ReprocessResourceSpec =
+        serde_yaml::from_value(spec).map_err(|e| format!("{source_name}: spec: {e}"))?;
+    if let Some(m) = value.get_mut("spec").and_then(|s| s.as_mapping_mut()) {
+        for field in sightline_core::reprocess::RESOURCE_ONLY_FIELDS {
+            m.remove(field);
+        }
+    }
+    let core_text = serde_yaml::to_string(&value).map_err(|e| e.to_string())?;
+    sightline_core::reprocess::parse_reprocess(&core_text, source_name).map_err(|e| e.to_string())?;
+    Ok(resource)
+}
+
 /// The file crds/ holds the CRD in.
 pub const CRD_FILE: &str = "reprocesses.sightline.dev.yaml";
 
