@@ -12,16 +12,22 @@ pub async fn client() -> Client {
         .expect("a Kubernetes cluster in the kubeconfig (e2e/run.sh creates one with kind)")
 }
 
-/// Installs (or updates) the AnalyticsTenant CRD and waits until it is served.
+/// Installs (or updates) the operator's CRDs (AnalyticsTenant, Reprocess) and waits until
+/// each is served.
 pub async fn install_crd(client: &Client) {
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let crd = sightline_operator::crd::crd();
-    let name = crd.metadata.name.clone().expect("the CRD has a name");
-    crds.patch(&name, &PatchParams::apply("sightline-e2e").force(), &Patch::Apply(&crd))
-        .await
-        .expect("CRD applied");
+    for (_, crd) in sightline_operator::crds::embedded() {
+        let name = crd.metadata.name.clone().expect("the CRD has a name");
+        crds.patch(&name, &PatchParams::apply("sightline-e2e").force(), &Patch::Apply(&crd))
+            .await
+            .expect("CRD applied");
+        established(&crds, &name).await;
+    }
+}
+
+async fn established(crds: &Api<CustomResourceDefinition>, name: &str) {
     for _ in 0..60 {
-        let got = crds.get(&name).await.expect("CRD read back");
+        let got = crds.get(name).await.expect("CRD read back");
         let established = got
             .status
             .and_then(|s| s.conditions)
@@ -33,5 +39,5 @@ pub async fn install_crd(client: &Client) {
         }
         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     }
-    panic!("the CRD was not established within 30 s");
+    panic!("the CRD {name} was not established within 30 s");
 }

@@ -6,6 +6,7 @@
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 use sightline_operator::crd::AnalyticsTenant;
+use sightline_operator::reprocess::crd::Reprocess;
 
 fn tenant(name: &str, spec: serde_json::Value) -> AnalyticsTenant {
     serde_json::from_value(json!({
@@ -23,6 +24,60 @@ async fn refused(api: &Api<AnalyticsTenant>, name: &str, spec: serde_json::Value
         Ok(_) => panic!("{name} was admitted"),
         Err(e) => assert!(e.to_string().contains(expected), "{name}: {e}"),
     }
+}
+
+/// A Reprocess's spec may change only in `approvedPlanHash` (the CEL transition rule the
+/// operator generates): approving is an edit, every other change a refusal.
+#[tokio::test]
+#[ignore = "needs a Kubernetes cluster: run e2e/run.sh"]
+async fn the_api_server_refuses_what_the_operator_would_of_a_reprocess_but_its_approval() {
+    let client = sightline_e2e::client().await;
+    sightline_e2e::install_crd(&client).await;
+    let api: Api<Reprocess> = Api::namespaced(client, "default");
+    let _ = api.delete("e2e-approval", &DeleteParams::default()).await;
+    let rp: Reprocess = serde_json::from_value(json!({
+        "apiVersion": "sightline.dev/v1alpha1", "kind": "Reprocess",
+        "metadata": {"name": "e2e-approval"},
+        "spec": {"tenantRef": "e2e", "from": "2026-11-01", "to": "2026-11-08", "approval": "Manual"},
+    }))
+    .expect("a Reprocess");
+    api.create(&PostParams::default(), &rp).await.expect("admitted");
+    let merge = |spec: serde_json::Value| Patch::Merge(json!({"spec": spec}));
+    for hash in ["a", "b"] {
+        api.patch(
+            "e2e-approval",
+            &PatchParams::default(),
+            &merge(json!({"approvedPlanHash": hash.repeat(64)})),
+        )
+        .await
+        .expect("approvedPlanHash may change, more than once");
+    }
+    for (change, expected) in [
+        (
+            json!({"to": "2026-11-09"}),
+            "spec is immutable but for approvedPlanHash",
+        ),
+        (
+            json!({"approval": "Automatic"}),
+            "spec is immutable but for approvedPlanHash",
+        ),
+        (
+            json!({"sites": ["shop.example.com"]}),
+            "spec is immutable but for approvedPlanHash",
+        ),
+        (
+            json!({"maxStallRestarts": 5}),
+            "spec is immutable but for approvedPlanHash",
+        ),
+        (json!({"approvedPlanHash": "not-a-hash"}), "approvedPlanHash"),
+    ] {
+        let e = api
+            .patch("e2e-approval", &PatchParams::default(), &merge(change.clone()))
+            .await
+            .expect_err("refused");
+        assert!(e.to_string().contains(expected), "{change}: {e}");
+    }
+    let _ = api.delete("e2e-approval", &DeleteParams::default()).await;
 }
 
 #[tokio::test]
