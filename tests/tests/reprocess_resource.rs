@@ -833,6 +833,9 @@ async fn a_manual_reprocess_runs_only_the_approved_plan_and_a_changed_plan_needs
     );
     assert_eq!(changed.observed_generation, Some(2));
     assert!(api.get(&job_path("fix")).is_none(), "the changed plan does not run");
+    // A later look finds the new plan unchanged: it still says why.
+    operator(&client, &api, "fix", &wh).await;
+    assert_eq!(condition(&status(&api, "fix"), "Approved").1, "PlanChanged");
 
     // Approved again: the Job runs the plan's image by digest.
     plugin::reprocess::approve(&person, NS, "fix", None).await.unwrap();

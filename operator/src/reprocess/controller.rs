@@ -354,7 +354,8 @@ async fn decide(
     } else {
         match make_plan(rp, ctx, &v, now).await? {
             Ok(plan) => {
-                let verdict = status::verdict(&rp.spec, status.plan.as_ref(), plan);
+                let previous_reason = status.condition(super::crd::APPROVED).map(|c| c.reason.as_str());
+                let verdict = status::verdict(&rp.spec, status.plan.as_ref(), previous_reason, plan);
                 if !verdict.approved && !started {
                     let decision = Decision::AwaitingApproval {
                         reason: verdict.reason,
@@ -558,7 +559,8 @@ async fn job(
         if status.stall_restarts >= limit {
             return Ok(Decision::StalledTooOften {
                 message: format!(
-                    "{message}; but the run has stalled {} times already (spec.maxStallRestarts {limit}): giving up;                      its ledger keeps the days done for another Reprocess",
+                    "{message}; but the run has stalled {} times already (spec.maxStallRestarts {limit}): giving up; \
+                     its ledger keeps the days done for another Reprocess",
                     status.stall_restarts + 1
                 ),
             });

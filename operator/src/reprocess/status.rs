@@ -73,15 +73,19 @@ pub struct PlanVerdict {
     pub message: String,
 }
 
-/// Whether `plan` may run under `spec`, given the plan the status held before (`previous`):
-/// the verdict and its condition's reason and message.
+/// Whether `plan` may run under `spec`, given the plan the status held before (`previous`)
+/// and the `Approved` condition's reason then (`PlanChanged` stays until a plan is
+/// approved, though later looks find the new plan unchanged): the verdict and its
+/// condition's reason and message.
 pub fn verdict(
     spec: &super::crd::ReprocessResourceSpec,
     previous: Option<&ReprocessPlan>,
+    previous_reason: Option<&str>,
     plan: ReprocessPlan,
 ) -> PlanVerdict {
     use super::crd::Approval;
     let changed_from = previous.filter(|p| p.hash != plan.hash).map(|p| p.hash.clone());
+    let was_changed = previous_reason == Some("PlanChanged");
     let (approved, reason, message) = match spec.approval {
         Approval::Automatic => (
             true,
@@ -93,7 +97,7 @@ pub fn verdict(
         ),
         Approval::Manual => match spec.approved_plan_hash.as_deref() {
             Some(h) if h == plan.hash => (true, "PlanApproved", format!("spec.approvedPlanHash names plan {h}")),
-            Some(h) if changed_from.as_deref() == Some(h) || previous.is_some_and(|p| p.hash == h) => (
+            Some(h) if changed_from.as_deref() == Some(h) || was_changed => (
                 false,
                 "PlanChanged",
                 format!(
@@ -107,13 +111,12 @@ pub fn verdict(
                 "HashMismatch",
                 format!("spec.approvedPlanHash {h} is not the plan's hash {}", plan.hash),
             ),
-            None if changed_from.is_some() => (
+            None if changed_from.is_some() || was_changed => (
                 false,
                 "PlanChanged",
                 format!(
-                    "the plan was recomputed ({} -> {}): its inputs changed; approval is Manual: set spec.approvedPlanHash \
-                     (kubectl sightline reprocess approve)",
-                    changed_from.unwrap_or_default(),
+                    "the plan was recomputed (now {}): its inputs changed; approval is Manual: review it and set \
+                     spec.approvedPlanHash (kubectl sightline reprocess approve)",
                     plan.hash
                 ),
             ),
@@ -1423,21 +1426,36 @@ mod tests {
     #[test]
     fn manual_runs_wait_for_the_current_plans_hash_and_a_changed_plan_needs_approving_again() {
         use super::super::crd::Approval::{Automatic, Manual};
-        let auto = verdict(&spec(Automatic, None), None, plan("h1"));
+        let auto = verdict(&spec(Automatic, None), None, None, plan("h1"));
         assert!(auto.approved);
         assert_eq!(auto.reason, "AutomaticApproval");
-        let waiting = verdict(&spec(Manual, None), None, plan("h1"));
+        let waiting = verdict(&spec(Manual, None), None, None, plan("h1"));
         assert_eq!((waiting.approved, waiting.reason), (false, "AwaitingApproval"));
         assert!(waiting.message.contains("h1"), "{}", waiting.message);
-        let approved = verdict(&spec(Manual, Some("h1")), Some(&plan("h1")), plan("h1"));
+        let approved = verdict(&spec(Manual, Some("h1")), Some(&plan("h1")), None, plan("h1"));
         assert_eq!((approved.approved, approved.reason), (true, "PlanApproved"));
         // The inputs changed: the approved hash is the old plan's.
-        let changed = verdict(&spec(Manual, Some("h1")), Some(&plan("h1")), plan("h2"));
+        let changed = verdict(
+            &spec(Manual, Some("h1")),
+            Some(&plan("h1")),
+            Some("PlanApproved"),
+            plan("h2"),
+        );
         assert_eq!((changed.approved, changed.reason), (false, "PlanChanged"));
         assert!(changed.message.contains("h2"), "{}", changed.message);
-        let changed_unapproved = verdict(&spec(Manual, None), Some(&plan("h1")), plan("h2"));
+        let changed_unapproved = verdict(&spec(Manual, None), Some(&plan("h1")), None, plan("h2"));
         assert_eq!(changed_unapproved.reason, "PlanChanged");
-        let wrong = verdict(&spec(Manual, Some("h9")), Some(&plan("h1")), plan("h1"));
+        // The next look finds the new plan unchanged: still PlanChanged, not a mismatch.
+        let still = verdict(
+            &spec(Manual, Some("h1")),
+            Some(&plan("h2")),
+            Some("PlanChanged"),
+            plan("h2"),
+        );
+        assert_eq!((still.approved, still.reason), (false, "PlanChanged"));
+        let still = verdict(&spec(Manual, None), Some(&plan("h2")), Some("PlanChanged"), plan("h2"));
+        assert_eq!(still.reason, "PlanChanged");
+        let wrong = verdict(&spec(Manual, Some("h9")), Some(&plan("h1")), None, plan("h1"));
         assert_eq!((wrong.approved, wrong.reason), (false, "HashMismatch"));
 
         // The status: the plan, Approved=False, Pending, nothing progressing.
@@ -1461,7 +1479,12 @@ mod tests {
         same.plan.computed_at = time(t(60));
         assert!(decide(Some(&s), Some(2), &decision, Some(&same), t(60)).is_none());
         // Approved after an edit of approvedPlanHash (generation 3): the conditions say so.
-        let ok = verdict(&spec(Manual, Some("h2")), s.plan.as_ref(), plan("h2"));
+        let ok = verdict(
+            &spec(Manual, Some("h2")),
+            s.plan.as_ref(),
+            Some("PlanChanged"),
+            plan("h2"),
+        );
         let starting = decide(
             Some(&s),
             Some(3),
