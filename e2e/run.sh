@@ -185,8 +185,10 @@ kubectl sightline reprocess plan "$name" -n "$ns"
 sleep 5
 [ -z "$(kubectl -n "$ns" get jobs -l "sightline.dev/reprocess=$name" -o name)" ] \
   || { echo "a Job runs before approval" >&2; exit 1; }
-kubectl sightline reprocess approve "$name" -n "$ns"
+reviewed=$(jsonpath '{.status.plan.hash}')
+kubectl sightline reprocess approve "$name" -n "$ns" --hash "$reviewed"
 hash=$(jsonpath '{.spec.approvedPlanHash}')
+[ "$hash" = "$reviewed" ] || { echo "approved $hash, not the reviewed $reviewed" >&2; exit 1; }
 # The Job runs the image by digest.
 for _ in $(seq 60); do kubectl -n "$ns" get job "$name-replay" >/dev/null 2>&1 && break; sleep 2; done
 kubectl -n "$ns" get job "$name-replay" -o jsonpath='{.spec.template.spec.containers[0].image}' | grep -q '@sha256:' \

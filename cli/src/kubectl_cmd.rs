@@ -77,9 +77,10 @@ pub enum ReprocessCommand {
     Approve {
         /// The Reprocess.
         name: String,
-        /// Approve only if the plan's hash is this one (what `plan` printed).
+        /// The hash of the plan you reviewed (what `plan` printed): a plan recomputed since
+        /// is refused, never approved unseen.
         #[arg(long)]
-        hash: Option<String>,
+        hash: String,
         /// Its namespace (default: the kubeconfig context's).
         #[arg(long, short = 'n')]
         namespace: Option<String>,
@@ -160,7 +161,7 @@ pub fn run(cli: PluginCli) -> Result<(), String> {
                         plugin::reprocess::plan(&client, &ns(namespace), &name).await
                     }
                     ReprocessCommand::Approve { name, hash, namespace } => {
-                        plugin::reprocess::approve(&client, &ns(namespace), &name, hash.as_deref()).await
+                        plugin::reprocess::approve(&client, &ns(namespace), &name, &hash).await
                     }
                     ReprocessCommand::Cancel { name, namespace } => {
                         plugin::reprocess::cancel(&client, &ns(namespace), &name).await

@@ -291,7 +291,10 @@ async fn reprocess_plan_prints_the_plan_and_what_to_do_next() {
         "{text}"
     );
     assert!(
-        text.ends_with("to run it: kubectl sightline reprocess approve fix -n analytics\n"),
+        text.ends_with(&format!(
+            "to run it: kubectl sightline reprocess approve fix -n analytics --hash {}\n",
+            hash('a')
+        )),
         "{text}"
     );
 
@@ -311,7 +314,7 @@ async fn reprocess_approve_sets_the_plans_hash_and_refuses_what_it_cannot_approv
     let fake = FakeApi::start_for_a_person(api);
     fake.put(&rp_path("fix"), reprocess("fix", "Manual", Some(hash('a')), "Pending"));
     // Not the hash the person reviewed: refused, nothing written.
-    let e = plugin::reprocess::approve(&client, NS, "fix", Some(&hash('b')))
+    let e = plugin::reprocess::approve(&client, NS, "fix", &hash('b'))
         .await
         .unwrap_err();
     assert!(
@@ -320,7 +323,7 @@ async fn reprocess_approve_sets_the_plans_hash_and_refuses_what_it_cannot_approv
     );
     assert!(fake.get(&rp_path("fix")).unwrap()["spec"]["approvedPlanHash"].is_null());
 
-    let text = plugin::reprocess::approve(&client, NS, "fix", Some(&hash('a')))
+    let text = plugin::reprocess::approve(&client, NS, "fix", &hash('a'))
         .await
         .unwrap();
     assert!(
@@ -341,7 +344,9 @@ async fn reprocess_approve_sets_the_plans_hash_and_refuses_what_it_cannot_approv
         "it carries the version read"
     );
     // Again: already approved, nothing written.
-    let again = plugin::reprocess::approve(&client, NS, "fix", None).await.unwrap();
+    let again = plugin::reprocess::approve(&client, NS, "fix", &hash('a'))
+        .await
+        .unwrap();
     assert!(again.contains("was approved already"), "{again}");
     assert!(fake.take_calls().iter().all(|c| !c.is_write()));
 
@@ -356,7 +361,7 @@ async fn reprocess_approve_sets_the_plans_hash_and_refuses_what_it_cannot_approv
         }
         sightline_tests::kube_api::Hook::Answer
     });
-    let e = plugin::reprocess::approve(&client, NS, "raced", None)
+    let e = plugin::reprocess::approve(&client, NS, "raced", &hash('c'))
         .await
         .unwrap_err();
     assert!(e.to_string().contains("changed since it was read"), "{e}");
@@ -388,7 +393,9 @@ async fn reprocess_approve_sets_the_plans_hash_and_refuses_what_it_cannot_approv
         ),
     ] {
         fake.put(&rp_path(name), reprocess(name, approval, plan, phase));
-        let e = plugin::reprocess::approve(&client, NS, name, None).await.unwrap_err();
+        let e = plugin::reprocess::approve(&client, NS, name, &hash('a'))
+            .await
+            .unwrap_err();
         assert!(matches!(e, PluginError::Refused(_)), "{name}: {e}");
         assert!(e.to_string().contains(needle), "{name}: {e}");
         assert!(
@@ -396,7 +403,9 @@ async fn reprocess_approve_sets_the_plans_hash_and_refuses_what_it_cannot_approv
             "{name}"
         );
     }
-    let e = plugin::reprocess::approve(&client, NS, "nope", None).await.unwrap_err();
+    let e = plugin::reprocess::approve(&client, NS, "nope", &hash('a'))
+        .await
+        .unwrap_err();
     assert!(matches!(e, PluginError::NotFound(_)), "{e}");
 }
 

@@ -808,7 +808,7 @@ async fn a_manual_reprocess_runs_only_the_approved_plan_and_a_changed_plan_needs
     let person = api.client_for_a_person();
     let shown = plugin::reprocess::plan(&person, NS, "fix").await.unwrap();
     assert!(shown.contains(&plan.hash), "{shown}");
-    plugin::reprocess::approve(&person, NS, "fix", Some(&plan.hash))
+    plugin::reprocess::approve(&person, NS, "fix", &plan.hash)
         .await
         .unwrap();
     assert_eq!(object(&api, "fix").unwrap().metadata.generation, Some(2));
@@ -837,8 +837,23 @@ async fn a_manual_reprocess_runs_only_the_approved_plan_and_a_changed_plan_needs
     operator(&client, &api, "fix", &wh).await;
     assert_eq!(condition(&status(&api, "fix"), "Approved").1, "PlanChanged");
 
-    // Approved again: the Job runs the plan's image by digest.
-    plugin::reprocess::approve(&person, NS, "fix", None).await.unwrap();
+    // A person approving the hash reviewed before the change is refused...
+    let e = plugin::reprocess::approve(&person, NS, "fix", &plan.hash)
+        .await
+        .unwrap_err();
+    assert!(
+        e.to_string()
+            .contains(&format!("is {}, not {}", new_plan.hash, plan.hash)),
+        "{e}"
+    );
+    // ... and approving the new one after reviewing it runs it, by the plan's image digest.
+    assert!(plugin::reprocess::plan(&person, NS, "fix")
+        .await
+        .unwrap()
+        .contains(&new_plan.hash));
+    plugin::reprocess::approve(&person, NS, "fix", &new_plan.hash)
+        .await
+        .unwrap();
     assert_eq!(operator(&client, &api, "fix", &wh).await, Action::requeue(RUNNING_POLL));
     let approved = status(&api, "fix");
     assert_eq!(

@@ -137,22 +137,19 @@ pub async fn plan(client: &Client, namespace: &str, name: &str) -> Result<String
         && status.phase() == Phase::Pending
     {
         out.push_str(&format!(
-            "to run it: kubectl sightline reprocess approve {name} -n {namespace}\n"
+            "to run it: kubectl sightline reprocess approve {name} -n {namespace} --hash {}\n",
+            plan.hash
         ));
     }
     Ok(out)
 }
 
-/// `reprocess approve NAME [--hash H]`: sets `spec.approvedPlanHash` to the current plan's
-/// hash (which must be `expected` when given). Errors: no such Reprocess, no plan yet, an
-/// Automatic run (nothing to approve), a run that started or ended, a plan other than
-/// `expected`, or one recomputed since it was read (409).
-pub async fn approve(
-    client: &Client,
-    namespace: &str,
-    name: &str,
-    expected: Option<&str>,
-) -> Result<String, PluginError> {
+/// `reprocess approve NAME --hash H`: sets `spec.approvedPlanHash` to the current plan's
+/// hash, which must be `expected` (the hash the person reviewed with `plan`): a plan
+/// recomputed after the review is never approved unseen. Errors: no such Reprocess, no plan
+/// yet, an Automatic run (nothing to approve), a run that started or ended, a plan other
+/// than `expected`, or one recomputed since it was read (409).
+pub async fn approve(client: &Client, namespace: &str, name: &str, expected: &str) -> Result<String, PluginError> {
     let (api, rp) = get(client, namespace, name).await?;
     let status = rp.status.clone().unwrap_or_default();
     if rp.spec.approval == Approval::Automatic {
@@ -182,7 +179,7 @@ pub async fn approve(
                 .unwrap_or_default()
         )));
     };
-    if let Some(expected) = expected.filter(|e| *e != plan.hash) {
+    if expected != plan.hash {
         return Err(PluginError::Refused(format!(
             "the plan of Reprocess {namespace}/{name} is {}, not {expected}: review it again (kubectl sightline \
              reprocess plan {name})",

@@ -34,7 +34,7 @@ use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::NamespaceResourceScope;
-use kube::api::{DeleteParams, Patch, PatchParams};
+use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
 use kube::runtime::reflector::Store;
@@ -217,12 +217,23 @@ async fn prune_history(rp: &Reprocess, ctx: &ReprocessContext) -> Result<()> {
         &rp.spec.reprocess.tenant_ref,
         ctx.history_limit,
     );
-    for (namespace, name) in doomed {
+    for old in doomed {
+        let (namespace, name) = (old.namespace().unwrap_or_default(), old.name_any());
         let api: Api<Reprocess> = Api::namespaced(ctx.client.clone(), &namespace);
         tracing::info!(%namespace, %name, limit = ctx.history_limit, "deleting a finished Reprocess beyond the tenant's history limit");
-        match api.delete(&name, &DeleteParams::default()).await {
+        // Only the object read as finished: a Reprocess deleted and created again under
+        // the same name (a GitOps re-apply) while the cache still held the old one fails
+        // the precondition (409) and is left alone.
+        let params = DeleteParams {
+            preconditions: Some(Preconditions {
+                uid: old.uid(),
+                resource_version: old.resource_version(),
+            }),
+            ..DeleteParams::default()
+        };
+        match api.delete(&name, &params).await {
             Ok(_) => {}
-            Err(kube::Error::Api(e)) if e.code == 404 => {}
+            Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {}
             Err(e) => return Err(e.into()),
         }
     }
@@ -606,7 +617,7 @@ pub async fn write_status(client: &Client, rp: &Reprocess, status: &ReprocessSta
     let api: Api<Reprocess> = Api::namespaced(client.clone(), &rp.namespace().unwrap_or_default());
     let patch = serde_json::json!({
         "metadata": {"resourceVersion": rp.resource_version()},
-        "status": status,
+        "status": status::status_patch(rp.status.as_ref(), status),
     });
     api.patch_status(&rp.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
         .await?;

@@ -351,7 +351,7 @@ impl StatusCheckpoint {
 #[serde(rename_all = "camelCase")]
 pub struct ReprocessPlan {
     /// SHA-256 (hex) over the spec's replay fields (tenant, range, sites, dry run, force,
-    /// parallelism), every day with its `events_raw` rows and bytes (a day not sealed yet by
+    /// parallelism), every day with its `events_raw` rows (a day not sealed yet by
     /// its day alone: it still receives events), the partitions replaced, the processing
     /// identity, the pipeline version and the image (docs/replay.md, "The plan"). Not
     /// covered: `computedAt`, the ETA, the approval fields.
@@ -376,12 +376,13 @@ pub struct ReprocessPlan {
     /// Rows of `events_raw`'s partitions of the range (every site: a day's partition is
     /// replaced whole, other sites' rows copied).
     pub rows: u64,
-    /// Uncompressed bytes of those partitions (stable across merges).
+    /// Uncompressed bytes of those partitions (shown, not hashed: merging parts can move
+    /// them with no event added).
     pub bytes: u64,
     /// `Day` (ranges of at most 62 days) or `Month`: the unit of `breakdown`.
     pub breakdown_by: String,
-    /// Rows and bytes per day, or per month for longer ranges (the hash covers every day
-    /// either way); bounded so the status stays small.
+    /// Rows and bytes per day, or per month for longer ranges (the hash covers every day's
+    /// rows either way); bounded so the status stays small.
     pub breakdown: Vec<PlanPeriod>,
     /// The partitions the run replaces, per table (none in a dry run).
     #[serde(default)]

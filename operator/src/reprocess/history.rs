@@ -15,9 +15,10 @@ use super::crd::Reprocess;
 /// Finished Reprocesses kept per tenant unless `--reprocess-history-limit` says otherwise.
 pub const DEFAULT_HISTORY_LIMIT: usize = 10;
 
-/// The finished Reprocesses of `tenant` beyond the `limit` newest, oldest first, as
-/// (namespace, name).
-pub fn beyond_limit(all: &[Arc<Reprocess>], tenant: &str, limit: usize) -> Vec<(String, String)> {
+/// The finished Reprocesses of `tenant` beyond the `limit` newest, oldest first, as read
+/// (the caller deletes each on the condition that it is still that object: same uid, same
+/// resourceVersion).
+pub fn beyond_limit(all: &[Arc<Reprocess>], tenant: &str, limit: usize) -> Vec<Arc<Reprocess>> {
     let mut finished: Vec<&Arc<Reprocess>> = all
         .iter()
         .filter(|rp| rp.spec.reprocess.tenant_ref == tenant)
@@ -33,11 +34,7 @@ pub fn beyond_limit(all: &[Arc<Reprocess>], tenant: &str, limit: usize) -> Vec<(
             rp.name_any(),
         ))
     });
-    let mut out: Vec<(String, String)> = finished
-        .into_iter()
-        .skip(limit)
-        .map(|rp| (rp.namespace().unwrap_or_default(), rp.name_any()))
-        .collect();
+    let mut out: Vec<Arc<Reprocess>> = finished.into_iter().skip(limit).cloned().collect();
     out.reverse();
     out
 }
@@ -71,7 +68,7 @@ mod tests {
             rp("d", "acme", Some(40), Phase::Succeeded),
             rp("other", "globex", Some(0), Phase::Succeeded),
         ];
-        let names = |v: Vec<(String, String)>| v.into_iter().map(|(_, n)| n).collect::<Vec<_>>();
+        let names = |v: Vec<Arc<Reprocess>>| v.into_iter().map(|rp| rp.name_any()).collect::<Vec<_>>();
         assert_eq!(names(beyond_limit(&all, "acme", 2)), ["a", "b"]);
         assert_eq!(names(beyond_limit(&all, "acme", 4)), Vec::<String>::new());
         assert_eq!(

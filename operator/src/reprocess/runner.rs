@@ -455,7 +455,7 @@ impl<'a> StatusWriter<'a> {
             }
             let patch = serde_json::json!({
                 "metadata": {"resourceVersion": current.resource_version()},
-                "status": make(&current),
+                "status": super::status::status_patch(current.status.as_ref(), &make(&current)),
             });
             match api
                 .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))

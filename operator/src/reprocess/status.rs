@@ -9,7 +9,10 @@
 //!
 //! Both writers send a JSON merge patch carrying the `resourceVersion` they read, so a
 //! write based on a stale read is refused (409) and retried from a fresh one: neither
-//! overwrites what the other wrote meanwhile.
+//! overwrites what the other wrote meanwhile. The patch is the difference between the
+//! status read and the one computed (`status_patch`): a field the new status leaves out
+//! (`progress.currentDay` between days, the ETA once finished) is sent as `null`, which is
+//! how a merge patch removes it (RFC 7386); leaving it out would keep the old value.
 //!
 //! The status stays small whatever the range (etcd holds objects of at most 1.5 MiB, and
 //! every watcher receives the whole object on every write): the ledger is kept as day
@@ -166,6 +169,41 @@ pub(crate) fn time(now: DateTime<Utc>) -> Time {
 /// A status time as chrono's.
 pub fn chrono_time(t: &Time) -> DateTime<Utc> {
     DateTime::from_timestamp_millis(t.0.as_millisecond()).unwrap_or_default()
+}
+
+/// The JSON merge patch (RFC 7386) that turns the status `read` into `new`: keys whose
+/// values differ are sent (objects recursively), keys `new` leaves out are sent as `null`
+/// so the server removes them, equal values are not sent. Arrays are replaced whole, as a
+/// merge patch always does.
+pub fn status_patch(read: Option<&ReprocessStatus>, new: &ReprocessStatus) -> serde_json::Value {
+    let read = read.map(serde_json::to_value).and_then(|r| r.ok()).unwrap_or_default();
+    let new = serde_json::to_value(new).unwrap_or_default();
+    merge_diff(&read, &new)
+}
+
+fn merge_diff(read: &serde_json::Value, new: &serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match (read, new) {
+        (Value::Object(old), Value::Object(now)) => {
+            let mut patch = serde_json::Map::new();
+            for (key, value) in now {
+                match old.get(key) {
+                    Some(before) if before == value => {}
+                    Some(before) => {
+                        patch.insert(key.clone(), merge_diff(before, value));
+                    }
+                    None => {
+                        patch.insert(key.clone(), value.clone());
+                    }
+                }
+            }
+            for key in old.keys().filter(|k| !now.contains_key(*k)) {
+                patch.insert(key.clone(), Value::Null);
+            }
+            Value::Object(patch)
+        }
+        _ => new.clone(),
+    }
 }
 
 /// `text` cut to at most `MAX_MESSAGE` bytes (at a character boundary, with `…`).
@@ -889,6 +927,35 @@ mod tests {
     use sightline_core::warehouse::replay::{Comparison, MetricChange};
 
     use super::*;
+    #[test]
+    fn a_status_patch_sends_what_changed_and_nulls_what_went() {
+        let read = serde_json::json!({
+            "phase": "Running",
+            "progress": {"currentDay": "2026-11-02", "eta": "2026-12-01T10:00:00Z", "daysSucceeded": 1, "rowsRead": 5},
+            "message": "replaying",
+        });
+        let new = serde_json::json!({
+            "phase": "Succeeded",
+            "progress": {"daysSucceeded": 3, "rowsRead": 5},
+        });
+        assert_eq!(
+            merge_diff(&read, &new),
+            serde_json::json!({
+                "phase": "Succeeded",
+                "progress": {"currentDay": null, "eta": null, "daysSucceeded": 3},
+                "message": null,
+            })
+        );
+        // Applied as a merge patch, it gives exactly the new status.
+        let mut applied = read.clone();
+        json_patch::merge(&mut applied, &merge_diff(&read, &new));
+        assert_eq!(applied, new);
+        assert_eq!(
+            merge_diff(&new, &new),
+            serde_json::json!({}),
+            "nothing changed, nothing sent"
+        );
+    }
 
     fn t(secs: i64) -> DateTime<Utc> {
         DateTime::from_timestamp(1_800_000_000 + secs, 0).unwrap()
