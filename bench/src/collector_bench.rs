@@ -54,6 +54,8 @@ struct Args {
 }
 
 fn main() {
+    // The baselines' engine runs as the server's does (the server sets the same for itself).
+    sightline_core::warehouse::embedded::configure_engine_allocator();
     let args = Args::parse();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -60,9 +60,18 @@ spec:
 ";
 const SITE: &str = "bench.example.com";
 
-#[tokio::main]
-async fn main() {
+fn main() {
+    // The engine as Sightline's processes run it (an explicit JE_MALLOC_CONF wins).
+    sightline_core::warehouse::embedded::configure_engine_allocator();
     let args = Args::parse();
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(probe(args));
+}
+
+async fn probe(args: Args) {
     let dir = tempfile::tempdir().expect("tempdir");
     let wh = Embedded::open(&dir.path().join("engine"), 1).expect("engine");
     let tenant = parse_tenants(TENANT, "probe").expect("tenant").remove(0);

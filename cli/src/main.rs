@@ -62,6 +62,8 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // Before any thread starts and before any command opens the embedded engine.
+    sightline_core::warehouse::embedded::configure_engine_allocator();
     // Installed as `kubectl-sightline`, the binary is the kubectl plugin.
     if kubectl_cmd::invoked_as_plugin() {
         logging::init();

@@ -17,6 +17,29 @@ pub use conn::Conn;
 use super::{InsertFormat, Params, SelectLimits, StatementHold, Warehouse};
 use crate::{Error, Result};
 
+/// The environment variable libchdb's own jemalloc reads its configuration from, once,
+/// when the library is loaded (at the first engine open).
+pub const ALLOCATOR_ENV: &str = "JE_MALLOC_CONF";
+
+/// The engine allocator's configuration in Sightline's processes: pages the engine frees go
+/// back to the system at once (`dirty_decay_ms:0`) instead of over 5 seconds (the engine's
+/// default, made for a server that owns its machine). Every insert allocates and frees
+/// megabytes of parsing, aggregation and part-writing buffers, so at ingest saturation
+/// those 5 seconds kept about as much freed memory resident as the engine was using:
+/// roughly half of `sightline standalone`'s anonymous memory (BENCHMARKS.md, "Standalone
+/// memory at saturation", with the throughput beside it).
+pub const ENGINE_ALLOCATOR_CONF: &str = "dirty_decay_ms:0";
+
+/// Gives this process's engine [`ENGINE_ALLOCATOR_CONF`], unless its environment already
+/// sets [`ALLOCATOR_ENV`] (an operator's own choice wins). Call it first in `main`, before
+/// any other thread exists: changing the environment is sound only while nothing else can
+/// read it, and it must happen before the engine is loaded.
+pub fn configure_engine_allocator() {
+    if std::env::var_os(ALLOCATOR_ENV).is_none() {
+        std::env::set_var(ALLOCATOR_ENV, ENGINE_ALLOCATOR_CONF);
+    }
+}
+
 pub struct Embedded {
     inner: Arc<Inner>,
 }
