@@ -196,12 +196,12 @@ async fn limited_statements(wh: &dyn Warehouse) {
 
 /// The engine runs with the allocator configuration Sightline's processes give it
 /// (`embedded::configure_engine_allocator`, first in the binary's `main`): pages it frees
-/// go back to the system at once, which took standalone's anonymous memory at saturation
-/// from ~300 to ~180 MB (BENCHMARKS.md). Read from the engine's own jemalloc statistics, so
+/// go back to the system within 100 ms, which took standalone's anonymous memory at
+/// saturation from ~300 to ~230 MB (BENCHMARKS.md). Read from the engine's own jemalloc statistics, so
 /// a misnamed variable, or one set after the library loaded, fails here. (This process
 /// loads the engine here first: nextest runs each test in its own.)
 #[test]
-fn the_embedded_engine_gives_freed_pages_back_at_once() {
+fn the_embedded_engine_gives_freed_pages_back_within_100_ms() {
     use sightline_core::warehouse::embedded::{configure_engine_allocator, ALLOCATOR_ENV};
     let preset = std::env::var(ALLOCATOR_ENV).ok();
     configure_engine_allocator();
@@ -223,7 +223,7 @@ fn the_embedded_engine_gives_freed_pages_back_at_once() {
     });
     let stats = rows[0]["stats"].as_str().unwrap();
     assert!(
-        stats.contains("opt.dirty_decay_ms: 0 ("),
+        stats.contains("opt.dirty_decay_ms: 100 ("),
         "{}",
         stats
             .lines()
