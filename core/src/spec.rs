@@ -450,7 +450,8 @@ pub struct Retention {
     #[serde(default = "default_raw_days")]
     #[schemars(range(min = 1))]
     pub raw_days: u32,
-    /// Days hourly rollups are kept.
+    /// Days the rollup tiers (quarter-hour, daily, monthly) keep a bucket, counted from the
+    /// bucket's start (a TTL on each tier).
     #[serde(default = "default_rollup_days")]
     #[schemars(range(min = 1))]
     pub rollup_days: u32,

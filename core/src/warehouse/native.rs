@@ -12,6 +12,7 @@
 //! columns are sent as `String` (the engine converts them on insert, which costs far less
 //! than writing the dictionary encoding here).
 
+use super::rowbinary::{string, varint};
 use crate::event::Event;
 use crate::schema;
 
@@ -62,23 +63,6 @@ const EVENT_TYPES: [&str; 41] = [
 
 /// The position of `props` in `EVENT_TYPES`: the one column with three parts.
 const PROPS: usize = 34;
-
-fn varint(out: &mut Vec<u8>, mut n: u64) {
-    loop {
-        let byte = (n & 0x7f) as u8;
-        n >>= 7;
-        if n == 0 {
-            out.push(byte);
-            return;
-        }
-        out.push(byte | 0x80);
-    }
-}
-
-fn string(out: &mut Vec<u8>, s: &str) {
-    varint(out, s.len() as u64);
-    out.extend_from_slice(s.as_bytes());
-}
 
 /// Processed rows gathered column by column, to insert as one Native block. Rows are
 /// encoded as they are pushed, so a batch holds its encoded bytes only.

@@ -40,7 +40,8 @@ pub fn encode<T: RowBinary>(rows: &[T]) -> Vec<u8> {
     out
 }
 
-fn varint(out: &mut Vec<u8>, mut n: u64) {
+/// An unsigned LEB128 integer: the lengths and counts of RowBinary and of Native alike.
+pub(super) fn varint(out: &mut Vec<u8>, mut n: u64) {
     loop {
         let byte = (n & 0x7f) as u8;
         n >>= 7;
@@ -52,7 +53,8 @@ fn varint(out: &mut Vec<u8>, mut n: u64) {
     }
 }
 
-fn string(out: &mut Vec<u8>, s: &str) {
+/// A `String` value: its LEB128 byte length, then its bytes (RowBinary and Native alike).
+pub(super) fn string(out: &mut Vec<u8>, s: &str) {
     varint(out, s.len() as u64);
     out.extend_from_slice(s.as_bytes());
 }
