@@ -118,21 +118,7 @@ impl Server {
         extra: &[&str],
         log: Option<(&Path, &str)>,
     ) -> Server {
-        let unbound: SocketAddr = "127.0.0.1:0".parse().expect("addr");
-        let mut server = Server {
-            child: None,
-            addr: unbound,
-            ops: unbound,
-            data: data.to_path_buf(),
-            tenants: tenants.to_path_buf(),
-            role,
-            extra: extra.iter().map(|s| s.to_string()).collect(),
-            log: log.map(|(path, level)| (path.to_path_buf(), level.to_string())),
-            stdout: Default::default(),
-            env: Vec::new(),
-        };
-        server.spawn();
-        server
+        Self::start_with_env(role, data, tenants, extra, &[], log)
     }
 
     /// Like `start_logged`, with more environment variables for the process.
