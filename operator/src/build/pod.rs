@@ -105,26 +105,7 @@ pub fn template(
             ..Default::default()
         },
     ];
-    let mut volumes = vec![
-        Volume {
-            name: "tenants".into(),
-            config_map: Some(ConfigMapVolumeSource {
-                name: v.names.config_map(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        },
-        Volume {
-            name: "data".into(),
-            empty_dir: Some(EmptyDirVolumeSource::default()),
-            ..Default::default()
-        },
-        Volume {
-            name: "tmp".into(),
-            empty_dir: Some(EmptyDirVolumeSource::default()),
-            ..Default::default()
-        },
-    ];
+    let mut volumes = vec![tenants_volume(v), empty_dir_volume("data"), empty_dir_volume("tmp")];
     if matches!(role, Role::Collector | Role::Loader) {
         for (volume, mount) in kafka_tls_volumes(v) {
             volumes.push(volume);
@@ -179,6 +160,27 @@ pub fn template(
             volumes: Some(volumes),
             ..Default::default()
         }),
+    }
+}
+
+/// The `tenants` volume every Sightline pod mounts at `TENANTS_DIR`: the tenant's ConfigMap.
+pub fn tenants_volume(v: &Validated) -> Volume {
+    Volume {
+        name: "tenants".into(),
+        config_map: Some(ConfigMapVolumeSource {
+            name: v.names.config_map(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// A pod-lifetime scratch volume (`emptyDir`) named `name`.
+pub fn empty_dir_volume(name: &str) -> Volume {
+    Volume {
+        name: name.into(),
+        empty_dir: Some(EmptyDirVolumeSource::default()),
+        ..Default::default()
     }
 }
 

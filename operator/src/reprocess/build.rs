@@ -16,8 +16,8 @@ use k8s_openapi::api::batch::v1::{
     Job, JobSpec, PodFailurePolicy, PodFailurePolicyOnPodConditionsPattern, PodFailurePolicyRule,
 };
 use k8s_openapi::api::core::v1::{
-    Capabilities, ConfigMapVolumeSource, Container, EmptyDirVolumeSource, PodSecurityContext, PodSpec, PodTemplateSpec,
-    SeccompProfile, SecurityContext, ServiceAccount, Volume, VolumeMount,
+    Capabilities, Container, PodSecurityContext, PodSpec, PodTemplateSpec, SeccompProfile, SecurityContext,
+    ServiceAccount, VolumeMount,
 };
 use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
@@ -286,21 +286,7 @@ pub fn job(owner: &Owner, v: &Validated, image: &str) -> Job {
                     }),
                     // The engine finishes the days under way on SIGTERM (their work is kept).
                     termination_grace_period_seconds: Some(300),
-                    volumes: Some(vec![
-                        Volume {
-                            name: "tenants".into(),
-                            config_map: Some(ConfigMapVolumeSource {
-                                name: v.names.config_map(),
-                                ..Default::default()
-                            }),
-                            ..Default::default()
-                        },
-                        Volume {
-                            name: "tmp".into(),
-                            empty_dir: Some(EmptyDirVolumeSource::default()),
-                            ..Default::default()
-                        },
-                    ]),
+                    volumes: Some(vec![pod::tenants_volume(v), pod::empty_dir_volume("tmp")]),
                     ..Default::default()
                 }),
             },
