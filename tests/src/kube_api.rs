@@ -204,6 +204,8 @@ pub enum Hook {
     Answer,
     /// Never answer it (its client waits until it is dropped: a process killed mid-call).
     Hold,
+    /// Answer it with this error status and change nothing (an API server that failed it).
+    Fail(u16),
 }
 
 type HookFn = Box<dyn FnMut(&Received, &mut FakeState) -> Hook + Send>;
@@ -288,10 +290,19 @@ impl FakeApi {
                 if state.hook.is_none() {
                     state.hook = hook;
                 }
-                if let Hook::Hold = decision {
-                    state.calls.push(received);
-                    held.push(reply);
-                    continue;
+                match decision {
+                    Hook::Hold => {
+                        state.calls.push(received);
+                        held.push(reply);
+                        continue;
+                    }
+                    Hook::Fail(code) => {
+                        state.calls.push(received);
+                        drop(state);
+                        respond(reply, code, &api_status(code, "InternalError", "failed by the test"));
+                        continue;
+                    }
+                    Hook::Answer => {}
                 }
                 let (status, body) = state.answer(&received);
                 drop(state);
@@ -646,6 +657,15 @@ impl FakeState {
             }
             Method::DELETE => match self.objects.get(&r.path).cloned() {
                 None => (404, not_found(&r.path)),
+                // DeleteOptions' preconditions, as the API server checks them.
+                Some(before)
+                    if ["uid", "resourceVersion"].iter().any(|k| {
+                        let wanted = &r.body["preconditions"][*k];
+                        !wanted.is_null() && *wanted != before["metadata"][*k]
+                    }) =>
+                {
+                    (409, conflict(&r.path))
+                }
                 Some(before) => match self.delete(&r.path) {
                     true => (200, before),
                     false => (200, self.objects[&r.path].clone()),

@@ -166,7 +166,8 @@ async fn expect_finalizer_added(api: &mut ApiServer, name: &str) -> Received {
 }
 
 /// The status write: a merge patch carrying the resourceVersion read ("7", or "8" after
-/// the finalizer was added). Returns the status.
+/// the finalizer was added, "9" after the plan was written before the Job); the answer
+/// moves it one on. Returns the status.
 async fn expect_status(api: &mut ApiServer, name: &str, code: u16) -> ReprocessStatus {
     expect_status_at(api, name, code, "7").await
 }
@@ -182,6 +183,8 @@ async fn expect_status_at(api: &mut ApiServer, name: &str, code: u16, version: &
                 } else {
                     let mut echo = serde_json::to_value(reprocess(name, WEEK, 0, None)).unwrap();
                     echo["status"] = r.body["status"].clone();
+                    let next = version.parse::<u64>().expect("a numeric resourceVersion") + 1;
+                    echo["metadata"]["resourceVersion"] = json!(next.to_string());
                     (200, echo)
                 }
             },
@@ -216,14 +219,23 @@ async fn the_first_reconcile_creates_the_owned_job_with_its_own_narrow_service_a
             })
             .await;
             expect_finalizer_added(&mut api, "fix").await;
+            // The plan is recorded before the Job that runs it exists.
+            let planned = expect_status_at(&mut api, "fix", 200, "8").await;
             let rbac = expect_rbac(&mut api, "fix-replay").await;
             let job = api.expect_apply(&job_path("fix-replay"), None).await;
-            let status = expect_status_at(&mut api, "fix", 200, "8").await;
-            (api, (rbac, job, status))
+            let status = expect_status_at(&mut api, "fix", 200, "9").await;
+            (api, (rbac, job, (planned, status)))
         })
     })
     .await;
     assert_eq!(result.unwrap(), Action::requeue(RUNNING_POLL));
+    let (planned, status) = status;
+    assert_eq!(condition(&planned, "Approved").0, "True");
+    assert_eq!(planned.job_name, None, "no Job yet when the plan was written");
+    assert_eq!(
+        status.plan, None,
+        "the plan is not sent again (a merge patch of changes)"
+    );
     let owner = &job.body["metadata"]["ownerReferences"][0];
     assert_eq!(
         (
@@ -262,7 +274,7 @@ async fn the_first_reconcile_creates_the_owned_job_with_its_own_narrow_service_a
     assert_eq!(condition(&status, "Complete").1, "JobStarting");
     assert_eq!(status.job_name.as_deref(), Some("fix-replay"));
     // The plan, read from the warehouse (no raw rows yet), approved at once (Automatic).
-    let plan = status.plan.as_ref().expect("a plan");
+    let plan = planned.plan.as_ref().expect("a plan");
     assert_eq!(plan.hash.len(), 64);
     assert_eq!(
         (plan.first_day.as_str(), plan.last_day.as_str(), plan.days),
@@ -271,12 +283,13 @@ async fn the_first_reconcile_creates_the_owned_job_with_its_own_narrow_service_a
     assert_eq!((plan.rows, plan.image.as_str()), (0, pinned_image().as_str()));
     assert_eq!(condition(&status, "Approved").1, "AutomaticApproval");
     assert_eq!(condition(&status, "Approved").0, "True");
+    assert_eq!(condition(&planned, "Approved"), condition(&status, "Approved"));
     assert_eq!(condition(&status, "Progressing").0, "True");
     assert_eq!(condition(&status, "Stalled").0, "False");
     for c in &status.conditions {
         assert_eq!(c.observed_generation, Some(1), "{c:?}");
     }
-    assert_eq!(status.observed_generation, Some(1));
+    assert_eq!(planned.observed_generation, Some(1));
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -328,9 +341,10 @@ async fn an_overlapping_later_reprocess_is_queued_naming_the_one_it_waits_for() 
             api.expect(Method::GET, &job_path("second-replay"), |_| (404, not_found("job")))
                 .await;
             expect_finalizer_added(&mut api, "second").await;
+            expect_status_at(&mut api, "second", 200, "8").await;
             expect_rbac(&mut api, "second-replay").await;
             let job = api.expect_apply(&job_path("second-replay"), None).await;
-            expect_status_at(&mut api, "second", 200, "8").await;
+            expect_status_at(&mut api, "second", 200, "9").await;
             (api, job)
         })
     })

@@ -28,6 +28,7 @@ use sightline_operator::reprocess::crd::{Phase, Reprocess, ReprocessStatus};
 use sightline_operator::reprocess::history;
 use sightline_operator::reprocess::plan::{FixedWarehouse, OwnPod};
 use sightline_operator::reprocess::runner::{Outcome, Runner};
+use sightline_operator::reprocess::status::chrono_time;
 use sightline_operator::validate::OperatorConfig;
 use sightline_tests::kube_api::{mock_client, FakeApi, Hook};
 use sightline_tests::replay_support::{checksums, dataset, days, ingest, later, prepare, tenant, Buggy};
@@ -138,6 +139,22 @@ async fn operator_with(
     now: sightline_operator::reprocess::controller::Clock,
     history_limit: usize,
 ) -> Action {
+    let ctx = context(client, api, wh, now, history_limit);
+    let rp = object(api, name).expect("the Reprocess exists");
+    tokio::time::timeout(Duration::from_secs(30), reconcile(Arc::new(rp), ctx))
+        .await
+        .expect("a reconcile within 30 s")
+        .unwrap()
+}
+
+/// The context of an operator that has just started (its cache: the world's Reprocesses).
+fn context(
+    client: &kube::Client,
+    api: &FakeApi,
+    wh: &Arc<Embedded>,
+    now: sightline_operator::reprocess::controller::Clock,
+    history_limit: usize,
+) -> Arc<ReprocessContext> {
     let all: Vec<Reprocess> = api
         .objects_under(&format!("/apis/sightline.dev/v1alpha1/namespaces/{NS}/reprocesses/"))
         .into_iter()
@@ -156,11 +173,7 @@ async fn operator_with(
             name: OPERATOR_POD.into(),
         }))
         .with_history_limit(history_limit);
-    let rp = object(api, name).expect("the Reprocess exists");
-    tokio::time::timeout(Duration::from_secs(30), reconcile(Arc::new(rp), Arc::new(ctx)))
-        .await
-        .expect("a reconcile within 30 s")
-        .unwrap()
+    Arc::new(ctx)
 }
 
 /// The Job's pod for `name`, as `sightline reprocess --resource analytics/NAME` runs it,
@@ -940,23 +953,8 @@ async fn a_silent_pod_is_stalled_within_90_s_its_job_replaced_and_the_next_pod_r
     let (_dir, wh) = engine(25).await;
     let clean = checksums(wh.as_ref(), "sightline_clean").await;
     let (client, mut api) = start();
-    create(&api, "fix", spec("{parallelism: 1}"), 0);
-    operator(&client, &api, "fix", &wh).await;
-
-    // Pod A replays day 1, then goes silent (its last status write is at `later`); its
-    // Job still counts the pod as active.
-    let interrupt = CancellationToken::new();
-    let signal = interrupt.clone();
-    api.on_request(move |r, _| {
-        if r.method == Method::PATCH && r.body["status"]["progress"]["daysSucceeded"] == 1 {
-            signal.cancel();
-        }
-        Hook::Answer
-    });
-    pod(&mut api, "fix", interrupt).run(wh.as_ref()).await.unwrap();
-    api.on_request(|_, _| Hook::Answer);
-    api.edit(&job_path("fix"), |j| j["status"] = json!({"active": 1}));
-    api.take_events();
+    silent_after_day_one(&client, &mut api, &wh).await;
+    let deletions = deletions_of_the_job(&api);
 
     // 59 s of silence: still fine.
     let action = operator_with(&client, &api, "fix", &wh, at(59), 10).await;
@@ -977,7 +975,21 @@ async fn a_silent_pod_is_stalled_within_90_s_its_job_replaced_and_the_next_pod_r
         (Some("Warning"), Some("NoHeartbeat"))
     );
     assert!(api.get(&job_path("fix")).is_none(), "the silent pod's Job is deleted");
+    // In the background (a pod stuck terminating must not hold the Job), and only the Job
+    // of the uid the stall recorded.
+    let deleted = deletions.lock().unwrap().clone();
+    assert_eq!(deleted.len(), 1, "{deleted:?}");
+    assert_eq!(deleted[0]["propagationPolicy"], "Background");
+    assert_eq!(
+        deleted[0]["preconditions"]["uid"].as_str(),
+        stalled.replaced_job_uid.as_deref()
+    );
+    assert_eq!(
+        stalled.last_stall_time.as_ref().map(chrono_time),
+        Some(later() + secs(61))
+    );
     // The next look makes a new Job; its pod resumes from the first day not swapped.
+    api.on_request(|_, _| Hook::Answer);
     operator_with(&client, &api, "fix", &wh, at(62), 10).await;
     assert!(api.get(&job_path("fix")).is_some(), "a new Job");
     assert_eq!(status(&api, "fix").stall_restarts, 1, "counted once");
@@ -1006,6 +1018,207 @@ async fn a_silent_pod_is_stalled_within_90_s_its_job_replaced_and_the_next_pod_r
         checksums(wh.as_ref(), "sightline_buggy").await,
         clean,
         "no day skipped or changed"
+    );
+}
+
+/// `fix` (days 1 to 3, one at a time) created and started; its pod replays day 1 and goes
+/// silent (its last status write at `later()`), and its Job still counts that pod active.
+async fn silent_after_day_one(client: &kube::Client, api: &mut FakeApi, wh: &Arc<Embedded>) {
+    create(api, "fix", spec("{parallelism: 1}"), 0);
+    operator(client, api, "fix", wh).await;
+    let interrupt = CancellationToken::new();
+    let signal = interrupt.clone();
+    api.on_request(move |r, _| {
+        if r.method == Method::PATCH && r.body["status"]["progress"]["daysSucceeded"] == 1 {
+            signal.cancel();
+        }
+        Hook::Answer
+    });
+    pod(api, "fix", interrupt).run(wh.as_ref()).await.unwrap();
+    api.on_request(|_, _| Hook::Answer);
+    api.edit(&job_path("fix"), |j| j["status"] = json!({"active": 1}));
+    api.take_events();
+}
+
+/// From now on, the body of every DELETE of `fix`'s Job (its DeleteOptions).
+fn deletions_of_the_job(api: &FakeApi) -> Arc<std::sync::Mutex<Vec<Value>>> {
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    api.on_request(move |r, _| {
+        if r.method == Method::DELETE && r.path == job_path("fix") {
+            log.lock().unwrap().push(r.body.clone());
+        }
+        Hook::Answer
+    });
+    seen
+}
+
+fn secs(n: i64) -> chrono::Duration {
+    chrono::Duration::seconds(n)
+}
+
+/// The Job of `fix` as the API server would have made it at `later() + secs`: a creation
+/// time, and one pod counted active (pending: it never heartbeats).
+fn job_made_at(api: &FakeApi, at_secs: i64) -> String {
+    let created = (later() + secs(at_secs)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    api.edit(&job_path("fix"), |j| {
+        j["metadata"]["creationTimestamp"] = json!(created);
+        j["status"] = json!({"active": 1});
+    });
+    api.get(&job_path("fix")).unwrap()["metadata"]["uid"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_stall_and_a_slow_job_deletion_count_once_each_and_every_stall_gets_a_new_job() {
+    let (_dir, wh) = engine(25).await;
+    let clean = checksums(wh.as_ref(), "sightline_clean").await;
+    let (client, mut api) = start();
+    silent_after_day_one(&client, &mut api, &wh).await;
+    // A finalizer holds the silent pod's Job (its pod stuck terminating on a lost node).
+    api.edit(&job_path("fix"), |j| {
+        j["metadata"]["finalizers"] = json!(["test.sightline.dev/slow"])
+    });
+
+    operator_with(&client, &api, "fix", &wh, at(61), 10).await;
+    assert_eq!(status(&api, "fix").stall_restarts, 1);
+    let deleting = api.get(&job_path("fix")).expect("held by its finalizer");
+    assert!(deleting["metadata"]["deletionTimestamp"].is_string());
+    // Minutes of a Job slow to go: no second stall, no Job made beside it.
+    for t in [100, 200, 400] {
+        operator_with(&client, &api, "fix", &wh, at(t), 10).await;
+        let s = status(&api, "fix");
+        assert_eq!((s.stall_restarts, s.phase), (1, Phase::Running), "at {t} s");
+        assert!(api.get(&job_path("fix")).unwrap()["metadata"]["deletionTimestamp"].is_string());
+    }
+    // Gone: the next look makes the replacement, without counting a stall for the wait.
+    api.remove(&job_path("fix"));
+    operator_with(&client, &api, "fix", &wh, at(401), 10).await;
+    assert_eq!(status(&api, "fix").stall_restarts, 1, "the wait is not a stall");
+    let second_uid = job_made_at(&api, 401);
+    // Its pod never starts (Pending): 60 s from the Job's making, not from the first stall.
+    operator_with(&client, &api, "fix", &wh, at(461), 10).await;
+    assert_eq!(status(&api, "fix").stall_restarts, 1, "60 s is allowed");
+    operator_with(&client, &api, "fix", &wh, at(462), 10).await;
+    let twice = status(&api, "fix");
+    assert_eq!(twice.stall_restarts, 2, "a second stall while Stalled is still True");
+    assert_eq!(twice.replaced_job_uid.as_deref(), Some(second_uid.as_str()));
+    assert_eq!(
+        twice.last_stall_time.as_ref().map(chrono_time),
+        Some(later() + secs(462))
+    );
+    assert!(api.get(&job_path("fix")).is_none(), "deleted at once");
+    let events = api.take_events();
+    assert_eq!(events.len(), 2, "one Warning per stall: {events:?}");
+    // However late the next look, a missing Job after a stall is made, not counted.
+    operator_with(&client, &api, "fix", &wh, at(600), 10).await;
+    let third_uid = job_made_at(&api, 600);
+    assert_ne!(third_uid, second_uid);
+    assert_eq!(status(&api, "fix").stall_restarts, 2);
+    operator_with(&client, &api, "fix", &wh, at(630), 10).await;
+    assert_eq!(
+        api.get(&job_path("fix")).unwrap()["metadata"]["uid"],
+        third_uid.as_str()
+    );
+
+    // Its pod runs: the rest of the days, nothing skipped or changed.
+    let b = pod_at(&mut api, "fix", CancellationToken::new(), at(640));
+    assert_eq!(b.run(wh.as_ref()).await.unwrap(), Outcome::Succeeded);
+    let done = status(&api, "fix");
+    assert_eq!(condition(&done, "Complete").0, "True");
+    assert_eq!(done.stall_restarts, 2);
+    assert_eq!(checksums(wh.as_ref(), "sightline_buggy").await, clean);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stall_is_written_before_its_job_is_deleted_and_a_failed_deletion_is_retried_not_counted() {
+    let (_dir, wh) = engine(25).await;
+    let (client, mut api) = start();
+    silent_after_day_one(&client, &mut api, &wh).await;
+    let first_uid = job_made_at(&api, 0);
+    // The pod's own write lands between the operator's read and its stall write: the
+    // write conflicts, and the Job is left alone (nothing recorded, nothing deleted).
+    api.on_request(|r, state| {
+        if r.method == Method::PATCH && r.path == format!("{}/status", rp_path("fix")) {
+            state.edit(&rp_path("fix"), |_| {});
+        }
+        Hook::Answer
+    });
+    operator_with(&client, &api, "fix", &wh, at(61), 10).await;
+    assert_eq!(status(&api, "fix").stall_restarts, 0);
+    assert_eq!(
+        api.get(&job_path("fix")).unwrap()["metadata"]["uid"],
+        first_uid.as_str()
+    );
+    assert!(api.get(&job_path("fix")).unwrap()["metadata"]["deletionTimestamp"].is_null());
+    // The next look writes the stall; the deletion after it fails.
+    api.on_request(|r, _| match r.method == Method::DELETE && r.path == job_path("fix") {
+        true => Hook::Fail(500),
+        false => Hook::Answer,
+    });
+    let rp = object(&api, "fix").unwrap();
+    let ctx = context(&client, &api, &wh, at(62), 10);
+    assert!(
+        reconcile(Arc::new(rp), ctx).await.is_err(),
+        "the failed deletion is an error"
+    );
+    let stalled = status(&api, "fix");
+    assert_eq!(stalled.stall_restarts, 1);
+    assert_eq!(stalled.replaced_job_uid.as_deref(), Some(first_uid.as_str()));
+    assert!(api.get(&job_path("fix")).is_some());
+    // The look after that deletes the recorded Job, without counting again; then the
+    // replacement is made.
+    api.on_request(|_, _| Hook::Answer);
+    operator_with(&client, &api, "fix", &wh, at(63), 10).await;
+    assert!(api.get(&job_path("fix")).is_none());
+    assert_eq!(status(&api, "fix").stall_restarts, 1);
+    operator_with(&client, &api, "fix", &wh, at(64), 10).await;
+    let replacement = api.get(&job_path("fix")).expect("the replacement");
+    assert_ne!(replacement["metadata"]["uid"], first_uid.as_str());
+    assert_eq!(status(&api, "fix").stall_restarts, 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_plan_is_in_the_status_before_the_job_that_runs_it_exists() {
+    let (_dir, wh) = engine(25).await;
+    let (client, api) = start();
+    create(&api, "fix", spec("{}"), 0);
+    // Another writer changes the object between the operator's read and its plan write:
+    // the write conflicts, and no Job is made for a plan the status does not hold.
+    let once = Arc::new(AtomicBool::new(true));
+    api.on_request(move |r, state| {
+        let plan_write = r.method == Method::PATCH
+            && r.path == format!("{}/status", rp_path("fix"))
+            && !r.body["status"]["plan"].is_null();
+        if plan_write && once.swap(false, Ordering::SeqCst) {
+            state.edit(&rp_path("fix"), |_| {});
+        }
+        Hook::Answer
+    });
+    operator(&client, &api, "fix", &wh).await;
+    assert!(status(&api, "fix").plan.is_none());
+    assert!(api.get(&job_path("fix")).is_none(), "no Job without its plan recorded");
+    // The next look: the plan written, then the Job, which runs the plan's image.
+    api.take_calls();
+    operator(&client, &api, "fix", &wh).await;
+    let calls = api.take_calls();
+    let position = |found: &dyn Fn(&sightline_tests::kube_api::Received) -> bool| {
+        calls.iter().position(found).expect("the request was made")
+    };
+    let plan_written = position(&|c| {
+        c.method == Method::PATCH
+            && c.path == format!("{}/status", rp_path("fix"))
+            && !c.body["status"]["plan"].is_null()
+    });
+    let job_applied = position(&|c| c.method == Method::PATCH && c.path == job_path("fix"));
+    assert!(plan_written < job_applied, "{calls:#?}");
+    let plan = status(&api, "fix").plan.expect("the plan");
+    let job = api.get(&job_path("fix")).unwrap();
+    assert_eq!(
+        job["spec"]["template"]["spec"]["containers"][0]["image"].as_str(),
+        Some(plan.image.as_str())
     );
 }
 

@@ -13,7 +13,10 @@
 //! the days the ledger holds. A running Reprocess is looked at every `poll_running` (20 s):
 //! with no heartbeat for 60 s, or no pod for 30 s, it is `Stalled` (a Warning Event), its
 //! Job is replaced, at most `spec.maxStallRestarts` times, then it is `Failed`
-//! (`StalledTooOften`). A Reprocess in a final phase is left alone (its finalizer removed),
+//! (`StalledTooOften`). A stall is written (counted, `lastStallTime`, the stalled Job's
+//! uid) before that Job is deleted, so a conflicting write deletes nothing and a failed
+//! deletion is retried, not counted again; a Job missing after a stall is made, not
+//! counted. The plan (and `Approved`) is written before the Job that runs it is made. A Reprocess in a final phase is left alone (its finalizer removed),
 //! and the tenant's finished ones beyond the history limit are deleted (`history`).
 //!
 //! Deletion: the finalizer (`crd::FINALIZER`) is set only once the Reprocess is admitted
@@ -34,7 +37,7 @@ use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::NamespaceResourceScope;
-use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
+use kube::api::{DeleteParams, Patch, PatchParams, Preconditions, PropagationPolicy};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
 use kube::runtime::reflector::Store;
@@ -148,6 +151,10 @@ pub async fn reconcile(rp: Arc<Reprocess>, ctx: Arc<ReprocessContext>) -> Result
             if has_finalizer(&rp) {
                 remove_finalizer(&ctx.client, &rp).await?;
             }
+            // A run failed for stalling whose Job's deletion failed after the status said so.
+            if let Some(uid) = rp.status.as_ref().and_then(|s| s.replaced_job_uid.as_deref()) {
+                delete_replaced_job(&ctx, &rp, Some(uid)).await?;
+            }
             prune_history(&rp, &ctx).await?;
             Ok(Action::await_change())
         } else {
@@ -177,9 +184,22 @@ async fn admit_and_run(rp: &Reprocess, ctx: &ReprocessContext) -> Result<Action>
     ) {
         write_status(&ctx.client, &rp, &new).await?;
     }
+    // A stall is written (counted, the Job's uid recorded) before its Job is deleted: a
+    // write that loses the race to the pod's own leaves the Job alone, and a deletion that
+    // fails is retried by the next look (a Job of the recorded uid is deleted on sight).
     match &decision {
-        Decision::Stalled { reason, message } => warn(ctx, &rp, reason, message).await,
-        Decision::StalledTooOften { message } => warn(ctx, &rp, "StalledTooOften", message).await,
+        Decision::Stalled {
+            reason,
+            message,
+            job_uid,
+        } => {
+            warn(ctx, &rp, reason, message).await;
+            delete_replaced_job(ctx, &rp, job_uid.as_deref()).await?;
+        }
+        Decision::StalledTooOften { message, job_uid } => {
+            warn(ctx, &rp, "StalledTooOften", message).await;
+            delete_replaced_job(ctx, &rp, job_uid.as_deref()).await?;
+        }
         _ => {}
     }
     Ok(match decision {
@@ -390,7 +410,18 @@ async fn decide(
         .map(|v| v.plan.image.clone())
         .or_else(|| status.plan.as_ref().map(|p| p.image.clone()))
         .unwrap_or_else(|| v.image.clone());
-    let rp = ensure_finalizer(&ctx.client, rp).await?;
+    let mut rp = ensure_finalizer(&ctx.client, rp).await?;
+    if existing.is_none() {
+        if let Some(recorded) = verdict
+            .as_ref()
+            .and_then(|v| status::with_plan(rp.status.as_ref(), rp.metadata.generation, v, now))
+        {
+            // The plan (and its approval) is in the status before the Job that runs it
+            // exists: the pod checks it, and a reader never sees a Job of an unrecorded plan.
+            rp = write_status(&ctx.client, &rp, &recorded).await?;
+        }
+    }
+    let status = rp.status.clone().unwrap_or_default();
     let decision = job(ctx, &owner, &v, &image, existing, &status, &rp, now).await?;
     Ok((decision, verdict, rp))
 }
@@ -554,19 +585,30 @@ async fn job(
     ssa(&ctx.client, ns, &children.service_account).await?;
     ssa(&ctx.client, ns, &children.role).await?;
     ssa(&ctx.client, ns, &children.role_binding).await?;
-    let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), ns);
     let name = owner.child_name();
+    let replaced = status.replaced_job_uid.as_deref();
     let state = match &existing {
         None => JobState::Absent,
         Some(j) if j.metadata.deletion_timestamp.is_some() => JobState::Deleting,
+        Some(j) if replaced.is_some() && j.metadata.uid.as_deref() == replaced => {
+            // The stalled Job, its deletion written in the status but not done (it failed
+            // after the write): done now; a later look makes the replacement.
+            delete_replaced_job(ctx, rp, replaced).await?;
+            return Ok(Decision::Starting { job: name });
+        }
         Some(j) if job_has_a_pod(j) => JobState::HasPod,
         Some(_) => JobState::NoPod,
     };
-    if let Some((reason, message)) = status::stall(status, state, now) {
+    let job_created = existing
+        .as_ref()
+        .and_then(|j| j.metadata.creation_timestamp.as_ref())
+        .map(status::chrono_time);
+    if let Some((reason, message)) = status::stall(status, state, job_created, now) {
         let limit = rp.spec.max_stall_restarts;
-        if state != JobState::Absent {
-            jobs.delete(&name, &DeleteParams::foreground()).await?;
-        }
+        let job_uid = existing
+            .as_ref()
+            .filter(|_| state != JobState::Deleting)
+            .and_then(|j| j.metadata.uid.clone());
         if status.stall_restarts >= limit {
             return Ok(Decision::StalledTooOften {
                 message: format!(
@@ -574,17 +616,24 @@ async fn job(
                      its ledger keeps the days done for another Reprocess",
                     status.stall_restarts + 1
                 ),
+                job_uid,
             });
         }
-        return Ok(Decision::Stalled { reason, message });
+        return Ok(Decision::Stalled {
+            reason,
+            message,
+            job_uid,
+        });
     }
     let Some(job) = existing else {
-        // First start, or the Job was deleted mid-run: its pod resumes from the status.
+        // First start, the replacement after a stall, or the Job was deleted mid-run: its
+        // pod resumes from the status.
         ssa(&ctx.client, ns, &children.job).await?;
         return Ok(Decision::Starting { job: name });
     };
     if state == JobState::Deleting {
-        // Replaced after a stall: made again once the old one and its pod are gone.
+        // Being deleted by someone else (a stalled Job goes at once: background
+        // propagation): made again once gone.
         return Ok(Decision::Starting { job: name });
     }
     let job_status = job.status.unwrap_or_default();
@@ -612,16 +661,52 @@ async fn job(
     Ok(Decision::Starting { job: name })
 }
 
+/// Deletes the Reprocess's Job if it is still the one of `uid` (a precondition: a
+/// replacement made since under the same name is left alone). Background propagation: the
+/// Job goes at once and the garbage collector removes its pod, so a pod stuck terminating
+/// (its node lost) never holds the replacement back; day leases keep two pods off one day.
+async fn delete_replaced_job(ctx: &ReprocessContext, rp: &Reprocess, uid: Option<&str>) -> Result<()> {
+    let Some(uid) = uid else {
+        return Ok(());
+    };
+    let Ok(owner) = Owner::of(rp) else {
+        return Ok(());
+    };
+    let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &owner.namespace);
+    let name = owner.child_name();
+    // Looked at first: a Job already gone or already replaced needs no request.
+    let Some(job) = jobs.get_opt(&name).await? else {
+        return Ok(());
+    };
+    if job.metadata.uid.as_deref() != Some(uid) || job.metadata.deletion_timestamp.is_some() {
+        return Ok(());
+    }
+    tracing::info!(job = %name, %uid, "deleting the stalled run's Job");
+    let params = DeleteParams {
+        propagation_policy: Some(PropagationPolicy::Background),
+        preconditions: Some(Preconditions {
+            uid: Some(uid.to_string()),
+            resource_version: None,
+        }),
+        ..DeleteParams::default()
+    };
+    match jobs.delete(&name, &params).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// A merge patch of the status carrying the `resourceVersion` read (optimistic lock).
-pub async fn write_status(client: &Client, rp: &Reprocess, status: &ReprocessStatus) -> Result<()> {
+pub async fn write_status(client: &Client, rp: &Reprocess, status: &ReprocessStatus) -> Result<Reprocess> {
     let api: Api<Reprocess> = Api::namespaced(client.clone(), &rp.namespace().unwrap_or_default());
     let patch = serde_json::json!({
         "metadata": {"resourceVersion": rp.resource_version()},
         "status": status::status_patch(rp.status.as_ref(), status),
     });
-    api.patch_status(&rp.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
-        .await?;
-    Ok(())
+    Ok(api
+        .patch_status(&rp.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+        .await?)
 }
 
 async fn ssa<K>(client: &Client, ns: &str, object: &K) -> Result<K>

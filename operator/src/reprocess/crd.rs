@@ -475,6 +475,16 @@ pub struct ReprocessStatus {
     /// `spec.maxStallRestarts`, then `Failed`, reason `StalledTooOften`).
     #[serde(default)]
     pub stall_restarts: u32,
+    /// When the operator last found the run stalled (it replaces the Job then): the next
+    /// pod's 60 s to heartbeat, or 30 s to exist, count from here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_stall_time: Option<Time>,
+    /// The uid of the Job the last stall replaces. The operator records it before deleting
+    /// that Job (so a lost status write never leaves a deletion unaccounted for) and deletes
+    /// a Job of this uid wherever it sees one (so a failed deletion is retried, not counted
+    /// as another stall); a Job of any other uid is the replacement.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replaced_job_uid: Option<String>,
 }
 
 /// The most days `status.days` details.

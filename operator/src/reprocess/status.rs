@@ -57,11 +57,16 @@ pub enum Decision {
     Starting { job: String },
     /// Its Job has a pod (pending or running; the pod reports the rest).
     Running { job: String },
-    /// Its pod stopped reporting (`NoHeartbeat`, `PodGone`): the Job is replaced and the
-    /// next pod resumes from the ledger.
-    Stalled { reason: &'static str, message: String },
-    /// Stalled more often than `spec.maxStallRestarts` allows: `Failed`, `StalledTooOften`.
-    StalledTooOften { message: String },
+    /// Its pod stopped reporting (`NoHeartbeat`, `PodGone`): the Job (`job_uid`, if there
+    /// is one) is replaced, after this is written, and the next pod resumes from the ledger.
+    Stalled {
+        reason: &'static str,
+        message: String,
+        job_uid: Option<String>,
+    },
+    /// Stalled more often than `spec.maxStallRestarts` allows: `Failed`, `StalledTooOften`;
+    /// the Job (`job_uid`) is deleted after this is written.
+    StalledTooOften { message: String, job_uid: Option<String> },
     /// Its Job failed (`BACKOFF_LIMIT` pods) without the pod reporting an outcome.
     JobFailed { job: String, message: String },
 }
@@ -293,20 +298,7 @@ pub fn decide(
     let mut s = before.clone();
     s.observed_generation = generation;
     if let Some(v) = plan {
-        // A plan equal to the one recorded keeps its time of computation (no churn).
-        if s.plan.as_ref().map(|p| &p.hash) != Some(&v.plan.hash) {
-            s.plan = Some(v.plan.clone());
-        }
-        let status = if v.approved { "True" } else { "False" };
-        set(
-            &mut s.conditions,
-            APPROVED,
-            status,
-            v.reason,
-            &v.message,
-            generation,
-            now,
-        );
+        record_plan(&mut s, generation, v, now);
     }
     let (phase, complete, failed, progressing, reason, message) = match decision {
         Decision::Refused { reason, message } => (Phase::Failed, "False", "True", "False", *reason, message.clone()),
@@ -359,8 +351,14 @@ pub fn decide(
             }
             return (s != before).then_some(s);
         }
-        Decision::Stalled { reason, message } => {
+        Decision::Stalled {
+            reason,
+            message,
+            job_uid,
+        } => {
             s.stall_restarts = s.stall_restarts.saturating_add(1);
+            s.last_stall_time = Some(time(now));
+            s.replaced_job_uid = job_uid.clone();
             set(&mut s.conditions, STALLED, "True", reason, message, generation, now);
             set(
                 &mut s.conditions,
@@ -374,14 +372,17 @@ pub fn decide(
             s.message = Some(bounded(message));
             return (s != before).then_some(s);
         }
-        Decision::StalledTooOften { message } => (
-            Phase::Failed,
-            "False",
-            "True",
-            "False",
-            "StalledTooOften",
-            message.clone(),
-        ),
+        Decision::StalledTooOften { message, job_uid } => {
+            s.replaced_job_uid = job_uid.clone();
+            (
+                Phase::Failed,
+                "False",
+                "True",
+                "False",
+                "StalledTooOften",
+                message.clone(),
+            )
+        }
         Decision::JobFailed { job, message } => (
             Phase::Failed,
             "False",
@@ -405,6 +406,40 @@ pub fn decide(
     (s != before).then_some(s)
 }
 
+/// The status with the plan and its `Approved` condition recorded, and nothing else
+/// changed; `None` when it says so already. Written before a Job is made, so that the pod
+/// finds the plan it was made for and a lost write never leaves a Job running an
+/// unrecorded plan.
+pub fn with_plan(
+    previous: Option<&ReprocessStatus>,
+    generation: Option<i64>,
+    plan: &PlanVerdict,
+    now: DateTime<Utc>,
+) -> Option<ReprocessStatus> {
+    let before = previous.cloned().unwrap_or_default();
+    let mut s = before.clone();
+    s.observed_generation = generation;
+    record_plan(&mut s, generation, plan, now);
+    (s != before).then_some(s)
+}
+
+fn record_plan(s: &mut ReprocessStatus, generation: Option<i64>, v: &PlanVerdict, now: DateTime<Utc>) {
+    // A plan equal to the one recorded keeps its time of computation (no churn).
+    if s.plan.as_ref().map(|p| &p.hash) != Some(&v.plan.hash) {
+        s.plan = Some(v.plan.clone());
+    }
+    let status = if v.approved { "True" } else { "False" };
+    set(
+        &mut s.conditions,
+        APPROVED,
+        status,
+        v.reason,
+        &v.message,
+        generation,
+        now,
+    );
+}
+
 /// What the operator sees of a running Reprocess's Job.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum JobState {
@@ -419,14 +454,11 @@ pub enum JobState {
 }
 
 /// The last sign of life of a running Reprocess: its last heartbeat, its start, or the
-/// operator's last replacement of its Job (a stall is counted once per replacement).
+/// operator's last replacement of its Job (`lastStallTime`: a stall is counted once per
+/// replacement, and each replacement gets the full time to show life).
 pub fn last_sign_of_life(s: &ReprocessStatus) -> Option<DateTime<Utc>> {
     let heartbeat = s.progress.as_ref().and_then(|p| p.last_heartbeat_time.as_ref());
-    let replaced = s
-        .condition(STALLED)
-        .filter(|c| c.status == "True")
-        .map(|c| &c.last_transition_time);
-    [heartbeat, s.started_at.as_ref(), replaced]
+    [heartbeat, s.started_at.as_ref(), s.last_stall_time.as_ref()]
         .into_iter()
         .flatten()
         .map(chrono_time)
@@ -434,16 +466,26 @@ pub fn last_sign_of_life(s: &ReprocessStatus) -> Option<DateTime<Utc>> {
 }
 
 /// Whether a Reprocess is stalled at `now` (see `HEARTBEAT_TIMEOUT`, `POD_GONE_GRACE`): the
-/// reason and a message, or `None`. Only a run its pod reported `Running` can stall.
-pub fn stall(s: &ReprocessStatus, job: JobState, now: DateTime<Utc>) -> Option<(&'static str, String)> {
+/// reason and a message, or `None`. Only a run its pod reported `Running` can stall. The
+/// time counts from the last sign of life or from the Job's creation (`job_created`),
+/// whichever is later: a Job made late (its predecessor slow to go) gets its full time.
+pub fn stall(
+    s: &ReprocessStatus,
+    job: JobState,
+    job_created: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> Option<(&'static str, String)> {
     if s.phase() != Phase::Running {
         return None;
     }
-    let since = last_sign_of_life(s)?;
+    let since = last_sign_of_life(s)?.max(job_created.unwrap_or(DateTime::<Utc>::MIN_UTC));
     let quiet = now - since;
     let seconds = quiet.num_seconds();
     match job {
         JobState::Deleting => None,
+        // A stall since the last heartbeat: the Job is the replacement not made yet (the
+        // stall was written, the old Job deleted), not a second stall.
+        JobState::Absent if replacement_due(s) => None,
         JobState::HasPod if quiet > HEARTBEAT_TIMEOUT => Some((
             "NoHeartbeat",
             format!(
@@ -463,6 +505,12 @@ pub fn stall(s: &ReprocessStatus, job: JobState, now: DateTime<Utc>) -> Option<(
         )),
         _ => None,
     }
+}
+
+/// Whether the operator found the run stalled and no pod has reported since, so that the
+/// Job it replaces is still to be made.
+pub fn replacement_due(s: &ReprocessStatus) -> bool {
+    s.condition(STALLED).is_some_and(|c| c.status == "True")
 }
 
 /// Days as ordered, disjoint ranges: `YYYY-MM-DD` or `YYYY-MM-DD/YYYY-MM-DD`.
@@ -1596,32 +1644,73 @@ mod tests {
     fn no_heartbeat_for_60_s_or_no_pod_for_30_s_is_a_stall_counted_once_per_replacement() {
         let s = running_since(100);
         assert_eq!(last_sign_of_life(&s), Some(t(100)));
-        assert_eq!(stall(&s, JobState::HasPod, t(160)), None, "60 s is allowed");
-        let (reason, message) = stall(&s, JobState::HasPod, t(161)).unwrap();
+        assert_eq!(stall(&s, JobState::HasPod, None, t(160)), None, "60 s is allowed");
+        let (reason, message) = stall(&s, JobState::HasPod, None, t(161)).unwrap();
         assert_eq!(reason, "NoHeartbeat");
         assert!(message.contains("61 s"), "{message}");
-        assert_eq!(stall(&s, JobState::NoPod, t(130)), None, "a pod being replaced");
-        assert_eq!(stall(&s, JobState::Absent, t(131)).unwrap().0, "PodGone");
-        assert_eq!(stall(&s, JobState::NoPod, t(131)).unwrap().0, "PodGone");
-        assert_eq!(stall(&s, JobState::Deleting, t(1000)), None, "a replacement under way");
+        assert_eq!(stall(&s, JobState::NoPod, None, t(130)), None, "a pod being replaced");
+        assert_eq!(stall(&s, JobState::Absent, None, t(131)).unwrap().0, "PodGone");
+        assert_eq!(stall(&s, JobState::NoPod, None, t(131)).unwrap().0, "PodGone");
+        assert_eq!(
+            stall(&s, JobState::Deleting, None, t(1000)),
+            None,
+            "a replacement under way"
+        );
         // Only a run its pod reported Running stalls.
         let pending = decide(None, Some(1), &Decision::Starting { job: "j".into() }, None, t(0)).unwrap();
-        assert_eq!(stall(&pending, JobState::HasPod, t(10_000)), None);
+        assert_eq!(stall(&pending, JobState::HasPod, None, t(10_000)), None);
 
         // The operator's stall: Stalled=True, counted, Progressing=False; the phase stays.
         let decision = Decision::Stalled {
             reason: "NoHeartbeat",
             message: message.clone(),
+            job_uid: Some("uid-a".into()),
         };
         let stalled = decide(Some(&s), Some(1), &decision, None, t(161)).unwrap();
         assert_eq!(stalled.phase(), Phase::Running);
         assert_eq!(stalled.stall_restarts, 1);
+        assert_eq!(stalled.replaced_job_uid.as_deref(), Some("uid-a"), "the Job to delete");
         assert_eq!(cond(&stalled, STALLED), ("True", "NoHeartbeat"));
         assert_eq!(cond(&stalled, PROGRESSING), ("False", "NoHeartbeat"));
         // The replacement counts as a sign of life: no second stall until it too is quiet.
         assert_eq!(last_sign_of_life(&stalled), Some(t(161)));
-        assert_eq!(stall(&stalled, JobState::Absent, t(180)), None);
-        assert_eq!(stall(&stalled, JobState::HasPod, t(222)).unwrap().0, "NoHeartbeat");
+        assert_eq!(stall(&stalled, JobState::NoPod, None, t(180)), None);
+        assert_eq!(
+            stall(&stalled, JobState::HasPod, None, t(222)).unwrap().0,
+            "NoHeartbeat"
+        );
+        // No Job after a stall is the replacement still to be made, however late the look.
+        assert!(replacement_due(&stalled));
+        assert_eq!(stall(&stalled, JobState::Absent, None, t(10_000)), None);
+
+        // A second stall while Stalled is still True (the replacement's pod never started):
+        // counted once, and the clock restarts from it, not from the first stall.
+        let second = Decision::Stalled {
+            reason: "NoHeartbeat",
+            message: "again".into(),
+            job_uid: Some("uid-b".into()),
+        };
+        let twice = decide(Some(&stalled), Some(1), &second, None, t(222)).unwrap();
+        assert_eq!(twice.stall_restarts, 2);
+        assert_eq!(twice.replaced_job_uid.as_deref(), Some("uid-b"));
+        assert_eq!(last_sign_of_life(&twice), Some(t(222)));
+        assert_eq!(
+            stall(&twice, JobState::NoPod, None, t(251)),
+            None,
+            "30 s from the second stall"
+        );
+        assert_eq!(
+            stall(&twice, JobState::HasPod, None, t(282)),
+            None,
+            "60 s from the second stall"
+        );
+        assert_eq!(stall(&twice, JobState::HasPod, None, t(283)).unwrap().0, "NoHeartbeat");
+        // A replacement made late (its predecessor slow to go) gets its 60 s from its creation.
+        assert_eq!(stall(&twice, JobState::HasPod, Some(t(400)), t(460)), None);
+        assert_eq!(
+            stall(&twice, JobState::HasPod, Some(t(400)), t(461)).unwrap().0,
+            "NoHeartbeat"
+        );
         // The next pod reports: Stalled=False.
         let resumed = started(
             Some(&stalled),
@@ -1641,12 +1730,14 @@ mod tests {
             Some(1),
             &Decision::StalledTooOften {
                 message: "again".into(),
+                job_uid: Some("uid-c".into()),
             },
             None,
             t(300),
         )
         .unwrap();
         assert_eq!(out.phase(), Phase::Failed);
+        assert_eq!(out.replaced_job_uid.as_deref(), Some("uid-c"), "its Job deleted too");
         assert_eq!(cond(&out, FAILED), ("True", "StalledTooOften"));
         assert!(out.finished_at.is_some());
     }
