@@ -219,9 +219,9 @@ async fn the_first_reconcile_creates_the_owned_job_with_its_own_narrow_service_a
             })
             .await;
             expect_finalizer_added(&mut api, "fix").await;
+            let rbac = expect_rbac(&mut api, "fix-replay").await;
             // The plan is recorded before the Job that runs it exists.
             let planned = expect_status_at(&mut api, "fix", 200, "8").await;
-            let rbac = expect_rbac(&mut api, "fix-replay").await;
             let job = api.expect_apply(&job_path("fix-replay"), None).await;
             let status = expect_status_at(&mut api, "fix", 200, "9").await;
             (api, (rbac, job, (planned, status)))
@@ -341,8 +341,8 @@ async fn an_overlapping_later_reprocess_is_queued_naming_the_one_it_waits_for() 
             api.expect(Method::GET, &job_path("second-replay"), |_| (404, not_found("job")))
                 .await;
             expect_finalizer_added(&mut api, "second").await;
-            expect_status_at(&mut api, "second", 200, "8").await;
             expect_rbac(&mut api, "second-replay").await;
+            expect_status_at(&mut api, "second", 200, "8").await;
             let job = api.expect_apply(&job_path("second-replay"), None).await;
             expect_status_at(&mut api, "second", 200, "9").await;
             (api, job)
@@ -572,12 +572,16 @@ async fn a_write_that_lost_the_race_with_the_pod_is_retried_and_a_final_one_is_l
 
 /// A Reprocess with the finalizer, `phase`, and (when `deleted`) a deletion under way.
 fn guarded(phase: Phase, deleted: bool) -> Reprocess {
+    // A running one's pod heartbeat 10 s ago.
+    let started_at = (phase == Phase::Running)
+        .then(|| sightline_operator::reprocess::status::time(now() - chrono::Duration::seconds(10)));
     let mut rp = reprocess(
         "fix",
         WEEK,
         0,
         Some(ReprocessStatus {
             phase,
+            started_at,
             ..Default::default()
         }),
     );
@@ -684,6 +688,40 @@ async fn a_deleted_reprocess_waits_for_its_running_pod_and_no_longer() {
             "Cancelled"
         };
         assert_eq!(reasons, [want], "{phase:?}");
+    }
+
+    // Running with a pod, but one no write will come from: silent past the heartbeat
+    // timeout, or the Job a stall replaces (its deletion failed). Not waited for.
+    let silent = {
+        let mut rp = guarded(Phase::Running, true);
+        rp.status.as_mut().unwrap().started_at = Some(sightline_operator::reprocess::status::time(
+            now() - chrono::Duration::seconds(61),
+        ));
+        (rp, None)
+    };
+    let replaced = {
+        let mut rp = guarded(Phase::Running, true);
+        rp.status.as_mut().unwrap().replaced_job_uid = Some("uid-stalled-job".into());
+        (rp, Some("uid-stalled-job"))
+    };
+    for (rp, uid) in [silent, replaced] {
+        let (client, api) = mock_client();
+        let ctx = context(client, &[&rp], &wh);
+        let mut job = job_with(&rp, json!({"active": 1}));
+        if let Some(uid) = uid {
+            job["metadata"]["uid"] = json!(uid);
+        }
+        let (result, _, reasons) = reconcile_with(&ctx, &rp, api, move |mut api| {
+            Box::pin(async move {
+                api.expect(Method::GET, &job_path("fix-replay"), |_| (200, job)).await;
+                let reasons = api.expect_events(NS, 1).await;
+                expect_finalizer_removed(&mut api).await;
+                (api, reasons)
+            })
+        })
+        .await;
+        assert_eq!(result.unwrap(), Action::await_change(), "{uid:?}");
+        assert_eq!(reasons, ["Cancelled"]);
     }
 
     // Without the finalizer (queued, refused): nothing to do.

@@ -1057,14 +1057,9 @@ fn secs(n: i64) -> chrono::Duration {
     chrono::Duration::seconds(n)
 }
 
-/// The Job of `fix` as the API server would have made it at `later() + secs`: a creation
-/// time, and one pod counted active (pending: it never heartbeats).
-fn job_made_at(api: &FakeApi, at_secs: i64) -> String {
-    let created = (later() + secs(at_secs)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    api.edit(&job_path("fix"), |j| {
-        j["metadata"]["creationTimestamp"] = json!(created);
-        j["status"] = json!({"active": 1});
-    });
+/// The Job of `fix` with one pod counted active (pending: it never heartbeats); its uid.
+fn job_with_a_pending_pod(api: &FakeApi) -> String {
+    api.edit(&job_path("fix"), |j| j["status"] = json!({"active": 1}));
     api.get(&job_path("fix")).unwrap()["metadata"]["uid"]
         .as_str()
         .unwrap()
@@ -1077,7 +1072,8 @@ async fn a_second_stall_and_a_slow_job_deletion_count_once_each_and_every_stall_
     let clean = checksums(wh.as_ref(), "sightline_clean").await;
     let (client, mut api) = start();
     silent_after_day_one(&client, &mut api, &wh).await;
-    // A finalizer holds the silent pod's Job (its pod stuck terminating on a lost node).
+    // A finalizer holds the silent pod's Job (someone's; the operator deletes in the
+    // background, so a pod stuck terminating would not).
     api.edit(&job_path("fix"), |j| {
         j["metadata"]["finalizers"] = json!(["test.sightline.dev/slow"])
     });
@@ -1086,8 +1082,9 @@ async fn a_second_stall_and_a_slow_job_deletion_count_once_each_and_every_stall_
     assert_eq!(status(&api, "fix").stall_restarts, 1);
     let deleting = api.get(&job_path("fix")).expect("held by its finalizer");
     assert!(deleting["metadata"]["deletionTimestamp"].is_string());
-    // Minutes of a Job slow to go: no second stall, no Job made beside it.
-    for t in [100, 200, 400] {
+    // Minutes of a Job slow to go: no second stall, no Job made beside it (up to
+    // `DELETION_PATIENCE`, 300 s after the stall, when it would count as another).
+    for t in [100, 200, 360] {
         operator_with(&client, &api, "fix", &wh, at(t), 10).await;
         let s = status(&api, "fix");
         assert_eq!((s.stall_restarts, s.phase), (1, Phase::Running), "at {t} s");
@@ -1097,8 +1094,13 @@ async fn a_second_stall_and_a_slow_job_deletion_count_once_each_and_every_stall_
     api.remove(&job_path("fix"));
     operator_with(&client, &api, "fix", &wh, at(401), 10).await;
     assert_eq!(status(&api, "fix").stall_restarts, 1, "the wait is not a stall");
-    let second_uid = job_made_at(&api, 401);
-    // Its pod never starts (Pending): 60 s from the Job's making, not from the first stall.
+    let second_uid = job_with_a_pending_pod(&api);
+    // Its pod never starts (Pending): 60 s from the Job's making (`jobCreationTime`), not
+    // from the first stall.
+    assert_eq!(
+        status(&api, "fix").job_creation_time.as_ref().map(chrono_time),
+        Some(later() + secs(401))
+    );
     operator_with(&client, &api, "fix", &wh, at(461), 10).await;
     assert_eq!(status(&api, "fix").stall_restarts, 1, "60 s is allowed");
     operator_with(&client, &api, "fix", &wh, at(462), 10).await;
@@ -1114,7 +1116,7 @@ async fn a_second_stall_and_a_slow_job_deletion_count_once_each_and_every_stall_
     assert_eq!(events.len(), 2, "one Warning per stall: {events:?}");
     // However late the next look, a missing Job after a stall is made, not counted.
     operator_with(&client, &api, "fix", &wh, at(600), 10).await;
-    let third_uid = job_made_at(&api, 600);
+    let third_uid = job_with_a_pending_pod(&api);
     assert_ne!(third_uid, second_uid);
     assert_eq!(status(&api, "fix").stall_restarts, 2);
     operator_with(&client, &api, "fix", &wh, at(630), 10).await;
@@ -1137,7 +1139,7 @@ async fn a_stall_is_written_before_its_job_is_deleted_and_a_failed_deletion_is_r
     let (_dir, wh) = engine(25).await;
     let (client, mut api) = start();
     silent_after_day_one(&client, &mut api, &wh).await;
-    let first_uid = job_made_at(&api, 0);
+    let first_uid = job_with_a_pending_pod(&api);
     // The pod's own write lands between the operator's read and its stall write: the
     // write conflicts, and the Job is left alone (nothing recorded, nothing deleted).
     api.on_request(|r, state| {
@@ -1237,11 +1239,25 @@ async fn a_run_whose_pod_is_gone_too_often_fails_with_stalled_too_often() {
     // Its Job has no pod (30 s is allowed for a replacement pod).
     operator_with(&client, &api, "fix", &wh, at(30), 10).await;
     assert_eq!(status(&api, "fix").phase, Phase::Running);
+    // Failed is written; the Job's deletion after it fails (the API server's error).
+    api.on_request(|r, _| match r.method == Method::DELETE && r.path == job_path("fix") {
+        true => Hook::Fail(500),
+        false => Hook::Answer,
+    });
+    let rp = object(&api, "fix").unwrap();
+    assert!(reconcile(Arc::new(rp), context(&client, &api, &wh, at(31), 10))
+        .await
+        .is_err());
+    assert!(api.get(&job_path("fix")).is_some());
+    assert!(status(&api, "fix").replaced_job_uid.is_some());
+    // The next look at the failed run deletes it, and forgets it.
+    api.on_request(|_, _| Hook::Answer);
     assert_eq!(
-        operator_with(&client, &api, "fix", &wh, at(31), 10).await,
+        operator_with(&client, &api, "fix", &wh, at(32), 10).await,
         Action::await_change()
     );
     let failed = status(&api, "fix");
+    assert_eq!(failed.replaced_job_uid, None, "nothing left to look at");
     assert_eq!(failed.phase, Phase::Failed);
     let (f, reason, _) = condition(&failed, "Failed");
     assert_eq!((f.as_str(), reason.as_str()), ("True", "StalledTooOften"));

@@ -16,8 +16,10 @@
 //! (`StalledTooOften`). A stall is written (counted, `lastStallTime`, the stalled Job's
 //! uid) before that Job is deleted, so a conflicting write deletes nothing and a failed
 //! deletion is retried, not counted again; a Job missing after a stall is made, not
-//! counted. The plan (and `Approved`) is written before the Job that runs it is made. A Reprocess in a final phase is left alone (its finalizer removed),
-//! and the tenant's finished ones beyond the history limit are deleted (`history`).
+//! counted. The plan (and `Approved`) and `jobCreationTime` are written before a Job is
+//! made. A Reprocess in a final phase gets no Job (its finalizer removed, a stalled Job
+//! still recorded deleted), and the tenant's finished ones beyond the history limit are
+//! deleted (`history`).
 //!
 //! Deletion: the finalizer (`crd::FINALIZER`) is set only once the Reprocess is admitted
 //! and about to get its Job. A deleted Reprocess whose pod reported `Running` and whose Job
@@ -147,16 +149,7 @@ pub async fn reconcile(rp: Arc<Reprocess>, ctx: Arc<ReprocessContext>) -> Result
         let outcome = if rp.metadata.deletion_timestamp.is_some() {
             on_delete(&rp, &ctx).await
         } else if rp.status.as_ref().is_some_and(|s| s.phase().is_final()) {
-            // Nothing runs any more: nothing for a deletion to wait for.
-            if has_finalizer(&rp) {
-                remove_finalizer(&ctx.client, &rp).await?;
-            }
-            // A run failed for stalling whose Job's deletion failed after the status said so.
-            if let Some(uid) = rp.status.as_ref().and_then(|s| s.replaced_job_uid.as_deref()) {
-                delete_replaced_job(&ctx, &rp, Some(uid)).await?;
-            }
-            prune_history(&rp, &ctx).await?;
-            Ok(Action::await_change())
+            on_final(&rp, &ctx).await
         } else {
             admit_and_run(&rp, &ctx).await
         };
@@ -168,6 +161,27 @@ pub async fn reconcile(rp: Arc<Reprocess>, ctx: Arc<ReprocessContext>) -> Result
     }
     .instrument(span)
     .await
+}
+
+/// A Reprocess in a final phase: nothing runs any more, so nothing for a deletion to wait
+/// for (its finalizer goes); first a run failed for stalling whose Job's deletion failed
+/// after the status said so (or a run that stalled once): the Job of that uid deleted, then
+/// forgotten, so a finished run is not looked at again. Then the history limit.
+async fn on_final(rp: &Reprocess, ctx: &ReprocessContext) -> Result<Action> {
+    let mut rp = rp.clone();
+    if let Some(status) = rp.status.clone().filter(|s| s.replaced_job_uid.is_some()) {
+        delete_replaced_job(ctx, &rp, status.replaced_job_uid.as_deref()).await?;
+        let forgotten = ReprocessStatus {
+            replaced_job_uid: None,
+            ..status
+        };
+        rp = write_status(&ctx.client, &rp, &forgotten).await?;
+    }
+    if has_finalizer(&rp) {
+        remove_finalizer(&ctx.client, &rp).await?;
+    }
+    prune_history(&rp, ctx).await?;
+    Ok(Action::await_change())
 }
 
 /// A Reprocess that is not final and not deleted: decide, then write the status.
@@ -307,12 +321,16 @@ async fn on_delete(rp: &Reprocess, ctx: &ReprocessContext) -> Result<Action> {
     if phase == Phase::Running {
         if let Ok(owner) = Owner::of(rp) {
             let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &owner.namespace);
-            if jobs
-                .get_opt(&owner.child_name())
-                .await?
-                .as_ref()
-                .is_some_and(job_has_a_pod)
-            {
+            let status = rp.status.clone().unwrap_or_default();
+            // Not waited for: a stalled Job (its deletion failed after the stall was
+            // written) or a pod silent past the heartbeat timeout; neither will write
+            // Cancelled, and their day leases keep any replay of theirs apart.
+            let silent =
+                status::last_sign_of_life(&status).is_none_or(|at| (ctx.now)() - at > status::HEARTBEAT_TIMEOUT);
+            let replaced = status.replaced_job_uid.as_deref();
+            if jobs.get_opt(&owner.child_name()).await?.as_ref().is_some_and(|j| {
+                job_has_a_pod(j) && !silent && (replaced.is_none() || j.metadata.uid.as_deref() != replaced)
+            }) {
                 tracing::info!("deleted while its pod replays: waiting for it to stop after the days under way");
                 return Ok(Action::requeue(ctx.poll.min(Duration::from_secs(5))));
             }
@@ -411,18 +429,7 @@ async fn decide(
         .or_else(|| status.plan.as_ref().map(|p| p.image.clone()))
         .unwrap_or_else(|| v.image.clone());
     let mut rp = ensure_finalizer(&ctx.client, rp).await?;
-    if existing.is_none() {
-        if let Some(recorded) = verdict
-            .as_ref()
-            .and_then(|v| status::with_plan(rp.status.as_ref(), rp.metadata.generation, v, now))
-        {
-            // The plan (and its approval) is in the status before the Job that runs it
-            // exists: the pod checks it, and a reader never sees a Job of an unrecorded plan.
-            rp = write_status(&ctx.client, &rp, &recorded).await?;
-        }
-    }
-    let status = rp.status.clone().unwrap_or_default();
-    let decision = job(ctx, &owner, &v, &image, existing, &status, &rp, now).await?;
+    let decision = job(ctx, &owner, &v, &image, existing, verdict.as_ref(), &mut rp, now).await?;
     Ok((decision, verdict, rp))
 }
 
@@ -566,9 +573,10 @@ async fn check(
     Ok(Ok((owner, v)))
 }
 
-/// The Job and its RBAC: applied (the Job, running `image`, only when absent), what the
-/// Job says, and whether a running Reprocess stalled (its Job then deleted, to be made
-/// again on a later reconcile once gone).
+/// The Job and its RBAC: applied (the Job, running `image`, only when absent, after
+/// `status::before_job` is written to `rp`), what the Job says, and whether a running
+/// Reprocess stalled (the caller writes that, then deletes the Job; a later reconcile makes
+/// the replacement once it is gone).
 #[allow(clippy::too_many_arguments)]
 async fn job(
     ctx: &ReprocessContext,
@@ -576,10 +584,12 @@ async fn job(
     v: &Validated,
     image: &str,
     existing: Option<Job>,
-    status: &ReprocessStatus,
-    rp: &Reprocess,
+    verdict: Option<&PlanVerdict>,
+    rp: &mut Reprocess,
     now: DateTime<Utc>,
 ) -> Result<Decision> {
+    let status = rp.status.clone().unwrap_or_default();
+    let status = &status;
     let children = build::build(owner, v, image);
     let ns = owner.namespace.as_str();
     ssa(&ctx.client, ns, &children.service_account).await?;
@@ -599,11 +609,14 @@ async fn job(
         Some(j) if job_has_a_pod(j) => JobState::HasPod,
         Some(_) => JobState::NoPod,
     };
-    let job_created = existing
-        .as_ref()
-        .and_then(|j| j.metadata.creation_timestamp.as_ref())
-        .map(status::chrono_time);
-    if let Some((reason, message)) = status::stall(status, state, job_created, now) {
+    if let Some((reason, mut message)) = status::stall(status, state, now) {
+        if let Some(finalizers) = existing
+            .as_ref()
+            .and_then(|j| j.metadata.finalizers.as_ref())
+            .filter(|_| state == JobState::Deleting)
+        {
+            message = format!("{message}: {}", finalizers.join(", "));
+        }
         let limit = rp.spec.max_stall_restarts;
         let job_uid = existing
             .as_ref()
@@ -627,7 +640,11 @@ async fn job(
     }
     let Some(job) = existing else {
         // First start, the replacement after a stall, or the Job was deleted mid-run: its
-        // pod resumes from the status.
+        // pod resumes from the status. The plan and the time are written first, with the
+        // resourceVersion read: a stale view of the run (already failed, or changed by its
+        // pod) conflicts here and makes no Job.
+        let before = status::before_job(rp.status.as_ref(), rp.metadata.generation, verdict, now);
+        *rp = write_status(&ctx.client, rp, &before).await?;
         ssa(&ctx.client, ns, &children.job).await?;
         return Ok(Decision::Starting { job: name });
     };
@@ -669,6 +686,7 @@ async fn delete_replaced_job(ctx: &ReprocessContext, rp: &Reprocess, uid: Option
     let Some(uid) = uid else {
         return Ok(());
     };
+    // A Reprocess that cannot name its children (refused as Invalid) never had a Job.
     let Ok(owner) = Owner::of(rp) else {
         return Ok(());
     };

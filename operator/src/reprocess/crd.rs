@@ -476,9 +476,15 @@ pub struct ReprocessStatus {
     #[serde(default)]
     pub stall_restarts: u32,
     /// When the operator last found the run stalled (it replaces the Job then): the next
-    /// pod's 60 s to heartbeat, or 30 s to exist, count from here.
+    /// pod's 60 s to heartbeat count from here, or from `jobCreationTime` if later.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_stall_time: Option<Time>,
+    /// When the operator last made the run's Job, by its own clock, written (with the
+    /// plan) before the Job is made: a Job made late, its predecessor slow to go, gets its
+    /// full time, and an operator working from a stale cache makes no Job (the write
+    /// conflicts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_creation_time: Option<Time>,
     /// The uid of the Job the last stall replaces. The operator records it before deleting
     /// that Job (so a lost status write never leaves a deletion unaccounted for) and deletes
     /// a Job of this uid wherever it sees one (so a failed deletion is retried, not counted

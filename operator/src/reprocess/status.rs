@@ -41,6 +41,10 @@ pub const HEARTBEAT_TIMEOUT: chrono::Duration = chrono::Duration::seconds(60);
 /// A running Reprocess whose Job is gone or has no pod for this long is stalled (`PodGone`):
 /// long enough for the Job to replace a pod that exited to be resumed.
 pub const POD_GONE_GRACE: chrono::Duration = chrono::Duration::seconds(30);
+/// A stalled run's Job still being deleted this long after the stall (a finalizer holds
+/// it) counts as another stall (`JobNotDeleted`), so such a run ends `StalledTooOften`
+/// instead of waiting for ever: five times the heartbeat timeout.
+pub const DELETION_PATIENCE: chrono::Duration = chrono::Duration::seconds(300);
 
 /// What the operator found for a Reprocess that is not final yet.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -164,7 +168,8 @@ pub enum Final {
     Cancelled { message: String },
 }
 
-pub(crate) fn time(now: DateTime<Utc>) -> Time {
+/// A chrono instant as a Kubernetes `Time` (whole seconds on the wire).
+pub fn time(now: DateTime<Utc>) -> Time {
     Time(
         k8s_openapi::jiff::Timestamp::from_millisecond(now.timestamp_millis())
             .unwrap_or(k8s_openapi::jiff::Timestamp::UNIX_EPOCH),
@@ -406,21 +411,24 @@ pub fn decide(
     (s != before).then_some(s)
 }
 
-/// The status with the plan and its `Approved` condition recorded, and nothing else
-/// changed; `None` when it says so already. Written before a Job is made, so that the pod
-/// finds the plan it was made for and a lost write never leaves a Job running an
-/// unrecorded plan.
-pub fn with_plan(
+/// The status written right before the operator makes a Job: the plan and its `Approved`
+/// condition (for a run not started), and `jobCreationTime`. Written with the
+/// `resourceVersion` read, so that the pod finds the plan it was made for, a lost write
+/// never leaves a Job running an unrecorded plan, and an operator working from a stale
+/// cache (a run already failed) makes no Job.
+pub fn before_job(
     previous: Option<&ReprocessStatus>,
     generation: Option<i64>,
-    plan: &PlanVerdict,
+    plan: Option<&PlanVerdict>,
     now: DateTime<Utc>,
-) -> Option<ReprocessStatus> {
-    let before = previous.cloned().unwrap_or_default();
-    let mut s = before.clone();
+) -> ReprocessStatus {
+    let mut s = previous.cloned().unwrap_or_default();
     s.observed_generation = generation;
-    record_plan(&mut s, generation, plan, now);
-    (s != before).then_some(s)
+    if let Some(plan) = plan {
+        record_plan(&mut s, generation, plan, now);
+    }
+    s.job_creation_time = Some(time(now));
+    s
 }
 
 fn record_plan(s: &mut ReprocessStatus, generation: Option<i64>, v: &PlanVerdict, now: DateTime<Utc>) {
@@ -443,7 +451,8 @@ fn record_plan(s: &mut ReprocessStatus, generation: Option<i64>, v: &PlanVerdict
 /// What the operator sees of a running Reprocess's Job.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum JobState {
-    /// No Job (deleted mid-run, or never made by this operator).
+    /// No Job (deleted mid-run, never made by this operator, or the replacement after a
+    /// stall not made yet).
     Absent,
     /// Being deleted (a replacement waits for it to go).
     Deleting,
@@ -453,35 +462,42 @@ pub enum JobState {
     HasPod,
 }
 
-/// The last sign of life of a running Reprocess: its last heartbeat, its start, or the
+/// The last sign of life of a running Reprocess: its last heartbeat, its start, the
 /// operator's last replacement of its Job (`lastStallTime`: a stall is counted once per
-/// replacement, and each replacement gets the full time to show life).
+/// replacement) or its making of the Job (`jobCreationTime`: each Job gets the full time
+/// to show life, however late it was made).
 pub fn last_sign_of_life(s: &ReprocessStatus) -> Option<DateTime<Utc>> {
     let heartbeat = s.progress.as_ref().and_then(|p| p.last_heartbeat_time.as_ref());
-    [heartbeat, s.started_at.as_ref(), s.last_stall_time.as_ref()]
-        .into_iter()
-        .flatten()
-        .map(chrono_time)
-        .max()
+    [
+        heartbeat,
+        s.started_at.as_ref(),
+        s.last_stall_time.as_ref(),
+        s.job_creation_time.as_ref(),
+    ]
+    .into_iter()
+    .flatten()
+    .map(chrono_time)
+    .max()
 }
 
-/// Whether a Reprocess is stalled at `now` (see `HEARTBEAT_TIMEOUT`, `POD_GONE_GRACE`): the
-/// reason and a message, or `None`. Only a run its pod reported `Running` can stall. The
-/// time counts from the last sign of life or from the Job's creation (`job_created`),
-/// whichever is later: a Job made late (its predecessor slow to go) gets its full time.
-pub fn stall(
-    s: &ReprocessStatus,
-    job: JobState,
-    job_created: Option<DateTime<Utc>>,
-    now: DateTime<Utc>,
-) -> Option<(&'static str, String)> {
+/// Whether a Reprocess is stalled at `now` (see `HEARTBEAT_TIMEOUT`, `POD_GONE_GRACE`,
+/// `DELETION_PATIENCE`; the time counts from `last_sign_of_life`): the reason and a
+/// message, or `None`. Only a run its pod reported `Running` can stall.
+pub fn stall(s: &ReprocessStatus, job: JobState, now: DateTime<Utc>) -> Option<(&'static str, String)> {
     if s.phase() != Phase::Running {
         return None;
     }
-    let since = last_sign_of_life(s)?.max(job_created.unwrap_or(DateTime::<Utc>::MIN_UTC));
+    let since = last_sign_of_life(s)?;
     let quiet = now - since;
     let seconds = quiet.num_seconds();
     match job {
+        JobState::Deleting if quiet > DELETION_PATIENCE => Some((
+            "JobNotDeleted",
+            format!(
+                "the Job being replaced is still being deleted {seconds} s after the stall (something holds it: its \
+                 finalizers); the replacement cannot be made under the same name until it is gone"
+            ),
+        )),
         JobState::Deleting => None,
         // A stall since the last heartbeat: the Job is the replacement not made yet (the
         // stall was written, the old Job deleted), not a second stall.
@@ -572,8 +588,25 @@ fn ledger_contains(c: &StatusCheckpoint, day: NaiveDate) -> bool {
     c.ledger.iter().any(|e| ranges_contain(&e.days, day))
 }
 
+/// The days done under `plan_hash`: the writer's own (`c.done`) and those the status
+/// already records for that plan. A ledger only grows: two pods of one run can write it
+/// (a stalled Job's pod finishing its day in its grace period while the replacement runs),
+/// and each knows only its own days.
+pub fn done_days(c: &Checkpoint, previous: Option<&StatusCheckpoint>, plan_hash: &str) -> BTreeSet<NaiveDate> {
+    let mut done = c.done.clone();
+    for entry in previous.map(|p| p.ledger.as_slice()).unwrap_or_default() {
+        if entry.plan_hash == plan_hash {
+            if let Ok(days) = days_of_ranges(&entry.days) {
+                done.extend(days);
+            }
+        }
+    }
+    done
+}
+
 /// The status's ledger from the engine's checkpoint: days an earlier plan's entry holds
-/// stay there, every other day done goes to `plan_hash`'s entry.
+/// stay there, every other day done (`done_days`: the writer's and those recorded) goes to
+/// `plan_hash`'s entry.
 pub fn to_status_checkpoint(c: &Checkpoint, previous: Option<&StatusCheckpoint>, plan_hash: &str) -> StatusCheckpoint {
     let mut ledger: Vec<LedgerEntry> = Vec::new();
     let mut elsewhere = BTreeSet::new();
@@ -585,7 +618,10 @@ pub fn to_status_checkpoint(c: &Checkpoint, previous: Option<&StatusCheckpoint>,
             ledger.push(entry.clone());
         }
     }
-    let mine: BTreeSet<NaiveDate> = c.done.difference(&elsewhere).copied().collect();
+    let mine: BTreeSet<NaiveDate> = done_days(c, previous, plan_hash)
+        .difference(&elsewhere)
+        .copied()
+        .collect();
     if !mine.is_empty() {
         ledger.push(LedgerEntry {
             plan_hash: plan_hash.to_string(),
@@ -665,11 +701,8 @@ fn progress_at(
 ) -> ReprocessProgress {
     let mut p = s.progress.clone().unwrap_or_default();
     if let Some(c) = checkpoint {
-        p.set_days(
-            u32::try_from(c.done.len()).unwrap_or(u32::MAX),
-            p.days_failed,
-            days_total(c),
-        );
+        let done = done_days(c, s.checkpoint.as_ref(), &plan_hash(s)).len();
+        p.set_days(u32::try_from(done).unwrap_or(u32::MAX), p.days_failed, days_total(c));
     }
     p.rows_read = live.rows.0;
     p.rows_written = live.rows.1;
@@ -804,9 +837,9 @@ pub fn record_day(
     merge_days(&mut s.days, [result]);
     s.progress = Some(progress_at(&s, Some(checkpoint), live, now));
     let hash = plan_hash(&s);
+    let done = done_days(checkpoint, s.checkpoint.as_ref(), &hash).len();
     s.checkpoint = Some(to_status_checkpoint(checkpoint, s.checkpoint.as_ref(), &hash));
     s.phase = Phase::Running;
-    let done = checkpoint.done.len();
     let total = days_total(checkpoint);
     let message = format!("{done} of {total} days done, the last {}", day.day);
     conditions(&mut s, "False", "False", "True", "Running", &message, generation, now);
@@ -1304,6 +1337,49 @@ mod tests {
     }
 
     #[test]
+    fn two_pods_of_one_run_each_knowing_only_their_days_never_shrink_the_ledger() {
+        // The stalled Job's pod (in its grace period) finishes day 1 while the replacement,
+        // which resumed before that, finishes days 2 and 3: each writes what it knows.
+        let plan_status = ReprocessStatus {
+            plan: Some(plan("h1")),
+            ..Default::default()
+        };
+        let mut s = started(
+            Some(&plan_status),
+            Some(1),
+            &checkpoint(&[]),
+            &Live::default(),
+            "go",
+            t(0),
+        );
+        let day = |n| report(d(n), "v2", None);
+        s = record_day(Some(&s), Some(1), &day(2), &checkpoint(&[2]), &Live::default(), t(1));
+        s = record_day(Some(&s), Some(1), &day(3), &checkpoint(&[2, 3]), &Live::default(), t(2));
+        // The old pod's write: its checkpoint has day 1 only.
+        s = record_day(Some(&s), Some(1), &day(1), &checkpoint(&[1]), &Live::default(), t(3));
+        assert_eq!(
+            s.checkpoint.as_ref().unwrap().done().unwrap(),
+            ["2026-11-01/2026-11-03"]
+        );
+        assert_eq!(s.progress.as_ref().unwrap().days_succeeded, 3);
+        assert_eq!(s.totals.as_ref().unwrap().days, 3);
+        // A heartbeat or a restart of the old pod's view changes nothing of it.
+        let again = started(Some(&s), Some(1), &checkpoint(&[1]), &Live::default(), "resumed", t(4));
+        assert_eq!(again.checkpoint, s.checkpoint);
+        assert_eq!(again.progress.as_ref().unwrap().days_succeeded, 3);
+        // The replacement replays day 1 again (it did not know): counted once.
+        let twice = record_day(
+            Some(&s),
+            Some(1),
+            &day(1),
+            &checkpoint(&[1, 2, 3]),
+            &Live::default(),
+            t(5),
+        );
+        assert_eq!(twice.totals.as_ref().unwrap().days, 3);
+    }
+
+    #[test]
     fn days_are_counted_once_and_the_list_keeps_changed_and_latest_days() {
         let mut s = started(None, Some(1), &checkpoint(&[]), &Live::default(), "start", t(0));
         let dry = |n| report(d(n), "v2", Some((100.0, 90.0)));
@@ -1644,21 +1720,17 @@ mod tests {
     fn no_heartbeat_for_60_s_or_no_pod_for_30_s_is_a_stall_counted_once_per_replacement() {
         let s = running_since(100);
         assert_eq!(last_sign_of_life(&s), Some(t(100)));
-        assert_eq!(stall(&s, JobState::HasPod, None, t(160)), None, "60 s is allowed");
-        let (reason, message) = stall(&s, JobState::HasPod, None, t(161)).unwrap();
+        assert_eq!(stall(&s, JobState::HasPod, t(160)), None, "60 s is allowed");
+        let (reason, message) = stall(&s, JobState::HasPod, t(161)).unwrap();
         assert_eq!(reason, "NoHeartbeat");
         assert!(message.contains("61 s"), "{message}");
-        assert_eq!(stall(&s, JobState::NoPod, None, t(130)), None, "a pod being replaced");
-        assert_eq!(stall(&s, JobState::Absent, None, t(131)).unwrap().0, "PodGone");
-        assert_eq!(stall(&s, JobState::NoPod, None, t(131)).unwrap().0, "PodGone");
-        assert_eq!(
-            stall(&s, JobState::Deleting, None, t(1000)),
-            None,
-            "a replacement under way"
-        );
+        assert_eq!(stall(&s, JobState::NoPod, t(130)), None, "a pod being replaced");
+        assert_eq!(stall(&s, JobState::Absent, t(131)).unwrap().0, "PodGone");
+        assert_eq!(stall(&s, JobState::NoPod, t(131)).unwrap().0, "PodGone");
+        assert_eq!(stall(&s, JobState::Deleting, t(400)), None, "a replacement under way");
         // Only a run its pod reported Running stalls.
         let pending = decide(None, Some(1), &Decision::Starting { job: "j".into() }, None, t(0)).unwrap();
-        assert_eq!(stall(&pending, JobState::HasPod, None, t(10_000)), None);
+        assert_eq!(stall(&pending, JobState::HasPod, t(10_000)), None);
 
         // The operator's stall: Stalled=True, counted, Progressing=False; the phase stays.
         let decision = Decision::Stalled {
@@ -1674,14 +1746,11 @@ mod tests {
         assert_eq!(cond(&stalled, PROGRESSING), ("False", "NoHeartbeat"));
         // The replacement counts as a sign of life: no second stall until it too is quiet.
         assert_eq!(last_sign_of_life(&stalled), Some(t(161)));
-        assert_eq!(stall(&stalled, JobState::NoPod, None, t(180)), None);
-        assert_eq!(
-            stall(&stalled, JobState::HasPod, None, t(222)).unwrap().0,
-            "NoHeartbeat"
-        );
+        assert_eq!(stall(&stalled, JobState::NoPod, t(180)), None);
+        assert_eq!(stall(&stalled, JobState::HasPod, t(222)).unwrap().0, "NoHeartbeat");
         // No Job after a stall is the replacement still to be made, however late the look.
         assert!(replacement_due(&stalled));
-        assert_eq!(stall(&stalled, JobState::Absent, None, t(10_000)), None);
+        assert_eq!(stall(&stalled, JobState::Absent, t(10_000)), None);
 
         // A second stall while Stalled is still True (the replacement's pod never started):
         // counted once, and the clock restarts from it, not from the first stall.
@@ -1695,22 +1764,24 @@ mod tests {
         assert_eq!(twice.replaced_job_uid.as_deref(), Some("uid-b"));
         assert_eq!(last_sign_of_life(&twice), Some(t(222)));
         assert_eq!(
-            stall(&twice, JobState::NoPod, None, t(251)),
+            stall(&twice, JobState::NoPod, t(251)),
             None,
             "30 s from the second stall"
         );
         assert_eq!(
-            stall(&twice, JobState::HasPod, None, t(282)),
+            stall(&twice, JobState::HasPod, t(282)),
             None,
             "60 s from the second stall"
         );
-        assert_eq!(stall(&twice, JobState::HasPod, None, t(283)).unwrap().0, "NoHeartbeat");
-        // A replacement made late (its predecessor slow to go) gets its 60 s from its creation.
-        assert_eq!(stall(&twice, JobState::HasPod, Some(t(400)), t(460)), None);
-        assert_eq!(
-            stall(&twice, JobState::HasPod, Some(t(400)), t(461)).unwrap().0,
-            "NoHeartbeat"
-        );
+        assert_eq!(stall(&twice, JobState::HasPod, t(283)).unwrap().0, "NoHeartbeat");
+        // A replacement made late (its predecessor slow to go) gets its 60 s from its making.
+        let late = before_job(Some(&twice), Some(1), None, t(400));
+        assert_eq!(late.plan, twice.plan, "no plan given, none changed");
+        assert_eq!(stall(&late, JobState::HasPod, t(460)), None);
+        assert_eq!(stall(&late, JobState::HasPod, t(461)).unwrap().0, "NoHeartbeat");
+        // A Job that never goes: another stall once the patience is out, not a wait for ever.
+        assert_eq!(stall(&twice, JobState::Deleting, t(522)), None);
+        assert_eq!(stall(&twice, JobState::Deleting, t(523)).unwrap().0, "JobNotDeleted");
         // The next pod reports: Stalled=False.
         let resumed = started(
             Some(&stalled),
