@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
 # Runs every fuzz target of fuzz/ for SECONDS each (default 600), one after another, and
-# prints per target its executions and findings; exits 1 when any target found something.
+# prints per target its executions and findings.
 #
-#   ./scripts/fuzz.sh [SECONDS] [TARGET...]
+#   ./scripts/fuzz.sh [SECONDS] [TARGET...]        (-h, --help: the usage)
 #
-# FUZZ_RUNS=N also stops a target after N executions (a campaign's goal, e.g. 10000000);
-# FUZZ_BUILD=0 skips the build (a campaign on binaries built before, outside any lock).
+# SECONDS is a whole number of seconds > 0: libFuzzer reads -max_total_time=0 as "no limit",
+# so 0 is refused rather than run forever. FUZZ_RUNS=N (a whole number > 0) also stops a
+# target after N executions (a campaign's goal, e.g. 10000000); FUZZ_BUILD=0 skips the build
+# (a campaign on binaries built before, outside any lock).
+#
+# Exit status: 0 every target ran clean; 1 a finding; 2 a usage error.
 #
 # Each run starts from the committed corpus (fuzz/corpus/TARGET: small, minimised inputs;
 # replaying them is the first thing a run does) and writes what it discovers to a working
@@ -17,10 +21,44 @@
 # sanitizer it builds on the stable toolchain. The build goes to fuzz/target, apart from
 # the workspace's.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+
+usage() {
+  cat <<EOF
+usage: $0 [SECONDS] [TARGET...]
+  SECONDS  how long each target runs: a whole number of seconds > 0 (default 600)
+  TARGET   a fuzz target of fuzz/Cargo.toml (default: every one)
+  FUZZ_RUNS=N (a whole number > 0) also stops each target after N executions;
+  FUZZ_BUILD=0 runs the binaries built before; FUZZ_WORK_DIR=DIR holds the working corpora.
+EOF
+}
+# The usage on stderr after what was wrong, exit 2.
+usage_error() {
+  echo "$0: $1" >&2
+  usage >&2
+  exit 2
+}
+# A whole number > 0 of at most 9 digits: libFuzzer keeps its flags in a C int, so a longer
+# one would wrap, and a value it cannot parse (FUZZ_RUNS=abc) it reads as 0.
+whole_positive() {
+  [[ "$1" =~ ^[0-9]{1,9}$ ]] && ((10#$1 > 0))
+}
+
+for arg in "$@"; do
+  case "$arg" in
+    -h | --help) usage; exit 0 ;;
+  esac
+done
 seconds="${1:-600}"
 shift || true
-[[ "$seconds" =~ ^[0-9]+$ ]] || { echo "usage: $0 [SECONDS] [TARGET...]" >&2; exit 2; }
+whole_positive "$seconds" || usage_error "SECONDS must be a whole number of seconds > 0 (at most 9 digits), not '$seconds'"
+seconds=$((10#$seconds))
+runs="${FUZZ_RUNS:-}"
+if [ -n "$runs" ]; then
+  whole_positive "$runs" || usage_error "FUZZ_RUNS must be a whole number > 0 (at most 9 digits), not '$runs'"
+  runs=$((10#$runs))
+fi
+
+cd "$(dirname "$0")/.."
 
 # Release with debug assertions and overflow checks (-a), no sanitizer: the code under test
 # is safe Rust, and ASan would only slow every execution (and interpose on libchdb's
@@ -52,7 +90,7 @@ for t in "${targets[@]}"; do
   log=$(mktemp)
   args=("$work/$t" "fuzz/corpus/$t" -max_total_time="$seconds" -timeout=60 -rss_limit_mb=4096
         -artifact_prefix="fuzz/artifacts/$t/" -print_final_stats=1)
-  [ -n "${FUZZ_RUNS:-}" ] && args+=(-runs="$FUZZ_RUNS")
+  [ -n "$runs" ] && args+=(-runs="$runs")
   dict=$(dict_of "$t")
   [ -n "$dict" ] && args+=(-dict="$dict")
   echo "== fuzz $t for ${seconds}s"
