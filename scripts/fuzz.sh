@@ -9,7 +9,9 @@
 # target after N executions (a campaign's goal, e.g. 10000000); FUZZ_BUILD=0 skips the build
 # (a campaign on binaries built before, outside any lock).
 #
-# Exit status: 0 every target ran clean; 1 a finding; 2 a usage error.
+# Exit status: 0 every target ran clean; 1 a finding; 2 a usage error, an unknown target,
+# or a target not built (FUZZ_BUILD=0 before any build, or the build failed). Names and
+# numbers are checked before the build and before any directory is made.
 #
 # Each run starts from the committed corpus (fuzz/corpus/TARGET: small, minimised inputs;
 # replaying them is the first thing a run does) and writes what it discovers to a working
@@ -60,17 +62,51 @@ fi
 
 cd "$(dirname "$0")/.."
 
+# The targets, checked before the build (minutes) and before any directory is made for
+# them: `cargo fuzz list` reads fuzz/Cargo.toml's [[bin]]s and builds nothing.
+all_text=$(cd fuzz && cargo fuzz list) || {
+  echo "$0: 'cargo fuzz list' failed in fuzz/ (cargo-fuzz: scripts/install-deps.sh --tests installs it)" >&2
+  exit 2
+}
+mapfile -t all <<<"$all_text"
+targets=("$@")
+[ ${#targets[@]} -eq 0 ] && targets=("${all[@]}")
+is_target() {
+  local name
+  for name in "${all[@]}"; do [ "$name" = "$1" ] && return 0; done
+  return 1
+}
+unknown=0
+for t in "${targets[@]}"; do
+  if ! is_target "$t"; then
+    listed=$(printf '%s, ' "${all[@]}")
+    echo "$0: unknown fuzz target $t; the targets are: ${listed%, }" >&2
+    unknown=1
+  fi
+done
+[ "$unknown" -eq 0 ] || exit 2
+
 # Release with debug assertions and overflow checks (-a), no sanitizer: the code under test
 # is safe Rust, and ASan would only slow every execution (and interpose on libchdb's
 # allocator in the differential target).
 if [ "${FUZZ_BUILD:-1}" != 0 ]; then
-  (cd fuzz && env -u CARGO_TARGET_DIR cargo fuzz build -O -a -s none --codegen-units 16 --target-dir target)
+  if ! (cd fuzz && env -u CARGO_TARGET_DIR cargo fuzz build -O -a -s none --codegen-units 16 --target-dir target); then
+    echo "$0: the fuzz targets did not build (cargo's message above)" >&2
+    exit 2
+  fi
 fi
-mapfile -t all < <(cd fuzz && cargo fuzz list)
-targets=("$@")
-[ ${#targets[@]} -eq 0 ] && targets=("${all[@]}")
 
 bin=fuzz/target/x86_64-unknown-linux-gnu/release
+for t in "${targets[@]}"; do
+  if [ ! -x "$bin/$t" ]; then
+    if [ "${FUZZ_BUILD:-1}" = 0 ]; then
+      echo "$0: fuzz target $t is not built ($bin/$t is missing); run without FUZZ_BUILD=0 to build it" >&2
+    else
+      echo "$0: the build did not make $bin/$t" >&2
+    fi
+    exit 2
+  fi
+done
 work="${FUZZ_WORK_DIR:-fuzz/corpus-work}"
 # The dictionary each target's inputs are written in (libFuzzer -dict), where one helps.
 dict_of() {
