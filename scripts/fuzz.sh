@@ -15,7 +15,8 @@
 #
 # Each run starts from the committed corpus (fuzz/corpus/TARGET: small, minimised inputs;
 # replaying them is the first thing a run does) and writes what it discovers to a working
-# corpus (fuzz/corpus-work/TARGET, or $FUZZ_WORK_DIR/TARGET; not committed). A crash or a
+# corpus (fuzz/corpus-work/TARGET in the repository, or $FUZZ_WORK_DIR/TARGET, a relative
+# FUZZ_WORK_DIR taken from the directory the script is run from; not committed). A crash or a
 # disagreement is written to fuzz/artifacts/TARGET/. scripts/test.sh runs it with a short
 # time (the smoke); long campaigns run it with hours, under `nice -n 19` on shared cores.
 #
@@ -59,8 +60,15 @@ if [ -n "$runs" ]; then
   whole_positive "$runs" || usage_error "FUZZ_RUNS must be a whole number > 0 (at most 9 digits), not '$runs'"
   runs=$((10#$runs))
 fi
+# A relative FUZZ_WORK_DIR is the caller's (resolved before the cd to the repository);
+# the default is fuzz/corpus-work in the repository.
+work="${FUZZ_WORK_DIR:-}"
+if [ -n "$work" ] && [[ "$work" != /* ]]; then
+  work="$PWD/$work"
+fi
 
 cd "$(dirname "$0")/.."
+work="${work:-fuzz/corpus-work}"
 
 # The targets, checked before the build (minutes) and before any directory is made for
 # them: `cargo fuzz list` reads fuzz/Cargo.toml's [[bin]]s and builds nothing.
@@ -107,7 +115,6 @@ for t in "${targets[@]}"; do
     exit 2
   fi
 done
-work="${FUZZ_WORK_DIR:-fuzz/corpus-work}"
 # The dictionary each target's inputs are written in (libFuzzer -dict), where one helps.
 dict_of() {
   case "$1" in
