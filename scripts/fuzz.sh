@@ -125,22 +125,46 @@ dict_of() {
   esac
 }
 
+# Each target runs with a directory of its own (mktemp -d): its log, and its TMPDIR. The
+# directory is removed after the target whatever its outcome, and by the traps on Ctrl-C,
+# a kill or a failure of the script: the differential target leaves its engine (~42 MB)
+# under TMPDIR on every run and cannot remove it itself (its harness lives in a static and
+# the process ends in `_exit`, before any destructor; fuzz/src/differential.rs says why).
+run=""
+child=""
+cleanup() {
+  if [ -n "$child" ]; then
+    kill -TERM "$child" 2>/dev/null || true
+    wait "$child" 2>/dev/null || true
+  fi
+  if [ -n "$run" ]; then rm -rf "$run"; fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+trap 'exit 129' HUP
+
 failed=0
 report=()
 for t in "${targets[@]}"; do
   mkdir -p "$work/$t" "fuzz/corpus/$t" "fuzz/artifacts/$t"
   before=$(find "fuzz/artifacts/$t" -type f | wc -l)
-  log=$(mktemp)
+  run=$(mktemp -d)
+  mkdir "$run/tmp"
+  log="$run/log"
   args=("$work/$t" "fuzz/corpus/$t" -max_total_time="$seconds" -timeout=60 -rss_limit_mb=4096
         -artifact_prefix="fuzz/artifacts/$t/" -print_final_stats=1)
   [ -n "$runs" ] && args+=(-runs="$runs")
   dict=$(dict_of "$t")
   [ -n "$dict" ] && args+=(-dict="$dict")
   echo "== fuzz $t for ${seconds}s"
-  set +e
-  "$bin/$t" "${args[@]}" >"$log" 2>&1
-  status=$?
-  set -e
+  # In the background, waited for: a signal to the script reaches its trap at once (not
+  # after the target's time is up), and the trap stops the target.
+  TMPDIR="$run/tmp" "$bin/$t" "${args[@]}" >"$log" 2>&1 &
+  child=$!
+  status=0
+  wait "$child" || status=$?
+  child=""
   executions=$(awk '/stat::number_of_executed_units/ {print $2}' "$log" | tail -1)
   rate=$(awk '/stat::average_exec_per_sec/ {print $2}' "$log" | tail -1)
   after=$(find "fuzz/artifacts/$t" -type f | wc -l)
@@ -152,7 +176,8 @@ for t in "${targets[@]}"; do
   fi
   report+=("$(printf '%-16s %8ss %14s exec %8s exec/s %4s findings (exit %s)' \
     "$t" "$seconds" "${executions:-?}" "${rate:-?}" "$findings" "$status")")
-  rm -f "$log"
+  rm -rf "$run"
+  run=""
 done
 echo "== fuzz summary"
 printf '%s\n' "${report[@]}"

@@ -189,11 +189,17 @@ pub struct Harness {
     pub storage: Storage,
     /// The merged sealed ranges kept between inputs, as the query service keeps them.
     pub merges: SealedMerges,
+    /// The engine's data (~42 MB), in a directory under `$TMPDIR`. Never removed by the
+    /// harness: it lives in a static, and the process ends in `_exit` (the handler below,
+    /// or libFuzzer's `_Exit` on a crash), so `TempDir`'s drop never runs.
+    /// `scripts/fuzz.sh` gives each target a `TMPDIR` of its own and removes it after the
+    /// target; a target run by hand leaves the directory behind.
     _dir: tempfile::TempDir,
 }
 
 /// The process's harness, built on first use (some seconds: the engine starts, stores the
-/// dataset and builds the tiers).
+/// dataset and builds the tiers). Its engine directory outlives the process (see
+/// `Harness::_dir`): `scripts/fuzz.sh` removes it with the target's own `TMPDIR`.
 pub fn harness() -> &'static Harness {
     static HARNESS: OnceLock<Harness> = OnceLock::new();
     HARNESS.get_or_init(|| {
