@@ -54,7 +54,10 @@ echo "== fuzz targets: the committed corpus replayed, then a short smoke each"
 # FUZZ_SMOKE_SECONDS; new inputs go to a temporary directory, crashes to fuzz/artifacts.
 # Long campaigns are ./scripts/fuzz.sh with hours (BENCHMARKS.md, Robustness).
 fuzz_work=$(mktemp -d)
+# Removed whether the smoke passes or not (set -e ends the script on a finding).
+trap 'rm -rf "$fuzz_work"' EXIT
 FUZZ_WORK_DIR="$fuzz_work" ./scripts/fuzz.sh "${FUZZ_SMOKE_SECONDS:-30}"
 rm -rf "$fuzz_work"
+trap - EXIT
 echo "== web/: sightline.js build drift and size; tracker and dashboard in a real browser"
 (cd web && npm test)
