@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Runs every fuzz target of fuzz/ for SECONDS each (default 600), one after another, and
-# prints per target its executions and findings.
+# prints per target the wall time it ran, its executions, libFuzzer's average executions
+# per second and its findings (the artifacts it wrote; a target that ended non-zero without
+# one counts as one finding).
 #
 #   ./scripts/fuzz.sh [SECONDS] [TARGET...]        (-h, --help: the usage)
 #
@@ -148,16 +150,17 @@ failed=0
 report=()
 for t in "${targets[@]}"; do
   mkdir -p "$work/$t" "fuzz/corpus/$t" "fuzz/artifacts/$t"
-  before=$(find "fuzz/artifacts/$t" -type f | wc -l)
   run=$(mktemp -d)
   mkdir "$run/tmp"
   log="$run/log"
+  touch "$run/started"
   args=("$work/$t" "fuzz/corpus/$t" -max_total_time="$seconds" -timeout=60 -rss_limit_mb=4096
         -artifact_prefix="fuzz/artifacts/$t/" -print_final_stats=1)
   [ -n "$runs" ] && args+=(-runs="$runs")
   dict=$(dict_of "$t")
   [ -n "$dict" ] && args+=(-dict="$dict")
-  echo "== fuzz $t for ${seconds}s"
+  echo "== fuzz $t for ${seconds}s${runs:+ or $runs executions}"
+  started_ns=$(date +%s%N)
   # In the background, waited for: a signal to the script reaches its trap at once (not
   # after the target's time is up), and the trap stops the target.
   TMPDIR="$run/tmp" "$bin/$t" "${args[@]}" >"$log" 2>&1 &
@@ -165,20 +168,51 @@ for t in "${targets[@]}"; do
   status=0
   wait "$child" || status=$?
   child=""
+  # The wall time the target ran: FUZZ_RUNS or a finding end it before SECONDS.
+  ms=$((($(date +%s%N) - started_ns) / 1000000))
+  wall="$((ms / 1000)).$((ms % 1000 / 100))"
   executions=$(awk '/stat::number_of_executed_units/ {print $2}' "$log" | tail -1)
   rate=$(awk '/stat::average_exec_per_sec/ {print $2}' "$log" | tail -1)
-  after=$(find "fuzz/artifacts/$t" -type f | wc -l)
-  findings=$((after - before))
-  if [ "$status" -ne 0 ] || [ "$findings" -gt 0 ]; then
+  # The artifacts this run wrote. A file is named by a hash of its input, so a crash found
+  # again overwrites the file of its first finding and a count of files before and after
+  # misses it: libFuzzer names every file it writes ("Test unit written to PATH"), and
+  # `find -newer` a marker made before the run catches any it did not name. Slow units
+  # (inputs over 10 s, libFuzzer's -report_slow_units) are reported, not failures: on a
+  # starved machine they are the machine's time, and libFuzzer goes on after them.
+  crashes=()
+  slow=0
+  while IFS= read -r artifact; do
+    case "$(basename "$artifact")" in
+      slow-unit-*) slow=$((slow + 1)) ;;
+      *) crashes+=("$artifact") ;;
+    esac
+  done < <({ sed -n 's/.*Test unit written to //p' "$log"
+             find "fuzz/artifacts/$t" -type f -newer "$run/started"; } | sort -u)
+  findings=${#crashes[@]}
+  # A target that ended non-zero without an artifact (killed, out of memory before
+  # libFuzzer could write one, a crash of the harness itself) is a finding all the same.
+  [ "$status" -ne 0 ] && [ "$findings" -eq 0 ] && findings=1
+  if [ "$findings" -gt 0 ]; then
     failed=1
     # What the target said about its finding: the panic and the input's file.
-    grep -E "panicked at|assertion|disagrees|Test unit written|ERROR:" -A2 "$log" | head -40 >&2 || tail -40 "$log" >&2
+    said="panicked at|assertion|disagrees|Test unit written|ERROR:"
+    if grep -qE "$said" "$log"; then
+      grep -E "$said" -A2 "$log" | head -40 >&2 || true
+    else
+      tail -40 "$log" >&2
+    fi
+    [ ${#crashes[@]} -eq 0 ] && echo "$t ended with exit status $status and wrote no artifact" >&2
+    for artifact in "${crashes[@]}"; do
+      echo "to run this input again: $bin/$t $artifact" >&2
+    done
   fi
-  report+=("$(printf '%-16s %8ss %14s exec %8s exec/s %4s findings (exit %s)' \
-    "$t" "$seconds" "${executions:-?}" "${rate:-?}" "$findings" "$status")")
+  slow_note=""
+  [ "$slow" -gt 0 ] && slow_note=", $slow slow units"
+  report+=("$(printf '%-16s %8ss %14s exec %8s exec/s %4s findings (exit %s%s)' \
+    "$t" "$wall" "${executions:-?}" "${rate:-?}" "$findings" "$status" "$slow_note")")
   rm -rf "$run"
   run=""
 done
-echo "== fuzz summary"
+echo "== fuzz summary (wall time each target ran; libFuzzer's executions and its average rate)"
 printf '%s\n' "${report[@]}"
 exit "$failed"
