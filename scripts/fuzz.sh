@@ -18,13 +18,23 @@
 # Each run starts from the committed corpus (fuzz/corpus/TARGET: small, minimised inputs;
 # replaying them is the first thing a run does) and writes what it discovers to a working
 # corpus (fuzz/corpus-work/TARGET in the repository, or $FUZZ_WORK_DIR/TARGET, a relative
-# FUZZ_WORK_DIR taken from the directory the script is run from; not committed). A crash or a
-# disagreement is written to fuzz/artifacts/TARGET/. scripts/test.sh runs it with a short
+# FUZZ_WORK_DIR taken from the directory the script is run from; not committed). A crash or
+# a disagreement is written to fuzz/artifacts/TARGET/. scripts/test.sh runs it with a short
 # time (the smoke); long campaigns run it with hours, under `nice -n 19` on shared cores.
 #
+# Running a finding again, from the repository's root: the target's binary with the
+# artifact as its argument runs that one input and prints the panic,
+#   fuzz/target/x86_64-unknown-linux-gnu/release/TARGET fuzz/artifacts/TARGET/crash-...
+# and libFuzzer shrinks it (-runs=N tries a round; the smallest failing input goes to FILE):
+#   fuzz/target/x86_64-unknown-linux-gnu/release/TARGET -minimize_crash=1 -runs=10000 \
+#     -exact_artifact_path=FILE fuzz/artifacts/TARGET/crash-...
+# SIGHTLINE_FUZZ_SHOW=1 makes the differential target print each query and the tiers that
+# answered it. Run by hand, the differential target leaves its engine (~42 MB) under
+# $TMPDIR every time it starts: give it TMPDIR=$(mktemp -d) and remove that afterwards.
+#
 # Needs cargo-fuzz (scripts/install-deps.sh --tests installs the pinned one); without a
-# sanitizer it builds on the stable toolchain. The build goes to fuzz/target, apart from
-# the workspace's.
+# sanitizer it builds on the stable toolchain. The build goes to fuzz/target (~2.4 GB),
+# apart from the workspace's.
 set -euo pipefail
 
 usage() {
