@@ -212,8 +212,9 @@ for t in "${targets[@]}"; do
       tail -40 "$log" >&2
     fi
     [ ${#crashes[@]} -eq 0 ] && echo "$t ended with exit status $status and wrote no artifact" >&2
+    # Absolute paths: the caller may be anywhere (the script cd'd to the repository).
     for artifact in "${crashes[@]}"; do
-      echo "to run this input again: $bin/$t $artifact" >&2
+      echo "to run this input again: $PWD/$bin/$t $PWD/$artifact" >&2
     done
   fi
   slow_note=""
