@@ -1,5 +1,5 @@
-//! Where the engine's insert time and memory go: the group commit's inserts (RowBinary
-//! batches of 5,000 events of one site, as `collector-bench` stores them) into one layout
+//! Where the engine's insert time and memory go: the group commit's inserts (batches of
+//! 5,000 events of one site, raw rows as RowBinary and processed rows as Native, as `collector-bench` stores them) into one layout
 //! at a time, timed insert by insert (generating, processing and encoding the batch is not
 //! timed), with the process's anonymous resident memory and the engine's allocator
 //! sampled throughout. One layout per process: the engine and its allocator are the
@@ -134,7 +134,8 @@ async fn probe(args: Args) {
             .take(n)
             .collect();
         let events = (args.layout != Layout::Raw).then(|| {
-            rowbinary::encode(
+            // As the product stores them (`ops::insert_events`): one Native block.
+            sightline_core::warehouse::native::encode_events(
                 &raws
                     .iter()
                     .map(|r| process(r, config, &mut sessions))
@@ -152,7 +153,7 @@ async fn probe(args: Args) {
             wh.insert(
                 &format!("{db}.{}", schema::EVENTS_TABLE),
                 schema::EVENT_COLUMNS,
-                InsertFormat::RowBinary,
+                InsertFormat::Native,
                 events,
             )
             .await

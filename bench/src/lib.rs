@@ -139,8 +139,9 @@ pub enum Tables {
 }
 
 /// The engine's own bulk insert of `total` events of `site` for `tenant` (whose schema is
-/// applied and moved onto the tiers first), in RowBinary batches of `batch`, encoded before
-/// the clock starts; returns events per second.
+/// applied and moved onto the tiers first), in batches of `batch` encoded as the product
+/// encodes them (raw rows RowBinary, processed rows Native) before the clock starts;
+/// returns events per second.
 pub async fn engine_bulk_insert(
     wh: &sightline_core::warehouse::embedded::Embedded,
     tenant: &sightline_core::spec::Tenant,
@@ -187,7 +188,8 @@ pub async fn engine_bulk_insert(
             .take(n)
             .collect();
         let events = (tables == Tables::RawAndProcessed).then(|| {
-            rowbinary::encode(
+            // As the product stores them (`ops::insert_events`): one Native block.
+            sightline_core::warehouse::native::encode_events(
                 &raws
                     .iter()
                     .map(|r| process(r, config, &mut sessions))
@@ -206,7 +208,7 @@ pub async fn engine_bulk_insert(
             wh.insert(
                 &format!("{db}.{}", schema::EVENTS_TABLE),
                 schema::EVENT_COLUMNS,
-                InsertFormat::RowBinary,
+                InsertFormat::Native,
                 events,
             )
             .await

@@ -477,7 +477,7 @@ pub async fn reconcile_visitors(
     let set: HashSet<Key> = keys.iter().map(|(s, v, _)| (s.clone(), *v)).collect();
     let hints: HashMap<Key, DateTime<Utc>> = keys.iter().map(|(s, v, t)| ((s.clone(), *v), *t)).collect();
     let rc = recompute(wh, &db, processor, config, &set, &[], &hints).await?;
-    ops::insert_rows(wh, &format!("{db}.{EVENTS_TABLE}"), &rc.rows).await?;
+    ops::insert_events(wh, &format!("{db}.{EVENTS_TABLE}"), &rc.rows).await?;
     Ok(Reconciled {
         rows: rc.rows.len(),
         cancelled: rc.cancelled,

@@ -197,6 +197,15 @@ impl EventBlock {
     }
 }
 
+/// `events` as one Native block (see `EventBlock::take`).
+pub fn encode_events(events: &[Event]) -> Vec<u8> {
+    let mut block = EventBlock::default();
+    for e in events {
+        block.push(e);
+    }
+    block.take()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
