@@ -20,6 +20,8 @@ cargo build --locked --bin sightline
 echo "== the operator's rendered manifests and the CRD pass kubernetes-validate --strict"
 # Kubernetes 1.33 is the oldest API the operator speaks (k8s-openapi feature v1_33).
 rendered=$(mktemp -d)
+# Removed whether validation passes or not (set -e ends the script on a failure).
+trap 'rm -rf "$rendered"' EXIT
 for tenant in manifests/examples/tenant.yaml manifests/examples/cluster/*.yaml; do
   out="$rendered/$(basename "$tenant")"
   "${CARGO_TARGET_DIR:-target}/debug/sightline" operator render -f "$tenant" --namespace analytics > "$out"
@@ -27,6 +29,7 @@ for tenant in manifests/examples/tenant.yaml manifests/examples/cluster/*.yaml; 
 done
 kubernetes-validate --strict --quiet -k 1.33.0 crds/*.yaml
 rm -rf "$rendered"
+trap - EXIT
 echo "== packaging: the Helm chart (lint --strict, rendered through kubernetes-validate --strict, NOTES), manifests/install.yaml matches it, hadolint"
 ./scripts/check-packaging.sh
 echo "== tests"
