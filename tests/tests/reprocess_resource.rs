@@ -602,14 +602,7 @@ async fn a_stopped_and_a_killed_pod_are_resumed_from_the_status_without_a_day_sk
 
     // Pod A is told to stop (SIGTERM) while it records its first day: it finishes that day
     // and exits for the next pod.
-    let interrupt = CancellationToken::new();
-    let signal = interrupt.clone();
-    api.on_request(move |r, _| {
-        if r.method == Method::PATCH && r.body["status"]["progress"]["daysSucceeded"] == 1 {
-            signal.cancel();
-        }
-        Hook::Answer
-    });
+    let interrupt = interrupted_at_the_first_day(&api);
     let outcome = pod(&mut api, "fix", interrupt).run(wh.as_ref()).await.unwrap();
     assert!(
         matches!(&outcome, Outcome::Interrupted(m) if m.contains("told to stop")),
@@ -1021,11 +1014,9 @@ async fn a_silent_pod_is_stalled_within_90_s_its_job_replaced_and_the_next_pod_r
     );
 }
 
-/// `fix` (days 1 to 3, one at a time) created and started; its pod replays day 1 and goes
-/// silent (its last status write at `later()`), and its Job still counts that pod active.
-async fn silent_after_day_one(client: &kube::Client, api: &mut FakeApi, wh: &Arc<Embedded>) {
-    create(api, "fix", spec("{parallelism: 1}"), 0);
-    operator(client, api, "fix", wh).await;
+/// A token cancelled when the pod records its first finished day (a SIGTERM arriving
+/// then: the pod finishes that day and exits).
+fn interrupted_at_the_first_day(api: &FakeApi) -> CancellationToken {
     let interrupt = CancellationToken::new();
     let signal = interrupt.clone();
     api.on_request(move |r, _| {
@@ -1034,6 +1025,15 @@ async fn silent_after_day_one(client: &kube::Client, api: &mut FakeApi, wh: &Arc
         }
         Hook::Answer
     });
+    interrupt
+}
+
+/// `fix` (days 1 to 3, one at a time) created and started; its pod replays day 1 and goes
+/// silent (its last status write at `later()`), and its Job still counts that pod active.
+async fn silent_after_day_one(client: &kube::Client, api: &mut FakeApi, wh: &Arc<Embedded>) {
+    create(api, "fix", spec("{parallelism: 1}"), 0);
+    operator(client, api, "fix", wh).await;
+    let interrupt = interrupted_at_the_first_day(api);
     pod(api, "fix", interrupt).run(wh.as_ref()).await.unwrap();
     api.on_request(|_, _| Hook::Answer);
     api.edit(&job_path("fix"), |j| j["status"] = json!({"active": 1}));
