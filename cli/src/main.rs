@@ -41,7 +41,8 @@ enum Command {
     Query(query_cmd::Args),
     /// Create or update every tenant's Kafka topics to its spec (idempotent).
     Provision(provision_cmd::Args),
-    /// The AnalyticsTenant operator (`render` prints what it would apply).
+    /// The operator: reconciles AnalyticsTenants and runs each Reprocess in a Job (`render`
+    /// prints what it would apply for a tenant).
     Operator(Box<operator_cmd::Args>),
     /// Write the CRDs to crds/ and charts/sightline/crds/ (tests fail when either drifts from
     /// the code).
@@ -52,7 +53,7 @@ enum Command {
     /// against a data directory, against a ClickHouse URL, or through a running standalone
     /// server's admin endpoint.
     Reprocess(reprocess_cmd::Args),
-    /// `kubectl sightline` (status, token, report) without the symlink.
+    /// `kubectl sightline` (status, token, report, reprocess) without the symlink.
     Kubectl(kubectl_cmd::PluginCli),
     /// Issue tokens for merchants' sites.
     Token {

@@ -1,5 +1,5 @@
-//! `sightline operator`: runs the AnalyticsTenant operator (in a cluster, or against the
-//! kubeconfig's cluster); `sightline operator render` prints what it would apply; `sightline
+//! `sightline operator`: runs the operator, the AnalyticsTenant and Reprocess controllers (in
+//! a cluster, or against the kubeconfig's cluster); `sightline operator render` prints what it would apply; `sightline
 //! crdgen` writes the CRDs to crds/ and the chart's crds/.
 
 use std::path::PathBuf;

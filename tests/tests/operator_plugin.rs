@@ -1,5 +1,6 @@
-//! `kubectl sightline` (status, token issue, report) against a mocked API server: what each
-//! command prints for the objects the API holds, and that it only reads.
+//! `kubectl sightline` (status, token issue, report, reprocess plan|approve|cancel) against a
+//! mocked API server: what each command prints for the objects the API holds, and that only
+//! `reprocess approve` and `cancel` write.
 
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
