@@ -280,7 +280,7 @@ async fn reprocess_plan_prints_the_plan_and_what_to_do_next() {
         lines[6],
         format!("image      ghcr.io/sightline/sightline@sha256:{}", "5e".repeat(32))
     );
-    assert_eq!(lines[7], "estimate   1s (DocumentedThroughput at 68,000 rows/s)");
+    assert_eq!(lines[7], "estimate   1s (DocumentedThroughput at 240,000 rows/s)");
     assert_eq!(lines[8], "per day:");
     assert_eq!(lines[10], "  2026-11-11    1 days           600 rows     1.2 MiB");
     assert!(

@@ -10,6 +10,7 @@ use kube::{Api, Client, ResourceExt};
 
 use super::PluginError;
 use crate::reprocess::crd::{Approval, Phase, Reprocess, APPROVED};
+use crate::reprocess::plan::{grouped, DOCUMENTED_ROWS_PER_SECOND};
 
 async fn get(client: &Client, namespace: &str, name: &str) -> Result<(Api<Reprocess>, Reprocess), PluginError> {
     let api: Api<Reprocess> = Api::namespaced(client.clone(), namespace);
@@ -102,9 +103,10 @@ pub async fn plan(client: &Client, namespace: &str, name: &str) -> Result<String
         plan.processing, plan.pipeline_version, plan.image
     ));
     out.push_str(&format!(
-        "estimate   {} ({} at 68,000 rows/s)\n",
+        "estimate   {} ({} at {} rows/s)\n",
         duration(plan.eta_seconds),
-        plan.eta_basis
+        plan.eta_basis,
+        grouped(DOCUMENTED_ROWS_PER_SECOND)
     ));
     out.push_str(&format!("per {}:\n", plan.breakdown_by.to_lowercase()));
     for p in &plan.breakdown {

@@ -390,8 +390,9 @@ pub struct ReprocessPlan {
     /// The estimated run time in seconds: `rows` at the documented throughput
     /// (`etaBasis`).
     pub eta_seconds: u64,
-    /// What the estimate is based on: `DocumentedThroughput` (BENCHMARKS.md, "Replay
-    /// throughput": 68,000 raw rows/s for one pod).
+    /// What the estimate is based on: `DocumentedThroughput`, 240,000 raw rows/s for one
+    /// pod (BENCHMARKS.md, "Replay throughput": one 5 M-row day at 245,646 rows/s, rounded
+    /// down).
     pub eta_basis: String,
 }
 

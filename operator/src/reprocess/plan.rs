@@ -20,8 +20,9 @@
 //!   the processing identity, the pipeline version and the image by digest. The ETA and
 //!   the time of computation are not covered (they change without the run changing).
 //! - **ETA**: the plan's rows at `DOCUMENTED_ROWS_PER_SECOND` (BENCHMARKS.md, "Replay
-//!   throughput": 68,613 raw rows/s measured for a 5 M-row day on two shared cores, rounded
-//!   down; one pod, whatever `parallelism`, as the loader's CPU bounds it).
+//!   throughput": the current engine replayed one 5 M-row day in 20.4 s, 245,646 raw rows/s
+//!   on two shared cores, rounded down to 240,000; one pod, whatever `parallelism`, as the
+//!   pod's CPU bounds it).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -38,8 +39,24 @@ use super::crd::{PlanPartitions, PlanPeriod, ReprocessPlan};
 use crate::error::{Error, Result};
 use crate::validate::Validated;
 
-/// Raw rows a Job's pod replays per second, for the plan's ETA (see the module docs).
-pub const DOCUMENTED_ROWS_PER_SECOND: u64 = 68_000;
+/// Raw rows a Job's pod replays per second, for the plan's ETA: BENCHMARKS.md, "Replay
+/// throughput", one 5 M-row day at 245,646 rows/s rounded down (see the module docs). The
+/// one place the figure is kept: the plugin prints it from here, and a test checks that the
+/// CRD, README.md and docs/replay.md state the same.
+pub const DOCUMENTED_ROWS_PER_SECOND: u64 = 240_000;
+/// `n` with its thousands grouped by commas, as the docs write figures (`240,000`).
+pub fn grouped(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
 /// `status.plan.etaBasis`.
 pub const ETA_BASIS: &str = "DocumentedThroughput";
 /// Ranges of at most this many days list rows and bytes per day, longer ones per month.
@@ -497,13 +514,14 @@ mod tests {
 
     #[test]
     fn the_plan_lists_days_partitions_totals_and_a_documented_eta() {
-        let p = make(&inputs(vec![day(1, 68_000, 1000), day(2, 68_001, 2000)]), Utc::now());
+        let rate = DOCUMENTED_ROWS_PER_SECOND;
+        let p = make(&inputs(vec![day(1, rate, 1000), day(2, rate + 1, 2000)]), Utc::now());
         assert_eq!(
             (p.first_day.as_str(), p.last_day.as_str(), p.days),
             ("2026-11-01", "2026-11-02", 2)
         );
-        assert_eq!((p.rows, p.bytes), (136_001, 3000));
-        assert_eq!(p.eta_seconds, 3, "rows at 68,000/s, rounded up");
+        assert_eq!((p.rows, p.bytes), (2 * rate + 1, 3000));
+        assert_eq!(p.eta_seconds, 3, "rows at the documented rate, rounded up");
         assert_eq!(p.eta_basis, "DocumentedThroughput");
         assert_eq!(p.breakdown_by, "Day");
         assert_eq!(
@@ -511,7 +529,7 @@ mod tests {
             PlanPeriod {
                 period: "2026-11-02".into(),
                 days: 1,
-                rows: 68_001,
+                rows: rate + 1,
                 bytes: 2000
             }
         );
@@ -559,6 +577,39 @@ mod tests {
                 bytes: 56
             }
         );
+    }
+
+    #[test]
+    fn the_documented_rate_is_one_figure_everywhere_it_is_written() {
+        assert_eq!(
+            [
+                grouped(0),
+                grouped(999),
+                grouped(1_000),
+                grouped(240_000),
+                grouped(5_000_000)
+            ],
+            ["0", "999", "1,000", "240,000", "5,000,000"]
+        );
+        let figure = format!("{} raw rows/s", grouped(DOCUMENTED_ROWS_PER_SECOND));
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let read = |file: &str| std::fs::read_to_string(root.join(file)).unwrap();
+        for (name, text) in [
+            ("the CRD", serde_json::to_string(&super::super::crd::crd()).unwrap()),
+            ("README.md", read("README.md")),
+            ("docs/replay.md", read("docs/replay.md")),
+        ] {
+            // Lines wrap anywhere in prose: compare with whitespace runs made one space.
+            let text = text
+                .replace("\\n", " ")
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ");
+            assert!(
+                text.contains(&figure),
+                "{name} does not state the plan's rate, {figure}"
+            );
+        }
     }
 
     #[test]
