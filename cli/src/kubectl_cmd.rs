@@ -77,9 +77,9 @@ pub enum ReprocessCommand {
     Approve {
         /// The Reprocess.
         name: String,
-        /// The hash of the plan you reviewed (what `plan` printed): a plan recomputed since
-        /// is refused, never approved unseen.
-        #[arg(long)]
+        /// The hash of the plan you reviewed (what `plan` printed): 64 hex digits, either
+        /// case. A plan recomputed since is refused, never approved unseen.
+        #[arg(long, value_parser = plugin::reprocess::plan_hash)]
         hash: String,
         /// Its namespace (default: the kubeconfig context's).
         #[arg(long, short = 'n')]

@@ -2,6 +2,8 @@
 //! mocked API server: what each command prints for the objects the API holds, and that only
 //! `reprocess approve` and `cancel` write.
 
+use std::process::{Command, Output};
+
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -314,6 +316,23 @@ async fn reprocess_approve_sets_the_plans_hash_and_refuses_what_it_cannot_approv
     let (client, api) = mock_client();
     let fake = FakeApi::start_for_a_person(api);
     fake.put(&rp_path("fix"), reprocess("fix", "Manual", Some(hash('a')), "Pending"));
+    // Not a hash at all: refused, naming --hash and the form expected, before any request.
+    for (bad, why) in [
+        ("", "it is empty"),
+        ("abc", "it has 3 digits"),
+        (&hash('g')[..], "'g' is not a hex digit"),
+        (&format!("sha256:{}", hash('a'))[..], "'s' is not a hex digit"),
+    ] {
+        let e = plugin::reprocess::approve(&client, NS, "fix", bad).await.unwrap_err();
+        assert!(matches!(e, PluginError::Refused(_)), "{bad:?}: {e}");
+        assert!(
+            e.to_string().starts_with(&format!(
+                "--hash {bad:?}: not a plan hash ({why}): expected the 64 hex digits"
+            )),
+            "{bad:?}: {e}"
+        );
+    }
+    assert!(fake.take_calls().is_empty(), "a malformed hash sends nothing");
     // Not the hash the person reviewed: refused, nothing written.
     let e = plugin::reprocess::approve(&client, NS, "fix", &hash('b'))
         .await
@@ -324,9 +343,9 @@ async fn reprocess_approve_sets_the_plans_hash_and_refuses_what_it_cannot_approv
     );
     assert!(fake.get(&rp_path("fix")).unwrap()["spec"]["approvedPlanHash"].is_null());
 
-    let text = plugin::reprocess::approve(&client, NS, "fix", &hash('a'))
-        .await
-        .unwrap();
+    // The reviewed hash, as a person may paste it: upper case, with the line's whitespace.
+    let pasted = format!("  {}\n", hash('a').to_uppercase());
+    let text = plugin::reprocess::approve(&client, NS, "fix", &pasted).await.unwrap();
     assert!(
         text.contains(&format!("approved plan {} (3 days, 1500 rows)", hash('a'))),
         "{text}"
@@ -434,4 +453,75 @@ async fn reprocess_cancel_deletes_it_and_says_a_running_one_finishes_its_day() {
     assert!(fake.get(&rp_path("done")).is_none());
     let e = plugin::reprocess::cancel(&client, NS, "nope").await.unwrap_err();
     assert!(e.to_string().contains("does not exist"), "{e}");
+}
+
+// ---- The binary: what a person sees on the command line. ----
+
+/// A kubeconfig whose current context ("test") names the API server at `url`.
+fn kubeconfig(dir: &std::path::Path, url: &str) -> std::path::PathBuf {
+    let path = dir.join("kubeconfig");
+    std::fs::write(
+        &path,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters: [{{name: c, cluster: {{server: \"{url}\"}}}}]\n\
+             users: [{{name: u, user: {{token: t}}}}]\n\
+             contexts: [{{name: test, context: {{cluster: c, user: u, namespace: {NS}}}}}]\n\
+             current-context: test\n"
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// The plugin with `args`, as `sightline kubectl …` or (`as_plugin`) through a symlink named
+/// `kubectl-sightline`, as kubectl runs it; the log filter is the plugin's default.
+fn plugin_command(dir: &std::path::Path, kubeconfig: &std::path::Path, as_plugin: bool, args: &[&str]) -> Output {
+    let mut command = if as_plugin {
+        let link = dir.join("kubectl-sightline");
+        if !link.exists() {
+            std::os::unix::fs::symlink(sightline_tests::binary(), &link).unwrap();
+        }
+        Command::new(link)
+    } else {
+        let mut c = Command::new(sightline_tests::binary());
+        c.arg("kubectl");
+        c
+    };
+    command
+        .args(args)
+        .env("KUBECONFIG", kubeconfig)
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run the plugin")
+}
+
+#[test]
+fn a_malformed_hash_is_a_usage_error_naming_hash_before_any_request() {
+    let dir = tempfile::tempdir().unwrap();
+    // A server that would take a connection: none must come.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let config = kubeconfig(dir.path(), &format!("http://{}", listener.local_addr().unwrap()));
+    for as_plugin in [false, true] {
+        for bad in ["abc", &hash('g')[..], " ", &hash('a')[1..]] {
+            let out = plugin_command(
+                dir.path(),
+                &config,
+                as_plugin,
+                &["reprocess", "approve", "fix", "-n", NS, "--hash", bad],
+            );
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "a usage error, like clap's: {stderr}");
+            assert!(
+                stderr.contains("for '--hash <HASH>': not a plan hash")
+                    && stderr.contains("expected the 64 hex digits (SHA-256)"),
+                "{bad:?}: {stderr}"
+            );
+        }
+    }
+    match listener.accept() {
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+        other => panic!("the plugin connected to the API server: {other:?}"),
+    }
 }

@@ -146,12 +146,34 @@ pub async fn plan(client: &Client, namespace: &str, name: &str) -> Result<String
     Ok(out)
 }
 
+/// A plan's hash as given to `reprocess approve --hash`: surrounding whitespace trimmed and
+/// lower-cased (a hash copied from a terminal, or written in upper case, is the same hash),
+/// then it must be 64 hex digits, as `status.plan.hash` (SHA-256) and the CRD's pattern for
+/// `spec.approvedPlanHash` (`^[0-9a-f]{64}$`) have it. The error says what is wrong and the
+/// form expected (clap and `approve` put `--hash` before it); the command line checks it
+/// before anything is sent.
+pub fn plan_hash(given: &str) -> Result<String, String> {
+    let hash = given.trim().to_ascii_lowercase();
+    let wrong = match given.trim().chars().find(|c| !c.is_ascii_hexdigit()) {
+        _ if hash.is_empty() => "it is empty".to_string(),
+        Some(c) => format!("{c:?} is not a hex digit"),
+        None if hash.len() != 64 => format!("it has {} digits", hash.len()),
+        None => return Ok(hash),
+    };
+    Err(format!(
+        "not a plan hash ({wrong}): expected the 64 hex digits (SHA-256) that `kubectl sightline reprocess plan \
+         NAME` prints after \"plan\""
+    ))
+}
+
 /// `reprocess approve NAME --hash H`: sets `spec.approvedPlanHash` to the current plan's
-/// hash, which must be `expected` (the hash the person reviewed with `plan`): a plan
-/// recomputed after the review is never approved unseen. Errors: no such Reprocess, no plan
-/// yet, an Automatic run (nothing to approve), a run that started or ended, a plan other
-/// than `expected`, or one recomputed since it was read (409).
+/// hash, which must be `expected` (the hash the person reviewed with `plan`; read by
+/// `plan_hash` first, so nothing is sent for one of the wrong form): a plan recomputed
+/// after the review is never approved unseen. Errors: a malformed hash, no such Reprocess,
+/// no plan yet, an Automatic run (nothing to approve), a run that started or ended, a plan
+/// other than `expected`, or one recomputed since it was read (409).
 pub async fn approve(client: &Client, namespace: &str, name: &str, expected: &str) -> Result<String, PluginError> {
+    let expected = plan_hash(expected).map_err(|e| PluginError::Refused(format!("--hash {expected:?}: {e}")))?;
     let (api, rp) = get(client, namespace, name).await?;
     let status = rp.status.clone().unwrap_or_default();
     if rp.spec.approval == Approval::Automatic {
