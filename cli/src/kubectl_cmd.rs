@@ -129,15 +129,19 @@ pub fn invoked_as_plugin() -> bool {
         .unwrap_or(false)
 }
 
+/// The plugin's default log filter (`RUST_LOG` replaces it): kube's request tracing logs
+/// every failed request at ERROR (`failed with error client error (Connect)`), and each such
+/// failure is also returned to the command, which prints it once, naming the server.
+pub const LOG_FILTER: &str = "info,kube_client::client::builder=off";
+
 pub fn run(cli: PluginCli) -> Result<(), String> {
     block_on(async move {
-        let client = kube::Client::try_default()
-            .await
-            .map_err(|e| format!("Kubernetes client (kubeconfig or in-cluster): {e}"))?;
+        let (client, server) = plugin::connect::connect().await.map_err(|e| e.to_string())?;
+        let explain = |e: plugin::PluginError| server.explain(e).to_string();
         let text = match cli.command {
             PluginCommand::Status { tenant } => plugin::status::status(&client, &tenant, chrono::Utc::now())
                 .await
-                .map_err(|e| e.to_string())?,
+                .map_err(explain)?,
             PluginCommand::Token {
                 command:
                     TokenCommand::Issue {
@@ -151,7 +155,7 @@ pub fn run(cli: PluginCli) -> Result<(), String> {
                 let claims = crate::token_cmd::claims(&tenant, site, &scope, ttl)?;
                 let token = plugin::token::issue(&client, &claims, namespace.as_deref())
                     .await
-                    .map_err(|e| e.to_string())?;
+                    .map_err(explain)?;
                 format!("{token}\n")
             }
             PluginCommand::Reprocess { command } => {
@@ -167,7 +171,7 @@ pub fn run(cli: PluginCli) -> Result<(), String> {
                         plugin::reprocess::cancel(&client, &ns(namespace), &name).await
                     }
                 }
-                .map_err(|e| e.to_string())?
+                .map_err(explain)?
             }
             PluginCommand::Report {
                 tenant,
@@ -186,7 +190,7 @@ pub fn run(cli: PluginCli) -> Result<(), String> {
                 };
                 let bundle = report::report(&client, &scope, &chrono::Utc::now().to_rfc3339())
                     .await
-                    .map_err(|e| e.to_string())?;
+                    .map_err(explain)?;
                 match out {
                     Some(path) => {
                         std::fs::write(&path, bundle).map_err(|e| format!("{}: {e}", path.display()))?;

@@ -36,6 +36,11 @@ const SECRET_PARAMS: &[&str] = &["token", "api_secret"];
 /// person at a terminal: never when stderr is a file or a pipe (collected logs), nor when
 /// `NO_COLOR` is set (no-color.org).
 pub fn init() {
+    init_with("info");
+}
+
+/// [`init`] with `default_filter` (`EnvFilter` directives) where `RUST_LOG` is unset.
+pub fn init_with(default_filter: &str) {
     let fields = tracing_subscriber::fmt::format::debug_fn(|writer, field, value| {
         // Where a `log` record (a library logging through the `log` crate) came from in
         // the source: noise for the people reading the logs.
@@ -53,7 +58,9 @@ pub fn init() {
     })
     .delimited(" ");
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default_filter.into()),
+        )
         .with_ansi(colours())
         .fmt_fields(fields)
         .with_writer(RateLimitedStderr::default())

@@ -67,15 +67,15 @@ fn main() -> ExitCode {
     sightline_core::warehouse::embedded::configure_engine_allocator();
     // Installed as `kubectl-sightline`, the binary is the kubectl plugin.
     if kubectl_cmd::invoked_as_plugin() {
-        logging::init();
+        logging::init_with(kubectl_cmd::LOG_FILTER);
         return exit(kubectl_cmd::run(kubectl_cmd::PluginCli::parse()));
     }
     let cli = Cli::parse();
-    if matches!(cli.command, Command::Operator(_)) {
+    match cli.command {
         // The operator logs JSON lines, each reconcile's span (tenant, generation) included.
-        logging::init_json();
-    } else {
-        logging::init();
+        Command::Operator(_) => logging::init_json(),
+        Command::Kubectl(_) => logging::init_with(kubectl_cmd::LOG_FILTER),
+        _ => logging::init(),
     }
     let outcome = match cli.command {
         Command::Standalone(args) => standalone::run(args),

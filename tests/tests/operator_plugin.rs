@@ -525,3 +525,54 @@ fn a_malformed_hash_is_a_usage_error_naming_hash_before_any_request() {
         other => panic!("the plugin connected to the API server: {other:?}"),
     }
 }
+
+#[test]
+fn an_unreachable_api_server_is_named_with_where_it_came_from_and_why() {
+    let dir = tempfile::tempdir().unwrap();
+    // A port just released: nothing listens there.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = kubeconfig(dir.path(), &format!("https://127.0.0.1:{port}"));
+    let upper = hash('a').to_uppercase();
+    let commands: [&[&str]; 6] = [
+        &["status", "acme"],
+        &["token", "issue", "acme", "--scope", "admin"],
+        &["report", "acme"],
+        &["reprocess", "plan", "fix"],
+        // Upper case is a hash (it passes the command line and is sent).
+        &["reprocess", "approve", "fix", "--hash", &upper],
+        &["reprocess", "cancel", "fix"],
+    ];
+    for as_plugin in [false, true] {
+        for args in commands {
+            let out = plugin_command(dir.path(), &config, as_plugin, args);
+            // The whole of stderr: the one error line, no line of kube's own logging.
+            assert_eq!(
+                String::from_utf8_lossy(&out.stderr),
+                format!(
+                    "error: cannot reach the Kubernetes API server at https://127.0.0.1:{port} (from the \
+                     kubeconfig's current context \"test\"): connection refused\n"
+                ),
+                "{args:?}"
+            );
+            assert_eq!(out.status.code(), Some(1), "{args:?}");
+        }
+    }
+    // No kubeconfig and not in a pod: the path as a path, and what to do.
+    let missing = dir.path().join("missing");
+    let out = plugin_command(dir.path(), &missing, false, &["status", "acme"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.starts_with(&format!(
+            "error: no Kubernetes cluster to talk to: kubeconfig: cannot read {}: ",
+            missing.display()
+        )) && stderr.contains("in-cluster: KUBERNETES_SERVICE_HOST and KUBERNETES_SERVICE_PORT are not set")
+            && stderr.contains("set KUBECONFIG"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("'\""), "the path quoted twice: {stderr}");
+}

@@ -3,8 +3,10 @@
 //! of an API client that returns what it prints, so it is tested against a mocked API
 //! server. `status` (one screen per tenant), `token` (issue a token from the tenant's
 //! Secret, read through the API), `report` (a redacted support bundle), `reprocess`
-//! (`plan`, `approve`, `cancel` of a Reprocess).
+//! (`plan`, `approve`, `cancel` of a Reprocess); `connect` makes the client and names the
+//! server in a failure to reach it.
 
+pub mod connect;
 pub mod report;
 pub mod reprocess;
 pub mod status;
@@ -22,6 +24,14 @@ pub enum PluginError {
     /// The Kubernetes API refused or failed.
     #[error("Kubernetes API: {0}")]
     Kube(#[from] kube::Error),
+    /// No configuration to reach a cluster with (no kubeconfig, not in a pod), or one that
+    /// cannot be used; says which and why (`connect`).
+    #[error("{0}")]
+    Config(String),
+    /// The API server could not be connected to; names it, where its URL came from, and why
+    /// (`connect::ApiServer::explain`).
+    #[error("{0}")]
+    Unreachable(String),
     #[error("{0}")]
     Serialize(#[from] serde_yaml::Error),
 }
