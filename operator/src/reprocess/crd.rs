@@ -30,8 +30,9 @@ pub const APPROVED: &str = "Approved";
 /// `Running`); False when nothing moves (`Queued`, `AwaitingApproval`, or the outcome).
 pub const PROGRESSING: &str = "Progressing";
 /// True when the run's pod stopped reporting (`NoHeartbeat`: no heartbeat for
-/// `HEARTBEAT_TIMEOUT`; `PodGone`: its Job has no pod); the operator replaces the Job and the
-/// next pod resumes. False (`Heartbeating`) while heartbeats arrive.
+/// `HEARTBEAT_TIMEOUT`; `PodGone`: its Job has no pod; `JobNotDeleted`: the Job a stall
+/// replaces is still held in deletion after `DELETION_PATIENCE`); the operator replaces the
+/// Job and the next pod resumes. False (`Heartbeating`, `NotStarted`) otherwise.
 pub const STALLED: &str = "Stalled";
 /// Every condition type, in the order the status lists them.
 pub const CONDITION_TYPES: [&str; 5] = [APPROVED, PROGRESSING, STALLED, COMPLETE, FAILED];
@@ -77,7 +78,8 @@ pub struct ReprocessResourceSpec {
     pub reprocess: ReprocessSpec,
     /// `Automatic` (default): the plan runs as soon as it is computed. `Manual`: nothing
     /// runs until `approvedPlanHash` equals `status.plan.hash` (`kubectl sightline
-    /// reprocess approve NAME`). Cannot change after creation.
+    /// reprocess approve NAME --hash HASH`, HASH the hash `kubectl sightline reprocess plan
+    /// NAME` printed). Cannot change after creation.
     #[serde(default)]
     pub approval: Approval,
     /// Under `approval: Manual`, the hash of the plan (`status.plan.hash`) that may run: 64
@@ -312,7 +314,8 @@ pub struct ReprocessTotals {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct StatusCheckpoint {
-    /// The processing identity the days are replayed with (`v3`, `v3+bots`).
+    /// The processing identity the days are replayed with (`v5`, or `v5+bots` for a tenant
+    /// whose bot filtering is off).
     pub processing: String,
     /// Days finished, per plan hash they were swapped under (a run has one plan once it
     /// started, so one entry; an entry per plan keeps the ledger honest if that ever
@@ -358,15 +361,16 @@ pub struct ReprocessPlan {
     pub hash: String,
     /// When the plan was computed.
     pub computed_at: Time,
-    /// The processing identity the days get (`v5`, `v5+bots`).
+    /// The processing identity the days get (`v5`, or `v5+bots` for a tenant whose bot
+    /// filtering is off).
     pub processing: String,
     /// The processor's `PIPELINE_VERSION`.
     pub pipeline_version: u32,
     /// The image the Job runs, by digest (`repository@sha256:…`).
     pub image: String,
-    /// The first and last UTC day (both included).
+    /// The first UTC day of the range (`YYYY-MM-DD`, included).
     pub first_day: String,
-    /// The last UTC day of the range.
+    /// The last UTC day of the range (`YYYY-MM-DD`, included).
     pub last_day: String,
     /// Days of the range.
     pub days: u32,
@@ -426,8 +430,8 @@ pub struct PlanPartitions {
 }
 
 /// What the operator and the Job's pod last reported. Bounded whatever the range: the
-/// checkpoint as day ranges, per-day details for at most `MAX_DAY_RESULTS` days, the rest
-/// in `totals`, messages cut at `MAX_MESSAGE` bytes.
+/// checkpoint as day ranges, per-day details for at most 20 days, the rest in `totals`,
+/// messages cut at 1024 bytes.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ReprocessStatus {
@@ -449,8 +453,8 @@ pub struct ReprocessStatus {
     /// Every finished day summed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub totals: Option<ReprocessTotals>,
-    /// Finished days in day order, at most `MAX_DAY_RESULTS` (20): the days that changed
-    /// and the latest ones; `totals` counts them all.
+    /// Finished days in day order, at most 20: the days that changed and the latest ones;
+    /// `totals` counts them all.
     #[serde(default)]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["day"]))]
     pub days: Vec<DayResult>,
@@ -494,9 +498,10 @@ pub struct ReprocessStatus {
     pub replaced_job_uid: Option<String>,
 }
 
-/// The most days `status.days` details.
+/// The most days `status.days` details (the CRD's descriptions state the number; a test
+/// checks they agree).
 pub const MAX_DAY_RESULTS: usize = 20;
-/// The longest message (`status.message`, a condition's) in bytes.
+/// The longest message (`status.message`, a condition's) in bytes (stated in the CRD too).
 pub const MAX_MESSAGE: usize = 1024;
 
 impl ReprocessStatus {
@@ -696,6 +701,52 @@ mod tests {
         ] {
             assert!(status[field].is_object(), "status.{field} missing");
         }
+    }
+
+    #[test]
+    fn descriptions_state_numbers_current_identities_and_the_whole_approve_command() {
+        use sightline_core::processor::{identity, ProcessorConfig, PIPELINE_VERSION};
+        let s = schema();
+        let text = serde_json::to_string(&s).unwrap();
+        assert!(
+            !text.contains("MAX_"),
+            "a Rust constant's name in a description: {text}"
+        );
+        // Doc comments wrap anywhere: compare with whitespace runs made one space.
+        let desc = |v: &serde_json::Value| {
+            v["description"]
+                .as_str()
+                .unwrap_or_else(|| panic!("no description: {v}"))
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        let status = &s["properties"]["status"];
+        let of_status = &status["properties"];
+        assert!(
+            desc(status).contains(&format!("at most {MAX_DAY_RESULTS} days"))
+                && desc(status).contains(&format!("cut at {MAX_MESSAGE} bytes")),
+            "{}",
+            desc(status)
+        );
+        assert!(desc(&of_status["days"]).contains(&format!("at most {MAX_DAY_RESULTS}:")));
+        let current = identity(PIPELINE_VERSION, ProcessorConfig { bot_filtering: true });
+        let with_bots = identity(PIPELINE_VERSION, ProcessorConfig { bot_filtering: false });
+        for field in [
+            &of_status["checkpoint"]["properties"]["processing"],
+            &of_status["plan"]["properties"]["processing"],
+        ] {
+            let d = desc(field);
+            assert!(
+                d.contains(&format!("(`{current}`, or `{with_bots}` ")),
+                "not this build's identities ({current}, {with_bots}): {d}"
+            );
+        }
+        let plan = &of_status["plan"]["properties"];
+        assert!(desc(&plan["firstDay"]).starts_with("The first UTC day"));
+        assert!(desc(&plan["lastDay"]).starts_with("The last UTC day"));
+        assert!(desc(&s["properties"]["spec"]["properties"]["approval"])
+            .contains("kubectl sightline reprocess approve NAME --hash HASH"));
     }
 
     /// A predicate matching the schema's pattern (the API server's regexes are RE2, which
