@@ -5,6 +5,11 @@ pub enum Error {
     /// A tenant file or spec that cannot be used; names the file and the field.
     #[error("tenant spec {source_name}: {message}")]
     Spec { source_name: String, message: String },
+    /// A Reprocess file (a `Reprocess` document or a bare spec) that cannot be used; names
+    /// the file and the field. Apart from `Spec`, so the message says which kind of file it
+    /// is.
+    #[error("Reprocess {source_name}: {message}")]
+    ReprocessSpec { source_name: String, message: String },
     /// The embedded engine could not be loaded or opened.
     #[error("embedded engine: {0}")]
     Engine(String),

@@ -138,7 +138,7 @@ where
 /// Reads a `Reprocess` document (or a bare spec) from YAML; `source_name` names the file.
 /// Fields the spec does not have are refused by name.
 pub fn parse_reprocess(text: &str, source_name: &str) -> Result<ReprocessSpec> {
-    let err = |message: String| Error::Spec {
+    let err = |message: String| Error::ReprocessSpec {
         source_name: source_name.to_string(),
         message,
     };
@@ -212,8 +212,10 @@ mod tests {
         )
         .unwrap_err();
         assert!(
-            manual.to_string().contains("spec.approval only the operator reads"),
-            "{manual}"
+            manual
+                .to_string()
+                .starts_with("Reprocess m.yaml: spec.approval only the operator reads"),
+            "named as a Reprocess, not a tenant spec: {manual}"
         );
         // The type alone (what the operator reads from the cluster) takes a newer field.
         let newer: ReprocessSpec = serde_json::from_value(serde_json::json!({

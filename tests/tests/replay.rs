@@ -683,6 +683,17 @@ mod binary {
             &reprocess(&with(&local, &["--from", "2026-11-10"]), &[]),
             "--tenant is required",
         );
+        // The resource's own fields are the operator's: refused by name, and the file is
+        // named for what it is, a Reprocess (not a tenant spec).
+        let manual =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../manifests/examples/reprocess-manual.yaml");
+        let manual = manual.to_str().unwrap();
+        let out = reprocess(&with(&local, &["-f", manual]), &[]);
+        refused(
+            &out,
+            &format!("error: Reprocess {manual}: spec.approval, spec.maxStallRestarts only the operator reads"),
+        );
+        assert!(!String::from_utf8_lossy(&out.stderr).contains("tenant spec"));
 
         // Through a running server: only an admin token of the tenant opens the endpoint.
         let mut server = Server::start(std::path::Path::new(data), std::path::Path::new(tenants), &[]);
