@@ -47,11 +47,14 @@ pub enum PluginCommand {
         /// Write the bundle here instead of standard output.
         #[arg(long, short = 'o')]
         out: Option<std::path::PathBuf>,
-        /// The operator's namespace.
-        #[arg(long, default_value = "sightline-system")]
+        /// The operator's namespace (where the README installs the chart).
+        #[arg(long, default_value = "sightline")]
         operator_namespace: String,
-        /// Label selector of the operator's pods.
-        #[arg(long, default_value = "app.kubernetes.io/name=sightline-operator")]
+        /// Label selector of the operator's pods (the chart's labels).
+        #[arg(
+            long,
+            default_value = "app.kubernetes.io/name=sightline,app.kubernetes.io/component=operator"
+        )]
         operator_selector: String,
         /// Log lines per operator pod.
         #[arg(long, default_value_t = 500)]

@@ -254,6 +254,32 @@ fn the_operator_deployment_runs_flags_the_binary_has_with_a_restricted_pod() {
 }
 
 #[test]
+fn the_plugins_report_looks_for_the_operator_where_the_chart_puts_it() {
+    let bundle = documents(&read("manifests/install.yaml"));
+    let deployment = &bundle_docs(&bundle, "Deployment")[0];
+    let text = help(&["kubectl", "report"]);
+    let default_of = |flag: &str| {
+        let after = &text[text.find(flag).unwrap_or_else(|| panic!("{flag} in {text}"))..];
+        let value = &after[after.find("[default: ").expect("a default") + "[default: ".len()..];
+        value[..value.find(']').expect("]")].to_string()
+    };
+    assert_eq!(
+        deployment["metadata"]["namespace"].as_str(),
+        Some(default_of("--operator-namespace").as_str()),
+        "the README installs the chart in the namespace --operator-namespace defaults to"
+    );
+    let labels = &deployment["spec"]["template"]["metadata"]["labels"];
+    for term in default_of("--operator-selector").split(',') {
+        let (key, value) = term.split_once('=').expect("key=value");
+        assert_eq!(
+            labels[key].as_str(),
+            Some(value),
+            "the operator's pods carry {term}: {labels:?}"
+        );
+    }
+}
+
+#[test]
 fn the_rbac_grants_no_wildcards_no_secret_listing_and_what_the_reprocess_job_role_needs() {
     let bundle = documents(&read("manifests/install.yaml"));
     let rbac = Rbac::from_bundle(&read("manifests/install.yaml")).expect("RBAC");
