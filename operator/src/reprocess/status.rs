@@ -1383,40 +1383,16 @@ mod tests {
     fn days_are_counted_once_and_the_list_keeps_changed_and_latest_days() {
         let mut s = started(None, Some(1), &checkpoint(&[]), &Live::default(), "start", t(0));
         let dry = |n| report(d(n), "v2", Some((100.0, 90.0)));
-        s = record_day(
-            Some(&s),
-            Some(1),
-            &dry(1),
-            &checkpoint(&[1]),
-            &Live {
-                rows: (1, 1),
+        // Days 1 and 2, then day 2 reported again (a resumed pod): it replaces its result
+        // and is not counted twice.
+        // (day, days done, rows so far and the write's time)
+        for (day, done, n) in [(1, &[1][..], 1), (2, &[1, 2], 2), (2, &[1, 2], 3)] {
+            let live = Live {
+                rows: (n, n),
                 ..Default::default()
-            },
-            t(1),
-        );
-        s = record_day(
-            Some(&s),
-            Some(1),
-            &dry(2),
-            &checkpoint(&[1, 2]),
-            &Live {
-                rows: (2, 2),
-                ..Default::default()
-            },
-            t(2),
-        );
-        // A day reported again (a resumed pod) replaces its result and is not counted twice.
-        s = record_day(
-            Some(&s),
-            Some(1),
-            &dry(2),
-            &checkpoint(&[1, 2]),
-            &Live {
-                rows: (3, 3),
-                ..Default::default()
-            },
-            t(3),
-        );
+            };
+            s = record_day(Some(&s), Some(1), &dry(day), &checkpoint(done), &live, t(n as i64));
+        }
         let totals = s.totals.clone().unwrap();
         assert_eq!((totals.days, totals.days_changed, totals.raw_rows), (2, 2, 200));
         assert_eq!(totals.processing_before, BTreeMap::from([("v2".to_string(), 200)]));
