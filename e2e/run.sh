@@ -140,23 +140,28 @@ export SIGHTLINE_E2E_QUERY_URL=$query SIGHTLINE_E2E_READ_TOKEN=$read_token SIGHT
 export SIGHTLINE_E2E_VISITORS=2 SIGHTLINE_E2E_PAGEVIEWS=2
 cargo test --locked -p sightline-e2e --test installed -- --ignored
 
+# Applies Reprocess NAME of the tenant for the days [FROM, TO), each further argument one
+# more line of its spec ("force: true").
+apply_reprocess() {
+  kubectl -n "$ns" apply -f - <<YAML
+apiVersion: sightline.dev/v1alpha1
+kind: Reprocess
+metadata:
+  name: $1
+spec:
+  tenantRef: $tenant
+  from: "$2"
+  to: "$3"
+$(printf '  %s\n' "${@:4}")
+YAML
+}
+
 step "Reprocess today's day: a dry run, then the replay (forced: the day still takes events)"
 from=$(date -u +%F)
 to=$(date -u -d tomorrow +%F)
 for run in e2e-replay-dry-run:true e2e-replay:false; do
   name=${run%%:*}
-  kubectl -n "$ns" apply -f - <<YAML
-apiVersion: sightline.dev/v1alpha1
-kind: Reprocess
-metadata:
-  name: $name
-spec:
-  tenantRef: $tenant
-  from: "$from"
-  to: "$to"
-  dryRun: ${run##*:}
-  force: true
-YAML
+  apply_reprocess "$name" "$from" "$to" "dryRun: ${run##*:}" "force: true"
   kubectl -n "$ns" wait --for=condition=Complete "reprocess/$name" --timeout=10m
   kubectl -n "$ns" get reprocess "$name"
 done
@@ -165,18 +170,7 @@ cargo test --locked -p sightline-e2e --test installed -- --ignored
 
 step "a Manual Reprocess: planned, approved with kubectl sightline, pods killed mid-run, Complete"
 name=e2e-manual
-kubectl -n "$ns" apply -f - <<YAML
-apiVersion: sightline.dev/v1alpha1
-kind: Reprocess
-metadata:
-  name: $name
-spec:
-  tenantRef: $tenant
-  from: "$(date -u -d '29 days ago' +%F)"
-  to: "$(date -u -d tomorrow +%F)"
-  force: true
-  approval: Manual
-YAML
+apply_reprocess "$name" "$(date -u -d '29 days ago' +%F)" "$(date -u -d tomorrow +%F)" "force: true" "approval: Manual"
 jsonpath() { kubectl -n "$ns" get reprocess "$name" -o jsonpath="$1"; }
 for _ in $(seq 60); do [ -n "$(jsonpath '{.status.plan.hash}')" ] && break; sleep 2; done
 kubectl sightline reprocess plan "$name" -n "$ns"
